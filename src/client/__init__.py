@@ -1,0 +1,1 @@
+"""chat-client: npyscreen TUI and line mode."""

@@ -1,0 +1,1 @@
+"""chat-server: the epoll loop, the worker pool, the user store."""

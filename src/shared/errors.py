@@ -1,0 +1,76 @@
+"""The two kinds of error, and every wire error code in one table.
+
+A `RemoteProtocolError` is something the peer did wrong: it carries the wire
+code, is answered with an `error` frame and, unless the code is fatal, the
+connection survives it. A `LocalProtocolError` is our own code misusing the
+core: a bug, never sent on the wire.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class Code(StrEnum):
+    """Error codes of protocol v1 (the `code` field of an `error` frame)."""
+
+    BAD_FRAME = "bad_frame"
+    FRAME_TOO_LARGE = "frame_too_large"
+    SERVER_FULL = "server_full"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
+    TIMEOUT = "timeout"
+    BAD_REQUEST = "bad_request"
+    NOT_AUTHENTICATED = "not_authenticated"
+    NOT_READY = "not_ready"
+    BAD_CREDENTIALS = "bad_credentials"
+    USER_EXISTS = "user_exists"
+    RATE_LIMITED = "rate_limited"
+
+
+#: Fatal codes: the server sends the error, flushes, then closes; nothing follows.
+FATAL_CODES: frozenset[Code] = frozenset(
+    {Code.BAD_FRAME, Code.FRAME_TOO_LARGE, Code.SERVER_FULL, Code.TOO_MANY_ATTEMPTS, Code.TIMEOUT}
+)
+
+#: Human text for codes whose wording must not vary (clarification 1: the
+#: bad_credentials text is the same for an unknown user and a wrong password).
+DEFAULT_MESSAGES: dict[Code, str] = {
+    Code.BAD_FRAME: "malformed frame",
+    Code.FRAME_TOO_LARGE: "frame too large",
+    Code.SERVER_FULL: "server is full",
+    Code.TOO_MANY_ATTEMPTS: "too many failed login attempts",
+    Code.TIMEOUT: "timed out",
+    Code.BAD_REQUEST: "bad request",
+    Code.NOT_AUTHENTICATED: "log in first",
+    Code.NOT_READY: "acknowledge the roster first",
+    Code.BAD_CREDENTIALS: "invalid user name or password",
+    Code.USER_EXISTS: "user name is taken",
+    Code.RATE_LIMITED: "slow down",
+}
+
+
+class ProtocolError(Exception):
+    """Base of every error the protocol core raises."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke a rule; `code` is what goes on the wire.
+
+    `msg_id` is the id of the `send` this error answers, when that id was
+    itself valid (clarification 6), so the reply can carry it.
+    """
+
+    def __init__(self, code: Code, message: str | None = None, msg_id: Any = None) -> None:
+        self.code = code
+        self.message = message if message is not None else DEFAULT_MESSAGES[code]
+        self.msg_id = msg_id
+        super().__init__(f"{code}: {self.message}")
+
+    @property
+    def fatal(self) -> bool:
+        return self.code in FATAL_CODES
+
+
+class LocalProtocolError(ProtocolError):
+    """Our own code asked the core for something the protocol forbids (a bug)."""

@@ -1,0 +1,343 @@
+"""Every frame of protocol v1 as a typed message, with the contract's validation.
+
+`parse_client_message` / `parse_server_message` turn one frame payload into a
+message or raise `RemoteProtocolError` with the right wire code;
+`encode` turns a message into one frame (length header included). The field
+rules (name pattern, password and text bounds, which types are accepted) live
+here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+
+from .errors import Code, RemoteProtocolError
+from .framing import encode_frame
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+PASSWORD_MAX = 256
+TEXT_MAX = 4096
+BROADCAST = "*"
+
+MsgId = str | int
+Recipients = Literal["*"] | tuple[str, ...]
+
+
+# --------------------------------------------------------------------------
+# Client -> server
+# --------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Auth:
+    user: str
+    password: str = field(repr=False)  # never in a repr, so never in a log line
+    register: bool = False
+    type: str = "auth"
+
+
+@dataclass(frozen=True, slots=True)
+class RosterAck:
+    seq: int
+    type: str = "roster_ack"
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    id: MsgId
+    to: Recipients
+    text: str
+    type: str = "send"
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    type: str = "ping"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientBye:
+    type: str = "bye"
+
+
+ClientMessage = Auth | RosterAck | Send | Ping | ClientBye
+
+
+# --------------------------------------------------------------------------
+# Server -> client
+# --------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AuthOk:
+    user: str
+    type: str = "auth_ok"
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    seq: int
+    full: bool
+    users: tuple[str, ...] = ()
+    join: tuple[str, ...] = ()
+    leave: tuple[str, ...] = ()
+    type: str = "roster"
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    id: MsgId
+    delivered: tuple[str, ...]
+    missing: tuple[str, ...]
+    type: str = "sent"
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    id: int
+    sender: str  # `from` on the wire (a Python keyword)
+    to: Recipients
+    text: str
+    ts: float
+    type: str = "msg"
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    type: str = "pong"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerBye:
+    reason: str
+    type: str = "bye"
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    code: str
+    message: str
+    id: MsgId | None = None
+    type: str = "error"
+
+
+ServerMessage = AuthOk | Roster | Sent | Msg | Pong | ServerBye | Error
+
+
+# --------------------------------------------------------------------------
+# Field checks (each raises bad_request, carrying the send id when known)
+# --------------------------------------------------------------------------
+def valid_name(value: object) -> bool:
+    return isinstance(value, str) and NAME_RE.fullmatch(value) is not None
+
+
+def _bad(what: str, msg_id: Any = None) -> RemoteProtocolError:
+    return RemoteProtocolError(Code.BAD_REQUEST, what, msg_id)
+
+
+def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], msg_id: Any = None) -> Any:
+    if key not in obj:
+        raise _bad(f"missing field '{key}'", msg_id)
+    value = obj[key]
+    # bool is an int in Python but not in the contract, and vice versa.
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+        raise _bad(f"field '{key}' has the wrong type", msg_id)
+    return value
+
+
+def _bounded_text(value: str, key: str, lo: int, hi: int, msg_id: Any = None) -> str:
+    # len() counts code points, as the contract asks (clarification 14).
+    if not lo <= len(value) <= hi:
+        raise _bad(f"field '{key}' must be {lo}..{hi} characters", msg_id)
+    return value
+
+
+def _user_name(value: Any, key: str, msg_id: Any = None) -> str:
+    if not valid_name(value):
+        raise _bad(f"field '{key}' is not a valid user name", msg_id)
+    return value
+
+
+def valid_msg_id(value: object) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool)
+
+
+def _parse_auth(obj: dict[str, Any]) -> Auth:
+    user = _user_name(_get(obj, "user", str), "user")
+    password = _bounded_text(_get(obj, "password", str), "password", 1, PASSWORD_MAX)
+    register = obj.get("register", False)
+    if not isinstance(register, bool):
+        raise _bad("field 'register' has the wrong type")
+    return Auth(user, password, register)
+
+
+def _parse_send(obj: dict[str, Any]) -> Send:
+    msg_id = obj.get("id")
+    if not valid_msg_id(msg_id):
+        raise _bad("field 'id' must be a string or an integer")
+    to = obj.get("to")
+    if to == BROADCAST:
+        recipients: Recipients = BROADCAST
+    elif isinstance(to, list) and to:
+        recipients = tuple(_user_name(name, "to", msg_id) for name in to)
+    else:
+        raise _bad("field 'to' must be \"*\" or a non-empty list of user names", msg_id)
+    text = _bounded_text(_get(obj, "text", str, msg_id), "text", 1, TEXT_MAX, msg_id)
+    return Send(msg_id, recipients, text)
+
+
+def _parse_roster_ack(obj: dict[str, Any]) -> RosterAck:
+    return RosterAck(_get(obj, "seq", int))
+
+
+_CLIENT_PARSERS = {
+    "auth": _parse_auth,
+    "roster_ack": _parse_roster_ack,
+    "send": _parse_send,
+    "ping": lambda obj: Ping(),
+    "bye": lambda obj: ClientBye(),
+}
+
+CLIENT_TYPES: frozenset[str] = frozenset(_CLIENT_PARSERS)
+
+
+def decode_object(payload: bytes) -> dict[str, Any]:
+    """Decode one payload into a JSON object that has a `type` field, or raise bad_frame."""
+    try:
+        obj = msgspec.json.decode(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError, msgspec.ValidationError) as exc:
+        raise RemoteProtocolError(Code.BAD_FRAME, "frame is not valid UTF-8 JSON") from exc
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError(Code.BAD_FRAME, "frame is not a JSON object")
+    if "type" not in obj:
+        raise RemoteProtocolError(Code.BAD_FRAME, "frame has no 'type'")
+    return obj
+
+
+def raw_send_id(obj: dict[str, Any]) -> MsgId | None:
+    """The `id` of a raw object when it is a valid send id, so errors can echo it."""
+    msg_id = obj.get("id")
+    return msg_id if valid_msg_id(msg_id) else None
+
+
+def parse_client_message(payload: bytes) -> ClientMessage:
+    """Validate one client frame payload (what a server receives)."""
+    return parse_client_object(decode_object(payload))
+
+
+def parse_client_object(obj: dict[str, Any]) -> ClientMessage:
+    """Validate a decoded client object whose state was already checked."""
+    kind = obj["type"]
+    parser = _CLIENT_PARSERS.get(kind) if isinstance(kind, str) else None
+    if parser is None:
+        raise _bad(f"unknown type {kind!r}"[:80], raw_send_id(obj))
+    return parser(obj)
+
+
+# --------------------------------------------------------------------------
+# Server -> client parsing (what a client receives)
+# --------------------------------------------------------------------------
+def _names(obj: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = obj.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+        raise _bad(f"field '{key}' must be a list of names")
+    return tuple(value)
+
+
+def _parse_roster(obj: dict[str, Any]) -> Roster:
+    seq, full = _get(obj, "seq", int), _get(obj, "full", bool)
+    if full:
+        return Roster(seq, True, users=_names(obj, "users"))
+    return Roster(seq, False, join=_names(obj, "join"), leave=_names(obj, "leave"))
+
+
+def _parse_msg(obj: dict[str, Any]) -> Msg:
+    to = obj.get("to")
+    if to != BROADCAST and not (isinstance(to, list) and all(isinstance(n, str) for n in to)):
+        raise _bad("field 'to' must be \"*\" or a list of names")
+    recipients: Recipients = BROADCAST if to == BROADCAST else tuple(to)
+    ts = _get(obj, "ts", (int, float))
+    return Msg(_get(obj, "id", int), _get(obj, "from", str), recipients, _get(obj, "text", str), ts)
+
+
+def _parse_error(obj: dict[str, Any]) -> Error:
+    msg_id = obj.get("id")
+    return Error(_get(obj, "code", str), str(obj.get("message", "")), msg_id)
+
+
+_SERVER_PARSERS = {
+    "auth_ok": lambda obj: AuthOk(_get(obj, "user", str)),
+    "roster": _parse_roster,
+    "sent": lambda obj: Sent(obj.get("id"), _names(obj, "delivered"), _names(obj, "missing")),
+    "msg": _parse_msg,
+    "pong": lambda obj: Pong(),
+    "bye": lambda obj: ServerBye(str(obj.get("reason", ""))),
+    "error": _parse_error,
+}
+
+
+def parse_server_message(payload: bytes) -> ServerMessage:
+    """Validate one server frame payload (what a client receives)."""
+    obj = decode_object(payload)
+    parser = _SERVER_PARSERS.get(obj["type"]) if isinstance(obj["type"], str) else None
+    if parser is None:
+        raise _bad(f"unknown type {obj['type']!r}"[:80])
+    return parser(obj)
+
+
+# --------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------
+_encoder = msgspec.json.Encoder()
+
+
+def to_wire(message: ClientMessage | ServerMessage) -> dict[str, Any]:
+    """The JSON object of a message, with wire field names."""
+    match message:
+        case Auth(user, password, register):
+            return {"type": "auth", "user": user, "password": password, "register": register}
+        case RosterAck(seq):
+            return {"type": "roster_ack", "seq": seq}
+        case Send(msg_id, to, text):
+            return {"type": "send", "id": msg_id, "to": _wire_to(to), "text": text}
+        case AuthOk(user):
+            return {"type": "auth_ok", "user": user}
+        case Roster(seq, True, users):
+            return {"type": "roster", "seq": seq, "full": True, "users": list(users)}
+        case Roster(seq, False, _, join, leave):
+            return {"type": "roster", "seq": seq, "full": False, "join": list(join),
+                    "leave": list(leave)}
+        case Sent(msg_id, delivered, missing):
+            return {"type": "sent", "id": msg_id, "delivered": list(delivered),
+                    "missing": list(missing)}
+        case Msg(msg_id, sender, to, text, ts):
+            return {"type": "msg", "id": msg_id, "from": sender, "to": _wire_to(to),
+                    "text": text, "ts": float(ts)}
+        case ServerBye(reason):
+            return {"type": "bye", "reason": reason}
+        case Error(code, text, msg_id):
+            obj = {"type": "error", "code": code, "message": text}
+            if msg_id is not None:
+                obj["id"] = msg_id
+            return obj
+        case Ping() | Pong() | ClientBye():
+            return {"type": message.type}
+    raise TypeError(f"not a protocol message: {message!r}")
+
+
+def _wire_to(to: Recipients) -> str | list[str]:
+    return to if to == BROADCAST else list(to)
+
+
+def encode_payload(message: ClientMessage | ServerMessage) -> bytes:
+    return _encoder.encode(to_wire(message))
+
+
+def encode(message: ClientMessage | ServerMessage) -> bytes:
+    """One whole frame (header and payload) for `message`."""
+    return encode_frame(encode_payload(message))
+
+
+def encode_object(obj: dict[str, Any]) -> bytes:
+    """One whole frame for a prebuilt wire object (the server's hot path)."""
+    return encode_frame(_encoder.encode(obj))
