@@ -1,0 +1,18 @@
+# Fails unless the library's dynamic symbol table exports exactly the ABI.
+execute_process(COMMAND ${NM} -D --defined-only ${LIB}
+  OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "nm failed on ${LIB}")
+endif()
+string(REGEX MATCHALL "[ \t][TtDdBbRrWw] [A-Za-z_][A-Za-z0-9_@.]*" entries "${out}")
+set(found "")
+foreach(e IN LISTS entries)
+  string(REGEX REPLACE "^[ \t][A-Za-z] " "" name "${e}")
+  list(APPEND found "${name}")
+endforeach()
+list(SORT found)
+set(expected cipher_decrypt cipher_encrypt cipher_name)
+if(NOT found STREQUAL expected)
+  message(FATAL_ERROR "exported symbols: '${found}', expected: '${expected}'")
+endif()
+message(STATUS "exports: ${found}")
