@@ -140,7 +140,7 @@ def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], msg_id: A
         raise _bad(f"missing field '{key}'", msg_id)
     value = obj[key]
     # bool is an int in Python but not in the contract, and vice versa.
-    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         raise _bad(f"field '{key}' has the wrong type", msg_id)
     return value
 
@@ -207,6 +207,8 @@ def decode_object(payload: bytes) -> dict[str, Any]:
         obj = msgspec.json.decode(payload)
     except (msgspec.DecodeError, UnicodeDecodeError, msgspec.ValidationError) as exc:
         raise RemoteProtocolError(Code.BAD_FRAME, "frame is not valid UTF-8 JSON") from exc
+    except RecursionError as exc:  # msgspec's answer to nesting deeper than the stack allows
+        raise RemoteProtocolError(Code.BAD_FRAME, "frame is nested too deeply") from exc
     if not isinstance(obj, dict):
         raise RemoteProtocolError(Code.BAD_FRAME, "frame is not a JSON object")
     if "type" not in obj:

@@ -1,0 +1,184 @@
+"""Roster rules: one frame in flight, seq +1, coalesced deltas relative to the last frame."""
+
+from __future__ import annotations
+
+import pytest
+from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError
+from chat.shared.messages import Roster
+from chat.shared.roster import RosterOutbox, RosterView
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+
+def started(users: list[str] | None = None) -> tuple[RosterOutbox, Roster]:
+    outbox = RosterOutbox()
+    return outbox, outbox.full(users or [])
+
+
+def test_first_frame_is_a_full_snapshot_with_seq_1_in_flight() -> None:
+    outbox, first = started(["bob", "carol"])
+    assert first == Roster(1, True, users=("bob", "carol"))
+    assert outbox.in_flight == 1
+
+
+def test_full_snapshot_is_sent_only_once() -> None:
+    outbox, _ = started()
+    with pytest.raises(LocalProtocolError):
+        outbox.full([])
+
+
+def test_changes_before_the_snapshot_are_dropped() -> None:
+    outbox = RosterOutbox()
+    assert outbox.joined("bob") is None
+    outbox.full(["bob"])
+    assert outbox.ack(1) is None
+
+
+def test_changes_while_a_frame_is_in_flight_wait_for_its_ack() -> None:
+    outbox, _ = started()
+    assert outbox.joined("bob") is None
+    assert outbox.joined("carol") is None
+    delta = outbox.ack(1)
+    assert delta == Roster(2, False, join=("bob", "carol"), leave=())
+    assert outbox.in_flight == 2
+
+
+def test_join_then_leave_meanwhile_appears_in_neither_list() -> None:
+    outbox, _ = started(["dave"])
+    outbox.joined("bob")
+    outbox.left("bob")
+    outbox.left("dave")
+    assert outbox.ack(1) == Roster(2, False, join=(), leave=("dave",))
+
+
+def test_leave_then_rejoin_meanwhile_appears_in_neither_list() -> None:
+    outbox, _ = started(["bob"])
+    outbox.left("bob")
+    outbox.joined("bob")
+    assert outbox.ack(1) is None
+    assert outbox.in_flight is None
+
+
+def test_no_delta_after_an_ack_when_nothing_changed() -> None:
+    outbox, _ = started()
+    assert outbox.ack(1) is None
+    assert outbox.in_flight is None
+
+
+def test_change_with_nothing_in_flight_is_sent_at_once_with_the_next_seq() -> None:
+    outbox, _ = started()
+    outbox.ack(1)
+    assert outbox.joined("bob") == Roster(2, False, join=("bob",), leave=())
+    assert outbox.left("bob") is None  # frame 2 is in flight
+    assert outbox.ack(2) == Roster(3, False, join=(), leave=("bob",))
+
+
+@pytest.mark.parametrize("seq", [0, 2, -1, 99])
+def test_ack_with_a_wrong_seq_is_bad_request_and_changes_nothing(seq: int) -> None:
+    outbox, _ = started()
+    with pytest.raises(RemoteProtocolError) as info:
+        outbox.ack(seq)
+    assert info.value.code is Code.BAD_REQUEST and not info.value.fatal
+    assert outbox.in_flight == 1
+    assert outbox.ack(1) is None
+
+
+def test_ack_with_nothing_in_flight_is_bad_request() -> None:
+    outbox, _ = started()
+    outbox.ack(1)
+    with pytest.raises(RemoteProtocolError) as info:
+        outbox.ack(1)
+    assert info.value.code is Code.BAD_REQUEST
+
+
+def test_view_applies_snapshot_then_deltas_and_reports_the_change() -> None:
+    view = RosterView()
+    assert view.apply(Roster(1, True, users=("a", "b"))) == ({"a", "b"}, set())
+    assert view.apply(Roster(2, False, join=("c",), leave=("a",))) == ({"c"}, {"a"})
+    assert view.online == {"b", "c"} and view.last_seq == 2
+
+
+@pytest.mark.parametrize("seq", [1, 3, 5])
+def test_view_refuses_a_seq_that_is_not_the_next(seq: int) -> None:
+    view = RosterView()
+    view.apply(Roster(1, True, users=()))
+    with pytest.raises(RemoteProtocolError) as info:
+        view.apply(Roster(seq, False, join=("x",)))
+    assert info.value.code is Code.BAD_REQUEST
+    assert view.online == set()
+
+
+NAMES = ["ann", "bob", "cid", "dee", "eve", "fay"]
+
+
+class RosterProtocol(RuleBasedStateMachine):
+    """Random joins, leaves and acks; the client's view must catch up at every ack."""
+
+    @initialize(first=st.sets(st.sampled_from(NAMES)))
+    def start(self, first: set[str]) -> None:
+        self.truth = set(first)
+        self.outbox = RosterOutbox()
+        self.view = RosterView()
+        self.unacked: Roster | None = None
+        self.last_seq = 0
+        self.receive(self.outbox.full(sorted(first)))
+
+    def receive(self, frame: Roster | None) -> None:
+        if frame is None:
+            return
+        assert self.unacked is None, "a second frame while one is in flight"
+        assert frame.seq == self.last_seq + 1
+        if not frame.full:
+            assert frame.join or frame.leave, "an empty delta"
+            assert not set(frame.join) & set(frame.leave)
+            assert not set(frame.join) & self.view.online
+            assert set(frame.leave) <= self.view.online
+        self.view.apply(frame)
+        self.unacked, self.last_seq = frame, frame.seq
+
+    @rule(name=st.sampled_from(NAMES))
+    def join(self, name: str) -> None:
+        if name not in self.truth:  # the server never joins someone online
+            self.truth.add(name)
+            self.receive(self.outbox.joined(name))
+
+    @rule(name=st.sampled_from(NAMES))
+    def leave(self, name: str) -> None:
+        if name in self.truth:
+            self.truth.discard(name)
+            self.receive(self.outbox.left(name))
+
+    @precondition(lambda self: self.unacked is not None)
+    @rule()
+    def ack(self) -> None:
+        assert self.unacked is not None
+        seq, self.unacked = self.unacked.seq, None
+        self.receive(self.outbox.ack(seq))
+        assert self.view.online == self.truth
+
+    @rule(wrong=st.integers(min_value=-2, max_value=50))
+    def wrong_ack(self, wrong: int) -> None:
+        if self.unacked is not None and wrong == self.unacked.seq:
+            return
+        with pytest.raises(RemoteProtocolError):
+            self.outbox.ack(wrong)
+
+    @invariant()
+    def one_frame_in_flight(self) -> None:
+        assert self.outbox.in_flight == (self.unacked.seq if self.unacked else None)
+
+    @invariant()
+    def view_is_true_whenever_nothing_is_in_flight(self) -> None:
+        if self.unacked is None:
+            assert self.view.online == self.truth
+
+
+TestRosterProtocol = RosterProtocol.TestCase
+TestRosterProtocol.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
