@@ -1,0 +1,288 @@
+"""The encrypted user store: one file, rewritten whole and atomically.
+
+Layout (docs/store.md has the reasoning):
+
+    magic "CHATUSR1" | version u8 | name_len u8 | cipher name | nonce (16)
+    | ciphertext | HMAC-SHA256(mac_key, everything before)
+
+The MAC is checked before anything is decrypted or parsed, so a wrong key or
+a damaged file is reported as such and never read as garbage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import stat
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from chat.server.keyfile import fsync_dir, write_private_temp
+from chat.shared.cipher import Cipher, CipherError
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"CHATUSR1"
+FORMAT_VERSION = 1
+NONCE_BYTES = 16
+MAC_BYTES = 32
+SALT_BYTES = 16
+HASH_BYTES = 32
+DEFAULT_COST_LOG2 = 14
+MIN_COST_LOG2 = 1
+MAX_COST_LOG2 = 20
+SCRYPT_R = 8
+SCRYPT_P = 1
+_HKDF_SALT = b"chat-users-file-v1"
+
+
+class StoreError(Exception):
+    """The users file cannot be read, verified or written; one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One account. Only the scrypt output is kept, never the password."""
+
+    name: str
+    salt: bytes
+    hash: bytes
+    n: int
+    r: int
+    p: int
+    dklen: int
+    created: float
+
+
+def _hkdf_sha256(ikm: bytes, info: bytes, length: int = 32) -> bytes:
+    """RFC 5869 HKDF: independent subkeys so the MAC key never encrypts."""
+    prk = hmac.digest(_HKDF_SALT, ikm, "sha256")
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.digest(prk, block + info + bytes([counter]), "sha256")
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    # surrogatepass: a JSON string may carry lone surrogates; they must hash, not crash.
+    secret = password.encode("utf-8", "surrogatepass")
+    maxmem = 128 * r * (n + p + 2) + (1 << 20)
+    return hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=maxmem)
+
+
+class _Codec:
+    """File format: header, keystream encryption through the plugin, MAC."""
+
+    def __init__(self, path: Path, key: bytes, cipher: Cipher) -> None:
+        self.path = path
+        self.cipher = cipher
+        self._enc_key = _hkdf_sha256(key, b"encryption")
+        self._mac_key = _hkdf_sha256(key, b"mac")
+
+    def _keystream(self, nonce: bytes, size: int) -> bytes:
+        """Per-write key as long as the data: repeating-key XOR becomes a stream cipher."""
+        seed = b"chat-users-stream-v1" + self._enc_key + nonce
+        return hashlib.shake_256(seed).digest(max(size, 1))
+
+    def _header(self, cipher_name: bytes, nonce: bytes) -> bytes:
+        return MAGIC + bytes([FORMAT_VERSION, len(cipher_name)]) + cipher_name + nonce
+
+    def seal(self, plaintext: bytes) -> bytes:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        header = self._header(self.cipher.name.encode("ascii"), nonce)
+        try:
+            body = self.cipher.encrypt(plaintext, self._keystream(nonce, len(plaintext)))
+        except CipherError as exc:
+            raise StoreError(f"users file {self.path}: {exc}") from None
+        sealed = header + body
+        return sealed + hmac.digest(self._mac_key, sealed, "sha256")
+
+    def open(self, blob: bytes) -> bytes:
+        where = f"users file {self.path}"
+        fixed = len(MAGIC) + 2
+        if len(blob) < fixed or not blob.startswith(MAGIC):
+            raise StoreError(f"{where}: not a users file (bad magic or truncated)")
+        if blob[len(MAGIC)] != FORMAT_VERSION:
+            raise StoreError(f"{where}: unsupported format version {blob[len(MAGIC)]}")
+        name_len = blob[len(MAGIC) + 1]
+        body_at = fixed + name_len + NONCE_BYTES
+        if len(blob) < body_at + MAC_BYTES:
+            raise StoreError(f"{where}: truncated file")
+        sealed, tag = blob[:-MAC_BYTES], blob[-MAC_BYTES:]
+        if not hmac.compare_digest(hmac.digest(self._mac_key, sealed, "sha256"), tag):
+            raise StoreError(f"{where}: wrong key or damaged file (integrity check failed)")
+        stored_name = blob[fixed : fixed + name_len].decode("ascii", "replace")
+        if stored_name != self.cipher.name:
+            raise StoreError(
+                f"{where}: written with cipher {stored_name!r} but the loaded cipher "
+                f"is {self.cipher.name!r} (use --cipher-lib with the matching plugin)"
+            )
+        nonce = blob[fixed + name_len : body_at]
+        body = sealed[body_at:]
+        try:
+            return self.cipher.decrypt(body, self._keystream(nonce, len(body)))
+        except CipherError as exc:
+            raise StoreError(f"{where}: {exc}") from None
+
+
+def _encode_records(records: Iterable[Record]) -> bytes:
+    rows = [
+        [rec.name, rec.salt.hex(), rec.hash.hex(), rec.n, rec.r, rec.p, rec.dklen, rec.created]
+        for rec in records
+    ]
+    doc = {"format": FORMAT_VERSION, "users": rows}
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "surrogatepass"
+    )
+
+
+def _decode_records(plaintext: bytes, where: str) -> dict[str, Record]:
+    try:
+        doc = json.loads(plaintext.decode("utf-8", "surrogatepass"))
+        users: dict[str, Record] = {}
+        for name, salt, digest, n, r, p, dklen, created in doc["users"]:
+            if not isinstance(name, str) or name in users:
+                raise ValueError("bad or duplicate name")
+            if not all(type(v) is int and v > 0 for v in (n, r, p, dklen)):
+                raise ValueError("bad hash parameters")
+            users[name] = Record(
+                name, bytes.fromhex(salt), bytes.fromhex(digest), n, r, p, dklen, float(created)
+            )
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{where}: undecodable content ({exc.__class__.__name__})") from None
+    return users
+
+
+class UserStore:
+    """Accounts in memory, persisted durably before any registration is confirmed."""
+
+    def __init__(
+        self,
+        path: Path,
+        key: bytes,
+        cipher: Cipher,
+        hash_cost_log2: int = DEFAULT_COST_LOG2,
+        users: dict[str, Record] | None = None,
+    ) -> None:
+        if not MIN_COST_LOG2 <= hash_cost_log2 <= MAX_COST_LOG2:
+            raise ValueError(
+                f"hash cost must be {MIN_COST_LOG2}..{MAX_COST_LOG2}, got {hash_cost_log2}"
+            )
+        self.path = Path(path)
+        self._codec = _Codec(self.path, key, cipher)
+        self._n = 1 << hash_cost_log2
+        self._users: dict[str, Record] = dict(users or {})
+        self._lock = threading.Lock()
+        # Unknown names are hashed against this, so they cost as much as known ones.
+        self._dummy = self._new_record("", secrets.token_urlsafe(16))
+
+    @classmethod
+    def open(
+        cls, path: Path, key: bytes, cipher: Cipher, hash_cost_log2: int = DEFAULT_COST_LOG2
+    ) -> UserStore:
+        """Read and verify path if it exists; a missing file is an empty store."""
+        path = Path(path)
+        codec = _Codec(path, key, cipher)
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            return cls(path, key, cipher, hash_cost_log2)
+        except OSError as exc:
+            raise StoreError(f"users file {path}: cannot read ({exc.strerror})") from None
+        users = _decode_records(codec.open(blob), f"users file {path}")
+        _warn_if_not_private(path)
+        _remove_stale_temps(path)
+        return cls(path, key, cipher, hash_cost_log2, users)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._users)
+
+    def __contains__(self, name: object) -> bool:
+        with self._lock:
+            return name in self._users
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._users)
+
+    def register(self, name: str, password: str) -> bool:
+        """True once the account is on disk for good; False if the name is taken."""
+        if name in self:
+            return False
+        record = self._new_record(name, password)  # slow: outside the lock
+        with self._lock:
+            if name in self._users:
+                return False
+            self._users[name] = record
+            try:
+                self._persist_locked()
+            except StoreError:
+                del self._users[name]
+                raise
+        return True
+
+    def verify(self, name: str, password: str) -> bool:
+        with self._lock:
+            record = self._users.get(name)
+        known = record is not None
+        target = record if record is not None else self._dummy
+        digest = _scrypt(password, target.salt, target.n, target.r, target.p, target.dklen)
+        return hmac.compare_digest(digest, target.hash) and known
+
+    def save(self) -> None:
+        with self._lock:
+            self._persist_locked()
+
+    def _new_record(self, name: str, password: str) -> Record:
+        salt = secrets.token_bytes(SALT_BYTES)
+        digest = _scrypt(password, salt, self._n, SCRYPT_R, SCRYPT_P, HASH_BYTES)
+        return Record(name, salt, digest, self._n, SCRYPT_R, SCRYPT_P, HASH_BYTES, time.time())
+
+    def _persist_locked(self) -> None:
+        blob = self._codec.seal(_encode_records(self._users.values()))
+        try:
+            _write_atomic(self.path, blob)
+        except OSError as exc:
+            raise StoreError(
+                f"users file {self.path}: cannot write ({exc.strerror or exc})"
+            ) from None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Private temp in the same folder, fsync, rename over, fsync the folder."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True)
+        fsync_dir(path.parent.parent)
+    tmp = write_private_temp(path.parent, path.name, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def _warn_if_not_private(path: Path) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.warning("users file %s has mode %o; it becomes 0600 at the next write", path, mode)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """A writer killed mid-write leaves its private temp file behind."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
