@@ -49,9 +49,19 @@ class ServerConnection:
         Raises RemoteProtocolError: fatal codes (bad_frame, frame_too_large)
         mean the stream is lost; the others answer this frame only.
         """
-        payload = self._decoder.next_frame()
-        if payload is None:
-            return None
+        payload = self.next_payload()
+        return None if payload is None else self.parse_payload(payload)
+
+    def next_payload(self) -> bytes | None:
+        """Framing only: the next whole payload (fatal framing errors raise here).
+
+        The server splits framing (its I/O loop) from parsing (its workers);
+        `next_event` does both.
+        """
+        return self._decoder.next_frame()
+
+    def parse_payload(self, payload: bytes) -> ClientMessage:
+        """Decode one payload and check it against the current state."""
         obj = decode_object(payload)
         check_client_frame(self.state, obj["type"], raw_send_id(obj))
         return parse_client_object(obj)

@@ -1,0 +1,85 @@
+"""Assembles the server from its parts and runs it until a signal stops it."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+import socket
+from types import FrameType
+
+from .config import ServerConfig
+from .dispatch import Dispatcher
+from .hub import Hub
+from .loop import EventLoop
+from .pool import WorkerPool
+from .store import StoreError, UserStore
+
+log = logging.getLogger("chat.server")
+
+_FD_RESERVE = 64  # descriptors kept for the listener, epoll, logs, the users file
+
+
+def raise_fd_limit(max_clients: int) -> int:
+    """Raise the soft open-file limit to the hard one; say when max_clients cannot fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, max_clients + _FD_RESERVE)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+    if max_clients + _FD_RESERVE > soft:
+        log.warning("--max-clients %d does not fit in the open-file limit %d: beyond about %d "
+                    "connections accept() fails with EMFILE (logged, backed off)",
+                    max_clients, soft, soft - _FD_RESERVE)
+    return soft
+
+
+def open_listener(host: str, port: int, backlog: int) -> socket.socket:
+    if host in ("", "::") and socket.has_dualstack_ipv6():
+        sock = socket.create_server(("::", port), family=socket.AF_INET6, backlog=backlog,
+                                    dualstack_ipv6=True)
+    else:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host or "0.0.0.0", port), family=family, backlog=backlog)
+    sock.setblocking(False)
+    return sock
+
+
+class ChatServer:
+    def __init__(self, config: ServerConfig, store: UserStore) -> None:
+        self.config = config
+        self.store = store
+        self.listener = open_listener(config.host, config.port, config.backlog)
+        self.port = self.listener.getsockname()[1]
+        self.hub = Hub(config.ack_timeout)
+        self.pool = WorkerPool(config.threads)
+        self.loop = EventLoop(config, self.listener, self.hub, self.pool)
+        self.loop.dispatcher = Dispatcher(self.hub, store, self.loop, config)
+
+    def install_signal_handlers(self) -> None:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("received %s", signal.Signals(signum).name)
+            self.loop.stop()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+
+    def run(self) -> None:
+        log.info("listening on %s port %d", self.config.host or "*", self.port)
+        try:
+            self.loop.run()
+        finally:
+            self.pool.stop()
+            self._persist()
+            stats = self.loop.stats
+            log.info("stopped: %d accepted, %d rejected (server_full), %d closed, %d accounts",
+                     stats["accepted"], stats["rejected_full"], stats["closed"], len(self.store))
+
+    def _persist(self) -> None:
+        try:
+            self.store.save()
+        except StoreError as exc:
+            log.error("%s", exc)
