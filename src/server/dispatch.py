@@ -29,7 +29,6 @@ from chat.shared.messages import (
 
 from .hub import Dirty, Hub
 from .ratelimit import TokenBucket
-
 from .user import Cause
 
 if TYPE_CHECKING:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -310,3 +312,24 @@ def test_ill_typed_server_frame_is_bad_request_for_the_client(obj: dict) -> None
 
 def test_decode_object_returns_the_raw_dict() -> None:
     assert decode_object(b'{"type":"x","n":1}') == {"type": "x", "n": 1}
+
+
+# --- the worked example in docs/protocol.md stays exact ---------------------------
+def _doc_dumps() -> list[bytes]:
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    dumps, current = [], bytearray()
+    for line in doc.splitlines():
+        match = re.match(r"^[0-9a-f]{8}: ((?:[0-9a-f]{2} ?)+)", line)
+        if match:
+            current += bytes.fromhex(match.group(1))
+        elif current:
+            dumps.append(bytes(current))
+            current = bytearray()
+    return dumps
+
+
+def test_docs_hex_dumps_are_what_the_encoder_writes() -> None:
+    assert _doc_dumps() == [
+        encode(Auth("alice", "s3cret", register=True)),
+        encode(Msg(17, "alice", ("bob", "carol"), "hi ж", 1700000000.25)),
+    ]
