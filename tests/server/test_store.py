@@ -333,3 +333,14 @@ def test_sigkill_at_random_points_never_loses_an_acknowledged_account(
     final = _open(path, cipher)
     assert all(final.verify(n, "pw-" + n) for n in acknowledged)
     assert len(acknowledged) > 30, "the writer must have registered users between kills"
+
+
+def test_lone_surrogates_in_names_and_passwords_round_trip(
+    users_file: Path, cipher: Cipher
+) -> None:
+    """JSON on the wire can carry "\\ud800"; it must hash and persist, not crash."""
+    store = _open(users_file, cipher)
+    assert store.register("odd\ud800name", "pass\udfff")
+    again = _open(users_file, cipher)
+    assert again.verify("odd\ud800name", "pass\udfff")
+    assert not again.verify("odd\ud800name", "pass")
