@@ -111,6 +111,8 @@ class ClientConnection:
             return None
         event = parse_server_message(payload)
         if isinstance(event, AuthOk):
+            if self.state is not State.AUTH:  # the server's mistake, not ours
+                raise RemoteProtocolError(Code.BAD_REQUEST, "auth_ok after login")
             self.state = next_state(self.state, Transition.AUTH_OK)
             self.user = event.user
         elif isinstance(event, Roster):

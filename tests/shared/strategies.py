@@ -19,6 +19,7 @@ from chat.shared.messages import (
     Sent,
     ServerBye,
 )
+from hypothesis import settings
 from hypothesis import strategies as st
 
 names = st.from_regex(NAME_RE, fullmatch=True)
@@ -63,3 +64,6 @@ json_values = st.recursive(
                                                                 max_size=4),
     max_leaves=12,
 )
+
+#: No per-example deadline: the machine is shared, and a slow example is not a wrong one.
+relaxed = settings(deadline=None)

@@ -17,6 +17,10 @@ from chat.shared.messages import (
     encode,
 )
 from chat.shared.states import State
+from hypothesis import given
+from hypothesis import strategies as st
+
+from .strategies import relaxed, server_messages
 
 
 def pump_to_server(data: bytes, server: ServerConnection, byte_by_byte: bool = False) -> list:
@@ -185,3 +189,26 @@ def test_closed_server_connection_refuses_further_frames() -> None:
     server.receive_data(encode(Ping()))
     with pytest.raises(LocalProtocolError):
         server.next_event()
+
+
+def test_a_second_auth_ok_is_the_servers_error_not_ours() -> None:
+    client = ClientConnection()
+    pump_to_client(encode(AuthOk("a")), client)
+    with pytest.raises(RemoteProtocolError) as info:
+        pump_to_client(encode(AuthOk("a")), client)
+    assert info.value.code is Code.BAD_REQUEST
+    assert client.state is State.ROSTER
+
+
+@relaxed
+@given(st.lists(server_messages, max_size=8), st.integers(min_value=1, max_value=7))
+def test_any_server_frame_sequence_raises_only_remote_errors_at_the_client(
+    messages: list, chunk: int
+) -> None:
+    client = ClientConnection()
+    stream = b"".join(encode(m) for m in messages)
+    try:
+        for i in range(0, len(stream), chunk):
+            pump_to_client(stream[i : i + chunk], client)
+    except RemoteProtocolError as exc:
+        assert exc.code is Code.BAD_REQUEST
