@@ -1,0 +1,126 @@
+"""What the network thread tells the UI thread.
+
+Every event is an immutable value put on a FIFO queue by the network thread
+and read by the UI thread (TUI or line mode), so the two never share mutable
+state. The UI decides how to show each one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chat.shared.messages import Msg, MsgId
+
+
+@dataclass(frozen=True, slots=True)
+class Connecting:
+    host: str
+    port: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFailed:
+    """No TCP connection; `retry_in` is None when the client gives up."""
+
+    reason: str
+    retry_in: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFailed:
+    """The server refused the credentials (or the account to register); final."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedIn:
+    """The first (full) roster was received and acknowledged: chat may start."""
+
+    user: str
+    online: tuple[str, ...]
+    registered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RosterChanged:
+    joined: tuple[str, ...]
+    left: tuple[str, ...]
+    online: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    msg: Msg
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """The server's `sent` for one of our messages."""
+
+    id: MsgId
+    delivered: tuple[str, ...]
+    missing: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SendRefused:
+    """An `error` that answers one of our messages; the message was not sent."""
+
+    id: MsgId
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendUnconfirmed:
+    """Messages written to a connection that died before their `sent` came back."""
+
+    ids: tuple[MsgId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerNotice:
+    """An error frame that answers nothing of ours in particular."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerBye:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The connection is gone; `retry_in` is None when no reconnect follows."""
+
+    reason: str
+    retry_in: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """The network thread has ended; nothing follows."""
+
+    reason: str
+
+
+NetEvent = (
+    Connecting
+    | ConnectFailed
+    | LoginFailed
+    | LoggedIn
+    | RosterChanged
+    | Incoming
+    | Delivered
+    | SendRefused
+    | SendUnconfirmed
+    | ServerNotice
+    | ServerBye
+    | Disconnected
+    | Stopped
+)

@@ -1,0 +1,182 @@
+"""`chat-client --no-tui`: stdin lines become messages, events become stdout lines.
+
+For scripts and bots. Each line is sent as soon as the chat is ready (lines
+read earlier wait for the login); after stdin ends the client waits until
+every message it sent is answered by the server, says `bye`, and exits.
+
+Exit codes: 0 done; 1 cannot connect; 3 login refused; 4 connection lost or
+closed by the server before the end; 5 some lines were not sent (refused by
+the server or not valid); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from chat.shared.messages import BROADCAST, MsgId, Recipients, valid_name
+
+from . import events as ev
+from .lineformat import as_json, human
+from .net import NetworkClient
+from .session import Session
+
+EXIT_OK = 0
+EXIT_CONNECT = 1
+EXIT_LOGIN = 3
+EXIT_LOST = 4
+EXIT_NOT_SENT = 5
+EXIT_INTERRUPTED = 130
+
+
+def parse_line(line: str) -> tuple[Recipients, str] | None:
+    """`text` to all, `@bob text` to bob, `@bob,carol text` to a group; None for a blank line.
+
+    `@* text` also goes to all, and `@@text` sends `@text` to all. Raises
+    ValueError when the recipient list is not valid.
+    """
+    text = line.rstrip("\r\n")
+    if not text.strip():
+        return None
+    if text.startswith("@@"):
+        return BROADCAST, text[1:]
+    if not text.startswith("@"):
+        return BROADCAST, text
+    head, _, body = text[1:].partition(" ")
+    body = body.lstrip(" ")
+    if not body:
+        raise ValueError("nothing to send after the recipients")
+    if head == "*":
+        return BROADCAST, body
+    names = head.split(",")
+    for name in names:
+        if not valid_name(name):
+            raise ValueError(f"not a valid user name: {name!r}")
+    return tuple(dict.fromkeys(names)), body
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    number: int
+    text: str
+
+
+class _Eof:
+    pass
+
+
+def read_lines(fd: int, put: Callable[[object], None]) -> None:
+    """Reader thread: whole lines from `fd`, decoded as UTF-8 whatever the locale says.
+
+    Raw `os.read` rather than `sys.stdin`: a daemon thread blocked inside a
+    buffered reader holds its lock, and interpreter shutdown then aborts.
+    """
+    pending = b""
+    number = 0
+    while chunk := _read(fd):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            number += 1
+            put(_Line(number, raw.decode("utf-8", "replace")))
+    if pending:
+        put(_Line(number + 1, pending.decode("utf-8", "replace")))
+    put(_Eof())
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return b""
+
+
+@dataclass
+class LineMode:
+    """The main-thread side of line mode: what has been sent, what is still unanswered."""
+
+    net: NetworkClient
+    me: str
+    out: TextIO
+    err: TextIO
+    use_json: bool = False
+    logged_in: bool = False
+    eof: bool = False
+    not_sent: int = 0
+    pending: set[MsgId] = field(default_factory=set)
+
+    def emit(self, event: ev.NetEvent) -> None:
+        lines = [as_json(event)] if self.use_json else human(event, self.me)
+        for line in lines:
+            if line is not None:
+                print(line, file=self.out, flush=True)
+
+    def fail(self, text: str) -> None:
+        print(f"chat-client: {text}", file=self.err, flush=True)
+
+    def on_line(self, line: _Line) -> None:
+        try:
+            parsed = parse_line(line.text)
+            if parsed is None:
+                return
+            self.pending.add(self.net.send(*parsed))
+        except ValueError as exc:
+            self.not_sent += 1
+            self.fail(f"line {line.number} not sent: {exc}")
+
+    def on_event(self, event: ev.NetEvent) -> int | None:
+        """Handle one network event; an exit code when the run is over."""
+        match event:
+            case ev.ConnectFailed(reason, _):
+                self.fail(reason)
+                return EXIT_CONNECT
+            case ev.LoginFailed(code, message):
+                self.fail(f"login refused: {message} ({code})")
+                return EXIT_LOGIN
+            case ev.Disconnected(reason, _) | ev.Stopped(reason):
+                self.fail(f"disconnected: {reason}")
+                return EXIT_LOST
+            case ev.LoggedIn():
+                self.logged_in = True
+            case ev.Delivered(msg_id) | ev.SendRefused(msg_id):
+                self.pending.discard(msg_id)
+                if isinstance(event, ev.SendRefused):
+                    self.not_sent += 1
+        self.emit(event)
+        return None
+
+    @property
+    def finished(self) -> bool:
+        return self.eof and self.logged_in and not self.pending
+
+
+def run_line_mode(host: str, port: int, session: Session, *, use_json: bool = False,
+                  stdin_fd: int = 0, out: TextIO | None = None,
+                  err: TextIO | None = None) -> int:
+    inbox: queue.Queue[object] = queue.Queue()
+    net = NetworkClient(host, port, session, inbox.put, reconnect=False)
+    mode = LineMode(net, session.user, out or sys.stdout, err or sys.stderr, use_json)
+    reader = threading.Thread(target=read_lines, args=(stdin_fd, inbox.put),
+                              name="chat-stdin", daemon=True)
+    net.start()
+    reader.start()
+    try:
+        while True:
+            item = inbox.get()
+            if isinstance(item, _Line):
+                mode.on_line(item)
+            elif isinstance(item, _Eof):
+                mode.eof = True
+            elif (code := mode.on_event(item)) is not None:  # type: ignore[arg-type]
+                return code
+            if mode.finished:
+                return EXIT_NOT_SENT if mode.not_sent else EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        net.close()
