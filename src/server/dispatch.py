@@ -29,6 +29,7 @@ from chat.shared.messages import (
 
 from .hub import Dirty, Hub
 from .ratelimit import TokenBucket
+from .store import StoreError
 from .user import Cause
 
 if TYPE_CHECKING:
@@ -63,13 +64,17 @@ class Dispatcher:
             if user.sealed or user.closed:
                 break  # nothing is answered after the final frame
             if item is PEER_EOF:
-                self._loop.request_close(user, "connection closed without bye", Cause.BROKEN)
+                user.close_reason, user.close_cause = "EOF without bye", Cause.BROKEN
+                user.seal()
             elif isinstance(item, RemoteProtocolError):
                 self._fail(user, item, dirty)
             else:
                 self._handle_payload(user, item, dirty)
         self.flush(dirty)
-        if user.backlogged:
+        if user.sealed and not user.closed:
+            # After the flush, so the loop usually finds the final frame sent.
+            self._loop.request_close(user, user.close_reason or "closed", user.close_cause)
+        elif user.backlogged:
             self._loop.request_resume(user)
 
     def flush(self, dirty: Dirty) -> None:
@@ -107,7 +112,14 @@ class Dispatcher:
     # ---- frames ----------------------------------------------------------
     def _auth(self, user: User, auth: Auth, dirty: Dirty) -> None:
         if auth.register:
-            if not self._store.register(auth.user, auth.password):
+            try:
+                created = self._store.register(auth.user, auth.password)
+            except StoreError as exc:  # disk full, folder gone: say so, keep serving others
+                log.error("registration of %s failed: %s", auth.user, exc)
+                self._end(user, encode(ServerBye("internal error: cannot save the account")),
+                          "store write failed", Cause.US, dirty)
+                return
+            if not created:
                 self._reply(user, Error(Code.USER_EXISTS, "user name is taken"), dirty)
                 return
         elif not self._store.verify(auth.user, auth.password):
@@ -143,17 +155,19 @@ class Dispatcher:
 
     # ---- endings ---------------------------------------------------------
     def _goodbye(self, user: User, reason: str, dirty: Dirty) -> None:
-        if user.seal(encode(ServerBye("bye"))):
-            self._hub.remove(user, dirty)
-            dirty[user] = None
-            self._loop.request_close(user, reason, Cause.PEER)
+        self._end(user, encode(ServerBye("bye")), reason, Cause.PEER, dirty)
 
     def _fail(self, user: User, err: RemoteProtocolError, dirty: Dirty) -> None:
         """A fatal error: the error frame is the last thing the peer gets (clarification 3)."""
-        if user.seal(encode(Error(err.code, err.message))):
+        self._end(user, encode(Error(err.code, err.message)), f"{err.code}: {err.message}",
+                  Cause.US, dirty)
+
+    def _end(self, user: User, final: bytes, reason: str, cause: Cause, dirty: Dirty) -> None:
+        """Seal with `final`; handle_batch asks the loop to close after the flush."""
+        if user.seal(final):
+            user.close_reason, user.close_cause = reason, cause
             self._hub.remove(user, dirty)
             dirty[user] = None
-            self._loop.request_close(user, f"{err.code}: {err.message}", Cause.US)
 
 
 #: One text for an unknown user and a wrong password (clarification 1).

@@ -179,6 +179,9 @@ class EventLoop:
     def _on_readable(self, user: User) -> None:
         if user.closed:
             return
+        if user.draining:
+            self._drain(user)
+            return
         if not user.reading:
             mask = self.selector.last_masks.get(user.fd, 0)
             if mask & _HUP_ERR:
@@ -198,6 +201,17 @@ class EventLoop:
             return
         user.last_rx = time.monotonic()
         self._cut_frames(user, data)
+
+    def _drain(self, user: User) -> None:
+        """Drop what a closing peer still sends; close at its EOF."""
+        try:
+            data = user.sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_now(user, user.close_reason or "closed", user.close_cause)
 
     def _cut_frames(self, user: User, data: bytes) -> None:
         conn, mailbox = user.conn, user.mailbox
@@ -228,8 +242,13 @@ class EventLoop:
                 self._close_now(user, "send buffer overflow (client does not read)", Cause.US)
             else:
                 self._close_now(user, f"send failed: {user.broken}", Cause.BROKEN)
-        elif user.close_reason is not None and user.pending_out == 0:
-            self._close_now(user, user.close_reason, user.close_cause)
+        else:
+            self.finish_if_flushed(user)
+
+    def finish_if_flushed(self, user: User) -> None:
+        """A closing connection whose final frame is out: shut our side and drain."""
+        if user.close_reason is not None and user.pending_out == 0 and not user.draining:
+            user.start_draining()
 
     # ---- closing ---------------------------------------------------------
     def _begin_close(self, user: User, reason: str, cause: Cause) -> None:
@@ -243,10 +262,12 @@ class EventLoop:
         self._hub.remove(user, dirty)  # nobody counts it as online any more
         if dirty and self.dispatcher is not None:
             self.dispatcher.flush(dirty)
-        if user.pending_out == 0 or user.broken or user.overflow:
+        if user.broken or user.overflow:
             self._close_now(user, user.close_reason, user.close_cause)
-        elif user.linger_deadline is None:
+            return
+        if user.linger_deadline is None:
             user.linger_deadline = time.monotonic() + self._config.shutdown_grace
+        self.finish_if_flushed(user)
 
     def _close_now(self, user: User, reason: str, cause: Cause) -> None:
         if self.users.get(user.fd) is not user:
@@ -278,7 +299,8 @@ class EventLoop:
         for user in list(self.users.values()):
             if user.linger_deadline is not None:
                 if now >= user.linger_deadline:
-                    self._close_now(user, f"{user.close_reason} (flush timed out)",
+                    why = "peer did not close" if user.draining else "flush timed out"
+                    self._close_now(user, f"{user.close_reason} ({why})",
                                     user.close_cause)
                 continue
             if user.ack_deadline is not None and now >= user.ack_deadline:
@@ -309,11 +331,18 @@ class EventLoop:
         deadline = time.monotonic() + self._config.shutdown_grace
         while self.users and time.monotonic() < deadline:
             for key, events in self.selector.select(0.05):
-                if isinstance(key.data, User) and events & selectors.EVENT_WRITE:
-                    self._on_writable(key.data)
+                user = key.data
+                if not isinstance(user, User):
+                    continue
+                if events & selectors.EVENT_READ:
+                    self._on_readable(user)
+                if events & selectors.EVENT_WRITE and not user.closed:
+                    self._on_writable(user)
             self._run_calls()
         for user in list(self.users.values()):
-            self._close_now(user, "server shutdown (flush timed out)", Cause.US)
+            why = "peer did not close" if user.draining else "flush timed out"
+            self._close_now(user, f"server shutdown ({why} in {self._config.shutdown_grace}s)",
+                            Cause.US)
         self.selector.close()
         os.close(self._wake_fd)
 

@@ -56,6 +56,7 @@ class User:
         "close_reason",
         "closed",
         "conn",
+        "draining",
         "fd",
         "last_rx",
         "linger_deadline",
@@ -92,6 +93,7 @@ class User:
         self.closed = False
         self.broken: str | None = None  # why a send failed (the peer's doing)
         self.backlogged = False
+        self.draining = False  # our side is shut; reading only until the peer's EOF
         self.overflow = False  # the outbound buffer limit was hit
         self.last_rx = time.monotonic()
         self.ack_deadline: float | None = None
@@ -172,6 +174,22 @@ class User:
             if self.sealed or self.closed:
                 return
             self.reading = reading
+            self._update_interest()
+
+    def start_draining(self) -> None:
+        """Lingering close: send FIN, then read and drop until the peer's EOF.
+
+        Closing a socket that still has unread input makes the kernel send an
+        RST, which can destroy the final frame (an error or a bye) before the
+        peer reads it. Shutting down our side first delivers it, then EOF.
+        """
+        with self._out_lock:
+            if self.closed or self.draining:
+                return
+            self.draining = True
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+            self.reading = True
             self._update_interest()
 
     def close_socket(self) -> None:
