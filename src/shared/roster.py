@@ -90,10 +90,8 @@ class RosterView:
             raise RemoteProtocolError(
                 Code.BAD_REQUEST, f"roster seq {frame.seq} after {self.last_seq}"
             )
-        if frame.full:
-            new = set(frame.users)
-        else:
-            new = (self.online - set(frame.leave)) | set(frame.join)
+        new = (set(frame.users) if frame.full
+               else (self.online - set(frame.leave)) | set(frame.join))
         joined, left = new - self.online, self.online - new
         self.online, self.last_seq = new, frame.seq
         return joined, left

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command: install the project (C library included) into .venv, then run
+# the C tests (ctest) and the Python tests (pytest). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e '.[test]'
+
+echo "== C tests (ctest) =="
+cmake -S native/libxor -B build/native -G Ninja -DBUILD_TESTING=ON >/dev/null
+cmake --build build/native >/dev/null
+ctest --test-dir build/native --output-on-failure
+
+echo "== lint (ruff) =="
+"$VENV/bin/ruff" check src tests bench
+
+echo "== Python tests (pytest) =="
+exec env -u LINES -u COLUMNS "$VENV/bin/python" -m pytest "$@"
