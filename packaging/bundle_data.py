@@ -1,0 +1,129 @@
+"""What both backends put inside the one-file binaries besides Python code.
+
+PyInstaller's spec and the Nuitka build script import this module so that the
+two kinds of binary carry the same files at the same places:
+
+- the cipher plugin at ``chat/shared/<libxor>``: ``chat.shared.cipher`` looks
+  for it inside the package, whatever the backend;
+- terminfo entries under ``chat/client/terminfo/``: next to the client's code,
+  so the client finds them from its own ``__file__`` in both backends and
+  appends that folder to ``TERMINFO_DIRS``.
+
+It runs inside the build venv, where the project is installed (not editable),
+so the library is looked up in that installation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TERMINFO_LIST = HERE / "terminfo.txt"
+TERMINFO_DEST = "chat/client/terminfo"
+CIPHER_DEST = "chat/shared"
+# Where ncurses builds look for the compiled database, most specific first.
+SYSTEM_TERMINFO_DIRS = (
+    "/etc/terminfo",
+    "/lib/terminfo",
+    "/usr/share/terminfo",
+    "/usr/lib/terminfo",
+    "/opt/homebrew/opt/ncurses/share/terminfo",
+    "/usr/local/opt/ncurses/share/terminfo",
+)
+# Modules no chat program needs; cffi and npyscreen drag some of them in.
+EXCLUDED_MODULES = (
+    "setuptools",
+    "pkg_resources",
+    "distutils",
+    "_distutils_hack",
+    "unittest",
+    "pydoc",
+    "pydoc_data",
+    "doctest",
+    "tkinter",
+    "_tkinter",
+    "turtle",
+    "lib2to3",
+    "idlelib",
+    "ensurepip",
+    "venv",
+    "test",
+)
+
+
+class BundleError(RuntimeError):
+    """A file that must go into the binary is missing on the build machine."""
+
+
+def cipher_library() -> Path:
+    """Return the libxor built by CMake and installed into the build venv."""
+    spec = importlib.util.find_spec("chat.shared")
+    if spec is None or not spec.submodule_search_locations:
+        raise BundleError("package chat.shared is not installed in the build venv")
+    for folder in spec.submodule_search_locations:
+        for name in ("libxor.so", "libxor.dylib"):
+            candidate = Path(folder) / name
+            if candidate.is_file():
+                return candidate
+    raise BundleError(f"libxor not found in {list(spec.submodule_search_locations)}")
+
+
+def _terminfo_names() -> list[tuple[str, bool]]:
+    """Read terminfo.txt: (name, required) pairs."""
+    names = []
+    for raw in TERMINFO_LIST.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        optional = line.startswith("?")
+        names.append((line.lstrip("?"), not optional))
+    return names
+
+
+def _find_terminfo(name: str) -> Path | None:
+    """Find a compiled entry in letter (Linux) or hex (macOS) sub-folders."""
+    for root in SYSTEM_TERMINFO_DIRS:
+        for sub in (name[0], f"{ord(name[0]):x}"):
+            candidate = Path(root) / sub / name
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def terminfo_files() -> list[tuple[Path, str]]:
+    """Return (source file, destination folder in the bundle) per entry.
+
+    The sub-folder keeps the layout of the database the build machine's ncurses
+    reads, which is the ncurses that goes into the bundle.
+    """
+    found = []
+    missing = []
+    for name, required in _terminfo_names():
+        path = _find_terminfo(name)
+        if path is None:
+            if required:
+                missing.append(name)
+            continue
+        found.append((path.resolve(), f"{TERMINFO_DEST}/{path.parent.name}"))
+    if missing:
+        raise BundleError(f"terminfo entries missing on this machine: {', '.join(missing)}")
+    return found
+
+
+def entry_script(program: str) -> Path:
+    """Return the tiny script that calls the program's console-script function."""
+    return HERE / "entry" / f"{program}.py"
+
+
+def main() -> int:
+    """Print what would be bundled: a check to run in the build venv."""
+    print(f"cipher: {cipher_library()} -> {CIPHER_DEST}")
+    for src, dest in terminfo_files():
+        print(f"terminfo: {src} -> {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
