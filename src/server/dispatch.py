@@ -60,16 +60,23 @@ class Dispatcher:
     # ---- batch -----------------------------------------------------------
     def handle_batch(self, user: User, items: list[Any]) -> None:
         dirty: Dirty = {}
+        sends: list[Send] = []  # consecutive sends to the same `to`, fanned out together
         for item in items:
             if user.sealed or user.closed:
                 break  # nothing is answered after the final frame
-            if item is PEER_EOF:
-                user.close_reason, user.close_cause = "EOF without bye", Cause.BROKEN
-                user.seal()
-            elif isinstance(item, RemoteProtocolError):
-                self._fail(user, item, dirty)
-            else:
-                self._handle_payload(user, item, dirty)
+            message = self._message(user, item, dirty)
+            if isinstance(message, Send) and (not sends or sends[0].to == message.to):
+                sends.append(message)
+                continue
+            if sends:
+                self._send_group(user, sends, dirty)
+                sends = []
+            if isinstance(message, Send):
+                sends.append(message)
+            elif message is not None:
+                self._handle(user, message, dirty)
+        if sends and not user.sealed:
+            self._send_group(user, sends, dirty)
         self.flush(dirty)
         if user.sealed and not user.closed:
             # After the flush, so the loop usually finds the final frame sent.
@@ -86,20 +93,35 @@ class Dispatcher:
                     reason, cause = f"send failed: {target.broken}", Cause.BROKEN
                 self._loop.request_close(target, reason, cause)
 
-    def _handle_payload(self, user: User, payload: bytes, dirty: Dirty) -> None:
+    def _message(self, user: User, item: Any, dirty: Dirty) -> Any:
+        """The parsed message of one mailbox item, or None when it was answered already."""
+        if item is PEER_EOF:
+            user.close_reason, user.close_cause = "EOF without bye", Cause.BROKEN
+            user.seal()
+            return None
+        if isinstance(item, RemoteProtocolError):
+            self._fail(user, item, dirty)
+            return None
         try:
-            message = user.conn.parse_payload(payload)
-            self._handle(user, message, dirty)
+            return user.conn.parse_payload(item)
         except RemoteProtocolError as err:
-            if err.fatal:
-                self._fail(user, err, dirty)
-            else:
-                self._reply(user, Error(err.code, err.message, err.msg_id), dirty)
+            self._refuse(user, err, dirty)
+            return None
+
+    def _refuse(self, user: User, err: RemoteProtocolError, dirty: Dirty) -> None:
+        if err.fatal:
+            self._fail(user, err, dirty)
+        else:
+            self._reply(user, Error(err.code, err.message, err.msg_id), dirty)
 
     def _handle(self, user: User, message: Any, dirty: Dirty) -> None:
+        try:
+            self._dispatch(user, message, dirty)
+        except RemoteProtocolError as err:
+            self._refuse(user, err, dirty)
+
+    def _dispatch(self, user: User, message: Any, dirty: Dirty) -> None:
         match message:
-            case Send():
-                self._send(user, message, dirty)
             case RosterAck():
                 self._hub.ack_roster(user, message, dirty)
             case Ping():
@@ -130,24 +152,38 @@ class Dispatcher:
             what = "registered and logged in" if auth.register else "logged in"
             log.info("%s %s", what, user.label())
 
-    def _send(self, user: User, send: Send, dirty: Dirty) -> None:
-        if user.rate is None and self._config.rate_limit > 0:
-            user.rate = TokenBucket(self._config.rate_limit, self._config.rate_burst)
-        if user.rate is not None and not user.rate.take():
-            self._reply(user, Error(Code.RATE_LIMITED, "slow down", send.id), dirty)
-            return
-        assert user.name is not None
-        sessions, delivered, missing = self._hub.recipients(user.name, send.to)
-        if sessions:
-            frame = encode_object({
-                "type": "msg", "id": self._hub.next_msg_id(), "from": user.name,
-                "to": send.to if isinstance(send.to, str) else list(send.to),
-                "text": send.text, "ts": time.time(),
-            })
+    def _send_group(self, user: User, sends: list[Send], dirty: Dirty) -> None:
+        """Fan out consecutive sends to the same `to`: one recipient lookup, one append each.
+
+        Every message is still its own frame with its own id and `sent`;
+        grouping only saves work (and send() calls) under load.
+        """
+        name = user.name
+        assert name is not None
+        allowed = [s for s in sends if self._within_rate(user)]
+        sessions, delivered, missing = self._hub.recipients(name, sends[0].to)
+        if sessions and allowed:
+            to = sends[0].to if isinstance(sends[0].to, str) else list(sends[0].to)
+            blob = b"".join(encode_object({
+                "type": "msg", "id": self._hub.next_msg_id(), "from": name, "to": to,
+                "text": s.text, "ts": time.time(),
+            }) for s in allowed)
             for target in sessions:
-                target.append(frame)  # an overflow is seen, and handled, at flush
+                target.append(blob)  # an overflow is seen, and handled, at flush
                 dirty[target] = None
-        self._reply(user, Sent(send.id, tuple(delivered), tuple(missing)), dirty)
+        ok, names, absent = set(map(id, allowed)), tuple(delivered), tuple(missing)
+        user.append(b"".join(
+            encode(Sent(s.id, names, absent)) if id(s) in ok
+            else encode(Error(Code.RATE_LIMITED, "slow down", s.id))
+            for s in sends))
+        dirty[user] = None
+
+    def _within_rate(self, user: User) -> bool:
+        if self._config.rate_limit <= 0:
+            return True
+        if user.rate is None:
+            user.rate = TokenBucket(self._config.rate_limit, self._config.rate_burst)
+        return user.rate.take()
 
     def _reply(self, user: User, message: Any, dirty: Dirty) -> None:
         user.append(encode(message))
