@@ -12,6 +12,12 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e '.[test]'
 
+# The C tests need cmake and ninja; take them from PyPI when the system has none.
+if ! command -v cmake >/dev/null || ! command -v ninja >/dev/null; then
+    "$VENV/bin/python" -m pip install -q cmake ninja
+    export PATH="$PWD/$VENV/bin:$PATH"
+fi
+
 echo "== C tests (ctest) =="
 cmake -S native/libxor -B build/native -G Ninja -DBUILD_TESTING=ON >/dev/null
 cmake --build build/native >/dev/null
