@@ -396,6 +396,7 @@ def test_a_freed_slot_admits_a_new_client(start_server) -> None:
     fatal(extra, "server_full")
     first.send({"type": "bye"})
     first.expect_closed()
+    first.close()
 
     def admitted() -> bool:
         c = server.client()
