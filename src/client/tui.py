@@ -1,0 +1,125 @@
+"""The npyscreen application: one chat form, one network thread per login.
+
+Threading rule: the network thread only puts `(generation, event)` pairs on
+`inbox`, a FIFO `queue.Queue` (npyscreen's own event queue is LIFO); the UI
+thread drains it in `ChatForm.while_waiting` and `adjust_widgets`, applies
+each event to the `ChatModel`, and redraws. The generation tags events so
+that a network thread from an earlier login can't touch the current one.
+"""
+
+from __future__ import annotations
+
+import curses
+import itertools
+import queue
+from dataclasses import dataclass
+
+import npyscreen
+
+from . import events as ev
+from .forms import ChatForm, Credentials
+from .model import CONNECTING, OFFLINE, ONLINE, RECONNECTING, ChatModel
+from .net import NetworkClient
+from .session import Session
+from .terminal import prepare_terminal, stderr_on_terminal
+
+#: Events applied per drain, so a flood can't freeze the keyboard.
+DRAIN_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class TuiOptions:
+    host: str
+    port: int
+    user: str
+    password: str
+    register: bool
+
+
+class ChatApp(npyscreen.NPSAppManaged):
+    def __init__(self, options: TuiOptions) -> None:
+        super().__init__()
+        self.options = options
+        self.password = options.password
+        self.last_register = options.register
+        self.model = ChatModel(options.host, options.port, options.user)
+        self.inbox: queue.Queue[tuple[int, ev.NetEvent]] = queue.Queue()
+        self.net: NetworkClient | None = None
+        self._generation = 0
+        self._ids = itertools.count(1)  # message ids stay unique across logins
+
+    def onStart(self) -> None:
+        curses.mousemask(0)  # npyscreen grabs the mouse; give text selection back
+        self.model.history.note("Welcome. Press ^X for the menu: Log in, Register, Log out, Exit.")
+        self.addForm("MAIN", ChatForm, name="chat")
+
+    # ------------------------------------------------------ UI-thread API
+    def connect(self, cred: Credentials) -> None:
+        self._stop_network()
+        self._generation += 1
+        generation = self._generation
+        self.password, self.last_register = cred.password, cred.register
+        self.model.begin_login(cred.user, cred.host, cred.port, cred.register)
+        session = Session(cred.user, cred.password, cred.register)
+        self.net = NetworkClient(cred.host, cred.port, session,
+                                 lambda event: self.inbox.put((generation, event)),
+                                 reconnect=True, ids=self._ids)
+        self.net.start()
+
+    def submit(self, text: str) -> None:
+        """Enter on the message line: send to the current selection (nothing selected = All)."""
+        model = self.model
+        if self.net is None or model.state not in (ONLINE, RECONNECTING, CONNECTING):
+            model.history.note("not logged in: press ^X, then Log in", style="error")
+            return
+        to = model.participants.recipients()
+        try:
+            msg_id = self.net.send(to, text)
+        except ValueError as exc:
+            model.history.note(f"not sent: {exc}", style="error")
+            return
+        model.sending(msg_id, to, text)
+        model.history.scroll_to_end()
+
+    def logout(self) -> None:
+        if self.model.state == OFFLINE and self.net is None:
+            self.model.status_note = "not logged in"
+            return
+        self._stop_network()
+        self.model.logged_out()
+
+    def exit(self) -> None:
+        self._stop_network()
+
+    def drain(self) -> bool:
+        """Apply queued network events to the model; True when anything changed."""
+        changed = False
+        for _ in range(DRAIN_BATCH):
+            try:
+                generation, event = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if generation == self._generation:
+                self.model.apply(event)
+                changed = True
+        return changed
+
+    def _stop_network(self) -> None:
+        """Close the current connection politely (bye) and forget its events."""
+        if self.net is not None:
+            self._generation += 1
+            self.net.close()
+            self.net = None
+
+
+def run_tui(options: TuiOptions) -> int:
+    prepare_terminal()
+    app = ChatApp(options)
+    with stderr_on_terminal():
+        try:
+            app.run(fork=False)
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            app.exit()
+    return 0

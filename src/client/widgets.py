@@ -1,0 +1,296 @@
+"""npyscreen widgets for the chat screen, laid out by the form, drawn with real widths.
+
+npyscreen assumes one column per character and sizes widgets once; these
+widgets take their box from the form's layout on every resize, measure
+text with `textwidth`, and never raise for lack of space (a box of zero
+rows or columns just draws nothing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import curses
+import curses.ascii
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import npyscreen
+from npyscreen import wgwidget
+
+from .history import History
+from .participants import Participants
+from .textwidth import clip, printable, text_width
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    y: int
+    x: int
+    height: int
+    width: int
+
+
+def put(pad: Any, y: int, x: int, text: str, attr: int = 0, width: int | None = None) -> None:
+    """addstr clipped to `width` columns; curses errors (last cell, off-pad) are ignored."""
+    if width is not None:
+        text = clip(text, width)
+    if not text or y < 0 or x < 0:
+        return
+    with contextlib.suppress(curses.error):
+        pad.addstr(y, x, text, attr)
+
+
+class UnicodeKeys:
+    """Keyboard input as whole characters, whatever npyscreen thinks of the locale.
+
+    npyscreen assembles UTF-8 by hand only when the preferred encoding is
+    spelled exactly 'UTF-8' (Python's UTF-8 mode says 'utf-8'), and it runs
+    every character through `curses.ascii.unctrl`, which maps e.g. Cyrillic
+    'И' (U+0418) to '^X', the menu key. `get_wch` gives whole characters,
+    and non-ASCII text goes straight to the text handler.
+    """
+
+    parent: Any
+    _last_get_ch_was_unicode: bool
+
+    def _get_ch(self) -> int | str:
+        try:
+            ch = self.parent.curses_pad.get_wch()
+        except curses.error:  # halfdelay timeout: no key
+            self._last_get_ch_was_unicode = False
+            return -1
+        if isinstance(ch, str) and len(ch) == 1 and ord(ch) < 128:
+            self._last_get_ch_was_unicode = False
+            return ord(ch)  # handlers are keyed by int for ASCII and control keys
+        self._last_get_ch_was_unicode = isinstance(ch, str)
+        return ch
+
+    def handle_input(self, _input: int | str) -> bool:
+        if isinstance(_input, str):
+            return self.text_input(_input)
+        return super().handle_input(_input)  # type: ignore[misc]
+
+    def text_input(self, ch: str) -> bool:
+        """A non-ASCII character was typed; text widgets insert it, others ignore it."""
+        return True
+
+
+class Placed:
+    """Geometry comes from `box`, assigned by the form's layout, not from npyscreen's sizing."""
+
+    box: Box
+
+    def set_size(self) -> None:
+        self.rely, self.relx = self.box.y, self.box.x
+        self.height, self.width = max(self.box.height, 0), max(self.box.width, 0)
+
+    def set_relyx(self, y: int, x: int) -> None:
+        self._requested_rely, self._requested_relx = y, x
+        box = getattr(self, "box", None)
+        self.rely, self.relx = (box.y, box.x) if box else (max(y, 0), max(x, 0))
+
+    def place(self, box: Box) -> None:
+        """Take a new box. An empty box draws nothing but is never `hidden`: npyscreen's
+        edit loop runs off the end of its widget list when every widget is hidden."""
+        self.box = box
+        self.set_size()
+
+
+class TextInput(UnicodeKeys, npyscreen.Textfield):
+    def text_input(self, ch: str) -> bool:
+        self.h_addch(ch)
+        return True
+
+
+class PasswordInput(UnicodeKeys, npyscreen.PasswordEntry):
+    def text_input(self, ch: str) -> bool:
+        self.h_addch(ch)
+        return True
+
+
+class TitleInput(npyscreen.TitleText):
+    _entry_type = TextInput
+
+
+class TitlePasswordInput(npyscreen.TitleText):
+    _entry_type = PasswordInput
+
+
+class InputLine(Placed, TextInput):
+    """The message line: a prompt naming the recipients, then the text being typed.
+
+    Enter hands the text to `on_submit`; PgUp/PgDn and Up/Down scroll the
+    history so the hands never leave the line; Tab moves to the next widget.
+    """
+
+    def __init__(self, screen: Any, box: Box, prompt: Callable[[], str],
+                 on_submit: Callable[[str], None], history: History, **kw: Any) -> None:
+        self.box = box
+        self._prompt, self._on_submit, self._history = prompt, on_submit, history
+        super().__init__(screen, **kw)
+
+    def set_up_handlers(self) -> None:
+        super().set_up_handlers()
+        page = lambda: max(1, self.parent.history_height() - 1)  # noqa: E731
+        self.handlers.update({
+            curses.ascii.NL: self.h_submit,
+            curses.ascii.CR: self.h_submit,
+            curses.KEY_ENTER: self.h_submit,
+            curses.KEY_UP: lambda _: self._history.scroll_by(1),
+            curses.KEY_DOWN: lambda _: self._history.scroll_by(-1),
+            curses.KEY_PPAGE: lambda _: self._history.scroll_by(page()),
+            curses.KEY_NPAGE: lambda _: self._history.scroll_by(-page()),
+            curses.KEY_HOME: self.h_home,
+            curses.KEY_END: self.h_end,
+            "^A": self.h_home,
+            "^E": self.h_end,
+        })
+
+    def h_submit(self, _input: int) -> None:
+        text = self.value or ""
+        self.value, self.cursor_position, self.begin_at = "", 0, 0
+        if text.strip():
+            self._on_submit(text)
+
+    def h_home(self, _input: int) -> None:
+        self.cursor_position = 0
+
+    def h_end(self, _input: int) -> None:
+        self.cursor_position = len(self.value or "")
+
+    def update(self, clear: bool = True, cursor: bool = True) -> None:
+        if clear:
+            self.clear()
+        if self.hidden or self.width <= 0:
+            return
+        pad, y, x = self.parent.curses_pad, self.rely, self.relx
+        prompt = self._prompt()
+        prompt_w = min(text_width(prompt), max(0, self.width - 2))
+        put(pad, y, x, prompt, curses.A_BOLD, prompt_w)
+        room = self.width - prompt_w - 1  # the last column stays free for the cursor
+        if room <= 0:
+            return
+        value = self.value or ""
+        editing_pos = self.editing and self.cursor_position is not False
+        pos = max(0, min(self.cursor_position if editing_pos else len(value), len(value)))
+        if self.editing:
+            self.cursor_position = pos
+        begin = max(0, min(self.begin_at, pos))
+        while begin < pos and text_width(value[begin:pos]) > room - 1:
+            begin += 1
+        self.begin_at = begin
+        left = x + prompt_w
+        put(pad, y, left, printable(value[begin:]), 0, room)
+        if self.editing and cursor:
+            under = printable(value[pos]) if pos < len(value) else " "
+            put(pad, y, left + text_width(value[begin:pos]), under, curses.A_REVERSE)
+
+
+class ParticipantsView(UnicodeKeys, Placed, wgwidget.Widget):
+    """"All" then everyone online, each with a checkbox; Space toggles, Enter picks one."""
+
+    def __init__(self, screen: Any, box: Box, model: Participants, **kw: Any) -> None:
+        self.box, self.model = box, model
+        self._top = 0
+        super().__init__(screen, **kw)
+
+    def set_up_handlers(self) -> None:
+        super().set_up_handlers()
+        self.handlers.update({
+            curses.KEY_UP: lambda _: self.model.move(-1),
+            curses.KEY_DOWN: lambda _: self.model.move(1),
+            ord("k"): lambda _: self.model.move(-1),
+            ord("j"): lambda _: self.model.move(1),
+            curses.KEY_PPAGE: lambda _: self.model.move(-max(1, self.height - 1)),
+            curses.KEY_NPAGE: lambda _: self.model.move(max(1, self.height - 1)),
+            curses.KEY_HOME: lambda _: self.model.move(-len(self.model.rows())),
+            curses.KEY_END: lambda _: self.model.move(len(self.model.rows())),
+            curses.ascii.SP: lambda _: self.model.toggle(),
+            ord("x"): lambda _: self.model.toggle(),
+            curses.ascii.NL: self.h_pick,
+            curses.ascii.CR: self.h_pick,
+            curses.KEY_ENTER: self.h_pick,
+            curses.ascii.ESC: self.h_pick_nothing,
+            curses.KEY_LEFT: self.h_pick_nothing,
+            curses.KEY_RIGHT: self.h_pick_nothing,
+        })
+
+    def h_pick(self, _input: int) -> None:
+        """Enter: only this row selected, back to the message line (the form maps escape so)."""
+        self.model.select_only()
+        self.h_exit_escape(_input)
+
+    def h_pick_nothing(self, _input: int) -> None:
+        self.h_exit_escape(_input)
+
+    def update(self, clear: bool = True) -> None:
+        if clear:
+            self.clear()
+        if self.hidden or self.height <= 0 or self.width <= 0:
+            return
+        pad = self.parent.curses_pad
+        title = f"Online ({len(self.model.online)})"
+        put(pad, self.rely, self.relx, title, curses.A_BOLD | curses.A_UNDERLINE, self.width)
+        rows = self.model.rows()
+        visible = self.height - 1
+        if visible <= 0:
+            return
+        cursor = self.model.cursor
+        self._top = max(0, min(self._top, cursor, len(rows) - visible))
+        if cursor >= self._top + visible:
+            self._top = cursor - visible + 1
+        for i, name in enumerate(rows[self._top:self._top + visible]):
+            row = self._top + i
+            mark = "[x]" if self.model.is_checked(row) else "[ ]"
+            attr = curses.A_REVERSE if self.editing and row == cursor else 0
+            if row == 0:
+                attr |= curses.A_BOLD
+            put(pad, self.rely + 1 + i, self.relx, f"{mark} {name}".ljust(self.width), attr,
+                self.width)
+
+
+class HistoryView(UnicodeKeys, Placed, wgwidget.Widget):
+    """The scrollable message history; Up/Down/PgUp/PgDn/Home/End when focused."""
+
+    STYLES: ClassVar[dict[str, int]] = {
+        "own": curses.A_BOLD, "private": curses.A_BOLD, "note": curses.A_DIM,
+        "error": curses.A_BOLD | curses.A_UNDERLINE, "more": curses.A_REVERSE,
+    }
+
+    def __init__(self, screen: Any, box: Box, model: History, **kw: Any) -> None:
+        self.box, self.model = box, model
+        super().__init__(screen, **kw)
+
+    def set_up_handlers(self) -> None:
+        super().set_up_handlers()
+        page = lambda: max(1, self.height - 1)  # noqa: E731
+        self.handlers.update({
+            curses.KEY_UP: lambda _: self.model.scroll_by(1),
+            curses.KEY_DOWN: lambda _: self.model.scroll_by(-1),
+            ord("k"): lambda _: self.model.scroll_by(1),
+            ord("j"): lambda _: self.model.scroll_by(-1),
+            curses.KEY_PPAGE: lambda _: self.model.scroll_by(page()),
+            curses.KEY_NPAGE: lambda _: self.model.scroll_by(-page()),
+            curses.KEY_HOME: lambda _: self.model.scroll_by(10**9),
+            curses.KEY_END: lambda _: self.model.scroll_to_end(),
+            curses.KEY_LEFT: self.h_exit_escape,
+            curses.KEY_RIGHT: self.h_exit_escape,
+            curses.ascii.NL: self.h_exit_escape,
+            curses.ascii.CR: self.h_exit_escape,
+            curses.ascii.ESC: self.h_exit_escape,
+        })
+
+    def update(self, clear: bool = True) -> None:
+        if clear:
+            self.clear()
+        if self.hidden or self.height <= 0 or self.width <= 0:
+            return
+        pad = self.parent.curses_pad
+        lines = self.model.window(self.width, self.height)
+        top = self.rely + self.height - len(lines)
+        for i, line in enumerate(lines):
+            attr = self.STYLES.get(line.style, 0)
+            if self.editing and i == len(lines) - 1:
+                attr |= curses.A_REVERSE
+            put(pad, top + i, self.relx, line.text, attr, self.width)
