@@ -53,9 +53,14 @@ def raw_client(server: Any, rcvbuf: int | None = None) -> RawClient:
 
 def online(server: Any, name: str, password: str = PASSWORD,
            register: bool = True) -> WireClient:
-    """A connection logged in as `name` that has acked its full roster (so it is in CHAT)."""
+    """A connection logged in as `name` that is in CHAT.
+
+    The ping after the ack returns once the server has handled the ack, since
+    frames on one connection are handled in order: the user is online by then.
+    """
     c = server.client()
     c.login(name, password, register=register)
+    assert request(c, {"type": "ping"}) == {"type": "pong"}
     return c
 
 
