@@ -1,0 +1,33 @@
+"""Screen layout and the login form's server field (pure parts of the TUI)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chat.client.forms import MIN_COLUMNS, MIN_LINES, layout, parse_server
+
+
+@pytest.mark.parametrize(("lines", "columns"), [(6, 30), (24, 80), (50, 200), (10, 31)])
+def test_boxes_fit_the_screen_and_do_not_overlap(lines: int, columns: int) -> None:
+    out = layout(lines, columns)
+    assert out.fits
+    p, h, i = out.participants, out.history, out.input
+    assert p.y == h.y == 1 and p.height == h.height == lines - 3
+    assert p.x + p.width < h.x and h.x + h.width <= columns
+    assert i.y == lines - 2 and i.width <= columns - 1
+
+
+@pytest.mark.parametrize(("lines", "columns"), [(0, 0), (1, 1), (MIN_LINES - 1, 80),
+                                                (24, MIN_COLUMNS - 1)])
+def test_too_small_screens_get_empty_boxes(lines: int, columns: int) -> None:
+    out = layout(lines, columns)
+    assert not out.fits
+    assert out.input.width == out.history.height == 0
+
+
+def test_parse_server() -> None:
+    assert parse_server("127.0.0.1:7777") == ("127.0.0.1", 7777)
+    assert parse_server(" [::1]:80 ") == ("::1", 80)
+    for bad in ("nohost", ":7777", "h:0", "h:70000", "h:x"):
+        with pytest.raises(ValueError):
+            parse_server(bad)

@@ -1,0 +1,85 @@
+"""What network events do to the TUI's screen model (no terminal needed)."""
+
+from __future__ import annotations
+
+from chat.client import events as ev
+from chat.client.model import OFFLINE, ONLINE, RECONNECTING, ChatModel
+from chat.shared.messages import Msg
+
+
+def notes(m: ChatModel) -> list[str]:
+    return [e.text for e in m.history.entries]
+
+
+def online_model(*users: str) -> ChatModel:
+    m = ChatModel("127.0.0.1", 7777)
+    m.begin_login("alice", "127.0.0.1", 7777, register=False)
+    m.apply(ev.LoggedIn("alice", users, False))
+    return m
+
+
+def test_login_shows_who_is_online_and_the_status_line() -> None:
+    m = online_model("bob", "carol")
+    assert m.state == ONLINE
+    assert m.participants.rows() == ["All", "bob", "carol"]
+    assert "logged in as alice; online: bob, carol" in notes(m)[-1]
+    assert m.status_text() == "online | alice @ 127.0.0.1:7777 | 3 online"
+
+
+def test_roster_changes_update_the_list_and_leave_notes() -> None:
+    m = online_model("bob")
+    m.apply(ev.RosterChanged(("carol",), ("bob",), ("carol",)))
+    assert m.participants.online == ["carol"]
+    assert notes(m)[-2:] == ["carol joined", "bob left"]
+
+
+def test_a_selected_user_who_leaves_is_dropped_with_a_note() -> None:
+    m = online_model("bob", "carol")
+    m.participants.toggle(1)  # bob
+    m.apply(ev.RosterChanged((), ("bob",), ("carol",)))
+    assert m.participants.recipients() == "*"
+    assert notes(m)[-1] == "removed from your selection (offline): bob"
+
+
+def test_refused_login_asks_for_the_form_again_with_the_reason() -> None:
+    m = ChatModel("127.0.0.1", 7777)
+    m.begin_login("alice", "127.0.0.1", 7777, register=False)
+    m.apply(ev.LoginFailed("bad_credentials", "invalid user name or password"))
+    assert m.want_login and m.state == OFFLINE
+    assert "login refused: invalid user name or password" in m.status_text()
+
+
+def test_connection_refused_on_first_connect_asks_for_the_form_again() -> None:
+    m = ChatModel("127.0.0.1", 1)
+    m.begin_login("alice", "127.0.0.1", 1, register=False)
+    m.apply(ev.ConnectFailed("connection refused by 127.0.0.1:1", None))
+    assert m.want_login and "connection refused" in m.status_text()
+
+
+def test_server_going_away_shows_reconnecting_then_reconnected() -> None:
+    m = online_model("bob")
+    m.apply(ev.ServerBye("shutdown"))
+    m.apply(ev.Disconnected("the server said bye (shutdown)", 1.0))
+    assert m.state == RECONNECTING
+    assert "the server said bye: shutdown" in notes(m)
+    assert "reconnecting in 1s" in m.status_text()
+    m.apply(ev.LoggedIn("alice", (), False))
+    assert m.state == ONLINE and notes(m)[-1].startswith("reconnected as alice")
+
+
+def test_own_message_lifecycle() -> None:
+    m = online_model("bob")
+    m.sending(5, ("bob",), "hi")
+    m.apply(ev.Delivered(5, ("bob",), ()))
+    entry = m.history.entries[-1]
+    assert entry.status == "delivered: bob"
+
+
+def test_incoming_message_goes_to_history() -> None:
+    m = online_model("bob")
+    m.apply(ev.Incoming(Msg(1, "bob", ("alice",), "psst", 0.0)))
+    assert m.history.entries[-1].head == "[private] bob: "
+
+
+def test_ipv6_address_is_bracketed() -> None:
+    assert ChatModel("::1", 7777).address == "[::1]:7777"

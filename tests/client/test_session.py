@@ -1,0 +1,169 @@
+"""The client's protocol driving (login, roster acks, send tracking), bytes in and out."""
+
+from __future__ import annotations
+
+import pytest
+
+from chat.client import events as ev
+from chat.client.session import Session, check_outgoing
+from chat.shared.errors import RemoteProtocolError
+from chat.shared.framing import FrameDecoder
+from chat.shared.messages import (
+    AuthOk,
+    Error,
+    Msg,
+    Roster,
+    Sent,
+    ServerBye,
+    encode,
+    parse_client_message,
+)
+from chat.shared.states import State
+
+
+def frames(data: bytes) -> list:
+    """The client messages in a byte string the session wrote."""
+    decoder = FrameDecoder()
+    decoder.feed(data)
+    out = []
+    while (payload := decoder.next_frame()) is not None:
+        out.append(parse_client_message(payload))
+    return out
+
+
+def wire(*messages) -> bytes:
+    return b"".join(encode(m) for m in messages)
+
+
+def logged_in(session: Session, online: tuple[str, ...] = ("bob",)) -> list[ev.NetEvent]:
+    session.start()
+    _, events = session.receive(wire(AuthOk(session.user), Roster(1, True, users=online)))
+    return events
+
+
+def test_first_auth_registers_and_reconnect_only_logs_in() -> None:
+    s = Session("alice", "pw", register=True)
+    (auth,) = frames(s.start())
+    assert (auth.type, auth.user, auth.password, auth.register) == ("auth", "alice", "pw", True)
+    s.receive(wire(AuthOk("alice"), Roster(1, True, users=())))
+    s.connection_lost()
+    (again,) = frames(s.start())
+    assert again.register is False
+
+
+def test_full_roster_is_acked_at_once_and_reported_as_login() -> None:
+    s = Session("alice", "pw")
+    s.start()
+    out, events = s.receive(wire(AuthOk("alice"), Roster(1, True, users=("carol", "bob"))))
+    assert [(f.type, f.seq) for f in frames(out)] == [("roster_ack", 1)]
+    assert events == [ev.LoggedIn("alice", ("bob", "carol"), False)]
+    assert s.state is State.CHAT
+
+
+def test_each_delta_is_acked_with_its_seq_and_reported() -> None:
+    s = Session("alice", "pw")
+    logged_in(s, ("bob",))
+    out, events = s.receive(wire(Roster(2, False, join=("carol",), leave=("bob",))))
+    assert [(f.type, f.seq) for f in frames(out)] == [("roster_ack", 2)]
+    assert events == [ev.RosterChanged(("carol",), ("bob",), ("carol",))]
+
+
+def test_a_roster_seq_gap_is_a_protocol_error() -> None:
+    s = Session("alice", "pw")
+    logged_in(s)
+    with pytest.raises(RemoteProtocolError):
+        s.receive(wire(Roster(3, False, join=("x",))))
+
+
+def test_frames_split_byte_by_byte_give_the_same_events() -> None:
+    s = Session("alice", "pw")
+    s.start()
+    data = wire(AuthOk("alice"), Roster(1, True, users=("bob",)))
+    out, events = b"", []
+    for i in range(len(data)):
+        more, evs = s.receive(data[i:i + 1])
+        out, events = out + more, events + evs
+    assert events == [ev.LoggedIn("alice", ("bob",), False)]
+    assert len(frames(out)) == 1
+
+
+def test_messages_typed_before_login_wait_and_follow_the_roster_ack_in_order() -> None:
+    s = Session("alice", "pw")
+    s.start()
+    assert s.send(1, "*", "first") == b""
+    assert s.send(2, ("bob",), "second") == b""
+    out, _ = s.receive(wire(AuthOk("alice"), Roster(1, True, users=("bob",))))
+    sent = frames(out)
+    assert [f.type for f in sent] == ["roster_ack", "send", "send"]
+    assert [(f.id, f.to, f.text) for f in sent[1:]] == [(1, "*", "first"), (2, ("bob",), "second")]
+    assert s.unanswered == 2
+
+
+def test_sent_and_errors_are_paired_with_the_message_they_answer() -> None:
+    s = Session("alice", "pw")
+    logged_in(s)
+    s.send(7, "*", "hi")
+    s.send(8, ("bob",), "hey")
+    _, events = s.receive(wire(Sent(7, ("bob",), ()), Error("rate_limited", "slow down", 8)))
+    assert events == [ev.Delivered(7, ("bob",), ()), ev.SendRefused(8, "rate_limited", "slow down")]
+    assert s.unanswered == 0
+
+
+def test_incoming_message_and_server_bye_become_events() -> None:
+    s = Session("alice", "pw")
+    logged_in(s)
+    msg = Msg(3, "bob", ("alice",), "привет", 1.5)
+    _, events = s.receive(wire(msg, ServerBye("shutdown")))
+    assert events == [ev.Incoming(msg), ev.ServerBye("shutdown")]
+    assert s.server_bye == "shutdown"
+
+
+@pytest.mark.parametrize("code", ["bad_credentials", "user_exists", "too_many_attempts"])
+def test_a_refused_auth_is_a_login_failure(code: str) -> None:
+    s = Session("alice", "pw")
+    s.start()
+    _, events = s.receive(wire(Error(code, "no")))
+    assert events == [ev.LoginFailed(code, "no")]
+    assert s.login_failed and not s.ever_logged_in
+
+
+def test_server_full_is_not_a_login_failure() -> None:
+    s = Session("alice", "pw")
+    s.start()
+    _, events = s.receive(wire(Error("server_full", "full")))
+    assert events == [ev.ServerNotice("server_full", "full")]
+    assert not s.login_failed
+
+
+def test_lost_connection_reports_messages_without_an_answer() -> None:
+    s = Session("alice", "pw")
+    logged_in(s)
+    s.send(1, "*", "a")
+    s.send(2, "*", "b")
+    s.receive(wire(Sent(1, (), ())))
+    assert s.connection_lost() == [ev.SendUnconfirmed((2,))]
+    assert s.state is State.CLOSED and s.unanswered == 0
+
+
+def test_bye_is_the_last_frame() -> None:
+    s = Session("alice", "pw")
+    logged_in(s)
+    assert [f.type for f in frames(s.bye())] == ["bye"]
+    assert s.bye_sent
+
+
+@pytest.mark.parametrize(("to", "text", "problem"), [
+    ("*", "", "empty"),
+    ("*", "x" * 4097, "too long"),
+    ((), "x", "no recipients"),
+    (("bad name",), "x", "not a valid user name"),
+])
+def test_messages_the_server_would_refuse_are_caught_before_queueing(to, text, problem) -> None:
+    assert problem in (check_outgoing(to, text) or "")
+    with pytest.raises(ValueError, match=problem):
+        Session("a", "p").send(1, to, text)
+
+
+def test_limits_count_code_points_not_bytes() -> None:
+    assert check_outgoing("*", "я" * 4096) is None
+    assert check_outgoing(("bob", "carol"), "hi") is None
