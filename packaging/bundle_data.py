@@ -5,9 +5,10 @@ two kinds of binary carry the same files at the same places:
 
 - the cipher plugin at ``chat/shared/<libxor>``: ``chat.shared.cipher`` looks
   for it inside the package, whatever the backend;
-- terminfo entries under ``chat/client/terminfo/``: next to the client's code,
-  so the client finds them from its own ``__file__`` in both backends and
-  appends that folder to ``TERMINFO_DIRS``.
+- terminfo entries under ``terminfo/`` at the bundle root, where
+  ``chat.client.terminal.bundle_root()`` looks (``sys._MEIPASS`` for
+  PyInstaller, three folders above ``chat/client/terminal.py`` for Nuitka) and
+  appends the folder to ``TERMINFO_DIRS``.
 
 It runs inside the build venv, where the project is installed (not editable),
 so the library is looked up in that installation.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TERMINFO_LIST = HERE / "terminfo.txt"
-TERMINFO_DEST = "chat/client/terminfo"
+TERMINFO_DEST = "terminfo"
 CIPHER_DEST = "chat/shared"
 # Where ncurses builds look for the compiled database, most specific first.
 SYSTEM_TERMINFO_DIRS = (

@@ -1,0 +1,91 @@
+"""Fixtures for the release tests: build with scripts/release.sh, run the binaries.
+
+The build takes about a minute and needs PyPI for its own build venv, so these
+tests run only where PyInstaller is installed in the test environment (CI
+installs it to opt in); elsewhere they are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from onefile import Release, read_release
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASE_SH = ROOT / "scripts" / "release.sh"
+
+pytestmark = pytest.mark.packaging
+
+
+def _require_pyinstaller() -> None:
+    pytest.importorskip(
+        "PyInstaller",
+        reason="PyInstaller is not installed: release tests are opt-in "
+        "(pip install pyinstaller to run them; CI does)",
+    )
+
+
+def run_release(out: Path, *args: str) -> Release:
+    """Run scripts/release.sh into OUT; fail the test with its log when it fails."""
+    env = {**os.environ, "PYTHON": sys.executable}
+    log = out / "release.log"
+    with log.open("w") as handle:
+        result = subprocess.run(
+            [str(RELEASE_SH), "--out", str(out), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=handle,
+            text=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        pytest.fail(f"release.sh {' '.join(args)} failed:\n{log.read_text()[-4000:]}")
+    return read_release(Path(result.stdout.strip().splitlines()[-1]))
+
+
+@pytest.fixture(scope="session")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
+    """A PyInstaller release built from this checkout, as a user would."""
+    _require_pyinstaller()
+    return run_release(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="session")
+def static_release(tmp_path_factory: pytest.TempPathFactory) -> Release:
+    """The same with --static (staticx); PyPI has staticx wheels for x86_64 only."""
+    _require_pyinstaller()
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        pytest.skip(f"--static is built on linux x86_64 only, not {platform.machine()}")
+    return run_release(tmp_path_factory.mktemp("dist-static"), "--static")
+
+
+@pytest.fixture
+def no_python_path(tmp_path: Path) -> str:
+    """A PATH with no Python on it: an empty folder.
+
+    The binaries are started by absolute path and need no other program.
+    """
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for name in ("python3", "python"):
+        assert shutil.which(name, path=str(folder)) is None
+    return str(folder)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    """An empty folder where the server keeps its key, users file and log."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    yield folder

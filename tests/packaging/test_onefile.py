@@ -1,0 +1,124 @@
+"""The PyInstaller release works with no Python around: what a downloader sees."""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+import tarfile
+from pathlib import Path
+
+import pytest
+from onefile import LineClient, Release, ServerRun, clean_env
+
+pytestmark = pytest.mark.packaging
+
+PROGRAMS = ("chat-server", "chat-client")
+FLAVOUR = "pyinstaller"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_release_has_archive_binaries_and_matching_checksums(release: Release) -> None:
+    archive = f"chat-epoll-{release.version}-{release.target}-{FLAVOUR}.tar.gz"
+    expected = {archive, *(f"{FLAVOUR}/{p}" for p in PROGRAMS)}
+    assert expected <= set(release.sums)
+    for name, digest in release.sums.items():
+        assert _sha256(release.folder / name) == digest, name
+    with tarfile.open(release.folder / archive) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    top = archive.removesuffix(".tar.gz")
+    for program in PROGRAMS:
+        member = members[f"{top}/{program}"]
+        assert member.mode & stat.S_IXUSR
+        assert member.size == (release.binary(FLAVOUR, program)).stat().st_size
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_help_works_without_python_on_path(
+    release: Release, no_python_path: str, program: str
+) -> None:
+    result = _run(release, program, no_python_path, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: {program}")
+
+
+@pytest.mark.parametrize(
+    ("program", "own_module"),
+    [("chat-server", b"chat.server.store"), ("chat-client", b"chat.client.linemode")],
+)
+def test_binary_is_lean(release: Release, program: str, own_module: bytes) -> None:
+    """No setuptools inside, and small: the unstripped default was about 22 MB.
+
+    Module names sit in clear in the archive's table of contents, so the
+    program's own module is there and the excluded ones are not.
+    """
+    binary = release.binary(FLAVOUR, program)
+    assert binary.stat().st_size < 15_000_000
+    content = binary.read_bytes()
+    assert own_module in content
+    for excluded in (b"setuptools", b"pkg_resources", b"unittest", b"pydoc", b"tkinter"):
+        assert excluded not in content
+
+
+def test_missing_cipher_lib_is_one_clear_line(
+    release: Release, no_python_path: str, workdir: Path
+) -> None:
+    result = _run(
+        release,
+        "chat-server",
+        no_python_path,
+        "--port", "0",
+        "--key-file", str(workdir / "server.key"),
+        "--users-file", str(workdir / "users.db"),
+        "--log-file", str(workdir / "server.log"),
+        "--cipher-lib", "/nonexistent.so",
+    )  # fmt: skip
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "/nonexistent.so" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_server_uses_bundled_cipher_and_two_clients_chat(
+    release: Release, no_python_path: str, workdir: Path
+) -> None:
+    env = clean_env(no_python_path, LANG="C", HOME=str(workdir))
+    server = ServerRun(env, str(release.binary(FLAVOUR, "chat-server")), workdir, workdir)
+    try:
+        client = [*env, str(release.binary(FLAVOUR, "chat-client"))]
+        where = ["--host", "127.0.0.1", "--port", str(server.port), "--register"]
+        bob = LineClient([*client, *where, "--user", "bob", "--password", "bob-secret"])
+        bob.expect("online")
+        alice = LineClient([*client, *where, "--user", "alice", "--password", "alice-secret"])
+        code, err = alice.finish("@bob привет from the bundle\n")
+        assert code == 0, err
+        assert alice.expect("sent")["delivered"] == ["bob"]
+        message = bob.expect("msg")
+        assert (message["from"], message["text"]) == ("alice", "привет from the bundle")
+        assert bob.finish()[0] == 0
+    finally:
+        assert server.stop() == 0
+    log = server.log()
+    # The default plugin came from inside the bundle (unpacked under /tmp/_MEI...),
+    # not from any installed package.
+    loaded = next(line for line in log.splitlines() if "cipher 'xor' from " in line)
+    path = loaded.split("cipher 'xor' from ", 1)[1]
+    assert "/_MEI" in path and path.endswith("chat/shared/libxor.so"), loaded
+    users = (workdir / "users.db").read_bytes()
+    assert b"alice" not in users and b"bob" not in users
+    assert stat.S_IMODE((workdir / "users.db").stat().st_mode) == 0o600
+
+
+def _run(release: Release, program: str, path: str, *args: str):  # type: ignore[no-untyped-def]
+    import subprocess
+
+    return subprocess.run(
+        [*clean_env(path), str(release.binary(FLAVOUR, program)), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
