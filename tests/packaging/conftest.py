@@ -27,7 +27,9 @@ RELEASE_SH = ROOT / "scripts" / "release.sh"
 pytestmark = pytest.mark.packaging
 
 
-def _require_pyinstaller() -> None:
+@pytest.fixture(scope="session")
+def opted_in() -> None:
+    """Skip, saying why, unless PyInstaller is installed in the test environment."""
     pytest.importorskip(
         "PyInstaller",
         reason="PyInstaller is not installed: release tests are opt-in "
@@ -55,16 +57,14 @@ def run_release(out: Path, *args: str) -> Release:
 
 
 @pytest.fixture(scope="session")
-def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
+def release(opted_in: None, tmp_path_factory: pytest.TempPathFactory) -> Release:
     """A PyInstaller release built from this checkout, as a user would."""
-    _require_pyinstaller()
     return run_release(tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture(scope="session")
-def static_release(tmp_path_factory: pytest.TempPathFactory) -> Release:
+def static_release(opted_in: None, tmp_path_factory: pytest.TempPathFactory) -> Release:
     """The same with --static (staticx); PyPI has staticx wheels for x86_64 only."""
-    _require_pyinstaller()
     if platform.system() != "Linux" or platform.machine() != "x86_64":
         pytest.skip(f"--static is built on linux x86_64 only, not {platform.machine()}")
     return run_release(tmp_path_factory.mktemp("dist-static"), "--static")

@@ -56,7 +56,7 @@ def _debootstrap_root() -> Path:
 
 
 @pytest.fixture(scope="module")
-def bullseye() -> Path:
+def bullseye(opted_in: None) -> Path:
     return _debootstrap_root()
 
 
