@@ -87,7 +87,7 @@ class History:
         entry = self.own.pop(msg_id, None)
         if entry is None:
             return
-        got, lost = ", ".join(delivered), ", ".join(missing)
+        got, lost = ", ".join(sorted(delivered)), ", ".join(sorted(missing))
         if got and lost:
             entry.status = f"delivered: {got} | missing: {lost}"
         elif got:

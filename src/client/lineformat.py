@@ -60,9 +60,9 @@ def human(event: ev.NetEvent, me: str) -> list[str]:
         case ev.Incoming(msg):
             return [f"{clock(msg.ts)} <{msg.sender}> {_marker(msg.to, me)}{printable(msg.text)}"]
         case ev.Delivered(msg_id, delivered, missing):
-            text = f"delivered: {', '.join(delivered) or 'nobody'}"
+            text = f"delivered: {', '.join(sorted(delivered)) or 'nobody'}"
             if missing:
-                text += f"; missing: {', '.join(missing)}"
+                text += f"; missing: {', '.join(sorted(missing))}"
             return [f"{now} > #{msg_id} {text}"]
         case ev.SendRefused(msg_id, code, message):
             return [f"{now} ! #{msg_id} {code}: {message}"]

@@ -1,0 +1,273 @@
+"""`chat-client --no-tui` end to end: real client processes against the real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+from server_support import online, register
+
+
+PASSWORD = "correct horse"
+
+
+class LineClient:
+    """A `chat-client --no-tui` process: write lines to it, wait for lines from it."""
+
+    def __init__(self, server: Any, user: str, *extra: str, password: str | None = PASSWORD,
+                 env: dict[str, str] | None = None, port: int | None = None,
+                 host: str | None = None) -> None:
+        args = [sys.executable, "-m", "chat.client", "--no-tui", "--host", host or server.host,
+                "--port", str(port or server.port), "--user", user, *extra]
+        if password is not None:
+            args += ["--password", password]
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, **(env or {})}, start_new_session=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.put(raw.decode("utf-8").rstrip("\n"))
+
+    def write(self, *lines: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("".join(f"{line}\n" for line in lines).encode("utf-8"))
+        self.proc.stdin.flush()
+
+    def end_input(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+
+    def wait_for(self, pattern: str, timeout: float = 10.0) -> str:
+        """The first line (from the start of output) matching `pattern`."""
+        regex = re.compile(pattern)
+        for line in self.seen:
+            if regex.search(line):
+                return line
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if regex.search(line):
+                return line
+        raise AssertionError(f"no line matching {pattern!r}; got {self.seen}")
+
+    def finish(self, timeout: float = 15.0) -> tuple[int, list[str], str]:
+        """Exit code, every stdout line, stderr text."""
+        rc = self.proc.wait(timeout)
+        time.sleep(0)  # let the pump thread drain what is left
+        while True:
+            try:
+                self.seen.append(self.lines.get(timeout=0.5))
+            except queue.Empty:
+                break
+        assert self.proc.stderr is not None
+        return rc, self.seen, self.proc.stderr.read().decode("utf-8")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def clients():
+    started: list[LineClient] = []
+
+    def start(*args: Any, **kw: Any) -> LineClient:
+        c = LineClient(*args, **kw)
+        started.append(c)
+        return c
+
+    yield start
+    for c in started:
+        c.kill()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_clear_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_two_clients_chat_to_all_one_person_and_a_group(server, clients) -> None:
+    carol = online(server, "carol")
+    bob = clients(server, "bob", "--register")
+    bob.wait_for(r"\* online: carol$")
+    alice = clients(server, "alice", "--register")
+    alice.write("hello all", "@bob just for you", "@bob,carol a group")
+    alice.end_input()
+    rc, out, err = alice.finish()
+    assert rc == 0, err
+    sent = [line[9:] for line in out if " > " in line]
+    assert sent == ["> #1 delivered: bob, carol", "> #2 delivered: bob",
+                    "> #3 delivered: bob, carol"]
+    bob.wait_for(r"^\d\d:\d\d:\d\d \* alice joined$")
+    bob.wait_for(r"^\d\d:\d\d:\d\d <alice> hello all$")
+    bob.wait_for(r"^\d\d:\d\d:\d\d <alice> \[private\] just for you$")
+    bob.wait_for(r"^\d\d:\d\d:\d\d <alice> \[group: bob, carol\] a group$")
+    bob.wait_for(r"\* alice left$")
+    texts = []
+    while len(texts) < 2:
+        frame = carol.recv_type("msg")
+        texts.append((frame["to"], frame["text"]))
+    assert texts == [("*", "hello all"), (["bob", "carol"], "a group")]
+
+
+def test_json_lines_carry_unicode_and_roster_changes(server, clients) -> None:
+    bob = clients(server, "bob", "--register", "--json")
+    bob.wait_for(r'"event": "online"')
+    alice = clients(server, "alice", "--register")
+    alice.write("@bob привет 你好 👋")
+    alice.end_input()
+    assert alice.finish()[0] == 0
+    events = [json.loads(bob.wait_for(f'"event": "{kind}"')) for kind in ("roster", "msg")]
+    assert events[0]["join"] == ["alice"]
+    msg = events[1]
+    assert (msg["from"], msg["to"], msg["text"]) == ("alice", ["bob"], "привет 你好 👋")
+    assert isinstance(msg["ts"], float)
+
+
+def test_exit_waits_until_every_message_is_answered_and_order_is_kept(server, clients) -> None:
+    bob = online(server, "bob")
+    alice = clients(server, "alice", "--register")
+    alice.write(*(f"m{i}" for i in range(300)))
+    alice.end_input()
+    rc, out, err = alice.finish(timeout=30)
+    assert rc == 0, err
+    assert sum(" > #" in line for line in out) == 300
+    got = [bob.recv_type("msg")["text"] for _ in range(300)]
+    assert got == [f"m{i}" for i in range(300)]
+
+
+def test_lines_typed_before_login_are_sent_after_it(server, clients) -> None:
+    bob = online(server, "bob")
+    alice = clients(server, "alice", "--register")
+    alice.write("early bird")  # written at once, before the login can have finished
+    alice.end_input()
+    assert alice.finish()[0] == 0
+    assert bob.recv_type("msg")["text"] == "early bird"
+
+
+def test_password_can_come_from_the_environment(server, clients) -> None:
+    register(server, "alice", password="from env")
+    alice = clients(server, "alice", password=None, env={"CHAT_PASSWORD": "from env"})
+    alice.end_input()
+    rc, out, err = alice.finish()
+    assert rc == 0, err
+    assert out[0].endswith("* online: nobody else")
+
+
+def test_wrong_password_is_one_line_and_exit_3(server, clients) -> None:
+    register(server, "alice")
+    alice = clients(server, "alice", password="wrong")
+    alice.end_input()
+    rc, out, err = alice.finish()
+    assert rc == 3 and out == []
+    assert one_clear_line(err) == (
+        "chat-client: login refused: invalid user name or password (bad_credentials)")
+
+
+def test_registering_a_taken_name_is_one_line_and_exit_3(server, clients) -> None:
+    register(server, "alice")
+    alice = clients(server, "alice", "--register")
+    alice.end_input()
+    rc, _, err = alice.finish()
+    assert rc == 3
+    assert "user_exists" in one_clear_line(err)
+
+
+def test_refused_connection_is_one_line_and_exit_1(server, clients) -> None:
+    port = closed_port()
+    alice = clients(server, "alice", port=port)
+    alice.end_input()
+    rc, _, err = alice.finish()
+    assert rc == 1
+    assert one_clear_line(err) == (
+        f"chat-client: connection refused by 127.0.0.1:{port} (is chat-server running there?)")
+
+
+def test_unknown_host_is_one_line_and_exit_1(server, clients) -> None:
+    alice = clients(server, "alice", host="no-such-host.invalid")
+    alice.end_input()
+    rc, _, err = alice.finish()
+    assert rc == 1
+    assert one_clear_line(err).startswith("chat-client: cannot resolve host 'no-such-host.invalid'")
+
+
+def test_no_password_and_no_terminal_is_one_line_and_exit_2(server, clients) -> None:
+    alice = clients(server, "alice", password=None, env={"CHAT_PASSWORD": ""})
+    alice.end_input()
+    rc, _, err = alice.finish()
+    assert rc == 2
+    assert "no password" in one_clear_line(err)
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    (["--port", "70000"], "--port must be 1..65535"),
+    (["--user", "no spaces allowed"], "is not a valid user name"),
+])
+def test_bad_options_are_one_line_and_exit_2(args: list[str], reason: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "chat.client", "--no-tui", "--user", "a",
+                           "--password", "p", *args], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert reason in one_clear_line(proc.stderr)
+
+
+def test_bad_recipient_line_is_reported_the_rest_is_sent_exit_5(server, clients) -> None:
+    bob = online(server, "bob")
+    alice = clients(server, "alice", "--register")
+    alice.write("@not,,valid x", "still sent")
+    alice.end_input()
+    rc, _, err = alice.finish()
+    assert rc == 5
+    assert one_clear_line(err) == "chat-client: line 1 not sent: not a valid user name: ''"
+    assert bob.recv_type("msg")["text"] == "still sent"
+
+
+def test_server_shutdown_shows_bye_and_exits_4(server, clients) -> None:
+    bob = clients(server, "bob", "--register")
+    bob.wait_for(r"\* online:")
+    assert server.stop() == 0
+    bob.wait_for(r"\* server said bye: shutdown$")
+    rc, _, err = bob.finish()
+    assert rc == 4
+    assert one_clear_line(err) == "chat-client: disconnected: the server said bye (shutdown)"
+
+
+def wait_log(server: Any, pattern: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not (m := re.search(pattern, server.log())):
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+    return m.group(0)
+
+
+def test_client_says_bye_before_leaving(server, clients) -> None:
+    alice = clients(server, "alice", "--register")
+    alice.end_input()
+    assert alice.finish()[0] == 0
+    wait_log(server, r"closed fd=\d+ user=alice .*closed by the peer: bye")
