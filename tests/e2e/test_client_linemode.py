@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from server_support import online, register
 
-
 PASSWORD = "correct horse"
 
 
