@@ -1,0 +1,250 @@
+"""The npyscreen TUI driven in tmux (a real pseudo-terminal) against the real server.
+
+Every wait polls `capture-pane` until a deadline, so the tests don't depend
+on timing; the other side of each conversation is a raw-protocol WireClient.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from server_support import PASSWORD, next_frame, online, register
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
+                                reason="tmux is not installed (CI installs it with apt)")
+
+
+class Tmux:
+    """One detached tmux server of our own (its own socket), one pane running the client."""
+
+    def __init__(self, folder: Path) -> None:
+        self.socket = f"chat-tui-{uuid.uuid4().hex[:12]}"
+        self.exit_file = folder / "client.exit"
+        self.err_file = folder / "client.stderr"
+        # tmux decides about UTF-8 from the locale of whoever starts it.
+        self.env = {**os.environ, "LC_ALL": "C.UTF-8"}
+
+    def tmux(self, *args: str) -> str:
+        out = subprocess.run(["tmux", "-u", "-L", self.socket, "-f", "/dev/null", *args],
+                             capture_output=True, text=True, env=self.env, timeout=20)
+        return out.stdout
+
+    def start_client(self, *client_args: str, width: int = 100, height: int = 30) -> None:
+        client = shlex.join([sys.executable, "-m", "chat.client", *client_args])
+        command = (f"env -u LINES -u COLUMNS {client} 2>{shlex.quote(str(self.err_file))}; "
+                   f"echo $? > {shlex.quote(str(self.exit_file))}")
+        self.tmux("new-session", "-d", "-s", "chat", "-x", str(width), "-y", str(height),
+                  "sh", "-c", command)
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", "chat", *keys)
+
+    def type(self, text: str) -> None:
+        self.tmux("send-keys", "-t", "chat", "-l", text)
+
+    def resize(self, width: int, height: int) -> None:
+        self.tmux("resize-window", "-t", "chat", "-x", str(width), "-y", str(height))
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "chat")
+
+    def wait_for(self, *needles: str, timeout: float = 15.0) -> str:
+        """The screen once it shows every needle (a plain string or a regex)."""
+        return self.wait_until(lambda s: all(n in s or re.search(n, s) for n in needles),
+                               f"{needles}", timeout)
+
+    def wait_until(self, check: Callable[[str], bool], what: str,
+                   timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if check(screen):
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"screen never showed {what}:\n{screen}\n"
+                                     f"stderr: {self.stderr()}")
+            time.sleep(0.1)
+
+    def exit_code(self, timeout: float = 15.0) -> int:
+        deadline = time.monotonic() + timeout
+        while not self.exit_file.exists() or not self.exit_file.read_text().strip():
+            assert time.monotonic() < deadline, f"client did not exit:\n{self.screen()}"
+            time.sleep(0.1)
+        return int(self.exit_file.read_text())
+
+    def stderr(self) -> str:
+        return self.err_file.read_text(errors="replace") if self.err_file.exists() else ""
+
+    def kill(self) -> None:
+        self.tmux("kill-server")
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    t = Tmux(tmp_path)
+    yield t
+    t.kill()
+
+
+def client_args(server: Any, user: str, *extra: str, password: str = PASSWORD) -> list[str]:
+    return ["--host", server.host, "--port", str(server.port), "--user", user,
+            "--password", password, *extra]
+
+
+def log_in(tmux: Tmux, key: str = "l") -> None:
+    """^X opens the menu, the shortcut opens the login form, Enter in it logs in."""
+    tmux.wait_for("^X Menu", "offline")
+    tmux.keys("C-x")
+    tmux.wait_for("Log in", "Register", "Exit")
+    tmux.keys(key)
+    tmux.wait_for("Password:", "Server:")
+    tmux.keys("Enter")
+
+
+def line_with(screen: str, needle: str) -> str:
+    return next(line for line in screen.splitlines() if needle in line)
+
+
+def next_msg(client: Any) -> dict[str, Any]:
+    """The next `msg` frame (roster deltas acked, `sent` answers skipped)."""
+    while (frame := next_frame(client))["type"] != "msg":
+        assert frame["type"] == "sent", frame
+    return frame
+
+
+def wait_log(server: Any, pattern: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, server.log()):
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+
+
+def test_register_chat_with_all_a_group_and_one_person_then_resize_and_exit(server, tmux) -> None:
+    tmux.start_client(*client_args(server, "alice", "--register"))
+    log_in(tmux, "r")
+    tmux.wait_for("registered and logged in as alice", "online | alice @ 127.0.0.1")
+
+    bob, carol = online(server, "bob"), online(server, "carol")
+    screen = tmux.wait_for("[ ] bob", "[ ] carol", "bob joined", "carol joined", "| 3 online")
+    assert screen.index("[x] All") < screen.index("[ ] bob") < screen.index("[ ] carol")
+
+    # Nothing selected: to All.
+    tmux.type("hello everyone")
+    tmux.keys("Enter")
+    for peer in (bob, carol):
+        msg = next_msg(peer)
+        assert (msg["type"], msg["from"], msg["to"], msg["text"]) == (
+            "msg", "alice", "*", "hello everyone")
+    tmux.wait_for(r"alice: hello everyone  \[delivered: bob, carol\]")
+
+    # A group: Tab to the list, Space on bob and carol, Tab Tab back to the message line.
+    tmux.keys("Tab", "Down", "Space", "Down", "Space", "Tab", "Tab")
+    tmux.wait_for("[x] bob", "[x] carol", "[ ] All", "[bob, carol] >")
+    tmux.type("привет группа")
+    tmux.keys("Enter")
+    for peer in (bob, carol):
+        msg = next_msg(peer)
+        assert (msg["to"], msg["text"]) == (["bob", "carol"], "привет группа")
+    tmux.wait_for(r"\[group: bob, carol\] alice: привет группа  \[delivered: bob, carol\]")
+
+    # One person: Enter on a row selects only that user.
+    tmux.keys("Tab", "Up", "Enter")
+    tmux.wait_for("[bob] >", "[ ] carol")
+    tmux.type("только Бобу 你好")
+    tmux.keys("Enter")
+    msg = next_msg(bob)
+    assert (msg["to"], msg["text"]) == (["bob"], "только Бобу 你好")
+    tmux.wait_for(r"\[private to bob\] alice: только Бобу 你好  \[delivered: bob\]")
+    assert carol.silent(0.3)
+
+    # Incoming private message.
+    bob.send({"type": "send", "id": 1, "to": ["alice"], "text": "hi alice, от Боба"})
+    tmux.wait_for(r"\[private\] bob: hi alice, от Боба")
+
+    # A long message wraps inside the history pane.
+    long_text = " ".join(f"word{i}" for i in range(60))
+    carol.send({"type": "send", "id": 1, "to": "*", "text": long_text})
+    screen = tmux.wait_for("word59")
+    assert "word0" in screen and all(len(line) <= 100 for line in screen.splitlines())
+
+    # The selected user leaves: dropped from the selection, with a note.
+    bob.close()
+    tmux.wait_for("bob left", "removed from your selection (offline): bob", "[all] >",
+                  "| 2 online")
+    assert "[ ] bob" not in tmux.screen()
+
+    # Resize: smaller, tiny, and back; the client keeps working.
+    tmux.resize(50, 14)
+    tmux.wait_until(lambda s: "[all] >" in s and "| 2 online" in s
+                    and max(map(len, s.splitlines())) <= 50, "a 50-column layout")
+    tmux.resize(20, 4)
+    tmux.wait_for("too small")
+    tmux.resize(100, 30)
+    tmux.wait_for("online | alice", "[all] >")
+    tmux.type("still here")
+    tmux.keys("Enter")
+    assert next_msg(carol)["text"] == "still here"
+
+    # Exit from the menu: bye, then the process ends with 0 and nothing on stderr.
+    tmux.keys("C-x")
+    tmux.wait_for("Exit")
+    tmux.keys("e")
+    assert tmux.exit_code() == 0
+    assert tmux.stderr() == ""
+    wait_log(server, r"closed fd=\d+ user=alice .*closed by the peer: bye")
+
+
+def test_wrong_password_shows_the_reason_and_the_login_form_again(server, tmux) -> None:
+    register(server, "alice")
+    tmux.start_client(*client_args(server, "alice", password="wrong"))
+    log_in(tmux)
+    screen = tmux.wait_for("login refused: invalid user name or password", "Password:")
+    assert "offline" in screen
+    tmux.keys("Escape")
+    tmux.wait_for("Cancel")
+
+
+def test_refused_connection_shows_the_reason_and_the_login_form_again(server, tmux) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tmux.start_client("--port", str(port), "--user", "alice", "--password", "x")
+    log_in(tmux)
+    tmux.wait_for(f"connection refused by 127.0.0.1:{port}", "Password:")
+
+
+def test_server_restart_shows_bye_and_the_client_logs_in_again(start_server, tmux) -> None:
+    first = start_server()
+    tmux.start_client(*client_args(first, "alice", "--register"))
+    log_in(tmux, "r")
+    tmux.wait_for("online | alice")
+    assert first.stop() == 0
+    tmux.wait_for("the server said bye: shutdown", "reconnecting")
+    second = start_server("--port", str(first.port), users_file=first.users_file,
+                          key_file=first.key_file)
+    assert second.port == first.port
+    tmux.wait_for("reconnected as alice", "online | alice", timeout=30)
+    peer = online(second, "bob")
+    tmux.wait_for("[ ] bob")
+    peer.send({"type": "send", "id": 1, "to": "*", "text": "welcome back"})
+    tmux.wait_for("bob: welcome back")
+
+
+def test_tui_without_a_terminal_is_one_line() -> None:
+    proc = subprocess.run([sys.executable, "-m", "chat.client", "--user", "alice"],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "chat-client: the TUI needs a terminal on stdin and stdout (use --no-tui for scripts)"]
