@@ -32,6 +32,7 @@ from chat.shared.messages import Error, ServerBye, encode
 from .config import ServerConfig
 from .dispatch import PEER_EOF, Dispatcher
 from .hub import Dirty, Hub
+from .memory import release_free_memory
 from .pool import Mailbox, WorkerPool
 from .selector import TunedEpollSelector
 from .user import Cause, User
@@ -42,6 +43,7 @@ _RECV_SIZE = 256 * 1024
 _ACCEPT_BATCH = 64
 _BACKLOG_ITEMS = 512  # mailbox items after which a connection stops being read
 _SCAN_EVERY = 1.0  # seconds between idle/ack/linger scans
+_TRIM_EVERY = 30.0  # seconds between returning freed heap to the system
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _HUP_ERR = select.EPOLLHUP | select.EPOLLERR
 _SERVER_FULL = encode(Error(Code.SERVER_FULL, "server is full"))
@@ -66,6 +68,7 @@ class EventLoop:
         self._accepting = True
         self._accept_backoff = 0.0
         self._next_scan = time.monotonic() + _SCAN_EVERY
+        self._next_trim = time.monotonic() + _TRIM_EVERY
         self.stats = {"accepted": 0, "rejected_full": 0, "closed": 0}
         self.selector.register(self._wake_fd, selectors.EVENT_READ, "wake")
         self.selector.register(listener, selectors.EVENT_READ, "listener")
@@ -292,6 +295,9 @@ class EventLoop:
         if now >= self._next_scan:
             self._next_scan = now + _SCAN_EVERY
             self._scan(now)
+        if now >= self._next_trim:
+            self._next_trim = now + _TRIM_EVERY
+            release_free_memory()
 
     def _scan(self, now: float) -> None:
         """Idle and roster-ack timeouts, and lingering closes that ran out of time."""

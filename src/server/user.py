@@ -165,6 +165,10 @@ class User:
                     self._update_interest()
                     return False
                 del out[:sent]
+            if not out:
+                # A drained buffer keeps its allocation (a big roster, a burst):
+                # give it back so idle connections stay small.
+                self._out = bytearray()
             self._update_interest()
             return True
 
