@@ -61,9 +61,12 @@ class Tmux:
         return self.tmux("capture-pane", "-p", "-t", "chat")
 
     def wait_for(self, *needles: str, timeout: float = 15.0) -> str:
-        """The screen once it shows every needle (a plain string or a regex)."""
-        return self.wait_until(lambda s: all(n in s or re.search(n, s) for n in needles),
-                               f"{needles}", timeout)
+        """The screen once it shows every needle (plain substrings)."""
+        return self.wait_until(lambda s: all(n in s for n in needles), f"{needles}", timeout)
+
+    def wait_re(self, pattern: str, timeout: float = 15.0) -> str:
+        """The screen once `pattern` (a regex) matches it."""
+        return self.wait_until(lambda s: re.search(pattern, s) is not None, pattern, timeout)
 
     def wait_until(self, check: Callable[[str], bool], what: str,
                    timeout: float = 15.0) -> str:
@@ -147,7 +150,7 @@ def test_register_chat_with_all_a_group_and_one_person_then_resize_and_exit(serv
         msg = next_msg(peer)
         assert (msg["type"], msg["from"], msg["to"], msg["text"]) == (
             "msg", "alice", "*", "hello everyone")
-    tmux.wait_for(r"alice: hello everyone  \[delivered: bob, carol\]")
+    tmux.wait_re(r"alice: hello everyone  \[delivered: bob, carol\]")
 
     # A group: Tab to the list, Space on bob and carol, Tab Tab back to the message line.
     tmux.keys("Tab", "Down", "Space", "Down", "Space", "Tab", "Tab")
@@ -157,7 +160,7 @@ def test_register_chat_with_all_a_group_and_one_person_then_resize_and_exit(serv
     for peer in (bob, carol):
         msg = next_msg(peer)
         assert (msg["to"], msg["text"]) == (["bob", "carol"], "привет группа")
-    tmux.wait_for(r"\[group: bob, carol\] alice: привет группа  \[delivered: bob, carol\]")
+    tmux.wait_re(r"\[group: bob, carol\] alice: привет группа  \[delivered: bob, carol\]")
 
     # One person: Enter on a row selects only that user.
     tmux.keys("Tab", "Up", "Enter")
@@ -166,12 +169,12 @@ def test_register_chat_with_all_a_group_and_one_person_then_resize_and_exit(serv
     tmux.keys("Enter")
     msg = next_msg(bob)
     assert (msg["to"], msg["text"]) == (["bob"], "только Бобу 你好")
-    tmux.wait_for(r"\[private to bob\] alice: только Бобу 你好  \[delivered: bob\]")
+    tmux.wait_re(r"\[private to bob\] alice: только Бобу 你好  \[delivered: bob\]")
     assert carol.silent(0.3)
 
     # Incoming private message.
     bob.send({"type": "send", "id": 1, "to": ["alice"], "text": "hi alice, от Боба"})
-    tmux.wait_for(r"\[private\] bob: hi alice, от Боба")
+    tmux.wait_re(r"\[private\] bob: hi alice, от Боба")
 
     # A long message wraps inside the history pane.
     long_text = " ".join(f"word{i}" for i in range(60))
