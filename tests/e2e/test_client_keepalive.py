@@ -1,0 +1,48 @@
+"""The network thread against the real server: keep-alive pings and a polite close."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+from chat.client import events as ev
+from chat.client.net import NetworkClient
+from chat.client.session import Session
+
+
+def until(inbox: queue.Queue, kind: type, timeout: float = 10.0) -> list[ev.NetEvent]:
+    """Events up to and including the first of `kind`."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while True:
+        event = inbox.get(timeout=max(0.01, deadline - time.monotonic()))
+        seen.append(event)
+        if isinstance(event, kind):
+            return seen
+
+
+def test_pings_keep_an_idle_client_connected_past_the_servers_idle_timeout(start_server) -> None:
+    server = start_server("--idle-timeout", "1")
+    inbox: queue.Queue[ev.NetEvent] = queue.Queue()
+    net = NetworkClient(server.host, server.port, Session("alice", "pw", register=True),
+                        inbox.put, ping_interval=0.3)
+    net.start()
+    until(inbox, ev.LoggedIn)
+    time.sleep(3)  # three idle timeouts without typing anything
+    assert inbox.empty(), list(inbox.queue)
+    net.close()
+    events = until(inbox, ev.Stopped)
+    assert events[-1] == ev.Stopped("closed by the user")
+    assert "user=alice" in server.log() and "closed by the peer: bye" in server.log()
+
+
+def test_without_pings_the_server_closes_an_idle_client(start_server) -> None:
+    server = start_server("--idle-timeout", "1")
+    inbox: queue.Queue[ev.NetEvent] = queue.Queue()
+    net = NetworkClient(server.host, server.port, Session("alice", "pw", register=True),
+                        inbox.put, ping_interval=60)
+    net.start()
+    until(inbox, ev.LoggedIn)
+    events = until(inbox, ev.Stopped)
+    assert any(isinstance(e, ev.Disconnected) for e in events), events
+    net.close()
