@@ -51,6 +51,9 @@ class ChatApp(npyscreen.NPSAppManaged):
     def onStart(self) -> None:
         curses.mousemask(0)  # npyscreen grabs the mouse; give text selection back
         self.model.history.note("Welcome. Press ^X for the menu: Log in, Register, Log out, Exit.")
+        who = f" as {self.options.user}" if self.options.user else ""
+        action = "r to register" if self.options.register else "l to log in"
+        self.model.history.note(f"Press ^X, then {action}{who}.")
         self.addForm("MAIN", ChatForm, name="chat")
 
     # ------------------------------------------------------ UI-thread API
