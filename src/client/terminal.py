@@ -87,9 +87,12 @@ def add_bundled_terminfo(environ: MutableMapping[str, str] | None = None,
 
 def prepare_terminal(environ: MutableMapping[str, str] | None = None) -> str:
     """Everything to do before curses starts; returns the resulting codeset."""
+    env = os.environ if environ is None else environ
     if is_frozen():
-        add_bundled_terminfo(environ)
-    return ensure_utf8_locale(environ)
+        add_bundled_terminfo(env)
+    # Escape alone (leave a list, cancel a form) should not wait ncurses' default second.
+    env.setdefault("ESCDELAY", "25")
+    return ensure_utf8_locale(env)
 
 
 def tty_problem() -> str | None:

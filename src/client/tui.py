@@ -12,6 +12,7 @@ from __future__ import annotations
 import curses
 import itertools
 import queue
+import signal
 from dataclasses import dataclass
 
 import npyscreen
@@ -115,14 +116,30 @@ class ChatApp(npyscreen.NPSAppManaged):
             self.net = None
 
 
+class _Terminated(Exception):
+    """SIGTERM or SIGHUP: leave through the normal path, so curses restores the terminal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.code = 128 + signum
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise _Terminated(signum)
+
+
 def run_tui(options: TuiOptions) -> int:
     prepare_terminal()
     app = ChatApp(options)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_terminated)
     with stderr_on_terminal():
         try:
             app.run(fork=False)
         except KeyboardInterrupt:
             return 130
+        except _Terminated as exc:
+            return exc.code
         finally:
-            app.exit()
+            app.exit()  # says bye when still connected
     return 0

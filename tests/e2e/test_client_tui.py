@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -89,6 +90,13 @@ class Tmux:
 
     def stderr(self) -> str:
         return self.err_file.read_text(errors="replace") if self.err_file.exists() else ""
+
+    def client_pid(self) -> int:
+        """The client process: the only child of the pane's shell."""
+        shell = self.tmux("display-message", "-p", "-t", "chat", "#{pane_pid}").strip()
+        out = subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True, check=True)
+        (pid,) = out.stdout.split()
+        return int(pid)
 
     def kill(self) -> None:
         self.tmux("kill-server")
@@ -243,6 +251,16 @@ def test_server_restart_shows_bye_and_the_client_logs_in_again(start_server, tmu
     tmux.wait_for("[ ] bob")
     peer.send({"type": "send", "id": 1, "to": "*", "text": "welcome back"})
     tmux.wait_for("bob: welcome back")
+
+
+def test_sigterm_says_bye_and_exits_cleanly(server, tmux) -> None:
+    tmux.start_client(*client_args(server, "alice", "--register"))
+    log_in(tmux, "r")
+    tmux.wait_for(" online | alice")
+    os.kill(tmux.client_pid(), signal.SIGTERM)
+    assert tmux.exit_code() == 128 + signal.SIGTERM
+    assert tmux.stderr() == ""
+    wait_log(server, r"closed fd=\d+ user=alice .*closed by the peer: bye")
 
 
 def test_tui_without_a_terminal_is_one_line() -> None:
