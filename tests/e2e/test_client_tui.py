@@ -42,8 +42,10 @@ class Tmux:
                              capture_output=True, text=True, env=self.env, timeout=20)
         return out.stdout
 
-    def start_client(self, *client_args: str, width: int = 100, height: int = 30) -> None:
-        client = shlex.join([sys.executable, "-m", "chat.client", *client_args])
+    def start_client(self, *client_args: str, width: int = 100, height: int = 30,
+                     python_flags: tuple[str, ...] = (), env: tuple[str, ...] = ()) -> None:
+        client = shlex.join([*env, sys.executable, *python_flags, "-m", "chat.client",
+                             *client_args])
         command = (f"env -u LINES -u COLUMNS {client} 2>{shlex.quote(str(self.err_file))}; "
                    f"echo $? > {shlex.quote(str(self.exit_file))}")
         self.tmux("new-session", "-d", "-s", "chat", "-x", str(width), "-y", str(height),
@@ -261,6 +263,22 @@ def test_sigterm_says_bye_and_exits_cleanly(server, tmux) -> None:
     assert tmux.exit_code() == 128 + signal.SIGTERM
     assert tmux.stderr() == ""
     wait_log(server, r"closed fd=\d+ user=alice .*closed by the peer: bye")
+
+
+def test_c_locale_without_coercion_still_types_and_shows_cyrillic(server, tmux) -> None:
+    """As a frozen binary starts: LC_ALL=C, no C-locale coercion, no UTF-8 mode."""
+    bob = online(server, "bob")
+    tmux.start_client(*client_args(server, "alice", "--register"),
+                      python_flags=("-X", "utf8=0"),
+                      env=("LC_ALL=C", "LANG=C", "PYTHONCOERCECLOCALE=0", "PYTHONUTF8=0"))
+    log_in(tmux, "r")
+    tmux.wait_for(" online | alice", "[ ] bob")
+    tmux.type("Иван 你好")
+    tmux.keys("Enter")
+    assert next_msg(bob)["text"] == "Иван 你好"
+    tmux.wait_for("alice: Иван 你好  [delivered: bob]")
+    bob.send({"type": "send", "id": 1, "to": ["alice"], "text": "ответ 世界"})
+    tmux.wait_for("[private] bob: ответ 世界")
 
 
 def test_tui_without_a_terminal_is_one_line() -> None:
