@@ -132,7 +132,7 @@ build_nuitka() {
         started=$SECONDS
         log "Nuitka: $program (packaging/nuitka_build.py; minutes)"
         "$VENV/bin/python" "$ROOT/packaging/nuitka_build.py" "$program" \
-            --output-dir "$DEST/nuitka" --work-dir "$BUILD/nuitka"
+            --output-dir "$DEST/nuitka" --work-dir "$BUILD/nuitka" >&2
         log "Nuitka $program took $((SECONDS - started)) s"
     done
     FLAVOURS+=(nuitka)

@@ -3,6 +3,9 @@
 The build takes about a minute and needs PyPI for its own build venv, so these
 tests run only where PyInstaller is installed in the test environment (CI
 installs it to opt in); elsewhere they are skipped with that reason.
+
+CHAT_RELEASE_DIR=dist/<version>/<target> tests binaries already built instead
+(the release workflow tests exactly what it publishes).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from onefile import Release, read_release
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE_SH = ROOT / "scripts" / "release.sh"
+PREBUILT = os.environ.get("CHAT_RELEASE_DIR")
 
 pytestmark = pytest.mark.packaging
 
@@ -30,6 +34,8 @@ pytestmark = pytest.mark.packaging
 @pytest.fixture(scope="session")
 def opted_in() -> None:
     """Skip, saying why, unless PyInstaller is installed in the test environment."""
+    if PREBUILT:
+        return
     pytest.importorskip(
         "PyInstaller",
         reason="PyInstaller is not installed: release tests are opt-in "
@@ -59,12 +65,19 @@ def run_release(out: Path, *args: str) -> Release:
 @pytest.fixture(scope="session")
 def release(opted_in: None, tmp_path_factory: pytest.TempPathFactory) -> Release:
     """A PyInstaller release built from this checkout, as a user would."""
+    if PREBUILT:
+        return read_release(Path(PREBUILT).resolve())
     return run_release(tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture(scope="session")
 def static_release(opted_in: None, tmp_path_factory: pytest.TempPathFactory) -> Release:
     """The same with --static (staticx); PyPI has staticx wheels for x86_64 only."""
+    if PREBUILT:
+        prebuilt = read_release(Path(PREBUILT).resolve())
+        if not (prebuilt.folder / "pyinstaller-static").is_dir():
+            pytest.skip(f"{PREBUILT} was built without --static")
+        return prebuilt
     if platform.system() != "Linux" or platform.machine() != "x86_64":
         pytest.skip(f"--static is built on linux x86_64 only, not {platform.machine()}")
     return run_release(tmp_path_factory.mktemp("dist-static"), "--static")

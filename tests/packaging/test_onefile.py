@@ -1,9 +1,15 @@
-"""The PyInstaller release works with no Python around: what a downloader sees."""
+"""The released binaries work with no Python around: what a downloader sees.
+
+Each test runs for every flavour in the release folder: the default build has
+only ``pyinstaller``; ``nuitka`` is checked when CHAT_RELEASE_DIR points at a
+folder built with ``--backend nuitka`` or ``all`` (by hand: Nuitka is slow).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import stat
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -13,16 +19,25 @@ from onefile import LineClient, Release, ServerRun, clean_env
 pytestmark = pytest.mark.packaging
 
 PROGRAMS = ("chat-server", "chat-client")
-FLAVOUR = "pyinstaller"
+
+
+@pytest.fixture(params=["pyinstaller", "nuitka"])
+def flavour(request: pytest.FixtureRequest, release: Release) -> str:
+    name: str = request.param
+    if not (release.folder / name).is_dir():
+        pytest.skip(f"no {name} build in this release (scripts/release.sh --backend {name})")
+    return name
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_release_has_archive_binaries_and_matching_checksums(release: Release) -> None:
-    archive = f"chat-epoll-{release.version}-{release.target}-{FLAVOUR}.tar.gz"
-    expected = {archive, *(f"{FLAVOUR}/{p}" for p in PROGRAMS)}
+def test_release_has_archive_binaries_and_matching_checksums(
+    release: Release, flavour: str
+) -> None:
+    archive = f"chat-epoll-{release.version}-{release.target}-{flavour}.tar.gz"
+    expected = {archive, *(f"{flavour}/{p}" for p in PROGRAMS)}
     assert expected <= set(release.sums)
     for name, digest in release.sums.items():
         assert _sha256(release.folder / name) == digest, name
@@ -32,14 +47,14 @@ def test_release_has_archive_binaries_and_matching_checksums(release: Release) -
     for program in PROGRAMS:
         member = members[f"{top}/{program}"]
         assert member.mode & stat.S_IXUSR
-        assert member.size == (release.binary(FLAVOUR, program)).stat().st_size
+        assert member.size == release.binary(flavour, program).stat().st_size
 
 
 @pytest.mark.parametrize("program", PROGRAMS)
 def test_help_works_without_python_on_path(
-    release: Release, no_python_path: str, program: str
+    release: Release, flavour: str, no_python_path: str, program: str
 ) -> None:
-    result = _run(release, program, no_python_path, "--help")
+    result = _run(release.binary(flavour, program), no_python_path, "--help")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: {program}")
 
@@ -48,13 +63,14 @@ def test_help_works_without_python_on_path(
     ("program", "own_module"),
     [("chat-server", b"chat.server.store"), ("chat-client", b"chat.client.linemode")],
 )
-def test_binary_is_lean(release: Release, program: str, own_module: bytes) -> None:
+def test_pyinstaller_binary_is_lean(release: Release, program: str, own_module: bytes) -> None:
     """No setuptools inside, and small: the unstripped default was about 22 MB.
 
-    Module names sit in clear in the archive's table of contents, so the
-    program's own module is there and the excluded ones are not.
+    Module names sit in clear in PyInstaller's table of contents, so the
+    program's own module is there and the excluded ones are not. (Nuitka's
+    payload is compressed whole: nothing to read there.)
     """
-    binary = release.binary(FLAVOUR, program)
+    binary = release.binary("pyinstaller", program)
     assert binary.stat().st_size < 15_000_000
     content = binary.read_bytes()
     assert own_module in content
@@ -63,11 +79,10 @@ def test_binary_is_lean(release: Release, program: str, own_module: bytes) -> No
 
 
 def test_missing_cipher_lib_is_one_clear_line(
-    release: Release, no_python_path: str, workdir: Path
+    release: Release, flavour: str, no_python_path: str, workdir: Path
 ) -> None:
     result = _run(
-        release,
-        "chat-server",
+        release.binary(flavour, "chat-server"),
         no_python_path,
         "--port", "0",
         "--key-file", str(workdir / "server.key"),
@@ -83,12 +98,12 @@ def test_missing_cipher_lib_is_one_clear_line(
 
 
 def test_server_uses_bundled_cipher_and_two_clients_chat(
-    release: Release, no_python_path: str, workdir: Path
+    release: Release, flavour: str, no_python_path: str, workdir: Path
 ) -> None:
     env = clean_env(no_python_path, LANG="C", HOME=str(workdir))
-    server = ServerRun(env, str(release.binary(FLAVOUR, "chat-server")), workdir, workdir)
+    server = ServerRun(env, str(release.binary(flavour, "chat-server")), workdir, workdir)
     try:
-        client = [*env, str(release.binary(FLAVOUR, "chat-client"))]
+        client = [*env, str(release.binary(flavour, "chat-client"))]
         where = ["--host", "127.0.0.1", "--port", str(server.port), "--register"]
         bob = LineClient([*client, *where, "--user", "bob", "--password", "bob-secret"])
         bob.expect("online")
@@ -102,21 +117,19 @@ def test_server_uses_bundled_cipher_and_two_clients_chat(
     finally:
         assert server.stop() == 0
     log = server.log()
-    # The default plugin came from inside the bundle (unpacked under /tmp/_MEI...),
-    # not from any installed package.
+    # The default plugin came from inside the bundle, unpacked under /tmp (env -i
+    # leaves TMPDIR unset), not from any installed package.
     loaded = next(line for line in log.splitlines() if "cipher 'xor' from " in line)
     path = loaded.split("cipher 'xor' from ", 1)[1]
-    assert "/_MEI" in path and path.endswith("chat/shared/libxor.so"), loaded
+    assert path.startswith("/tmp/") and path.endswith("/chat/shared/libxor.so"), loaded
     users = (workdir / "users.db").read_bytes()
     assert b"alice" not in users and b"bob" not in users
     assert stat.S_IMODE((workdir / "users.db").stat().st_mode) == 0o600
 
 
-def _run(release: Release, program: str, path: str, *args: str):  # type: ignore[no-untyped-def]
-    import subprocess
-
+def _run(binary: Path, path: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*clean_env(path), str(release.binary(FLAVOUR, program)), *args],
+        [*clean_env(path), str(binary), *args],
         capture_output=True,
         text=True,
         timeout=60,
