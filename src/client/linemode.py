@@ -4,9 +4,9 @@ For scripts and bots. Each line is sent as soon as the chat is ready (lines
 read earlier wait for the login); after stdin ends the client waits until
 every message it sent is answered by the server, says `bye`, and exits.
 
-Exit codes: 0 done; 1 cannot connect; 3 login refused; 4 connection lost or
-closed by the server before the end; 5 some lines were not sent (refused by
-the server or not valid); 130 interrupted.
+Exit codes: 0 done; 1 cannot connect (or closed before the login);
+3 login refused; 4 connection lost or closed by the server before the end;
+5 some lines were not sent (refused by the server or not valid); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ class LineMode:
                 return EXIT_LOGIN
             case ev.Disconnected(reason, _) | ev.Stopped(reason):
                 self.fail(f"disconnected: {reason}")
-                return EXIT_LOST
+                return EXIT_LOST if self.logged_in else EXIT_CONNECT
             case ev.LoggedIn():
                 self.logged_in = True
             case ev.Delivered(msg_id) | ev.SendRefused(msg_id):

@@ -94,6 +94,8 @@ class ChatModel:
                 h.note(f"server: {message} ({code})", style="error")
             case ev.ServerBye(reason):
                 h.note(f"the server said bye: {reason}", style="error")
+            case ev.Disconnected(reason, None) if self.state == CONNECTING:
+                self._failed(reason)  # never got in: show the login form again
             case ev.Disconnected(reason, None):
                 if self.state != OFFLINE:
                     self.state = OFFLINE

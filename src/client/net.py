@@ -227,6 +227,8 @@ class NetworkClient:
                 raise _Ended(link.bye_reason)
             if self._session.server_bye is not None:
                 raise _Ended(f"the server said bye ({self._session.server_bye})")
+            if self._session.fatal_error is not None:
+                raise _Ended(f"the server closed the connection: {self._session.fatal_error}")
             raise _Ended("the server closed the connection")
         try:
             out, events = self._session.receive(data)
@@ -235,6 +237,8 @@ class NetworkClient:
         if out and not self._session.bye_sent:
             link.write(out)
         for event in events:
+            if isinstance(event, ev.LoggedIn):
+                self._backoff.reset()
             self._sink(event)
         if self._session.login_failed and not self._stopping:
             self._say_bye(link, "login refused")

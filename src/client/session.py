@@ -11,7 +11,7 @@ returns; everything here is testable with plain bytes.
 from __future__ import annotations
 
 from chat.shared.connection import ClientConnection
-from chat.shared.errors import Code
+from chat.shared.errors import FATAL_CODES, Code
 from chat.shared.messages import (
     BROADCAST,
     TEXT_MAX,
@@ -73,6 +73,7 @@ class Session:
         self.login_failed = False
         self.bye_sent = False
         self.server_bye: str | None = None
+        self.fatal_error: str | None = None  # "message (code)" of a fatal error frame
 
     # ------------------------------------------------------------------ state
     @property
@@ -101,6 +102,7 @@ class Session:
         self._conn = ClientConnection()
         self.bye_sent = False
         self.server_bye = None
+        self.fatal_error = None
         register = self._register and not self.ever_logged_in
         return self._conn.send(Auth(self.user, self._password, register))
 
@@ -161,6 +163,8 @@ class Session:
         return out
 
     def _on_error(self, error: Error, events: list[ev.NetEvent]) -> bytes:
+        if error.code in FATAL_CODES:  # the server closes after it (server_full, timeout, ...)
+            self.fatal_error = f"{error.message} ({error.code})"
         if error.id is not None and error.id in self._unanswered:
             del self._unanswered[error.id]
             events.append(ev.SendRefused(error.id, error.code, error.message))

@@ -230,7 +230,7 @@ class ParticipantsView(UnicodeKeys, Placed, wgwidget.Widget):
         if self.hidden or self.height <= 0 or self.width <= 0:
             return
         pad = self.parent.curses_pad
-        title = f"Online ({len(self.model.online)})"
+        title = "Online"
         put(pad, self.rely, self.relx, title, curses.A_BOLD | curses.A_UNDERLINE, self.width)
         rows = self.model.rows()
         visible = self.height - 1

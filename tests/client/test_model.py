@@ -83,3 +83,12 @@ def test_incoming_message_goes_to_history() -> None:
 
 def test_ipv6_address_is_bracketed() -> None:
     assert ChatModel("::1", 7777).address == "[::1]:7777"
+
+
+def test_closed_before_login_shows_the_form_again() -> None:
+    m = ChatModel("127.0.0.1", 7777)
+    m.begin_login("alice", "127.0.0.1", 7777, register=False)
+    m.apply(ev.Disconnected("the server closed the connection: server is full (server_full)",
+                            None))
+    assert m.want_login and m.state == OFFLINE
+    assert "server is full" in m.status_text()

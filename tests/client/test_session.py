@@ -167,3 +167,13 @@ def test_messages_the_server_would_refuse_are_caught_before_queueing(to, text, p
 def test_limits_count_code_points_not_bytes() -> None:
     assert check_outgoing("*", "я" * 4096) is None
     assert check_outgoing(("bob", "carol"), "hi") is None
+
+
+def test_a_fatal_error_is_remembered_as_the_reason_for_the_close() -> None:
+    s = Session("alice", "pw")
+    s.start()
+    s.receive(wire(Error("server_full", "server is full")))
+    assert s.fatal_error == "server is full (server_full)"
+    s.connection_lost()
+    s.start()
+    assert s.fatal_error is None

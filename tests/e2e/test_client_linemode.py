@@ -217,6 +217,17 @@ def test_unknown_host_is_one_line_and_exit_1(server, clients) -> None:
     assert one_clear_line(err).startswith("chat-client: cannot resolve host 'no-such-host.invalid'")
 
 
+def test_full_server_is_one_line_and_exit_1(start_server, clients) -> None:
+    server = start_server("--max-clients", "1")
+    online(server, "bob")
+    alice = clients(server, "alice", "--register")
+    alice.end_input()
+    rc, _, err = alice.finish()
+    assert rc == 1
+    assert one_clear_line(err) == ("chat-client: disconnected: the server closed the connection: "
+                                   "server is full (server_full)")
+
+
 def test_no_password_and_no_terminal_is_one_line_and_exit_2(server, clients) -> None:
     alice = clients(server, "alice", password=None, env={"CHAT_PASSWORD": ""})
     alice.end_input()
