@@ -115,6 +115,7 @@ class LoginPopup(npyscreen.ActionPopup):
         self.message = self.add(npyscreen.FixedText, value=message, editable=False)
         self.preserve_selected_widget = True
         self.editw = 1 if not user else 2
+        self.how_exited_handers[wgwidget.EXITED_ESCAPE] = self._on_cancel  # Escape cancels
 
     def on_ok(self) -> bool:
         """Validate; True keeps the form open with the reason shown."""
@@ -175,6 +176,17 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         self.history.place(boxes.history)
         self.input.place(boxes.input)
 
+    def size_changed(self) -> bool:
+        """True when the terminal's size is not the form's (a popup ate the KEY_RESIZE)."""
+        rows, cols = self._max_physical()
+        return (rows + 1, cols + 1) != (self.lines, self.columns)
+
+    def DISPLAY(self) -> None:
+        if self.size_changed():
+            self._resize()  # lays out again, then comes back here with the sizes equal
+            return
+        super().DISPLAY()
+
     def focus_input(self) -> None:
         self.editw = self._widgets__.index(self.input)
 
@@ -210,6 +222,8 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
 
     # ---------------------------------------------- events from the network
     def while_waiting(self) -> None:
+        if self.size_changed():
+            self._resize()
         if self.parentApp.drain():
             self.display()
         self._maybe_login_again()

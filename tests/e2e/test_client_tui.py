@@ -225,8 +225,10 @@ def test_wrong_password_shows_the_reason_and_the_login_form_again(server, tmux) 
     log_in(tmux)
     screen = tmux.wait_for("login refused: invalid user name or password", "Password:")
     assert "offline" in screen
-    tmux.keys("Escape")
-    tmux.wait_for("Cancel")
+    tmux.resize(70, 20)  # while the form is open: the chat screen must follow afterwards
+    tmux.keys("Escape")  # cancels the form
+    tmux.wait_until(lambda s: "Password:" not in s and "[all] >" in s
+                    and max(map(len, s.splitlines())) <= 70, "the chat screen at 70 columns")
 
 
 def test_refused_connection_shows_the_reason_and_the_login_form_again(server, tmux) -> None:
