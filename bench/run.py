@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""Benchmark driver: chat-server and ngIRCd side by side, same loadgen, same run.
+
+Every measurement starts a fresh server pinned to one core (taskset) and runs
+the C load generator pinned to the other, so peak RSS (VmHWM) belongs to that
+run alone and the servers take turns under the same machine conditions.
+Results are appended as JSON lines, then summarised (medians) as Markdown.
+
+    python bench/run.py                      # full matrix (about 20 minutes)
+    python bench/run.py --parts sat --reps 1 --clients 100   # a quick look
+
+Parts: `sat` (closed-loop saturation, C x servers), `lat` (fixed 100 msg/s,
+C=200, ordinary clients and clients that ACK at once), `idle` (RSS per idle
+logged-in connection with 2,000 and 10,000 connections).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+LOADGEN = BENCH / "loadgen" / "loadgen"
+NGIRCD_CONF = BENCH / "ngircd" / "ngircd.conf"
+STATE = BENCH / ".state"  # users file and key reused across runs (registration is slow by design)
+SERVER_CPU, LOADGEN_CPU = "1", "0"
+NOFILE = 20000
+
+
+@dataclass(frozen=True)
+class Target:
+    """One server configuration of the matrix."""
+
+    name: str  # "ngircd" or "chat-t<N>"
+    threads: int = 0
+
+    @property
+    def proto(self) -> str:
+        return "irc" if self.name == "ngircd" else "chat"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port} within {timeout}s")
+
+
+def raise_nofile() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, NOFILE), hard), hard))
+
+
+def chat_server_cmd(threads: int, port: int, max_clients: int) -> list[str]:
+    exe = shutil.which("chat-server") or str(Path(sys.executable).parent / "chat-server")
+    return [exe, "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads),
+            "--rate-limit", "0", "--hash-cost", "10", "--log-level", "WARNING",
+            "--users-file", str(STATE / "users.db"), "--key-file", str(STATE / "server.key"),
+            "--max-clients", str(max_clients), "--idle-timeout", "0", "--ack-timeout", "600"]
+
+
+def ngircd_cmd(port: int) -> list[str]:
+    conf = STATE / f"ngircd-{port}.conf"
+    text = NGIRCD_CONF.read_text().replace("Ports = 6667", f"Ports = {port}")
+    text = text.replace("/tmp/ngircd-bench.pid", str(STATE / f"ngircd-{port}.pid"))
+    conf.write_text(text)
+    return ["ngircd", "--nodaemon", "--config", str(conf)]
+
+
+@contextlib.contextmanager
+def server(target: Target, max_clients: int = 12000) -> Iterator[tuple[int, int]]:
+    """Start the server pinned to SERVER_CPU; yield (pid, port); stop it."""
+    port = free_port()
+    cmd = ngircd_cmd(port) if target.name == "ngircd" else chat_server_cmd(
+        target.threads, port, max_clients)
+    log = open(STATE / f"{target.name}.log", "ab")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, *cmd], stdout=log, stderr=log,
+                            preexec_fn=raise_nofile)
+    try:
+        wait_port(port, proc)
+        time.sleep(0.3)  # let the start-up allocations settle before the RSS baseline
+        yield proc.pid, port  # taskset execs the server: same pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def cpu_busy() -> dict[str, tuple[int, int]]:
+    """(busy, total) jiffies per core, to tell how much else ran on our cores."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3].isdigit():
+            name, *vals = line.split()
+            nums = [int(v) for v in vals]
+            idle = nums[3] + nums[4]
+            out[name] = (sum(nums[:8]) - idle, sum(nums[:8]))
+    return out
+
+
+def run_loadgen(target: Target, pid: int, port: int, args: list[str], timeout: float) -> dict:
+    before = cpu_busy()
+    cmd = ["taskset", "-c", LOADGEN_CPU, str(LOADGEN), "--proto", target.proto,
+           "--port", str(port), "--server-pid", str(pid), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=raise_nofile, check=False)
+    after = cpu_busy()
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError(f"loadgen failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for core in ("cpu0", "cpu1"):
+        busy = after[core][0] - before[core][0]
+        total = max(after[core][1] - before[core][1], 1)
+        result[f"{core}_busy_pct"] = round(100.0 * busy / total, 1)
+    result["loadavg"] = Path("/proc/loadavg").read_text().split()[0]
+    if proc.stderr.strip():
+        result["loadgen_stderr"] = proc.stderr.strip()[-500:]
+    return result
+
+
+def record(out: Path, part: str, target: Target, rep: int, result: dict) -> None:
+    result.update(part=part, server=target.name, rep=rep)
+    with out.open("a") as f:
+        f.write(json.dumps(result) + "\n")
+    brief = {k: result.get(k) for k in (
+        "deliveries_per_s", "lost", "lat_p50_us", "lat_p99_us", "server_us_per_delivery",
+        "loadgen_us_per_delivery", "server_vmhwm_kb", "rss_per_conn_kb", "cpu1_busy_pct")}
+    print(f"[{time.strftime('%H:%M:%S')}] {part} {target.name} C={result['clients']} "
+          f"rep={rep}: {brief}", flush=True)
+
+
+def one(out: Path, part: str, target: Target, rep: int, args: list[str], timeout: float,
+        max_clients: int = 12000) -> None:
+    try:
+        with server(target, max_clients) as (pid, port):
+            result = run_loadgen(target, pid, port, args, timeout)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"FAILED {part} {target.name} rep={rep} {args}: {exc}", flush=True)
+        result = {"error": str(exc)[-500:], "clients": int(args[args.index("--clients") + 1])}
+    record(out, part, target, rep, result)
+
+
+def targets(threads: list[int]) -> list[Target]:
+    return [Target("ngircd"), *(Target(f"chat-t{t}", t) for t in threads)]
+
+
+def ensure_registered(count: int) -> None:
+    """Register bench users once (scrypt at --hash-cost 10); later runs only log in."""
+    marker = STATE / "registered"
+    have = int(marker.read_text()) if marker.exists() else 0
+    if have >= count:
+        return
+    print(f"registering {count} bench users (once; reused across runs)...", flush=True)
+    with server(Target("chat-t2", 2)) as (pid, port):
+        run_loadgen(Target("chat-t2", 2), pid, port,
+                    ["--mode", "idle", "--clients", str(count), "--hold", "0",
+                     "--login-batch", "16", "--src-count", "8"], timeout=3600)
+    marker.write_text(str(count))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--parts", default="sat,lat,idle")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--clients", default="50,100,200")
+    ap.add_argument("--threads", default="1,2,4")
+    ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--lat-clients", type=int, default=200)
+    ap.add_argument("--lat-rate", type=float, default=100.0)
+    ap.add_argument("--lat-duration", type=float, default=10.0)
+    ap.add_argument("--idle", default="2000,10000")
+    ap.add_argument("--idle-reps", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None)
+    opts = ap.parse_args()
+
+    subprocess.run(["make", "-s", "-C", str(LOADGEN.parent)], check=True)
+    STATE.mkdir(mode=0o700, exist_ok=True)
+    raise_nofile()
+    parts = set(opts.parts.split(","))
+    clients = [int(c) for c in opts.clients.split(",")]
+    threads = [int(t) for t in opts.threads.split(",")]
+    idle = [int(n) for n in opts.idle.split(",")] if "idle" in parts else []
+    out = opts.out or BENCH / "results" / time.strftime("run-%Y%m%d-%H%M%S.jsonl")
+    out.parent.mkdir(exist_ok=True)
+    print(f"results -> {out}", flush=True)
+    ensure_registered(max([*clients, opts.lat_clients, *idle]))
+
+    for rep in range(1, opts.reps + 1):
+        if "sat" in parts:
+            for c in clients:
+                for t in targets(threads):
+                    one(out, "sat", t, rep, [
+                        "--mode", "window", "--clients", str(c), "--senders", str(c),
+                        "--window", str(opts.window), "--quickack", "--login-batch", "10",
+                        "--duration", str(opts.duration), "--warmup", str(opts.warmup)], 300)
+        if "lat" in parts:
+            for quick in (False, True):
+                for t in targets(threads):
+                    one(out, "lat-quickack" if quick else "lat", t, rep, [
+                        "--mode", "rate", "--rate", str(opts.lat_rate),
+                        "--clients", str(opts.lat_clients), "--senders", str(opts.lat_clients),
+                        "--login-batch", "10", "--duration", str(opts.lat_duration),
+                        "--warmup", str(opts.warmup), *(["--quickack"] if quick else [])], 300)
+    for rep in range(1, opts.idle_reps + 1):
+        for n in idle:
+            for t in [Target("ngircd"), Target(f"chat-t{max(threads)}", max(threads))]:
+                one(out, "idle", t, rep, [
+                    "--mode", "idle", "--clients", str(n), "--hold", "3", "--login-batch", "16",
+                    "--src-count", "8"], 3600)
+    print(summarize(out))
+    return 0
+
+
+def summarize(path: Path) -> str:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from summary import render  # bench/summary.py: also usable on its own
+
+    return render(rows)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(BENCH))
+    os.chdir(BENCH.parent)
+    sys.exit(main())
