@@ -22,7 +22,7 @@ from server_support import (
     wait_for,
 )
 
-from wire import Closed
+from wire import Closed, frame
 
 # ---- bad_request ------------------------------------------------------------
 
@@ -290,6 +290,30 @@ def test_only_bad_credentials_count_toward_too_many_attempts(server) -> None:
     c.login("alice", PASSWORD, register=False)
 
 
+def test_five_pipelined_failures_close_and_nothing_after_them_is_answered(server) -> None:
+    register(server, "alice")
+    c = server.client()
+    c.send_raw(b"".join(frame({"type": "auth", "user": "alice", "password": f"bad{i}"})
+                        for i in range(5)) + frame({"type": "ping"}) * 3)
+    frames = c.expect_closed()
+    codes = [f.get("code") for f in frames]
+    assert codes in (["bad_credentials"] * 4 + ["too_many_attempts"],
+                     ["bad_credentials"] * 5 + ["too_many_attempts"]), frames
+
+
+def test_concurrent_registrations_of_one_name_make_exactly_one_account(server) -> None:
+    clients = [server.client() for _ in range(6)]
+    for i, c in enumerate(clients):
+        c.send({"type": "auth", "user": "alice", "password": f"pw{i}", "register": True})
+    answers = [c.recv() for c in clients]
+    winners = [i for i, a in enumerate(answers) if a["type"] == "auth_ok"]
+    assert len(winners) == 1, answers
+    for i, a in enumerate(answers):
+        if i not in winners:
+            assert_error(a, "user_exists")
+    online(server, "alice", password=f"pw{winners[0]}", register=False)
+
+
 def test_too_many_attempts_counts_per_connection(server) -> None:
     register(server, "alice")
     first = server.client()
@@ -317,11 +341,31 @@ def test_unacked_full_roster_times_out_with_a_fatal_timeout(start_server) -> Non
 def test_unacked_roster_delta_times_out_with_a_fatal_timeout(start_server) -> None:
     server = start_server("--ack-timeout", "0.5")
     alice = online(server, "alice")
-    online(server, "bob")
+    bob = online(server, "bob")
     frames = alice.expect_closed(timeout=10)  # the join delta, never acked, then timeout
     assert frames[0]["type"] == "roster" and frames[0]["join"] == ["bob"], frames
     assert len(frames) == 2, frames
     assert_error(frames[1], "timeout")
+    roster_changes(bob, leave=["alice"])
+
+
+def test_pings_do_not_stop_an_unacked_roster_from_timing_out(start_server) -> None:
+    server = start_server("--ack-timeout", "0.8")
+    c = server.client()
+    c.send({"type": "auth", "user": "alice", "password": PASSWORD, "register": True})
+    assert c.recv()["type"] == "auth_ok" and c.recv()["type"] == "roster"
+    deadline = time.monotonic() + 10
+    frames: list[dict] = []
+    try:
+        while time.monotonic() < deadline:
+            c.send({"type": "ping"})
+            frames.append(c.recv(1))
+            time.sleep(0.1)
+    except (Closed, ConnectionError):
+        pass
+    errors = [f for f in frames if f["type"] != "pong"]
+    assert len(errors) == 1 and frames[-1] is errors[0], frames
+    assert_error(errors[0], "timeout")
 
 
 def test_acked_rosters_do_not_time_out(start_server) -> None:
@@ -344,12 +388,12 @@ def test_idle_connection_is_closed_with_timeout(start_server) -> None:
 
 
 def test_pings_keep_a_connection_past_the_idle_timeout(start_server) -> None:
-    server = start_server("--idle-timeout", "0.6")
+    server = start_server("--idle-timeout", "1")
     c = online(server, "alice")
-    end = time.monotonic() + 2.0
+    end = time.monotonic() + 2.2
     while time.monotonic() < end:
         assert request(c, {"type": "ping"}) == {"type": "pong"}
-        time.sleep(0.15)
+        time.sleep(0.1)
 
 
 # ---- rate_limited ------------------------------------------------------------

@@ -175,3 +175,28 @@ def test_a_malformed_frame_from_one_client_does_not_disturb_the_others(server,
     assert sent["delivered"] == ["bob"]
     assert bob.recv()["text"] == "still here?"
     assert still_usable(alice) and still_usable(bob)
+
+
+def test_frame_too_large_header_split_over_two_writes_is_still_refused(start_server) -> None:
+    server = start_server("--max-frame", "64")
+    c = server.client()
+    header = struct.pack(">I", 1000)
+    c.send_raw(header[:2])
+    time.sleep(0.05)
+    c.send_raw(header[2:])
+    fatal(c, "frame_too_large")
+
+
+def test_any_json_spacing_and_escapes_are_accepted(server) -> None:
+    c = server.client()
+    c.send_raw(frame(b'\n {\r\n\t"type" :\t"\\u0070ing"\n}\n '))
+    assert c.recv() == {"type": "pong"}
+
+
+def test_text_with_escapes_controls_and_emoji_arrives_unchanged(server) -> None:
+    bob = online(server, "bob")
+    alice = online(server, "alice")
+    roster_changes(bob, join=["alice"])
+    text = 'a\u0000b\n"quoted"\\back\tslash \u2028 ж 😀 \U0001f3f3\ufe0f'
+    assert send_msg(alice, ["bob"], text)["delivered"] == ["bob"]
+    assert bob.recv()["text"] == text

@@ -140,6 +140,17 @@ def test_shutdown_says_bye_to_every_connection_and_exits_zero(start_server, sig:
     assert server.proc.wait(10) == 0
 
 
+def test_shutdown_says_bye_to_a_client_halfway_through_a_frame(start_server) -> None:
+    server = start_server()
+    c = online(server, "alice")
+    c.send_raw(frame({"type": "ping"})[:5])
+    time.sleep(0.05)
+    server.proc.send_signal(signal.SIGTERM)
+    assert c.expect_closed() == [BYE_SHUTDOWN]
+    c.close()
+    assert server.proc.wait(10) == 0
+
+
 def test_shutdown_stops_accepting_while_it_flushes(start_server) -> None:
     server = start_server("--shutdown-grace", "3")
     sleeper = _stuck_reader(server)  # keeps the server in its grace period

@@ -151,6 +151,13 @@ def test_sent_echoes_the_id_and_the_recipient_already_has_it_queued(server) -> N
     assert messages(room["bob"], 1, timeout=2)[0]["text"] == "q"
 
 
+def test_a_message_answered_by_sent_arrives_even_if_the_sender_leaves_at_once(server) -> None:
+    room = _room(server, "alice", "bob")
+    send_msg(room["alice"], ["bob"], "parting words")
+    room["alice"].close()
+    assert messages(room["bob"], 1)[0]["text"] == "parting words"
+
+
 def test_msg_ids_increase_per_sender_at_each_recipient(server) -> None:
     room = _room(server, "alice", "bob", "carol")
     carol_got = []

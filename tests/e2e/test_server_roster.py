@@ -121,6 +121,15 @@ def test_at_most_one_roster_frame_is_in_flight_and_joins_are_coalesced(server) -
     assert alice.silent(0.3)
 
 
+def test_a_later_unacked_delta_does_not_stop_sending(server) -> None:
+    alice = online(server, "alice")
+    bob = online(server, "bob")
+    held = _delta(alice)  # join bob, left unacked: alice is still in CHAT
+    assert held["join"] == ["bob"]
+    assert send_msg(alice, ["bob"], "still chatting")["delivered"] == ["bob"]
+    assert messages(bob, 1)[0]["text"] == "still chatting"
+
+
 def test_joined_and_left_while_unacked_appears_in_neither_list(server) -> None:
     alice = online(server, "alice")
     observer = online(server, "observer")
@@ -284,3 +293,19 @@ def test_a_session_in_roster_state_does_not_get_messages(server) -> None:
     assert send_msg(bob, ["alice"], "one")["delivered"] == ["alice"]
     assert messages(s1, 1)[0]["text"] == "one"
     assert s2.silent(0.3), "a session that has not acked its roster got a message"
+
+
+def test_changes_while_the_full_roster_is_unacked_come_as_one_delta_after_it(server) -> None:
+    observer = online(server, "observer")
+    bob = online(server, "bob")
+    roster_changes(observer, join=["bob"])
+    carol, full = _logged_in_unacked(server, "carol")
+    assert sorted(full["users"]) == ["bob", "observer"]
+    bob.close()
+    online(server, "dave")
+    roster_changes(observer, join=["dave"], leave=["bob"])
+    assert carol.silent(0.3), "a delta was sent while the full roster was unacked"
+    carol.send({"type": "roster_ack", "seq": full["seq"]})
+    delta = _delta(carol)
+    assert delta["seq"] == full["seq"] + 1
+    assert delta["join"] == ["dave"] and delta["leave"] == ["bob"]
