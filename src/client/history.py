@@ -117,12 +117,13 @@ class History:
         if height <= 0 or width <= 0:
             return []
         needed = height + self.scroll
-        lines: list[Line] = []
+        newest_first: list[Line] = []
         for entry in reversed(self.entries):
             wrapped = wrap(entry.render(), width, TIME_WIDTH)
-            lines[:0] = [Line(text, entry.style) for text in wrapped]
-            if len(lines) >= needed:
+            newest_first.extend(Line(text, entry.style) for text in reversed(wrapped))
+            if len(newest_first) >= needed:
                 break
+        lines = newest_first[::-1]
         self.scroll = max(0, min(self.scroll, len(lines) - height))
         end = len(lines) - self.scroll
         shown = lines[max(0, end - height):end]

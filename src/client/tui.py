@@ -70,20 +70,24 @@ class ChatApp(npyscreen.NPSAppManaged):
                                  reconnect=True, ids=self._ids)
         self.net.start()
 
-    def submit(self, text: str) -> None:
-        """Enter on the message line: send to the current selection (nothing selected = All)."""
+    def submit(self, text: str) -> bool:
+        """Enter on the message line: send to the selection (nothing selected = All).
+
+        False when nothing was sent; the text then stays in the line.
+        """
         model = self.model
         if self.net is None or model.state not in (ONLINE, RECONNECTING, CONNECTING):
             model.history.note("not logged in: press ^X, then Log in", style="error")
-            return
+            return False
         to = model.participants.recipients()
         try:
             msg_id = self.net.send(to, text)
         except ValueError as exc:
             model.history.note(f"not sent: {exc}", style="error")
-            return
+            return False
         model.sending(msg_id, to, text)
         model.history.scroll_to_end()
+        return True
 
     def logout(self) -> None:
         if self.model.state == OFFLINE and self.net is None:

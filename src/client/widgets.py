@@ -66,6 +66,53 @@ class UnicodeKeys:
         self._last_get_ch_was_unicode = isinstance(ch, str)
         return ch
 
+    def get_and_use_key_press(self) -> None:
+        """npyscreen's key loop, minus its Escape race.
+
+        After Escape npyscreen reads one more key without waiting and treats
+        it as Alt+key; a terminal resize landing right then (KEY_RESIZE)
+        swallowed the Escape and the resize both. Here a resize is put back.
+        """
+        pad = self.parent.curses_pad
+        curses.raw()
+        curses.cbreak()
+        curses.meta(True)
+        pad.keypad(True)
+        if self.parent.keypress_timeout:
+            curses.halfdelay(self.parent.keypress_timeout)
+            ch = self._get_ch()
+            if ch == -1:
+                self.try_while_waiting()  # type: ignore[attr-defined]
+                return
+        else:
+            pad.timeout(-1)
+            ch = self._get_ch()
+        if ch == curses.ascii.ESC:
+            ch = self._after_escape()
+        self.handle_input(ch)
+        if self.check_value_change:  # type: ignore[attr-defined]
+            self.when_check_value_changed()  # type: ignore[attr-defined]
+        if self.check_cursor_move:  # type: ignore[attr-defined]
+            self.when_check_cursor_moved()  # type: ignore[attr-defined]
+        self.try_adjust_widgets()  # type: ignore[attr-defined]
+
+    def _after_escape(self) -> int | str:
+        pad = self.parent.curses_pad
+        pad.nodelay(True)
+        try:
+            follow = pad.get_wch()
+        except curses.error:
+            return curses.ascii.ESC
+        finally:
+            pad.timeout(-1)
+        if isinstance(follow, str) and len(follow) == 1 and ord(follow) < 128:
+            return curses.ascii.alt(ord(follow))
+        if isinstance(follow, str):
+            curses.unget_wch(follow)
+        else:
+            curses.ungetch(follow)  # KEY_RESIZE and other keys: handled next, not lost
+        return curses.ascii.ESC
+
     def handle_input(self, _input: int | str) -> bool:
         if isinstance(_input, str):
             return self.text_input(_input)
@@ -125,7 +172,7 @@ class InputLine(Placed, TextInput):
     """
 
     def __init__(self, screen: Any, box: Box, prompt: Callable[[], str],
-                 on_submit: Callable[[str], None], history: History, **kw: Any) -> None:
+                 on_submit: Callable[[str], bool], history: History, **kw: Any) -> None:
         self.box = box
         self._prompt, self._on_submit, self._history = prompt, on_submit, history
         super().__init__(screen, **kw)
@@ -148,10 +195,10 @@ class InputLine(Placed, TextInput):
         })
 
     def h_submit(self, _input: int) -> None:
+        """Send; the text stays in the line when it could not be sent (e.g. not logged in)."""
         text = self.value or ""
-        self.value, self.cursor_position, self.begin_at = "", 0, 0
-        if text.strip():
-            self._on_submit(text)
+        if text.strip() and self._on_submit(text):
+            self.value, self.cursor_position, self.begin_at = "", 0, 0
 
     def h_home(self, _input: int) -> None:
         self.cursor_position = 0

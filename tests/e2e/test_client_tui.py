@@ -146,8 +146,14 @@ def wait_log(server: Any, pattern: str, timeout: float = 10.0) -> None:
 
 def test_register_chat_with_all_a_group_and_one_person_then_resize_and_exit(server, tmux) -> None:
     tmux.start_client(*client_args(server, "alice", "--register"))
+    tmux.wait_for("^X Menu", "[all] >")
+    tmux.type("too early")  # before login: kept in the line, with a hint
+    tmux.keys("Enter")
+    tmux.wait_for("not logged in: press ^X, then Log in", "[all] > too early")
+    tmux.keys("C-u")
+    tmux.wait_until(lambda s: "too early" not in line_with(s, "[all] >"), "an empty line")
     log_in(tmux, "r")
-    tmux.wait_for("registered and logged in as alice", "online | alice @ 127.0.0.1")
+    tmux.wait_for("registered and logged in as alice", " online | alice @ 127.0.0.1")
 
     bob, carol = online(server, "bob"), online(server, "carol")
     screen = tmux.wait_for("[ ] bob", "[ ] carol", "bob joined", "carol joined", "| 3 online")
