@@ -105,8 +105,10 @@ class ChatModel:
                 self.state = RECONNECTING
                 self.status_note = f"{reason}; reconnecting in {delay:.0f}s"
                 h.note(f"disconnected: {reason}; reconnecting in {delay:.0f}s", style="error")
-            case ev.Stopped():
-                self.state = OFFLINE
+            case ev.Stopped(reason):
+                if self.state != OFFLINE:  # normally a Disconnected already said why
+                    self.history.note(f"connection stopped: {reason}", style="error")
+                    self.state, self.status_note = OFFLINE, reason
 
     def _failed(self, reason: str) -> None:
         self.state = OFFLINE

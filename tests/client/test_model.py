@@ -92,3 +92,12 @@ def test_closed_before_login_shows_the_form_again() -> None:
                             None))
     assert m.want_login and m.state == OFFLINE
     assert "server is full" in m.status_text()
+
+
+def test_an_unexpected_stop_is_shown() -> None:
+    m = online_model("bob")
+    m.apply(ev.Stopped("internal error: boom"))
+    assert m.state == OFFLINE and "internal error: boom" in m.status_text()
+    before = len(m.history.entries)
+    m.apply(ev.Stopped("again"))  # already offline: nothing more to say
+    assert len(m.history.entries) == before
