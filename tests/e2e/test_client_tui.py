@@ -289,6 +289,14 @@ def test_c_locale_without_coercion_still_types_and_shows_cyrillic(server, tmux) 
     tmux.wait_for("[private] bob: ответ 世界")
 
 
+def test_unknown_terminal_type_is_one_line(tmux) -> None:
+    tmux.start_client("--user", "alice", env=("TERM=no-such-terminal-type",))
+    assert tmux.exit_code() == 1
+    assert tmux.stderr().splitlines() == [
+        "chat-client: no terminfo entry for TERM=no-such-terminal-type "
+        "(set TERMINFO_DIRS or use --no-tui)"]
+
+
 def test_tui_without_a_terminal_is_one_line() -> None:
     proc = subprocess.run([sys.executable, "-m", "chat.client", "--user", "alice"],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
