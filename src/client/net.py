@@ -221,15 +221,12 @@ class NetworkClient:
             link.write(self._session.ping())
 
     def _on_readable(self, link: _Link) -> None:
-        data = link.read()
+        try:
+            data = link.read()
+        except _Ended as end:  # e.g. a reset right after the server's last frame
+            raise _Ended(self._close_reason(link, str(end))) from None
         if not data:
-            if self._stopping:
-                raise _Ended(link.bye_reason)
-            if self._session.server_bye is not None:
-                raise _Ended(f"the server said bye ({self._session.server_bye})")
-            if self._session.fatal_error is not None:
-                raise _Ended(f"the server closed the connection: {self._session.fatal_error}")
-            raise _Ended("the server closed the connection")
+            raise _Ended(self._close_reason(link, "the server closed the connection"))
         try:
             out, events = self._session.receive(data)
         except RemoteProtocolError as exc:
@@ -242,6 +239,16 @@ class NetworkClient:
             self._sink(event)
         if self._session.login_failed and not self._stopping:
             self._say_bye(link, "login refused")
+
+    def _close_reason(self, link: _Link, default: str) -> str:
+        """Why the server went away: what it told us last beats what the socket says."""
+        if self._stopping:
+            return link.bye_reason
+        if self._session.server_bye is not None:
+            return f"the server said bye ({self._session.server_bye})"
+        if self._session.fatal_error is not None:
+            return f"the server closed the connection: {self._session.fatal_error}"
+        return default
 
     def _on_commands(self, link: _Link) -> None:
         for cmd in self._drain_commands():
