@@ -151,9 +151,7 @@ class EventLoop:
         sock.setblocking(False)
         if len(self.users) >= self._config.max_clients:
             self.stats["rejected_full"] += 1
-            with contextlib.suppress(OSError):
-                sock.send(_SERVER_FULL)
-            sock.close()
+            _refuse(sock, _SERVER_FULL)
             log.info("rejected %s: server_full (%d clients)", peer, len(self.users))
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -352,3 +350,18 @@ class EventLoop:
         self.selector.close()
         os.close(self._wake_fd)
 
+
+
+def _refuse(sock: socket.socket, frame: bytes) -> None:
+    """Send one small frame on a fresh socket, then close without resetting it.
+
+    The peer's first frames may already be here: reading them before the
+    close keeps the kernel from answering with an RST that could destroy
+    the frame we just sent.
+    """
+    with contextlib.suppress(OSError):
+        sock.send(frame)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(_RECV_SIZE):
+            pass
+    sock.close()
