@@ -62,25 +62,32 @@ def run_release(out: Path, *args: str) -> Release:
     return read_release(Path(result.stdout.strip().splitlines()[-1]))
 
 
+def _static_possible() -> bool:
+    """staticx has PyPI wheels for linux x86_64 only."""
+    return platform.system() == "Linux" and platform.machine() == "x86_64"
+
+
 @pytest.fixture(scope="session")
 def release(opted_in: None, tmp_path_factory: pytest.TempPathFactory) -> Release:
-    """A PyInstaller release built from this checkout, as a user would."""
+    """A PyInstaller release built from this checkout, as a user would.
+
+    With --static where staticx can run, as the release workflow does: one
+    build serves the plain and the static tests.
+    """
     if PREBUILT:
         return read_release(Path(PREBUILT).resolve())
-    return run_release(tmp_path_factory.mktemp("dist"))
+    extra = ["--static"] if _static_possible() else []
+    return run_release(tmp_path_factory.mktemp("dist"), *extra)
 
 
 @pytest.fixture(scope="session")
-def static_release(opted_in: None, tmp_path_factory: pytest.TempPathFactory) -> Release:
-    """The same with --static (staticx); PyPI has staticx wheels for x86_64 only."""
-    if PREBUILT:
-        prebuilt = read_release(Path(PREBUILT).resolve())
-        if not (prebuilt.folder / "pyinstaller-static").is_dir():
+def static_release(release: Release) -> Release:
+    """The release, when it has the staticx flavour."""
+    if not (release.folder / "pyinstaller-static").is_dir():
+        if PREBUILT:
             pytest.skip(f"{PREBUILT} was built without --static")
-        return prebuilt
-    if platform.system() != "Linux" or platform.machine() != "x86_64":
         pytest.skip(f"--static is built on linux x86_64 only, not {platform.machine()}")
-    return run_release(tmp_path_factory.mktemp("dist-static"), "--static")
+    return release
 
 
 @pytest.fixture
