@@ -100,9 +100,10 @@ def line_mode(args: argparse.Namespace) -> int:
 
 
 def tui_mode(args: argparse.Namespace) -> int:
-    from .terminal import tty_problem
+    from .terminal import prepare_terminal, tty_problem
     from .tui import TuiOptions, run_tui
 
+    prepare_terminal()  # bundled terminfo and a UTF-8 locale, before setupterm looks
     problem = tty_problem()
     if problem is not None:
         print(f"chat-client: {problem}", file=sys.stderr)
