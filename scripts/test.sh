@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: install the project (C library included) into .venv, then run
 # the C tests (ctest) and the Python tests (pytest). Extra arguments go to pytest.
+# EXTRAS=test,release also installs PyInstaller, which opts in the release tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[test]'
+"$VENV/bin/python" -m pip install -q -e ".[${EXTRAS:-test}]"
 
 # The C tests need cmake and ninja; take them from PyPI when the system has none.
 if ! command -v cmake >/dev/null || ! command -v ninja >/dev/null; then
