@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chat.server.keyfile import KeyFileError, load_or_create_key
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from chat.server.keyfile import KeyFileError, load_or_create_key
 
 
 def _mode(path: Path) -> int:

@@ -13,10 +13,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from chat.server.store import MAGIC, StoreError, UserStore
-from chat.shared.cipher import Cipher, load_cipher
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from chat.server.store import MAGIC, StoreError, UserStore
+from chat.shared.cipher import Cipher, load_cipher
 
 COST = 10  # fast hashes for tests; the server default is 14
 KEY = bytes(range(32))

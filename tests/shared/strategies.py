@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import settings
+from hypothesis import strategies as st
+
 from chat.shared.messages import (
     NAME_RE,
     PASSWORD_MAX,
@@ -19,8 +22,6 @@ from chat.shared.messages import (
     Sent,
     ServerBye,
 )
-from hypothesis import settings
-from hypothesis import strategies as st
 
 names = st.from_regex(NAME_RE, fullmatch=True)
 name_lists = st.lists(names, max_size=5).map(tuple)

@@ -8,6 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from chat.shared.cipher import (
     Cipher,
     CipherError,
@@ -15,8 +18,6 @@ from chat.shared.cipher import (
     default_library_path,
     load_cipher,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 HEADER_DIR = Path(__file__).resolve().parents[2] / "native" / "libxor" / "include"
 

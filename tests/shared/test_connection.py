@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from chat.shared.connection import MAX_FAILED_AUTHS, ClientConnection, ServerConnection
 from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError
 from chat.shared.framing import encode_frame
@@ -17,8 +20,6 @@ from chat.shared.messages import (
     encode,
 )
 from chat.shared.states import State
-from hypothesis import given
-from hypothesis import strategies as st
 
 from .strategies import relaxed, server_messages
 

@@ -7,6 +7,9 @@ import itertools
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError
 from chat.shared.framing import (
     DEFAULT_MAX_FRAME,
@@ -15,8 +18,6 @@ from chat.shared.framing import (
     encode_frame,
 )
 from chat.shared.messages import encode, parse_client_message
-from hypothesis import given
-from hypothesis import strategies as st
 
 from .strategies import client_messages, relaxed
 

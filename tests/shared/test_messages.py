@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from chat.shared.errors import Code, RemoteProtocolError
 from chat.shared.framing import HEADER_SIZE, FrameDecoder
 from chat.shared.messages import (
@@ -26,8 +29,6 @@ from chat.shared.messages import (
     parse_server_message,
     valid_name,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 from .strategies import client_messages, json_values, msg_ids, relaxed, server_messages
 

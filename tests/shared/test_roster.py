@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError
-from chat.shared.messages import Roster
-from chat.shared.roster import RosterOutbox, RosterView
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -15,6 +12,10 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+
+from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError
+from chat.shared.messages import Roster
+from chat.shared.roster import RosterOutbox, RosterView
 
 
 def started(users: list[str] | None = None) -> tuple[RosterOutbox, Roster]:

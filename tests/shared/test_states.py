@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from chat.shared.errors import (
     DEFAULT_MESSAGES,
     FATAL_CODES,
