@@ -9,6 +9,7 @@ so many frames share one send() per socket.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,16 +51,30 @@ class Closer(Protocol):
     def request_resume(self, user: User) -> None: ...
 
 
+class _Tick:
+    """What one worker owes the world at the end of its tick."""
+
+    __slots__ = ("closing", "dirty", "resuming")
+
+    def __init__(self) -> None:
+        self.dirty: Dirty = {}
+        self.closing: dict[User, None] = {}
+        self.resuming: dict[User, None] = {}
+
+
 class Dispatcher:
     def __init__(self, hub: Hub, store: UserStore, loop: Closer, config: ServerConfig) -> None:
         self._hub = hub
         self._store = store
         self._loop = loop
         self._config = config
+        self._local = threading.local()  # each worker's _Tick
 
     # ---- batch -----------------------------------------------------------
     def handle_batch(self, user: User, items: list[Any]) -> None:
-        dirty: Dirty = {}
+        """Handle one mailbox batch; its writes are flushed at the end of the worker's tick."""
+        tick = self._tick()
+        dirty = tick.dirty
         sends: list[Send] = []  # consecutive sends to the same `to`, fanned out together
         for item in items:
             if user.sealed or user.closed:
@@ -77,12 +92,32 @@ class Dispatcher:
                 self._handle(user, message, dirty)
         if sends and not user.sealed:
             self._send_group(user, sends, dirty)
-        self.flush(dirty)
         if user.sealed and not user.closed:
-            # After the flush, so the loop usually finds the final frame sent.
-            self._loop.request_close(user, user.close_reason or "closed", user.close_cause)
+            tick.closing[user] = None
         elif user.backlogged:
+            tick.resuming[user] = None
+
+    def end_tick(self) -> None:
+        """Flush every socket this worker wrote to, then hand closes to the loop.
+
+        Closes go after the flush, so the loop usually finds the final frame sent.
+        """
+        tick = self._tick()
+        if tick.dirty:
+            dirty, tick.dirty = tick.dirty, {}
+            self.flush(dirty)
+        for user in tick.closing:
+            self._loop.request_close(user, user.close_reason or "closed", user.close_cause)
+        for user in tick.resuming:
             self._loop.request_resume(user)
+        tick.closing.clear()
+        tick.resuming.clear()
+
+    def _tick(self) -> _Tick:
+        tick = getattr(self._local, "tick", None)
+        if tick is None:
+            tick = self._local.tick = _Tick()
+        return tick
 
     def flush(self, dirty: Dirty) -> None:
         for target in dirty:

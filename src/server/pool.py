@@ -20,12 +20,22 @@ from typing import Any
 log = logging.getLogger("chat.server.pool")
 
 _STOP = object()
+_TICK = 64  # tasks a worker runs before it must call `after_tick` (flush its writes)
 
 
 class WorkerPool:
+    """Threads that run queued callables, in ticks.
+
+    A worker runs tasks back to back while its queue has them (at most
+    `_TICK`), then calls `after_tick`. The server flushes sockets there, so
+    under load one send() carries the output of many tasks, and when idle a
+    tick is a single task and nothing waits.
+    """
+
     def __init__(self, threads: int, name: str = "worker") -> None:
         if threads < 1:
             raise ValueError("a pool needs at least one thread")
+        self.after_tick: Callable[[], None] = lambda: None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
@@ -49,14 +59,30 @@ class WorkerPool:
             thread.join(timeout)
 
     def _work(self) -> None:
+        get, get_nowait = self._queue.get, self._queue.get_nowait
         while True:
-            fn = self._queue.get()
-            if fn is _STOP:
-                return
-            try:
-                fn()
-            except Exception:  # a bug in one task must not kill the worker
-                log.exception("worker task failed")
+            fn = get()
+            for _ in range(_TICK):
+                if fn is _STOP:
+                    self._end_tick()
+                    return
+                try:
+                    fn()
+                except Exception:  # a bug in one task must not kill the worker
+                    log.exception("worker task failed")
+                try:
+                    fn = get_nowait()
+                except queue.Empty:
+                    break
+            else:
+                self._queue.put(fn)  # the tick is full: this one starts the next
+            self._end_tick()
+
+    def _end_tick(self) -> None:
+        try:
+            self.after_tick()
+        except Exception:
+            log.exception("after_tick failed")
 
 
 class Mailbox:
@@ -87,14 +113,16 @@ class Mailbox:
         self._pool.submit(self._run)
 
     def _run(self) -> None:
-        while True:
-            with self._lock:
-                if not self._items:
-                    self._scheduled = False
-                    return
-                batch = list(self._items)
-                self._items.clear()
-            try:
-                self._handler(batch)
-            except Exception:  # keep the mailbox alive; the bug is logged
-                log.exception("mailbox handler failed")
+        """One batch per task: a busy connection goes back in the queue behind the others."""
+        with self._lock:
+            batch = list(self._items)
+            self._items.clear()
+        try:
+            self._handler(batch)
+        except Exception:  # keep the mailbox alive; the bug is logged
+            log.exception("mailbox handler failed")
+        with self._lock:
+            if not self._items:
+                self._scheduled = False
+                return
+        self._pool.submit(self._run)

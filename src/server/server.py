@@ -58,6 +58,7 @@ class ChatServer:
         self.pool = WorkerPool(config.threads)
         self.loop = EventLoop(config, self.listener, self.hub, self.pool)
         self.loop.dispatcher = Dispatcher(self.hub, store, self.loop, config)
+        self.pool.after_tick = self.loop.dispatcher.end_tick
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum: int, frame: FrameType | None) -> None:
