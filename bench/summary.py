@@ -21,6 +21,13 @@ def _med(rows: list[Row], key: str) -> float:
     return statistics.median(vals) if vals else float("nan")
 
 
+def _core(rows: list[Row], key: str) -> float:
+    """Median share of one core used over the measured window, in percent."""
+    vals = [100.0 * r[key] / r["window_s"] for r in rows
+            if isinstance(r.get(key), (int, float)) and r.get("window_s")]
+    return statistics.median(vals) if vals else float("nan")
+
+
 def _span(rows: list[Row], key: str) -> str:
     vals = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
     return f"{min(vals) / 1e6:.2f}-{max(vals) / 1e6:.2f}" if vals else "-"
@@ -40,60 +47,69 @@ def _failed(group: list[Row]) -> str:
 
 
 def _order(key: tuple[int, str]) -> tuple[int, int, str]:
-    return (key[0], 0 if key[1] == "ngircd" else 1, key[1])
+    return (key[0], 0 if key[1].startswith("ngircd") else 1, key[1])
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _header(*names: str) -> list[str]:
+    return [_row(*names), _row(*["---"] * len(names))]
+
+
+def _ok(group: list[Row]) -> list[Row]:
+    return [r for r in group if "error" not in r]
 
 
 def saturation(rows: list[Row]) -> str:
     groups = _groups(rows, "sat")
-    lines = [
-        "| C | server | runs | deliveries/s (median) | min-max (M/s) | x ngIRCd | p50 ms | p99 ms "
-        "| lost | server us/delivery | loadgen us/delivery | peak RSS MB | core-1 busy % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = _header("C", "server", "runs", "deliveries/s (median)", "min-max (M/s)", "x ngIRCd",
+                    "p50 ms", "p99 ms", "lost", "server us/delivery", "loadgen us/delivery",
+                    "server core %", "loadgen core %", "peak RSS MB", "core-1 busy %")
     for key in sorted(groups, key=_order):
         c, name = key
-        g = [r for r in groups[key] if "error" not in r]
-        base = _med([r for r in groups.get((c, "ngircd"), []) if "error" not in r],
-                    "deliveries_per_s")
+        g = _ok(groups[key])
+        base = _med(_ok(groups.get((c, "ngircd"), [])), "deliveries_per_s")
         dps = _med(g, "deliveries_per_s")
-        lines.append(
-            f"| {c} | {name} | {len(g)}{_failed(groups[key])} | {dps / 1e6:.2f} M | {_span(g, 'deliveries_per_s')} "
-            f"| {dps / base:.2f} | {_med(g, 'lat_p50_us') / 1e3:.1f} | {_med(g, 'lat_p99_us') / 1e3:.1f} "
-            f"| {sum(r.get('lost', 0) for r in g)} | {_med(g, 'server_us_per_delivery'):.3f} "
-            f"| {_med(g, 'loadgen_us_per_delivery'):.3f} | {_med(g, 'server_vmhwm_kb') / 1024:.1f} "
-            f"| {_med(g, 'cpu1_busy_pct'):.0f} |")
+        lines.append(_row(
+            c, name, f"{len(g)}{_failed(groups[key])}", f"{dps / 1e6:.2f} M",
+            _span(g, "deliveries_per_s"), f"{dps / base:.2f}", f"{_med(g, 'lat_p50_us') / 1e3:.1f}",
+            f"{_med(g, 'lat_p99_us') / 1e3:.1f}", sum(r.get("lost", 0) for r in g),
+            f"{_med(g, 'server_us_per_delivery'):.3f}", f"{_med(g, 'loadgen_us_per_delivery'):.3f}",
+            f"{_core(g, 'server_cpu_s'):.0f}", f"{_core(g, 'loadgen_cpu_s'):.0f}",
+            f"{_med(g, 'server_vmhwm_kb') / 1024:.1f}", f"{_med(g, 'cpu1_busy_pct'):.0f}"))
     return "\n".join(lines)
 
 
 def latency(rows: list[Row]) -> str:
-    lines = [
-        "| clients | server | runs | msgs/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | lost |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = _header("clients", "server", "runs", "msgs/s", "deliveries/s", "p50 ms", "p99 ms",
+                    "p99.9 ms", "max ms", "lost", "server us/delivery")
     for part, label in (("lat", "ordinary (delayed ACK)"), ("lat-quickack", "TCP_QUICKACK")):
         groups = _groups(rows, part)
         for key in sorted(groups, key=_order):
-            g = [r for r in groups[key] if "error" not in r]
-            lines.append(
-                f"| {key[0]} {label} | {key[1]} | {len(g)}{_failed(groups[key])} | {_med(g, 'msgs_per_s'):.0f} "
-                f"| {_med(g, 'deliveries_per_s'):.0f} | {_med(g, 'lat_p50_us') / 1e3:.2f} "
-                f"| {_med(g, 'lat_p99_us') / 1e3:.2f} | {_med(g, 'lat_p999_us') / 1e3:.2f} "
-                f"| {_med(g, 'lat_max_us') / 1e3:.1f} | {sum(r.get('lost', 0) for r in g)} |")
+            g = _ok(groups[key])
+            lines.append(_row(
+                f"{key[0]} {label}", key[1], f"{len(g)}{_failed(groups[key])}",
+                f"{_med(g, 'msgs_per_s'):.0f}", f"{_med(g, 'deliveries_per_s'):.0f}",
+                f"{_med(g, 'lat_p50_us') / 1e3:.2f}", f"{_med(g, 'lat_p99_us') / 1e3:.2f}",
+                f"{_med(g, 'lat_p999_us') / 1e3:.2f}", f"{_med(g, 'lat_max_us') / 1e3:.1f}",
+                sum(r.get("lost", 0) for r in g), f"{_med(g, 'server_us_per_delivery'):.2f}"))
     return "\n".join(lines)
 
 
 def idle(rows: list[Row]) -> str:
-    lines = [
-        "| connections | server | runs | RSS before MB | RSS after MB | KB per connection | login s |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    lines = _header("connections", "server", "runs", "RSS before MB", "RSS after MB",
+                    "KB per connection", "peak RSS MB", "login s")
     groups = _groups(rows, "idle")
     for key in sorted(groups, key=_order):
-        g = [r for r in groups[key] if "error" not in r]
-        lines.append(
-            f"| {key[0]} | {key[1]} | {len(g)}{_failed(groups[key])} | {_med(g, 'server_rss_before_kb') / 1024:.1f} "
-            f"| {_med(g, 'server_rss_kb') / 1024:.1f} | {_med(g, 'rss_per_conn_kb'):.2f} "
-            f"| {_med(g, 'login_s'):.1f} |")
+        g = _ok(groups[key])
+        lines.append(_row(
+            key[0], key[1], f"{len(g)}{_failed(groups[key])}",
+            f"{_med(g, 'server_rss_before_kb') / 1024:.1f}",
+            f"{_med(g, 'server_rss_kb') / 1024:.1f}",
+            f"{_med(g, 'rss_per_conn_kb'):.2f}", f"{_med(g, 'server_vmhwm_kb') / 1024:.1f}",
+            f"{_med(g, 'login_s'):.1f}"))
     return "\n".join(lines)
 
 

@@ -61,6 +61,7 @@ typedef struct {
     char *out;            /* bytes the socket did not take yet */
     size_t out_len, out_cap;
     int want_out;
+    int retries;          /* reconnects during login */
 } conn_t;
 
 typedef struct {
@@ -99,7 +100,7 @@ static int g_ready, g_dead;
 static int g_measuring;
 static uint64_t g_deliveries_total, g_deliveries_window, g_sent_total, g_sent_window;
 static uint64_t g_lost_gaps, g_reordered, g_errors, g_unexpected_close;
-static uint64_t g_bytes_in;
+static uint64_t g_bytes_in, g_reconnects;
 static int g_stop_sending;
 static struct in_addr g_src_base_addr;
 
@@ -261,8 +262,25 @@ static void put_str(conn_t *c, const char *s) { put(c, s, strlen(s)); }
 /* ---- connection lifecycle --------------------------------------------- */
 static void name_of(int idx, char *out, size_t n) { snprintf(out, n, "%s%05d", g_prefix, idx); }
 
+static void conn_open(conn_t *c);
+
+/* A connection lost while logging in is opened again (a few times): servers
+ * with a small listen backlog (ngIRCd) reset some of a burst of connects. */
+static int retry_login(conn_t *c) {
+    if ((c->state != S_CONNECTING && c->state != S_LOGIN) || c->retries >= 5) return 0;
+    epoll_ctl(g_epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->retries++;
+    g_reconnects++;
+    c->registering = c->got_roster = 0;
+    c->carry_len = c->out_len = 0;
+    conn_open(c);
+    return 1;
+}
+
 static void conn_kill(conn_t *c, const char *why) {
     if (c->state == S_DEAD) return;
+    if (retry_login(c)) return;
     int was_ready = c->state == S_READY;
     if (g_verbose || was_ready || g_unexpected_close < 5)
         fprintf(stderr, "loadgen: client %d closed: %s\n", c->idx, why);
@@ -578,12 +596,12 @@ static void print_json(double login_s, double window_s, long srv_ticks, double s
            "\"rate\":%.1f,\"quickack\":%d,\"msg_len\":%d,\"login_s\":%.3f,\"window_s\":%.3f,"
            "\"sent\":%" PRIu64 ",\"sent_in_window\":%" PRIu64 ",\"expected\":%" PRIu64
            ",\"received\":%" PRIu64 ",\"lost\":%" PRIu64 ",\"gaps\":%" PRIu64 ",\"reordered\":%" PRIu64
-           ",\"errors\":%" PRIu64 ",\"closed\":%" PRIu64 ",\"deliveries_in_window\":%" PRIu64
+           ",\"errors\":%" PRIu64 ",\"reconnects\":%" PRIu64 ",\"closed\":%" PRIu64 ",\"deliveries_in_window\":%" PRIu64
            ",\"deliveries_per_s\":%.1f,\"msgs_per_s\":%.1f,",
            g_proto == P_IRC ? "irc" : "chat",
            g_mode == M_WINDOW ? "window" : g_mode == M_RATE ? "rate" : "idle", g_clients, g_senders,
            g_window, g_rate, g_quickack, g_msg_len, login_s, window_s, g_sent_total, g_sent_window,
-           expected, g_deliveries_total, lost, g_lost_gaps, g_reordered, g_errors, g_unexpected_close,
+           expected, g_deliveries_total, lost, g_lost_gaps, g_reordered, g_errors, g_reconnects, g_unexpected_close,
            g_deliveries_window, dps, window_s > 0 ? (double)g_sent_window / window_s : 0);
     printf("\"lat_p50_us\":%s,\"lat_p99_us\":%s,\"lat_p999_us\":%s,\"lat_max_us\":%.1f,"
            "\"lat_samples\":%" PRIu64 ",",
