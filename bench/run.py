@@ -6,12 +6,16 @@ the C load generator pinned to the other, so peak RSS (VmHWM) belongs to that
 run alone and the servers take turns under the same machine conditions.
 Results are appended as JSON lines, then summarised (medians) as Markdown.
 
-    python bench/run.py                      # full matrix (about 20 minutes)
+    python bench/run.py                      # full matrix (about 30 minutes, plus a
+                                             # one-time registration of 10,000 users)
     python bench/run.py --parts sat --reps 1 --clients 100   # a quick look
 
-Parts: `sat` (closed-loop saturation, C x servers), `lat` (fixed 100 msg/s,
-C=200, ordinary clients and clients that ACK at once), `idle` (RSS per idle
-logged-in connection with 2,000 and 10,000 connections).
+Parts (default sat,satord,lat,idle):
+  sat     closed-loop saturation, C x servers, clients that ACK at once;
+  satord  the same at C=200 with ordinary clients, whose ACKs cost the
+          loadgen far less (a headroom check on the loadgen);
+  lat     fixed 100 msg/s, C=200, ordinary clients and clients that ACK at once;
+  idle    RSS per idle logged-in connection with 2,000 and 10,000 connections.
 """
 
 from __future__ import annotations
@@ -149,8 +153,18 @@ def run_loadgen(target: Target, pid: int, port: int, args: list[str], timeout: f
     return result
 
 
+def server_version() -> str:
+    """The commit of src/ that this run measures (the server is an editable install)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              cwd=BENCH.parent, check=False).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "src")
+    return git("log", "-1", "--format=%h", "--", "src") + ("+dirty" if dirty else "")
+
+
 def record(out: Path, part: str, target: Target, rep: int, result: dict) -> None:
-    result.update(part=part, server=target.name, rep=rep)
+    result.update(part=part, server=target.name, rep=rep, src_commit=server_version())
     with out.open("a") as f:
         f.write(json.dumps(result) + "\n")
     brief = {k: result.get(k) for k in (
@@ -196,7 +210,7 @@ def ensure_registered(count: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--parts", default="sat,lat,idle")
+    ap.add_argument("--parts", default="sat,satord,lat,idle")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--clients", default="50,100,200")
     ap.add_argument("--threads", default="1,2,4")
@@ -235,6 +249,12 @@ def main() -> int:
                         "--mode", "window", "--clients", str(c), "--senders", str(c),
                         "--window", str(opts.window), "--quickack", "--login-batch", "10",
                         "--duration", str(opts.duration), "--warmup", str(opts.warmup)], 300)
+        if "satord" in parts:  # headroom check: ordinary clients cost the loadgen far less
+            for t in targets(threads):
+                one(out, "sat-ordinary", t, rep, [
+                    "--mode", "window", "--clients", "200", "--senders", "200",
+                    "--window", str(opts.window), "--login-batch", "10",
+                    "--duration", str(opts.duration), "--warmup", str(opts.warmup)], 300)
         if "lat" in parts:
             for quick in (False, True):
                 for t in targets(threads):

@@ -62,8 +62,8 @@ def _ok(group: list[Row]) -> list[Row]:
     return [r for r in group if "error" not in r]
 
 
-def saturation(rows: list[Row]) -> str:
-    groups = _groups(rows, "sat")
+def saturation(rows: list[Row], part: str = "sat") -> str:
+    groups = _groups(rows, part)
     lines = _header("C", "server", "runs", "deliveries/s (median)", "min-max (M/s)", "x ngIRCd",
                     "p50 ms", "p99 ms", "lost", "server us/delivery", "loadgen us/delivery",
                     "server core %", "loadgen core %", "peak RSS MB", "core-1 busy %")
@@ -120,6 +120,9 @@ def render(rows: list[Row]) -> str:
     parts = [head]
     if any(r.get("part") == "sat" for r in rows):
         parts += ["", "### Saturation (closed loop)", "", saturation(rows)]
+    if any(r.get("part") == "sat-ordinary" for r in rows):
+        parts += ["", "### Saturation with ordinary clients (loadgen headroom check)", "",
+                  saturation(rows, "sat-ordinary")]
     if any(str(r.get("part", "")).startswith("lat") for r in rows):
         parts += ["", "### Fixed rate", "", latency(rows)]
     if any(r.get("part") == "idle" for r in rows):
