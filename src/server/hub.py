@@ -31,9 +31,6 @@ class Hub:
         self._msg_ids = itertools.count(1)
 
     # ---- queries ---------------------------------------------------------
-    def online_count(self) -> int:
-        return len(self._sessions)
-
     def next_msg_id(self) -> int:
         # itertools.count is atomic under the GIL; per-sender order comes
         # from the sender's mailbox running on one worker at a time.
@@ -110,10 +107,6 @@ class Hub:
                     continue
                 (delivered if name in self._sessions else missing).append(name)
             return self._sessions_of(delivered), delivered, missing
-
-    def chat_users(self) -> list[User]:
-        with self._lock:
-            return [u for sessions in self._sessions.values() for u in sessions]
 
     # ---- lock held -------------------------------------------------------
     def _sessions_of(self, names: Iterable[str]) -> list[User]:
