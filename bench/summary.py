@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Medians of a bench/run.py results file as Markdown tables.
 
-    python bench/summary.py bench/results/run-YYYYmmdd-HHMMSS.jsonl
+    python bench/summary.py bench/results/run-YYYYmmdd-HHMMSS.jsonl [more.jsonl ...]
+
+Several files are pooled (e.g. a run and its continuation).
 """
 
 from __future__ import annotations
@@ -131,4 +133,5 @@ def render(rows: list[Row]) -> str:
 
 
 if __name__ == "__main__":
-    print(render([json.loads(x) for x in Path(sys.argv[1]).read_text().splitlines() if x.strip()]))
+    print(render([json.loads(x) for name in sys.argv[1:]
+                  for x in Path(name).read_text().splitlines() if x.strip()]))

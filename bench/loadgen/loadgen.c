@@ -637,7 +637,7 @@ static void parse_args(int argc, char **argv) {
         {"msg-len", 1, 0, 'l'}, {"prefix", 1, 0, 'x'}, {"password", 1, 0, 'W'},
         {"quickack", 0, 0, 'q'}, {"no-nodelay", 0, 0, 'N'}, {"src-count", 1, 0, 'n'},
         {"src-base", 1, 0, 'b'}, {"server-pid", 1, 0, 'i'}, {"login-batch", 1, 0, 'B'},
-        {"no-join", 0, 0, 'J'}, {"login-timeout", 1, 0, 'T'}, {"verbose", 0, 0, 'v'}, {0, 0, 0, 0}};
+        {"no-join", 0, 0, 'J'}, {"login-timeout", 1, 0, 'T'}, {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
