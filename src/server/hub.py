@@ -4,7 +4,8 @@ The hub lock guards: `_sessions` (name -> that user's sessions in CHAT, in
 arrival order), `_subscribers` (every connection that got its full roster:
 ROSTER and CHAT), each connection's roster outbox, and the protocol state
 transitions into ROSTER, CHAT and CLOSED. It is taken before a user's send
-lock, never after (see docs/server.md, "Locking rules").
+lock, never after (see docs/server.md, "Locking rules"). The roster change
+log, shared by every outbox, is guarded by the same lock.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import time
 from collections.abc import Iterable
 
 from chat.shared.messages import BROADCAST, Recipients, Roster, RosterAck, encode
+from chat.shared.roster import ChangeLog
 from chat.shared.states import State
 
 from .user import User
+
+_TRIM_MIN = 1024  # roster log entries before the first trim
 
 Dirty = dict[User, None]  # users with bytes to flush at the end of a batch, in order
 
@@ -29,6 +33,9 @@ class Hub:
         self._subscribers: set[User] = set()
         self._ack_timeout = ack_timeout
         self._msg_ids = itertools.count(1)
+        #: Every join and leave, shared by all roster outboxes (each keeps a cursor).
+        self.roster_log = ChangeLog()
+        self._trim_at = _TRIM_MIN
 
     # ---- queries ---------------------------------------------------------
     def next_msg_id(self) -> int:
@@ -80,9 +87,7 @@ class Hub:
             if sessions:
                 return False
             self._sessions.pop(user.name, None)
-            for other in self._subscribers:
-                if other.name != user.name:
-                    self._queue_roster(other, other.conn.roster.left(user.name), dirty)
+            self._announce(user.name, False, dirty)
             return True
 
     def close_all(self) -> None:
@@ -118,11 +123,25 @@ class Hub:
         sessions = self._sessions.setdefault(user.name, [])
         first = not sessions
         sessions.append(user)
-        if not first:
-            return
+        if first:
+            self._announce(user.name, True, dirty)
+
+    def _announce(self, name: str, joined: bool, dirty: Dirty) -> None:
+        """Log a join or leave; whoever has no roster frame in flight hears of it now."""
+        self.roster_log.append(name, joined)
         for other in self._subscribers:
-            if other.name != user.name:
-                self._queue_roster(other, other.conn.roster.joined(user.name), dirty)
+            outbox = other.conn.roster
+            if outbox.in_flight is None and other.name != name:
+                self._queue_roster(other, outbox.changed(), dirty)
+        if len(self.roster_log) >= self._trim_at:
+            self._trim_log()
+
+    def _trim_log(self) -> None:
+        """Forget changes every subscriber has been told; amortised O(1) per change."""
+        log = self.roster_log
+        oldest = min((u.conn.roster.cursor for u in self._subscribers), default=log.end)
+        log.trim(oldest)
+        self._trim_at = max(_TRIM_MIN, 2 * len(log))
 
     def _queue_roster(self, user: User, frame: Roster | None, dirty: Dirty,
                       prefix: bytes = b"") -> None:

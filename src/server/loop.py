@@ -155,8 +155,8 @@ class EventLoop:
             log.info("rejected %s: server_full (%d clients)", peer, len(self.users))
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        user = User(sock, peer, ServerConnection(self._config.max_frame), self.selector,
-                    self._config.max_outbuf)
+        conn = ServerConnection(self._config.max_frame, self._hub.roster_log)
+        user = User(sock, peer, conn, self.selector, self._config.max_outbuf)
         assert self.dispatcher is not None
         user.mailbox = Mailbox(self._pool, partial(self.dispatcher.handle_batch, user))
         self.users[user.fd] = user

@@ -21,7 +21,7 @@ from .messages import (
     parse_server_message,
     raw_send_id,
 )
-from .roster import RosterOutbox, RosterView
+from .roster import ChangeLog, RosterOutbox, RosterView
 from .states import CLIENT_RULES, State, Transition, check_client_frame, next_state
 
 #: Failed logins allowed on one connection; the last is answered by too_many_attempts.
@@ -33,10 +33,11 @@ class ServerConnection:
 
     __slots__ = ("_decoder", "failed_auths", "roster", "state", "user")
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME,
+                 roster_log: ChangeLog | None = None) -> None:
         self._decoder = FrameDecoder(max_frame)
         self.state = State.AUTH
-        self.roster = RosterOutbox()
+        self.roster = RosterOutbox(roster_log)
         self.failed_auths = 0
         self.user: str | None = None
 
@@ -69,7 +70,7 @@ class ServerConnection:
     def auth_succeeded(self, user: str, online: list[str]) -> tuple[AuthOk, Roster]:
         """Enter ROSTER: the `auth_ok` and the full roster that must follow it at once."""
         self.state = next_state(self.state, Transition.AUTH_OK)
-        self.user = user
+        self.user = self.roster.own = user
         return AuthOk(user), self.roster.full(online)
 
     def auth_failed(self) -> None:

@@ -10,43 +10,96 @@ from .errors import Code, LocalProtocolError, RemoteProtocolError
 from .messages import Roster
 
 
-class RosterOutbox:
-    """Changes not yet told to one connection, and the frame awaiting its ack.
+class ChangeLog:
+    """Every join and leave in order, shared by the outboxes of all connections.
 
-    Joins and leaves of one name alternate (the server guarantees it), so a
-    join cancels a pending leave and vice versa: a user who joined and left
-    meanwhile appears in neither list, and the delta stays relative to the
-    last frame sent (clarification 12).
+    An outbox keeps only a cursor into it, so a connection that is slow to
+    ack costs an integer, not a copy of every change made meanwhile; the
+    log drops what every cursor has passed (`trim`).
     """
 
-    __slots__ = ("_join", "_leave", "_next_seq", "in_flight")
+    __slots__ = ("_base", "_events")
 
     def __init__(self) -> None:
-        self._join: set[str] = set()
-        self._leave: set[str] = set()
+        self._events: list[tuple[str, bool]] = []
+        self._base = 0  # index, in the whole history, of _events[0]
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    @property
+    def end(self) -> int:
+        return self._base + len(self._events)
+
+    def append(self, name: str, joined: bool) -> None:
+        self._events.append((name, joined))
+
+    def net(self, since: int, skip: str | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(joined, left) between `since` and now, each sorted.
+
+        Joins and leaves of one name alternate (the server guarantees it), so
+        a name whose first and last change differ is back where it was: it
+        appears in neither list (a user who joined and left meanwhile), and
+        the result is relative to the state at `since` (clarification 12).
+        """
+        first: dict[str, bool] = {}
+        last: dict[str, bool] = {}
+        for name, joined in self._events[max(since - self._base, 0):]:
+            if name != skip:
+                first.setdefault(name, joined)
+                last[name] = joined
+        join = sorted(n for n, j in first.items() if j and last[n])
+        leave = sorted(n for n, j in first.items() if not j and not last[n])
+        return tuple(join), tuple(leave)
+
+    def trim(self, keep_from: int) -> None:
+        """Forget the changes before `keep_from` (the oldest cursor still in use)."""
+        drop = min(max(keep_from - self._base, 0), len(self._events))
+        if drop:
+            del self._events[:drop]
+            self._base += drop
+
+
+class RosterOutbox:
+    """Where one connection stands in the change log, and the frame awaiting its ack.
+
+    With a shared `log`, the server appends each change once and calls
+    `changed()` on every outbox; alone (no `log` given) `joined`/`left`
+    record the change in a private log, which keeps this class usable and
+    testable on its own. `own` is the connection's user name: a session
+    never hears of its own user (clarification 8).
+    """
+
+    __slots__ = ("_cursor", "_log", "_next_seq", "_private", "in_flight", "own")
+
+    def __init__(self, log: ChangeLog | None = None, own: str | None = None) -> None:
+        self._private = log is None
+        self._log = ChangeLog() if log is None else log
+        self._cursor = self._log.end
         self._next_seq = 1
         self.in_flight: int | None = None
+        self.own = own
+
+    @property
+    def cursor(self) -> int:
+        """The first change not yet covered by a frame sent on this connection."""
+        return self._cursor
 
     def full(self, users: list[str]) -> Roster:
-        """The first frame: a snapshot. Drops anything pending (the snapshot has it)."""
+        """The first frame: a snapshot. Changes before it are in the snapshot."""
         if self._next_seq != 1:
             raise LocalProtocolError("the full roster is sent once, first")
-        self._join.clear()
-        self._leave.clear()
+        self._cursor = self._log.end
         return self._emit(Roster(self._next_seq, True, users=tuple(users)))
 
     def joined(self, name: str) -> Roster | None:
-        if name in self._leave:
-            self._leave.discard(name)
-        else:
-            self._join.add(name)
-        return self._maybe_delta()
+        return self._record(name, True)
 
     def left(self, name: str) -> Roster | None:
-        if name in self._join:
-            self._join.discard(name)
-        else:
-            self._leave.add(name)
+        return self._record(name, False)
+
+    def changed(self) -> Roster | None:
+        """The shared log grew: the delta to send now, when nothing is in flight."""
         return self._maybe_delta()
 
     def ack(self, seq: int) -> Roster | None:
@@ -62,14 +115,24 @@ class RosterOutbox:
     def started(self) -> bool:
         return self._next_seq > 1
 
+    def _record(self, name: str, joined: bool) -> Roster | None:
+        if not self._private:
+            raise LocalProtocolError("a shared change log is appended to by its owner")
+        self._log.append(name, joined)
+        if not self.started:
+            self._log.trim(self._log.end)  # the snapshot will have it
+        return self._maybe_delta()
+
     def _maybe_delta(self) -> Roster | None:
-        if self.in_flight is not None or not self.started or not (self._join or self._leave):
+        if self.in_flight is not None or not self.started or self._cursor == self._log.end:
             return None
-        delta = Roster(self._next_seq, False, join=tuple(sorted(self._join)),
-                       leave=tuple(sorted(self._leave)))
-        self._join.clear()
-        self._leave.clear()
-        return self._emit(delta)
+        join, leave = self._log.net(self._cursor, self.own)
+        self._cursor = self._log.end
+        if self._private:
+            self._log.trim(self._cursor)
+        if not (join or leave):
+            return None
+        return self._emit(Roster(self._next_seq, False, join=join, leave=leave))
 
     def _emit(self, frame: Roster) -> Roster:
         self.in_flight = frame.seq

@@ -15,7 +15,7 @@ from hypothesis.stateful import (
 
 from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError
 from chat.shared.messages import Roster
-from chat.shared.roster import RosterOutbox, RosterView
+from chat.shared.roster import ChangeLog, RosterOutbox, RosterView
 
 
 def started(users: list[str] | None = None) -> tuple[RosterOutbox, Roster]:
@@ -183,3 +183,119 @@ class RosterProtocol(RuleBasedStateMachine):
 
 TestRosterProtocol = RosterProtocol.TestCase
 TestRosterProtocol.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+# --------------------------------------------------------------------------
+# A change log shared by several outboxes (the server's arrangement)
+# --------------------------------------------------------------------------
+def test_shared_log_outboxes_each_get_the_net_change_since_their_own_last_frame() -> None:
+    log = ChangeLog()
+    alice, bob = RosterOutbox(log, own="alice"), RosterOutbox(log, own="bob")
+    alice.full([])
+    bob.full(["alice"])
+    bob.ack(1)  # bob has nothing in flight, alice still waits on her full roster
+    log.append("carol", True)
+    assert bob.changed() == Roster(2, False, join=("carol",), leave=())
+    assert alice.changed() is None  # in flight: the change waits for her ack
+    log.append("carol", False)
+    log.append("dave", True)
+    assert alice.ack(1) == Roster(2, False, join=("dave",), leave=())  # carol came and went
+    assert bob.ack(2) == Roster(3, False, join=("dave",), leave=("carol",))
+
+
+def test_shared_log_never_tells_a_session_about_its_own_user() -> None:
+    log = ChangeLog()
+    second = RosterOutbox(log, own="bob")
+    second.full(["alice"])
+    second.ack(1)
+    log.append("bob", False)  # bob's other session left
+    assert second.changed() is None
+    assert second.cursor == log.end
+
+
+def test_shared_log_is_trimmed_only_up_to_the_oldest_cursor() -> None:
+    log = ChangeLog()
+    slow, fast = RosterOutbox(log, own="s"), RosterOutbox(log, own="f")
+    slow.full([])
+    fast.full([])
+    fast.ack(1)
+    for i in range(10):
+        log.append(f"u{i}", True)
+        fast.changed()
+        fast.ack(fast.in_flight)  # type: ignore[arg-type]
+    log.trim(min(slow.cursor, fast.cursor))
+    assert len(log) == 10  # slow has not been told anything yet
+    assert slow.ack(1) == Roster(2, False, join=tuple(sorted(f"u{i}" for i in range(10))),
+                                 leave=())
+    log.trim(min(slow.cursor, fast.cursor))
+    assert len(log) == 0
+
+
+def test_a_shared_log_is_appended_to_by_its_owner_only() -> None:
+    outbox = RosterOutbox(ChangeLog())
+    with pytest.raises(LocalProtocolError):
+        outbox.joined("bob")
+
+
+class _Session:
+    def __init__(self, log: ChangeLog, own: str, online: set[str]) -> None:
+        self.own = own
+        self.outbox = RosterOutbox(log, own=own)
+        self.view = RosterView()
+        self.unacked: Roster | None = None
+        self.receive(self.outbox.full(sorted(online - {own})))
+
+    def receive(self, frame: Roster | None) -> None:
+        if frame is None:
+            return
+        assert self.unacked is None, "a second frame while one is in flight"
+        assert self.own not in frame.users + frame.join + frame.leave
+        if not frame.full:
+            assert frame.join or frame.leave, "an empty delta"
+        self.view.apply(frame)
+        self.unacked = frame
+
+
+class SharedLogProtocol(RuleBasedStateMachine):
+    """Several sessions on one log, random changes, acks and trims (the server's shape)."""
+
+    @initialize(first=st.sets(st.sampled_from(NAMES)))
+    def start(self, first: set[str]) -> None:
+        self.truth = set(first)
+        self.log = ChangeLog()
+        self.sessions = [_Session(self.log, own, self.truth) for own in NAMES[:3]]
+
+    def announce(self) -> None:
+        for s in self.sessions:
+            if s.unacked is None:
+                s.receive(s.outbox.changed())
+
+    @rule(name=st.sampled_from(NAMES))
+    def toggle(self, name: str) -> None:
+        joined = name not in self.truth
+        (self.truth.add if joined else self.truth.discard)(name)
+        self.log.append(name, joined)
+        self.announce()
+
+    @rule(i=st.integers(0, 2))
+    def ack(self, i: int) -> None:
+        s = self.sessions[i]
+        if s.unacked is not None:
+            seq, s.unacked = s.unacked.seq, None
+            s.receive(s.outbox.ack(seq))
+            assert s.view.online == self.truth - {s.own}
+
+    @rule()
+    def trim(self) -> None:
+        self.log.trim(min(s.outbox.cursor for s in self.sessions))
+
+    @invariant()
+    def views_are_true_whenever_nothing_is_in_flight(self) -> None:
+        for s in self.sessions:
+            if s.unacked is None:
+                assert s.view.online == self.truth - {s.own}
+
+
+TestSharedLogProtocol = SharedLogProtocol.TestCase
+TestSharedLogProtocol.settings = settings(max_examples=150, stateful_step_count=40,
+                                          deadline=None)
