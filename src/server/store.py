@@ -183,7 +183,12 @@ class UserStore:
         self._codec = _Codec(self.path, key, cipher)
         self._n = 1 << hash_cost_log2
         self._users: dict[str, Record] = dict(users or {})
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # _users, _pending, _version, _durable
+        self._write_lock = threading.Lock()  # one writer of the file at a time
+        self._pending: set[str] = set()  # registered, not on disk yet: cannot log in
+        self._version = 0  # bumped by every registration
+        self._last_error = f"users file {self.path}: cannot write"
+        self._durable = 0  # the newest version the file holds
         # Unknown names are hashed against this, so they cost as much as known ones.
         self._dummy = self._new_record("", secrets.token_urlsafe(16))
 
@@ -218,7 +223,12 @@ class UserStore:
             return sorted(self._users)
 
     def register(self, name: str, password: str) -> bool:
-        """True once the account is on disk for good; False if the name is taken."""
+        """True once the account is on disk for good; False if the name is taken.
+
+        Registrations that arrive while the file is being written are written
+        together by the next write (group commit); each call still returns
+        only once a write that holds its own record has finished.
+        """
         if name in self:
             return False
         record = self._new_record(name, password)  # slow: outside the lock
@@ -226,32 +236,63 @@ class UserStore:
             if name in self._users:
                 return False
             self._users[name] = record
-            try:
-                self._persist_locked()
-            except StoreError:
-                del self._users[name]
-                raise
+            self._pending.add(name)
+            self._version += 1
+            version = self._version
+        self._make_durable(name, record, version)
         return True
 
     def verify(self, name: str, password: str) -> bool:
         with self._lock:
-            record = self._users.get(name)
+            record = None if name in self._pending else self._users.get(name)
         known = record is not None
         target = record if record is not None else self._dummy
         digest = _scrypt(password, target.salt, target.n, target.r, target.p, target.dklen)
         return hmac.compare_digest(digest, target.hash) and known
 
     def save(self) -> None:
+        with self._write_lock:
+            self._write_snapshot()
+
+    def _make_durable(self, name: str, record: Record, version: int) -> None:
+        with self._write_lock:
+            with self._lock:
+                if self._users.get(name) is not record:  # a failed write took it back
+                    raise StoreError(self._last_error)
+                if self._durable >= version:
+                    return  # the write that just finished held our record
+            self._write_snapshot()
+
+    def _write_snapshot(self) -> None:
+        """Write every account now in memory; `_write_lock` is held.
+
+        On failure every registration in this snapshot that was not on disk
+        yet is taken back, so no caller is told "registered" for an account
+        the file does not hold.
+        """
         with self._lock:
-            self._persist_locked()
+            records = list(self._users.values())
+            version, pending = self._version, set(self._pending)
+        try:
+            self._persist(records)
+        except StoreError as exc:
+            with self._lock:
+                self._last_error = str(exc)
+                for gone in pending:
+                    self._users.pop(gone, None)
+                self._pending -= pending
+            raise
+        with self._lock:
+            self._durable = max(self._durable, version)
+            self._pending -= pending
 
     def _new_record(self, name: str, password: str) -> Record:
         salt = secrets.token_bytes(SALT_BYTES)
         digest = _scrypt(password, salt, self._n, SCRYPT_R, SCRYPT_P, HASH_BYTES)
         return Record(name, salt, digest, self._n, SCRYPT_R, SCRYPT_P, HASH_BYTES, time.time())
 
-    def _persist_locked(self) -> None:
-        blob = self._codec.seal(_encode_records(self._users.values()))
+    def _persist(self, records: list[Record]) -> None:
+        blob = self._codec.seal(_encode_records(records))
         try:
             _write_atomic(self.path, blob)
         except OSError as exc:

@@ -345,3 +345,70 @@ def test_lone_surrogates_in_names_and_passwords_round_trip(
     again = _open(users_file, cipher)
     assert again.verify("odd\ud800name", "pass\udfff")
     assert not again.verify("odd\ud800name", "pass")
+
+
+def _slow_writes(store: UserStore, events: list[str]) -> None:
+    """Make every file write take a while and record it, so registrations overlap."""
+    persist = store._persist
+
+    def slow(records):  # type: ignore[no-untyped-def]
+        events.append(f"write {len(records)}")
+        threading.Event().wait(0.05)
+        persist(records)
+
+    store._persist = slow  # type: ignore[method-assign]
+
+
+def test_registrations_during_a_write_share_the_next_write(
+    users_file: Path, cipher: Cipher
+) -> None:
+    store = _open(users_file, cipher)
+    writes: list[str] = []
+    _slow_writes(store, writes)
+    names = [f"user{i}" for i in range(16)]
+    results: dict[str, bool] = {}
+    threads = [threading.Thread(target=lambda n=n: results.update({n: store.register(n, "pw")}))
+               for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(results[n] for n in names)
+    assert len(writes) < len(names), writes  # group commit: fewer writes than accounts
+    assert _open(users_file, cipher).names() == sorted(names)
+
+
+def test_an_account_cannot_log_in_before_it_is_on_disk(users_file: Path, cipher: Cipher) -> None:
+    store = _open(users_file, cipher)
+    writes: list[str] = []
+    _slow_writes(store, writes)
+    registering = threading.Thread(target=store.register, args=("alice", "pw"))
+    registering.start()
+    while not writes:  # the write of alice's record is under way
+        threading.Event().wait(0.001)
+    assert not store.verify("alice", "pw")
+    registering.join()
+    assert store.verify("alice", "pw")
+
+
+def test_a_failed_write_takes_back_every_registration_it_held(
+    tmp_path: Path, cipher: Cipher
+) -> None:
+    folder = tmp_path / "state"
+    store = _open(folder / "users.db", cipher)
+    folder.write_text("a file where the folder should be")
+    errors: list[str] = []
+
+    def register(name: str) -> None:
+        try:
+            store.register(name, "pw")
+        except StoreError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=register, args=(f"u{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 6 and len(store) == 0
+    assert all("cannot write" in e for e in errors)
