@@ -84,10 +84,31 @@ def raise_nofile() -> None:
 
 def chat_server_cmd(threads: int, port: int, max_clients: int) -> list[str]:
     exe = shutil.which("chat-server") or str(Path(sys.executable).parent / "chat-server")
-    return [exe, "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads),
-            "--rate-limit", "0", "--hash-cost", "10", "--log-level", "WARNING",
-            "--users-file", str(STATE / "users.db"), "--key-file", str(STATE / "server.key"),
-            "--max-clients", str(max_clients), "--idle-timeout", "0", "--ack-timeout", "600"]
+    return [
+        exe,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--threads",
+        str(threads),
+        "--rate-limit",
+        "0",
+        "--hash-cost",
+        "10",
+        "--log-level",
+        "WARNING",
+        "--users-file",
+        str(STATE / "users.db"),
+        "--key-file",
+        str(STATE / "server.key"),
+        "--max-clients",
+        str(max_clients),
+        "--idle-timeout",
+        "0",
+        "--ack-timeout",
+        "600",
+    ]
 
 
 def ngircd_cmd(port: int) -> list[str]:
@@ -102,11 +123,11 @@ def ngircd_cmd(port: int) -> list[str]:
 def server(target: Target, max_clients: int = 12000) -> Iterator[tuple[int, int]]:
     """Start the server pinned to SERVER_CPU; yield (pid, port); stop it."""
     port = free_port()
-    cmd = ngircd_cmd(port) if target.is_irc else chat_server_cmd(
-        target.threads, port, max_clients)
+    cmd = ngircd_cmd(port) if target.is_irc else chat_server_cmd(target.threads, port, max_clients)
     log = open(STATE / f"{target.name}.log", "wb")  # noqa: SIM115 - closed below; last run only
-    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, *cmd], stdout=log, stderr=log,
-                            preexec_fn=raise_nofile)
+    proc = subprocess.Popen(
+        ["taskset", "-c", SERVER_CPU, *cmd], stdout=log, stderr=log, preexec_fn=raise_nofile
+    )
     try:
         wait_port(port, proc)
         time.sleep(0.3)  # let the start-up allocations settle before the RSS baseline
@@ -135,10 +156,22 @@ def cpu_busy() -> dict[str, tuple[int, int]]:
 
 def run_loadgen(target: Target, pid: int, port: int, args: list[str], timeout: float) -> dict:
     before = cpu_busy()
-    cmd = ["taskset", "-c", LOADGEN_CPU, str(LOADGEN), "--proto", target.proto,
-           "--port", str(port), "--server-pid", str(pid), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=raise_nofile, check=False)
+    cmd = [
+        "taskset",
+        "-c",
+        LOADGEN_CPU,
+        str(LOADGEN),
+        "--proto",
+        target.proto,
+        "--port",
+        str(port),
+        "--server-pid",
+        str(pid),
+        *args,
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=raise_nofile, check=False
+    )
     after = cpu_busy()
     if proc.returncode != 0 or not proc.stdout.strip():
         raise RuntimeError(f"loadgen failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -155,9 +188,11 @@ def run_loadgen(target: Target, pid: int, port: int, args: list[str], timeout: f
 
 def server_version() -> str:
     """The commit of src/ that this run measures (the server is an editable install)."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True,
-                              cwd=BENCH.parent, check=False).stdout.strip()
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=BENCH.parent, check=False
+        ).stdout.strip()
 
     dirty = git("status", "--porcelain", "--", "src")
     return git("log", "-1", "--format=%h", "--", "src") + ("+dirty" if dirty else "")
@@ -167,18 +202,39 @@ def record(out: Path, part: str, target: Target, rep: int, result: dict) -> None
     result.update(part=part, server=target.name, rep=rep, src_commit=server_version())
     with out.open("a") as f:
         f.write(json.dumps(result) + "\n")
-    brief = {k: result.get(k) for k in (
-        "deliveries_per_s", "lost", "lat_p50_us", "lat_p99_us", "server_us_per_delivery",
-        "loadgen_us_per_delivery", "server_vmhwm_kb", "rss_per_conn_kb", "cpu1_busy_pct")}
-    print(f"[{time.strftime('%H:%M:%S')}] {part} {target.name} C={result['clients']} "
-          f"rep={rep}: {brief}", flush=True)
+    brief = {
+        k: result.get(k)
+        for k in (
+            "deliveries_per_s",
+            "lost",
+            "lat_p50_us",
+            "lat_p99_us",
+            "server_us_per_delivery",
+            "loadgen_us_per_delivery",
+            "server_vmhwm_kb",
+            "rss_per_conn_kb",
+            "cpu1_busy_pct",
+        )
+    }
+    print(
+        f"[{time.strftime('%H:%M:%S')}] {part} {target.name} C={result['clients']} "
+        f"rep={rep}: {brief}",
+        flush=True,
+    )
 
 
 ONLY: set[str] = set()  # --only: server names to run (empty = all); set once by main
 
 
-def one(out: Path, part: str, target: Target, rep: int, args: list[str], timeout: float,
-        max_clients: int = 12000) -> None:
+def one(
+    out: Path,
+    part: str,
+    target: Target,
+    rep: int,
+    args: list[str],
+    timeout: float,
+    max_clients: int = 12000,
+) -> None:
     if ONLY and target.name not in ONLY:
         return
     try:
@@ -202,9 +258,25 @@ def ensure_registered(count: int) -> None:
         return
     print(f"registering {count} bench users (once; reused across runs)...", flush=True)
     with server(Target("chat-t2", 2)) as (pid, port):
-        run_loadgen(Target("chat-t2", 2), pid, port,
-                    ["--mode", "idle", "--clients", str(count), "--hold", "0",
-                     "--login-batch", "32", "--quickack", "--src-count", "8"], timeout=3600)
+        run_loadgen(
+            Target("chat-t2", 2),
+            pid,
+            port,
+            [
+                "--mode",
+                "idle",
+                "--clients",
+                str(count),
+                "--hold",
+                "0",
+                "--login-batch",
+                "32",
+                "--quickack",
+                "--src-count",
+                "8",
+            ],
+            timeout=3600,
+        )
     marker.write_text(str(count))
 
 
@@ -222,8 +294,12 @@ def main() -> int:
     ap.add_argument("--lat-duration", type=float, default=10.0)
     ap.add_argument("--idle", default="2000,10000")
     ap.add_argument("--idle-reps", type=int, default=1)
-    ap.add_argument("--idle-join-max", type=int, default=2000,
-                    help="largest idle N for which IRC clients also JOIN #bench")
+    ap.add_argument(
+        "--idle-join-max",
+        type=int,
+        default=2000,
+        help="largest idle N for which IRC clients also JOIN #bench",
+    )
     ap.add_argument("--only", default="", help="run only these servers, e.g. ngircd,chat-t4")
     ap.add_argument("--out", type=Path, default=None)
     opts = ap.parse_args()
@@ -245,34 +321,109 @@ def main() -> int:
         if "sat" in parts:
             for c in clients:
                 for t in targets(threads):
-                    one(out, "sat", t, rep, [
-                        "--mode", "window", "--clients", str(c), "--senders", str(c),
-                        "--window", str(opts.window), "--quickack", "--login-batch", "10",
-                        "--duration", str(opts.duration), "--warmup", str(opts.warmup)], 300)
+                    one(
+                        out,
+                        "sat",
+                        t,
+                        rep,
+                        [
+                            "--mode",
+                            "window",
+                            "--clients",
+                            str(c),
+                            "--senders",
+                            str(c),
+                            "--window",
+                            str(opts.window),
+                            "--quickack",
+                            "--login-batch",
+                            "10",
+                            "--duration",
+                            str(opts.duration),
+                            "--warmup",
+                            str(opts.warmup),
+                        ],
+                        300,
+                    )
         if "satord" in parts:  # headroom check: ordinary clients cost the loadgen far less
             for t in targets(threads):
-                one(out, "sat-ordinary", t, rep, [
-                    "--mode", "window", "--clients", "200", "--senders", "200",
-                    "--window", str(opts.window), "--login-batch", "10",
-                    "--duration", str(opts.duration), "--warmup", str(opts.warmup)], 300)
+                one(
+                    out,
+                    "sat-ordinary",
+                    t,
+                    rep,
+                    [
+                        "--mode",
+                        "window",
+                        "--clients",
+                        "200",
+                        "--senders",
+                        "200",
+                        "--window",
+                        str(opts.window),
+                        "--login-batch",
+                        "10",
+                        "--duration",
+                        str(opts.duration),
+                        "--warmup",
+                        str(opts.warmup),
+                    ],
+                    300,
+                )
         if "lat" in parts:
             for quick in (False, True):
                 for t in targets(threads):
-                    one(out, "lat-quickack" if quick else "lat", t, rep, [
-                        "--mode", "rate", "--rate", str(opts.lat_rate),
-                        "--clients", str(opts.lat_clients), "--senders", str(opts.lat_clients),
-                        "--login-batch", "10", "--duration", str(opts.lat_duration),
-                        "--warmup", str(opts.warmup), *(["--quickack"] if quick else [])], 300)
+                    one(
+                        out,
+                        "lat-quickack" if quick else "lat",
+                        t,
+                        rep,
+                        [
+                            "--mode",
+                            "rate",
+                            "--rate",
+                            str(opts.lat_rate),
+                            "--clients",
+                            str(opts.lat_clients),
+                            "--senders",
+                            str(opts.lat_clients),
+                            "--login-batch",
+                            "10",
+                            "--duration",
+                            str(opts.lat_duration),
+                            "--warmup",
+                            str(opts.warmup),
+                            *(["--quickack"] if quick else []),
+                        ],
+                        300,
+                    )
     for rep in range(1, opts.idle_reps + 1):
         for n in idle:
             # ngIRCd slows down per JOIN as the channel grows (10,000 members in
             # #bench did not finish in 5 minutes), so large N are measured without it.
             irc = [Target("ngircd")] if n <= opts.idle_join_max else []
             for t in [*irc, Target("ngircd-nochan"), Target(f"chat-t{max(threads)}", max(threads))]:
-                one(out, "idle", t, rep, [
-                    "--mode", "idle", "--clients", str(n), "--hold", "3", "--login-batch", "64",
-                    "--quickack", "--src-count", "8", *(["--no-join"] if t.name == "ngircd-nochan"
-                                                        else [])], 3600)
+                one(
+                    out,
+                    "idle",
+                    t,
+                    rep,
+                    [
+                        "--mode",
+                        "idle",
+                        "--clients",
+                        str(n),
+                        "--hold",
+                        "3",
+                        "--login-batch",
+                        "64",
+                        "--quickack",
+                        "--src-count",
+                        "8",
+                        *(["--no-join"] if t.name == "ngircd-nochan" else []),
+                    ],
+                    3600,
+                )
     print(summarize(out))
     return 0
 

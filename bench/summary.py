@@ -25,8 +25,11 @@ def _med(rows: list[Row], key: str) -> float:
 
 def _core(rows: list[Row], key: str) -> float:
     """Median share of one core used over the measured window, in percent."""
-    vals = [100.0 * r[key] / r["window_s"] for r in rows
-            if isinstance(r.get(key), (int, float)) and r.get("window_s")]
+    vals = [
+        100.0 * r[key] / r["window_s"]
+        for r in rows
+        if isinstance(r.get(key), (int, float)) and r.get("window_s")
+    ]
     return statistics.median(vals) if vals else float("nan")
 
 
@@ -66,65 +69,132 @@ def _ok(group: list[Row]) -> list[Row]:
 
 def saturation(rows: list[Row], part: str = "sat") -> str:
     groups = _groups(rows, part)
-    lines = _header("C", "server", "runs", "deliveries/s (median)", "min-max (M/s)", "x ngIRCd",
-                    "p50 ms", "p99 ms", "lost", "server us/delivery", "loadgen us/delivery",
-                    "server core %", "loadgen core %", "peak RSS MB", "core-1 busy %")
+    lines = _header(
+        "C",
+        "server",
+        "runs",
+        "deliveries/s (median)",
+        "min-max (M/s)",
+        "x ngIRCd",
+        "p50 ms",
+        "p99 ms",
+        "lost",
+        "server us/delivery",
+        "loadgen us/delivery",
+        "server core %",
+        "loadgen core %",
+        "peak RSS MB",
+        "core-1 busy %",
+    )
     for key in sorted(groups, key=_order):
         c, name = key
         g = _ok(groups[key])
         base = _med(_ok(groups.get((c, "ngircd"), [])), "deliveries_per_s")
         dps = _med(g, "deliveries_per_s")
-        lines.append(_row(
-            c, name, f"{len(g)}{_failed(groups[key])}", f"{dps / 1e6:.2f} M",
-            _span(g, "deliveries_per_s"), f"{dps / base:.2f}", f"{_med(g, 'lat_p50_us') / 1e3:.1f}",
-            f"{_med(g, 'lat_p99_us') / 1e3:.1f}", sum(r.get("lost", 0) for r in g),
-            f"{_med(g, 'server_us_per_delivery'):.3f}", f"{_med(g, 'loadgen_us_per_delivery'):.3f}",
-            f"{_core(g, 'server_cpu_s'):.0f}", f"{_core(g, 'loadgen_cpu_s'):.0f}",
-            f"{_med(g, 'server_vmhwm_kb') / 1024:.1f}", f"{_med(g, 'cpu1_busy_pct'):.0f}"))
+        lines.append(
+            _row(
+                c,
+                name,
+                f"{len(g)}{_failed(groups[key])}",
+                f"{dps / 1e6:.2f} M",
+                _span(g, "deliveries_per_s"),
+                f"{dps / base:.2f}",
+                f"{_med(g, 'lat_p50_us') / 1e3:.1f}",
+                f"{_med(g, 'lat_p99_us') / 1e3:.1f}",
+                sum(r.get("lost", 0) for r in g),
+                f"{_med(g, 'server_us_per_delivery'):.3f}",
+                f"{_med(g, 'loadgen_us_per_delivery'):.3f}",
+                f"{_core(g, 'server_cpu_s'):.0f}",
+                f"{_core(g, 'loadgen_cpu_s'):.0f}",
+                f"{_med(g, 'server_vmhwm_kb') / 1024:.1f}",
+                f"{_med(g, 'cpu1_busy_pct'):.0f}",
+            )
+        )
     return "\n".join(lines)
 
 
 def latency(rows: list[Row]) -> str:
-    lines = _header("clients", "server", "runs", "msgs/s", "deliveries/s", "p50 ms", "p99 ms",
-                    "p99.9 ms", "max ms", "lost", "server us/delivery")
+    lines = _header(
+        "clients",
+        "server",
+        "runs",
+        "msgs/s",
+        "deliveries/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "lost",
+        "server us/delivery",
+    )
     for part, label in (("lat", "ordinary (delayed ACK)"), ("lat-quickack", "TCP_QUICKACK")):
         groups = _groups(rows, part)
         for key in sorted(groups, key=_order):
             g = _ok(groups[key])
-            lines.append(_row(
-                f"{key[0]} {label}", key[1], f"{len(g)}{_failed(groups[key])}",
-                f"{_med(g, 'msgs_per_s'):.0f}", f"{_med(g, 'deliveries_per_s'):.0f}",
-                f"{_med(g, 'lat_p50_us') / 1e3:.2f}", f"{_med(g, 'lat_p99_us') / 1e3:.2f}",
-                f"{_med(g, 'lat_p999_us') / 1e3:.2f}", f"{_med(g, 'lat_max_us') / 1e3:.1f}",
-                sum(r.get("lost", 0) for r in g), f"{_med(g, 'server_us_per_delivery'):.2f}"))
+            lines.append(
+                _row(
+                    f"{key[0]} {label}",
+                    key[1],
+                    f"{len(g)}{_failed(groups[key])}",
+                    f"{_med(g, 'msgs_per_s'):.0f}",
+                    f"{_med(g, 'deliveries_per_s'):.0f}",
+                    f"{_med(g, 'lat_p50_us') / 1e3:.2f}",
+                    f"{_med(g, 'lat_p99_us') / 1e3:.2f}",
+                    f"{_med(g, 'lat_p999_us') / 1e3:.2f}",
+                    f"{_med(g, 'lat_max_us') / 1e3:.1f}",
+                    sum(r.get("lost", 0) for r in g),
+                    f"{_med(g, 'server_us_per_delivery'):.2f}",
+                )
+            )
     return "\n".join(lines)
 
 
 def idle(rows: list[Row]) -> str:
-    lines = _header("connections", "server", "runs", "RSS before MB", "RSS after MB",
-                    "KB per connection", "peak RSS MB", "login s")
+    lines = _header(
+        "connections",
+        "server",
+        "runs",
+        "RSS before MB",
+        "RSS after MB",
+        "KB per connection",
+        "peak RSS MB",
+        "login s",
+    )
     groups = _groups(rows, "idle")
     for key in sorted(groups, key=_order):
         g = _ok(groups[key])
-        lines.append(_row(
-            key[0], key[1], f"{len(g)}{_failed(groups[key])}",
-            f"{_med(g, 'server_rss_before_kb') / 1024:.1f}",
-            f"{_med(g, 'server_rss_kb') / 1024:.1f}",
-            f"{_med(g, 'rss_per_conn_kb'):.2f}", f"{_med(g, 'server_vmhwm_kb') / 1024:.1f}",
-            f"{_med(g, 'login_s'):.1f}"))
+        lines.append(
+            _row(
+                key[0],
+                key[1],
+                f"{len(g)}{_failed(groups[key])}",
+                f"{_med(g, 'server_rss_before_kb') / 1024:.1f}",
+                f"{_med(g, 'server_rss_kb') / 1024:.1f}",
+                f"{_med(g, 'rss_per_conn_kb'):.2f}",
+                f"{_med(g, 'server_vmhwm_kb') / 1024:.1f}",
+                f"{_med(g, 'login_s'):.1f}",
+            )
+        )
     return "\n".join(lines)
 
 
 def render(rows: list[Row]) -> str:
     loads = [float(r["loadavg"]) for r in rows if "loadavg" in r]
-    head = (f"{len(rows)} runs; 1-minute load average during runs: "
-            f"{min(loads):.2f}-{max(loads):.2f}" if loads else f"{len(rows)} runs")
+    head = (
+        f"{len(rows)} runs; 1-minute load average during runs: {min(loads):.2f}-{max(loads):.2f}"
+        if loads
+        else f"{len(rows)} runs"
+    )
     parts = [head]
     if any(r.get("part") == "sat" for r in rows):
         parts += ["", "### Saturation (closed loop)", "", saturation(rows)]
     if any(r.get("part") == "sat-ordinary" for r in rows):
-        parts += ["", "### Saturation with ordinary clients (loadgen headroom check)", "",
-                  saturation(rows, "sat-ordinary")]
+        parts += [
+            "",
+            "### Saturation with ordinary clients (loadgen headroom check)",
+            "",
+            saturation(rows, "sat-ordinary"),
+        ]
     if any(str(r.get("part", "")).startswith("lat") for r in rows):
         parts += ["", "### Fixed rate", "", latency(rows)]
     if any(r.get("part") == "idle" for r in rows):
@@ -133,5 +203,13 @@ def render(rows: list[Row]) -> str:
 
 
 if __name__ == "__main__":
-    print(render([json.loads(x) for name in sys.argv[1:]
-                  for x in Path(name).read_text().splitlines() if x.strip()]))
+    print(
+        render(
+            [
+                json.loads(x)
+                for name in sys.argv[1:]
+                for x in Path(name).read_text().splitlines()
+                if x.strip()
+            ]
+        )
+    )

@@ -55,22 +55,48 @@ def server_command() -> list[str]:
     return [sys.executable, "-m", "chat.server"]
 
 
-def launch(folder: Path, *extra: str, users_file: Path | None = None,
-           key_file: Path | None = None, log_name: str = "server.log",
-           wait: bool = True, fd_limit: int | None = None) -> ServerProc:
+def launch(
+    folder: Path,
+    *extra: str,
+    users_file: Path | None = None,
+    key_file: Path | None = None,
+    log_name: str = "server.log",
+    wait: bool = True,
+    fd_limit: int | None = None,
+) -> ServerProc:
     users = users_file or folder / "users.db"
     key = key_file or folder / "server.key"
     log_path = folder / log_name
-    args = [*server_command(), "--host", "127.0.0.1", "--port", "0", "--hash-cost", "10",
-            "--users-file", str(users), "--key-file", str(key), "--log-file", str(log_path),
-            *extra]
+    args = [
+        *server_command(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--hash-cost",
+        "10",
+        "--users-file",
+        str(users),
+        "--key-file",
+        str(key),
+        "--log-file",
+        str(log_path),
+        *extra,
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
     def limit_fds() -> None:  # runs in the child, before exec
         if fd_limit is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
 
-    proc = subprocess.Popen(args, cwd=folder, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, preexec_fn=limit_fds)
+    proc = subprocess.Popen(
+        args,
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=limit_fds,
+    )
     server = ServerProc(proc, "127.0.0.1", 0, users, key, log_path)
     if wait:
         server.port = _wait_port(server)

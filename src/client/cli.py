@@ -31,18 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chat-client",
         description="Chat client: a full-screen TUI, or line mode (--no-tui) for scripts.",
         epilog=f"The password comes from --password, else ${PASSWORD_ENV}, else it is asked "
-               "for without echo. See docs/client.md.",
+        "for without echo. See docs/client.md.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="server address (default: %(default)s)")
     parser.add_argument("--port", type=int, default=7777, help="server port (default: %(default)s)")
     parser.add_argument("--user", help="user name (the TUI asks when it is missing)")
     parser.add_argument("--password", help=f"password (prefer ${PASSWORD_ENV}: argv is visible)")
-    parser.add_argument("--register", action="store_true",
-                        help="create the account, then log in")
-    parser.add_argument("--no-tui", action="store_true",
-                        help="line mode: stdin lines are sent, events printed one per line")
-    parser.add_argument("--json", action="store_true",
-                        help="line mode with JSON lines on stdout (implies --no-tui)")
+    parser.add_argument("--register", action="store_true", help="create the account, then log in")
+    parser.add_argument(
+        "--no-tui",
+        action="store_true",
+        help="line mode: stdin lines are sent, events printed one per line",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="line mode with JSON lines on stdout (implies --no-tui)"
+    )
     parser.add_argument("--log-file", help="write a debug log here (never passwords)")
     return parser
 
@@ -51,8 +54,10 @@ def check_args(args: argparse.Namespace) -> None:
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port must be 1..65535, not {args.port}")
     if args.user is not None and not valid_name(args.user):
-        raise UsageError(f"--user {args.user!r} is not a valid user name "
-                         "(letters, digits, '_', '.', '-'; 1-32; starts with a letter or digit)")
+        raise UsageError(
+            f"--user {args.user!r} is not a valid user name "
+            "(letters, digits, '_', '.', '-'; 1-32; starts with a letter or digit)"
+        )
     if args.password is not None and not 1 <= len(args.password) <= PASSWORD_MAX:
         raise UsageError(f"--password must be 1..{PASSWORD_MAX} characters")
 
@@ -70,8 +75,9 @@ def ask_password(user: str) -> str:
         with open("/dev/tty", "r+b", buffering=0):
             pass
     except OSError:
-        raise UsageError(f"no password: use --password or ${PASSWORD_ENV} "
-                         "(there is no terminal to ask on)") from None
+        raise UsageError(
+            f"no password: use --password or ${PASSWORD_ENV} (there is no terminal to ask on)"
+        ) from None
     password = getpass.getpass(f"Password for {user}: ")
     if not 1 <= len(password) <= PASSWORD_MAX:
         raise UsageError(f"the password must be 1..{PASSWORD_MAX} characters")
@@ -108,8 +114,9 @@ def tui_mode(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"chat-client: {problem}", file=sys.stderr)
         return 1
-    options = TuiOptions(args.host, args.port, args.user or "", known_password(args) or "",
-                         args.register)
+    options = TuiOptions(
+        args.host, args.port, args.user or "", known_password(args) or "", args.register
+    )
     return run_tui(options)
 
 
@@ -127,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except OSError as exc:  # e.g. an unwritable --log-file
-        print(f"chat-client: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-              file=sys.stderr)
+        print(
+            f"chat-client: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -53,12 +53,16 @@ def layout(lines: int, columns: int) -> Layout:
         return Layout(nothing, nothing, nothing, False)
     body = lines - 3  # status line on top, message line and key help below
     side = max(12, min(24, columns // 4))
-    return Layout(Box(1, 0, body, side), Box(1, side + 1, body, columns - side - 1),
-                  Box(lines - 2, 0, 1, columns - 1), True)
+    return Layout(
+        Box(1, 0, body, side),
+        Box(1, side + 1, body, columns - side - 1),
+        Box(lines - 2, 0, 1, columns - 1),
+        True,
+    )
 
 
 def parse_server(text: str) -> tuple[str, int]:
-    """"host:port" (IPv6 as "[::1]:7777"); ValueError with a readable reason."""
+    """ "host:port" (IPv6 as "[::1]:7777"); ValueError with a readable reason."""
     host, sep, port = text.strip().rpartition(":")
     if not sep or not host:
         raise ValueError("server must be host:port")
@@ -98,8 +102,16 @@ class Credentials:
 class LoginPopup(npyscreen.ActionPopup):
     """Server, user and password; OK logs in (or registers), Cancel goes back."""
 
-    def __init__(self, *args: Any, register: bool, server: str, user: str, password: str,
-                 message: str = "", **kw: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        register: bool,
+        server: str,
+        user: str,
+        password: str,
+        message: str = "",
+        **kw: Any,
+    ) -> None:
         self._register = register
         self._initial = (server, user, password, message)
         self.result: Credentials | None = None
@@ -109,8 +121,9 @@ class LoginPopup(npyscreen.ActionPopup):
         server, user, password, message = self._initial
         self.server = self.add(TitleInput, name="Server:", value=server, begin_entry_at=12)
         self.user = self.add(TitleInput, name="User:", value=user, begin_entry_at=12)
-        self.password = self.add(TitleSubmitPassword, name="Password:", value=password,
-                                 begin_entry_at=12)
+        self.password = self.add(
+            TitleSubmitPassword, name="Password:", value=password, begin_entry_at=12
+        )
         self.nextrely += 1
         self.message = self.add(npyscreen.FixedText, value=message, editable=False)
         self.preserve_selected_widget = True
@@ -162,11 +175,17 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         self.keypress_timeout = 1  # tenths of a second: the idle hook runs 10 times a second
         self.model = self.parentApp.model
         boxes = layout(self.lines, self.columns)
-        self.participants = self.add(ParticipantsView, box=boxes.participants,
-                                     model=self.model.participants)
+        self.participants = self.add(
+            ParticipantsView, box=boxes.participants, model=self.model.participants
+        )
         self.history = self.add(HistoryView, box=boxes.history, model=self.model.history)
-        self.input = self.add(InputLine, box=boxes.input, prompt=self.prompt,
-                              on_submit=self.parentApp.submit, history=self.model.history)
+        self.input = self.add(
+            InputLine,
+            box=boxes.input,
+            prompt=self.prompt,
+            on_submit=self.parentApp.submit,
+            history=self.model.history,
+        )
         self.editw = self._widgets__.index(self.input)
         self.how_exited_handers[wgwidget.EXITED_ESCAPE] = self.focus_input
 
@@ -206,8 +225,7 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         if not layout(lines, columns).fits:
             self._draw_too_small()
             return
-        put(pad, 0, 0, f" {self.model.status_text()}".ljust(columns), curses.A_REVERSE,
-            columns)
+        put(pad, 0, 0, f" {self.model.status_text()}".ljust(columns), curses.A_REVERSE, columns)
         side = self.participants.box.width
         with suppress(curses.error):
             pad.vline(1, side, curses.ACS_VLINE, lines - 3)
@@ -217,7 +235,7 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         text = f"Terminal too small ({self.columns}x{self.lines}); ^X: menu"
         width = max(1, self.columns - 1)
         for row in range(self.lines):
-            chunk = text[row * width:(row + 1) * width]
+            chunk = text[row * width : (row + 1) * width]
             put(self.curses_pad, row, 0, chunk, curses.A_BOLD, width)
 
     # ---------------------------------------------- events from the network
@@ -246,10 +264,16 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         app = self.parentApp
         self.DISPLAY()  # the menu that led here is still drawn
         rows, cols = 12, min(60, max(44, self.columns - 2))
-        popup = LoginPopup(name="Register" if register else "Log in", register=register,
-                           server=self.model.address, user=app.options.user or self.model.user,
-                           password=app.password, message=self.model.status_note,
-                           lines=rows, columns=cols)
+        popup = LoginPopup(
+            name="Register" if register else "Log in",
+            register=register,
+            server=self.model.address,
+            user=app.options.user or self.model.user,
+            password=app.password,
+            message=self.model.status_note,
+            lines=rows,
+            columns=cols,
+        )
         # Set after construction: npyscreen reads a 0 passed in as "use the class default".
         popup.show_atx = max(0, (self.columns - cols) // 2)
         popup.show_aty = max(0, (self.lines - rows) // 2)

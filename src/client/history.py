@@ -78,8 +78,9 @@ class History:
             marker = f"[private to {to[0]}] "
         else:
             marker = f"[group: {', '.join(to)}] "
-        entry = Entry(ts if ts is not None else time.time(), "own", f"{marker}{self.me}: ", text,
-                      "sending")
+        entry = Entry(
+            ts if ts is not None else time.time(), "own", f"{marker}{self.me}: ", text, "sending"
+        )
         self.own[msg_id] = self._add(entry)
 
     # ------------------------------------------------------- own messages
@@ -126,7 +127,7 @@ class History:
         lines = newest_first[::-1]
         self.scroll = max(0, min(self.scroll, len(lines) - height))
         end = len(lines) - self.scroll
-        shown = lines[max(0, end - height):end]
+        shown = lines[max(0, end - height) : end]
         if self.scroll and shown:
             shown[-1] = Line(f"-- {self.scroll} more lines below (End) --", "more")
         return shown

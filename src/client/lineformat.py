@@ -29,15 +29,29 @@ def json_object(event: ev.NetEvent) -> dict[str, Any] | None:
         case ev.LoggedIn(user, online, _):
             return {"event": "online", "user": user, "users": list(online)}
         case ev.RosterChanged(joined, left, online):
-            return {"event": "roster", "join": list(joined), "leave": list(left),
-                    "online": list(online)}
+            return {
+                "event": "roster",
+                "join": list(joined),
+                "leave": list(left),
+                "online": list(online),
+            }
         case ev.Incoming(msg):
             to = msg.to if msg.to == BROADCAST else list(msg.to)
-            return {"event": "msg", "id": msg.id, "from": msg.sender, "to": to,
-                    "text": msg.text, "ts": msg.ts}
+            return {
+                "event": "msg",
+                "id": msg.id,
+                "from": msg.sender,
+                "to": to,
+                "text": msg.text,
+                "ts": msg.ts,
+            }
         case ev.Delivered(msg_id, delivered, missing):
-            return {"event": "sent", "id": msg_id, "delivered": list(delivered),
-                    "missing": list(missing)}
+            return {
+                "event": "sent",
+                "id": msg_id,
+                "delivered": list(delivered),
+                "missing": list(missing),
+            }
         case ev.SendRefused(msg_id, code, message):
             return {"event": "error", "id": msg_id, "code": code, "message": message}
         case ev.ServerNotice(code, message):
@@ -55,8 +69,9 @@ def human(event: ev.NetEvent, me: str) -> list[str]:
         case ev.LoggedIn(_, online, _):
             return [f"{now} * online: {', '.join(online) if online else 'nobody else'}"]
         case ev.RosterChanged(joined, left, _):
-            return ([f"{now} * {name} joined" for name in joined]
-                    + [f"{now} * {name} left" for name in left])
+            return [f"{now} * {name} joined" for name in joined] + [
+                f"{now} * {name} left" for name in left
+            ]
         case ev.Incoming(msg):
             return [f"{clock(msg.ts)} <{msg.sender}> {_marker(msg.to, me)}{printable(msg.text)}"]
         case ev.Delivered(msg_id, delivered, missing):

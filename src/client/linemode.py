@@ -155,14 +155,22 @@ class LineMode:
         return self.eof and self.logged_in and not self.pending
 
 
-def run_line_mode(host: str, port: int, session: Session, *, use_json: bool = False,
-                  stdin_fd: int = 0, out: TextIO | None = None,
-                  err: TextIO | None = None) -> int:
+def run_line_mode(
+    host: str,
+    port: int,
+    session: Session,
+    *,
+    use_json: bool = False,
+    stdin_fd: int = 0,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
     inbox: queue.Queue[object] = queue.Queue()
     net = NetworkClient(host, port, session, inbox.put, reconnect=False)
     mode = LineMode(net, session.user, out or sys.stdout, err or sys.stderr, use_json)
-    reader = threading.Thread(target=read_lines, args=(stdin_fd, inbox.put),
-                              name="chat-stdin", daemon=True)
+    reader = threading.Thread(
+        target=read_lines, args=(stdin_fd, inbox.put), name="chat-stdin", daemon=True
+    )
     net.start()
     reader.start()
     try:

@@ -71,10 +71,19 @@ def describe_connect_error(host: str, port: int, exc: OSError) -> str:
 class NetworkClient:
     """Owns the socket on its own thread; see the module docstring."""
 
-    def __init__(self, host: str, port: int, session: Session,
-                 sink: Callable[[ev.NetEvent], None], *, reconnect: bool = False,
-                 backoff: Backoff | None = None, connect_timeout: float = CONNECT_TIMEOUT,
-                 ping_interval: float = PING_INTERVAL, ids: Iterator[int] | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        session: Session,
+        sink: Callable[[ev.NetEvent], None],
+        *,
+        reconnect: bool = False,
+        backoff: Backoff | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        ping_interval: float = PING_INTERVAL,
+        ids: Iterator[int] | None = None,
+    ) -> None:
         self.host, self.port = host, port
         self._session = session
         self._sink = sink
@@ -157,8 +166,12 @@ class NetworkClient:
 
     def _may_retry(self) -> bool:
         session = self._session
-        return (self._reconnect and session.ever_logged_in and not session.login_failed
-                and not self._stopping)
+        return (
+            self._reconnect
+            and session.ever_logged_in
+            and not session.login_failed
+            and not self._stopping
+        )
 
     def _idle(self, delay: float) -> bool:
         """Wait out a backoff delay, still taking commands; False when told to stop."""

@@ -39,8 +39,14 @@ from . import events as ev
 #: Error codes that, answering our `auth`, mean the login itself was refused
 #: (as opposed to the connection failing, which a reconnect may cure).
 LOGIN_REFUSALS = frozenset(
-    {Code.BAD_CREDENTIALS, Code.USER_EXISTS, Code.TOO_MANY_ATTEMPTS, Code.BAD_REQUEST,
-     Code.NOT_AUTHENTICATED, Code.RATE_LIMITED}
+    {
+        Code.BAD_CREDENTIALS,
+        Code.USER_EXISTS,
+        Code.TOO_MANY_ATTEMPTS,
+        Code.BAD_REQUEST,
+        Code.NOT_AUTHENTICATED,
+        Code.RATE_LIMITED,
+    }
 )
 
 

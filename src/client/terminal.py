@@ -68,8 +68,9 @@ def ensure_utf8_locale(environ: MutableMapping[str, str] | None = None) -> str:
     return codeset()
 
 
-def add_bundled_terminfo(environ: MutableMapping[str, str] | None = None,
-                         root: Path | None = None) -> Path | None:
+def add_bundled_terminfo(
+    environ: MutableMapping[str, str] | None = None, root: Path | None = None
+) -> Path | None:
     """Append the bundled terminfo folder to TERMINFO_DIRS when running frozen.
 
     An empty entry in TERMINFO_DIRS means ncurses' own default location, so

@@ -65,7 +65,7 @@ def wrap(text: str, width: int, indent: int = 0) -> list[str]:
             return lines
         if not head:  # a wide character and one column left
             head = rest[:1]
-        cut = len(head) if rest[len(head):len(head) + 1] == " " else head.rfind(" ")
+        cut = len(head) if rest[len(head) : len(head) + 1] == " " else head.rfind(" ")
         if cut > 0:
             lines.append(prefix + head[:cut])
             rest = rest[cut + 1 :]

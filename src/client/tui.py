@@ -65,9 +65,14 @@ class ChatApp(npyscreen.NPSAppManaged):
         self.password, self.last_register = cred.password, cred.register
         self.model.begin_login(cred.user, cred.host, cred.port, cred.register)
         session = Session(cred.user, cred.password, cred.register)
-        self.net = NetworkClient(cred.host, cred.port, session,
-                                 lambda event: self.inbox.put((generation, event)),
-                                 reconnect=True, ids=self._ids)
+        self.net = NetworkClient(
+            cred.host,
+            cred.port,
+            session,
+            lambda event: self.inbox.put((generation, event)),
+            reconnect=True,
+            ids=self._ids,
+        )
         self.net.start()
 
     def submit(self, text: str) -> bool:

@@ -171,8 +171,15 @@ class InputLine(Placed, TextInput):
     history so the hands never leave the line; Tab moves to the next widget.
     """
 
-    def __init__(self, screen: Any, box: Box, prompt: Callable[[], str],
-                 on_submit: Callable[[str], bool], history: History, **kw: Any) -> None:
+    def __init__(
+        self,
+        screen: Any,
+        box: Box,
+        prompt: Callable[[], str],
+        on_submit: Callable[[str], bool],
+        history: History,
+        **kw: Any,
+    ) -> None:
         self.box = box
         self._prompt, self._on_submit, self._history = prompt, on_submit, history
         super().__init__(screen, **kw)
@@ -180,19 +187,21 @@ class InputLine(Placed, TextInput):
     def set_up_handlers(self) -> None:
         super().set_up_handlers()
         page = lambda: max(1, self.parent.history_height() - 1)  # noqa: E731
-        self.handlers.update({
-            curses.ascii.NL: self.h_submit,
-            curses.ascii.CR: self.h_submit,
-            curses.KEY_ENTER: self.h_submit,
-            curses.KEY_UP: lambda _: self._history.scroll_by(1),
-            curses.KEY_DOWN: lambda _: self._history.scroll_by(-1),
-            curses.KEY_PPAGE: lambda _: self._history.scroll_by(page()),
-            curses.KEY_NPAGE: lambda _: self._history.scroll_by(-page()),
-            curses.KEY_HOME: self.h_home,
-            curses.KEY_END: self.h_end,
-            "^A": self.h_home,
-            "^E": self.h_end,
-        })
+        self.handlers.update(
+            {
+                curses.ascii.NL: self.h_submit,
+                curses.ascii.CR: self.h_submit,
+                curses.KEY_ENTER: self.h_submit,
+                curses.KEY_UP: lambda _: self._history.scroll_by(1),
+                curses.KEY_DOWN: lambda _: self._history.scroll_by(-1),
+                curses.KEY_PPAGE: lambda _: self._history.scroll_by(page()),
+                curses.KEY_NPAGE: lambda _: self._history.scroll_by(-page()),
+                curses.KEY_HOME: self.h_home,
+                curses.KEY_END: self.h_end,
+                "^A": self.h_home,
+                "^E": self.h_end,
+            }
+        )
 
     def h_submit(self, _input: int) -> None:
         """Send; the text stays in the line when it could not be sent (e.g. not logged in)."""
@@ -235,7 +244,7 @@ class InputLine(Placed, TextInput):
 
 
 class ParticipantsView(UnicodeKeys, Placed, wgwidget.Widget):
-    """"All" then everyone online, each with a checkbox; Space toggles, Enter picks one."""
+    """ "All" then everyone online, each with a checkbox; Space toggles, Enter picks one."""
 
     def __init__(self, screen: Any, box: Box, model: Participants, **kw: Any) -> None:
         self.box, self.model = box, model
@@ -244,24 +253,26 @@ class ParticipantsView(UnicodeKeys, Placed, wgwidget.Widget):
 
     def set_up_handlers(self) -> None:
         super().set_up_handlers()
-        self.handlers.update({
-            curses.KEY_UP: lambda _: self.model.move(-1),
-            curses.KEY_DOWN: lambda _: self.model.move(1),
-            ord("k"): lambda _: self.model.move(-1),
-            ord("j"): lambda _: self.model.move(1),
-            curses.KEY_PPAGE: lambda _: self.model.move(-max(1, self.height - 1)),
-            curses.KEY_NPAGE: lambda _: self.model.move(max(1, self.height - 1)),
-            curses.KEY_HOME: lambda _: self.model.move(-len(self.model.rows())),
-            curses.KEY_END: lambda _: self.model.move(len(self.model.rows())),
-            curses.ascii.SP: lambda _: self.model.toggle(),
-            ord("x"): lambda _: self.model.toggle(),
-            curses.ascii.NL: self.h_pick,
-            curses.ascii.CR: self.h_pick,
-            curses.KEY_ENTER: self.h_pick,
-            curses.ascii.ESC: self.h_pick_nothing,
-            curses.KEY_LEFT: self.h_pick_nothing,
-            curses.KEY_RIGHT: self.h_pick_nothing,
-        })
+        self.handlers.update(
+            {
+                curses.KEY_UP: lambda _: self.model.move(-1),
+                curses.KEY_DOWN: lambda _: self.model.move(1),
+                ord("k"): lambda _: self.model.move(-1),
+                ord("j"): lambda _: self.model.move(1),
+                curses.KEY_PPAGE: lambda _: self.model.move(-max(1, self.height - 1)),
+                curses.KEY_NPAGE: lambda _: self.model.move(max(1, self.height - 1)),
+                curses.KEY_HOME: lambda _: self.model.move(-len(self.model.rows())),
+                curses.KEY_END: lambda _: self.model.move(len(self.model.rows())),
+                curses.ascii.SP: lambda _: self.model.toggle(),
+                ord("x"): lambda _: self.model.toggle(),
+                curses.ascii.NL: self.h_pick,
+                curses.ascii.CR: self.h_pick,
+                curses.KEY_ENTER: self.h_pick,
+                curses.ascii.ESC: self.h_pick_nothing,
+                curses.KEY_LEFT: self.h_pick_nothing,
+                curses.KEY_RIGHT: self.h_pick_nothing,
+            }
+        )
 
     def h_pick(self, _input: int) -> None:
         """Enter: only this row selected, back to the message line (the form maps escape so)."""
@@ -287,22 +298,31 @@ class ParticipantsView(UnicodeKeys, Placed, wgwidget.Widget):
         self._top = max(0, min(self._top, cursor, len(rows) - visible))
         if cursor >= self._top + visible:
             self._top = cursor - visible + 1
-        for i, name in enumerate(rows[self._top:self._top + visible]):
+        for i, name in enumerate(rows[self._top : self._top + visible]):
             row = self._top + i
             mark = "[x]" if self.model.is_checked(row) else "[ ]"
             attr = curses.A_REVERSE if self.editing and row == cursor else 0
             if row == 0:
                 attr |= curses.A_BOLD
-            put(pad, self.rely + 1 + i, self.relx, f"{mark} {name}".ljust(self.width), attr,
-                self.width)
+            put(
+                pad,
+                self.rely + 1 + i,
+                self.relx,
+                f"{mark} {name}".ljust(self.width),
+                attr,
+                self.width,
+            )
 
 
 class HistoryView(UnicodeKeys, Placed, wgwidget.Widget):
     """The scrollable message history; Up/Down/PgUp/PgDn/Home/End when focused."""
 
     STYLES: ClassVar[dict[str, int]] = {
-        "own": curses.A_BOLD, "private": curses.A_BOLD, "note": curses.A_DIM,
-        "error": curses.A_BOLD | curses.A_UNDERLINE, "more": curses.A_REVERSE,
+        "own": curses.A_BOLD,
+        "private": curses.A_BOLD,
+        "note": curses.A_DIM,
+        "error": curses.A_BOLD | curses.A_UNDERLINE,
+        "more": curses.A_REVERSE,
     }
 
     def __init__(self, screen: Any, box: Box, model: History, **kw: Any) -> None:
@@ -312,21 +332,23 @@ class HistoryView(UnicodeKeys, Placed, wgwidget.Widget):
     def set_up_handlers(self) -> None:
         super().set_up_handlers()
         page = lambda: max(1, self.height - 1)  # noqa: E731
-        self.handlers.update({
-            curses.KEY_UP: lambda _: self.model.scroll_by(1),
-            curses.KEY_DOWN: lambda _: self.model.scroll_by(-1),
-            ord("k"): lambda _: self.model.scroll_by(1),
-            ord("j"): lambda _: self.model.scroll_by(-1),
-            curses.KEY_PPAGE: lambda _: self.model.scroll_by(page()),
-            curses.KEY_NPAGE: lambda _: self.model.scroll_by(-page()),
-            curses.KEY_HOME: lambda _: self.model.scroll_by(10**9),
-            curses.KEY_END: lambda _: self.model.scroll_to_end(),
-            curses.KEY_LEFT: self.h_exit_escape,
-            curses.KEY_RIGHT: self.h_exit_escape,
-            curses.ascii.NL: self.h_exit_escape,
-            curses.ascii.CR: self.h_exit_escape,
-            curses.ascii.ESC: self.h_exit_escape,
-        })
+        self.handlers.update(
+            {
+                curses.KEY_UP: lambda _: self.model.scroll_by(1),
+                curses.KEY_DOWN: lambda _: self.model.scroll_by(-1),
+                ord("k"): lambda _: self.model.scroll_by(1),
+                ord("j"): lambda _: self.model.scroll_by(-1),
+                curses.KEY_PPAGE: lambda _: self.model.scroll_by(page()),
+                curses.KEY_NPAGE: lambda _: self.model.scroll_by(-page()),
+                curses.KEY_HOME: lambda _: self.model.scroll_by(10**9),
+                curses.KEY_END: lambda _: self.model.scroll_to_end(),
+                curses.KEY_LEFT: self.h_exit_escape,
+                curses.KEY_RIGHT: self.h_exit_escape,
+                curses.ascii.NL: self.h_exit_escape,
+                curses.ascii.CR: self.h_exit_escape,
+                curses.ascii.ESC: self.h_exit_escape,
+            }
+        )
 
     def update(self, clear: bool = True) -> None:
         if clear:

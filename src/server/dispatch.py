@@ -173,8 +173,13 @@ class Dispatcher:
                 created = self._store.register(auth.user, auth.password)
             except StoreError as exc:  # disk full, folder gone: say so, keep serving others
                 log.error("registration of %s failed: %s", auth.user, exc)
-                self._end(user, encode(ServerBye("internal error: cannot save the account")),
-                          "store write failed", Cause.US, dirty)
+                self._end(
+                    user,
+                    encode(ServerBye("internal error: cannot save the account")),
+                    "store write failed",
+                    Cause.US,
+                    dirty,
+                )
                 return
             if not created:
                 self._reply(user, Error(Code.USER_EXISTS, "user name is taken"), dirty)
@@ -199,18 +204,31 @@ class Dispatcher:
         sessions, delivered, missing = self._hub.recipients(name, sends[0].to)
         if sessions and allowed:
             to = sends[0].to if isinstance(sends[0].to, str) else list(sends[0].to)
-            blob = b"".join(encode_object({
-                "type": "msg", "id": self._hub.next_msg_id(), "from": name, "to": to,
-                "text": s.text, "ts": time.time(),
-            }) for s in allowed)
+            blob = b"".join(
+                encode_object(
+                    {
+                        "type": "msg",
+                        "id": self._hub.next_msg_id(),
+                        "from": name,
+                        "to": to,
+                        "text": s.text,
+                        "ts": time.time(),
+                    }
+                )
+                for s in allowed
+            )
             for target in sessions:
                 target.append(blob)  # an overflow is seen, and handled, at flush
                 dirty[target] = None
         ok, names, absent = set(map(id, allowed)), tuple(delivered), tuple(missing)
-        user.append(b"".join(
-            encode(Sent(s.id, names, absent)) if id(s) in ok
-            else encode(Error(Code.RATE_LIMITED, "slow down", s.id))
-            for s in sends))
+        user.append(
+            b"".join(
+                encode(Sent(s.id, names, absent))
+                if id(s) in ok
+                else encode(Error(Code.RATE_LIMITED, "slow down", s.id))
+                for s in sends
+            )
+        )
         dirty[user] = None
 
     def _within_rate(self, user: User) -> bool:
@@ -230,8 +248,13 @@ class Dispatcher:
 
     def _fail(self, user: User, err: RemoteProtocolError, dirty: Dirty) -> None:
         """A fatal error: the error frame is the last thing the peer gets (clarification 3)."""
-        self._end(user, encode(Error(err.code, err.message)), f"{err.code}: {err.message}",
-                  Cause.US, dirty)
+        self._end(
+            user,
+            encode(Error(err.code, err.message)),
+            f"{err.code}: {err.message}",
+            Cause.US,
+            dirty,
+        )
 
     def _end(self, user: User, final: bytes, reason: str, cause: Cause, dirty: Dirty) -> None:
         """Seal with `final`; handle_batch asks the loop to close after the flush."""

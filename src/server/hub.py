@@ -143,8 +143,9 @@ class Hub:
         log.trim(oldest)
         self._trim_at = max(_TRIM_MIN, 2 * len(log))
 
-    def _queue_roster(self, user: User, frame: Roster | None, dirty: Dirty,
-                      prefix: bytes = b"") -> None:
+    def _queue_roster(
+        self, user: User, frame: Roster | None, dirty: Dirty, prefix: bytes = b""
+    ) -> None:
         if frame is None:
             return
         user.ack_deadline = time.monotonic() + self._ack_timeout

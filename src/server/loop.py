@@ -50,8 +50,9 @@ _SERVER_FULL = encode(Error(Code.SERVER_FULL, "server is full"))
 
 
 class EventLoop:
-    def __init__(self, config: ServerConfig, listener: socket.socket, hub: Hub,
-                 pool: WorkerPool) -> None:
+    def __init__(
+        self, config: ServerConfig, listener: socket.socket, hub: Hub, pool: WorkerPool
+    ) -> None:
         self._config = config
         self._listener = listener
         self._hub = hub
@@ -304,8 +305,7 @@ class EventLoop:
             if user.linger_deadline is not None:
                 if now >= user.linger_deadline:
                     why = "peer did not close" if user.draining else "flush timed out"
-                    self._close_now(user, f"{user.close_reason} ({why})",
-                                    user.close_cause)
+                    self._close_now(user, f"{user.close_reason} ({why})", user.close_cause)
                 continue
             if user.ack_deadline is not None and now >= user.ack_deadline:
                 self._time_out(user, "roster not acknowledged in time")
@@ -345,11 +345,11 @@ class EventLoop:
             self._run_calls()
         for user in list(self.users.values()):
             why = "peer did not close" if user.draining else "flush timed out"
-            self._close_now(user, f"server shutdown ({why} in {self._config.shutdown_grace}s)",
-                            Cause.US)
+            self._close_now(
+                user, f"server shutdown ({why} in {self._config.shutdown_grace}s)", Cause.US
+            )
         self.selector.close()
         os.close(self._wake_fd)
-
 
 
 def _refuse(sock: socket.socket, frame: bytes) -> None:

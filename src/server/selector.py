@@ -126,8 +126,12 @@ class TunedEpollSelector(selectors.BaseSelector):
             ready = []
         debug = log.isEnabledFor(logging.DEBUG)
         if debug:
-            log.debug("epoll_wait(maxevents=%d, timeout=%dms) -> %d events",
-                      self.max_events, int(wait_s * 1000), len(ready))
+            log.debug(
+                "epoll_wait(maxevents=%d, timeout=%dms) -> %d events",
+                self.max_events,
+                int(wait_s * 1000),
+                len(ready),
+            )
         out = []
         self.last_masks.clear()
         for fd, mask in ready:

@@ -31,16 +31,21 @@ def raise_fd_limit(max_clients: int) -> int:
         except (ValueError, OSError) as exc:
             log.warning("could not raise the open-file limit from %d: %s", soft, exc)
     if max_clients + _FD_RESERVE > soft:
-        log.warning("--max-clients %d does not fit in the open-file limit %d: beyond about %d "
-                    "connections accept() fails with EMFILE (logged, backed off)",
-                    max_clients, soft, soft - _FD_RESERVE)
+        log.warning(
+            "--max-clients %d does not fit in the open-file limit %d: beyond about %d "
+            "connections accept() fails with EMFILE (logged, backed off)",
+            max_clients,
+            soft,
+            soft - _FD_RESERVE,
+        )
     return soft
 
 
 def open_listener(host: str, port: int, backlog: int) -> socket.socket:
     if host in ("", "::") and socket.has_dualstack_ipv6():
-        sock = socket.create_server(("::", port), family=socket.AF_INET6, backlog=backlog,
-                                    dualstack_ipv6=True)
+        sock = socket.create_server(
+            ("::", port), family=socket.AF_INET6, backlog=backlog, dualstack_ipv6=True
+        )
     else:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.create_server((host or "0.0.0.0", port), family=family, backlog=backlog)
@@ -76,8 +81,13 @@ class ChatServer:
             self.pool.stop()
             self._persist()
             stats = self.loop.stats
-            log.info("stopped: %d accepted, %d rejected (server_full), %d closed, %d accounts",
-                     stats["accepted"], stats["rejected_full"], stats["closed"], len(self.store))
+            log.info(
+                "stopped: %d accepted, %d rejected (server_full), %d closed, %d accounts",
+                stats["accepted"],
+                stats["rejected_full"],
+                stats["closed"],
+                len(self.store),
+            )
 
     def _persist(self) -> None:
         try:

@@ -149,9 +149,7 @@ def _check_symbols(lib: object, path: str) -> None:
         try:
             getattr(lib, symbol)
         except AttributeError:
-            raise CipherLoadError(
-                f"cipher library {path}: missing symbol {symbol}"
-            ) from None
+            raise CipherLoadError(f"cipher library {path}: missing symbol {symbol}") from None
 
 
 def _read_name(lib: object, path: str) -> str:

@@ -33,8 +33,9 @@ class ServerConnection:
 
     __slots__ = ("_decoder", "failed_auths", "roster", "state", "user")
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME,
-                 roster_log: ChangeLog | None = None) -> None:
+    def __init__(
+        self, max_frame: int = DEFAULT_MAX_FRAME, roster_log: ChangeLog | None = None
+    ) -> None:
         self._decoder = FrameDecoder(max_frame)
         self.state = State.AUTH
         self.roster = RosterOutbox(roster_log)

@@ -307,14 +307,29 @@ def to_wire(message: ClientMessage | ServerMessage) -> dict[str, Any]:
         case Roster(seq, True, users):
             return {"type": "roster", "seq": seq, "full": True, "users": list(users)}
         case Roster(seq, False, _, join, leave):
-            return {"type": "roster", "seq": seq, "full": False, "join": list(join),
-                    "leave": list(leave)}
+            return {
+                "type": "roster",
+                "seq": seq,
+                "full": False,
+                "join": list(join),
+                "leave": list(leave),
+            }
         case Sent(msg_id, delivered, missing):
-            return {"type": "sent", "id": msg_id, "delivered": list(delivered),
-                    "missing": list(missing)}
+            return {
+                "type": "sent",
+                "id": msg_id,
+                "delivered": list(delivered),
+                "missing": list(missing),
+            }
         case Msg(msg_id, sender, to, text, ts):
-            return {"type": "msg", "id": msg_id, "from": sender, "to": _wire_to(to),
-                    "text": text, "ts": float(ts)}
+            return {
+                "type": "msg",
+                "id": msg_id,
+                "from": sender,
+                "to": _wire_to(to),
+                "text": text,
+                "ts": float(ts),
+            }
         case ServerBye(reason):
             return {"type": "bye", "reason": reason}
         case Error(code, text, msg_id):

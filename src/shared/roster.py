@@ -44,7 +44,7 @@ class ChangeLog:
         """
         first: dict[str, bool] = {}
         last: dict[str, bool] = {}
-        for name, joined in self._events[max(since - self._base, 0):]:
+        for name, joined in self._events[max(since - self._base, 0) :]:
             if name != skip:
                 first.setdefault(name, joined)
                 last[name] = joined
@@ -153,8 +153,7 @@ class RosterView:
             raise RemoteProtocolError(
                 Code.BAD_REQUEST, f"roster seq {frame.seq} after {self.last_seq}"
             )
-        new = (set(frame.users) if frame.full
-               else (self.online - set(frame.leave)) | set(frame.join))
+        new = set(frame.users) if frame.full else (self.online - set(frame.leave)) | set(frame.join)
         joined, left = new - self.online, self.online - new
         self.online, self.last_seq = new, frame.seq
         return joined, left

@@ -78,8 +78,11 @@ def check_client_frame(state: State, kind: Any, msg_id: Any = None) -> None:
         raise RemoteProtocolError(Code.BAD_REQUEST, f"unknown type {kind!r}"[:80], msg_id)
     code = rules[kind]
     if code is not None:
-        raise RemoteProtocolError(code, _ALREADY.get(kind) if code is Code.BAD_REQUEST else None,
-                                  msg_id if kind == "send" else None)
+        raise RemoteProtocolError(
+            code,
+            _ALREADY.get(kind) if code is Code.BAD_REQUEST else None,
+            msg_id if kind == "send" else None,
+        )
 
 
 def next_state(state: State, transition: Transition) -> State:

@@ -17,8 +17,9 @@ def test_boxes_fit_the_screen_and_do_not_overlap(lines: int, columns: int) -> No
     assert i.y == lines - 2 and i.width <= columns - 1
 
 
-@pytest.mark.parametrize(("lines", "columns"), [(0, 0), (1, 1), (MIN_LINES - 1, 80),
-                                                (24, MIN_COLUMNS - 1)])
+@pytest.mark.parametrize(
+    ("lines", "columns"), [(0, 0), (1, 1), (MIN_LINES - 1, 80), (24, MIN_COLUMNS - 1)]
+)
 def test_too_small_screens_get_empty_boxes(lines: int, columns: int) -> None:
     out = layout(lines, columns)
     assert not out.fits

@@ -12,16 +12,19 @@ from chat.client.linemode import parse_line
 from chat.shared.messages import Msg
 
 
-@pytest.mark.parametrize(("line", "expected"), [
-    ("hello\n", ("*", "hello")),
-    ("@bob hi there\n", (("bob",), "hi there")),
-    ("@bob,carol group\r\n", (("bob", "carol"), "group")),
-    ("@bob,bob once", (("bob",), "once")),
-    ("@* everyone", ("*", "everyone")),
-    ("@@not an address", ("*", "@not an address")),
-    ("  leading spaces kept", ("*", "  leading spaces kept")),
-    ("привет", ("*", "привет")),
-])
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("hello\n", ("*", "hello")),
+        ("@bob hi there\n", (("bob",), "hi there")),
+        ("@bob,carol group\r\n", (("bob", "carol"), "group")),
+        ("@bob,bob once", (("bob",), "once")),
+        ("@* everyone", ("*", "everyone")),
+        ("@@not an address", ("*", "@not an address")),
+        ("  leading spaces kept", ("*", "  leading spaces kept")),
+        ("привет", ("*", "привет")),
+    ],
+)
 def test_parse_line(line: str, expected: tuple) -> None:
     assert parse_line(line) == expected
 
@@ -31,11 +34,14 @@ def test_blank_lines_are_skipped(line: str) -> None:
     assert parse_line(line) is None
 
 
-@pytest.mark.parametrize(("line", "reason"), [
-    ("@bob", "nothing to send"),
-    ("@bob,,carol x", "not a valid user name"),
-    ("@bad!name x", "not a valid user name"),
-])
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("@bob", "nothing to send"),
+        ("@bob,,carol x", "not a valid user name"),
+        ("@bad!name x", "not a valid user name"),
+    ],
+)
 def test_bad_addresses_are_refused(line: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         parse_line(line)
@@ -47,9 +53,12 @@ def test_human_lines() -> None:
     group = Msg(2, "bob", ("alice", "carol"), "hey", 0.0)
     assert human(ev.Incoming(group), "alice")[0].endswith(" <bob> [group: alice, carol] hey")
     assert human(ev.Delivered(3, ("bob",), ("carol",)), "alice")[0].endswith(
-        " > #3 delivered: bob; missing: carol")
+        " > #3 delivered: bob; missing: carol"
+    )
     assert [line[9:] for line in human(ev.RosterChanged(("c",), ("b",), ("c",)), "a")] == [
-        "* c joined", "* b left"]
+        "* c joined",
+        "* b left",
+    ]
     assert human(ev.LoggedIn("a", (), False), "a")[0].endswith("* online: nobody else")
 
 
@@ -59,5 +68,9 @@ def test_json_lines_are_objects_with_an_event_field() -> None:
     assert obj == {"event": "msg", "id": 1, "from": "bob", "to": "*", "text": "你好", "ts": 1.25}
     assert "你好" in (as_json(ev.Incoming(msg)) or "")  # readable, not \\u escapes
     assert json.loads(as_json(ev.SendRefused(4, "rate_limited", "slow")) or "") == {
-        "event": "error", "id": 4, "code": "rate_limited", "message": "slow"}
+        "event": "error",
+        "id": 4,
+        "code": "rate_limited",
+        "message": "slow",
+    }
     assert as_json(ev.Connecting("h", 1, 1)) is None

@@ -88,8 +88,7 @@ def test_ipv6_address_is_bracketed() -> None:
 def test_closed_before_login_shows_the_form_again() -> None:
     m = ChatModel("127.0.0.1", 7777)
     m.begin_login("alice", "127.0.0.1", 7777, register=False)
-    m.apply(ev.Disconnected("the server closed the connection: server is full (server_full)",
-                            None))
+    m.apply(ev.Disconnected("the server closed the connection: server is full (server_full)", None))
     assert m.want_login and m.state == OFFLINE
     assert "server is full" in m.status_text()
 

@@ -25,7 +25,8 @@ def test_refused_connection_is_reported_once_and_the_thread_stops() -> None:
     got = [inbox.get(timeout=5) for _ in range(3)]
     assert got[0] == ev.Connecting("127.0.0.1", port, 1)
     assert got[1] == ev.ConnectFailed(
-        f"connection refused by 127.0.0.1:{port} (is chat-server running there?)", None)
+        f"connection refused by 127.0.0.1:{port} (is chat-server running there?)", None
+    )
     assert isinstance(got[2], ev.Stopped)
     net.close()
     assert not net.alive
@@ -34,7 +35,8 @@ def test_refused_connection_is_reported_once_and_the_thread_stops() -> None:
 def test_unresolvable_host_message_names_the_host() -> None:
     exc = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     assert describe_connect_error("nosuch.invalid", 1, exc) == (
-        "cannot resolve host 'nosuch.invalid': Name or service not known")
+        "cannot resolve host 'nosuch.invalid': Name or service not known"
+    )
 
 
 def test_timeout_message() -> None:

@@ -81,7 +81,7 @@ def test_frames_split_byte_by_byte_give_the_same_events() -> None:
     data = wire(AuthOk("alice"), Roster(1, True, users=("bob",)))
     out, events = b"", []
     for i in range(len(data)):
-        more, evs = s.receive(data[i:i + 1])
+        more, evs = s.receive(data[i : i + 1])
         out, events = out + more, events + evs
     assert events == [ev.LoggedIn("alice", ("bob",), False)]
     assert len(frames(out)) == 1
@@ -152,12 +152,15 @@ def test_bye_is_the_last_frame() -> None:
     assert s.bye_sent
 
 
-@pytest.mark.parametrize(("to", "text", "problem"), [
-    ("*", "", "empty"),
-    ("*", "x" * 4097, "too long"),
-    ((), "x", "no recipients"),
-    (("bad name",), "x", "not a valid user name"),
-])
+@pytest.mark.parametrize(
+    ("to", "text", "problem"),
+    [
+        ("*", "", "empty"),
+        ("*", "x" * 4097, "too long"),
+        ((), "x", "no recipients"),
+        (("bad name",), "x", "not a valid user name"),
+    ],
+)
 def test_messages_the_server_would_refuse_are_caught_before_queueing(to, text, problem) -> None:
     assert problem in (check_outgoing(to, text) or "")
     with pytest.raises(ValueError, match=problem):

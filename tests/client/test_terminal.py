@@ -19,8 +19,13 @@ def run_like_frozen(env_extra: dict[str, str]) -> str:
     """A Python without locale coercion or UTF-8 mode, as a frozen binary starts."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))}
     env.update({"PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0", **env_extra})
-    out = subprocess.run([sys.executable, "-X", "utf8=0", "-c", CHECK], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-X", "utf8=0", "-c", CHECK],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout.split()
 
 

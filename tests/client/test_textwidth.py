@@ -19,13 +19,16 @@ def test_clip_never_splits_a_wide_character_over_the_edge() -> None:
     assert clip("abc", 10) == "abc"
 
 
-@pytest.mark.parametrize("text", [
-    "hello world " * 20,
-    "你好世界" * 30,
-    "привет мир " * 15,
-    "x" * 300,
-    "mixed 你好 text, привет and more words " * 5,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hello world " * 20,
+        "你好世界" * 30,
+        "привет мир " * 15,
+        "x" * 300,
+        "mixed 你好 text, привет and more words " * 5,
+    ],
+)
 @pytest.mark.parametrize("width", [1, 2, 7, 20, 79])
 def test_wrapped_lines_fit_and_keep_every_character(text: str, width: int) -> None:
     lines = wrap(text, width, indent=4)

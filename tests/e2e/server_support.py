@@ -25,8 +25,9 @@ class RawClient(WireClient):
     stops reading fills up quickly (the slow-consumer test).
     """
 
-    def __init__(self, host: str, port: int, timeout: float = 5.0,
-                 rcvbuf: int | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, timeout: float = 5.0, rcvbuf: int | None = None
+    ) -> None:
         if rcvbuf is None:
             super().__init__(host, port, timeout)
             return
@@ -51,8 +52,7 @@ def raw_client(server: Any, rcvbuf: int | None = None) -> RawClient:
     return c
 
 
-def online(server: Any, name: str, password: str = PASSWORD,
-           register: bool = True) -> WireClient:
+def online(server: Any, name: str, password: str = PASSWORD, register: bool = True) -> WireClient:
     """A connection logged in as `name` that is in CHAT.
 
     The ping after the ack returns once the server has handled the ack, since
@@ -75,8 +75,9 @@ def register(server: Any, *names: str, password: str = PASSWORD) -> None:
         c.expect_closed()
 
 
-def roster_changes(client: WireClient, join: Iterable[str] = (), leave: Iterable[str] = (),
-                   timeout: float = 5.0) -> list[dict[str, Any]]:
+def roster_changes(
+    client: WireClient, join: Iterable[str] = (), leave: Iterable[str] = (), timeout: float = 5.0
+) -> list[dict[str, Any]]:
     """Read (and ack) roster deltas until the given joins and leaves were all seen.
 
     Returns the delta frames read. Any other frame on the way is a test failure.
@@ -118,8 +119,9 @@ def still_usable(client: WireClient) -> bool:
     return request(client, {"type": "ping"}) == {"type": "pong"}
 
 
-def send_msg(client: WireClient, to: str | list[str], text: str,
-             msg_id: str | int = "m1") -> dict[str, Any]:
+def send_msg(
+    client: WireClient, to: str | list[str], text: str, msg_id: str | int = "m1"
+) -> dict[str, Any]:
     """Send a message and return the `sent` answer."""
     answer = request(client, {"type": "send", "id": msg_id, "to": to, "text": text})
     assert answer["type"] == "sent" and answer["id"] == msg_id, answer

@@ -33,8 +33,13 @@ def log_shows(server, *needles: str, timeout: float = 10.0) -> bool:
 def test_pings_keep_an_idle_client_connected_past_the_servers_idle_timeout(start_server) -> None:
     server = start_server("--idle-timeout", "1")
     inbox: queue.Queue[ev.NetEvent] = queue.Queue()
-    net = NetworkClient(server.host, server.port, Session("alice", "pw", register=True),
-                        inbox.put, ping_interval=0.3)
+    net = NetworkClient(
+        server.host,
+        server.port,
+        Session("alice", "pw", register=True),
+        inbox.put,
+        ping_interval=0.3,
+    )
     net.start()
     until(inbox, ev.LoggedIn)
     time.sleep(3)  # three idle timeouts without typing anything
@@ -49,8 +54,9 @@ def test_pings_keep_an_idle_client_connected_past_the_servers_idle_timeout(start
 def test_without_pings_the_server_closes_an_idle_client(start_server) -> None:
     server = start_server("--idle-timeout", "1")
     inbox: queue.Queue[ev.NetEvent] = queue.Queue()
-    net = NetworkClient(server.host, server.port, Session("alice", "pw", register=True),
-                        inbox.put, ping_interval=60)
+    net = NetworkClient(
+        server.host, server.port, Session("alice", "pw", register=True), inbox.put, ping_interval=60
+    )
     net.start()
     until(inbox, ev.LoggedIn)
     events = until(inbox, ev.Stopped)

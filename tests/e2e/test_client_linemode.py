@@ -22,16 +22,39 @@ PASSWORD = "correct horse"
 class LineClient:
     """A `chat-client --no-tui` process: write lines to it, wait for lines from it."""
 
-    def __init__(self, server: Any, user: str, *extra: str, password: str | None = PASSWORD,
-                 env: dict[str, str] | None = None, port: int | None = None,
-                 host: str | None = None) -> None:
-        args = [sys.executable, "-m", "chat.client", "--no-tui", "--host", host or server.host,
-                "--port", str(port or server.port), "--user", user, *extra]
+    def __init__(
+        self,
+        server: Any,
+        user: str,
+        *extra: str,
+        password: str | None = PASSWORD,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        host: str | None = None,
+    ) -> None:
+        args = [
+            sys.executable,
+            "-m",
+            "chat.client",
+            "--no-tui",
+            "--host",
+            host or server.host,
+            "--port",
+            str(port or server.port),
+            "--user",
+            user,
+            *extra,
+        ]
         if password is not None:
             args += ["--password", password]
         self.proc = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**os.environ, **(env or {})}, start_new_session=True)
+            args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
@@ -122,8 +145,11 @@ def test_two_clients_chat_to_all_one_person_and_a_group(server, clients) -> None
     rc, out, err = alice.finish()
     assert rc == 0, err
     sent = [line[9:] for line in out if " > " in line]
-    assert sent == ["> #1 delivered: bob, carol", "> #2 delivered: bob",
-                    "> #3 delivered: bob, carol"]
+    assert sent == [
+        "> #1 delivered: bob, carol",
+        "> #2 delivered: bob",
+        "> #3 delivered: bob, carol",
+    ]
     bob.wait_for(r"^\d\d:\d\d:\d\d \* alice joined$")
     bob.wait_for(r"^\d\d:\d\d:\d\d <alice> hello all$")
     bob.wait_for(r"^\d\d:\d\d:\d\d <alice> \[private\] just for you$")
@@ -187,7 +213,8 @@ def test_wrong_password_is_one_line_and_exit_3(server, clients) -> None:
     rc, out, err = alice.finish()
     assert rc == 3 and out == []
     assert one_clear_line(err) == (
-        "chat-client: login refused: invalid user name or password (bad_credentials)")
+        "chat-client: login refused: invalid user name or password (bad_credentials)"
+    )
 
 
 def test_registering_a_taken_name_is_one_line_and_exit_3(server, clients) -> None:
@@ -206,7 +233,8 @@ def test_refused_connection_is_one_line_and_exit_1(server, clients) -> None:
     rc, _, err = alice.finish()
     assert rc == 1
     assert one_clear_line(err) == (
-        f"chat-client: connection refused by 127.0.0.1:{port} (is chat-server running there?)")
+        f"chat-client: connection refused by 127.0.0.1:{port} (is chat-server running there?)"
+    )
 
 
 def test_unknown_host_is_one_line_and_exit_1(server, clients) -> None:
@@ -224,8 +252,9 @@ def test_full_server_is_one_line_and_exit_1(start_server, clients) -> None:
     alice.end_input()
     rc, _, err = alice.finish()
     assert rc == 1
-    assert one_clear_line(err) == ("chat-client: disconnected: the server closed the connection: "
-                                   "server is full (server_full)")
+    assert one_clear_line(err) == (
+        "chat-client: disconnected: the server closed the connection: server is full (server_full)"
+    )
 
 
 def test_no_password_and_no_terminal_is_one_line_and_exit_2(server, clients) -> None:
@@ -236,13 +265,20 @@ def test_no_password_and_no_terminal_is_one_line_and_exit_2(server, clients) -> 
     assert "no password" in one_clear_line(err)
 
 
-@pytest.mark.parametrize(("args", "reason"), [
-    (["--port", "70000"], "--port must be 1..65535"),
-    (["--user", "no spaces allowed"], "is not a valid user name"),
-])
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--port", "70000"], "--port must be 1..65535"),
+        (["--user", "no spaces allowed"], "is not a valid user name"),
+    ],
+)
 def test_bad_options_are_one_line_and_exit_2(args: list[str], reason: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "chat.client", "--no-tui", "--user", "a",
-                           "--password", "p", *args], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "chat.client", "--no-tui", "--user", "a", "--password", "p", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2
     assert reason in one_clear_line(proc.stderr)
 

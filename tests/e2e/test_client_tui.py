@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 from server_support import PASSWORD, next_frame, online, register
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
-                                reason="tmux is not installed (CI installs it with apt)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
+)
 
 
 class Tmux:
@@ -38,18 +39,43 @@ class Tmux:
         self.env = {**os.environ, "LC_ALL": "C.UTF-8"}
 
     def tmux(self, *args: str) -> str:
-        out = subprocess.run(["tmux", "-u", "-L", self.socket, "-f", "/dev/null", *args],
-                             capture_output=True, text=True, env=self.env, timeout=20)
+        out = subprocess.run(
+            ["tmux", "-u", "-L", self.socket, "-f", "/dev/null", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=20,
+        )
         return out.stdout
 
-    def start_client(self, *client_args: str, width: int = 100, height: int = 30,
-                     python_flags: tuple[str, ...] = (), env: tuple[str, ...] = ()) -> None:
-        client = shlex.join([*env, sys.executable, *python_flags, "-m", "chat.client",
-                             *client_args])
-        command = (f"env -u LINES -u COLUMNS {client} 2>{shlex.quote(str(self.err_file))}; "
-                   f"echo $? > {shlex.quote(str(self.exit_file))}")
-        self.tmux("new-session", "-d", "-s", "chat", "-x", str(width), "-y", str(height),
-                  "sh", "-c", command)
+    def start_client(
+        self,
+        *client_args: str,
+        width: int = 100,
+        height: int = 30,
+        python_flags: tuple[str, ...] = (),
+        env: tuple[str, ...] = (),
+    ) -> None:
+        client = shlex.join(
+            [*env, sys.executable, *python_flags, "-m", "chat.client", *client_args]
+        )
+        command = (
+            f"env -u LINES -u COLUMNS {client} 2>{shlex.quote(str(self.err_file))}; "
+            f"echo $? > {shlex.quote(str(self.exit_file))}"
+        )
+        self.tmux(
+            "new-session",
+            "-d",
+            "-s",
+            "chat",
+            "-x",
+            str(width),
+            "-y",
+            str(height),
+            "sh",
+            "-c",
+            command,
+        )
 
     def keys(self, *keys: str) -> None:
         self.tmux("send-keys", "-t", "chat", *keys)
@@ -71,16 +97,16 @@ class Tmux:
         """The screen once `pattern` (a regex) matches it."""
         return self.wait_until(lambda s: re.search(pattern, s) is not None, pattern, timeout)
 
-    def wait_until(self, check: Callable[[str], bool], what: str,
-                   timeout: float = 15.0) -> str:
+    def wait_until(self, check: Callable[[str], bool], what: str, timeout: float = 15.0) -> str:
         deadline = time.monotonic() + timeout
         while True:
             screen = self.screen()
             if check(screen):
                 return screen
             if time.monotonic() > deadline:
-                raise AssertionError(f"screen never showed {what}:\n{screen}\n"
-                                     f"stderr: {self.stderr()}")
+                raise AssertionError(
+                    f"screen never showed {what}:\n{screen}\nstderr: {self.stderr()}"
+                )
             time.sleep(0.1)
 
     def exit_code(self, timeout: float = 15.0) -> int:
@@ -112,8 +138,17 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
 
 
 def client_args(server: Any, user: str, *extra: str, password: str = PASSWORD) -> list[str]:
-    return ["--host", server.host, "--port", str(server.port), "--user", user,
-            "--password", password, *extra]
+    return [
+        "--host",
+        server.host,
+        "--port",
+        str(server.port),
+        "--user",
+        user,
+        "--password",
+        password,
+        *extra,
+    ]
 
 
 def log_in(tmux: Tmux, key: str = "l") -> None:
@@ -165,7 +200,11 @@ def test_register_chat_with_all_a_group_and_one_person_then_resize_and_exit(serv
     for peer in (bob, carol):
         msg = next_msg(peer)
         assert (msg["type"], msg["from"], msg["to"], msg["text"]) == (
-            "msg", "alice", "*", "hello everyone")
+            "msg",
+            "alice",
+            "*",
+            "hello everyone",
+        )
     tmux.wait_re(r"alice: hello everyone  \[delivered: bob, carol\]")
 
     # A group: Tab to the list, Space on bob and carol, Tab Tab back to the message line.
@@ -200,14 +239,15 @@ def test_register_chat_with_all_a_group_and_one_person_then_resize_and_exit(serv
 
     # The selected user leaves: dropped from the selection, with a note.
     bob.close()
-    tmux.wait_for("bob left", "removed from your selection (offline): bob", "[all] >",
-                  "| 2 online")
+    tmux.wait_for("bob left", "removed from your selection (offline): bob", "[all] >", "| 2 online")
     assert "[ ] bob" not in tmux.screen()
 
     # Resize: smaller, tiny, and back; the client keeps working.
     tmux.resize(50, 14)
-    tmux.wait_until(lambda s: "[all] >" in s and "| 2 online" in s
-                    and max(map(len, s.splitlines())) <= 50, "a 50-column layout")
+    tmux.wait_until(
+        lambda s: "[all] >" in s and "| 2 online" in s and max(map(len, s.splitlines())) <= 50,
+        "a 50-column layout",
+    )
     tmux.resize(20, 4)
     tmux.wait_for("too small")
     tmux.resize(100, 30)
@@ -233,8 +273,10 @@ def test_wrong_password_shows_the_reason_and_the_login_form_again(server, tmux) 
     assert "offline" in screen
     tmux.resize(70, 20)  # while the form is open: the chat screen must follow afterwards
     tmux.keys("Escape")  # cancels the form
-    tmux.wait_until(lambda s: "Password:" not in s and "[all] >" in s
-                    and max(map(len, s.splitlines())) <= 70, "the chat screen at 70 columns")
+    tmux.wait_until(
+        lambda s: "Password:" not in s and "[all] >" in s and max(map(len, s.splitlines())) <= 70,
+        "the chat screen at 70 columns",
+    )
 
 
 def test_refused_connection_shows_the_reason_and_the_login_form_again(server, tmux) -> None:
@@ -253,8 +295,9 @@ def test_server_restart_shows_bye_and_the_client_logs_in_again(start_server, tmu
     tmux.wait_for("online | alice")
     assert first.stop() == 0
     tmux.wait_for("the server said bye: shutdown", "reconnecting")
-    second = start_server("--port", str(first.port), users_file=first.users_file,
-                          key_file=first.key_file)
+    second = start_server(
+        "--port", str(first.port), users_file=first.users_file, key_file=first.key_file
+    )
     assert second.port == first.port
     tmux.wait_for("reconnected as alice", "online | alice", timeout=30)
     peer = online(second, "bob")
@@ -276,9 +319,11 @@ def test_sigterm_says_bye_and_exits_cleanly(server, tmux) -> None:
 def test_c_locale_without_coercion_still_types_and_shows_cyrillic(server, tmux) -> None:
     """As a frozen binary starts: LC_ALL=C, no C-locale coercion, no UTF-8 mode."""
     bob = online(server, "bob")
-    tmux.start_client(*client_args(server, "alice", "--register"),
-                      python_flags=("-X", "utf8=0"),
-                      env=("LC_ALL=C", "LANG=C", "PYTHONCOERCECLOCALE=0", "PYTHONUTF8=0"))
+    tmux.start_client(
+        *client_args(server, "alice", "--register"),
+        python_flags=("-X", "utf8=0"),
+        env=("LC_ALL=C", "LANG=C", "PYTHONCOERCECLOCALE=0", "PYTHONUTF8=0"),
+    )
     log_in(tmux, "r")
     tmux.wait_for(" online | alice", "[ ] bob")
     tmux.type("Иван 你好")
@@ -294,12 +339,19 @@ def test_unknown_terminal_type_is_one_line(tmux) -> None:
     assert tmux.exit_code() == 1
     assert tmux.stderr().splitlines() == [
         "chat-client: no terminfo entry for TERM=no-such-terminal-type "
-        "(set TERMINFO_DIRS or use --no-tui)"]
+        "(set TERMINFO_DIRS or use --no-tui)"
+    ]
 
 
 def test_tui_without_a_terminal_is_one_line() -> None:
-    proc = subprocess.run([sys.executable, "-m", "chat.client", "--user", "alice"],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "chat.client", "--user", "alice"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "chat-client: the TUI needs a terminal on stdin and stdout (use --no-tui for scripts)"]
+        "chat-client: the TUI needs a terminal on stdin and stdout (use --no-tui for scripts)"
+    ]

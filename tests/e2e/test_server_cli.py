@@ -20,10 +20,21 @@ SERVER = [sys.executable, "-m", "chat.server"]
 
 
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    base = ["--host", "127.0.0.1", "--port", "0", "--hash-cost", "10",
-            "--users-file", str(tmp_path / "users.db"), "--log-file", str(tmp_path / "log")]
-    return subprocess.run([*SERVER, *base, *args], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=20)
+    base = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--hash-cost",
+        "10",
+        "--users-file",
+        str(tmp_path / "users.db"),
+        "--log-file",
+        str(tmp_path / "log"),
+    ]
+    return subprocess.run(
+        [*SERVER, *base, *args], cwd=tmp_path, capture_output=True, text=True, timeout=20
+    )
 
 
 def _one_clear_line(result: subprocess.CompletedProcess[str]) -> None:
@@ -32,20 +43,24 @@ def _one_clear_line(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("args", [
-    ["--port", "70000"],
-    ["--port", "-1"],
-    ["--port", "http"],
-    ["--threads", "0"],
-    ["--threads", "-2"],
-    ["--max-clients", "0"],
-    ["--max-events", "0"],
-    ["--max-frame", "0"],
-    ["--epoll-timeout", "soon"],
-    ["--ack-timeout", "-1"],
-    ["--log-level", "LOUD"],
-    ["--no-such-option"],
-], ids=" ".join)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--port", "70000"],
+        ["--port", "-1"],
+        ["--port", "http"],
+        ["--threads", "0"],
+        ["--threads", "-2"],
+        ["--max-clients", "0"],
+        ["--max-events", "0"],
+        ["--max-frame", "0"],
+        ["--epoll-timeout", "soon"],
+        ["--ack-timeout", "-1"],
+        ["--log-level", "LOUD"],
+        ["--no-such-option"],
+    ],
+    ids=" ".join,
+)
 def test_invalid_option_values_give_one_line_and_exit_code_2(tmp_path, args) -> None:
     result = _run(tmp_path, "--key-file", str(tmp_path / "k"), *args)
     assert result.returncode == 2, result
@@ -87,9 +102,22 @@ def test_key_of_16_arbitrary_bytes_is_accepted(start_server, tmp_path) -> None:
     online(server, "alice")
 
 
-OPTIONS = ["--host", "--port", "--threads", "--max-clients", "--epoll-timeout", "--max-events",
-           "--users-file", "--key-file", "--cipher-lib", "--max-frame", "--ack-timeout",
-           "--idle-timeout", "--log-file", "--log-level"]
+OPTIONS = [
+    "--host",
+    "--port",
+    "--threads",
+    "--max-clients",
+    "--epoll-timeout",
+    "--max-events",
+    "--users-file",
+    "--key-file",
+    "--cipher-lib",
+    "--max-frame",
+    "--ack-timeout",
+    "--idle-timeout",
+    "--log-file",
+    "--log-level",
+]
 
 
 def test_help_documents_every_option(tmp_path) -> None:
@@ -103,8 +131,9 @@ def test_server_starts_with_no_options_but_the_port_in_an_empty_folder(tmp_path)
     """Defaults must work: key and users file are made in the current folder."""
     err_path = tmp_path / "stderr.txt"
     with err_path.open("wb") as err:
-        proc = subprocess.Popen([*SERVER, "--port", "0"], cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [*SERVER, "--port", "0"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err
+        )
     try:
         port = _listening_port(proc, err_path)
         c = WireClient("127.0.0.1", port)

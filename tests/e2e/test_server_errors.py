@@ -66,8 +66,9 @@ BAD_AUTH: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("register_flag", [True, False], ids=["register", "login"])
 @pytest.mark.parametrize("kind", list(BAD_AUTH))
-def test_ill_formed_auth_is_bad_request_and_not_fatal(server, kind: str,
-                                                      register_flag: bool) -> None:
+def test_ill_formed_auth_is_bad_request_and_not_fatal(
+    server, kind: str, register_flag: bool
+) -> None:
     fields = dict(BAD_AUTH[kind])
     fields.setdefault("register", register_flag)
     c = server.client()
@@ -121,8 +122,9 @@ def test_ill_formed_send_is_bad_request_with_its_id_and_not_fatal(server, kind: 
     assert still_usable(c)
 
 
-@pytest.mark.parametrize("bad_id", [True, 1.5, None, [1], {"a": 1}],
-                         ids=["bool", "float", "null", "list", "object"])
+@pytest.mark.parametrize(
+    "bad_id", [True, 1.5, None, [1], {"a": 1}], ids=["bool", "float", "null", "list", "object"]
+)
 def test_send_with_ill_typed_id_is_bad_request(server, bad_id: Any) -> None:
     c = online(server, "alice")
     answer = request(c, {"type": "send", "id": bad_id, "to": "*", "text": "hi"})
@@ -216,15 +218,15 @@ def test_bad_credentials_reads_the_same_for_unknown_user_and_wrong_password(serv
 
 def test_login_with_register_false_by_default_needs_an_account(server) -> None:
     c = server.client()
-    assert_error(request(c, {"type": "auth", "user": "nobody", "password": "pw"}),
-                 "bad_credentials")
+    assert_error(
+        request(c, {"type": "auth", "user": "nobody", "password": "pw"}), "bad_credentials"
+    )
 
 
 def test_registering_a_taken_name_is_user_exists_and_not_fatal(server) -> None:
     register(server, "alice")
     c = server.client()
-    answer = request(c, {"type": "auth", "user": "alice", "password": "other",
-                         "register": True})
+    answer = request(c, {"type": "auth", "user": "alice", "password": "other", "register": True})
     assert_error(answer, "user_exists")
     assert still_usable(c)
     c.login("alice", PASSWORD, register=False)
@@ -237,8 +239,14 @@ def test_auth_after_login_is_refused_and_not_fatal(server) -> None:
     assert still_usable(c)
 
 
-NON_FATAL = {"bad_request", "not_authenticated", "not_ready", "bad_credentials", "user_exists",
-             "rate_limited"}
+NON_FATAL = {
+    "bad_request",
+    "not_authenticated",
+    "not_ready",
+    "bad_credentials",
+    "user_exists",
+    "rate_limited",
+}
 
 
 # ---- too_many_attempts -------------------------------------------------------
@@ -257,16 +265,19 @@ def test_five_failed_logins_end_the_connection_with_too_many_attempts(server) ->
     register(server, "alice")
     c = server.client()
     for i in range(4):
-        assert_error(request(c, {"type": "auth", "user": "alice", "password": f"wrong-{i}"}),
-                     "bad_credentials")
+        assert_error(
+            request(c, {"type": "auth", "user": "alice", "password": f"wrong-{i}"}),
+            "bad_credentials",
+        )
     _fifth_failure_closes(c)
 
 
 def test_unknown_users_count_toward_too_many_attempts(server) -> None:
     c = server.client()
     for i in range(4):
-        assert_error(request(c, {"type": "auth", "user": f"ghost{i}", "password": "x"}),
-                     "bad_credentials")
+        assert_error(
+            request(c, {"type": "auth", "user": f"ghost{i}", "password": "x"}), "bad_credentials"
+        )
     _fifth_failure_closes(c)
 
 
@@ -274,18 +285,22 @@ def test_only_bad_credentials_count_toward_too_many_attempts(server) -> None:
     register(server, "alice")
     c = server.client()
     for _ in range(5):
-        assert_error(request(c, {"type": "auth", "user": "b a d", "password": "x"}),
-                     "bad_request")
-        assert_error(request(c, {"type": "auth", "user": "alice", "password": "x",
-                                 "register": True}), "user_exists")
-        assert_error(request(c, {"type": "send", "id": 1, "to": "*", "text": "x"}),
-                     "not_authenticated")
+        assert_error(request(c, {"type": "auth", "user": "b a d", "password": "x"}), "bad_request")
+        assert_error(
+            request(c, {"type": "auth", "user": "alice", "password": "x", "register": True}),
+            "user_exists",
+        )
+        assert_error(
+            request(c, {"type": "send", "id": 1, "to": "*", "text": "x"}), "not_authenticated"
+        )
         unknown = request(c, {"type": "nope"})  # clarification 5 allows either code
         assert unknown["type"] == "error", unknown
         assert unknown["code"] in {"bad_request", "not_authenticated"}, unknown
     for i in range(4):
-        assert_error(request(c, {"type": "auth", "user": "alice", "password": f"wrong-{i}"}),
-                     "bad_credentials")
+        assert_error(
+            request(c, {"type": "auth", "user": "alice", "password": f"wrong-{i}"}),
+            "bad_credentials",
+        )
     assert still_usable(c)
     c.login("alice", PASSWORD, register=False)
 
@@ -293,12 +308,16 @@ def test_only_bad_credentials_count_toward_too_many_attempts(server) -> None:
 def test_five_pipelined_failures_close_and_nothing_after_them_is_answered(server) -> None:
     register(server, "alice")
     c = server.client()
-    c.send_raw(b"".join(frame({"type": "auth", "user": "alice", "password": f"bad{i}"})
-                        for i in range(5)) + frame({"type": "ping"}) * 3)
+    c.send_raw(
+        b"".join(frame({"type": "auth", "user": "alice", "password": f"bad{i}"}) for i in range(5))
+        + frame({"type": "ping"}) * 3
+    )
     frames = c.expect_closed()
     codes = [f.get("code") for f in frames]
-    assert codes in (["bad_credentials"] * 4 + ["too_many_attempts"],
-                     ["bad_credentials"] * 5 + ["too_many_attempts"]), frames
+    assert codes in (
+        ["bad_credentials"] * 4 + ["too_many_attempts"],
+        ["bad_credentials"] * 5 + ["too_many_attempts"],
+    ), frames
 
 
 def test_concurrent_registrations_of_one_name_make_exactly_one_account(server) -> None:
@@ -320,8 +339,9 @@ def test_too_many_attempts_counts_per_connection(server) -> None:
     for i in range(4):
         request(first, {"type": "auth", "user": "alice", "password": f"wrong-{i}"})
     other = server.client()
-    assert_error(request(other, {"type": "auth", "user": "alice", "password": "no"}),
-                 "bad_credentials")
+    assert_error(
+        request(other, {"type": "auth", "user": "alice", "password": "no"}), "bad_credentials"
+    )
     _fifth_failure_closes(first)
     other.login("alice", PASSWORD, register=False)
 
@@ -399,8 +419,7 @@ def test_pings_keep_a_connection_past_the_idle_timeout(start_server) -> None:
 # ---- rate_limited ------------------------------------------------------------
 
 
-def test_sends_over_the_rate_limit_are_rate_limited_with_id_and_not_delivered(
-        start_server) -> None:
+def test_sends_over_the_rate_limit_are_rate_limited_with_id_and_not_delivered(start_server) -> None:
     server = start_server("--rate-limit", "1", "--rate-burst", "3")
     bob = online(server, "bob")
     alice = online(server, "alice")

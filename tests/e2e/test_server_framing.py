@@ -33,8 +33,9 @@ def test_several_sends_in_one_tcp_write_all_reach_the_recipient(server) -> None:
     bob = online(server, "bob")
     alice = online(server, "alice")
     roster_changes(bob, join=["alice"])
-    burst = b"".join(frame({"type": "send", "id": i, "to": ["bob"], "text": f"t{i}"})
-                     for i in range(20))
+    burst = b"".join(
+        frame({"type": "send", "id": i, "to": ["bob"], "text": f"t{i}"}) for i in range(20)
+    )
     alice.send_raw(burst)
     answers = [alice.recv() for _ in range(20)]
     assert [a["id"] for a in answers] == list(range(20))
@@ -45,7 +46,7 @@ def test_several_sends_in_one_tcp_write_all_reach_the_recipient(server) -> None:
 def _dribble(client, data: bytes) -> None:
     """Send one byte per TCP segment (TCP_NODELAY is on, and a pause keeps them apart)."""
     for i in range(len(data)):
-        client.send_raw(data[i:i + 1])
+        client.send_raw(data[i : i + 1])
         time.sleep(0.001)
 
 
@@ -93,8 +94,9 @@ MALFORMED = {
 
 @pytest.mark.parametrize("logged_in", [False, True], ids=["in_auth", "in_chat"])
 @pytest.mark.parametrize("kind", list(MALFORMED))
-def test_malformed_frame_is_fatal_bad_frame_with_nothing_after(server, kind: str,
-                                                                 logged_in: bool) -> None:
+def test_malformed_frame_is_fatal_bad_frame_with_nothing_after(
+    server, kind: str, logged_in: bool
+) -> None:
     c = _logged_in_or_not(server, logged_in)
     c.send_raw(MALFORMED[kind])
     fatal(c, "bad_frame")
@@ -156,8 +158,7 @@ def test_unknown_extra_fields_are_ignored(server) -> None:
 
 
 @pytest.mark.parametrize("kind", ["zero_length", "bad_utf8", "no_type"])
-def test_a_malformed_frame_from_one_client_does_not_disturb_the_others(server,
-                                                                         kind: str) -> None:
+def test_a_malformed_frame_from_one_client_does_not_disturb_the_others(server, kind: str) -> None:
     alice = online(server, "alice")
     bob = online(server, "bob")
     roster_changes(alice, join=["bob"])

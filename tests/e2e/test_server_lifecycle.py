@@ -75,11 +75,17 @@ def test_nothing_but_a_bye_follows_a_client_bye(server) -> None:
     bob = online(server, "bob")
     roster_changes(alice, join=["bob"])
     # frames sent in the same write after bye must go unanswered
-    bob.send_raw(b"".join(
-        frame(f) for f in (
-            {"type": "bye"}, {"type": "ping"},
-            {"type": "send", "id": 1, "to": ["alice"], "text": "after bye"},
-            {"type": "nonsense"})))
+    bob.send_raw(
+        b"".join(
+            frame(f)
+            for f in (
+                {"type": "bye"},
+                {"type": "ping"},
+                {"type": "send", "id": 1, "to": ["alice"], "text": "after bye"},
+                {"type": "nonsense"},
+            )
+        )
+    )
     _after_bye(bob.expect_closed())
     roster_changes(alice, leave=["bob"])
     assert alice.silent(0.2), "a send after bye was delivered"
@@ -124,9 +130,10 @@ def test_shutdown_says_bye_to_every_connection_and_exits_zero(start_server, sig:
     def read(name, c):
         results[name] = c.expect_closed(timeout=10)
 
-    readers = [threading.Thread(target=read, args=(n, c)) for n, c in
-               (("auth", in_auth), ("roster", in_roster), ("alice", chat[0]),
-                ("bob", chat[1]))]
+    readers = [
+        threading.Thread(target=read, args=(n, c))
+        for n, c in (("auth", in_auth), ("roster", in_roster), ("alice", chat[0]), ("bob", chat[1]))
+    ]
     for t in readers:
         t.start()
     for t in readers:
@@ -294,7 +301,8 @@ def test_restart_with_the_same_key_keeps_every_account(start_server) -> None:
 
 
 def test_restart_with_a_wrong_key_refuses_and_leaves_the_users_file_alone(
-        start_server, tmp_path) -> None:
+    start_server, tmp_path
+) -> None:
     first = start_server()
     online(first, "alice").close()
     assert first.stop() == 0
@@ -333,7 +341,8 @@ def test_an_acknowledged_registration_survives_sigkill(start_server) -> None:
 
 
 def test_sigkill_during_a_burst_of_registrations_loses_no_acknowledged_account(
-        start_server) -> None:
+    start_server,
+) -> None:
     first = start_server("--threads", "4")
     acked: list[str] = []
     clients = [first.client() for _ in range(20)]

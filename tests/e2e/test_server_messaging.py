@@ -209,9 +209,12 @@ def _pump(client: WireClient, name: str, want_msgs: int, out: dict[str, Any]) ->
     """Send PER_SENDER messages to "*" in small batches, then read every answer."""
     try:
         for start in range(0, PER_SENDER, 25):
-            client.send_raw(b"".join(
-                frame({"type": "send", "id": i, "to": "*", "text": f"{name}:{i}"})
-                for i in range(start, start + 25)))
+            client.send_raw(
+                b"".join(
+                    frame({"type": "send", "id": i, "to": "*", "text": f"{name}:{i}"})
+                    for i in range(start, start + 25)
+                )
+            )
         out[name] = _drain(client, want_msgs, PER_SENDER)
     except BaseException as exc:  # reported by the main thread
         out[name] = exc
@@ -243,10 +246,14 @@ def test_per_sender_order_holds_with_four_threads_and_concurrent_senders(start_s
     listeners = ["l0", "l1"]
     room = _room(server, *senders, *listeners)
     out: dict[str, Any] = {}
-    threads = [threading.Thread(target=_pump, args=(room[n], n, (SENDERS - 1) * PER_SENDER, out))
-               for n in senders]
-    threads += [threading.Thread(target=_listen, args=(room[n], n, SENDERS * PER_SENDER, out))
-                for n in listeners]
+    threads = [
+        threading.Thread(target=_pump, args=(room[n], n, (SENDERS - 1) * PER_SENDER, out))
+        for n in senders
+    ]
+    threads += [
+        threading.Thread(target=_listen, args=(room[n], n, SENDERS * PER_SENDER, out))
+        for n in listeners
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -261,7 +268,8 @@ def test_per_sender_order_holds_with_four_threads_and_concurrent_senders(start_s
                 continue
             texts = [m["text"] for m in got["msg"] if m["from"] == sender]
             assert texts == [f"{sender}:{i}" for i in range(PER_SENDER)], (
-                f"{name} saw {sender}'s messages out of order, lost or doubled")
+                f"{name} saw {sender}'s messages out of order, lost or doubled"
+            )
             ids = [m["id"] for m in got["msg"] if m["from"] == sender]
             assert all(a < b for a, b in pairwise(ids)), ids
         assert not any(m["from"] == name for m in got["msg"]), "a sender got its own message"

@@ -69,8 +69,7 @@ def chroot_with(bullseye: Path, static_release: Release) -> Iterator[list[str]]:
         shutil.copytree(static_release.folder / flavour, target / flavour)
     (target / "run").mkdir()
     script = (
-        'mount -t proc proc "$0/proc" && '
-        'exec chroot "$0" /usr/bin/env -i PATH=/usr/bin:/bin "$@"'
+        'mount -t proc proc "$0/proc" && exec chroot "$0" /usr/bin/env -i PATH=/usr/bin:/bin "$@"'
     )
     yield ["unshare", "--mount", "sh", "-c", script, str(bullseye)]
     shutil.rmtree(target, ignore_errors=True)
@@ -111,9 +110,7 @@ def test_static_binary_help_on_bullseye(chroot_with: list[str], program: str) ->
     assert result.stdout.startswith(f"usage: {program}")
 
 
-def test_static_server_and_clients_chat_on_bullseye(
-    bullseye: Path, chroot_with: list[str]
-) -> None:
+def test_static_server_and_clients_chat_on_bullseye(bullseye: Path, chroot_with: list[str]) -> None:
     inside_run = f"{INSIDE}/run"
     server = ServerRun(
         chroot_with,

@@ -52,9 +52,7 @@ def test_two_new_key_files_differ(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mask", [0o000, 0o022, 0o077, 0o277])
-def test_mode_is_exactly_0600_whatever_the_umask(
-    tmp_path: Path, umask: None, mask: int
-) -> None:
+def test_mode_is_exactly_0600_whatever_the_umask(tmp_path: Path, umask: None, mask: int) -> None:
     path = tmp_path / "server.key"
     os.umask(mask)
     load_or_create_key(path)

@@ -367,8 +367,10 @@ def test_registrations_during_a_write_share_the_next_write(
     _slow_writes(store, writes)
     names = [f"user{i}" for i in range(16)]
     results: dict[str, bool] = {}
-    threads = [threading.Thread(target=lambda n=n: results.update({n: store.register(n, "pw")}))
-               for n in names]
+    threads = [
+        threading.Thread(target=lambda n=n: results.update({n: store.register(n, "pw")}))
+        for n in names
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -44,25 +44,35 @@ client_messages = st.one_of(
 server_messages = st.one_of(
     st.builds(AuthOk, names),
     st.builds(lambda seq, users: Roster(seq, True, users=users), seqs, name_lists),
-    st.builds(lambda seq, j, lv: Roster(seq, False, join=j, leave=lv), seqs, name_lists,
-              name_lists),
+    st.builds(
+        lambda seq, j, lv: Roster(seq, False, join=j, leave=lv), seqs, name_lists, name_lists
+    ),
     st.builds(Sent, msg_ids, name_lists, name_lists),
-    st.builds(Msg, st.integers(min_value=1, max_value=2**63 - 1), names, recipients, texts,
-              timestamps),
+    st.builds(
+        Msg, st.integers(min_value=1, max_value=2**63 - 1), names, recipients, texts, timestamps
+    ),
     st.just(Pong()),
     st.builds(ServerBye, st.text(max_size=20)),
-    st.builds(Error, st.sampled_from(["bad_request", "not_ready", "timeout"]),
-              st.text(max_size=40), st.none() | msg_ids),
+    st.builds(
+        Error,
+        st.sampled_from(["bad_request", "not_ready", "timeout"]),
+        st.text(max_size=40),
+        st.none() | msg_ids,
+    ),
 )
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=20),
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 

@@ -57,8 +57,10 @@ def test_any_split_of_a_stream_decodes_to_the_same_frames(
 
 
 @relaxed
-@given(st.lists(client_messages, min_size=1, max_size=6), st.lists(st.integers(min_value=0),
-                                                                    max_size=30))
+@given(
+    st.lists(client_messages, min_size=1, max_size=6),
+    st.lists(st.integers(min_value=0), max_size=30),
+)
 def test_any_split_of_a_message_stream_parses_to_the_same_messages(messages, cuts) -> None:
     stream = b"".join(encode(m) for m in messages)
     decoder = FrameDecoder()

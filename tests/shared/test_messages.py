@@ -155,8 +155,10 @@ def test_unknown_extra_fields_are_ignored() -> None:
 
 
 @relaxed
-@given(st.dictionaries(st.text(max_size=8), json_values, max_size=6),
-       st.sampled_from(["auth", "roster_ack", "send", "ping", "bye", "other"]))
+@given(
+    st.dictionaries(st.text(max_size=8), json_values, max_size=6),
+    st.sampled_from(["auth", "roster_ack", "send", "ping", "bye", "other"]),
+)
 def test_arbitrary_json_objects_raise_only_protocol_errors(obj: dict, kind: str) -> None:
     obj["type"] = kind
     payload = raw(obj)
@@ -222,9 +224,12 @@ def test_missing_auth_field_is_bad_request(missing: str) -> None:
 def test_register_defaults_to_false_and_must_be_bool() -> None:
     default = parse_client_message(raw({"type": "auth", "user": "a", "password": "p"}))
     assert default.register is False
-    assert parse_client_message(
-        raw({"type": "auth", "user": "a", "password": "p", "register": True})
-    ).register is True
+    assert (
+        parse_client_message(
+            raw({"type": "auth", "user": "a", "password": "p", "register": True})
+        ).register
+        is True
+    )
 
 
 # --- roster_ack ------------------------------------------------------------------

@@ -225,8 +225,7 @@ def test_shared_log_is_trimmed_only_up_to_the_oldest_cursor() -> None:
         fast.ack(fast.in_flight)  # type: ignore[arg-type]
     log.trim(min(slow.cursor, fast.cursor))
     assert len(log) == 10  # slow has not been told anything yet
-    assert slow.ack(1) == Roster(2, False, join=tuple(sorted(f"u{i}" for i in range(10))),
-                                 leave=())
+    assert slow.ack(1) == Roster(2, False, join=tuple(sorted(f"u{i}" for i in range(10))), leave=())
     log.trim(min(slow.cursor, fast.cursor))
     assert len(log) == 0
 
@@ -297,5 +296,4 @@ class SharedLogProtocol(RuleBasedStateMachine):
 
 
 TestSharedLogProtocol = SharedLogProtocol.TestCase
-TestSharedLogProtocol.settings = settings(max_examples=150, stateful_step_count=40,
-                                          deadline=None)
+TestSharedLogProtocol.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)

@@ -18,10 +18,20 @@ from chat.shared.states import State, Transition, check_client_frame, next_state
 OK = None
 # Written out by hand from the contract, so a change to CLIENT_RULES must be deliberate.
 EXPECTED: dict[State, dict[str, Code | None]] = {
-    State.AUTH: {"auth": OK, "ping": OK, "bye": OK,
-                 "roster_ack": Code.NOT_AUTHENTICATED, "send": Code.NOT_AUTHENTICATED},
-    State.ROSTER: {"auth": Code.BAD_REQUEST, "roster_ack": OK, "send": Code.NOT_READY,
-                   "ping": OK, "bye": OK},
+    State.AUTH: {
+        "auth": OK,
+        "ping": OK,
+        "bye": OK,
+        "roster_ack": Code.NOT_AUTHENTICATED,
+        "send": Code.NOT_AUTHENTICATED,
+    },
+    State.ROSTER: {
+        "auth": Code.BAD_REQUEST,
+        "roster_ack": OK,
+        "send": Code.NOT_READY,
+        "ping": OK,
+        "bye": OK,
+    },
     State.CHAT: {"auth": Code.BAD_REQUEST, "roster_ack": OK, "send": OK, "ping": OK, "bye": OK},
 }
 CASES = [(s, k, c) for s, row in EXPECTED.items() for k, c in row.items()]
@@ -108,7 +118,11 @@ def test_illegal_transitions_are_our_bug(state: State, transition: Transition) -
 
 def test_fatal_codes_are_exactly_the_contracts_five() -> None:
     assert {c.value for c in FATAL_CODES} == {
-        "bad_frame", "frame_too_large", "server_full", "too_many_attempts", "timeout"
+        "bad_frame",
+        "frame_too_large",
+        "server_full",
+        "too_many_attempts",
+        "timeout",
     }
     for code in Code:
         assert RemoteProtocolError(code).fatal is (code in FATAL_CODES)
@@ -116,11 +130,19 @@ def test_fatal_codes_are_exactly_the_contracts_five() -> None:
 
 def test_every_code_has_a_default_message_and_bad_credentials_text_is_fixed() -> None:
     assert set(DEFAULT_MESSAGES) == set(Code)
-    assert RemoteProtocolError(Code.BAD_CREDENTIALS).message == DEFAULT_MESSAGES[
-        Code.BAD_CREDENTIALS
-    ]
+    assert (
+        RemoteProtocolError(Code.BAD_CREDENTIALS).message == DEFAULT_MESSAGES[Code.BAD_CREDENTIALS]
+    )
     assert {c.value for c in Code} == {
-        "bad_frame", "frame_too_large", "server_full", "too_many_attempts", "timeout",
-        "bad_request", "not_authenticated", "not_ready", "bad_credentials", "user_exists",
+        "bad_frame",
+        "frame_too_large",
+        "server_full",
+        "too_many_attempts",
+        "timeout",
+        "bad_request",
+        "not_authenticated",
+        "not_ready",
+        "bad_credentials",
+        "user_exists",
         "rate_limited",
     }
