@@ -26,6 +26,7 @@ ctest --test-dir build/native --output-on-failure
 
 echo "== lint (ruff) =="
 "$VENV/bin/ruff" check src tests bench
+"$VENV/bin/ruff" format --check src tests bench
 
 echo "== Python tests (pytest) =="
 exec env -u LINES -u COLUMNS "$VENV/bin/python" -m pytest "$@"
