@@ -1,4 +1,4 @@
-"""Everything the server can be told on its command line, in one frozen record."""
+"""Everything the server can be told (command line or config file), in one frozen record."""
 
 from __future__ import annotations
 
@@ -16,15 +16,30 @@ class ServerConfig:
     max_clients: int = 1024
     epoll_timeout_ms: int = 1000
     max_events: int = 256
+    #: Where the key, the users file (and later the message store) live by default.
+    data_dir: Path = Path(".")
     users_file: Path = Path("users.db")
     key_file: Path = Path("server.key")
     cipher_lib: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     max_frame: int = DEFAULT_MAX_FRAME
     ack_timeout: float = 30.0
     idle_timeout: float = 300.0
+    #: A login (TLS handshake included) must finish this long after accept.
+    auth_timeout: float = 60.0
+    #: A frame whose header has arrived must be complete this long after (slowloris).
+    frame_timeout: float = 30.0
     max_outbuf: int = 4 * 1024 * 1024
+    #: All connections' outbound buffers together; past it the biggest buffers are dropped.
+    max_total_outbuf: int = 256 * 1024 * 1024
+    #: Connections not yet logged in from one peer address (0 = no limit).
+    max_unauth_per_addr: int = 256
     rate_limit: float = 500.0  # sends per second per connection; 0 disables
     rate_burst: int = 1000
     hash_cost: int = 14  # scrypt log2(N)
+    #: Threads that run scrypt, apart from the workers, and the logins that may wait for them.
+    hash_threads: int = 1
+    hash_queue: int = 256
     shutdown_grace: float = 2.0
     backlog: int = 1024
