@@ -16,7 +16,7 @@ from chat.shared.framing import MAX_SERVER_FRAME
 
 from .config import ServerConfig
 from .keyfile import KeyFileError, load_or_create_key
-from .server import ChatServer, raise_fd_limit
+from .server import ChatServer, open_listener, raise_fd_limit
 from .store import StoreError, UserStore
 
 log = logging.getLogger("chat.server")
@@ -226,12 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     log.info("users file %s: %d accounts", config.users_file, len(store))
     raise_fd_limit(config.max_clients)
     try:
-        server = ChatServer(config, store)
+        listener = open_listener(config.host, config.port, config.backlog)
     except OSError as exc:
         return _fail(
             EXIT_FAILURE,
             f"cannot listen on {config.host or '*'}:{config.port}: {exc.strerror or exc}",
         )
+    server = ChatServer(config, store, listener, None)
     server.install_signal_handlers()
     server.run()
     return 0

@@ -6,6 +6,7 @@ import logging
 import resource
 import signal
 import socket
+import ssl
 from types import FrameType
 
 from .config import ServerConfig
@@ -54,10 +55,20 @@ def open_listener(host: str, port: int, backlog: int) -> socket.socket:
 
 
 class ChatServer:
-    def __init__(self, config: ServerConfig, store: UserStore) -> None:
+    """The running server. `listener` is bound before anything is written to disk (cli.py),
+    so a start that fails creates nothing; `tls` is None for plain TCP."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: UserStore,
+        listener: socket.socket,
+        tls: ssl.SSLContext | None,
+    ) -> None:
         self.config = config
         self.store = store
-        self.listener = open_listener(config.host, config.port, config.backlog)
+        self.listener = listener
+        self.tls = tls
         self.port = self.listener.getsockname()[1]
         self.hub = Hub(config.ack_timeout)
         self.pool = WorkerPool(config.threads)
