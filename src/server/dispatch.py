@@ -1,9 +1,12 @@
-"""What each client frame does, run on the worker pool in the sender's mailbox.
+"""What each mailbox item does: run on the worker pool, in the connection's mailbox.
 
-One batch is every item posted to one connection since its last run: frame
-payloads, a fatal framing error, or the peer's end of stream. Output for
-all recipients is appended during the batch and flushed once at its end,
-so many frames share one send() per socket.
+A batch is every item posted to one connection since its mailbox last ran:
+frame payloads, the peer going away, a deadline, a login outcome. The
+connection (`ServerConnection`) makes every state change and builds every
+reply; this module does what those imply: hashing, the roster, the fan-out,
+the log. Output for all recipients is appended during the tick and handed to
+the loop once at its end, so many frames share one `send()` per socket.
+Nothing here touches a socket.
 """
 
 from __future__ import annotations
@@ -13,105 +16,109 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chat.shared.errors import Code, RemoteProtocolError
-from chat.shared.messages import (
-    Auth,
-    ClientBye,
-    Error,
-    Ping,
-    Pong,
-    RosterAck,
-    Send,
-    Sent,
-    ServerBye,
-    encode,
-    encode_object,
-)
+from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError, Why
+from chat.shared.messages import Auth, ClientBye, Msg, Ping, Pong, RosterAck, Send, Sent
+from chat.shared.states import State
 
 from .hub import Dirty, Hub
-from .ratelimit import TokenBucket
+from .inbox import Cause, LoopInbox
+from .session import Abort, Evict, LoginChecked, Outcome, PeerGone, Session
 from .store import StoreError
-from .user import Cause
 
 if TYPE_CHECKING:
-    from .config import ServerConfig
-    from .store import UserStore
-    from .user import User
+    from .hashing import HashExecutor
 
 log = logging.getLogger("chat.server")
 
-PEER_EOF = object()  # the peer closed its sending side
+
+class Accounts(Protocol):
+    """What the dispatcher needs of the users store (thread-safe, slow: scrypt)."""
+
+    def verify(self, name: str, password: str) -> bool: ...
+
+    def register(self, name: str, password: str) -> bool: ...
 
 
-class Closer(Protocol):
-    """The part of the event loop the workers may call (thread-safe)."""
+class Throttle(Protocol):
+    """The login throttle (`throttle.LoginThrottle`)."""
 
-    def request_close(self, user: User, reason: str, cause: Cause) -> None: ...
+    def delay(self, account: str, addr: str) -> float: ...
 
-    def request_resume(self, user: User) -> None: ...
+    def failure(self, account: str, addr: str) -> None: ...
+
+    def success(self, account: str, addr: str) -> None: ...
 
 
 class _Tick:
-    """What one worker owes the world at the end of its tick."""
+    """What one worker owes the loop at the end of its tick."""
 
-    __slots__ = ("closing", "dirty", "resuming")
+    __slots__ = ("dirty",)
 
     def __init__(self) -> None:
         self.dirty: Dirty = {}
-        self.closing: dict[User, None] = {}
-        self.resuming: dict[User, None] = {}
+
+
+_FAILURES = {
+    Outcome.BAD_CREDENTIALS: Code.BAD_CREDENTIALS,
+    Outcome.USER_EXISTS: Code.USER_EXISTS,
+}
 
 
 class Dispatcher:
-    def __init__(self, hub: Hub, store: UserStore, loop: Closer, config: ServerConfig) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        accounts: Accounts,
+        throttle: Throttle,
+        hasher: HashExecutor,
+        inbox: LoopInbox,
+    ) -> None:
         self._hub = hub
-        self._store = store
-        self._loop = loop
-        self._config = config
+        self._accounts = accounts
+        self._throttle = throttle
+        self._hasher = hasher
+        self._inbox = inbox
         self._local = threading.local()  # each worker's _Tick
 
     # ---- batch -----------------------------------------------------------
-    def handle_batch(self, user: User, items: list[Any]) -> None:
-        """Handle one mailbox batch; its writes are flushed at the end of the worker's tick."""
-        tick = self._tick()
-        dirty = tick.dirty
+    def handle_batch(self, session: Session, items: list[Any]) -> int:
+        """Handle a mailbox batch; returns how many items were consumed (all, unless a
+        login is being hashed: the rest waits, so replies keep the order of frames)."""
+        dirty = self._tick().dirty
+        conn = session.conn
         sends: list[Send] = []  # consecutive sends to the same `to`, fanned out together
-        for item in items:
-            if user.sealed or user.closed:
-                break  # nothing is answered after the final frame
-            message = self._message(user, item, dirty)
-            if isinstance(message, Send) and (not sends or sends[0].to == message.to):
-                sends.append(message)
-                continue
+        for index, item in enumerate(items):
+            if conn.closed:
+                continue  # nothing is answered after the final frame
+            if type(item) is bytes:
+                try:
+                    message = conn.receive(item)
+                except RemoteProtocolError as err:
+                    message = err
+                if isinstance(message, Send):
+                    if sends and sends[0].to != message.to:
+                        self._send_group(session, sends, dirty)
+                        sends = []
+                    sends.append(message)
+                    continue
+            else:
+                message = item
             if sends:
-                self._send_group(user, sends, dirty)
+                self._send_group(session, sends, dirty)
                 sends = []
-            if isinstance(message, Send):
-                sends.append(message)
-            elif message is not None:
-                self._handle(user, message, dirty)
-        if sends and not user.sealed:
-            self._send_group(user, sends, dirty)
-        if user.sealed and not user.closed:
-            tick.closing[user] = None
-        elif user.backlogged:
-            tick.resuming[user] = None
+            if not self._handle(session, message, dirty):
+                return index + 1
+        if sends:
+            self._send_group(session, sends, dirty)
+        return len(items)
 
     def end_tick(self) -> None:
-        """Flush every socket this worker wrote to, then hand closes to the loop.
-
-        Closes go after the flush, so the loop usually finds the final frame sent.
-        """
+        """Hand every buffer this worker wrote to over to the loop, in one request."""
         tick = self._tick()
         if tick.dirty:
-            dirty, tick.dirty = tick.dirty, {}
-            self.flush(dirty)
-        for user in tick.closing:
-            self._loop.request_close(user, user.close_reason or "closed", user.close_cause)
-        for user in tick.resuming:
-            self._loop.request_resume(user)
-        tick.closing.clear()
-        tick.resuming.clear()
+            cids = [s.cid for s in tick.dirty]
+            tick.dirty = {}
+            self._inbox.flush(cids)
 
     def _tick(self) -> _Tick:
         tick = getattr(self._local, "tick", None)
@@ -119,150 +126,138 @@ class Dispatcher:
             tick = self._local.tick = _Tick()
         return tick
 
-    def flush(self, dirty: Dirty) -> None:
-        for target in dirty:
-            if not target.flush():
-                if target.overflow:
-                    reason, cause = "send buffer overflow (client does not read)", Cause.US
+    def _handle(self, session: Session, item: Any, dirty: Dirty) -> bool:
+        """One message or control item; False when the mailbox must hold for a login."""
+        conn = session.conn
+        match item:
+            case RemoteProtocolError() as err:
+                if err.fatal:
+                    self._end(
+                        session, conn.error(err), f"{err.code}: {err.message}", Cause.US, dirty
+                    )
                 else:
-                    reason, cause = f"send failed: {target.broken}", Cause.BROKEN
-                self._loop.request_close(target, reason, cause)
-
-    def _message(self, user: User, item: Any, dirty: Dirty) -> Any:
-        """The parsed message of one mailbox item, or None when it was answered already."""
-        if item is PEER_EOF:
-            user.close_reason, user.close_cause = "EOF without bye", Cause.BROKEN
-            user.seal()
-            return None
-        if isinstance(item, RemoteProtocolError):
-            self._fail(user, item, dirty)
-            return None
-        try:
-            return user.conn.parse_payload(item)
-        except RemoteProtocolError as err:
-            self._refuse(user, err, dirty)
-            return None
-
-    def _refuse(self, user: User, err: RemoteProtocolError, dirty: Dirty) -> None:
-        if err.fatal:
-            self._fail(user, err, dirty)
-        else:
-            self._reply(user, Error(err.code, err.message, err.msg_id), dirty)
-
-    def _handle(self, user: User, message: Any, dirty: Dirty) -> None:
-        try:
-            self._dispatch(user, message, dirty)
-        except RemoteProtocolError as err:
-            self._refuse(user, err, dirty)
-
-    def _dispatch(self, user: User, message: Any, dirty: Dirty) -> None:
-        match message:
-            case RosterAck():
-                self._hub.ack_roster(user, message, dirty)
+                    self._write(session, conn.error(err), dirty)
             case Ping():
-                self._reply(user, Pong(), dirty)
+                self._write(session, conn.reply(Pong()), dirty)
+            case RosterAck(seq):
+                try:
+                    self._hub.ack_roster(session, seq, conn.state is State.ROSTER, dirty)
+                except RemoteProtocolError as err:
+                    self._write(session, conn.error(err), dirty)
+                else:
+                    conn.roster_acked()
             case Auth():
-                self._auth(user, message, dirty)
+                return self._check_login(session, item, dirty)
+            case LoginChecked():
+                self._login_checked(session, item, dirty)
             case ClientBye():
-                self._goodbye(user, "bye", dirty)
+                self._end(session, conn.goodbye(Why.BYE), "bye", Cause.PEER, dirty)
+            case PeerGone(reason, cause):
+                conn.peer_gone()
+                self._hub.remove(session, dirty)
+                self._inbox.close_after_flush(session.cid, reason, cause)
+            case Abort(err, reason):
+                self._end(session, conn.error(err), reason, Cause.US, dirty)
+            case Evict(why):
+                self._end(session, conn.goodbye(why), why, Cause.US, dirty)
+            case _:
+                raise LocalProtocolError(f"no handler for {item!r}")
+        return True
 
-    # ---- frames ----------------------------------------------------------
-    def _auth(self, user: User, auth: Auth, dirty: Dirty) -> None:
-        if auth.register:
+    # ---- login -----------------------------------------------------------
+    def _check_login(self, session: Session, auth: Auth, dirty: Dirty) -> bool:
+        """Queue the password check on the hash threads; the mailbox holds until it is done."""
+        accounts, mailbox = self._accounts, session.mailbox
+
+        def check() -> None:
+            outcome = Outcome.STORE_FAILED
             try:
-                created = self._store.register(auth.user, auth.password)
+                if auth.register:
+                    created = accounts.register(auth.user, auth.password)
+                    outcome = Outcome.OK if created else Outcome.USER_EXISTS
+                else:
+                    ok = accounts.verify(auth.user, auth.password)
+                    outcome = Outcome.OK if ok else Outcome.BAD_CREDENTIALS
             except StoreError as exc:  # disk full, folder gone: say so, keep serving others
                 log.error("registration of %s failed: %s", auth.user, exc)
-                self._end(
-                    user,
-                    encode(ServerBye("internal error: cannot save the account")),
-                    "store write failed",
-                    Cause.US,
-                    dirty,
-                )
-                return
-            if not created:
-                self._reply(user, Error(Code.USER_EXISTS, "user name is taken"), dirty)
-                return
-        elif not self._store.verify(auth.user, auth.password):
-            user.conn.auth_failed()  # raises too_many_attempts (fatal) at the limit
-            self._reply(user, Error(Code.BAD_CREDENTIALS, _BAD_CREDENTIALS), dirty)
-            return
-        if self._hub.enter_roster(user, auth.user, dirty):
-            what = "registered and logged in" if auth.register else "logged in"
-            log.info("%s %s", what, user.label())
+            finally:
+                mailbox.resume(LoginChecked(auth.user, auth.register, outcome))
 
-    def _send_group(self, user: User, sends: list[Send], dirty: Dirty) -> None:
+        delay = self._throttle.delay(auth.user, session.ip)
+        if not self._hasher.submit(check, delay):
+            log.warning("login of %s from %s refused: hash queue full", auth.user, session.addr)
+            failed = session.conn.login_failed(RemoteProtocolError(Code.RATE_LIMITED))
+            self._write(session, failed, dirty)
+            return True
+        return False
+
+    def _login_checked(self, session: Session, result: LoginChecked, dirty: Dirty) -> None:
+        conn = session.conn
+        if result.outcome is Outcome.OK:
+            self._throttle.success(result.user, session.ip)
+            self._hub.subscribe(session, result.user, conn.login_succeeded(result.user), dirty)
+            self._inbox.logged_in(session.cid)
+            what = "registered and logged in" if result.register else "logged in"
+            log.info("%s %s", what, session.label())
+            return
+        if result.outcome is Outcome.STORE_FAILED:
+            final = conn.login_aborted(Why.STORE_FAILED)
+            self._end(session, final, "store write failed", Cause.US, dirty)
+            return
+        self._throttle.failure(result.user, session.ip)
+        frame = conn.login_failed(RemoteProtocolError(_FAILURES[result.outcome]))
+        log.info(
+            "login failed %s: user=%s: %s%s",
+            session.label(),
+            result.user,
+            result.outcome.value,
+            " (too many attempts)" if conn.closed else "",
+        )
+        if conn.closed:
+            self._end(session, frame, "too_many_attempts", Cause.US, dirty)
+        else:
+            self._write(session, frame, dirty)
+
+    # ---- messages --------------------------------------------------------
+    def _send_group(self, session: Session, sends: list[Send], dirty: Dirty) -> None:
         """Fan out consecutive sends to the same `to`: one recipient lookup, one append each.
 
         Every message is still its own frame with its own id and `sent`;
         grouping only saves work (and send() calls) under load.
         """
-        name = user.name
+        conn = session.conn
+        name = conn.user
         assert name is not None
-        allowed = [s for s in sends if self._within_rate(user)]
-        sessions, delivered, missing = self._hub.recipients(name, sends[0].to)
-        if sessions and allowed:
-            to = sends[0].to if isinstance(sends[0].to, str) else list(sends[0].to)
+        allowed = [s for s in sends if session.rate is None or session.rate.take()]
+        targets, delivered, missing = self._hub.recipients(name, sends[0].to)
+        if targets and allowed:
+            hub, now = self._hub, time.time()
             blob = b"".join(
-                encode_object(
-                    {
-                        "type": "msg",
-                        "id": self._hub.next_msg_id(),
-                        "from": name,
-                        "to": to,
-                        "text": s.text,
-                        "ts": time.time(),
-                    }
-                )
-                for s in allowed
+                conn.reply(Msg(hub.next_msg_id(), name, s.to, s.text, now)) for s in allowed
             )
-            for target in sessions:
-                target.append(blob)  # an overflow is seen, and handled, at flush
+            for target in targets:
+                target.out.append(blob)  # an overflow is seen, and handled, at the flush
                 dirty[target] = None
         ok, names, absent = set(map(id, allowed)), tuple(delivered), tuple(missing)
-        user.append(
+        self._write(
+            session,
             b"".join(
-                encode(Sent(s.id, names, absent))
+                conn.reply(Sent(s.id, names, absent))
                 if id(s) in ok
-                else encode(Error(Code.RATE_LIMITED, "slow down", s.id))
+                else conn.error(RemoteProtocolError(Code.RATE_LIMITED, msg_id=s.id))
                 for s in sends
-            )
-        )
-        dirty[user] = None
-
-    def _within_rate(self, user: User) -> bool:
-        if self._config.rate_limit <= 0:
-            return True
-        if user.rate is None:
-            user.rate = TokenBucket(self._config.rate_limit, self._config.rate_burst)
-        return user.rate.take()
-
-    def _reply(self, user: User, message: Any, dirty: Dirty) -> None:
-        user.append(encode(message))
-        dirty[user] = None
-
-    # ---- endings ---------------------------------------------------------
-    def _goodbye(self, user: User, reason: str, dirty: Dirty) -> None:
-        self._end(user, encode(ServerBye("bye")), reason, Cause.PEER, dirty)
-
-    def _fail(self, user: User, err: RemoteProtocolError, dirty: Dirty) -> None:
-        """A fatal error: the error frame is the last thing the peer gets (clarification 3)."""
-        self._end(
-            user,
-            encode(Error(err.code, err.message)),
-            f"{err.code}: {err.message}",
-            Cause.US,
+            ),
             dirty,
         )
 
-    def _end(self, user: User, final: bytes, reason: str, cause: Cause, dirty: Dirty) -> None:
-        """Seal with `final`; handle_batch asks the loop to close after the flush."""
-        if user.seal(final):
-            user.close_reason, user.close_cause = reason, cause
-            self._hub.remove(user, dirty)
-            dirty[user] = None
+    # ---- output ----------------------------------------------------------
+    def _write(self, session: Session, frame: bytes, dirty: Dirty) -> None:
+        session.out.append(frame)
+        dirty[session] = None
 
-
-#: One text for an unknown user and a wrong password (clarification 1).
-_BAD_CREDENTIALS = "invalid user name or password"
+    def _end(self, session: Session, final: bytes, reason: str, cause: Cause, dirty: Dirty) -> None:
+        """The connection sent its final frame: seal it, leave the roster, let the loop close."""
+        session.out.seal(final)
+        dirty[session] = None
+        self._hub.remove(session, dirty)
+        self._inbox.close_after_flush(session.cid, reason, cause)

@@ -1,11 +1,12 @@
 """Who is online, and the roster and message rules that follow from it.
 
-The hub lock guards: `_sessions` (name -> that user's sessions in CHAT, in
-arrival order), `_subscribers` (every connection that got its full roster:
-ROSTER and CHAT), each connection's roster outbox, and the protocol state
-transitions into ROSTER, CHAT and CLOSED. It is taken before a user's send
-lock, never after (see docs/server.md, "Locking rules"). The roster change
-log, shared by every outbox, is guarded by the same lock.
+The hub lock guards everything here: `_sessions` (name -> that user's
+sessions in CHAT, in arrival order), `_subscribers` (every session that got
+its full roster, ROSTER and CHAT, with its roster outbox and ack deadline)
+and the roster change log they share. A roster outbox is touched by other
+sessions' threads (a join is announced to everyone), which is why it lives
+here, under this lock, and not in the connection. The lock is taken before
+an outbound buffer's lock, never after (docs/server.md, "Locking rules").
 """
 
 from __future__ import annotations
@@ -13,28 +14,35 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from chat.shared.messages import BROADCAST, Recipients, Roster, RosterAck, encode
-from chat.shared.roster import ChangeLog
-from chat.shared.states import State
+from chat.shared.messages import BROADCAST, Recipients, Roster, encode
+from chat.shared.roster import ChangeLog, RosterOutbox
 
-from .user import User
+from .session import Session
 
 _TRIM_MIN = 1024  # roster log entries before the first trim
 
-Dirty = dict[User, None]  # users with bytes to flush at the end of a batch, in order
+Dirty = dict[Session, None]  # sessions with bytes to write at the end of a tick, in order
+
+
+class _Subscriber:
+    __slots__ = ("ack_deadline", "outbox")
+
+    def __init__(self, outbox: RosterOutbox) -> None:
+        self.outbox = outbox
+        self.ack_deadline: float | None = None
 
 
 class Hub:
-    def __init__(self, ack_timeout: float) -> None:
+    def __init__(self, ack_timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
-        self._sessions: dict[str, list[User]] = {}
-        self._subscribers: set[User] = set()
+        self._sessions: dict[str, list[Session]] = {}
+        self._subscribers: dict[Session, _Subscriber] = {}
         self._ack_timeout = ack_timeout
+        self._clock = clock
         self._msg_ids = itertools.count(1)
-        #: Every join and leave, shared by all roster outboxes (each keeps a cursor).
-        self.roster_log = ChangeLog()
+        self._log = ChangeLog()  # every join and leave, shared by all outboxes
         self._trim_at = _TRIM_MIN
 
     # ---- queries ---------------------------------------------------------
@@ -43,63 +51,72 @@ class Hub:
         # from the sender's mailbox running on one worker at a time.
         return next(self._msg_ids)
 
+    def online(self) -> list[str]:
+        with self._lock:
+            return list(self._sessions)
+
+    def overdue(self, now: float) -> list[Session]:
+        """Sessions whose roster frame has waited longer than `--ack-timeout` for its ack."""
+        with self._lock:
+            return [
+                s
+                for s, sub in self._subscribers.items()
+                if sub.ack_deadline is not None and now >= sub.ack_deadline
+            ]
+
     # ---- state changes ---------------------------------------------------
-    def enter_roster(self, user: User, name: str, dirty: Dirty) -> bool:
-        """Log `user` in: auth_ok and the full roster, atomically with subscribing.
+    def subscribe(self, session: Session, name: str, auth_ok: bytes, dirty: Dirty) -> None:
+        """Queue `auth_ok` and the full roster, atomically with subscribing.
 
         Taking the snapshot and subscribing under one lock means no join or
         leave can fall between them.
         """
         with self._lock:
-            if user.conn.state is not State.AUTH:
-                return False  # closed while its password was being hashed
-            online = [n for n in self._sessions if n != name]
-            ok, full = user.conn.auth_succeeded(name, online)
-            user.name = name
-            self._subscribers.add(user)
-            self._queue_roster(user, full, dirty, prefix=encode(ok))
-            return True
+            outbox = RosterOutbox(self._log, own=name)
+            sub = self._subscribers[session] = _Subscriber(outbox)
+            full = outbox.full([n for n in self._sessions if n != name])
+            self._queue(session, sub, full, dirty, prefix=auth_ok)
 
-    def ack_roster(self, user: User, ack: RosterAck, dirty: Dirty) -> bool:
-        """Take a roster_ack (raises bad_request on a wrong seq). True when it entered CHAT."""
+    def ack_roster(self, session: Session, seq: int, entering: bool, dirty: Dirty) -> None:
+        """Take a roster_ack (raises bad_request on a wrong seq); `entering`: its first one."""
         with self._lock:
-            entered, delta = user.conn.roster_acked(ack)
-            user.ack_deadline = None
+            sub = self._subscribers[session]
+            delta = sub.outbox.ack(seq)
+            sub.ack_deadline = None
             if delta is not None:
-                self._queue_roster(user, delta, dirty)
-            if entered:
-                self._add_session(user, dirty)
-            return entered
+                self._queue(session, sub, delta, dirty)
+            if entering:
+                name = session.conn.user
+                assert name is not None
+                sessions = self._sessions.setdefault(name, [])
+                sessions.append(session)
+                if len(sessions) == 1:
+                    self._announce(name, True, dirty)
 
-    def remove(self, user: User, dirty: Dirty) -> bool:
-        """Take `user` out for good (idempotent). True when its last session left."""
+    def remove(self, session: Session, dirty: Dirty) -> bool:
+        """Take `session` out for good (idempotent). True when its user's last session left."""
         with self._lock:
-            if user.conn.state is State.CLOSED:
+            if self._subscribers.pop(session, None) is None:
                 return False
-            was_chat = user.conn.state is State.CHAT
-            user.conn.close()
-            self._subscribers.discard(user)
-            if not was_chat or user.name is None:
+            name = session.conn.user
+            sessions = self._sessions.get(name or "")
+            if not sessions or session not in sessions:
                 return False
-            sessions = self._sessions.get(user.name, [])
-            if user in sessions:
-                sessions.remove(user)
+            sessions.remove(session)
             if sessions:
                 return False
-            self._sessions.pop(user.name, None)
-            self._announce(user.name, False, dirty)
+            del self._sessions[name or ""]
+            self._announce(name or "", False, dirty)
             return True
 
     def close_all(self) -> None:
         """Shutdown: everyone goes at once, so no leave deltas are computed."""
         with self._lock:
-            for user in self._subscribers:
-                user.conn.close()
             self._subscribers.clear()
             self._sessions.clear()
 
     # ---- messaging -------------------------------------------------------
-    def recipients(self, sender: str, to: Recipients) -> tuple[list[User], list[str], list[str]]:
+    def recipients(self, sender: str, to: Recipients) -> tuple[list[Session], list[str], list[str]]:
         """(sessions to deliver to, names delivered, names missing) for one `send`."""
         with self._lock:
             if to == BROADCAST:
@@ -114,40 +131,31 @@ class Hub:
             return self._sessions_of(delivered), delivered, missing
 
     # ---- lock held -------------------------------------------------------
-    def _sessions_of(self, names: Iterable[str]) -> list[User]:
+    def _sessions_of(self, names: Iterable[str]) -> list[Session]:
         sessions = self._sessions
-        return [u for n in names for u in sessions[n]]
-
-    def _add_session(self, user: User, dirty: Dirty) -> None:
-        assert user.name is not None
-        sessions = self._sessions.setdefault(user.name, [])
-        first = not sessions
-        sessions.append(user)
-        if first:
-            self._announce(user.name, True, dirty)
+        return [s for n in names for s in sessions[n]]
 
     def _announce(self, name: str, joined: bool, dirty: Dirty) -> None:
         """Log a join or leave; whoever has no roster frame in flight hears of it now."""
-        self.roster_log.append(name, joined)
-        for other in self._subscribers:
-            outbox = other.conn.roster
-            if outbox.in_flight is None and other.name != name:
-                self._queue_roster(other, outbox.changed(), dirty)
-        if len(self.roster_log) >= self._trim_at:
-            self._trim_log()
+        self._log.append(name, joined)
+        for other, sub in self._subscribers.items():
+            if sub.outbox.in_flight is None and sub.outbox.own != name:
+                self._queue(other, sub, sub.outbox.changed(), dirty)
+        if len(self._log) >= self._trim_at:
+            log = self._log
+            log.trim(min((s.outbox.cursor for s in self._subscribers.values()), default=log.end))
+            self._trim_at = max(_TRIM_MIN, 2 * len(log))
 
-    def _trim_log(self) -> None:
-        """Forget changes every subscriber has been told; amortised O(1) per change."""
-        log = self.roster_log
-        oldest = min((u.conn.roster.cursor for u in self._subscribers), default=log.end)
-        log.trim(oldest)
-        self._trim_at = max(_TRIM_MIN, 2 * len(log))
-
-    def _queue_roster(
-        self, user: User, frame: Roster | None, dirty: Dirty, prefix: bytes = b""
+    def _queue(
+        self,
+        session: Session,
+        sub: _Subscriber,
+        frame: Roster | None,
+        dirty: Dirty,
+        prefix: bytes = b"",
     ) -> None:
         if frame is None:
             return
-        user.ack_deadline = time.monotonic() + self._ack_timeout
-        user.append(prefix + encode(frame))
-        dirty[user] = None
+        sub.ack_deadline = self._clock() + self._ack_timeout
+        session.out.append(prefix + encode(frame))  # an overflow is seen at the flush
+        dirty[session] = None

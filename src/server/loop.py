@@ -1,10 +1,15 @@
-"""The event loop: one thread that owns the epoll selector.
+"""The event loop: one thread that owns epoll and every socket.
 
-It accepts, reads, cuts frames (framing errors are decided here, from the
-header alone), posts payloads to each connection's mailbox for the workers,
-writes when a socket that was full becomes writable again, runs the timers
-(idle, roster ack, linger, accept back-off) and closes connections. Other
-threads reach it only through `call_soon_threadsafe` (an eventfd wakes it).
+It accepts, runs TLS handshakes without blocking, reads (draining what the TLS
+layer still holds, which epoll cannot see), cuts frames (framing errors are
+decided here, from the header alone), posts payloads to each connection's
+mailbox, writes what workers queued, runs the deadlines and closes. It is the
+only thread that calls `recv`, `send`, `do_handshake`, `shutdown` or `close`
+on a connection's socket. Other threads reach it through the `LoopInbox`.
+
+It never changes a connection's protocol state: when the peer goes away or a
+deadline passes, it posts that to the connection's mailbox, and the
+connection answers (an error frame, the roster's `leave`) in its own order.
 """
 
 from __future__ import annotations
@@ -14,55 +19,81 @@ import errno
 import heapq
 import itertools
 import logging
-import os
 import select
 import selectors
 import socket
+import ssl
 import threading
 import time
-from collections import deque
+from collections import Counter
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
-from chat.shared.connection import ServerConnection
-from chat.shared.errors import Code, RemoteProtocolError
-from chat.shared.messages import Error, ServerBye, encode
+from chat.shared.errors import Code, RemoteProtocolError, Why
+from chat.shared.messages import ServerBye, encode
 
 from .config import ServerConfig
-from .dispatch import PEER_EOF, Dispatcher
-from .hub import Dirty, Hub
+from .dispatch import Dispatcher
+from .hub import Hub
+from .inbox import Cause, CloseAfterFlush, Flush, LoggedIn, LoopInbox
 from .memory import release_free_memory
-from .pool import Mailbox, WorkerPool
+from .outbuf import OutboundBudget, OutBuffer
+from .pool import WorkerPool
+from .ratelimit import TokenBucket
 from .selector import TunedEpollSelector
-from .user import Cause, User
+from .session import Abort, Evict, PeerGone, Session
+from .transport import Transport
 
 log = logging.getLogger("chat.server")
 
 _RECV_SIZE = 256 * 1024
+_READ_BUDGET = 1024 * 1024  # bytes one readiness event may read (TLS reads until empty)
+_SEND_CHUNK = 1024 * 1024  # one send() never hands the kernel more than this
+_TLS_CHUNK = 16 * 1024  # one TLS record
 _ACCEPT_BATCH = 64
 _BACKLOG_ITEMS = 512  # mailbox items after which a connection stops being read
-_SCAN_EVERY = 1.0  # seconds between idle/ack/linger scans
+_BACKLOG_BYTES = 256 * 1024  # or payload bytes: inbound memory is bounded too
+_SCAN_EVERY = 1.0  # seconds between deadline scans
 _TRIM_EVERY = 30.0  # seconds between returning freed heap to the system
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _HUP_ERR = select.EPOLLHUP | select.EPOLLERR
-_SERVER_FULL = encode(Error(Code.SERVER_FULL, "server is full"))
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+_WAKE, _LISTENER = "wake", "listener"
+
+
+def _errname(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    return errno.errorcode.get(exc.errno or 0, str(exc))
 
 
 class EventLoop:
     def __init__(
-        self, config: ServerConfig, listener: socket.socket, hub: Hub, pool: WorkerPool
+        self,
+        config: ServerConfig,
+        listener: socket.socket,
+        tls: ssl.SSLContext | None,
+        hub: Hub,
+        dispatcher: Dispatcher,
+        pool: WorkerPool,
+        inbox: LoopInbox,
     ) -> None:
         self._config = config
         self._listener = listener
+        self._tls = tls
         self._hub = hub
+        self._dispatcher = dispatcher
         self._pool = pool
-        self.dispatcher: Dispatcher | None = None  # wired by the server
+        self._inbox = inbox
+        self._budget = OutboundBudget(config.max_total_outbuf)
         self.selector = TunedEpollSelector(config.max_events, config.epoll_timeout_ms)
-        self.users: dict[int, User] = {}
-        self._calls: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
-        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._wake_pending = False
+        self._transports: dict[int, Transport] = {}
+        self._cids = itertools.count(1)
+        self._live = 0  # transports holding one of --max-clients
+        self._unauth: dict[int, Transport] = {}  # not logged in yet, oldest first
+        self._unauth_ips: Counter[str] = Counter()
+        self._paused: dict[int, Transport] = {}
+        self._read_again: dict[int, Transport] = {}  # TLS data left in the TLS layer
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
         self._stopping = threading.Event()
@@ -71,26 +102,13 @@ class EventLoop:
         self._next_scan = time.monotonic() + _SCAN_EVERY
         self._next_trim = time.monotonic() + _TRIM_EVERY
         self.stats = {"accepted": 0, "rejected_full": 0, "closed": 0}
-        self.selector.register(self._wake_fd, selectors.EVENT_READ, "wake")
-        self.selector.register(listener, selectors.EVENT_READ, "listener")
-
-    # ---- thread-safe entry points -----------------------------------------
-    def call_soon_threadsafe(self, fn: Callable[..., None], *args: Any) -> None:
-        self._calls.append((fn, args))
-        if not self._wake_pending:
-            self._wake_pending = True
-            os.eventfd_write(self._wake_fd, 1)
-
-    def request_close(self, user: User, reason: str, cause: Cause) -> None:
-        self.call_soon_threadsafe(self._begin_close, user, reason, cause)
-
-    def request_resume(self, user: User) -> None:
-        self.call_soon_threadsafe(self._resume, user)
+        self.selector.register(inbox.fd, _READ, _WAKE)
+        self.selector.register(listener, _READ, _LISTENER)
 
     def stop(self) -> None:
         """Ask the loop to shut down (safe from a signal handler)."""
         self._stopping.set()
-        os.eventfd_write(self._wake_fd, 1)
+        self._inbox.wake()
 
     # ---- main loop -------------------------------------------------------
     def run(self) -> None:
@@ -101,36 +119,63 @@ class EventLoop:
     def _turn(self) -> None:
         for key, events in self.selector.select(self._wait_seconds()):
             data = key.data
-            if data == "wake":
-                self._drain_wake()
-            elif data == "listener":
+            if data is _WAKE:
+                self._run_requests()
+            elif data is _LISTENER:
                 self._accept()
             else:
-                if events & selectors.EVENT_READ:
-                    self._on_readable(data)
-                if events & selectors.EVENT_WRITE and not data.closed:
-                    self._on_writable(data)
-        self._run_calls()
+                self._on_event(data, events)
+        if self._read_again:
+            again, self._read_again = self._read_again, {}
+            for t in again.values():
+                if not t.closed and t.reading and not t.paused:
+                    self._read(t)
+        if self._paused:
+            self._check_paused()
         self._run_timers()
 
+    def _on_event(self, t: Transport, events: int) -> None:
+        if t.closed:
+            return
+        if t.handshaking:
+            self._handshake(t)
+            return
+        if events & _READ or (events & _WRITE and t.read_wants_write):
+            self._on_readable(t)
+        if events & _WRITE and not t.closed:
+            self._write(t)
+
     def _wait_seconds(self) -> float | None:
-        """The configured epoll timeout, cut short only when a timer is due sooner."""
-        if not self.users and not self._timers:
+        """The configured epoll timeout, cut short only when something is due sooner."""
+        if self._read_again:
+            return 0.0
+        if self._paused:
+            return 0.01
+        if not self._transports and not self._timers:
             return None
         due = min(self._next_scan, self._timers[0][0]) if self._timers else self._next_scan
         left = max(due - time.monotonic(), 0.0)
         return left if left < self._config.epoll_timeout_ms / 1000.0 else None
 
-    def _drain_wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_read(self._wake_fd)
-        self._wake_pending = False
-
-    def _run_calls(self) -> None:
-        calls = self._calls
-        for _ in range(len(calls)):
-            fn, args = calls.popleft()
-            fn(*args)
+    def _run_requests(self) -> None:
+        transports = self._transports
+        for request in self._inbox.take():
+            match request:
+                case Flush(cids):
+                    for cid in cids:
+                        t = transports.get(cid)
+                        if t is not None and not t.handshaking:
+                            self._write(t)
+                case CloseAfterFlush(cid, reason, cause):
+                    t = transports.get(cid)
+                    if t is not None:
+                        self._close_after_flush(t, reason, cause)
+                case LoggedIn(cid):
+                    t = self._unauth.pop(cid, None)
+                    if t is not None:
+                        self._count_unauth(t, -1)
+                case _:
+                    log.error("unknown loop request %r", request)
 
     # ---- accept ----------------------------------------------------------
     def _accept(self) -> None:
@@ -146,23 +191,73 @@ class EventLoop:
                 log.warning("accept failed: %s", exc)  # e.g. ECONNABORTED: try the next
                 continue
             self._accept_backoff = 0.0
-            self._admit(sock, f"{addr[0]}:{addr[1]}")
+            self._admit(sock, addr)
 
-    def _admit(self, sock: socket.socket, peer: str) -> None:
+    def _admit(self, sock: socket.socket, addr: Any) -> None:
         sock.setblocking(False)
-        if len(self.users) >= self._config.max_clients:
+        now = time.monotonic()
+        ip = addr[0]
+        refusal: str | None = None
+        if self._live >= self._config.max_clients and not self._evict_oldest_unauth(now):
+            refusal = f"server_full ({self._live} clients)"
+        elif self._unauth_ips[ip] >= self._config.max_unauth_per_addr:
+            refusal = f"server_full ({self._unauth_ips[ip]} connections not logged in from {ip})"
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._tls is not None:
+            sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        session = Session(
+            next(self._cids),
+            sock.fileno(),
+            addr,
+            OutBuffer(self._config.max_outbuf, self._budget),
+            TokenBucket(self._config.rate_limit, self._config.rate_burst)
+            if self._config.rate_limit > 0
+            else None,
+            self._pool,
+            self._dispatcher.handle_batch,
+        )
+        t = Transport(sock, session, self._config.max_frame, now, counted=refusal is None)
+        self._transports[t.cid] = t
+        t.events = _READ
+        self.selector.register(sock, _READ, t)
+        if refusal is not None:
             self.stats["rejected_full"] += 1
-            _refuse(sock, _SERVER_FULL)
-            log.info("rejected %s: server_full (%d clients)", peer, len(self.users))
-            return
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = ServerConnection(self._config.max_frame, self._hub.roster_log)
-        user = User(sock, peer, conn, self.selector, self._config.max_outbuf)
-        assert self.dispatcher is not None
-        user.mailbox = Mailbox(self._pool, partial(self.dispatcher.handle_batch, user))
-        self.users[user.fd] = user
-        self.stats["accepted"] += 1
-        log.info("accepted fd=%d peer=%s (%d connected)", user.fd, peer, len(self.users))
+            log.info("rejected %s: %s", session.addr, refusal)
+            self._expire(t, RemoteProtocolError(Code.SERVER_FULL), "server_full")
+        else:
+            self._live += 1
+            self._unauth[t.cid] = t
+            self._count_unauth(t, 1)
+            self.stats["accepted"] += 1
+            log.info("accepted %s (%d connected)", t.label(), self._live)
+        if t.handshaking:
+            self._handshake(t)
+
+    def _evict_oldest_unauth(self, now: float) -> bool:
+        """Full: make room by closing the oldest connection that has not logged in, if it
+        has been waiting half the login deadline (fresh ones are someone logging in)."""
+        for t in self._unauth.values():
+            if now - t.accepted_at < self._config.auth_timeout / 2:
+                return False
+            self._uncount(t)
+            log.info("evicting %s: not logged in after %.0fs", t.label(), now - t.accepted_at)
+            self._expire(t, RemoteProtocolError(Code.SERVER_FULL, Why.EVICTED), "evicted")
+            return True
+        return False
+
+    def _count_unauth(self, t: Transport, delta: int) -> None:
+        ip = t.session.ip
+        self._unauth_ips[ip] += delta
+        if self._unauth_ips[ip] <= 0:
+            del self._unauth_ips[ip]
+
+    def _uncount(self, t: Transport) -> None:
+        if t.counted:
+            t.counted = False
+            self._live -= 1
+        if self._unauth.pop(t.cid, None) is not None:
+            self._count_unauth(t, -1)
 
     def _back_off_accept(self, exc: OSError) -> None:
         """Out of descriptors or memory: stop polling the listener for a while, never spin."""
@@ -174,114 +269,209 @@ class EventLoop:
 
     def _resume_accept(self) -> None:
         if not self._accepting and not self._stopping.is_set():
-            self.selector.register(self._listener, selectors.EVENT_READ, "listener")
+            self.selector.register(self._listener, _READ, _LISTENER)
             self._accepting = True
 
-    # ---- read / write ----------------------------------------------------
-    def _on_readable(self, user: User) -> None:
-        if user.closed:
-            return
-        if user.draining:
-            self._drain(user)
-            return
-        if not user.reading:
-            mask = self.selector.last_masks.get(user.fd, 0)
-            if mask & _HUP_ERR:
-                self._close_now(user, "connection reset", Cause.BROKEN)
-            return
+    # ---- TLS handshake ---------------------------------------------------
+    def _handshake(self, t: Transport) -> None:
+        sock = t.sock
+        assert isinstance(sock, ssl.SSLSocket)
         try:
-            data = user.sock.recv(_RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            t.handshake_wants = _READ
+        except ssl.SSLWantWriteError:
+            t.handshake_wants = _WRITE
+        except OSError as exc:  # ssl.SSLError is an OSError: a plain-TCP client, a bad hello
+            self._close_now(t, f"TLS handshake failed: {_errname(exc)}", Cause.BROKEN)
             return
-        except OSError as exc:
-            self._close_now(user, errno.errorcode.get(exc.errno or 0, str(exc)), Cause.BROKEN)
+        else:
+            t.handshaking = False
+            log.debug("TLS %s %s with %s", sock.version(), sock.cipher()[0], t.label())
+            self._update_interest(t)
+            self._write(t)  # a refusal may be waiting for the handshake
+            if not t.closed:
+                self._read_again[t.cid] = t  # the first frames may be in the TLS layer
             return
-        assert user.mailbox is not None
-        if not data:
-            user.set_reading(False)
-            user.mailbox.post(PEER_EOF)
-            return
-        user.last_rx = time.monotonic()
-        self._cut_frames(user, data)
+        self._update_interest(t)
 
-    def _drain(self, user: User) -> None:
+    # ---- read ------------------------------------------------------------
+    def _on_readable(self, t: Transport) -> None:
+        if t.draining:
+            self._drain(t)
+        elif t.reading and not t.paused:
+            self._read(t)
+        elif self.selector.last_masks.get(t.fd, 0) & _HUP_ERR:
+            self._close_now(t, "connection reset", Cause.BROKEN)
+
+    def _read(self, t: Transport) -> None:
+        """Read what is there: one recv for TCP, until the TLS layer is empty for TLS."""
+        sock, decoder = t.sock, t.decoder
+        got = 0
+        eof = False
+        if t.read_wants_write:
+            t.read_wants_write = False
+            self._update_interest(t)
+        while True:
+            try:
+                data = sock.recv(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                break
+            except ssl.SSLWantWriteError:
+                t.read_wants_write = True
+                self._update_interest(t)
+                break
+            except OSError as exc:
+                self._close_now(t, _errname(exc), Cause.BROKEN)
+                return
+            if not data:
+                eof = True
+                break
+            decoder.feed(data)
+            got += len(data)
+            if not t.tls:
+                break  # level-triggered: epoll reports the rest
+            if got >= _READ_BUDGET:
+                if sock.pending():  # type: ignore[attr-defined]
+                    self._read_again[t.cid] = t  # epoll cannot see it
+                break
+        if got:
+            t.last_rx = time.monotonic()
+        self._cut_frames(t, got, eof)
+
+    def _cut_frames(self, t: Transport, got: int, eof: bool) -> None:
+        decoder, mailbox = t.decoder, t.session.mailbox
+        items: list[Any] = []
+        nbytes = 0
+        try:
+            while (payload := decoder.next_frame()) is not None:
+                items.append(payload)
+                nbytes += len(payload)
+        except RemoteProtocolError as err:  # fatal: the stream cannot be resynchronised
+            items.append(Abort(err, f"{err.code}: {err.message}"))
+            t.reading = False
+            t.expiring = True
+        if items or not decoder.buffered:
+            t.frame_started = t.last_rx if decoder.buffered else None
+        elif got and t.frame_started is None:
+            t.frame_started = t.last_rx
+        if eof and t.reading:
+            items.append(PeerGone("EOF without bye"))
+            t.reading = False
+        if items:
+            mailbox.post(items, nbytes)
+            if t.reading and (len(mailbox) > _BACKLOG_ITEMS or mailbox.size > _BACKLOG_BYTES):
+                t.paused = True
+                self._paused[t.cid] = t
+        self._update_interest(t)
+
+    def _check_paused(self) -> None:
+        for cid, t in list(self._paused.items()):
+            mailbox = t.session.mailbox
+            if t.closed or (
+                len(mailbox) <= _BACKLOG_ITEMS // 2 and mailbox.size <= _BACKLOG_BYTES // 2
+            ):
+                del self._paused[cid]
+                t.paused = False
+                if not t.closed:
+                    self._update_interest(t)
+                    if t.tls:
+                        self._read_again[cid] = t
+
+    def _drain(self, t: Transport) -> None:
         """Drop what a closing peer still sends; close at its EOF."""
         try:
-            data = user.sock.recv(_RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
+            data = t.sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
             return
         except OSError:
             data = b""
         if not data:
-            self._close_now(user, user.close_reason or "closed", user.close_cause)
+            reason, cause = t.closing or ("closed", Cause.US)
+            self._close_now(t, reason, cause)
 
-    def _cut_frames(self, user: User, data: bytes) -> None:
-        conn, mailbox = user.conn, user.mailbox
-        assert mailbox is not None
-        conn.receive_data(data)
-        payloads: list[Any] = []
+    # ---- write -----------------------------------------------------------
+    def _write(self, t: Transport) -> None:
+        if t.closed or t.draining or t.handshaking:
+            return
+        out = t.session.out
         try:
-            while (payload := conn.next_payload()) is not None:
-                payloads.append(payload)
-        except RemoteProtocolError as err:  # fatal: the stream cannot be resynchronised
-            payloads.append(err)
-            user.set_reading(False)
-        if payloads:
-            mailbox.post(*payloads)
-            if len(mailbox) > _BACKLOG_ITEMS and user.reading:
-                user.backlogged = True
-                user.set_reading(False)
-
-    def _resume(self, user: User) -> None:
-        mailbox = user.mailbox
-        if user.backlogged and mailbox is not None and len(mailbox) <= _BACKLOG_ITEMS // 2:
-            user.backlogged = False
-            user.set_reading(True)
-
-    def _on_writable(self, user: User) -> None:
-        if not user.flush():
-            if user.overflow:
-                self._close_now(user, "send buffer overflow (client does not read)", Cause.US)
-            else:
-                self._close_now(user, f"send failed: {user.broken}", Cause.BROKEN)
+            out.write(t.sock.send, _TLS_CHUNK if t.tls else _SEND_CHUNK)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            pass
+        except OSError as exc:
+            self._close_now(t, f"send failed: {_errname(exc)}", Cause.BROKEN)
+            return
+        if out.overflow and not t.expiring and t.closing is None:
+            t.expiring = True
+            t.reading = False
+            t.session.mailbox.post([Evict(Why.SLOW_READER)])
+        if t.closing is not None and not len(out):
+            self._start_draining(t)
         else:
-            self.finish_if_flushed(user)
+            self._update_interest(t)
 
-    def finish_if_flushed(self, user: User) -> None:
-        """A closing connection whose final frame is out: shut our side and drain."""
-        if user.close_reason is not None and user.pending_out == 0 and not user.draining:
-            user.start_draining()
+    def _update_interest(self, t: Transport) -> None:
+        if t.closed:
+            return
+        if t.handshaking:
+            events = t.handshake_wants
+        else:
+            reading = t.draining or (t.reading and not t.paused)
+            events = (_READ if reading else 0) | (
+                _WRITE if len(t.session.out) or t.read_wants_write else 0
+            )
+        if events != t.events:
+            self.selector.modify(t.sock, events, t)
+            t.events = events
 
     # ---- closing ---------------------------------------------------------
-    def _begin_close(self, user: User, reason: str, cause: Cause) -> None:
-        """Close once the final frame is flushed (at most `shutdown_grace` seconds)."""
-        if user.closed or self.users.get(user.fd) is not user:
+    def _expire(self, t: Transport, err: RemoteProtocolError, reason: str) -> None:
+        """End `t` with a fatal error frame, built by its connection in its mailbox."""
+        if t.expiring or t.closing is not None:
             return
-        if user.close_reason is None:
-            user.close_reason, user.close_cause = reason, cause
-        user.seal()
-        dirty: Dirty = {}
-        self._hub.remove(user, dirty)  # nobody counts it as online any more
-        if dirty and self.dispatcher is not None:
-            self.dispatcher.flush(dirty)
-        if user.broken or user.overflow:
-            self._close_now(user, user.close_reason, user.close_cause)
-            return
-        if user.linger_deadline is None:
-            user.linger_deadline = time.monotonic() + self._config.shutdown_grace
-        self.finish_if_flushed(user)
+        t.expiring = True
+        t.reading = False
+        self._update_interest(t)
+        t.session.mailbox.post([Abort(err, reason)])
 
-    def _close_now(self, user: User, reason: str, cause: Cause) -> None:
-        if self.users.get(user.fd) is not user:
+    def _close_after_flush(self, t: Transport, reason: str, cause: Cause) -> None:
+        """The connection sent its final frame: close once it is out (lingering close)."""
+        if t.closing is not None or t.closed:
             return
-        del self.users[user.fd]
-        dirty: Dirty = {}
-        self._hub.remove(user, dirty)
-        user.close_socket()
+        t.closing = (reason, cause)
+        t.reading = False
+        t.linger_deadline = time.monotonic() + self._config.shutdown_grace
+        self._write(t)  # during a TLS handshake: once it is done, or at the deadline
+
+    def _start_draining(self, t: Transport) -> None:
+        """Send FIN, then read and drop until the peer's EOF.
+
+        Closing a socket that still has unread input makes the kernel send an
+        RST, which can destroy the final frame (an error or a bye) before the
+        peer reads it. Shutting down our side first delivers it, then EOF.
+        """
+        t.draining = True
+        with contextlib.suppress(OSError):
+            t.sock.shutdown(socket.SHUT_WR)
+        self._update_interest(t)
+
+    def _close_now(self, t: Transport, reason: str, cause: Cause) -> None:
+        if t.closed:
+            return
+        t.closed = True
+        del self._transports[t.cid]
+        self._paused.pop(t.cid, None)
+        self._read_again.pop(t.cid, None)
+        self._uncount(t)
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(t.sock)
+        t.sock.close()
+        t.session.out.close()
         self.stats["closed"] += 1
-        log.info("closed %s %s: %s", user.label(), cause.value, reason)
-        if dirty and self.dispatcher is not None:
-            self.dispatcher.flush(dirty)
+        log.info("closed %s %s: %s", t.label(), cause.value, reason)
+        if t.closing is None:  # the loop ended it: the connection still has to know
+            t.session.mailbox.post([PeerGone(reason, cause)])
 
     # ---- timers ----------------------------------------------------------
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
@@ -299,69 +489,69 @@ class EventLoop:
             release_free_memory()
 
     def _scan(self, now: float) -> None:
-        """Idle and roster-ack timeouts, and lingering closes that ran out of time."""
-        idle = self._config.idle_timeout
-        for user in list(self.users.values()):
-            if user.linger_deadline is not None:
-                if now >= user.linger_deadline:
-                    why = "peer did not close" if user.draining else "flush timed out"
-                    self._close_now(user, f"{user.close_reason} ({why})", user.close_cause)
+        """Every deadline: lingering closes, login, a started frame, idle, roster ack."""
+        cfg = self._config
+        for t in list(self._transports.values()):
+            if t.closing is not None:
+                if now >= t.linger_deadline:
+                    why = "peer did not close" if t.draining else "flush timed out"
+                    self._close_now(t, f"{t.closing[0]} ({why})", t.closing[1])
                 continue
-            if user.ack_deadline is not None and now >= user.ack_deadline:
-                self._time_out(user, "roster not acknowledged in time")
-            elif idle > 0 and now - user.last_rx >= idle:
-                self._time_out(user, "idle for too long")
+            if t.expiring:
+                continue
+            if t.cid in self._unauth and now - t.accepted_at >= cfg.auth_timeout:
+                if t.handshaking:
+                    self._close_now(t, "TLS handshake not completed in time", Cause.US)
+                else:
+                    self._time_out(t, Why.LOGIN)
+            elif t.frame_started is not None and now - t.frame_started >= cfg.frame_timeout:
+                self._time_out(t, Why.FRAME)
+            elif cfg.idle_timeout > 0 and now - t.last_rx >= cfg.idle_timeout:
+                if t.handshaking:
+                    self._close_now(t, "TLS handshake not completed in time", Cause.US)
+                else:
+                    self._time_out(t, Why.IDLE)
+        for session in self._hub.overdue(now):
+            t = self._transports.get(session.cid)
+            if t is not None:
+                self._time_out(t, Why.ROSTER_ACK)
 
-    def _time_out(self, user: User, why: str) -> None:
-        if user.seal(encode(Error(Code.TIMEOUT, why))):
-            user.flush()
-            self._begin_close(user, f"timeout: {why}", Cause.US)
+    def _time_out(self, t: Transport, why: Why) -> None:
+        self._expire(t, RemoteProtocolError(Code.TIMEOUT, why), f"timeout: {why}")
 
     # ---- shutdown --------------------------------------------------------
     def _shutdown(self) -> None:
-        """Stop accepting, say bye to everyone, flush within the grace period, close all."""
+        """Stop accepting, say bye to everyone, flush within the grace period, close all.
+
+        Every outbound buffer is sealed with `bye` here, by the loop: workers may
+        still be answering frames, and sealing first is what makes `bye` the
+        last frame each client gets (what they append after it is dropped).
+        """
         if self._accepting:
             self.selector.unregister(self._listener)
             self._accepting = False
         self._listener.close()
-        users = list(self.users.values())
-        log.info("shutting down: saying bye to %d connections", len(users))
-        bye = encode(ServerBye("shutdown"))
+        transports = list(self._transports.values())
+        log.info("shutting down: saying bye to %d connections", len(transports))
+        bye = encode(ServerBye(Why.SHUTDOWN))
         self._hub.close_all()
-        for user in users:
-            user.seal(bye)  # bye is the last frame each connection receives
-            user.flush()
-            self._begin_close(user, "server shutdown", Cause.US)
+        for t in transports:
+            t.session.out.seal(bye)
+            if t.handshaking:
+                self._close_now(t, "server shutdown", Cause.US)
+            else:
+                t.closing = None  # a close under way becomes the shutdown's
+                self._close_after_flush(t, "server shutdown", Cause.US)
         deadline = time.monotonic() + self._config.shutdown_grace
-        while self.users and time.monotonic() < deadline:
+        while self._transports and time.monotonic() < deadline:
             for key, events in self.selector.select(0.05):
-                user = key.data
-                if not isinstance(user, User):
-                    continue
-                if events & selectors.EVENT_READ:
-                    self._on_readable(user)
-                if events & selectors.EVENT_WRITE and not user.closed:
-                    self._on_writable(user)
-            self._run_calls()
-        for user in list(self.users.values()):
-            why = "peer did not close" if user.draining else "flush timed out"
+                if isinstance(key.data, Transport):
+                    self._on_event(key.data, events)
+                elif key.data is _WAKE:
+                    self._inbox.take()  # nothing more is written: everything is sealed
+        for t in list(self._transports.values()):
+            why = "peer did not close" if t.draining else "flush timed out"
             self._close_now(
-                user, f"server shutdown ({why} in {self._config.shutdown_grace}s)", Cause.US
+                t, f"server shutdown ({why} in {self._config.shutdown_grace}s)", Cause.US
             )
         self.selector.close()
-        os.close(self._wake_fd)
-
-
-def _refuse(sock: socket.socket, frame: bytes) -> None:
-    """Send one small frame on a fresh socket, then close without resetting it.
-
-    The peer's first frames may already be here: reading them before the
-    close keeps the kernel from answering with an RST that could destroy
-    the frame we just sent.
-    """
-    with contextlib.suppress(OSError):
-        sock.send(frame)
-        sock.shutdown(socket.SHUT_WR)
-        while sock.recv(_RECV_SIZE):
-            pass
-    sock.close()

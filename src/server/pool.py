@@ -1,11 +1,11 @@
-"""The worker pool, and the per-connection mailbox that keeps each sender in order.
+"""The worker pool, and the per-connection mailbox that keeps each connection in order.
 
-Workers take callables from one FIFO queue. A connection's frames are not
-queued one by one: they go into that connection's `Mailbox`, and the mailbox
-is queued once while it has work. Only one worker runs a given mailbox at a
-time, so every frame of one connection is handled in arrival order (per-sender
-message order holds with any number of threads), while different connections
-run in parallel.
+Workers take callables from one FIFO queue. A connection's work is not queued
+item by item: it goes into that connection's `Mailbox`, and the mailbox is
+queued once while it has work. Only one worker runs a given mailbox at a time,
+so every frame of one connection is handled in arrival order (per-sender
+message order and the order of replies hold with any number of threads),
+while different connections run in parallel.
 """
 
 from __future__ import annotations
@@ -15,27 +15,27 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("chat.server.pool")
 
 _STOP = object()
-_TICK = 64  # tasks a worker runs before it must call `after_tick` (flush its writes)
+_TICK = 64  # tasks a worker runs before it must call `end_tick` (hand its writes over)
 
 
 class WorkerPool:
     """Threads that run queued callables, in ticks.
 
-    A worker runs tasks back to back while its queue has them (at most
-    `_TICK`), then calls `after_tick`. The server flushes sockets there, so
-    under load one send() carries the output of many tasks, and when idle a
-    tick is a single task and nothing waits.
+    A worker runs tasks back to back while the queue has them (at most
+    `_TICK`), then calls `end_tick`. The server hands the tick's writes to
+    the loop there, so under load one `send()` carries the output of many
+    tasks, and when idle a tick is a single task and nothing waits.
     """
 
-    def __init__(self, threads: int, name: str = "worker") -> None:
+    def __init__(self, threads: int, end_tick: Callable[[], None], name: str = "worker") -> None:
         if threads < 1:
             raise ValueError("a pool needs at least one thread")
-        self.after_tick: Callable[[], None] = lambda: None
+        self._end_tick = end_tick
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
@@ -64,7 +64,7 @@ class WorkerPool:
             fn = get()
             for _ in range(_TICK):
                 if fn is _STOP:
-                    self._end_tick()
+                    self._finish_tick()
                     return
                 try:
                     fn()
@@ -76,37 +76,65 @@ class WorkerPool:
                     break
             else:
                 self._queue.put(fn)  # the tick is full: this one starts the next
-            self._end_tick()
+            self._finish_tick()
 
-    def _end_tick(self) -> None:
+    def _finish_tick(self) -> None:
         try:
-            self.after_tick()
+            self._end_tick()
         except Exception:
-            log.exception("after_tick failed")
+            log.exception("end of tick failed")
+
+
+class Submitter(Protocol):
+    """What a mailbox needs of a pool (tests run mailboxes inline through it)."""
+
+    def submit(self, fn: Callable[[], None]) -> None: ...
+
+
+#: A mailbox handler takes a batch and returns how many items it consumed;
+#: fewer than the batch means "hold the rest until `resume`" (a login is hashed).
+Handler = Callable[[list[Any]], int]
 
 
 class Mailbox:
     """A serial queue of work items for one connection, run on the pool.
 
-    `post` returns immediately; `handler(items)` is called by one worker at a
-    time with every item posted since its last run, in order.
+    `post` returns at once; the handler is called by one worker at a time with
+    every item posted since its last run, in order. A handler that must wait
+    (a password being hashed) consumes part of the batch: the rest stays at
+    the front, and nothing runs until `resume` brings the awaited item.
+    `size` (payload bytes) lets the loop stop reading a connection whose
+    worker lags behind.
     """
 
-    __slots__ = ("_handler", "_items", "_lock", "_pool", "_scheduled")
+    __slots__ = ("_handler", "_held", "_items", "_lock", "_pool", "_scheduled", "size")
 
-    def __init__(self, pool: WorkerPool, handler: Callable[[list[Any]], None]) -> None:
+    def __init__(self, pool: Submitter, handler: Handler) -> None:
         self._pool = pool
         self._handler = handler
         self._items: deque[Any] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
+        self._held = False
+        self.size = 0  # bytes of the payloads waiting
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def post(self, *items: Any) -> None:
+    def post(self, items: list[Any], nbytes: int = 0) -> None:
         with self._lock:
             self._items.extend(items)
+            self.size += nbytes
+            if self._scheduled or self._held:
+                return
+            self._scheduled = True
+        self._pool.submit(self._run)
+
+    def resume(self, item: Any) -> None:
+        """End a hold: `item` (the awaited result) runs first, then what waited."""
+        with self._lock:
+            self._items.appendleft(item)
+            self._held = False
             if self._scheduled:
                 return
             self._scheduled = True
@@ -117,11 +145,18 @@ class Mailbox:
         with self._lock:
             batch = list(self._items)
             self._items.clear()
+        done = len(batch)
         try:
-            self._handler(batch)
+            done = self._handler(batch)
         except Exception:  # keep the mailbox alive; the bug is logged
             log.exception("mailbox handler failed")
         with self._lock:
+            self.size -= sum(len(item) for item in batch[:done] if type(item) is bytes)
+            if done < len(batch):
+                self._items.extendleft(reversed(batch[done:]))
+                self._held = True
+                self._scheduled = False
+                return
             if not self._items:
                 self._scheduled = False
                 return

@@ -11,10 +11,13 @@ from types import FrameType
 
 from .config import ServerConfig
 from .dispatch import Dispatcher
+from .hashing import HashExecutor
 from .hub import Hub
+from .inbox import LoopInbox
 from .loop import EventLoop
 from .pool import WorkerPool
 from .store import StoreError, UserStore
+from .throttle import LoginThrottle
 
 log = logging.getLogger("chat.server")
 
@@ -71,10 +74,13 @@ class ChatServer:
         self.tls = tls
         self.port = self.listener.getsockname()[1]
         self.hub = Hub(config.ack_timeout)
-        self.pool = WorkerPool(config.threads)
-        self.loop = EventLoop(config, self.listener, self.hub, self.pool)
-        self.loop.dispatcher = Dispatcher(self.hub, store, self.loop, config)
-        self.pool.after_tick = self.loop.dispatcher.end_tick
+        self.inbox = LoopInbox()
+        self.hasher = HashExecutor(config.hash_threads, config.hash_queue)
+        self.dispatcher = Dispatcher(self.hub, store, LoginThrottle(), self.hasher, self.inbox)
+        self.pool = WorkerPool(config.threads, self.dispatcher.end_tick)
+        self.loop = EventLoop(
+            config, listener, tls, self.hub, self.dispatcher, self.pool, self.inbox
+        )
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -85,11 +91,19 @@ class ChatServer:
         signal.signal(signal.SIGTERM, on_signal)
 
     def run(self) -> None:
-        log.info("listening on %s port %d", self.config.host or "*", self.port)
+        log.info(
+            "listening on %s port %d (%s)",
+            self.config.host or "*",
+            self.port,
+            "TLS" if self.tls is not None else "plain TCP",
+        )
         try:
             self.loop.run()
         finally:
+            # Threads that may still ask the loop for I/O stop before its inbox closes.
+            self.hasher.stop()
             self.pool.stop()
+            self.inbox.close()
             self._persist()
             stats = self.loop.stats
             log.info(

@@ -1,6 +1,6 @@
 """Sans-IO connections: bytes in, typed events out, and the state they imply.
 
-`ServerConnection` is the protocol half of the server's `User`; the server's
+`ServerConnection` is the protocol half of one server connection; the server's
 I/O owns the socket and calls in. `ClientConnection` is the same for a
 client. Neither does any I/O, so both are tested with plain bytes.
 """
@@ -8,12 +8,15 @@ client. Neither does any I/O, so both are tested with plain bytes.
 from __future__ import annotations
 
 from .errors import Code, LocalProtocolError, RemoteProtocolError
-from .framing import DEFAULT_MAX_FRAME, MAX_SERVER_FRAME, FrameDecoder
+from .framing import MAX_SERVER_FRAME, FrameDecoder
 from .messages import (
+    Auth,
     AuthOk,
     ClientMessage,
+    Error,
     Roster,
     RosterAck,
+    ServerBye,
     ServerMessage,
     decode_object,
     encode,
@@ -21,7 +24,7 @@ from .messages import (
     parse_server_message,
     raw_send_id,
 )
-from .roster import ChangeLog, RosterOutbox, RosterView
+from .roster import RosterView
 from .states import CLIENT_RULES, State, Transition, check_client_frame, next_state
 
 #: Failed logins allowed on one connection; the last is answered by too_many_attempts.
@@ -29,69 +32,111 @@ MAX_FAILED_AUTHS = 5
 
 
 class ServerConnection:
-    """One client as the server sees it: framing, state, roster outbox, login failures."""
+    """One client as the server sees it: its state, and every frame that changes it.
 
-    __slots__ = ("_decoder", "failed_auths", "roster", "state", "user")
+    Fed one event at a time (a frame payload, a login outcome, the peer going
+    away, a deadline), it checks the event against the state tables, makes
+    its own transition and returns the bytes to send, built here. The server
+    reacts to what it returns and never sets `state` itself. It is used from
+    one thread at a time (the server runs it in the connection's mailbox), so
+    it holds no lock. Framing is not here: the server cuts frames where it
+    reads (`FrameDecoder`), and hands over whole payloads.
+    """
 
-    def __init__(
-        self, max_frame: int = DEFAULT_MAX_FRAME, roster_log: ChangeLog | None = None
-    ) -> None:
-        self._decoder = FrameDecoder(max_frame)
+    __slots__ = ("_login_pending", "failed_auths", "max_failed_auths", "state", "user")
+
+    def __init__(self, max_failed_auths: int = MAX_FAILED_AUTHS) -> None:
         self.state = State.AUTH
-        self.roster = RosterOutbox(roster_log)
-        self.failed_auths = 0
         self.user: str | None = None
+        self.failed_auths = 0
+        self.max_failed_auths = max_failed_auths
+        self._login_pending = False
 
-    def receive_data(self, data: bytes) -> None:
-        self._decoder.feed(data)
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
 
-    def next_event(self) -> ClientMessage | None:
-        """The next valid client message, None when more bytes are needed.
+    def receive(self, payload: bytes) -> ClientMessage:
+        """One client frame, checked against the state: the message to act on.
 
-        Raises RemoteProtocolError: fatal codes (bad_frame, frame_too_large)
-        mean the stream is lost; the others answer this frame only.
+        Raises RemoteProtocolError for a frame the contract refuses; answer
+        it with `error()`. An `auth` starts a login: until `login_succeeded`
+        or `login_failed` no other frame may be fed (the server holds them
+        back, so that replies keep the order of the frames they answer).
         """
-        payload = self.next_payload()
-        return None if payload is None else self.parse_payload(payload)
-
-    def next_payload(self) -> bytes | None:
-        """Framing only: the next whole payload (fatal framing errors raise here).
-
-        The server splits framing (its I/O loop) from parsing (its workers);
-        `next_event` does both.
-        """
-        return self._decoder.next_frame()
-
-    def parse_payload(self, payload: bytes) -> ClientMessage:
-        """Decode one payload and check it against the current state."""
+        if self.state is State.CLOSED:
+            raise LocalProtocolError("frame fed to a closed connection")
+        if self._login_pending:
+            raise LocalProtocolError("frame fed while a login is being checked")
         obj = decode_object(payload)
         check_client_frame(self.state, obj["type"], raw_send_id(obj))
-        return parse_client_object(obj)
+        message = parse_client_object(obj)
+        if isinstance(message, Auth):
+            self._login_pending = True
+        return message
 
-    def auth_succeeded(self, user: str, online: list[str]) -> tuple[AuthOk, Roster]:
-        """Enter ROSTER: the `auth_ok` and the full roster that must follow it at once."""
+    def login_succeeded(self, user: str) -> bytes:
+        """AUTH -> ROSTER: the `auth_ok` (the full roster must follow it at once)."""
+        self._end_login()
         self.state = next_state(self.state, Transition.AUTH_OK)
-        self.user = self.roster.own = user
-        return AuthOk(user), self.roster.full(online)
+        self.user = user
+        return encode(AuthOk(user))
 
-    def auth_failed(self) -> None:
-        """Count a failed login; raise too_many_attempts (fatal) at the limit."""
-        if self.state is not State.AUTH:
-            raise LocalProtocolError("auth failure outside AUTH")
-        self.failed_auths += 1
-        if self.failed_auths >= MAX_FAILED_AUTHS:
-            raise RemoteProtocolError(Code.TOO_MANY_ATTEMPTS)
+    def login_failed(self, err: RemoteProtocolError) -> bytes:
+        """The login is refused with `err`: its error frame.
 
-    def roster_acked(self, ack: RosterAck) -> tuple[bool, Roster | None]:
-        """Take a roster_ack: (whether this entered CHAT, the delta to send now)."""
-        delta = self.roster.ack(ack.seq)
-        entered = self.state is State.ROSTER
-        if entered:
+        Wrong credentials are counted; the last allowed failure is answered
+        by `too_many_attempts` alone, which closes the connection.
+        """
+        self._end_login()
+        if err.code is Code.BAD_CREDENTIALS:
+            self.failed_auths += 1
+            if self.failed_auths >= self.max_failed_auths:
+                return self.error(RemoteProtocolError(Code.TOO_MANY_ATTEMPTS))
+        return self.error(err)
+
+    def login_aborted(self, reason: str) -> bytes:
+        """The login cannot be completed on our side (the account cannot be saved): `bye`."""
+        self._end_login()
+        return self.goodbye(reason)
+
+    def roster_acked(self) -> bool:
+        """A roster_ack the roster accepted; True when it is the first (ROSTER -> CHAT)."""
+        if self.state is State.ROSTER:
             self.state = next_state(self.state, Transition.FIRST_ROSTER_ACK)
-        return entered, delta
+            return True
+        if self.state is not State.CHAT:
+            raise LocalProtocolError(f"roster_ack acted on in {self.state.value}")
+        return False
 
-    def close(self) -> None:
+    def reply(self, message: ServerMessage) -> bytes:
+        """A frame that answers the peer and changes no state (`pong`, `sent`, ...)."""
+        if self.state is State.CLOSED:
+            raise LocalProtocolError(f"{message.type} after the final frame")
+        return encode(message)
+
+    def error(self, err: RemoteProtocolError) -> bytes:
+        """The error frame for `err`; a fatal code is the final frame (-> CLOSED)."""
+        frame = self.reply(Error(err.code, err.message, err.msg_id))
+        if err.fatal:
+            self.state = next_state(self.state, Transition.CLOSE)
+        return frame
+
+    def goodbye(self, reason: str) -> bytes:
+        """The final `bye` (the answer to the client's, or the server's own) -> CLOSED."""
+        frame = self.reply(ServerBye(reason))
         self.state = next_state(self.state, Transition.CLOSE)
+        return frame
+
+    def peer_gone(self) -> None:
+        """The peer's stream ended (EOF or reset): nothing more is sent -> CLOSED."""
+        self._login_pending = False
+        self.state = next_state(self.state, Transition.CLOSE)
+
+    def _end_login(self) -> None:
+        if not self._login_pending or self.state is not State.AUTH:
+            raise LocalProtocolError("login outcome without a login being checked")
+        self._login_pending = False
 
 
 class ClientConnection:

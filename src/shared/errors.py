@@ -50,6 +50,25 @@ DEFAULT_MESSAGES: dict[Code, str] = {
 }
 
 
+class Why(StrEnum):
+    """Why the server ends a connection on its own: the text of a `timeout` error or a `bye`.
+
+    Outside a client frame there is nothing to quote, so these texts are the
+    whole explanation the peer gets; they live here with the codes so that
+    no other module retypes them.
+    """
+
+    IDLE = "idle for too long"
+    ROSTER_ACK = "roster not acknowledged in time"
+    LOGIN = "login not completed in time"
+    FRAME = "frame not completed in time"
+    SHUTDOWN = "shutdown"  # the bye reason on server stop (protocol v1)
+    BYE = "bye"  # the answer to a client's bye
+    STORE_FAILED = "internal error: cannot save the account"
+    SLOW_READER = "send buffer full: the client does not read"
+    EVICTED = "server is full: the oldest connection that did not log in makes room"
+
+
 class ProtocolError(Exception):
     """Base of every error the protocol core raises."""
 

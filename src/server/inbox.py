@@ -1,0 +1,94 @@
+"""What other threads ask of the loop thread: a deque of requests and an eventfd.
+
+Workers never touch a socket. They tell the loop which connections have bytes
+to write, which must close once their final frame is out, which logged in
+(their login deadline ends) and which may be read again; the loop does the
+I/O. Built before the loop and the dispatcher, it is what lets each be
+constructed whole with the other's channel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Cause(Enum):
+    """Who ended a connection, as the log says it."""
+
+    US = "closed by us"
+    PEER = "closed by the peer"  # a polite bye
+    BROKEN = "broken by the peer"  # EOF without bye, reset, send error
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    cids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CloseAfterFlush:
+    cid: int
+    reason: str
+    cause: Cause
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedIn:
+    cid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    cid: int
+
+
+Request = Flush | CloseAfterFlush | LoggedIn | Resume
+
+
+class LoopInbox:
+    __slots__ = ("_pending", "_requests", "fd")
+
+    def __init__(self) -> None:
+        self._requests: deque[Request] = deque()
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._pending = False
+
+    # ---- any thread ------------------------------------------------------
+    def flush(self, cids: Iterable[int]) -> None:
+        self._put(Flush(tuple(cids)))
+
+    def close_after_flush(self, cid: int, reason: str, cause: Cause) -> None:
+        self._put(CloseAfterFlush(cid, reason, cause))
+
+    def logged_in(self, cid: int) -> None:
+        self._put(LoggedIn(cid))
+
+    def resume(self, cid: int) -> None:
+        self._put(Resume(cid))
+
+    def wake(self) -> None:
+        """Interrupt the loop's wait (safe from a signal handler)."""
+        os.eventfd_write(self.fd, 1)
+
+    def _put(self, request: Request) -> None:
+        self._requests.append(request)  # deque.append is atomic
+        if not self._pending:
+            self._pending = True
+            self.wake()
+
+    # ---- loop thread -----------------------------------------------------
+    def take(self) -> list[Request]:
+        """Everything asked so far, in order (after the eventfd fired, or at any time)."""
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self.fd)
+        self._pending = False
+        requests = self._requests
+        return [requests.popleft() for _ in range(len(requests))]
+
+    def close(self) -> None:
+        os.close(self.fd)
