@@ -11,7 +11,7 @@ returns; everything here is testable with plain bytes.
 from __future__ import annotations
 
 from chat.shared.connection import ClientConnection
-from chat.shared.errors import FATAL_CODES, Code
+from chat.shared.errors import FATAL_CODES, Code, RemoteProtocolError
 from chat.shared.messages import (
     BROADCAST,
     TEXT_MAX,
@@ -29,6 +29,8 @@ from chat.shared.messages import (
     Send,
     Sent,
     ServerMessage,
+    parse_client_object,
+    to_wire,
     valid_name,
 )
 from chat.shared.messages import ServerBye as ServerByeFrame
@@ -51,17 +53,35 @@ LOGIN_REFUSALS = frozenset(
 
 
 def check_outgoing(to: Recipients, text: str) -> str | None:
-    """Why the server would refuse this message, or None; checked before it is queued."""
+    """Why the server would refuse this message, or None; checked before it is queued.
+
+    The verdict is the shared protocol core's: the frame is put through
+    `parse_client_object`, the very validation the server runs on a `send`.
+    Only the wording is ours, for people, and it names the field that failed.
+    """
+    refusal = _refusal(to, text)
+    if refusal is None:
+        return None
+    if to != BROADCAST and (on_to := _refusal(to, _VALID_TEXT)) is not None:
+        bad = next((name for name in to if not valid_name(name)), None)
+        if bad is not None:
+            return f"not a valid user name: {bad!r}"
+        return "no recipients" if not to else on_to.message
     if not text:
         return "empty message"
     if len(text) > TEXT_MAX:
         return f"message too long ({len(text)} characters, at most {TEXT_MAX})"
-    if to != BROADCAST:
-        if not to:
-            return "no recipients"
-        bad = [name for name in to if not valid_name(name)]
-        if bad:
-            return f"not a valid user name: {bad[0]!r}"
+    return refusal.message  # a rule we have no words of our own for
+
+
+_VALID_TEXT = "x"
+
+
+def _refusal(to: Recipients, text: str) -> RemoteProtocolError | None:
+    try:
+        parse_client_object(to_wire(Send(0, to, text)))
+    except RemoteProtocolError as exc:
+        return exc
     return None
 
 

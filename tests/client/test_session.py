@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chat.client import events as ev
 from chat.client.session import Session, check_outgoing
@@ -17,6 +19,7 @@ from chat.shared.messages import (
     ServerBye,
     encode,
     parse_client_message,
+    parse_client_object,
 )
 from chat.shared.states import State
 
@@ -165,6 +168,28 @@ def test_messages_the_server_would_refuse_are_caught_before_queueing(to, text, p
     assert problem in (check_outgoing(to, text) or "")
     with pytest.raises(ValueError, match=problem):
         Session("a", "p").send(1, to, text)
+
+
+names = st.one_of(
+    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", fullmatch=True),
+    st.text(max_size=40),
+)
+recipients = st.one_of(st.just("*"), st.lists(names, max_size=3).map(tuple))
+texts = st.one_of(st.text(max_size=5), st.text(min_size=4090, max_size=4100))
+
+
+@given(recipients, texts)
+def test_the_verdict_is_the_shared_validators(to, text) -> None:
+    """check_outgoing refuses exactly what the server's own parser refuses."""
+    frame = {"type": "send", "id": 1, "to": to if to == "*" else list(to), "text": text}
+    try:
+        parse_client_object(frame)
+        accepted = True
+    except RemoteProtocolError:
+        accepted = False
+    problem = check_outgoing(to, text)
+    assert (problem is None) == accepted, (to, text, problem)
+    assert problem is None or problem.strip()
 
 
 def test_limits_count_code_points_not_bytes() -> None:
