@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.metadata
 import logging
 import os
 import sys
@@ -20,10 +21,19 @@ from .session import Session
 
 PASSWORD_ENV = "CHAT_PASSWORD"
 EXIT_USAGE = 2
+DISTRIBUTION = "chat-epoll"
 
 
 class UsageError(Exception):
     """A bad command line, reported in one line with exit code 2."""
+
+
+def client_version() -> str:
+    """The installed distribution's version (pyproject.toml), "unknown" without metadata."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="line mode with JSON lines on stdout (implies --no-tui)"
     )
     parser.add_argument("--log-file", help="write a debug log here (never passwords)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {client_version()}")
     return parser
 
 

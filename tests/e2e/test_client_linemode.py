@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import queue
@@ -317,3 +318,15 @@ def test_client_says_bye_before_leaving(server, clients) -> None:
     alice.end_input()
     assert alice.finish()[0] == 0
     wait_log(server, r"closed fd=\d+ user=alice .*closed by the peer: bye")
+
+
+def test_version_is_the_distributions_and_exit_0() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "chat.client", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"chat-client {importlib.metadata.version('chat-epoll')}\n"
+    assert proc.stderr == ""
