@@ -81,9 +81,9 @@ class Dispatcher:
         self._local = threading.local()  # each worker's _Tick
 
     # ---- batch -----------------------------------------------------------
-    def handle_batch(self, session: Session, items: list[Any]) -> int:
-        """Handle a mailbox batch; returns how many items were consumed (all, unless a
-        login is being hashed: the rest waits, so replies keep the order of frames)."""
+    def handle_batch(self, session: Session, items: list[Any]) -> int | None:
+        """Handle a mailbox batch. Returns None, or while a login is being hashed the
+        number of items consumed: the rest waits, so replies keep the order of frames."""
         dirty = self._tick().dirty
         conn = session.conn
         sends: list[Send] = []  # consecutive sends to the same `to`, fanned out together
@@ -110,7 +110,7 @@ class Dispatcher:
                 return index + 1
         if sends:
             self._send_group(session, sends, dirty)
-        return len(items)
+        return None
 
     def end_tick(self) -> None:
         """Hand every buffer this worker wrote to over to the loop, in one request."""

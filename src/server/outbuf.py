@@ -70,6 +70,8 @@ class OutBuffer:
         with self._lock:
             if self.sealed or self.closed:
                 return Append.DROPPED
+            if self.overflow:  # already dropped as a slow reader: keep nothing more
+                return Append.OVERFLOW
             size = len(self._buf)
             if size + len(data) > self._limit or (size > SOFT_LIMIT and self._budget.spent):
                 self.overflow = True

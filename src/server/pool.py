@@ -91,9 +91,10 @@ class Submitter(Protocol):
     def submit(self, fn: Callable[[], None]) -> None: ...
 
 
-#: A mailbox handler takes a batch and returns how many items it consumed;
-#: fewer than the batch means "hold the rest until `resume`" (a login is hashed).
-Handler = Callable[[list[Any]], int]
+#: A mailbox handler takes a batch and returns None when it consumed it all, or
+#: how many items it consumed before it must wait: the rest (maybe none) is held
+#: until `resume` brings what it waits for (a login being hashed).
+Handler = Callable[[list[Any]], "int | None"]
 
 
 class Mailbox:
@@ -121,6 +122,11 @@ class Mailbox:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def held(self) -> bool:
+        """Waiting for `resume` (a login being hashed)."""
+        return self._held
+
     def post(self, items: list[Any], nbytes: int = 0) -> None:
         with self._lock:
             self._items.extend(items)
@@ -145,14 +151,15 @@ class Mailbox:
         with self._lock:
             batch = list(self._items)
             self._items.clear()
-        done = len(batch)
+        hold: int | None = None
         try:
-            done = self._handler(batch)
+            hold = self._handler(batch)
         except Exception:  # keep the mailbox alive; the bug is logged
             log.exception("mailbox handler failed")
+        done = len(batch) if hold is None else hold
         with self._lock:
             self.size -= sum(len(item) for item in batch[:done] if type(item) is bytes)
-            if done < len(batch):
+            if hold is not None:
                 self._items.extendleft(reversed(batch[done:]))
                 self._held = True
                 self._scheduled = False

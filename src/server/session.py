@@ -74,7 +74,7 @@ class Session:
         out: OutBuffer,
         rate: TokenBucket | None,
         pool: Submitter,
-        handler: Callable[[Session, list[Any]], int],
+        handler: Callable[[Session, list[Any]], int | None],
     ) -> None:
         self.cid = cid
         self.fd = fd  # for the log only: the loop owns the socket

@@ -1,0 +1,149 @@
+"""The server's logic without sockets: hub, dispatcher, mailboxes, hashing, real store.
+
+Mailboxes run on an inline pool that the test drives, so every step is
+deterministic; password checks run on a real `HashExecutor` against a real
+`UserStore` (low scrypt cost); the loop's side is a real `LoopInbox` whose
+requests the test reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from chat.server.cipher import load_cipher
+from chat.server.dispatch import Dispatcher
+from chat.server.hashing import HashExecutor
+from chat.server.hub import Hub
+from chat.server.inbox import LoopInbox, Request
+from chat.server.outbuf import OutboundBudget, OutBuffer
+from chat.server.ratelimit import TokenBucket
+from chat.server.session import Session
+from chat.server.store import UserStore
+from chat.server.throttle import LoginThrottle
+from chat.shared.framing import FrameDecoder
+from chat.shared.messages import (
+    Auth,
+    ClientMessage,
+    RosterAck,
+    ServerMessage,
+    encode,
+    parse_server_message,
+)
+
+COST = 4  # scrypt cost for tests; the server default is 14
+KEY = bytes(range(32))
+
+
+class InlinePool:
+    """A pool whose tasks run when the test says so, then the tick ends."""
+
+    def __init__(self) -> None:
+        self.tasks: deque[Callable[[], None]] = deque()
+        self.end_tick: Callable[[], None] = lambda: None
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self.tasks.append(fn)
+
+    def run(self) -> bool:
+        ran = bool(self.tasks)
+        while self.tasks:
+            self.tasks.popleft()()
+        self.end_tick()
+        return ran
+
+
+class World:
+    def __init__(
+        self,
+        tmp: Path,
+        max_outbuf: int = 1 << 20,
+        max_total: int = 1 << 30,
+        hash_queue: int = 64,
+        rate: tuple[float, int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = UserStore.open(tmp / "users.db", KEY, load_cipher(), hash_cost_log2=COST)
+        self.hub = Hub(ack_timeout=30.0, clock=clock)
+        self.inbox = LoopInbox()
+        self.hasher = HashExecutor(1, hash_queue)
+        self.throttle = LoginThrottle()
+        self.dispatcher = Dispatcher(self.hub, self.store, self.throttle, self.hasher, self.inbox)
+        self.pool = InlinePool()
+        self.pool.end_tick = self.dispatcher.end_tick
+        self.budget = OutboundBudget(max_total)
+        self.max_outbuf = max_outbuf
+        self.rate = rate
+        self._cids = iter(range(1, 1 << 30))
+        self.requests: list[Request] = []
+        self.sessions: list[Session] = []
+
+    def close(self) -> None:
+        self.hasher.stop()
+        self.inbox.close()
+
+    def connect(self, port: int = 40000) -> Session:
+        cid = next(self._cids)
+        rate = TokenBucket(*self.rate) if self.rate else None
+        session = Session(
+            cid,
+            100 + cid,
+            ("127.0.0.1", port + cid),
+            OutBuffer(self.max_outbuf, self.budget),
+            rate,
+            self.pool,
+            self.dispatcher.handle_batch,
+        )
+        self.sessions.append(session)
+        return session
+
+    def post(self, session: Session, *items: Any) -> None:
+        """Post frames (messages are encoded, payload only) or control items, then settle."""
+        payloads = [encode(i)[4:] if isinstance(i, ClientMessage) else i for i in items]
+        session.mailbox.post(payloads, sum(len(p) for p in payloads if type(p) is bytes))
+        self.settle()
+
+    def settle(self, quiet: float = 0.05, timeout: float = 10.0) -> None:
+        """Run mailboxes until nothing has run for `quiet` seconds (hash results included)."""
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        while time.monotonic() < deadline:
+            if self.pool.run():
+                last = time.monotonic()
+            elif (
+                time.monotonic() - last >= quiet
+                and not len(self.hasher)
+                and not any(s.mailbox.held for s in self.sessions)
+            ):
+                break
+            else:
+                time.sleep(0.002)
+        self.requests += self.inbox.take()
+
+    def login(self, name: str, password: str = "pw", register: bool = True) -> Session:
+        session = self.connect()
+        self.post(session, Auth(name, password, register))
+        frames = self.frames(session)
+        assert frames[0].type == "auth_ok", frames
+        self.post(session, RosterAck(frames[1].seq))
+        self.frames(session)
+        return session
+
+    def frames(self, session: Session) -> list[ServerMessage]:
+        """Everything queued for `session` since the last call, parsed."""
+        data = bytearray()
+
+        def take(view: memoryview) -> int:
+            data.extend(view)
+            return len(view)
+
+        session.out.write(take, 1 << 20)
+        decoder = FrameDecoder(1 << 24)
+        decoder.feed(bytes(data))
+        out = []
+        while (payload := decoder.next_frame()) is not None:
+            out.append(parse_server_message(payload))
+        return out

@@ -1,0 +1,57 @@
+"""Who is online and the roster that follows: one join per user, leave with the last session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chat.server.hub import Dirty
+from chat.shared.messages import Roster, RosterAck
+
+from .harness import World
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.close()
+
+
+def test_a_second_session_of_a_user_is_no_join_and_its_end_no_leave(world: World) -> None:
+    alice = world.login("alice")
+    bob1 = world.login("bob")
+    assert world.frames(alice) == [Roster(2, False, join=("bob",))]
+    world.post(alice, RosterAck(2))
+    bob2 = world.login("bob", register=False)
+    assert world.frames(alice) == []
+    dirty: Dirty = {}
+    assert world.hub.remove(bob1, dirty) is False and world.frames(alice) == []
+    assert world.hub.remove(bob2, dirty) is True
+    assert world.frames(alice) == [Roster(3, False, leave=("bob",))]
+    assert world.hub.remove(bob2, dirty) is False  # idempotent
+
+
+def test_recipients_name_each_user_once_without_the_sender(world: World) -> None:
+    alice, bob = world.login("alice"), world.login("bob")
+    sessions, delivered, missing = world.hub.recipients("alice", ("bob", "bob", "alice", "zed"))
+    assert sessions == [bob] and delivered == ["bob"] and missing == ["zed"]
+    sessions, delivered, missing = world.hub.recipients("bob", "*")
+    assert sessions == [alice] and delivered == ["alice"] and missing == []
+
+
+def test_an_unacknowledged_roster_frame_is_overdue_after_the_ack_timeout(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path, clock=lambda: 0.0)  # every deadline is 30 s after t = 0
+    try:
+        alice = world.login("alice")
+        world.login("bob")  # alice now has a delta in flight
+        assert world.hub.overdue(29.0) == []
+        assert world.hub.overdue(30.0) == [alice]
+        world.post(alice, RosterAck(2))
+        assert world.hub.overdue(100.0) == []
+    finally:
+        world.close()
