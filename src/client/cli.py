@@ -12,12 +12,14 @@ import getpass
 import importlib.metadata
 import logging
 import os
+import ssl
 import sys
 
 from chat.shared.messages import PASSWORD_MAX, valid_name
 
 from .linemode import EXIT_INTERRUPTED, run_line_mode
 from .session import Session
+from .tls import TlsSetupError, client_context
 
 PASSWORD_ENV = "CHAT_PASSWORD"
 EXIT_USAGE = 2
@@ -56,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", action="store_true", help="line mode with JSON lines on stdout (implies --no-tui)"
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect with TLS; the server's certificate and host name (--host) are verified "
+        "against the system's trust store",
+    )
+    parser.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="trust this certificate or CA bundle (PEM) instead of the system's store "
+        "(implies --tls)",
+    )
     parser.add_argument("--log-file", help="write a debug log here (never passwords)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {client_version()}")
     return parser
@@ -71,6 +85,16 @@ def check_args(args: argparse.Namespace) -> None:
         )
     if args.password is not None and not 1 <= len(args.password) <= PASSWORD_MAX:
         raise UsageError(f"--password must be 1..{PASSWORD_MAX} characters")
+
+
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The verifying context for --tls / --tls-ca, None for plain TCP."""
+    if not (args.tls or args.tls_ca):
+        return None
+    try:
+        return client_context(args.tls_ca)
+    except TlsSetupError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def known_password(args: argparse.Namespace) -> str | None:
@@ -106,17 +130,17 @@ def setup_logging(path: str | None) -> None:
     root.setLevel(logging.DEBUG)
 
 
-def line_mode(args: argparse.Namespace) -> int:
+def line_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
     if not args.user:
         raise UsageError("line mode needs --user")
     password = known_password(args) or ask_password(args.user)
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(encoding="utf-8", errors="replace", line_buffering=True)  # type: ignore[union-attr]
     session = Session(args.user, password, args.register)
-    return run_line_mode(args.host, args.port, session, use_json=args.json)
+    return run_line_mode(args.host, args.port, session, use_json=args.json, tls=tls)
 
 
-def tui_mode(args: argparse.Namespace) -> int:
+def tui_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
     from .terminal import prepare_terminal, tty_problem
     from .tui import TuiOptions, run_tui
 
@@ -126,7 +150,7 @@ def tui_mode(args: argparse.Namespace) -> int:
         print(f"chat-client: {problem}", file=sys.stderr)
         return 1
     options = TuiOptions(
-        args.host, args.port, args.user or "", known_password(args) or "", args.register
+        args.host, args.port, args.user or "", known_password(args) or "", args.register, tls
     )
     return run_tui(options)
 
@@ -135,10 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_args(args)
+        tls = tls_context(args)
         setup_logging(args.log_file)
         if args.no_tui or args.json:
-            return line_mode(args)
-        return tui_mode(args)
+            return line_mode(args, tls)
+        return tui_mode(args, tls)
     except UsageError as exc:
         print(f"chat-client: {exc}", file=sys.stderr)
         return EXIT_USAGE

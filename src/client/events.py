@@ -28,6 +28,18 @@ class ConnectFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class Connected:
+    """The connection is up (TLS: handshake done, certificate and host name verified).
+
+    `tls` is the negotiated version ("TLSv1.3"), None for plain TCP.
+    """
+
+    host: str
+    port: int
+    tls: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class LoginFailed:
     """The server refused the credentials (or the account to register); final."""
 
@@ -112,6 +124,7 @@ class Stopped:
 NetEvent = (
     Connecting
     | ConnectFailed
+    | Connected
     | LoginFailed
     | LoggedIn
     | RosterChanged

@@ -4,7 +4,8 @@ For scripts and bots. Each line is sent as soon as the chat is ready (lines
 read earlier wait for the login); after stdin ends the client waits until
 every message it sent is answered by the server, says `bye`, and exits.
 
-Exit codes: 0 done; 1 cannot connect (or closed before the login);
+Exit codes: 0 done; 1 cannot connect (a failed TLS handshake or certificate
+check included) or closed before the login;
 3 login refused; 4 connection lost or closed by the server before the end;
 5 some lines were not sent (refused by the server or not valid); 130 interrupted.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import queue
+import ssl
 import sys
 import threading
 from collections.abc import Callable
@@ -164,9 +166,10 @@ def run_line_mode(
     stdin_fd: int = 0,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> int:
     inbox: queue.Queue[object] = queue.Queue()
-    net = NetworkClient(host, port, session, inbox.put, reconnect=False)
+    net = NetworkClient(host, port, session, inbox.put, reconnect=False, tls=tls)
     mode = LineMode(net, session.user, out or sys.stdout, err or sys.stderr, use_json)
     reader = threading.Thread(
         target=read_lines, args=(stdin_fd, inbox.put), name="chat-stdin", daemon=True

@@ -20,6 +20,8 @@ OFFLINE = "offline"
 CONNECTING = "connecting"
 ONLINE = "online"
 RECONNECTING = "reconnecting"
+#: After the address on the status line while the connection is TLS (ASCII for any terminal).
+TLS_MARK = "[tls]"
 
 
 @dataclass
@@ -30,6 +32,7 @@ class ChatModel:
     state: str = OFFLINE
     status_note: str = ""
     want_login: bool = False  # the UI should show the login form again
+    tls: str | None = None  # the TLS version of the connection that is up, None for plain TCP
     history: History = field(default_factory=History)
     participants: Participants = field(default_factory=Participants)
 
@@ -40,7 +43,8 @@ class ChatModel:
 
     def status_text(self) -> str:
         who = self.user or "-"
-        parts = [self.state, f"{who} @ {self.address}"]
+        where = f"{self.address} {TLS_MARK}" if self.tls else self.address
+        parts = [self.state, f"{who} @ {where}"]
         if self.state == ONLINE:
             parts.append(f"{len(self.participants.online) + 1} online")
         if self.status_note:
@@ -52,10 +56,12 @@ class ChatModel:
         self.user, self.host, self.port = user, host, port
         self.history.me = user
         self.state = CONNECTING
+        self.tls = None
         self.status_note = "registering" if register else "logging in"
 
     def logged_out(self, note: str = "logged out") -> None:
         self.state = OFFLINE
+        self.tls = None
         self.status_note = note
         self.participants.clear()
         self.history.note(note)
@@ -66,11 +72,18 @@ class ChatModel:
     # ----------------------------------------------------- network events
     def apply(self, event: ev.NetEvent) -> None:
         h = self.history
+        if isinstance(event, ev.ConnectFailed | ev.Disconnected | ev.Stopped):
+            self.tls = None  # whatever comes next, this connection is not up
         match event:
             case ev.Connecting(attempt=attempt) if attempt > 1:
                 self.status_note = f"reconnecting to {self.address} (attempt {attempt})"
             case ev.Connecting():
                 self.status_note = f"connecting to {self.address}"
+            case ev.Connected(tls=version) if version is not None:
+                self.tls = version
+                h.note(f"TLS ({version}): the certificate of {self.host} is verified")
+            case ev.Connected():
+                self.tls = None
             case ev.ConnectFailed(reason, None):
                 self._failed(reason)
             case ev.ConnectFailed(reason, delay):

@@ -1,10 +1,27 @@
-"""The network thread: one TCP connection at a time, driven by a `Session`.
+"""The network thread: one connection at a time (plain TCP or TLS), driven by a `Session`.
 
-Only this thread touches the socket. The UI thread talks to it through
-`NetworkClient.send()` / `close()` (a command queue plus a wake-up socket, so
-the thread sleeps in `select` instead of polling), and hears back through
-`sink`, which must be thread-safe (a `queue.Queue.put`). After a successful
-login a lost connection is retried with backoff when `reconnect` is set.
+Ownership, by construction: the socket of a connection, and its TLS object
+when there is one, is created, read, written and closed by the network
+thread alone (`chat-net`, `NetworkClient._run` and what it calls). That
+thread does every read and every write itself, on a non-blocking socket
+multiplexed with `select`, so no two threads ever touch one `SSLSocket`
+(OpenSSL forbids `SSL_read` and `SSL_write` on one SSL object from two
+threads at once) and no blocking call can hold a lock the other side needs.
+The UI thread never sees the socket: `NetworkClient.send()` / `close()` put a
+command on a queue and write one byte to a wake-up socketpair (the only
+object both threads touch besides the thread-safe queues), so the network
+thread sleeps in `select` instead of polling. It hears back through `sink`,
+which must be thread-safe (a `queue.Queue.put`). After a successful login a
+lost connection is retried with backoff when `reconnect` is set; with a TLS
+context every attempt is TLS (never a fallback to plain TCP), and a failed
+handshake or certificate check counts as a failed connect.
+
+Non-blocking TLS needs three things that plain TCP does not, all in `_Link`:
+a write that cannot finish is retried with the very same buffer; a read or a
+write may need the other readiness (`SSLWantReadError` / `SSLWantWriteError`),
+so every wake-up on the socket tries both; and the TLS layer may hold
+decrypted records that `select` cannot see, so a read goes on until the
+layer and the socket are both empty.
 """
 
 from __future__ import annotations
@@ -15,6 +32,7 @@ import logging
 import queue
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,11 +44,13 @@ from chat.shared.messages import Recipients
 from . import events as ev
 from .backoff import Backoff
 from .session import Session, check_outgoing
+from .tls import describe_tls_error, ssl_words
 
 log = logging.getLogger("chat.client.net")
 
+#: For the TCP connect, and again for the TLS handshake.
 CONNECT_TIMEOUT = 5.0
-#: A write that cannot finish in this long means the server stopped reading.
+#: Output that makes no progress for this long means the server stopped reading.
 SEND_TIMEOUT = 10.0
 #: Keep-alive: a `ping` after this long without writing anything.
 PING_INTERVAL = 20.0
@@ -39,6 +59,9 @@ DEAD_AFTER = 3 * PING_INTERVAL
 #: After our `bye`, how long to wait for the server to close.
 BYE_GRACE = 1.0
 RECV_SIZE = 65536
+#: At most this much is read per wake-up, so a flood cannot starve our commands.
+READ_BUDGET = 1 << 20
+SEND_CHUNK = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +79,14 @@ class _Ended(Exception):
     """The current connection is over; the message says why."""
 
 
+class _ConnectFailed(Exception):
+    """No usable connection (TCP connect or TLS handshake); the message says why."""
+
+
+class _Cancelled(Exception):
+    """The user said stop while we were still connecting."""
+
+
 def describe_connect_error(host: str, port: int, exc: OSError) -> str:
     """One human line for a failed connect (no traceback, no errno soup)."""
     where = f"{host}:{port}"
@@ -69,7 +100,11 @@ def describe_connect_error(host: str, port: int, exc: OSError) -> str:
 
 
 class NetworkClient:
-    """Owns the socket on its own thread; see the module docstring."""
+    """Owns the socket on its own thread; see the module docstring.
+
+    `tls` is a client context (see `chat.client.tls.client_context`): every
+    connection is then TLS, its certificate checked against `host`.
+    """
 
     def __init__(
         self,
@@ -83,6 +118,7 @@ class NetworkClient:
         connect_timeout: float = CONNECT_TIMEOUT,
         ping_interval: float = PING_INTERVAL,
         ids: Iterator[int] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port = host, port
         self._session = session
@@ -91,6 +127,7 @@ class NetworkClient:
         self._backoff = backoff or Backoff()
         self._connect_timeout = connect_timeout
         self._ping_interval = ping_interval
+        self._tls = tls
         self._commands: queue.SimpleQueue[_SendCmd | _ByeCmd] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -100,6 +137,7 @@ class NetworkClient:
         self._thread = threading.Thread(target=self._run, name="chat-net", daemon=True)
 
     # ------------------------------------------------------------ UI thread
+    # Nothing here touches a connection's socket: a command and a wake-up byte.
     def start(self) -> None:
         self._thread.start()
 
@@ -143,16 +181,20 @@ class NetworkClient:
         for attempt in itertools.count(1):
             self._sink(ev.Connecting(self.host, self.port, attempt))
             try:
-                sock = socket.create_connection((self.host, self.port), self._connect_timeout)
-            except OSError as exc:
-                reason = describe_connect_error(self.host, self.port, exc)
+                link = self._open()
+            except _Cancelled:
+                return "closed by the user"
+            except _ConnectFailed as exc:
+                reason = str(exc)
+                log.info("connect failed: %s", reason)
                 if not self._may_retry():
                     self._sink(ev.ConnectFailed(reason, None))
                     return reason
                 delay = self._backoff.next_delay()
                 self._sink(ev.ConnectFailed(reason, delay))
             else:
-                reason = self._converse(sock)
+                self._sink(ev.Connected(self.host, self.port, link.tls_version))
+                reason = self._converse(link)
                 for event in self._session.connection_lost():
                     self._sink(event)
                 if not self._may_retry():
@@ -173,6 +215,53 @@ class NetworkClient:
             and not self._stopping
         )
 
+    def _open(self) -> _Link:
+        """TCP connect, then the TLS handshake when asked for; a non-blocking `_Link`."""
+        try:
+            sock = socket.create_connection((self.host, self.port), self._connect_timeout)
+        except OSError as exc:
+            raise _ConnectFailed(describe_connect_error(self.host, self.port, exc)) from None
+        try:
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                try:
+                    sock = self._tls.wrap_socket(
+                        sock, server_hostname=self.host, do_handshake_on_connect=False
+                    )
+                except (OSError, ValueError) as exc:
+                    raise _ConnectFailed(describe_tls_error(self.host, self.port, exc)) from None
+                self._handshake(sock)
+        except BaseException:
+            sock.close()
+            raise
+        return _Link(sock)
+
+    def _handshake(self, sock: ssl.SSLSocket) -> None:
+        """Drive the handshake on the non-blocking socket, still taking commands."""
+        deadline = time.monotonic() + self._connect_timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            sel.register(sock, selectors.EVENT_READ)
+            while True:
+                try:
+                    sock.do_handshake()
+                    return
+                except ssl.SSLWantReadError:
+                    sel.modify(sock, selectors.EVENT_READ)
+                except ssl.SSLWantWriteError:
+                    sel.modify(sock, selectors.EVENT_WRITE)
+                except (OSError, ValueError) as exc:  # SSLError too; never a plain-TCP retry
+                    raise _ConnectFailed(describe_tls_error(self.host, self.port, exc)) from None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    reason = describe_tls_error(self.host, self.port, TimeoutError())
+                    raise _ConnectFailed(reason)
+                for key, _ in sel.select(left):
+                    if key.fileobj is self._wake_r and not self._offline_commands():
+                        raise _Cancelled
+
     def _idle(self, delay: float) -> bool:
         """Wait out a backoff delay, still taking commands; False when told to stop."""
         deadline = time.monotonic() + delay
@@ -180,11 +269,20 @@ class NetworkClient:
             with selectors.DefaultSelector() as sel:
                 sel.register(self._wake_r, selectors.EVENT_READ)
                 sel.select(left)
-            for cmd in self._drain_commands():
-                if isinstance(cmd, _ByeCmd):
-                    self._stopping = True
-                    return False
-                self._session.send(cmd.msg_id, cmd.to, cmd.text)  # queued for the next login
+            if not self._offline_commands():
+                return False
+        return True
+
+    def _offline_commands(self) -> bool:
+        """Commands while no connection is up: messages wait for the next login.
+
+        False (and `_stopping` set) when one of them says stop.
+        """
+        for cmd in self._drain_commands():
+            if isinstance(cmd, _ByeCmd):
+                self._stopping = True
+                return False
+            self._session.send(cmd.msg_id, cmd.to, cmd.text)  # queued for the next login
         return True
 
     def _drain_commands(self) -> list[_SendCmd | _ByeCmd]:
@@ -198,15 +296,11 @@ class NetworkClient:
             except queue.Empty:
                 return cmds
 
-    def _converse(self, sock: socket.socket) -> str:
+    def _converse(self, link: _Link) -> str:
         """Run one connection to its end; return why it ended."""
-        with sock, selectors.DefaultSelector() as sel:
-            sock.settimeout(SEND_TIMEOUT)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sel.register(sock, selectors.EVENT_READ)
+        with link.sock, selectors.DefaultSelector() as sel:
+            sel.register(link.sock, selectors.EVENT_READ)
             sel.register(self._wake_r, selectors.EVENT_READ)
-            link = _Link(sock)
             try:
                 link.write(self._session.start())
                 while True:
@@ -220,38 +314,55 @@ class NetworkClient:
             timeout = link.bye_deadline - now
             if timeout <= 0:
                 raise _Ended(link.bye_reason)
-        else:
+        elif link.stalled_since is None:  # all written: sleep until the next ping is due
             timeout = max(0.0, link.last_write + self._ping_interval - now)
-        for key, _ in sel.select(timeout):
-            if key.fileobj is self._wake_r:
-                self._on_commands(link)
-            else:
-                self._on_readable(link)
+        else:  # output waits: no ping on top of it, but a deadline for progress
+            timeout = max(0.0, link.stalled_since + SEND_TIMEOUT - now)
+        if link.more_to_read:
+            timeout = 0.0
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if link.wants_write else 0)
+        if sel.get_key(link.sock).events != events:
+            sel.modify(link.sock, events)
+        ready = sel.select(timeout)
+        if link.more_to_read or any(key.fileobj is link.sock for key, _ in ready):
+            self._on_socket(link)
+        if any(key.fileobj is self._wake_r for key, _ in ready):
+            self._on_commands(link)
         now = time.monotonic()
         if now - link.last_read > DEAD_AFTER:
             raise _Ended("the server stopped answering")
-        if not self._stopping and now - link.last_write >= self._ping_interval:
+        if link.stalled_since is not None and now - link.stalled_since > SEND_TIMEOUT:
+            raise _Ended("the server stopped reading")
+        if (
+            not self._stopping
+            and link.stalled_since is None
+            and now - link.last_write >= self._ping_interval
+        ):
             link.write(self._session.ping())
 
-    def _on_readable(self, link: _Link) -> None:
+    def _on_socket(self, link: _Link) -> None:
+        """The socket is ready (for reading, writing, or both): read all there is, then write."""
+        data, end = link.read()
+        out = b""
+        if data:
+            try:
+                out, events = self._session.receive(data)
+            except RemoteProtocolError as exc:
+                raise _Ended(f"protocol error from the server: {exc}") from None
+            for event in events:  # first: a failing write below must not lose them
+                if isinstance(event, ev.LoggedIn):
+                    self._backoff.reset()
+                self._sink(event)
         try:
-            data = link.read()
-        except _Ended as end:  # e.g. a reset right after the server's last frame
-            raise _Ended(self._close_reason(link, str(end))) from None
-        if not data:
-            raise _Ended(self._close_reason(link, "the server closed the connection"))
-        try:
-            out, events = self._session.receive(data)
-        except RemoteProtocolError as exc:
-            raise _Ended(f"protocol error from the server: {exc}") from None
-        if out and not self._session.bye_sent:
-            link.write(out)
-        for event in events:
-            if isinstance(event, ev.LoggedIn):
-                self._backoff.reset()
-            self._sink(event)
-        if self._session.login_failed and not self._stopping:
-            self._say_bye(link, "login refused")
+            if out and not self._session.bye_sent:
+                link.write(out)
+            if self._session.login_failed and not self._stopping:
+                self._say_bye(link, "login refused")
+            link.flush()
+        except _Ended as lost:
+            end = end or str(lost)
+        if end is not None:  # after the data: the last frames often explain the close
+            raise _Ended(self._close_reason(link, end))
 
     def _close_reason(self, link: _Link, default: str) -> str:
         """Why the server went away: what it told us last beats what the socket says."""
@@ -279,31 +390,102 @@ class NetworkClient:
 
 
 class _Link:
-    """A socket with the bookkeeping the loop needs; I/O errors become `_Ended`."""
+    """One connection's non-blocking socket (plain or TLS) and its output buffer.
+
+    Used by the network thread only (see the module docstring). `write`
+    appends to the buffer and writes what the socket takes now; `flush`
+    goes on when the socket is ready again; `read` returns everything that
+    can be had without waiting. I/O errors become `_Ended` (writes) or the
+    `end` reason returned with the data (reads).
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.tls_version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+        self._out = bytearray()
+        #: The bytes of a TLS write that could not finish: retried exactly as they were.
+        self._retry: bytes | None = None
+        self._write_wants_write = False
+        self._read_wants_write = False
+        self.more_to_read = False  # the read budget ran out: read again before sleeping
         self.last_write = self.last_read = time.monotonic()
+        #: Since when output has waited without any progress; None when all is written.
+        self.stalled_since: float | None = None
         self.bye_deadline = 0.0
         self.bye_reason = ""
+
+    @property
+    def wants_write(self) -> bool:
+        """Whether the loop must wake up when the socket becomes writable."""
+        return self._write_wants_write or self._read_wants_write
+
+    @property
+    def pending_output(self) -> int:
+        return len(self._out)
 
     def write(self, data: bytes) -> None:
         if not data:
             return
-        try:
-            self.sock.sendall(data)
-        except TimeoutError:
-            raise _Ended("the server stopped reading") from None
-        except OSError as exc:
-            raise _Ended(f"connection lost: {exc.strerror or exc}") from None
-        self.last_write = time.monotonic()
+        if not self._out:
+            self.stalled_since = time.monotonic()
+        self._out += data
+        self.flush()
 
-    def read(self) -> bytes:
-        try:
-            data = self.sock.recv(RECV_SIZE)
-        except TimeoutError:
-            raise _Ended("the server stopped answering") from None
-        except OSError as exc:
-            raise _Ended(f"connection lost: {exc.strerror or exc}") from None
-        self.last_read = time.monotonic()
-        return data
+    def flush(self) -> None:
+        self._write_wants_write = False
+        while self._out:
+            chunk = self._retry if self._retry is not None else bytes(self._out[:SEND_CHUNK])
+            try:
+                sent = self.sock.send(chunk)
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                self._retry, self._write_wants_write = chunk, True
+                return
+            except ssl.SSLWantReadError:  # e.g. a key update: wait until readable, then retry
+                self._retry = chunk
+                return
+            except OSError as exc:
+                raise _Ended(f"connection lost: {_words(exc)}") from None
+            self._retry = None
+            del self._out[:sent]
+            self.last_write = time.monotonic()
+            self.stalled_since = self.last_write if self._out else None
+
+    def read(self) -> tuple[bytes, str | None]:
+        """(what arrived, why the connection ended or None); never waits.
+
+        Reads until the socket and the TLS layer are both empty (or the budget
+        is spent), since `select` cannot see records the TLS layer holds.
+        """
+        chunks: list[bytes] = []
+        total = 0
+        end: str | None = None
+        self._read_wants_write = False
+        self.more_to_read = False
+        while True:
+            if total >= READ_BUDGET:
+                self.more_to_read = True
+                break
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                break
+            except ssl.SSLWantWriteError:
+                self._read_wants_write = True
+                break
+            except OSError as exc:  # e.g. a reset right after the server's last frame
+                end = f"connection lost: {_words(exc)}"
+                break
+            if not data:
+                end = "the server closed the connection"
+                break
+            chunks.append(data)
+            total += len(data)
+        if chunks:
+            self.last_read = time.monotonic()
+        return b"".join(chunks), end
+
+
+def _words(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {ssl_words(exc)}"
+    return str(exc.strerror or exc)

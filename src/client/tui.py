@@ -13,6 +13,7 @@ import curses
 import itertools
 import queue
 import signal
+import ssl
 from dataclasses import dataclass
 
 import npyscreen
@@ -35,6 +36,7 @@ class TuiOptions:
     user: str
     password: str
     register: bool
+    tls: ssl.SSLContext | None = None  # every connection is TLS when set
 
 
 class ChatApp(npyscreen.NPSAppManaged):
@@ -72,6 +74,7 @@ class ChatApp(npyscreen.NPSAppManaged):
             lambda event: self.inbox.put((generation, event)),
             reconnect=True,
             ids=self._ids,
+            tls=self.options.tls,
         )
         self.net.start()
 

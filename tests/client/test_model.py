@@ -100,3 +100,27 @@ def test_an_unexpected_stop_is_shown() -> None:
     before = len(m.history.entries)
     m.apply(ev.Stopped("again"))  # already offline: nothing more to say
     assert len(m.history.entries) == before
+
+
+def test_a_tls_connection_puts_a_mark_on_the_status_line_until_it_ends() -> None:
+    m = ChatModel("127.0.0.1", 7777)
+    m.begin_login("alice", "127.0.0.1", 7777, register=False)
+    m.apply(ev.Connected("127.0.0.1", 7777, "TLSv1.3"))
+    assert notes(m)[-1] == "TLS (TLSv1.3): the certificate of 127.0.0.1 is verified"
+    m.apply(ev.LoggedIn("alice", (), False))
+    assert m.status_text() == "online | alice @ 127.0.0.1:7777 [tls] | 1 online"
+    m.apply(ev.Disconnected("connection lost", 1.0))
+    assert "[tls]" not in m.status_text()
+    m.apply(ev.ConnectFailed("TLS: certificate verify failed: x (host 127.0.0.1)", 2.0))
+    assert m.status_text() == (
+        "reconnecting | alice @ 127.0.0.1:7777 | "
+        "TLS: certificate verify failed: x (host 127.0.0.1); retrying in 2s"
+    )
+
+
+def test_a_plain_connection_has_no_mark() -> None:
+    m = ChatModel("127.0.0.1", 7777)
+    m.begin_login("alice", "127.0.0.1", 7777, register=False)
+    m.apply(ev.Connected("127.0.0.1", 7777, None))
+    m.apply(ev.LoggedIn("alice", (), False))
+    assert m.status_text() == "online | alice @ 127.0.0.1:7777 | 1 online"
