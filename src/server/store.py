@@ -22,6 +22,7 @@ import secrets
 import stat
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,14 @@ class Record:
     p: int
     dklen: int
     created: float
+
+    @property
+    def params(self) -> Params:
+        return (self.n, self.r, self.p, self.dklen)
+
+
+#: scrypt parameters of a record: (n, r, p, dklen).
+Params = tuple[int, int, int, int]
 
 
 def _hkdf_sha256(ikm: bytes, info: bytes, length: int = 32) -> bytes:
@@ -183,14 +192,17 @@ class UserStore:
         self._codec = _Codec(self.path, key, cipher)
         self._n = 1 << hash_cost_log2
         self._users: dict[str, Record] = dict(users or {})
-        self._lock = threading.Lock()  # _users, _pending, _version, _durable
+        self._lock = threading.Lock()  # _users, _pending, _version, _durable, _costs, _dummies
         self._write_lock = threading.Lock()  # one writer of the file at a time
         self._pending: set[str] = set()  # registered, not on disk yet: cannot log in
         self._version = 0  # bumped by every registration
         self._last_error = f"users file {self.path}: cannot write"
         self._durable = 0  # the newest version the file holds
-        # Unknown names are hashed against this, so they cost as much as known ones.
-        self._dummy = self._new_record("", secrets.token_urlsafe(16))
+        # How many records use each scrypt parameter set: an unknown name is hashed
+        # with the most common one, so it costs what a typical known name costs.
+        self._costs: Counter[Params] = Counter(rec.params for rec in self._users.values())
+        self._dummies: dict[Params, Record] = {}
+        self._ensure_dummy()
 
     @classmethod
     def open(
@@ -236,19 +248,48 @@ class UserStore:
             if name in self._users:
                 return False
             self._users[name] = record
+            self._costs[record.params] += 1
             self._pending.add(name)
             self._version += 1
             version = self._version
         self._make_durable(name, record, version)
+        self._ensure_dummy()
         return True
 
     def verify(self, name: str, password: str) -> bool:
+        """True for a good password. Safe from any number of threads at once.
+
+        An unknown name (or one not on disk yet) is hashed against a dummy
+        record with the parameters most accounts have, so the time taken does
+        not tell whether the name exists. A good password for a record hashed
+        with other parameters than the current `--hash-cost` re-hashes it at
+        the current cost and writes the store (durably) before returning.
+        """
         with self._lock:
             record = None if name in self._pending else self._users.get(name)
-        known = record is not None
-        target = record if record is not None else self._dummy
-        digest = _scrypt(password, target.salt, target.n, target.r, target.p, target.dklen)
-        return hmac.compare_digest(digest, target.hash) and known
+            dummy = self._dummies.get(self._common_params()) if record is None else None
+        if record is None:
+            target = dummy or self._ensure_dummy()
+            digest = _scrypt(password, target.salt, target.n, target.r, target.p, target.dklen)
+            hmac.compare_digest(digest, target.hash)
+            return False
+        digest = _scrypt(password, record.salt, record.n, record.r, record.p, record.dklen)
+        if not hmac.compare_digest(digest, record.hash):
+            return False
+        if record.params != self._current_params():
+            self._rehash(record, password)
+        return True
+
+    def hash_params(self, name: str) -> Params | None:
+        """(n, r, p, dklen) of an account's stored hash, None for an unknown name."""
+        with self._lock:
+            record = self._users.get(name)
+            return record.params if record is not None else None
+
+    def unknown_name_params(self) -> Params:
+        """(n, r, p, dklen) an unknown name is hashed with: the most common stored ones."""
+        with self._lock:
+            return self._common_params()
 
     def save(self) -> None:
         with self._write_lock:
@@ -279,17 +320,82 @@ class UserStore:
             with self._lock:
                 self._last_error = str(exc)
                 for gone in pending:
-                    self._users.pop(gone, None)
+                    record = self._users.pop(gone, None)
+                    if record is not None:
+                        self._uncount(record)
                 self._pending -= pending
             raise
         with self._lock:
             self._durable = max(self._durable, version)
             self._pending -= pending
 
-    def _new_record(self, name: str, password: str) -> Record:
+    def _new_record(self, name: str, password: str, created: float | None = None) -> Record:
         salt = secrets.token_bytes(SALT_BYTES)
         digest = _scrypt(password, salt, self._n, SCRYPT_R, SCRYPT_P, HASH_BYTES)
-        return Record(name, salt, digest, self._n, SCRYPT_R, SCRYPT_P, HASH_BYTES, time.time())
+        when = time.time() if created is None else created
+        return Record(name, salt, digest, self._n, SCRYPT_R, SCRYPT_P, HASH_BYTES, when)
+
+    def _rehash(self, old: Record, password: str) -> None:
+        """Replace a good login's record by one at the current cost, on disk before return.
+
+        If the file cannot be written, the new record stays in memory (it checks
+        the same password) and goes to disk with the next write; the login is
+        not refused for it.
+        """
+        new = self._new_record(old.name, password, old.created)
+        with self._lock:
+            if self._users.get(old.name) is not old:
+                return  # another thread re-hashed it first
+            self._users[old.name] = new
+            self._uncount(old)
+            self._costs[new.params] += 1
+            self._version += 1
+            version = self._version
+        try:
+            with self._write_lock:
+                with self._lock:
+                    if self._durable >= version:
+                        return
+                self._write_snapshot()
+        except StoreError as exc:
+            log.warning("re-hash of one account not saved yet: %s", exc)
+        else:
+            log.info("re-hashed account %s at the current cost (n=%d)", old.name, new.n)
+        finally:
+            self._ensure_dummy()
+
+    def _current_params(self) -> Params:
+        return (self._n, SCRYPT_R, SCRYPT_P, HASH_BYTES)
+
+    def _common_params(self) -> Params:
+        """Most common stored parameters (ties: the dearest); `_lock` is held."""
+        if not self._costs:
+            return self._current_params()
+        return max(self._costs.items(), key=lambda item: (item[1], item[0]))[0]
+
+    def _uncount(self, record: Record) -> None:
+        """`_lock` is held."""
+        self._costs[record.params] -= 1
+        if self._costs[record.params] <= 0:
+            del self._costs[record.params]
+
+    def _ensure_dummy(self) -> Record:
+        """The dummy record for the current common parameters, made (one scrypt) if missing.
+
+        Called after every change of the counts, so that the first unknown name
+        after a change costs one hash like every other, not two.
+        """
+        with self._lock:
+            params = self._common_params()
+            dummy = self._dummies.get(params)
+        if dummy is not None:
+            return dummy
+        n, r, p, dklen = params
+        salt = secrets.token_bytes(SALT_BYTES)
+        digest = _scrypt(secrets.token_urlsafe(16), salt, n, r, p, dklen)
+        dummy = Record("", salt, digest, n, r, p, dklen, 0.0)
+        with self._lock:
+            return self._dummies.setdefault(params, dummy)
 
     def _persist(self, records: list[Record]) -> None:
         blob = self._codec.seal(_encode_records(records))

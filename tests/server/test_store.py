@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -414,3 +415,135 @@ def test_a_failed_write_takes_back_every_registration_it_held(
         t.join()
     assert len(errors) == 6 and len(store) == 0
     assert all("cannot write" in e for e in errors)
+
+
+# --------------------------------------------------------------------------
+# Re-hash at the current cost; unknown names at the common cost (defect 15)
+# --------------------------------------------------------------------------
+OLD, NEW = 4, 10  # log2 n
+
+
+def test_a_good_login_rehashes_an_old_cost_record_durably(users_file: Path, cipher: Cipher) -> None:
+    old = UserStore.open(users_file, KEY, cipher, hash_cost_log2=OLD)
+    assert old.register("alice", "pw-a")
+    assert old.register("bob", "pw-b")
+    created = _open_at(users_file, cipher, NEW)._users["alice"].created
+    store = _open_at(users_file, cipher, NEW)
+    assert store.hash_params("alice") == (1 << OLD, 8, 1, 32)
+    assert store.verify("alice", "pw-a")
+    assert store.hash_params("alice") == (1 << NEW, 8, 1, 32)
+    # On disk already: a fresh reader of the file sees the new cost.
+    again = _open_at(users_file, cipher, NEW)
+    assert again.hash_params("alice") == (1 << NEW, 8, 1, 32)
+    assert again.hash_params("bob") == (1 << OLD, 8, 1, 32)  # not logged in: untouched
+    assert again.verify("alice", "pw-a") and not again.verify("alice", "pw-b")
+    assert again._users["alice"].created == created  # the account keeps its age
+    assert _mode(users_file) == 0o600
+
+
+def test_a_wrong_password_rehashes_nothing_and_writes_nothing(
+    users_file: Path, cipher: Cipher
+) -> None:
+    assert UserStore.open(users_file, KEY, cipher, hash_cost_log2=OLD).register("alice", "pw")
+    before = users_file.read_bytes()
+    store = _open_at(users_file, cipher, NEW)
+    assert not store.verify("alice", "wrong")
+    assert store.hash_params("alice") == (1 << OLD, 8, 1, 32)
+    assert users_file.read_bytes() == before
+
+
+def test_a_record_at_the_current_cost_is_not_rewritten(users_file: Path, cipher: Cipher) -> None:
+    store = _open_at(users_file, cipher, NEW)
+    assert store.register("alice", "pw")
+    before = users_file.read_bytes()
+    assert store.verify("alice", "pw")
+    assert users_file.read_bytes() == before
+
+
+def test_unknown_names_are_hashed_at_the_most_common_stored_cost(
+    users_file: Path, cipher: Cipher
+) -> None:
+    old = UserStore.open(users_file, KEY, cipher, hash_cost_log2=OLD)
+    for name in ("a", "b", "c"):
+        assert old.register(name, "pw-" + name)
+    store = _open_at(users_file, cipher, NEW)
+    assert store.unknown_name_params() == (1 << OLD, 8, 1, 32)
+    assert store.register("d", "pw-d")  # one record at the new cost: still a minority
+    assert store.unknown_name_params() == (1 << OLD, 8, 1, 32)
+    assert store.verify("a", "pw-a") and store.verify("b", "pw-b")  # now 3 new, 1 old
+    assert store.unknown_name_params() == (1 << NEW, 8, 1, 32)
+
+
+def test_an_empty_store_hashes_unknown_names_at_the_current_cost(
+    users_file: Path, cipher: Cipher
+) -> None:
+    assert _open_at(users_file, cipher, NEW).unknown_name_params() == (1 << NEW, 8, 1, 32)
+
+
+def test_after_a_cost_change_unknown_and_known_names_take_the_same_time(
+    users_file: Path, cipher: Cipher
+) -> None:
+    """The issue's measurement: 2 ms against 34 ms told whether a name exists.
+
+    Accounts at a tiny cost, the server's cost raised far above it: before the
+    fix an unknown name was hashed at the new cost (tens of ms) while a known
+    name with a wrong password took microseconds.
+    """
+    old = UserStore.open(users_file, KEY, cipher, hash_cost_log2=OLD)
+    for i in range(3):
+        assert old.register(f"user{i}", "pw")
+    store = UserStore.open(users_file, KEY, cipher, hash_cost_log2=15)  # ~50-100 ms a hash
+
+    def best_of(name: str) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            assert not store.verify(name, "wrong password")
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    known, unknown = best_of("user1"), best_of("nobody")
+    assert unknown < 0.01, (known, unknown)  # hashed at 2**4 like the known names
+    assert abs(unknown - known) < 0.005, (known, unknown)
+
+
+def test_concurrent_logins_registrations_and_rehashes_stay_consistent(
+    users_file: Path, cipher: Cipher
+) -> None:
+    """Several hash threads at once, as the server runs them."""
+    old = UserStore.open(users_file, KEY, cipher, hash_cost_log2=OLD)
+    for i in range(8):
+        assert old.register(f"old{i}", f"pw{i}")
+    store = UserStore.open(users_file, KEY, cipher, hash_cost_log2=6)
+    start = threading.Barrier(8)
+    failures: list[str] = []
+
+    def work(n: int) -> None:
+        start.wait()
+        for round_ in range(3):
+            for i in range(8):  # everyone logs in to every old account: rehash races
+                if not store.verify(f"old{i}", f"pw{i}"):
+                    failures.append(f"old{i} refused")
+                if store.verify(f"old{i}", "wrong"):
+                    failures.append(f"old{i} wrong accepted")
+            if not store.register(f"new{n}-{round_}", "pw"):
+                failures.append(f"new{n}-{round_} not registered")
+            if store.verify("nobody", "pw"):
+                failures.append("unknown accepted")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    again = UserStore.open(users_file, KEY, cipher, hash_cost_log2=6)
+    assert len(again) == 8 + 24
+    for i in range(8):
+        assert again.hash_params(f"old{i}") == (1 << 6, 8, 1, 32)
+        assert again.verify(f"old{i}", f"pw{i}")
+    assert store._costs == {(1 << 6, 8, 1, 32): 32}
+
+
+def _open_at(path: Path, cipher: Cipher, cost: int) -> UserStore:
+    return UserStore.open(path, KEY, cipher, hash_cost_log2=cost)
