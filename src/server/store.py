@@ -12,6 +12,7 @@ a damaged file is reported as such and never read as garbage.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import hashlib
 import hmac
@@ -405,6 +406,48 @@ class UserStore:
             raise StoreError(
                 f"users file {self.path}: cannot write ({exc.strerror or exc})"
             ) from None
+
+
+class FolderLock:
+    """An exclusive flock on a folder itself, held for the life of the process.
+
+    Two servers on one users file would each rewrite the whole file and lose
+    the other's accounts; the second one must not start. Locking an fd of the
+    folder (not a lock file) creates nothing, so a start that fails leaves the
+    folder as it was. The file is replaced by rename at every write, so a lock
+    on the file itself would not hold. The lock goes away with the process,
+    SIGKILL included.
+    """
+
+    def __init__(self, folder: Path, fd: int) -> None:
+        self.folder = folder
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, folder: Path) -> FolderLock:
+        """Lock `folder` (which must exist) or raise StoreError with one line."""
+        folder = Path(folder)
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StoreError(f"data folder {folder}: cannot open ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(
+                f"data folder {folder} is in use by another chat-server "
+                "(one server per users file); stop it or choose another --data-dir"
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"data folder {folder}: cannot lock ({exc.strerror})") from None
+        return cls(folder, fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last fd of the description unlocks
+            self._fd = None
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

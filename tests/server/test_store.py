@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chat.server.store import MAGIC, StoreError, UserStore
+from chat.server.store import MAGIC, FolderLock, StoreError, UserStore
 from chat.shared.cipher import Cipher, load_cipher
 
 COST = 10  # fast hashes for tests; the server default is 14
@@ -547,3 +547,45 @@ def test_concurrent_logins_registrations_and_rehashes_stay_consistent(
 
 def _open_at(path: Path, cipher: Cipher, cost: int) -> UserStore:
     return UserStore.open(path, KEY, cipher, hash_cost_log2=cost)
+
+
+# --------------------------------------------------------------------------
+# One server per data folder (defect 2)
+# --------------------------------------------------------------------------
+def test_a_locked_folder_cannot_be_locked_again_until_released(tmp_path: Path) -> None:
+    first = FolderLock.acquire(tmp_path)
+    with pytest.raises(StoreError) as info:
+        FolderLock.acquire(tmp_path)
+    assert "\n" not in str(info.value) and "in use by another chat-server" in str(info.value)
+    first.release()
+    FolderLock.acquire(tmp_path).release()
+    assert list(tmp_path.iterdir()) == []  # the lock creates nothing
+
+
+def test_the_lock_is_seen_by_another_process_and_dies_with_it(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from chat.server.store import FolderLock; "
+            "FolderLock.acquire(sys.argv[1]); print('locked', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(StoreError):
+            FolderLock.acquire(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    FolderLock.acquire(tmp_path).release()
+
+
+def test_locking_a_missing_folder_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(StoreError) as info:
+        FolderLock.acquire(tmp_path / "nope")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "nope").exists()
