@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from pathlib import Path
 
 MIN_KEY_BYTES = 16
@@ -35,6 +36,27 @@ def load_or_create_key(path: Path) -> tuple[bytes, bool]:
     except FileExistsError:
         # Another process created it between our read and our create.
         return _read_key(path), False
+
+
+def read_key(path: Path) -> bytes | None:
+    """The key if the file exists, None if it does not; KeyFileError if unusable.
+
+    Creates nothing: the server reads the key before its start-up checks and
+    creates a missing one only once they have passed.
+    """
+    try:
+        return _read_key(Path(path))
+    except FileNotFoundError:
+        return None
+
+
+def loose_mode(path: Path) -> int | None:
+    """The file's mode when group or others may read or write it, else None."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    return mode if mode & 0o077 else None
 
 
 def _read_key(path: Path) -> bytes:

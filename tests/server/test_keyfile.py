@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chat.server.keyfile import KeyFileError, load_or_create_key
+from chat.server.keyfile import KeyFileError, load_or_create_key, loose_mode, read_key
 
 
 def _mode(path: Path) -> int:
@@ -139,3 +139,31 @@ def test_concurrent_creators_agree_on_one_key(tmp_path: Path) -> None:
     assert len({key for key, _ in results}) == 1
     assert sum(created for _, created in results) == 1
     assert results[0][0] == path.read_bytes()
+
+
+def test_read_key_creates_nothing_when_the_file_is_missing(tmp_path: Path) -> None:
+    assert read_key(tmp_path / "server.key") is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_key_reads_an_existing_key(tmp_path: Path) -> None:
+    key, _ = load_or_create_key(tmp_path / "server.key")
+    assert read_key(tmp_path / "server.key") == key
+
+
+def test_read_key_of_a_short_file_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "k").write_bytes(b"short")
+    with pytest.raises(KeyFileError) as info:
+        read_key(tmp_path / "k")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("mode", "loose"),
+    [(0o600, False), (0o400, False), (0o640, True), (0o604, True), (0o644, True), (0o660, True)],
+)
+def test_loose_mode_names_group_or_other_access(tmp_path: Path, mode: int, loose: bool) -> None:
+    path = tmp_path / "server.key"
+    load_or_create_key(path)
+    path.chmod(mode)
+    assert loose_mode(path) == (mode if loose else None)
