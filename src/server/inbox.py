@@ -1,10 +1,10 @@
 """What other threads ask of the loop thread: a deque of requests and an eventfd.
 
 Workers never touch a socket. They tell the loop which connections have bytes
-to write, which must close once their final frame is out, which logged in
-(their login deadline ends) and which may be read again; the loop does the
-I/O. Built before the loop and the dispatcher, it is what lets each be
-constructed whole with the other's channel.
+to write, which must close once their final frame is out, and which logged in
+(their login deadline ends); the loop does the I/O. Built before the loop
+and the dispatcher, it is what lets each be constructed whole with the
+other's channel.
 """
 
 from __future__ import annotations
@@ -42,12 +42,7 @@ class LoggedIn:
     cid: int
 
 
-@dataclass(frozen=True, slots=True)
-class Resume:
-    cid: int
-
-
-Request = Flush | CloseAfterFlush | LoggedIn | Resume
+Request = Flush | CloseAfterFlush | LoggedIn
 
 
 class LoopInbox:
@@ -67,9 +62,6 @@ class LoopInbox:
 
     def logged_in(self, cid: int) -> None:
         self._put(LoggedIn(cid))
-
-    def resume(self, cid: int) -> None:
-        self._put(Resume(cid))
 
     def wake(self) -> None:
         """Interrupt the loop's wait (safe from a signal handler)."""

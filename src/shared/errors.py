@@ -66,7 +66,7 @@ class Why(StrEnum):
     BYE = "bye"  # the answer to a client's bye
     STORE_FAILED = "internal error: cannot save the account"
     SLOW_READER = "send buffer full: the client does not read"
-    EVICTED = "server is full: the oldest connection that did not log in makes room"
+    EVICTED = "server is full and this connection has not logged in"
 
 
 class ProtocolError(Exception):
