@@ -1,58 +1,147 @@
 """`chat-server` command line: parse, check, set up logging, load secrets, run.
 
-Usage errors exit with 2 and one line; a users file that cannot be opened
-(wrong key, damaged) exits with 1 and one line, leaving the file untouched.
+Exit codes: 2 and one line for a usage error (a bad option or config file,
+TLS files that cannot be used, a key file that cannot be read); 1 and one
+line for a start that cannot go on (a users file that cannot be opened, a
+data folder in use by another server, a port that cannot be bound). A start
+that fails creates nothing: the key and the users file are made only once
+every check has passed and the port is bound (docs/operations.md).
+
+`chat-server cert generate --out-dir DIR` writes a self-signed pair for a
+first try with TLS.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
+import ipaddress
+import json
 import logging
+import socket
+import ssl
 import sys
 from pathlib import Path
+from typing import Any
 
 from chat.shared.cipher import CipherLoadError, load_cipher
 from chat.shared.framing import MAX_SERVER_FRAME
+from chat.shared.messages import PASSWORD_MAX, valid_name
 
 from .config import ServerConfig
-from .keyfile import KeyFileError, load_or_create_key
+from .config_file import ConfigFileError, read_config_file
+from .keyfile import KeyFileError, load_or_create_key, loose_mode, read_key
 from .server import ChatServer, open_listener, raise_fd_limit
-from .store import StoreError, UserStore
+from .store import FolderLock, StoreError, UserStore
+from .tls import DEFAULT_HOSTS, TLSConfigError, generate_self_signed, load_server_context
 
 log = logging.getLogger("chat.server")
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
+USERS_FILE = "users.db"
+KEY_FILE = "server.key"
 
-def _ranged(kind: type, lo: float, hi: float | None = None):  # type: ignore[no-untyped-def]
-    def parse(text: str):  # type: ignore[no-untyped-def]
+
+def _longest_name() -> int:
+    return max(n for n in range(1, 256) if valid_name("A" * n))
+
+
+def min_max_frame() -> int:
+    """The smallest --max-frame that a valid auth always fits in.
+
+    The largest auth frame: a name of the longest valid length, a password of
+    PASSWORD_MAX code points each outside the BMP and written as an escaped
+    surrogate pair (12 bytes, as Python's json.dumps does by default), and
+    `"register": false`, with json.dumps' default spacing.
+    """
+    frame = {
+        "type": "auth",
+        "user": "A" * _longest_name(),
+        "password": "\U0010ffff" * PASSWORD_MAX,
+        "register": False,
+    }
+    return len(json.dumps(frame).encode("ascii"))
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("chat-epoll")
+    except importlib.metadata.PackageNotFoundError:  # a frozen binary without metadata
+        import chat.server
+
+        return str(getattr(chat.server, "__version__", "unknown"))
+
+
+class _Ranged:
+    """An argparse type: a number of `kind` within lo..hi (the config file reuses it)."""
+
+    def __init__(self, kind: type, lo: float, hi: float | None = None) -> None:
+        self.kind = kind
+        self.lo = lo
+        self.hi = hi
+
+    def __call__(self, text: str) -> Any:
         try:
-            value = kind(text)
+            value = self.kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value < lo or (hi is not None and value > hi):
-            bounds = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-            raise argparse.ArgumentTypeError(f"{value} is out of range ({bounds})")
+        try:
+            return self.check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    def check(self, value: Any) -> Any:
+        value = self.kind(value)
+        if value < self.lo or (self.hi is not None and value > self.hi):
+            bounds = f"{self.lo}..{self.hi}" if self.hi is not None else f">= {self.lo}"
+            raise ValueError(f"{value} is out of range ({bounds})")
         return value
 
-    return parse
+    def __repr__(self) -> str:  # argparse names the type in some messages
+        return self.kind.__name__
+
+
+def _ranged(kind: type, lo: float, hi: float | None = None) -> _Ranged:
+    return _Ranged(kind, lo, hi)
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        sys.stderr.write(f"chat-server: error: {message}\n")
+    def error(self, message: str) -> None:  # type: ignore[override]  # one line, exit 2
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
         sys.exit(EXIT_USAGE)
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the ones that are None (their help says what happens)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = ServerConfig()
     p = _Parser(
         prog="chat-server",
-        description="Multi-threaded epoll chat server (protocol v1; see docs/protocol.md).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=(
+            "Multi-threaded epoll chat server (protocol v1.1; see docs/protocol.md). "
+            "'chat-server cert generate --help': a self-signed certificate for a first try."
+        ),
+        formatter_class=_Help,
     )
     a = p.add_argument
+    a("--version", action="version", version=f"chat-server {version()}")
+    a(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TOML file with any of these options (keys without the dashes); the command line wins",
+    )
     a("--host", default=d.host, help="address to listen on ('' = all interfaces)")
     a("--port", type=_ranged(int, 0, 65535), default=d.port, help="TCP port (0 = any free port)")
     a("--threads", type=_ranged(int, 1, 256), default=d.threads, help="worker pool size")
@@ -75,12 +164,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.max_events,
         help="most events one epoll wait returns",
     )
-    a("--users-file", type=Path, default=d.users_file, help="encrypted user store")
+    a(
+        "--data-dir",
+        type=Path,
+        default=d.data_dir,
+        metavar="DIR",
+        help="folder of the key file and the users file (one server per folder: it is "
+        "locked while the server runs)",
+    )
+    a(
+        "--users-file",
+        type=Path,
+        default=None,
+        help=f"encrypted user store (default: DATA_DIR/{USERS_FILE})",
+    )
     a(
         "--key-file",
         type=Path,
-        default=d.key_file,
-        help="key for the users file (raw bytes, >= 16; created with 32 random bytes if missing)",
+        default=None,
+        help="key for the users file (raw bytes, >= 16; created with 32 random bytes if "
+        f"missing; default: DATA_DIR/{KEY_FILE})",
     )
     a(
         "--cipher-lib",
@@ -89,11 +192,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="cipher plugin (shared library with the chat_cipher.h ABI); default: bundled libxor",
     )
     a(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="PEM certificate chain: the port speaks TLS 1.2+ (needs --tls-key)",
+    )
+    a(
+        "--tls-key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="PEM private key of --tls-cert, unencrypted, mode 0600",
+    )
+    a(
         "--max-frame",
         type=_ranged(int, 1, MAX_SERVER_FRAME),
         default=d.max_frame,
         metavar="BYTES",
-        help="largest frame accepted from a client",
+        help=f"largest frame accepted from a client (at least {min_max_frame()}: the largest "
+        "valid auth)",
     )
     a(
         "--ack-timeout",
@@ -110,11 +228,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="close a connection silent this long (0 = never); clients send ping to stay",
     )
     a(
+        "--auth-timeout",
+        type=_ranged(float, 0.001),
+        default=d.auth_timeout,
+        metavar="SECONDS",
+        help="a login (TLS handshake included) must finish this long after the connect",
+    )
+    a(
+        "--frame-timeout",
+        type=_ranged(float, 0.001),
+        default=d.frame_timeout,
+        metavar="SECONDS",
+        help="a frame whose header has arrived must be complete this long after",
+    )
+    a(
         "--max-outbuf",
         type=_ranged(int, 1024),
         default=d.max_outbuf,
         metavar="BYTES",
         help="per-connection send buffer; a client that lets it overflow is disconnected",
+    )
+    a(
+        "--max-total-outbuf",
+        type=_ranged(int, 1024),
+        default=d.max_total_outbuf,
+        metavar="BYTES",
+        help="all send buffers together (at least --max-outbuf); past it the biggest go",
+    )
+    a(
+        "--max-unauth-per-addr",
+        type=_ranged(int, 0),
+        default=d.max_unauth_per_addr,
+        metavar="N",
+        help="connections not logged in yet from one peer address (0 = no limit)",
     )
     a(
         "--rate-limit",
@@ -134,7 +280,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=_ranged(int, 10, 20),
         default=d.hash_cost,
         metavar="LOG2N",
-        help="scrypt cost for new passwords, log2(N); lower only for tests",
+        help="scrypt cost for new passwords, log2(N); accounts move to it at their next login",
+    )
+    a(
+        "--hash-threads",
+        type=_ranged(int, 1, 256),
+        default=d.hash_threads,
+        metavar="N",
+        help="threads that hash passwords, apart from the workers",
+    )
+    a(
+        "--hash-queue",
+        type=_ranged(int, 1),
+        default=d.hash_queue,
+        metavar="N",
+        help="logins that may wait for a hash thread",
     )
     a(
         "--shutdown-grace",
@@ -154,7 +314,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line over the config file over the defaults; exits 2 on any error."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is not None:
+        try:
+            values = read_config_file(args.config, parser._actions)
+        except ConfigFileError as exc:
+            parser.error(str(exc))
+        parser.set_defaults(**values)
+        args = parser.parse_args(argv)
+    problem = _check(args)
+    if problem:
+        parser.error(problem)
+    return args
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    minimum = min_max_frame()
+    if args.max_frame < minimum:
+        return (
+            f"--max-frame {args.max_frame} is below {minimum}, the size of the largest valid "
+            f"auth frame ({_longest_name()}-character name, {PASSWORD_MAX}-character password)"
+        )
+    if (args.tls_cert is None) != (args.tls_key is None):
+        return "--tls-cert and --tls-key go together: give both, or neither for plain TCP"
+    if args.max_total_outbuf < args.max_outbuf:
+        return f"--max-total-outbuf {args.max_total_outbuf} is below --max-outbuf {args.max_outbuf}"
+    return None
+
+
 def _config(args: argparse.Namespace) -> ServerConfig:
+    data_dir: Path = args.data_dir
     return ServerConfig(
         host=args.host,
         port=args.port,
@@ -162,16 +354,25 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         max_clients=args.max_clients,
         epoll_timeout_ms=args.epoll_timeout,
         max_events=args.max_events,
-        users_file=args.users_file,
-        key_file=args.key_file,
+        data_dir=data_dir,
+        users_file=args.users_file if args.users_file is not None else data_dir / USERS_FILE,
+        key_file=args.key_file if args.key_file is not None else data_dir / KEY_FILE,
         cipher_lib=args.cipher_lib,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         max_frame=args.max_frame,
         ack_timeout=args.ack_timeout,
         idle_timeout=args.idle_timeout,
+        auth_timeout=args.auth_timeout,
+        frame_timeout=args.frame_timeout,
         max_outbuf=args.max_outbuf,
+        max_total_outbuf=args.max_total_outbuf,
+        max_unauth_per_addr=args.max_unauth_per_addr,
         rate_limit=args.rate_limit,
         rate_burst=args.rate_burst,
         hash_cost=args.hash_cost,
+        hash_threads=args.hash_threads,
+        hash_queue=args.hash_queue,
         shutdown_grace=args.shutdown_grace,
     )
 
@@ -198,32 +399,59 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
+def _usage(message: str) -> int:
+    return _fail(EXIT_USAGE, f"error: {message}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["cert"]:
+        return cert_main(argv[1:])
+    args = parse_args(argv)
     config = _config(args)
     try:
         setup_logging(args.log_level, args.log_file)
     except OSError as exc:
-        return _fail(EXIT_USAGE, f"cannot open log file {args.log_file}: {exc.strerror}")
+        return _usage(f"cannot open log file {args.log_file}: {exc.strerror}")
     log.info("starting: %s", ", ".join(f"{k}={v}" for k, v in _public(config).items()))
-    try:
-        key, created = load_or_create_key(config.key_file)
-    except KeyFileError as exc:
-        return _fail(EXIT_USAGE, str(exc))
-    if created:
-        log.info(
-            "created a new key file %s (mode 0600): keep it with the users file", config.key_file
-        )
+    # 1. Everything that can be checked without creating anything.
+    tls: ssl.SSLContext | None = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        try:
+            tls = load_server_context(config.tls_cert, config.tls_key)
+        except TLSConfigError as exc:
+            return _usage(str(exc))
+        _warn_if_loose(config.tls_key, "TLS key")
+        log.info("TLS with certificate %s", config.tls_cert)
     try:
         cipher = load_cipher(str(config.cipher_lib) if config.cipher_lib else None)
     except CipherLoadError as exc:
-        return _fail(EXIT_USAGE, str(exc))
+        return _usage(str(exc))
     log.info("cipher %r from %s", cipher.name, cipher.path)
+    folder = config.users_file.parent
+    lock: FolderLock | None = None
+    if folder.exists():
+        try:
+            lock = FolderLock.acquire(folder)
+        except StoreError as exc:
+            return _fail(EXIT_FAILURE, str(exc))
     try:
-        store = UserStore.open(config.users_file, key, cipher, config.hash_cost)
-    except StoreError as exc:
-        return _fail(EXIT_FAILURE, str(exc))
-    log.info("users file %s: %d accounts", config.users_file, len(store))
+        key = read_key(config.key_file)
+    except KeyFileError as exc:
+        return _usage(str(exc))
+    store: UserStore | None = None
+    if key is not None:
+        _warn_if_loose(config.key_file, "key file")
+        try:
+            store = UserStore.open(config.users_file, key, cipher, config.hash_cost)
+        except StoreError as exc:
+            return _fail(EXIT_FAILURE, str(exc))
+    elif config.users_file.exists():
+        return _fail(
+            EXIT_FAILURE,
+            f"users file {config.users_file} exists but its key file {config.key_file} is "
+            "missing: restore the key (without it the accounts cannot be read)",
+        )
     raise_fd_limit(config.max_clients)
     try:
         listener = open_listener(config.host, config.port, config.backlog)
@@ -232,16 +460,121 @@ def main(argv: list[str] | None = None) -> int:
             EXIT_FAILURE,
             f"cannot listen on {config.host or '*'}:{config.port}: {exc.strerror or exc}",
         )
-    server = ChatServer(config, store, listener, None)
+    if tls is None:
+        _warn_if_exposed(listener)
+    # 2. The checks passed and the port is ours: now files may be created.
+    try:
+        if lock is None:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            lock = FolderLock.acquire(folder)
+        if store is None:
+            key, created = load_or_create_key(config.key_file)
+            if created:
+                log.info(
+                    "created a new key file %s (mode 0600): keep it with the users file",
+                    config.key_file,
+                )
+            store = UserStore.open(config.users_file, key, cipher, config.hash_cost)
+    except (OSError, KeyFileError, StoreError) as exc:
+        listener.close()
+        text = f"{folder}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+        return _fail(EXIT_FAILURE, text)
+    log.info("users file %s: %d accounts", config.users_file, len(store))
+    server = ChatServer(config, store, listener, tls)
     server.install_signal_handlers()
-    server.run()
+    try:
+        server.run()
+    finally:
+        lock.release()
     return 0
+
+
+def _warn_if_loose(path: Path, what: str) -> None:
+    mode = loose_mode(path)
+    if mode is not None:
+        log.warning(
+            "%s %s has mode %04o: group or others may read it; run: chmod 600 %s",
+            what,
+            path,
+            mode,
+            path,
+        )
+
+
+def is_loopback(address: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and their IPv4-mapped forms; False for '', 0.0.0.0, ::."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def _warn_if_exposed(listener: socket.socket) -> None:
+    bound = str(listener.getsockname()[0])
+    if not is_loopback(bound):
+        log.warning(
+            "no TLS on %s, which is not a loopback address: passwords would cross the "
+            "network in clear (give --tls-cert and --tls-key, or --host 127.0.0.1)",
+            bound,
+        )
 
 
 def _public(config: ServerConfig) -> dict[str, object]:
     from dataclasses import asdict
 
     return {k: v for k, v in asdict(config).items() if k != "backlog"}
+
+
+# --------------------------------------------------------------------------
+# chat-server cert generate
+# --------------------------------------------------------------------------
+def build_cert_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="chat-server cert",
+        description="Certificates for --tls-cert / --tls-key.",
+        formatter_class=_Help,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="generate")
+    g = sub.add_parser(
+        "generate",
+        help="write a self-signed certificate and its key (0600) for a first try",
+        description=(
+            "Write DIR/cert.pem and DIR/key.pem (mode 0600), self-signed, with the openssl "
+            "program. Clients must be told to trust it (chat-client --tls --tls-ca "
+            "DIR/cert.pem); for a public server use a certificate from a CA."
+        ),
+        formatter_class=_Help,
+    )
+    g.error = p.error  # type: ignore[method-assign]  # one line, exit 2
+    g.add_argument("--out-dir", type=Path, required=True, metavar="DIR", help="where to write")
+    g.add_argument(
+        "--host",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a DNS name or IP address the certificate is for; repeat for several "
+        f"(default: {', '.join(DEFAULT_HOSTS)})",
+    )
+    g.add_argument("--days", type=_ranged(int, 1, 36500), default=365, help="validity")
+    g.add_argument("--force", action="store_true", help="replace existing files")
+    return p
+
+
+def cert_main(argv: list[str]) -> int:
+    args = build_cert_parser().parse_args(argv)
+    hosts = args.host or list(DEFAULT_HOSTS)
+    try:
+        cert, key = generate_self_signed(args.out_dir, hosts, args.days, force=args.force)
+    except TLSConfigError as exc:
+        return _fail(EXIT_FAILURE, f"error: {exc}")
+    with contextlib.suppress(BrokenPipeError):
+        print(f"wrote {cert} and {key} (mode 0600), valid {args.days} days for {', '.join(hosts)}")
+        print(f"server:  chat-server --tls-cert {cert} --tls-key {key} ...")
+        print(f"clients: chat-client --tls --tls-ca {cert} --host {hosts[0]} ...")
+    return 0
 
 
 if __name__ == "__main__":

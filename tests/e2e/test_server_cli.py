@@ -54,6 +54,9 @@ def _one_clear_line(result: subprocess.CompletedProcess[str]) -> None:
         ["--max-clients", "0"],
         ["--max-events", "0"],
         ["--max-frame", "0"],
+        ["--max-frame", "10"],
+        ["--config", "/nonexistent/chat-server.toml"],
+        ["--tls-key", "key.pem"],
         ["--epoll-timeout", "soon"],
         ["--ack-timeout", "-1"],
         ["--log-level", "LOUD"],
@@ -117,6 +120,17 @@ OPTIONS = [
     "--idle-timeout",
     "--log-file",
     "--log-level",
+    "--version",
+    "--config",
+    "--data-dir",
+    "--tls-cert",
+    "--tls-key",
+    "--auth-timeout",
+    "--frame-timeout",
+    "--max-total-outbuf",
+    "--max-unauth-per-addr",
+    "--hash-threads",
+    "--hash-queue",
 ]
 
 
