@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -23,6 +25,7 @@ from wire import WireClient, frame
 
 SERVER = [sys.executable, "-m", "chat.server"]
 ROOT = Path(__file__).parents[2]
+UNIT = ROOT / "packaging" / "chat-server.service"
 LISTENING = re.compile(r"listening on \S+ port (\d+)")
 FAST = ["--host", "127.0.0.1", "--port", "0", "--hash-cost", "10"]
 
@@ -514,6 +517,141 @@ def test_the_example_config_file_starts_a_server(tmp_path: Path, servers: list[P
     example = ROOT / "packaging" / "chat-server.toml.example"
     server = _start(servers, tmp_path, "--config", str(example), *FAST, "--data-dir", "d")
     _login(server, "alice")
+
+
+# --------------------------------------------------------------------------
+# 18. The systemd unit
+# --------------------------------------------------------------------------
+def _unit() -> dict[str, dict[str, list[str]]]:
+    """section -> key -> every value given (systemd keys may repeat)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for raw in UNIT.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+HARDENING = {
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectControlGroups": "yes",
+    "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+    "RestrictNamespaces": "yes",
+    "LockPersonality": "yes",
+    "MemoryDenyWriteExecute": "yes",
+    "SystemCallFilter": "@system-service",
+    "UMask": "0077",
+    "DynamicUser": "yes",
+    "StateDirectory": "chat-server",
+}
+
+
+def test_the_unit_carries_the_hardening_options() -> None:
+    service = _unit()["Service"]
+    for key, value in HARDENING.items():
+        assert value in service.get(key, []), key
+    assert int(service["LimitNOFILE"][0]) >= 2048
+    assert "--data-dir /var/lib/chat-server" in service["ExecStart"][0]
+    assert _unit()["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_every_option_of_the_unit_s_command_lines_exists(tmp_path: Path) -> None:
+    """Both ExecStart lines (plain, and TLS commented out) parse with the real parser."""
+    lines = [
+        line.lstrip("#").split("=", 1)[1]
+        for line in UNIT.read_text().splitlines()
+        if line.lstrip("#").startswith("ExecStart=")
+    ]
+    assert len(lines) == 2
+    for line in lines:
+        argv = shlex.split(line.replace("${CREDENTIALS_DIRECTORY}", "/run/credentials/x"))
+        assert argv[0] == "/usr/local/bin/chat-server"
+        conf = tmp_path / "empty.toml"
+        conf.write_text("")
+        argv = [conf.as_posix() if a == "/etc/chat-server/chat-server.toml" else a for a in argv]
+        check = (
+            "import sys; from chat.server.cli import parse_args, _config; "
+            "print(_config(parse_args(sys.argv[1:])).data_dir)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", check, *argv[1:]], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "/var/lib/chat-server"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not here")
+def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
+    unit = tmp_path / "chat-server.service"  # verify needs the ExecStart binary to exist
+    unit.write_text(UNIT.read_text().replace("/usr/local/bin/chat-server", sys.executable))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert str(unit) not in result.stderr, result.stderr  # no "Unknown key ..." for our file
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if security.returncode == 0 and (
+        m := re.search(r"Overall exposure level for \S+: ([\d.]+)", security.stdout)
+    ):
+        assert float(m.group(1)) <= 2.0, security.stdout  # "OK" in systemd's words
+
+
+PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+
+
+def _deny_write_execute() -> None:  # in the child, before exec: inherited across exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+        os._exit(97)
+
+
+def _kernel_has_mdwe() -> bool:
+    probe = subprocess.run(
+        [sys.executable, "-c", "pass"], preexec_fn=_deny_write_execute, check=False
+    )
+    return probe.returncode == 0
+
+
+def test_the_server_works_under_memory_deny_write_execute(
+    tmp_path: Path, servers: list[Proc]
+) -> None:
+    """MemoryDenyWriteExecute=yes in the unit: the kernel's own MDWE (Linux 6.3+) here."""
+    if not _kernel_has_mdwe():
+        pytest.skip("the kernel has no PR_SET_MDWE (Linux 6.3+)")
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import mmap\ntry:\n mmap.mmap(-1, 4096, prot=7)\nexcept OSError:\n print('refused')",
+        ],
+        preexec_fn=_deny_write_execute,
+        capture_output=True,
+        text=True,
+    )
+    assert check.stdout.strip() == "refused"  # the protection is really on in the child
+    p = Proc(tmp_path, FAST, tmp_path / "server.log", preexec_fn=_deny_write_execute)
+    servers.append(p)
+    server = p.wait_listening()
+    _login(server, "alice")
+    _login(server, "alice", register=False)
+    assert server.stop() == 0
 
 
 # --------------------------------------------------------------------------
