@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from chat.shared.cipher import CipherLoadError, load_cipher
+from chat.server.cipher import CipherLoadError, load_cipher
 from chat.shared.framing import MAX_SERVER_FRAME
 from chat.shared.messages import PASSWORD_MAX, valid_name
 
@@ -50,7 +50,18 @@ def _longest_name() -> int:
 
 
 def min_max_frame() -> int:
-    """The smallest --max-frame that a valid auth always fits in.
+    """The smallest --max-frame under which no login at all can succeed.
+
+    The shortest valid auth: a one-character name and password. Below it
+    every login fails (issue 8, defect 8); between it and `full_auth_frame()`
+    short logins work, which small-frame tests rely on, and the start warns.
+    """
+    frame = {"type": "auth", "user": "A" * 1, "password": "p"}
+    return len(json.dumps(frame, separators=(",", ":")).encode("ascii"))
+
+
+def full_auth_frame() -> int:
+    """The smallest --max-frame that every valid auth fits in.
 
     The largest auth frame: a name of the longest valid length, a password of
     PASSWORD_MAX code points each outside the BMP and written as an escaped
@@ -210,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_ranged(int, 1, MAX_SERVER_FRAME),
         default=d.max_frame,
         metavar="BYTES",
-        help=f"largest frame accepted from a client (at least {min_max_frame()}: the largest "
-        "valid auth)",
+        help=f"largest frame accepted from a client (at least {min_max_frame()}, the shortest "
+        f"valid auth; below {full_auth_frame()} long names and passwords cannot log in)",
     )
     a(
         "--ack-timeout",
@@ -335,8 +346,8 @@ def _check(args: argparse.Namespace) -> str | None:
     minimum = min_max_frame()
     if args.max_frame < minimum:
         return (
-            f"--max-frame {args.max_frame} is below {minimum}, the size of the largest valid "
-            f"auth frame ({_longest_name()}-character name, {PASSWORD_MAX}-character password)"
+            f"--max-frame {args.max_frame} is below {minimum}, the size of the shortest valid "
+            "auth frame: no login could succeed"
         )
     if (args.tls_cert is None) != (args.tls_key is None):
         return "--tls-cert and --tls-key go together: give both, or neither for plain TCP"
@@ -462,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if tls is None:
         _warn_if_exposed(listener)
+    _warn_if_small_frames(config.max_frame)
     # 2. The checks passed and the port is ours: now files may be created.
     try:
         if lock is None:
@@ -510,6 +522,19 @@ def is_loopback(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback
+
+
+def _warn_if_small_frames(max_frame: int) -> None:
+    full = full_auth_frame()
+    if max_frame < full:
+        log.warning(
+            "--max-frame %d is below %d: an auth with a %d-character name and a "
+            "%d-character password does not fit, so such logins fail with frame_too_large",
+            max_frame,
+            full,
+            _longest_name(),
+            PASSWORD_MAX,
+        )
 
 
 def _warn_if_exposed(listener: socket.socket) -> None:
