@@ -1,11 +1,13 @@
 """What both backends put inside the one-file binaries besides Python code.
 
 PyInstaller's spec and the Nuitka build script import this module so that the
-two kinds of binary carry the same files at the same places:
+two kinds of binary carry the same files at the same places (``program_files``
+says which program gets what):
 
-- the cipher plugin at ``chat/shared/<libxor>``: ``chat.shared.cipher`` looks
-  for it inside the package, whatever the backend;
-- terminfo entries under ``terminfo/`` at the bundle root, where
+- chat-server only: the cipher plugin at ``chat/server/<libxor>``, where
+  ``chat.server.cipher`` looks for it, whatever the backend (the client never
+  imports that module, so it carries no libxor and no cffi);
+- chat-client only: terminfo entries under ``terminfo/`` at the bundle root, where
   ``chat.client.terminal.bundle_root()`` looks (``sys._MEIPASS`` for
   PyInstaller, three folders above ``chat/client/terminal.py`` for Nuitka) and
   appends the folder to ``TERMINFO_DIRS``.
@@ -23,7 +25,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TERMINFO_LIST = HERE / "terminfo.txt"
 TERMINFO_DEST = "terminfo"
-CIPHER_DEST = "chat/shared"
+PROGRAMS = ("chat-server", "chat-client")
+CIPHER_DEST = "chat/server"  # chat.server.cipher.BUNDLE_SUBDIR
 # Where ncurses builds look for the compiled database, most specific first.
 SYSTEM_TERMINFO_DIRS = (
     "/etc/terminfo",
@@ -60,9 +63,9 @@ class BundleError(RuntimeError):
 
 def cipher_library() -> Path:
     """Return the libxor built by CMake and installed into the build venv."""
-    spec = importlib.util.find_spec("chat.shared")
+    spec = importlib.util.find_spec("chat.server")
     if spec is None or not spec.submodule_search_locations:
-        raise BundleError("package chat.shared is not installed in the build venv")
+        raise BundleError("package chat.server is not installed in the build venv")
     for folder in spec.submodule_search_locations:
         for name in ("libxor.so", "libxor.dylib"):
             candidate = Path(folder) / name
@@ -113,6 +116,18 @@ def terminfo_files() -> list[tuple[Path, str]]:
     return found
 
 
+def program_files(program: str) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """Return (binaries, datas) for one program: (source file, destination folder) pairs.
+
+    The cipher plugin goes into chat-server only; terminfo into chat-client only.
+    """
+    if program == "chat-server":
+        return [(cipher_library(), CIPHER_DEST)], []
+    if program == "chat-client":
+        return [], terminfo_files()
+    raise ValueError(f"unknown program {program!r}")
+
+
 def entry_script(program: str) -> Path:
     """Return the tiny script that calls the program's console-script function."""
     return HERE / "entry" / f"{program}.py"
@@ -120,9 +135,12 @@ def entry_script(program: str) -> Path:
 
 def main() -> int:
     """Print what would be bundled: a check to run in the build venv."""
-    print(f"cipher: {cipher_library()} -> {CIPHER_DEST}")
-    for src, dest in terminfo_files():
-        print(f"terminfo: {src} -> {dest}")
+    for program in PROGRAMS:
+        binaries, datas = program_files(program)
+        for src, dest in binaries:
+            print(f"{program}: binary {src} -> {dest}")
+        for src, dest in datas:
+            print(f"{program}: data {src} -> {dest}")
     return 0
 
 

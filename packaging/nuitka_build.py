@@ -4,8 +4,9 @@ Run by scripts/release.sh inside its build venv:
     python packaging/nuitka_build.py chat-server --output-dir DIR --work-dir DIR
 Nuitka has no spec file, so the options live here as a list rather than as a
 long command line in the shell script. The binary carries the same files as the
-PyInstaller one (see bundle_data.py). It is slow (minutes per program on two
-cores) and stays out of CI; ccache on PATH makes rebuilds about twice as fast.
+PyInstaller one (bundle_data.program_files: libxor in the server only). It is
+slow (minutes per program on two cores) and stays out of CI; ccache on PATH
+makes rebuilds about twice as fast.
 """
 
 from __future__ import annotations
@@ -18,16 +19,13 @@ from pathlib import Path
 
 import bundle_data
 
-PROGRAMS = ("chat-server", "chat-client")
+PROGRAMS = bundle_data.PROGRAMS
 
 
 def data_files(program: str) -> list[tuple[Path, str]]:
     """Return (source, destination file in the bundle) for one program."""
-    lib = bundle_data.cipher_library()
-    files = [(lib, f"{bundle_data.CIPHER_DEST}/{lib.name}")]
-    if program == "chat-client":
-        files += [(src, f"{dest}/{src.name}") for src, dest in bundle_data.terminfo_files()]
-    return files
+    binaries, datas = bundle_data.program_files(program)
+    return [(src, f"{dest}/{src.name}") for src, dest in (*binaries, *datas)]
 
 
 def nuitka_options(program: str, work_dir: Path) -> list[str]:

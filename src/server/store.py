@@ -28,8 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from chat.server.cipher import Cipher, CipherError
 from chat.server.keyfile import fsync_dir, write_private_temp
-from chat.shared.cipher import Cipher, CipherError
 
 log = logging.getLogger(__name__)
 

@@ -78,6 +78,20 @@ def test_pyinstaller_binary_is_lean(release: Release, program: str, own_module: 
         assert excluded not in content
 
 
+def test_only_the_pyinstaller_server_carries_libxor(release: Release) -> None:
+    """The cipher is server-only: the client bundle has neither libxor nor cffi.
+
+    Read from the table of contents in clear, as above (no build, no unpacking).
+    """
+    server = release.binary("pyinstaller", "chat-server").read_bytes()
+    client = release.binary("pyinstaller", "chat-client").read_bytes()
+    assert b"chat/server/libxor.so" in server
+    assert b"_cffi_backend" in server
+    assert b"libxor" not in client
+    assert b"_cffi_backend" not in client
+    assert b"chat.server" not in client
+
+
 def test_missing_cipher_lib_is_one_clear_line(
     release: Release, flavour: str, no_python_path: str, workdir: Path
 ) -> None:
@@ -121,7 +135,7 @@ def test_server_uses_bundled_cipher_and_two_clients_chat(
     # leaves TMPDIR unset), not from any installed package.
     loaded = next(line for line in log.splitlines() if "cipher 'xor' from " in line)
     path = loaded.split("cipher 'xor' from ", 1)[1]
-    assert path.startswith("/tmp/") and path.endswith("/chat/shared/libxor.so"), loaded
+    assert path.startswith("/tmp/") and path.endswith("/chat/server/libxor.so"), loaded
     users = (workdir / "users.db").read_bytes()
     assert b"alice" not in users and b"bob" not in users
     assert stat.S_IMODE((workdir / "users.db").stat().st_mode) == 0o600

@@ -16,6 +16,11 @@ sys.path.insert(0, str(ROOT / "packaging"))
 
 import archive  # noqa: E402
 import bundle_data  # noqa: E402
+import nuitka_build  # noqa: E402
+
+from chat.server import cipher  # noqa: E402
+
+SPEC = ROOT / "packaging" / "chat.spec"
 
 
 def _fake_release(folder: Path, stamp: int) -> Path:
@@ -68,3 +73,93 @@ def test_required_terminfo_entries_resolve_to_compiled_files() -> None:
     for src, _ in files:
         # Compiled terminfo starts with a magic number: 0432 (legacy) or 01036 (extended).
         assert src.read_bytes()[:2] in (b"\x1a\x01", b"\x1e\x02"), src
+
+
+def _program_files(program: str) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    try:
+        return bundle_data.program_files(program)
+    except bundle_data.BundleError as exc:
+        pytest.skip(f"this machine lacks files the release needs: {exc}")
+
+
+def _names(pairs: list[tuple[Path, str]]) -> list[str]:
+    return [f"{dest}/{Path(src).name}" for src, dest in pairs]
+
+
+def test_cipher_goes_where_the_server_looks_for_it() -> None:
+    assert cipher.BUNDLE_SUBDIR.replace(os.sep, "/") == bundle_data.CIPHER_DEST
+    lib = bundle_data.cipher_library()
+    assert lib.name == cipher.LIBRARY_FILENAME
+    assert lib.parent.name == "server"
+
+
+def test_server_bundles_libxor_and_client_does_not() -> None:
+    server_bins, server_datas = _program_files("chat-server")
+    client_bins, client_datas = _program_files("chat-client")
+    assert _names(server_bins) == [f"{bundle_data.CIPHER_DEST}/{cipher.LIBRARY_FILENAME}"]
+    assert server_datas == []
+    assert client_bins == []
+    assert client_datas, "the client carries terminfo"
+    assert all(dest.startswith(f"{bundle_data.TERMINFO_DEST}/") for _, dest in client_datas)
+    assert not any("libxor" in name for name in _names(client_bins + client_datas))
+
+
+def test_nuitka_recipe_includes_libxor_in_the_server_only(tmp_path: Path) -> None:
+    _program_files("chat-client")  # skips where terminfo is missing
+    server = nuitka_build.nuitka_options("chat-server", tmp_path)
+    client = nuitka_build.nuitka_options("chat-client", tmp_path)
+    lib = bundle_data.cipher_library()
+    assert f"--include-data-files={lib}=chat/server/{lib.name}" in server
+    assert not any("libxor" in option for option in client)
+    assert any(option.endswith("=terminfo/x/xterm") for option in client)
+
+
+class _Recorded:
+    """Stand-ins for PyInstaller's spec globals that record what the spec asks for."""
+
+    def __init__(self) -> None:
+        self.analyses: list[dict[str, object]] = []
+        self.programs: dict[str, dict[str, object]] = {}
+
+    def analysis(self, scripts: list[str], **options: object) -> object:
+        self.analyses.append({"scripts": scripts, **options})
+        # Nothing collected: the spec's RUNPATH pass then has nothing to patch.
+        return type("A", (), {"pure": [], "scripts": [], "binaries": [], "datas": []})()
+
+    def pyz(self, pure: object) -> object:
+        return type("P", (), {"dependencies": []})()
+
+    def exe(self, *parts: object, name: str, **options: object) -> None:
+        self.programs[name] = self.analyses[-1]
+
+
+def test_pyinstaller_spec_bundles_libxor_in_the_server_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run packaging/chat.spec with PyInstaller's classes faked: no build, a few ms."""
+    _program_files("chat-client")  # skips where terminfo is missing
+    real_which = shutil.which
+    monkeypatch.setattr(
+        shutil,
+        "which",
+        lambda cmd, *args, **kw: "patchelf" if cmd == "patchelf" else real_which(cmd, *args, **kw),
+    )
+    rec = _Recorded()
+    spec_globals = {
+        "__file__": str(SPEC),
+        "__name__": "__main__",
+        "SPECPATH": str(SPEC.parent),
+        "workpath": str(tmp_path),
+        "Analysis": rec.analysis,
+        "PYZ": rec.pyz,
+        "EXE": rec.exe,
+    }
+    exec(compile(SPEC.read_text(encoding="utf-8"), str(SPEC), "exec"), spec_globals)
+    assert set(rec.programs) == {"chat-server", "chat-client"}
+    server, client = rec.programs["chat-server"], rec.programs["chat-client"]
+    lib = str(bundle_data.cipher_library())
+    assert server["binaries"] == [(lib, "chat/server")]
+    assert client["binaries"] == []
+    for kind in ("binaries", "datas"):
+        assert not any("libxor" in src or dest.startswith("chat/") for src, dest in client[kind])
+    assert any(dest == "terminfo/x" for _, dest in client["datas"])

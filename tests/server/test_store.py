@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chat.server.cipher import Cipher, load_cipher
 from chat.server.store import MAGIC, FolderLock, StoreError, UserStore
-from chat.shared.cipher import Cipher, load_cipher
 
 COST = 10  # fast hashes for tests; the server default is 14
 KEY = bytes(range(32))
@@ -288,7 +288,7 @@ WRITER = """
 import sys
 from pathlib import Path
 from chat.server.store import UserStore
-from chat.shared.cipher import load_cipher
+from chat.server.cipher import load_cipher
 
 path, key_hex, start = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 store = UserStore.open(path, bytes.fromhex(key_hex), load_cipher(), hash_cost_log2=4)

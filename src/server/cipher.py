@@ -3,6 +3,10 @@
 cffi ABI mode (``ffi.dlopen``) is used on purpose: no compiler is needed at
 install time, and any shared library exporting the same three symbols can be
 loaded at run time (``chat-server --cipher-lib PATH``) without rebuilding.
+
+Only the server encrypts (its users file), so this module and the library live
+in ``chat.server``: the sans-IO core ``chat.shared`` stays free of native code
+and the client binary carries no libxor.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from collections.abc import Iterator
 from cffi import FFI
 
 LIBRARY_FILENAME = "libxor.so"
+# Where the library sits inside the package tree and inside one-file bundles:
+# next to this module, the one CMake installs to and packaging/bundle_data.py
+# copies to. Only chat-server carries it; the client never imports this module.
+BUNDLE_SUBDIR = os.path.join("chat", "server")
 REQUIRED_SYMBOLS = ("cipher_name", "cipher_encrypt", "cipher_decrypt")
 MAX_NAME_LEN = 32
 
@@ -99,16 +107,16 @@ def _frozen_dirs() -> Iterator[str]:
     """Where one-file builds unpack the library (PyInstaller, then Nuitka)."""
     meipass = getattr(sys, "_MEIPASS", None)
     if meipass:
-        yield os.path.join(meipass, "chat", "shared")
+        yield os.path.join(meipass, BUNDLE_SUBDIR)
     compiled = globals().get("__compiled__")
     containing = getattr(compiled, "containing_dir", None)
     if containing:
-        yield os.path.join(containing, "chat", "shared")
+        yield os.path.join(containing, BUNDLE_SUBDIR)
     for anchor in (sys.executable, sys.argv[0] if sys.argv else ""):
         if anchor:
             base = os.path.dirname(os.path.abspath(anchor))
             yield base
-            yield os.path.join(base, "chat", "shared")
+            yield os.path.join(base, BUNDLE_SUBDIR)
 
 
 def library_candidates() -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chat.shared.cipher import (
+from chat.server.cipher import (
     Cipher,
     CipherError,
     CipherLoadError,
