@@ -178,8 +178,8 @@ def test_a_file_that_is_not_utf8_is_one_line(
 def test_the_checks_after_parsing_apply_to_file_values_too(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert "--max-frame 100 is below" in _refused(
-        capsys, "--config", str(_write(tmp_path, "max-frame = 100"))
+    assert "--max-frame 20 is below" in _refused(
+        capsys, "--config", str(_write(tmp_path, "max-frame = 20"))
     )
     assert "--tls-cert and --tls-key go together" in _refused(
         capsys, "--config", str(_write(tmp_path, "tls-cert = 'c.pem'"))
