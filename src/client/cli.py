@@ -16,6 +16,7 @@ import ssl
 import sys
 
 from chat.shared.messages import PASSWORD_MAX, valid_name
+from chat.shared.version import VERSION
 
 from .linemode import EXIT_INTERRUPTED, run_line_mode
 from .session import Session
@@ -31,11 +32,11 @@ class UsageError(Exception):
 
 
 def client_version() -> str:
-    """The installed distribution's version (pyproject.toml), "unknown" without metadata."""
+    """The installed distribution's version, or the bundled constant in a one-file binary."""
     try:
         return importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+        return VERSION
 
 
 def build_parser() -> argparse.ArgumentParser:

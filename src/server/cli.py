@@ -28,6 +28,7 @@ from typing import Any
 from chat.server.cipher import CipherLoadError, load_cipher
 from chat.shared.framing import MAX_SERVER_FRAME
 from chat.shared.messages import PASSWORD_MAX, valid_name
+from chat.shared.version import VERSION
 
 from .config import ServerConfig
 from .config_file import ConfigFileError, read_config_file
@@ -81,9 +82,7 @@ def version() -> str:
     try:
         return importlib.metadata.version("chat-epoll")
     except importlib.metadata.PackageNotFoundError:  # a frozen binary without metadata
-        import chat.server
-
-        return str(getattr(chat.server, "__version__", "unknown"))
+        return VERSION
 
 
 class _Ranged:
