@@ -102,3 +102,32 @@ class WireClient:
 def frame(obj: dict[str, Any] | bytes) -> bytes:
     payload = obj if isinstance(obj, bytes) else json.dumps(obj).encode("utf-8")
     return struct.pack(">I", len(payload)) + payload
+
+
+def frames_until_eof(client: WireClient, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Every frame up to a clean EOF. Unlike `expect_closed`, a reset is a failure.
+
+    A reset (RST) can destroy frames the peer never read, so a test that wants
+    "the last frame, then EOF" must tell the two apart: ConnectionResetError
+    propagates, and bytes left after the last whole frame fail the call.
+    """
+    data = bytearray(client._buf)
+    client._buf = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no EOF within {timeout}s ({len(data)} bytes read)")
+        client.sock.settimeout(left)
+        chunk = client.sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    frames, at = [], 0
+    while at < len(data):
+        assert at + 4 <= len(data), f"{len(data) - at} stray bytes before EOF"
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        assert at + 4 + length <= len(data), "EOF in the middle of a frame"
+        frames.append(json.loads(bytes(data[at + 4 : at + 4 + length]).decode("utf-8")))
+        at += 4 + length
+    return frames
