@@ -419,24 +419,27 @@ def main(argv: list[str] | None = None) -> int:
         return cert_main(argv[1:])
     args = parse_args(argv)
     config = _config(args)
-    try:
-        setup_logging(args.log_level, args.log_file)
-    except OSError as exc:
-        return _usage(f"cannot open log file {args.log_file}: {exc.strerror}")
-    log.info("starting: %s", ", ".join(f"{k}={v}" for k, v in _public(config).items()))
-    # 1. Everything that can be checked without creating anything.
+    # 1. Everything that can be checked without creating anything. The TLS files and
+    # the cipher are checked before the log starts: when the log is stderr, a bad
+    # certificate must be the only line there (protocol v1.1 section 1).
     tls: ssl.SSLContext | None = None
     if config.tls_cert is not None and config.tls_key is not None:
         try:
             tls = load_server_context(config.tls_cert, config.tls_key)
         except TLSConfigError as exc:
             return _usage(str(exc))
-        _warn_if_loose(config.tls_key, "TLS key")
-        log.info("TLS with certificate %s", config.tls_cert)
     try:
         cipher = load_cipher(str(config.cipher_lib) if config.cipher_lib else None)
     except CipherLoadError as exc:
         return _usage(str(exc))
+    try:
+        setup_logging(args.log_level, args.log_file)
+    except OSError as exc:
+        return _usage(f"cannot open log file {args.log_file}: {exc.strerror}")
+    log.info("starting: %s", ", ".join(f"{k}={v}" for k, v in _public(config).items()))
+    if tls is not None and config.tls_key is not None:
+        _warn_if_loose(config.tls_key, "TLS key")
+        log.info("TLS with certificate %s", config.tls_cert)
     log.info("cipher %r from %s", cipher.name, cipher.path)
     folder = config.users_file.parent
     lock: FolderLock | None = None

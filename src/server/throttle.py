@@ -113,7 +113,8 @@ class LoginThrottle:
         return max(0.0, entry.score - max(0.0, now - entry.stamp) / self._decay)
 
     def _penalty(self, score: float, free: int) -> float:
-        over = math.floor(score + 1e-9) - free
+        # The score decays all the time: six quick failures score 5.9999, which is six.
+        over = math.ceil(score - 1e-3) - free
         if over <= 0:
             return 0.0
         return min(self._cap, self._base * 2.0 ** min(over - 1, 64))

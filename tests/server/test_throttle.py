@@ -198,3 +198,15 @@ def test_concurrent_use_from_threads_loses_no_failure(clock: Clock) -> None:
 def test_nonsense_parameters_are_refused(kw) -> None:
     with pytest.raises(ValueError):
         LoginThrottle(**kw)
+
+
+def test_a_quick_burst_is_delayed_right_after_the_free_failures(clock: Clock) -> None:
+    """Time passes between real failures: the decayed score must still count whole ones."""
+    t = LoginThrottle(clock, free=5)
+    for _ in range(5):
+        t.failure("alice", "10.0.0.1")
+        clock.advance(0.003)  # a scrypt check's worth
+    assert t.delay("alice", "10.0.0.1") == 0.0
+    t.failure("alice", "10.0.0.1")
+    clock.advance(0.003)
+    assert t.delay("alice", "10.0.0.1") > 0.2
