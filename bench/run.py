@@ -16,6 +16,14 @@ Parts (default sat,satord,lat,idle):
           loadgen far less (a headroom check on the loadgen);
   lat     fixed 100 msg/s, C=200, ordinary clients and clients that ACK at once;
   idle    RSS per idle logged-in connection with 2,000 and 10,000 connections.
+
+Servers (every part runs each of them in turn, inside the same repetition):
+  ngircd          ngIRCd 26 (bench/ngircd/ngircd.conf);
+  chat-t<N>       chat-server (--exe, default: the one on PATH / in this venv), --threads N;
+  base-t<N>       with --base-exe PATH: that chat-server (e.g. an older commit), --threads N,
+                  right after chat-t<N>, with its own users file in bench/.state/base/;
+  chat-tls-t<N>   with --tls: the --exe server with --tls-cert/--tls-key (a self-signed
+                  pair in bench/.state/), the loadgen speaking TLS (loadgen --tls).
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ BENCH = Path(__file__).resolve().parent
 LOADGEN = BENCH / "loadgen" / "loadgen"
 NGIRCD_CONF = BENCH / "ngircd" / "ngircd.conf"
 STATE = BENCH / ".state"  # users file and key reused across runs (registration is slow by design)
+BASE_STATE = STATE / "base"  # --base-exe: its own users file (the formats may differ)
+TLS_CERT, TLS_KEY = STATE / "cert.pem", STATE / "key.pem"
 SERVER_CPU, LOADGEN_CPU = "1", "0"
 NOFILE = 20000
 
@@ -46,8 +56,11 @@ NOFILE = 20000
 class Target:
     """One server configuration of the matrix."""
 
-    name: str  # "ngircd", "ngircd-nochan" (idle: no JOIN) or "chat-t<N>"
+    name: str  # "ngircd", "ngircd-nochan" (idle: no JOIN), "chat-t<N>", "base-t<N>", ...
     threads: int = 0
+    exe: str = ""  # chat-server executable (chat targets)
+    data: Path = STATE  # folder of its users file and key
+    tls: bool = False
 
     @property
     def proto(self) -> str:
@@ -82,16 +95,51 @@ def raise_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, NOFILE), hard), hard))
 
 
-def chat_server_cmd(threads: int, port: int, max_clients: int) -> list[str]:
-    exe = shutil.which("chat-server") or str(Path(sys.executable).parent / "chat-server")
+def default_exe() -> str:
+    return shutil.which("chat-server") or str(Path(sys.executable).parent / "chat-server")
+
+
+def ensure_cert() -> None:
+    """A self-signed pair for the TLS target, made once (valid 2 days; renewed within 1 h)."""
+    if TLS_CERT.exists() and TLS_KEY.exists():
+        check = ["openssl", "x509", "-checkend", "3600", "-noout", "-in", str(TLS_CERT)]
+        if subprocess.run(check, capture_output=True, check=False).returncode == 0:
+            return
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(TLS_KEY),
+            "-out",
+            str(TLS_CERT),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        capture_output=True,
+        check=True,
+    )
+    TLS_KEY.chmod(0o600)
+
+
+def chat_server_cmd(target: Target, port: int, max_clients: int) -> list[str]:
+    tls = ["--tls-cert", str(TLS_CERT), "--tls-key", str(TLS_KEY)] if target.tls else []
     return [
-        exe,
+        target.exe,
         "--host",
         "127.0.0.1",
         "--port",
         str(port),
         "--threads",
-        str(threads),
+        str(target.threads),
         "--rate-limit",
         "0",
         "--hash-cost",
@@ -99,15 +147,16 @@ def chat_server_cmd(threads: int, port: int, max_clients: int) -> list[str]:
         "--log-level",
         "WARNING",
         "--users-file",
-        str(STATE / "users.db"),
+        str(target.data / "users.db"),
         "--key-file",
-        str(STATE / "server.key"),
+        str(target.data / "server.key"),
         "--max-clients",
         str(max_clients),
         "--idle-timeout",
         "0",
         "--ack-timeout",
         "600",
+        *tls,
     ]
 
 
@@ -123,7 +172,7 @@ def ngircd_cmd(port: int) -> list[str]:
 def server(target: Target, max_clients: int = 12000) -> Iterator[tuple[int, int]]:
     """Start the server pinned to SERVER_CPU; yield (pid, port); stop it."""
     port = free_port()
-    cmd = ngircd_cmd(port) if target.is_irc else chat_server_cmd(target.threads, port, max_clients)
+    cmd = ngircd_cmd(port) if target.is_irc else chat_server_cmd(target, port, max_clients)
     log = open(STATE / f"{target.name}.log", "wb")  # noqa: SIM115 - closed below; last run only
     proc = subprocess.Popen(
         ["taskset", "-c", SERVER_CPU, *cmd], stdout=log, stderr=log, preexec_fn=raise_nofile
@@ -167,6 +216,7 @@ def run_loadgen(target: Target, pid: int, port: int, args: list[str], timeout: f
         str(port),
         "--server-pid",
         str(pid),
+        *(["--tls"] if target.tls else []),
         *args,
     ]
     proc = subprocess.run(
@@ -186,20 +236,36 @@ def run_loadgen(target: Target, pid: int, port: int, args: list[str], timeout: f
     return result
 
 
-def server_version() -> str:
-    """The commit of src/ that this run measures (the server is an editable install)."""
+_VERSIONS: dict[str, str] = {}
+
+
+def server_version(exe: str) -> str:
+    """The commit of src/ that `exe` runs: the git tree that holds its venv (an editable
+    install here, or a worktree of an older commit with a venv of its own), "+dirty" if
+    src/ differs from that commit now."""
+    if exe in _VERSIONS:
+        return _VERSIONS[exe]
+    tree = next(
+        (d for d in Path(exe).absolute().parents if (d / ".git").exists() and (d / "src").is_dir()),
+        BENCH.parent,
+    )
 
     def git(*args: str) -> str:
         return subprocess.run(
-            ["git", *args], capture_output=True, text=True, cwd=BENCH.parent, check=False
+            ["git", *args], capture_output=True, text=True, cwd=tree, check=False
         ).stdout.strip()
 
     dirty = git("status", "--porcelain", "--", "src")
-    return git("log", "-1", "--format=%h", "--", "src") + ("+dirty" if dirty else "")
+    _VERSIONS[exe] = git("log", "-1", "--format=%h", "--", "src") + ("+dirty" if dirty else "")
+    _VERSIONS["tree:" + exe] = git("rev-parse", "--short", "HEAD")
+    return _VERSIONS[exe]
 
 
 def record(out: Path, part: str, target: Target, rep: int, result: dict) -> None:
-    result.update(part=part, server=target.name, rep=rep, src_commit=server_version())
+    result.update(part=part, server=target.name, rep=rep)
+    if not target.is_irc:
+        result.update(src_commit=server_version(target.exe), exe=target.exe)
+        result.update(tree_commit=_VERSIONS["tree:" + target.exe])  # HEAD of that tree
     with out.open("a") as f:
         f.write(json.dumps(result) + "\n")
     brief = {
@@ -246,20 +312,38 @@ def one(
     record(out, part, target, rep, result)
 
 
+EXE = ""  # --exe; set once by main
+BASE_EXE = ""  # --base-exe; "" = no base targets
+TLS = False  # --tls
+
+
+def chat_targets(t: int) -> list[Target]:
+    """chat-t<N>, then (if asked) the same on the base executable and over TLS."""
+    out = [Target(f"chat-t{t}", t, EXE)]
+    if BASE_EXE:
+        out.append(Target(f"base-t{t}", t, BASE_EXE, BASE_STATE))
+    if TLS:
+        out.append(Target(f"chat-tls-t{t}", t, EXE, tls=True))
+    return out
+
+
 def targets(threads: list[int]) -> list[Target]:
-    return [Target("ngircd"), *(Target(f"chat-t{t}", t) for t in threads)]
+    return [Target("ngircd"), *(x for t in threads for x in chat_targets(t))]
 
 
-def ensure_registered(count: int) -> None:
-    """Register bench users once (scrypt at --hash-cost 10); later runs only log in."""
-    marker = STATE / "registered"
+def ensure_registered(count: int, data: Path, exe: str) -> None:
+    """Register bench users once per users file (scrypt at --hash-cost 10); later runs
+    only log in."""
+    data.mkdir(mode=0o700, exist_ok=True)
+    marker = data / "registered"
     have = int(marker.read_text()) if marker.exists() else 0
     if have >= count:
         return
-    print(f"registering {count} bench users (once; reused across runs)...", flush=True)
-    with server(Target("chat-t2", 2)) as (pid, port):
+    print(f"registering {count} bench users in {data} (once; reused across runs)...", flush=True)
+    reg = Target("chat-t2", 2, exe, data)
+    with server(reg) as (pid, port):
         run_loadgen(
-            Target("chat-t2", 2),
+            reg,
             pid,
             port,
             [
@@ -301,9 +385,22 @@ def main() -> int:
         help="largest idle N for which IRC clients also JOIN #bench",
     )
     ap.add_argument("--only", default="", help="run only these servers, e.g. ngircd,chat-t4")
+    ap.add_argument(
+        "--exe", default="", help="chat-server to measure (default: the one on PATH / this venv)"
+    )
+    ap.add_argument(
+        "--base-exe",
+        default="",
+        help="also run every chat target as base-t<N> with this chat-server (same run)",
+    )
+    ap.add_argument("--tls", action="store_true", help="also run chat-tls-t<N>: --exe over TLS")
     ap.add_argument("--out", type=Path, default=None)
     opts = ap.parse_args()
     ONLY.update(filter(None, opts.only.split(",")))
+    global EXE, BASE_EXE, TLS
+    EXE = str(Path(opts.exe).absolute()) if opts.exe else default_exe()
+    BASE_EXE = str(Path(opts.base_exe).absolute()) if opts.base_exe else ""
+    TLS = opts.tls
 
     subprocess.run(["make", "-s", "-C", str(LOADGEN.parent)], check=True)
     STATE.mkdir(mode=0o700, exist_ok=True)
@@ -315,7 +412,11 @@ def main() -> int:
     out = opts.out or BENCH / "results" / time.strftime("run-%Y%m%d-%H%M%S.jsonl")
     out.parent.mkdir(exist_ok=True)
     print(f"results -> {out}", flush=True)
-    ensure_registered(max([*clients, opts.lat_clients, *idle]))
+    if TLS:
+        ensure_cert()
+    wanted = [t for t in targets(threads) if not t.is_irc and (not ONLY or t.name in ONLY)]
+    for data, exe in dict.fromkeys((t.data, t.exe) for t in wanted):
+        ensure_registered(max([*clients, opts.lat_clients, *idle]), data, exe)
 
     for rep in range(1, opts.reps + 1):
         if "sat" in parts:
@@ -402,7 +503,7 @@ def main() -> int:
             # ngIRCd slows down per JOIN as the channel grows (10,000 members in
             # #bench did not finish in 5 minutes), so large N are measured without it.
             irc = [Target("ngircd")] if n <= opts.idle_join_max else []
-            for t in [*irc, Target("ngircd-nochan"), Target(f"chat-t{max(threads)}", max(threads))]:
+            for t in [*irc, Target("ngircd-nochan"), *chat_targets(max(threads))]:
                 one(
                     out,
                     "idle",

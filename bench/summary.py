@@ -178,6 +178,58 @@ def idle(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if a == a and b == b and b else "-"  # a == a: not NaN
+
+
+def before_after(rows: list[Row]) -> str:
+    """One line per server: saturation at each C and the fixed-rate p99s, each with its
+    ratio to ngIRCd and to base-t<N> (the --base-exe build) of the same thread count."""
+    names = {r["server"] for r in rows if "server" in r}
+    threads = sorted(int(n.split("-t")[-1]) for n in names if n.startswith("base-t"))
+    sat = _groups(rows, "sat")
+    cs = sorted({c for c, _ in sat})
+    lat = {part: _groups(rows, part) for part in ("lat", "lat-quickack")}
+    head = ["server", "runs"]
+    for c in cs:
+        head += [f"sat C={c} deliveries/s", "x ngIRCd", "x base"]
+    head += [
+        "p99 100 msg/s ordinary ms",
+        "x ngIRCd",
+        "x base",
+        "p99 100 msg/s quick-ACK ms",
+        "x ngIRCd",
+        "x base",
+    ]
+    lines = _header(*head)
+    for t in threads:
+        base_name = f"base-t{t}"
+        for name in (base_name, f"chat-t{t}", f"chat-tls-t{t}", "ngircd"):
+            if name not in names:
+                continue
+            runs: set[int] = set()
+            cells: list[object] = [name]
+            for c in cs:
+                g = _ok(sat.get((c, name), []))
+                runs.add(len(g))
+                v = _med(g, "deliveries_per_s")
+                ng = _med(_ok(sat.get((c, "ngircd"), [])), "deliveries_per_s")
+                b = _med(_ok(sat.get((c, base_name), [])), "deliveries_per_s")
+                cells += [f"{v / 1e6:.2f} M" if v == v else "-", _ratio(v, ng), _ratio(v, b)]
+            for groups in lat.values():
+                keys = [k for k in groups if k[1] == name]
+                g = _ok(groups[keys[0]]) if keys else []
+                runs.add(len(g))
+                c = keys[0][0] if keys else 0
+                v = _med(g, "lat_p99_us") / 1e3
+                ng = _med(_ok(groups.get((c, "ngircd"), [])), "lat_p99_us") / 1e3
+                b = _med(_ok(groups.get((c, base_name), [])), "lat_p99_us") / 1e3
+                cells += [f"{v:.2f}" if v == v else "-", _ratio(v, ng), _ratio(v, b)]
+            cells.insert(1, "/".join(str(n) for n in sorted(runs)))
+            lines.append(_row(*cells))
+    return "\n".join(lines)
+
+
 def render(rows: list[Row]) -> str:
     loads = [float(r["loadavg"]) for r in rows if "loadavg" in r]
     head = (
@@ -186,6 +238,13 @@ def render(rows: list[Row]) -> str:
         else f"{len(rows)} runs"
     )
     parts = [head]
+    if any(str(r.get("server", "")).startswith("base-t") for r in rows):
+        parts += [
+            "",
+            "### Before/after (medians; x base = this row / base-t<N>)",
+            "",
+            before_after(rows),
+        ]
     if any(r.get("part") == "sat" for r in rows):
         parts += ["", "### Saturation (closed loop)", "", saturation(rows)]
     if any(r.get("part") == "sat-ordinary" for r in rows):

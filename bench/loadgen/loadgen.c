@@ -18,6 +18,17 @@
  * start and end of the measured window, so CPU per delivery covers exactly
  * the deliveries counted. Its own CPU (getrusage) is reported the same way,
  * which is how it shows it is not the bottleneck. Output: one JSON object.
+ *
+ * --tls speaks TLS (OpenSSL, TLS 1.2 or newer) on every connection, in the same
+ * non-blocking loop: the handshake runs after the TCP connect and before the
+ * login; SSL_ERROR_WANT_READ/WANT_WRITE of any call set the epoll interest; a
+ * write that did not complete is retried from the same buffer, which only grows
+ * (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, partial writes); every read drains the
+ * TLS layer until it wants the socket again, so no record that OpenSSL already
+ * holds waits for an epoll event that would never come (SSL_pending). The
+ * server's certificate is NOT verified: the bench talks to its own server over
+ * loopback with a throw-away self-signed pair; this measures TLS cost, it
+ * authenticates nothing.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -28,6 +39,9 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,7 +59,7 @@
 
 enum proto { P_CHAT, P_IRC };
 enum mode { M_WINDOW, M_RATE, M_IDLE };
-enum cstate { S_NEW, S_CONNECTING, S_LOGIN, S_READY, S_DEAD };
+enum cstate { S_NEW, S_CONNECTING, S_HANDSHAKE, S_LOGIN, S_READY, S_DEAD };
 
 #define RBUF_SIZE (8u << 20)
 #define MAX_FRAME (RBUF_SIZE - (1u << 20))
@@ -60,8 +74,11 @@ typedef struct {
     size_t carry_len, carry_cap;
     char *out;            /* bytes the socket did not take yet */
     size_t out_len, out_cap;
-    int want_out;
+    int want_out;         /* EPOLLOUT is in the registered interest */
     int retries;          /* reconnects during login */
+    SSL *ssl;             /* --tls: this connection's TLS object */
+    int read_wants_write; /* TLS: the last SSL_read/handshake needs the socket writable */
+    int write_wants_read; /* TLS: the pending SSL_write needs the socket readable */
 } conn_t;
 
 typedef struct {
@@ -89,6 +106,9 @@ static int g_login_batch = 200;
 static int g_join = 1;
 static int g_verbose = 0;
 static double g_login_timeout = 600.0;
+static int g_tls = 0;
+static SSL_CTX *g_ssl_ctx;
+static const char *g_tls_version = "", *g_tls_cipher = "";
 
 /* ---- state ------------------------------------------------------------- */
 static conn_t *g_conns;
@@ -208,18 +228,24 @@ static double self_cpu_s(void) {
 /* ---- output ------------------------------------------------------------ */
 static void conn_kill(conn_t *c, const char *why);
 
-static void flush_out(conn_t *c) {
-    while (c->out_len) {
-        ssize_t n = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR) break;
-            conn_kill(c, strerror(errno));
-            return;
-        }
-        memmove(c->out, c->out + n, c->out_len - (size_t)n);
-        c->out_len -= (size_t)n;
+/* One line for the last OpenSSL error (or the errno of a failed syscall). */
+static const char *tls_why(int err) {
+    static char buf[256];
+    unsigned long e = ERR_get_error();
+    if (e) {
+        ERR_error_string_n(e, buf, sizeof buf);
+        ERR_clear_error();
+        return buf;
     }
-    int want = c->out_len > 0;
+    if (err == SSL_ERROR_ZERO_RETURN) return "TLS close_notify from server";
+    if (err == SSL_ERROR_SYSCALL) return errno ? strerror(errno) : "EOF from server (TLS)";
+    snprintf(buf, sizeof buf, "TLS error %d", err);
+    return buf;
+}
+
+/* EPOLLOUT is wanted while bytes wait or a TLS read/handshake waits for writability. */
+static void update_interest(conn_t *c) {
+    int want = c->out_len > 0 || c->read_wants_write || c->state == S_CONNECTING;
     if (want != c->want_out) {
         struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c};
         epoll_ctl(g_epfd, EPOLL_CTL_MOD, c->fd, &ev);
@@ -227,15 +253,46 @@ static void flush_out(conn_t *c) {
     }
 }
 
+/* Write up to len bytes: >= 0 written (0: the socket is full; try again later
+ * with the same bytes first), -1: the connection was killed. */
+static ssize_t raw_send(conn_t *c, const char *data, size_t len) {
+    if (!c->ssl) {
+        ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
+        if (n >= 0) return n;
+        if (errno == EAGAIN || errno == EINTR) return 0;
+        conn_kill(c, strerror(errno));
+        return -1;
+    }
+    c->write_wants_read = 0;
+    ERR_clear_error();
+    int n = SSL_write(c->ssl, data, (int)(len > (1u << 30) ? (1u << 30) : len));
+    if (n > 0) return n;
+    int err = SSL_get_error(c->ssl, n);
+    if (err == SSL_ERROR_WANT_WRITE) return 0;
+    if (err == SSL_ERROR_WANT_READ) { c->write_wants_read = 1; return 0; }
+    conn_kill(c, tls_why(err));
+    return -1;
+}
+
+static void flush_out(conn_t *c) {
+    while (c->out_len) {
+        ssize_t n = raw_send(c, c->out, c->out_len);
+        if (n < 0) return;
+        if (n == 0) break;
+        memmove(c->out, c->out + n, c->out_len - (size_t)n);
+        c->out_len -= (size_t)n;
+    }
+    update_interest(c);
+}
+
 static void put(conn_t *c, const char *data, size_t len) {
     if (c->state == S_DEAD) return;
     if (c->out_len == 0) {
-        ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
+        /* TLS: if this write does not complete, its bytes go to c->out and the
+         * retry starts with them (same bytes, a buffer that may move or grow) */
+        ssize_t n = raw_send(c, data, len);
         if (n == (ssize_t)len) return;
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EINTR) { conn_kill(c, strerror(errno)); return; }
-            n = 0;
-        }
+        if (n < 0) return;
         data += n;
         len -= (size_t)n;
     }
@@ -267,12 +324,16 @@ static void conn_open(conn_t *c);
 /* A connection lost while logging in is opened again (a few times): servers
  * with a small listen backlog (ngIRCd) reset some of a burst of connects. */
 static int retry_login(conn_t *c) {
-    if ((c->state != S_CONNECTING && c->state != S_LOGIN) || c->retries >= 5) return 0;
+    if ((c->state != S_CONNECTING && c->state != S_HANDSHAKE && c->state != S_LOGIN) ||
+        c->retries >= 5)
+        return 0;
     epoll_ctl(g_epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->ssl) { SSL_free(c->ssl); c->ssl = NULL; }
     close(c->fd);
     c->retries++;
     g_reconnects++;
     c->registering = c->got_roster = 0;
+    c->read_wants_write = c->write_wants_read = 0;
     c->carry_len = c->out_len = 0;
     conn_open(c);
     return 1;
@@ -285,6 +346,7 @@ static void conn_kill(conn_t *c, const char *why) {
     if (g_verbose || was_ready || g_unexpected_close < 5)
         fprintf(stderr, "loadgen: client %d closed: %s\n", c->idx, why);
     epoll_ctl(g_epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->ssl) { SSL_free(c->ssl); c->ssl = NULL; }
     close(c->fd);
     c->state = S_DEAD;
     g_dead++;
@@ -330,14 +392,42 @@ static void conn_open(conn_t *c) {
     }
 }
 
+/* Drive the TLS handshake; on success the login starts, as after a plain connect. */
+static void tls_handshake(conn_t *c) {
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    c->read_wants_write = 0;
+    if (r == 1) {
+        if (!*g_tls_version) {
+            g_tls_version = SSL_get_version(c->ssl);
+            g_tls_cipher = SSL_get_cipher_name(c->ssl);
+        }
+        update_interest(c);
+        login_start(c);
+        return;
+    }
+    int err = SSL_get_error(c->ssl, r);
+    if (err == SSL_ERROR_WANT_READ) { update_interest(c); return; }
+    if (err == SSL_ERROR_WANT_WRITE) { c->read_wants_write = 1; update_interest(c); return; }
+    conn_kill(c, tls_why(err));
+}
+
 static void on_connected(conn_t *c) {
     int err = 0;
     socklen_t len = sizeof err;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     if (err) { conn_kill(c, strerror(err)); return; }
-    c->want_out = 0;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-    epoll_ctl(g_epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    if (g_tls) {
+        c->ssl = SSL_new(g_ssl_ctx);
+        if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) die("SSL_new: %s", tls_why(0));
+        SSL_set_connect_state(c->ssl);
+        SSL_set_tlsext_host_name(c->ssl, "localhost");
+        c->state = S_HANDSHAKE;
+        tls_handshake(c);
+        return;
+    }
+    c->state = S_LOGIN; /* leaves S_CONNECTING, so EPOLLOUT goes unless bytes wait */
+    update_interest(c);
     login_start(c);
 }
 
@@ -519,24 +609,12 @@ static size_t irc_parse(conn_t *c, const char *buf, size_t len, uint64_t t_now) 
 }
 
 /* ---- reading ------------------------------------------------------------ */
-static void on_readable(conn_t *c) {
-    size_t have = c->carry_len;
-    if (have) memcpy(g_rbuf, c->carry, have);
-    ssize_t n = recv(c->fd, g_rbuf + have, RBUF_SIZE - have, 0);
-    if (n <= 0) {
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-        conn_kill(c, n == 0 ? "EOF from server" : strerror(errno));
-        return;
-    }
-    if (g_quickack) {
-        int one = 1;
-        setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
-    }
-    g_bytes_in += (uint64_t)n;
+/* Parse len bytes of g_rbuf (carry included); keep the unparsed tail as carry.
+ * Returns 0 if the connection died while parsing. */
+static int consume(conn_t *c, size_t len) {
     uint64_t t_now = now_ns();
-    size_t len = have + (size_t)n;
     size_t used = g_proto == P_IRC ? irc_parse(c, g_rbuf, len, t_now) : chat_parse(c, g_rbuf, len, t_now);
-    if (c->state == S_DEAD) return;
+    if (c->state == S_DEAD) return 0;
     size_t rest = len - used;
     if (rest > c->carry_cap) {
         c->carry_cap = rest * 2;
@@ -545,6 +623,71 @@ static void on_readable(conn_t *c) {
     }
     if (rest) memcpy(c->carry, g_rbuf + used, rest);
     c->carry_len = rest;
+    return 1;
+}
+
+static void quickack(conn_t *c) {
+    if (g_quickack) {
+        int one = 1;
+        setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+    }
+}
+
+/* TLS: read until OpenSSL wants the socket again. Epoll sees only the socket,
+ * not the records OpenSSL already pulled in (SSL_pending / SSL_has_pending), so
+ * stopping earlier could leave deliveries waiting for an event that never comes. */
+static void tls_readable(conn_t *c) {
+    c->read_wants_write = 0;
+    int got_any = 0;
+    for (;;) {
+        size_t have = c->carry_len;
+        if (have) memcpy(g_rbuf, c->carry, have);
+        size_t len = have;
+        int err = SSL_ERROR_NONE;
+        while (len < RBUF_SIZE) {
+            size_t room = RBUF_SIZE - len;
+            ERR_clear_error();
+            int n = SSL_read(c->ssl, g_rbuf + len, (int)(room > (1u << 30) ? (1u << 30) : room));
+            if (n > 0) {
+                len += (size_t)n;
+                g_bytes_in += (uint64_t)n;
+                continue;
+            }
+            err = SSL_get_error(c->ssl, n);
+            break;
+        }
+        if (len > have) {
+            got_any = 1;
+            if (!consume(c, len)) return;
+        }
+        if (err == SSL_ERROR_NONE) continue; /* the buffer filled up: more may wait */
+        if (err == SSL_ERROR_WANT_READ) break;
+        if (err == SSL_ERROR_WANT_WRITE) { c->read_wants_write = 1; break; }
+        conn_kill(c, tls_why(err));
+        return;
+    }
+    if (got_any) quickack(c);
+    if (c->write_wants_read || c->out_len) flush_out(c);
+    else update_interest(c);
+}
+
+static void on_readable(conn_t *c) {
+    if (c->ssl) {
+        if (c->state == S_HANDSHAKE) tls_handshake(c);
+        else tls_readable(c);
+        return;
+    }
+    size_t have = c->carry_len;
+    if (have) memcpy(g_rbuf, c->carry, have);
+    ssize_t n = recv(c->fd, g_rbuf + have, RBUF_SIZE - have, 0);
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        conn_kill(c, n == 0 ? "EOF from server" : strerror(errno));
+        return;
+    }
+    quickack(c);
+    g_bytes_in += (uint64_t)n;
+    consume(c, have + (size_t)n);
 }
 
 static void poll_once(int timeout_ms) {
@@ -557,8 +700,15 @@ static void poll_once(int timeout_ms) {
             if (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) on_connected(c);
             continue;
         }
-        if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(c);
-        if (c->state != S_DEAD && (evs[i].events & EPOLLOUT)) flush_out(c);
+        if (c->state == S_HANDSHAKE) {
+            tls_handshake(c);
+            continue;
+        }
+        /* TLS: a read that wanted writability runs again when the socket is writable */
+        if ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) ||
+            (c->read_wants_write && (evs[i].events & EPOLLOUT)))
+            on_readable(c);
+        if (c->state != S_DEAD && (evs[i].events & EPOLLOUT) && c->out_len) flush_out(c);
     }
 }
 
@@ -607,6 +757,8 @@ static void print_json(double login_s, double window_s, long srv_ticks, double s
            "\"lat_samples\":%" PRIu64 ",",
            jnum(hist_pct(50) / 1e3, 1), jnum(hist_pct(99) / 1e3, 1), jnum(hist_pct(99.9) / 1e3, 1),
            (double)g_lat_max / 1e3, g_hist_n);
+    printf("\"tls\":%d,\"tls_version\":\"%s\",\"tls_cipher\":\"%s\",", g_tls, g_tls_version,
+           g_tls_cipher);
     printf("\"server_cpu_s\":%s,", jnum(srv_cpu, 3));
     printf("\"server_us_per_delivery\":%s,",
            jnum(g_deliveries_window ? srv_cpu * 1e6 / (double)g_deliveries_window : NAN, 4));
@@ -625,7 +777,8 @@ static void usage(void) {
             "  [--mode window|rate|idle] [--window W] [--rate MSG_PER_S] [--duration S] [--warmup S]\n"
             "  [--drain S] [--hold S] [--msg-len N] [--prefix P] [--password PW] [--quickack]\n"
             "  [--no-nodelay] [--src-count N] [--src-base A.B.C.D] [--server-pid PID]\n"
-            "  [--login-batch N] [--no-join] [--login-timeout S] [--verbose]\n");
+            "  [--login-batch N] [--no-join] [--login-timeout S] [--tls] [--verbose]\n"
+            "  --tls: TLS 1.2+ on every connection; the server's certificate is not verified\n");
     exit(2);
 }
 
@@ -637,7 +790,7 @@ static void parse_args(int argc, char **argv) {
         {"msg-len", 1, 0, 'l'}, {"prefix", 1, 0, 'x'}, {"password", 1, 0, 'W'},
         {"quickack", 0, 0, 'q'}, {"no-nodelay", 0, 0, 'N'}, {"src-count", 1, 0, 'n'},
         {"src-base", 1, 0, 'b'}, {"server-pid", 1, 0, 'i'}, {"login-batch", 1, 0, 'B'},
-        {"no-join", 0, 0, 'J'}, {"login-timeout", 1, 0, 'T'}, {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"no-join", 0, 0, 'J'}, {"login-timeout", 1, 0, 'T'}, {"tls", 0, 0, 't'}, {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -667,6 +820,7 @@ static void parse_args(int argc, char **argv) {
         case 'B': g_login_batch = atoi(optarg); break;
         case 'J': g_join = 0; break;
         case 'T': g_login_timeout = atof(optarg); break;
+        case 't': g_tls = 1; break;
         case 'v': g_verbose = 1; break;
         default: usage();
         }
@@ -678,8 +832,20 @@ static void parse_args(int argc, char **argv) {
     if (inet_pton(AF_INET, g_src_base, &g_src_base_addr) != 1) die("bad --src-base");
 }
 
+static void tls_init(void) {
+    signal(SIGPIPE, SIG_IGN); /* SSL_write uses write(2): no MSG_NOSIGNAL there */
+    g_ssl_ctx = SSL_CTX_new(TLS_client_method());
+    if (!g_ssl_ctx) die("SSL_CTX_new: %s", tls_why(0));
+    SSL_CTX_set_min_proto_version(g_ssl_ctx, TLS1_2_VERSION);
+    /* loopback bench against our own throw-away certificate: no verification */
+    SSL_CTX_set_verify(g_ssl_ctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_mode(g_ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_clear_mode(g_ssl_ctx, SSL_MODE_AUTO_RETRY); /* non-blocking: return WANT_READ */
+}
+
 int main(int argc, char **argv) {
     parse_args(argc, argv);
+    if (g_tls) tls_init();
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
     rl.rlim_cur = rl.rlim_max;

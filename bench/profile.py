@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""py-spy profile of one chat-server during a saturation run, pinned as run.py pins it.
+
+    python bench/profile.py EXE OUT [--data DIR] [--clients 100] [--format flamegraph|raw]
+                            [--gil]
+
+Starts EXE (--threads 4) with run.py's options on core 1, runs the loadgen's closed
+loop (C clients, W = 8, quick ACKs) for 15 s on core 0, and 4 s in records 10 s with
+py-spy (on core 0 too, so it takes nothing from the server's core). Prints the
+run's deliveries/s and each server thread's utime/stime over the profile, which
+py-spy cannot show: it samples Python stacks, not CPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run
+
+
+def thread_ticks(pid: int) -> dict[str, tuple[int, int]]:
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[task.name] = (int(fields[11]), int(fields[12]))  # utime, stime
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("exe")
+    ap.add_argument("out")
+    ap.add_argument("--data", type=Path, default=run.STATE, help="folder of users.db/server.key")
+    ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--format", default="flamegraph")
+    ap.add_argument("--gil", action="store_true", help="py-spy --gil: only the GIL holder")
+    opts = ap.parse_args()
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    target = run.Target("chat-t4", 4, str(Path(opts.exe).absolute()), opts.data)
+    run.raise_nofile()
+    snap: dict[str, dict[str, tuple[int, int]]] = {}
+    with run.server(target) as (pid, port):
+
+        def record() -> None:
+            time.sleep(4)
+            snap["a"] = thread_ticks(pid)
+            cmd = [spy, "record", "-o", opts.out, "--pid", str(pid), "--duration", "10"]
+            cmd += ["--format", opts.format, *(["--gil"] if opts.gil else [])]
+            subprocess.run(["taskset", "-c", run.LOADGEN_CPU, *cmd], check=True)
+            snap["b"] = thread_ticks(pid)
+
+        spy_thread = threading.Thread(target=record)
+        spy_thread.start()
+        c = str(opts.clients)
+        result = run.run_loadgen(
+            target,
+            pid,
+            port,
+            [
+                *("--mode", "window", "--clients", c, "--senders", c, "--window", "8"),
+                *("--quickack", "--login-batch", "10", "--duration", "14", "--warmup", "1"),
+            ],
+            300,
+        )
+        spy_thread.join()
+    keys = ("deliveries_per_s", "server_us_per_delivery", "lost")
+    print(json.dumps({k: result[k] for k in keys}))
+    for tid, (ut, st) in sorted(snap["b"].items()):
+        u0, s0 = snap["a"].get(tid, (0, 0))
+        print(f"thread {tid}: utime {ut - u0} stime {st - s0} ticks during the profile")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
