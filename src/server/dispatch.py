@@ -17,7 +17,17 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError, Why
-from chat.shared.messages import Auth, ClientBye, Msg, Ping, Pong, RosterAck, Send, Sent
+from chat.shared.messages import (
+    Auth,
+    ClientBye,
+    Msg,
+    Ping,
+    Pong,
+    RosterAck,
+    Send,
+    Sent,
+    encode,
+)
 from chat.shared.states import State
 
 from .hub import Dirty, Hub
@@ -233,7 +243,7 @@ class Dispatcher:
         if targets and allowed:
             hub, now = self._hub, time.time()
             blob = b"".join(
-                conn.reply(Msg(hub.next_msg_id(), name, s.to, s.text, now)) for s in allowed
+                encode(Msg(hub.next_msg_id(), name, s.to, s.text, now)) for s in allowed
             )
             for target in targets:
                 target.out.append(blob)  # an overflow is seen, and handled, at the flush

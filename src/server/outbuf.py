@@ -4,6 +4,10 @@ Workers append whole frames (the fan-out of a message, a reply, a roster
 delta); only the loop thread takes bytes out and writes them to the socket.
 The buffer is the one thing of a connection that several threads touch, and
 it holds bytes only: no socket, no TLS object, no protocol state.
+
+The append is the hot path of the fan-out (once per recipient per message),
+so it takes one lock and reads two flags; the shared budget is kept by the
+loop thread alone, from the sizes it sees when it writes (`OutboundBudget`).
 """
 
 from __future__ import annotations
@@ -26,39 +30,36 @@ class Append(Enum):
 class OutboundBudget:
     """Bytes queued in every outbound buffer together, against `--max-total-outbuf`.
 
-    Past the limit, buffers above `SOFT_LIMIT` take nothing more (their
-    owners are dropped as slow readers) while small ones still do, so a
-    flood costs at most `limit + connections * SOFT_LIMIT` (docs/server.md).
+    Written by the loop thread only (`account`), so it needs no lock: the loop
+    sees each buffer's size whenever it writes it, which is within one worker
+    tick of every append. Workers only read `spent`. Past the limit, buffers
+    above `SOFT_LIMIT` take nothing more (their owners are dropped as slow
+    readers) while small ones still do, so a flood costs at most about
+    `limit + connections * SOFT_LIMIT` (docs/server.md).
     """
 
-    __slots__ = ("_lock", "limit", "used")
+    __slots__ = ("limit", "spent", "used")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
-        self._lock = threading.Lock()
+        self.spent = False
 
-    def take(self, n: int) -> None:
-        with self._lock:
-            self.used += n
-
-    def give(self, n: int) -> None:
-        with self._lock:
-            self.used -= n
-
-    @property
-    def spent(self) -> bool:
-        return self.used > self.limit
+    def account(self, delta: int) -> None:
+        """A buffer's size changed by `delta` since the loop last saw it (loop thread)."""
+        self.used += delta
+        self.spent = self.used > self.limit
 
 
 class OutBuffer:
-    __slots__ = ("_budget", "_buf", "_limit", "_lock", "closed", "overflow", "sealed")
+    __slots__ = ("_budget", "_buf", "_limit", "_lock", "closed", "counted", "overflow", "sealed")
 
     def __init__(self, limit: int, budget: OutboundBudget) -> None:
         self._buf = bytearray()
         self._lock = threading.Lock()
         self._limit = limit
         self._budget = budget
+        self.counted = 0  # bytes of this buffer in the budget (loop thread)
         self.sealed = False  # the final frame is queued: nothing follows it
         self.closed = False  # the socket is gone: everything is dropped
         self.overflow = False  # a limit was hit: the owner must be dropped
@@ -70,15 +71,13 @@ class OutBuffer:
         with self._lock:
             if self.sealed or self.closed:
                 return Append.DROPPED
-            if self.overflow:  # already dropped as a slow reader: keep nothing more
-                return Append.OVERFLOW
-            size = len(self._buf)
-            if size + len(data) > self._limit or (size > SOFT_LIMIT and self._budget.spent):
+            buf = self._buf
+            size = len(buf) + len(data)
+            if self.overflow or size > self._limit or (size > SOFT_LIMIT and self._budget.spent):
                 self.overflow = True
                 return Append.OVERFLOW
-            self._buf += data
-        self._budget.take(len(data))
-        return Append.OK
+            buf += data
+            return Append.OK
 
     def seal(self, final: bytes) -> bool:
         """Queue the last frame this connection gets, past any limit; False if already sealed.
@@ -90,38 +89,39 @@ class OutBuffer:
                 return False
             self.sealed = True
             self._buf += final
-        self._budget.take(len(final))
-        return True
+            return True
 
-    def write(self, send: Callable[[memoryview], int], chunk: int) -> int:
+    def write(self, send: Callable[[bytes | bytearray | memoryview], int], chunk: int) -> int:
         """Hand the socket what it takes now, at most `chunk` bytes per call; bytes left.
 
         `send` is the owner's socket (or TLS) send; its errors propagate (would-block
-        included) with whatever was written before them consumed.
+        included) with whatever was written before them consumed. Loop thread only.
         """
         with self._lock:
             buf = self._buf
-            sent_total = 0
             try:
                 while buf:
-                    with memoryview(buf) as view:
-                        sent = send(view[:chunk])
-                    del buf[:sent]
-                    sent_total += sent
+                    if len(buf) <= chunk:
+                        sent = send(buf)
+                    else:
+                        with memoryview(buf) as view:
+                            sent = send(view[:chunk])
+                    if sent == len(buf):
+                        # A drained buffer keeps its allocation (a roster, a burst):
+                        # give it back so idle connections stay small.
+                        buf = self._buf = bytearray()
+                    else:
+                        del buf[:sent]
             finally:
-                if sent_total:
-                    self._budget.give(sent_total)
-                if not buf and sent_total:
-                    # A drained buffer keeps its allocation (a roster, a burst):
-                    # give it back so idle connections stay small.
-                    self._buf = bytearray()
-            return len(self._buf)
+                left = len(self._buf)
+                self._budget.account(left - self.counted)
+                self.counted = left
+            return left
 
     def close(self) -> None:
-        """The socket is gone: drop what is queued and refuse what comes."""
+        """The socket is gone: drop what is queued and refuse what comes (loop thread)."""
         with self._lock:
             self.closed = True
-            dropped = len(self._buf)
             self._buf = bytearray()
-        if dropped:
-            self._budget.give(dropped)
+        self._budget.account(-self.counted)
+        self.counted = 0

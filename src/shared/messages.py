@@ -295,6 +295,25 @@ _encoder = msgspec.json.Encoder()
 
 def to_wire(message: ClientMessage | ServerMessage) -> dict[str, Any]:
     """The JSON object of a message, with wire field names."""
+    kind = type(message)
+    if kind is Msg:  # the fan-out's hot path: once per message, before the match
+        m: Msg = message  # type: ignore[assignment]
+        return {
+            "type": "msg",
+            "id": m.id,
+            "from": m.sender,
+            "to": m.to if m.to == BROADCAST else list(m.to),
+            "text": m.text,
+            "ts": float(m.ts),
+        }
+    if kind is Sent:
+        r: Sent = message  # type: ignore[assignment]
+        return {
+            "type": "sent",
+            "id": r.id,
+            "delivered": list(r.delivered),
+            "missing": list(r.missing),
+        }
     match message:
         case Auth(user, password, register):
             return {"type": "auth", "user": user, "password": password, "register": register}

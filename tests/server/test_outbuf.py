@@ -39,12 +39,20 @@ def test_the_first_final_frame_wins_and_passes_any_limit() -> None:
 def test_a_spent_budget_refuses_big_buffers_and_still_feeds_small_ones() -> None:
     budget = OutboundBudget(SOFT_LIMIT)
     big, small = OutBuffer(1 << 30, budget), OutBuffer(1 << 30, budget)
-    assert big.append(b"x" * (SOFT_LIMIT + 1)) is Append.OK  # the budget is now spent
-    assert budget.spent
+    assert big.append(b"x" * (SOFT_LIMIT + 1)) is Append.OK
+    assert not budget.spent  # the loop has not seen it yet
+    with pytest.raises(BlockingIOError):  # the loop's write: the socket is full
+        big.write(_full, 1 << 20)
+    assert budget.spent and budget.used == SOFT_LIMIT + 1
     assert big.append(b"y") is Append.OVERFLOW
     assert small.append(b"z" * 100) is Append.OK
     drain(big)
-    assert budget.used == 100 and not budget.spent
+    drain(small)
+    assert budget.used == 0 and not budget.spent
+
+
+def _full(view: object) -> int:
+    raise BlockingIOError
 
 
 def test_a_partial_write_keeps_the_rest_in_order() -> None:
@@ -69,6 +77,9 @@ def test_a_closed_buffer_drops_everything_and_gives_its_bytes_back() -> None:
     budget = OutboundBudget(1 << 30)
     buf = OutBuffer(1 << 20, budget)
     buf.append(b"x" * 1000)
+    with pytest.raises(BlockingIOError):
+        buf.write(_full, 1 << 20)
+    assert budget.used == 1000
     buf.close()
     assert budget.used == 0 and len(buf) == 0
     assert buf.append(b"y") is Append.DROPPED and not buf.seal(b"z")
