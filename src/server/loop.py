@@ -48,8 +48,6 @@ log = logging.getLogger("chat.server")
 
 _RECV_SIZE = 256 * 1024
 _READ_BUDGET = 1024 * 1024  # bytes one readiness event may read (TLS reads until empty)
-_SEND_CHUNK = 1024 * 1024  # one send() never hands the kernel more than this
-_TLS_CHUNK = 16 * 1024  # one TLS record
 _ACCEPT_BATCH = 64
 _BACKLOG_ITEMS = 512  # mailbox items after which a connection stops being read
 _BACKLOG_BYTES = 256 * 1024  # or payload bytes: inbound memory is bounded too
@@ -162,10 +160,11 @@ class EventLoop:
         for request in self._inbox.take():
             match request:
                 case Flush(cids):
+                    write = self._write
                     for cid in cids:
                         t = transports.get(cid)
-                        if t is not None and not t.handshaking:
-                            self._write(t)
+                        if t is not None:
+                            write(t)
                 case CloseAfterFlush(cid, reason, cause):
                     t = transports.get(cid)
                     if t is not None:
@@ -396,17 +395,19 @@ class EventLoop:
             return
         out = t.session.out
         try:
-            out.write(t.sock.send, _TLS_CHUNK if t.tls else _SEND_CHUNK)
+            left = out.write(t.send, t.chunk)
         except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            pass
+            left = len(out)
         except OSError as exc:
             self._close_now(t, f"send failed: {_errname(exc)}", Cause.BROKEN)
             return
+        if not left and t.events == _READ and t.closing is None and not out.overflow:
+            return  # the common case: all written, still reading, nothing to change
         if out.overflow and not t.expiring and t.closing is None:
             t.expiring = True
             t.reading = False
             t.session.mailbox.post([Evict(Why.SLOW_READER)])
-        if t.closing is not None and not len(out):
+        if t.closing is not None and not left:
             self._start_draining(t)
         else:
             self._update_interest(t)

@@ -19,10 +19,14 @@ from chat.shared.framing import FrameDecoder
 from .inbox import Cause
 from .session import Session
 
+_SEND_CHUNK = 1024 * 1024  # one send() never hands the kernel more than this
+_TLS_CHUNK = 16 * 1024  # one TLS record
+
 
 class Transport:
     __slots__ = (
         "accepted_at",
+        "chunk",
         "closed",
         "closing",
         "counted",
@@ -38,6 +42,7 @@ class Transport:
         "paused",
         "read_wants_write",
         "reading",
+        "send",
         "session",
         "sock",
         "tls",
@@ -55,6 +60,8 @@ class Transport:
         self.session = session
         self.decoder = FrameDecoder(max_frame)
         self.tls = isinstance(sock, ssl.SSLSocket)
+        self.send = sock.send  # bound once: the loop writes on every tick of the workers
+        self.chunk = _TLS_CHUNK if self.tls else _SEND_CHUNK
         self.handshaking = self.tls
         self.handshake_wants = 1  # selectors.EVENT_READ: a ClientHello comes first
         self.counted = counted  # holds one of --max-clients (a refused one does not)
