@@ -12,7 +12,6 @@ import contextlib
 import queue
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from certs import make_pair
 from chat.client import events as ev
 from chat.client.backoff import Backoff
 from chat.client.net import NetworkClient
@@ -44,40 +44,12 @@ from chat.shared.messages import (
 TLS_RECORD = 0x16  # the first byte of a ClientHello: a TLS handshake record
 
 
-def make_cert(folder: Path, name: str, san: str) -> tuple[Path, Path]:
-    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            f"subjectAltName={san}",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     folder = tmp_path_factory.mktemp("certs")
     return {
-        "good": make_cert(folder, "good", "DNS:localhost,IP:127.0.0.1"),
-        "other": make_cert(folder, "other", "DNS:other.example"),
+        "good": make_pair(folder, "good"),
+        "other": make_pair(folder, "other", "DNS:other.example"),
     }
 
 

@@ -28,6 +28,7 @@ from server_support import PASSWORD, next_frame, wait_for
 from test_client_linemode import LineClient, one_clear_line
 from test_client_tui import Tmux, client_args, line_with, log_in
 
+from certs import make_pair
 from wire import WireClient
 
 TLS_RECORD = b"\x16"  # the first byte of a ClientHello
@@ -38,41 +39,12 @@ needs_tmux = pytest.mark.skipif(
 
 
 # --------------------------------------------------------------------- helpers
-def make_cert(folder: Path, name: str, san: str) -> tuple[Path, Path]:
-    """A self-signed pair, made as docs/client-tls.md tells operators to."""
-    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            f"subjectAltName={san}",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     folder = tmp_path_factory.mktemp("certs")
     return {
-        "good": make_cert(folder, "good", "DNS:localhost,IP:127.0.0.1"),
-        "other": make_cert(folder, "other", "DNS:other.example"),
+        "good": make_pair(folder, "good"),
+        "other": make_pair(folder, "other", "DNS:other.example"),
     }
 
 

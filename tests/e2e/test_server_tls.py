@@ -29,6 +29,7 @@ from server_support import (
     wait_for,
 )
 
+from certs import make_pair
 from conftest import server_command
 from wire import WireClient, frame, frames_until_eof
 
@@ -38,35 +39,6 @@ BYE_SHUTDOWN = {"type": "bye", "reason": "shutdown"}
 
 
 # ---- helpers -------------------------------------------------------------------
-
-
-def make_pair(folder: Path, name: str) -> tuple[Path, Path]:
-    cert, key = folder / f"{name}-cert.pem", folder / f"{name}-key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    key.chmod(0o600)
-    return cert, key
 
 
 @pytest.fixture(scope="module")

@@ -13,47 +13,20 @@ from pathlib import Path
 
 import pytest
 
+from certs import make_pair
 from chat.server.tls import TLSConfigError, generate_self_signed, load_server_context
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 
-def _pair(folder: Path, name: str = "", cn: str = "localhost") -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    cert, key = folder / f"{name}cert.pem", folder / f"{name}key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            f"/CN={cn}",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return _pair(tmp_path_factory.mktemp("tls"))
+    return make_pair(tmp_path_factory.mktemp("tls"), "good")
 
 
 @pytest.fixture(scope="module")
 def other_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return _pair(tmp_path_factory.mktemp("tls-other"), cn="other")
+    return make_pair(tmp_path_factory.mktemp("tls-other"), "other", cn="other")
 
 
 def _one_line(info: pytest.ExceptionInfo[TLSConfigError], *words: str) -> str:
