@@ -10,13 +10,11 @@ TLS ClientHello starts with 0x16, a chat frame with a zero length byte.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +27,7 @@ from test_client_linemode import LineClient, one_clear_line
 from test_client_tui import Tmux, client_args, line_with, log_in
 
 from certs import make_pair
+from tls_peer import Peer, server_context
 from wire import WireClient
 
 TLS_RECORD = b"\x16"  # the first byte of a ClientHello
@@ -73,73 +72,26 @@ def tls_online(server: Any, name: str, cafile: Path) -> TlsWire:
     return c
 
 
-class StandIn:
-    """A loopback listener standing in for a server: TLS with `context`, or plain TCP.
+@pytest.fixture
+def stand_ins() -> Iterator[Callable[..., Peer]]:
+    """A peer standing in for a server: TLS with `context`, or plain TCP (None)."""
+    made: list[Peer] = []
 
-    `script` runs for each connection (after the handshake, when there is
-    one); `first_bytes` has the first byte each connection sent, peeked
-    before anything else.
-    """
-
-    def __init__(
-        self,
+    def make(
         context: ssl.SSLContext | None,
         script: Callable[[socket.socket], None] = lambda conn: None,
         port: int = 0,
-    ) -> None:
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", port))
-        self.listener.listen()
-        self.host, self.port = "127.0.0.1", self.listener.getsockname()[1]
-        self.first_bytes: list[bytes] = []
-        self._context, self._script = context, script
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(10)
-        try:
-            self.first_bytes.append(conn.recv(1, socket.MSG_PEEK))
-            if self._context is not None:
-                conn = self._context.wrap_socket(conn, server_side=True)
-            self._script(conn)
-        except OSError:
-            pass  # the client refused our certificate: the handshake fails here too
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):  # wakes the accept() of the thread, then frees the port
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-
-
-@pytest.fixture
-def stand_ins() -> Iterator[Callable[..., StandIn]]:
-    made: list[StandIn] = []
-
-    def make(*args: Any, **kw: Any) -> StandIn:
-        s = StandIn(*args, **kw)
-        made.append(s)
-        return s
+    ) -> Peer:
+        peer = Peer(script, context, port=port)
+        made.append(peer)
+        return peer
 
     yield make
-    for s in made:
-        s.close()
+    for peer in made:
+        peer.close()
 
 
-def presenting(pair: tuple[Path, Path]) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(pair[0]), str(pair[1]))
-    return ctx
+presenting = server_context
 
 
 def silent(conn: socket.socket) -> None:
