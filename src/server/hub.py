@@ -44,6 +44,7 @@ class Hub:
         self._msg_ids = itertools.count(1)
         self._log = ChangeLog()  # every join and leave, shared by all outboxes
         self._trim_at = _TRIM_MIN
+        self._closed = False  # shutdown: workers still answering frames change nothing
 
     # ---- queries ---------------------------------------------------------
     def next_msg_id(self) -> int:
@@ -72,6 +73,8 @@ class Hub:
         leave can fall between them.
         """
         with self._lock:
+            if self._closed:
+                return  # the loop has sealed this buffer with bye: nothing follows it
             outbox = RosterOutbox(self._log, own=name)
             sub = self._subscribers[session] = _Subscriber(outbox)
             full = outbox.full([n for n in self._sessions if n != name])
@@ -80,7 +83,9 @@ class Hub:
     def ack_roster(self, session: Session, seq: int, entering: bool, dirty: Dirty) -> None:
         """Take a roster_ack (raises bad_request on a wrong seq); `entering`: its first one."""
         with self._lock:
-            sub = self._subscribers[session]
+            sub = self._subscribers.get(session)
+            if sub is None:  # only after close_all: every other end goes through remove
+                return
             delta = sub.outbox.ack(seq)
             sub.ack_deadline = None
             if delta is not None:
@@ -110,8 +115,13 @@ class Hub:
             return True
 
     def close_all(self) -> None:
-        """Shutdown: everyone goes at once, so no leave deltas are computed."""
+        """Shutdown: everyone goes at once, so no leave deltas are computed.
+
+        Workers may still be answering frames (a login, a roster_ack) when it
+        runs; from here on those change nothing.
+        """
         with self._lock:
+            self._closed = True
             self._subscribers.clear()
             self._sessions.clear()
 

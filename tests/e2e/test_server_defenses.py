@@ -66,8 +66,9 @@ def wait_log(server: Any, pattern: str, count: int = 1, timeout: float = 15.0) -
 
 
 def assert_clean_log(server: Any) -> None:
-    bad = [line for line in server.log().splitlines() if BAD_LOG.search(line)]
-    assert not bad, "\n".join(bad[:20])
+    lines = server.log().splitlines()
+    first = next((i for i, line in enumerate(lines) if BAD_LOG.search(line)), None)
+    assert first is None, "\n".join(lines[first : first + 40])
 
 
 def peak_rss_mb(pid: int) -> float:

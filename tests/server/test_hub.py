@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chat.server.hub import Dirty
-from chat.shared.messages import Roster, RosterAck
+from chat.shared.messages import Auth, Roster, RosterAck
 
 from .harness import World
 
@@ -55,3 +55,21 @@ def test_an_unacknowledged_roster_frame_is_overdue_after_the_ack_timeout(
         assert world.hub.overdue(100.0) == []
     finally:
         world.close()
+
+
+def test_logins_and_acks_answered_after_shutdown_change_nothing_and_fail_nothing(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # CI once logged "mailbox handler failed" (a KeyError) for an ack that raced SIGTERM.
+    alice = world.login("alice")
+    bob = world.connect()
+    world.post(bob, Auth("bob", "pw", True))
+    auth_ok, roster = world.frames(bob)
+    assert auth_ok.type == "auth_ok" and roster.type == "roster"
+    carol = world.connect()
+    world.hub.close_all()
+    world.post(bob, RosterAck(roster.seq))
+    world.post(carol, Auth("carol", "pw", True))
+    assert "failed" not in caplog.text and world.hub.online() == []
+    assert world.frames(alice) == [] and world.frames(carol) == []  # the loop says bye
+    assert world.hub.overdue(1e12) == []
