@@ -1,4 +1,4 @@
-"""Every frame of protocol v1 as a typed message, with the contract's validation.
+"""Every frame of protocol v1 and v1.1 as a typed message, with the contract's validation.
 
 `parse_client_message` / `parse_server_message` turn one frame payload into a
 message or raise `RemoteProtocolError` with the right wire code;
@@ -22,6 +22,9 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 PASSWORD_MAX = 256
 TEXT_MAX = 4096
 BROADCAST = "*"
+#: `history.limit`: its bounds and the page size when it is absent (v1.1 section 4).
+HISTORY_LIMIT_MAX = 200
+HISTORY_LIMIT_DEFAULT = 50
 
 MsgId = str | int
 Recipients = Literal["*"] | tuple[str, ...]
@@ -62,7 +65,26 @@ class ClientBye:
     type: str = "bye"
 
 
-ClientMessage = Auth | RosterAck | Send | Ping | ClientBye
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """v1.1 `history`: a page of one conversation, newest first from `before` (exclusive)."""
+
+    id: MsgId
+    peer: str  # `with` on the wire (a Python keyword): "*" or a user name
+    before: int | None = None
+    limit: int = HISTORY_LIMIT_DEFAULT
+    type: str = "history"
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineAck:
+    """v1.1 `offline_ack`: every stored message with `id <= upto` may be forgotten."""
+
+    upto: int
+    type: str = "offline_ack"
+
+
+ClientMessage = Auth | RosterAck | Send | Ping | ClientBye | HistoryRequest | OfflineAck
 
 
 # --------------------------------------------------------------------------
@@ -89,6 +111,8 @@ class Sent:
     id: MsgId
     delivered: tuple[str, ...]
     missing: tuple[str, ...]
+    #: v1.1: named, registered and offline, so stored for them (each is in `missing` too).
+    queued: tuple[str, ...] = ()
     type: str = "sent"
 
 
@@ -99,7 +123,19 @@ class Msg:
     to: Recipients
     text: str
     ts: float
+    #: v1.1: delivered from the offline queue (on the wire only when true).
+    offline: bool = False
     type: str = "msg"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """v1.1 server `history`: the answer to one request, oldest first."""
+
+    id: MsgId
+    messages: tuple[Msg, ...]
+    more: bool
+    type: str = "history"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +157,7 @@ class Error:
     type: str = "error"
 
 
-ServerMessage = AuthOk | Roster | Sent | Msg | Pong | ServerBye | Error
+ServerMessage = AuthOk | Roster | Sent | Msg | Pong | ServerBye | Error | HistoryPage
 
 
 # --------------------------------------------------------------------------
@@ -190,13 +226,40 @@ def _parse_roster_ack(obj: dict[str, Any]) -> RosterAck:
     return RosterAck(_get(obj, "seq", int))
 
 
+def _optional_int(obj: dict[str, Any], key: str, default: Any, msg_id: Any) -> Any:
+    """An optional int field; JSON null counts as absent."""
+    if obj.get(key) is None:
+        return default
+    return _get(obj, key, int, msg_id)
+
+
+def _parse_history(obj: dict[str, Any]) -> HistoryRequest:
+    msg_id = obj.get("id")
+    if not valid_msg_id(msg_id):
+        raise _bad("field 'id' must be a string or an integer")
+    peer = obj.get("with")
+    if peer != BROADCAST and not valid_name(peer):
+        raise _bad("field 'with' must be \"*\" or a user name", msg_id)
+    before = _optional_int(obj, "before", None, msg_id)
+    limit = _optional_int(obj, "limit", HISTORY_LIMIT_DEFAULT, msg_id)
+    if not 1 <= limit <= HISTORY_LIMIT_MAX:
+        raise _bad(f"field 'limit' must be 1..{HISTORY_LIMIT_MAX}", msg_id)
+    return HistoryRequest(msg_id, peer, before, limit)
+
+
 _CLIENT_PARSERS = {
     "auth": _parse_auth,
     "roster_ack": _parse_roster_ack,
     "send": _parse_send,
     "ping": lambda obj: Ping(),
     "bye": lambda obj: ClientBye(),
+    "history": _parse_history,
+    "offline_ack": lambda obj: OfflineAck(_get(obj, "upto", int)),
 }
+
+#: Client frames that carry an `id` the server echoes on every error answering them
+#: (clarification 6 for `send`, v1.1 section 4 for `history`).
+ID_TYPES: frozenset[str] = frozenset({"send", "history"})
 
 CLIENT_TYPES: frozenset[str] = frozenset(_CLIENT_PARSERS)
 
@@ -217,7 +280,7 @@ def decode_object(payload: bytes) -> dict[str, Any]:
 
 
 def raw_send_id(obj: dict[str, Any]) -> MsgId | None:
-    """The `id` of a raw object when it is a valid send id, so errors can echo it."""
+    """The `id` of a raw object when it is a valid id, so errors can echo it."""
     msg_id = obj.get("id")
     return msg_id if valid_msg_id(msg_id) else None
 
@@ -259,7 +322,22 @@ def _parse_msg(obj: dict[str, Any]) -> Msg:
         raise _bad("field 'to' must be \"*\" or a list of names")
     recipients: Recipients = BROADCAST if to == BROADCAST else tuple(to)
     ts = _get(obj, "ts", (int, float))
-    return Msg(_get(obj, "id", int), _get(obj, "from", str), recipients, _get(obj, "text", str), ts)
+    offline = obj.get("offline", False) is True
+    return Msg(
+        _get(obj, "id", int),
+        _get(obj, "from", str),
+        recipients,
+        _get(obj, "text", str),
+        ts,
+        offline,
+    )
+
+
+def _parse_history_page(obj: dict[str, Any]) -> HistoryPage:
+    items = _get(obj, "messages", list)
+    if not all(isinstance(item, dict) for item in items):
+        raise _bad("field 'messages' must be a list of message objects")
+    return HistoryPage(obj.get("id"), tuple(map(_parse_msg, items)), _get(obj, "more", bool))
 
 
 def _parse_error(obj: dict[str, Any]) -> Error:
@@ -270,8 +348,11 @@ def _parse_error(obj: dict[str, Any]) -> Error:
 _SERVER_PARSERS = {
     "auth_ok": lambda obj: AuthOk(_get(obj, "user", str)),
     "roster": _parse_roster,
-    "sent": lambda obj: Sent(obj.get("id"), _names(obj, "delivered"), _names(obj, "missing")),
+    "sent": lambda obj: Sent(
+        obj.get("id"), _names(obj, "delivered"), _names(obj, "missing"), _names(obj, "queued")
+    ),
     "msg": _parse_msg,
+    "history": _parse_history_page,
     "pong": lambda obj: Pong(),
     "bye": lambda obj: ServerBye(str(obj.get("reason", ""))),
     "error": _parse_error,
@@ -298,14 +379,10 @@ def to_wire(message: ClientMessage | ServerMessage) -> dict[str, Any]:
     kind = type(message)
     if kind is Msg:  # the fan-out's hot path: once per message, before the match
         m: Msg = message  # type: ignore[assignment]
-        return {
-            "type": "msg",
-            "id": m.id,
-            "from": m.sender,
-            "to": m.to if m.to == BROADCAST else list(m.to),
-            "text": m.text,
-            "ts": float(m.ts),
-        }
+        obj = {"type": "msg"} | _msg_fields(m)
+        if m.offline:
+            obj["offline"] = True
+        return obj
     if kind is Sent:
         r: Sent = message  # type: ignore[assignment]
         return {
@@ -313,6 +390,7 @@ def to_wire(message: ClientMessage | ServerMessage) -> dict[str, Any]:
             "id": r.id,
             "delivered": list(r.delivered),
             "missing": list(r.missing),
+            "queued": list(r.queued),
         }
     match message:
         case Auth(user, password, register):
@@ -333,21 +411,19 @@ def to_wire(message: ClientMessage | ServerMessage) -> dict[str, Any]:
                 "join": list(join),
                 "leave": list(leave),
             }
-        case Sent(msg_id, delivered, missing):
+        case HistoryRequest(msg_id, peer, before, limit):
+            obj = {"type": "history", "id": msg_id, "with": peer, "limit": limit}
+            if before is not None:
+                obj["before"] = before
+            return obj
+        case OfflineAck(upto):
+            return {"type": "offline_ack", "upto": upto}
+        case HistoryPage(msg_id, messages, more):
             return {
-                "type": "sent",
+                "type": "history",
                 "id": msg_id,
-                "delivered": list(delivered),
-                "missing": list(missing),
-            }
-        case Msg(msg_id, sender, to, text, ts):
-            return {
-                "type": "msg",
-                "id": msg_id,
-                "from": sender,
-                "to": _wire_to(to),
-                "text": text,
-                "ts": float(ts),
+                "messages": [_msg_fields(m) for m in messages],
+                "more": more,
             }
         case ServerBye(reason):
             return {"type": "bye", "reason": reason}
@@ -363,6 +439,17 @@ def to_wire(message: ClientMessage | ServerMessage) -> dict[str, Any]:
 
 def _wire_to(to: Recipients) -> str | list[str]:
     return to if to == BROADCAST else list(to)
+
+
+def _msg_fields(m: Msg) -> dict[str, Any]:
+    """The fields every delivered message has, live, offline or in a history page."""
+    return {
+        "id": m.id,
+        "from": m.sender,
+        "to": m.to if m.to == BROADCAST else list(m.to),
+        "text": m.text,
+        "ts": float(m.ts),
+    }
 
 
 def encode_payload(message: ClientMessage | ServerMessage) -> bytes:

@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 from .errors import Code, LocalProtocolError, RemoteProtocolError
+from .messages import ID_TYPES
 
 
 class State(Enum):
@@ -36,11 +37,15 @@ CLIENT_RULES: dict[State, dict[str, Code | None]] = {
         "bye": None,
         "roster_ack": Code.NOT_AUTHENTICATED,
         "send": Code.NOT_AUTHENTICATED,
+        "history": Code.NOT_AUTHENTICATED,
+        "offline_ack": Code.NOT_AUTHENTICATED,
     },
     State.ROSTER: {
         "auth": Code.BAD_REQUEST,  # already logged in on this connection
         "roster_ack": None,
         "send": Code.NOT_READY,
+        "history": Code.NOT_READY,
+        "offline_ack": Code.NOT_READY,  # offline messages come only in CHAT
         "ping": None,
         "bye": None,
     },
@@ -48,6 +53,8 @@ CLIENT_RULES: dict[State, dict[str, Code | None]] = {
         "auth": Code.BAD_REQUEST,
         "roster_ack": None,
         "send": None,
+        "history": None,
+        "offline_ack": None,
         "ping": None,
         "bye": None,
     },
@@ -69,7 +76,8 @@ _ALREADY = {"auth": "already logged in"}
 def check_client_frame(state: State, kind: Any, msg_id: Any = None) -> None:
     """Raise the contract's error if a frame of type `kind` is not allowed in `state`.
 
-    `msg_id` is echoed on errors that answer a `send` (clarification 6).
+    `msg_id` is echoed on errors that answer a frame with an id (`send`,
+    `history`: clarification 6, v1.1 section 4).
     """
     if state is State.CLOSED:
         raise LocalProtocolError("frame handled on a closed connection")
@@ -81,7 +89,7 @@ def check_client_frame(state: State, kind: Any, msg_id: Any = None) -> None:
         raise RemoteProtocolError(
             code,
             _ALREADY.get(kind) if code is Code.BAD_REQUEST else None,
-            msg_id if kind == "send" else None,
+            msg_id if kind in ID_TYPES else None,
         )
 
 

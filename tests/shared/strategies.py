@@ -13,7 +13,10 @@ from chat.shared.messages import (
     AuthOk,
     ClientBye,
     Error,
+    HistoryPage,
+    HistoryRequest,
     Msg,
+    OfflineAck,
     Ping,
     Pong,
     Roster,
@@ -39,6 +42,24 @@ client_messages = st.one_of(
     st.builds(Send, msg_ids, recipients, texts),
     st.just(Ping()),
     st.just(ClientBye()),
+    st.builds(
+        HistoryRequest,
+        msg_ids,
+        st.just("*") | names,
+        st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        st.integers(min_value=1, max_value=200),
+    ),
+    st.builds(OfflineAck, st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+)
+
+msgs = st.builds(
+    Msg,
+    st.integers(min_value=1, max_value=2**63 - 1),
+    names,
+    recipients,
+    texts,
+    timestamps,
+    st.booleans(),
 )
 
 server_messages = st.one_of(
@@ -47,9 +68,15 @@ server_messages = st.one_of(
     st.builds(
         lambda seq, j, lv: Roster(seq, False, join=j, leave=lv), seqs, name_lists, name_lists
     ),
-    st.builds(Sent, msg_ids, name_lists, name_lists),
+    st.builds(Sent, msg_ids, name_lists, name_lists, name_lists),
+    msgs,
     st.builds(
-        Msg, st.integers(min_value=1, max_value=2**63 - 1), names, recipients, texts, timestamps
+        HistoryPage,
+        msg_ids,
+        st.lists(msgs.map(lambda m: Msg(m.id, m.sender, m.to, m.text, m.ts)), max_size=4).map(
+            tuple
+        ),
+        st.booleans(),
     ),
     st.just(Pong()),
     st.builds(ServerBye, st.text(max_size=20)),
