@@ -30,13 +30,12 @@ from pathlib import Path
 
 from chat.server.cipher import Cipher, CipherError
 from chat.server.keyfile import fsync_dir, write_private_temp
+from chat.server.sealing import MAC_BYTES, NONCE_BYTES, Sealer
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"CHATUSR1"
 FORMAT_VERSION = 1
-NONCE_BYTES = 16
-MAC_BYTES = 32
 SALT_BYTES = 16
 HASH_BYTES = 32
 DEFAULT_COST_LOG2 = 14
@@ -45,6 +44,7 @@ MAX_COST_LOG2 = 20
 SCRYPT_R = 8
 SCRYPT_P = 1
 _HKDF_SALT = b"chat-users-file-v1"
+_STREAM = b"chat-users-stream-v1"
 
 
 class StoreError(Exception):
@@ -73,17 +73,6 @@ class Record:
 Params = tuple[int, int, int, int]
 
 
-def _hkdf_sha256(ikm: bytes, info: bytes, length: int = 32) -> bytes:
-    """RFC 5869 HKDF: independent subkeys so the MAC key never encrypts."""
-    prk = hmac.digest(_HKDF_SALT, ikm, "sha256")
-    out, block, counter = b"", b"", 1
-    while len(out) < length:
-        block = hmac.digest(prk, block + info + bytes([counter]), "sha256")
-        out += block
-        counter += 1
-    return out[:length]
-
-
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
     # surrogatepass: a JSON string may carry lone surrogates; they must hash, not crash.
     secret = password.encode("utf-8", "surrogatepass")
@@ -92,31 +81,25 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> b
 
 
 class _Codec:
-    """File format: header, keystream encryption through the plugin, MAC."""
+    """File format: header, the store's sealing (`sealing.Sealer`), MAC over the whole file."""
 
     def __init__(self, path: Path, key: bytes, cipher: Cipher) -> None:
         self.path = path
         self.cipher = cipher
-        self._enc_key = _hkdf_sha256(key, b"encryption")
-        self._mac_key = _hkdf_sha256(key, b"mac")
-
-    def _keystream(self, nonce: bytes, size: int) -> bytes:
-        """Per-write key as long as the data: repeating-key XOR becomes a stream cipher."""
-        seed = b"chat-users-stream-v1" + self._enc_key + nonce
-        return hashlib.shake_256(seed).digest(max(size, 1))
+        self._sealer = Sealer(key, cipher, salt=_HKDF_SALT, stream=_STREAM)
 
     def _header(self, cipher_name: bytes, nonce: bytes) -> bytes:
         return MAGIC + bytes([FORMAT_VERSION, len(cipher_name)]) + cipher_name + nonce
 
     def seal(self, plaintext: bytes) -> bytes:
-        nonce = secrets.token_bytes(NONCE_BYTES)
+        nonce = Sealer.new_nonce()
         header = self._header(self.cipher.name.encode("ascii"), nonce)
         try:
-            body = self.cipher.encrypt(plaintext, self._keystream(nonce, len(plaintext)))
+            body = self._sealer.encrypt(plaintext, nonce)
         except CipherError as exc:
             raise StoreError(f"users file {self.path}: {exc}") from None
         sealed = header + body
-        return sealed + hmac.digest(self._mac_key, sealed, "sha256")
+        return sealed + self._sealer.tag(sealed)
 
     def open(self, blob: bytes) -> bytes:
         where = f"users file {self.path}"
@@ -130,7 +113,7 @@ class _Codec:
         if len(blob) < body_at + MAC_BYTES:
             raise StoreError(f"{where}: truncated file")
         sealed, tag = blob[:-MAC_BYTES], blob[-MAC_BYTES:]
-        if not hmac.compare_digest(hmac.digest(self._mac_key, sealed, "sha256"), tag):
+        if not self._sealer.verify(sealed, tag):
             raise StoreError(f"{where}: wrong key or damaged file (integrity check failed)")
         stored_name = blob[fixed : fixed + name_len].decode("ascii", "replace")
         if stored_name != self.cipher.name:
@@ -139,9 +122,8 @@ class _Codec:
                 f"is {self.cipher.name!r} (use --cipher-lib with the matching plugin)"
             )
         nonce = blob[fixed + name_len : body_at]
-        body = sealed[body_at:]
         try:
-            return self.cipher.decrypt(body, self._keystream(nonce, len(body)))
+            return self._sealer.decrypt(sealed[body_at:], nonce)
         except CipherError as exc:
             raise StoreError(f"{where}: {exc}") from None
 
