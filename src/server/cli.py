@@ -22,17 +22,20 @@ import logging
 import socket
 import ssl
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from chat.server.cipher import CipherLoadError, load_cipher
+from chat.server.cipher import Cipher, CipherLoadError, load_cipher
 from chat.shared.framing import MAX_SERVER_FRAME
 from chat.shared.messages import PASSWORD_MAX, valid_name
 from chat.shared.version import VERSION
 
 from .config import ServerConfig
 from .config_file import ConfigFileError, read_config_file
+from .history import HistoryService, NoHistory
 from .keyfile import KeyFileError, load_or_create_key, loose_mode, read_key
+from .msgstore import MessageStore, MessageStoreError
 from .server import ChatServer, open_listener, raise_fd_limit
 from .store import FolderLock, StoreError, UserStore
 from .tls import DEFAULT_HOSTS, TLSConfigError, generate_self_signed, load_server_context
@@ -44,6 +47,7 @@ EXIT_FAILURE = 1
 
 USERS_FILE = "users.db"
 KEY_FILE = "server.key"
+HISTORY_FILE = "history.db"
 
 
 def _longest_name() -> int:
@@ -194,6 +198,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="key for the users file (raw bytes, >= 16; created with 32 random bytes if "
         f"missing; default: DATA_DIR/{KEY_FILE})",
+    )
+    a(
+        "--history-file",
+        type=Path,
+        default=None,
+        help="encrypted message store: history and offline queues "
+        f"(default: DATA_DIR/{HISTORY_FILE})",
+    )
+    a(
+        "--history-days",
+        type=_ranged(float, 0),
+        default=d.history_days,
+        metavar="DAYS",
+        help="keep messages this long, in history and offline queues (0 = for ever)",
+    )
+    a(
+        "--offline-max",
+        type=_ranged(int, 1),
+        default=d.offline_max,
+        metavar="N",
+        help="messages kept for one offline user; past it the oldest are dropped",
+    )
+    a(
+        "--no-history",
+        dest="keep_messages",
+        action="store_false",
+        help="keep no messages: no history, nothing queued for offline users "
+        "(for benchmarks and ephemeral chat)",
     )
     a(
         "--cipher-lib",
@@ -367,6 +399,12 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         data_dir=data_dir,
         users_file=args.users_file if args.users_file is not None else data_dir / USERS_FILE,
         key_file=args.key_file if args.key_file is not None else data_dir / KEY_FILE,
+        history_file=args.history_file
+        if args.history_file is not None
+        else data_dir / HISTORY_FILE,
+        history_days=args.history_days,
+        offline_max=args.offline_max,
+        keep_messages=args.keep_messages,
         cipher_lib=args.cipher_lib,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
@@ -452,19 +490,32 @@ def main(argv: list[str] | None = None) -> int:
         key = read_key(config.key_file)
     except KeyFileError as exc:
         return _usage(str(exc))
+    # The message store may live in another folder: that one is locked too.
+    history_folder = config.history_file.parent
+    own_history_folder = config.keep_messages and not _same_folder(history_folder, folder)
+    history_lock: FolderLock | None = None
+    if own_history_folder and history_folder.exists():
+        try:
+            history_lock = FolderLock.acquire(history_folder)
+        except StoreError as exc:
+            return _fail(EXIT_FAILURE, str(exc))
     store: UserStore | None = None
     if key is not None:
         _warn_if_loose(config.key_file, "key file")
         try:
             store = UserStore.open(config.users_file, key, cipher, config.hash_cost)
-        except StoreError as exc:
+            if config.keep_messages:
+                MessageStore.check(config.history_file, key, cipher)
+        except (StoreError, MessageStoreError) as exc:
             return _fail(EXIT_FAILURE, str(exc))
-    elif config.users_file.exists():
-        return _fail(
-            EXIT_FAILURE,
-            f"users file {config.users_file} exists but its key file {config.key_file} is "
-            "missing: restore the key (without it the accounts cannot be read)",
-        )
+    else:
+        for path, what in ((config.users_file, "the accounts"), (config.history_file, "it")):
+            if path.exists() and (config.keep_messages or path == config.users_file):
+                return _fail(
+                    EXIT_FAILURE,
+                    f"{path} exists but its key file {config.key_file} is missing: restore "
+                    f"the key (without it {what} cannot be read)",
+                )
     raise_fd_limit(config.max_clients)
     try:
         listener = open_listener(config.host, config.port, config.backlog)
@@ -489,18 +540,47 @@ def main(argv: list[str] | None = None) -> int:
                     config.key_file,
                 )
             store = UserStore.open(config.users_file, key, cipher, config.hash_cost)
-    except (OSError, KeyFileError, StoreError) as exc:
+        if own_history_folder and history_lock is None:
+            history_folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            history_lock = FolderLock.acquire(history_folder)
+        keeper = _open_keeper(config, key, cipher)
+    except (OSError, KeyFileError, StoreError, MessageStoreError) as exc:
         listener.close()
         text = f"{folder}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
         return _fail(EXIT_FAILURE, text)
     log.info("users file %s: %d accounts", config.users_file, len(store))
-    server = ChatServer(config, store, listener, tls)
+    server = ChatServer(config, store, listener, tls, keeper)
     server.install_signal_handlers()
     try:
         server.run()
     finally:
         lock.release()
+        if history_lock is not None:
+            history_lock.release()
     return 0
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _open_keeper(config: ServerConfig, key: bytes, cipher: Cipher) -> HistoryService | NoHistory:
+    """The message store and its threads, or nothing kept (`--no-history`)."""
+    if not config.keep_messages:
+        log.info("message store: off (--no-history): no history, nothing queued for offline users")
+        return NoHistory()
+    started = time.monotonic()
+    messages = MessageStore.open(config.history_file, key, cipher)
+    keeper = HistoryService(messages, config.offline_max, config.history_days)
+    log.info(
+        "message store %s: open in %.0f ms; next id %d; keeps %s, %d offline messages per user",
+        config.history_file,
+        (time.monotonic() - started) * 1000,
+        keeper.ids.peek(),
+        f"{config.history_days:g} days" if config.history_days else "for ever",
+        config.offline_max,
+    )
+    return keeper
 
 
 def _warn_if_loose(path: Path, what: str) -> None:

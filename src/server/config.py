@@ -16,10 +16,17 @@ class ServerConfig:
     max_clients: int = 1024
     epoll_timeout_ms: int = 1000
     max_events: int = 256
-    #: Where the key, the users file (and later the message store) live by default.
+    #: Where the key, the users file and the message store live by default.
     data_dir: Path = Path(".")
     users_file: Path = Path("users.db")
     key_file: Path = Path("server.key")
+    history_file: Path = Path("history.db")
+    #: Days a message is kept (history and offline queues); 0 keeps them for ever.
+    history_days: float = 30.0
+    #: Offline messages kept per user; past it the oldest go (and the log says so).
+    offline_max: int = 1000
+    #: False: keep no messages at all (no history, nothing queued): benchmarks, ephemeral chat.
+    keep_messages: bool = True
     cipher_lib: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -1,12 +1,15 @@
 """What each mailbox item does: run on the worker pool, in the connection's mailbox.
 
 A batch is every item posted to one connection since its mailbox last ran:
-frame payloads, the peer going away, a deadline, a login outcome. The
-connection (`ServerConnection`) makes every state change and builds every
-reply; this module does what those imply: hashing, the roster, the fan-out,
-the log. Output for all recipients is appended during the tick and handed to
-the loop once at its end, so many frames share one `send()` per socket.
-Nothing here touches a socket.
+frame payloads, the peer going away, a deadline, a login outcome, a store's
+answer. The connection (`ServerConnection`) makes every state change and
+builds every reply; this module does what those imply: hashing, the roster,
+the fan-out, the message store, the log. Output for all recipients is
+appended during the tick and handed to the loop once at its end, so many
+frames share one `send()` per socket. Nothing here touches a socket, and
+nothing waits: whatever takes time (a password, a durable write, a read)
+holds the mailbox and resumes it with the result, so replies keep the order
+of the frames they answer.
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError, Why
 from chat.shared.messages import (
+    BROADCAST,
     Auth,
     ClientBye,
+    HistoryPage,
+    HistoryRequest,
     Msg,
+    OfflineAck,
     Ping,
     Pong,
     RosterAck,
@@ -32,7 +40,21 @@ from chat.shared.states import State
 
 from .hub import Dirty, Hub
 from .inbox import Cause, LoopInbox
-from .session import Abort, Evict, LoginChecked, Outcome, PeerGone, Session
+from .msgstore import Kept, Page
+from .outbuf import Append
+from .session import (
+    Abort,
+    Answers,
+    Drained,
+    Evict,
+    HistoryRead,
+    LoginChecked,
+    OfflineRead,
+    Outcome,
+    PeerGone,
+    Session,
+    Stored,
+)
 from .store import StoreError
 
 if TYPE_CHECKING:
@@ -47,6 +69,41 @@ class Accounts(Protocol):
     def verify(self, name: str, password: str) -> bool: ...
 
     def register(self, name: str, password: str) -> bool: ...
+
+    def __contains__(self, name: object) -> bool: ...
+
+
+class Ids(Protocol):
+    def take(self, count: int) -> int: ...
+
+
+Reply = Callable[[Page | None], None]
+
+
+class Keeper(Protocol):
+    """The message store as the dispatcher sees it (`history.HistoryService`, `NoHistory`)."""
+
+    ids: Ids
+
+    @property
+    def keeps(self) -> bool:
+        """False for a server started without a store: nothing is queued."""
+        ...
+
+    @property
+    def enqueued(self) -> int: ...
+
+    def keep(
+        self, kept: Sequence[Kept], on_stored: Callable[[bool], None] | None = None
+    ) -> None: ...
+
+    def ack(self, user: str, upto: int) -> None: ...
+
+    def read_page(
+        self, user: str, peer: str, before: int | None, limit: int, reply: Reply
+    ) -> None: ...
+
+    def read_offline(self, user: str, after: int, reply: Reply) -> None: ...
 
 
 class Throttle(Protocol):
@@ -82,18 +139,22 @@ class Dispatcher:
         throttle: Throttle,
         hasher: HashExecutor,
         inbox: LoopInbox,
+        keeper: Keeper,
     ) -> None:
         self._hub = hub
         self._accounts = accounts
         self._throttle = throttle
         self._hasher = hasher
         self._inbox = inbox
+        self._keeper = keeper
         self._local = threading.local()  # each worker's _Tick
 
     # ---- batch -----------------------------------------------------------
     def handle_batch(self, session: Session, items: list[Any]) -> int | None:
-        """Handle a mailbox batch. Returns None, or while a login is being hashed the
-        number of items consumed: the rest waits, so replies keep the order of frames."""
+        """Handle a mailbox batch. Returns None, or while something is awaited (a password
+        check, a durable store, a read) the number of items consumed: the rest waits, so
+        replies keep the order of frames. A frame parsed but not consumed is left in
+        `items` parsed, so it is not fed to the connection twice."""
         dirty = self._tick().dirty
         conn = session.conn
         sends: list[Send] = []  # consecutive sends to the same `to`, fanned out together
@@ -105,21 +166,25 @@ class Dispatcher:
                     message = conn.receive(item)
                 except RemoteProtocolError as err:
                     message = err
-                if isinstance(message, Send):
-                    if sends and sends[0].to != message.to:
-                        self._send_group(session, sends, dirty)
-                        sends = []
-                    sends.append(message)
-                    continue
             else:
                 message = item
+            if type(message) is Send:
+                if sends and sends[0].to != message.to:
+                    if self._send_group(session, sends, dirty):
+                        items[index] = message
+                        return index
+                    sends = []
+                sends.append(message)
+                continue
             if sends:
-                self._send_group(session, sends, dirty)
+                if self._send_group(session, sends, dirty):
+                    items[index] = message
+                    return index
                 sends = []
             if not self._handle(session, message, dirty):
                 return index + 1
-        if sends:
-            self._send_group(session, sends, dirty)
+        if sends and self._send_group(session, sends, dirty):
+            return len(items)
         return None
 
     def end_tick(self) -> None:
@@ -150,12 +215,41 @@ class Dispatcher:
             case Ping():
                 self._write(session, conn.reply(Pong()), dirty)
             case RosterAck(seq):
+                entering = conn.state is State.ROSTER
+                if entering:
+                    session.out.hold()  # before the join: live messages wait for the catch-up
                 try:
-                    self._hub.ack_roster(session, seq, conn.state is State.ROSTER, dirty)
+                    self._hub.ack_roster(session, seq, entering, dirty)
                 except RemoteProtocolError as err:
+                    session.out.release()
                     self._write(session, conn.error(err), dirty)
                 else:
-                    conn.roster_acked()
+                    if conn.roster_acked():
+                        return self._catch_up(session, 0)
+            case HistoryRequest():
+                return self._history(session, item, dirty)
+            case HistoryRead(msg_id, page):
+                if page is None:
+                    err = RemoteProtocolError(Code.RATE_LIMITED, msg_id=msg_id)
+                    self._write(session, conn.error(err), dirty)
+                else:
+                    reply = HistoryPage(msg_id, page.messages, page.more)
+                    self._write(session, conn.reply(reply), dirty)
+            case OfflineAck(upto):
+                self._keeper.ack(conn.user or "", upto)
+            case OfflineRead(page):
+                return self._caught_up(session, page, dirty)
+            case Drained(ok):
+                if ok:
+                    return self._catch_up(session, session.offline_upto)
+                self._end_catch_up(session, dirty)
+            case Stored(ok):
+                answers, session.awaiting = session.awaiting, None
+                if answers is None:
+                    raise LocalProtocolError("a store result with no answers awaiting it")
+                if not ok:  # not on disk: those recipients will not get it, say so
+                    answers = Answers(*answers[:4], ())
+                self._write(session, self._answers(session, answers), dirty)
             case Auth():
                 return self._check_login(session, item, dirty)
             case LoginChecked():
@@ -229,36 +323,118 @@ class Dispatcher:
             self._write(session, frame, dirty)
 
     # ---- messages --------------------------------------------------------
-    def _send_group(self, session: Session, sends: list[Send], dirty: Dirty) -> None:
-        """Fan out consecutive sends to the same `to`: one recipient lookup, one append each.
+    def _send_group(self, session: Session, sends: list[Send], dirty: Dirty) -> bool:
+        """Fan out consecutive sends to the same `to`: one routing, one append each.
 
         Every message is still its own frame with its own id and `sent`;
-        grouping only saves work (and send() calls) under load.
+        grouping only saves work (and send() calls) under load. True when the
+        `sent` frames must wait for the store: some recipients were queued,
+        and the contract answers only once those messages are on disk.
         """
         conn = session.conn
-        name = conn.user
-        assert name is not None
-        allowed = [s for s in sends if session.rate is None or session.rate.take()]
-        targets, delivered, missing = self._hub.recipients(name, sends[0].to)
-        if targets and allowed:
-            hub, now = self._hub, time.time()
-            blob = b"".join(
-                encode(Msg(hub.next_msg_id(), name, s.to, s.text, now)) for s in allowed
+        name = conn.user or ""
+        passed = tuple(session.rate is None or session.rate.take() for _ in sends)
+        allowed = [s for s, ok in zip(sends, passed, strict=True) if ok]
+        to = sends[0].to
+        keeper, accounts, mailbox = self._keeper, self._accounts, session.mailbox
+        now = time.time()
+
+        def stamp(delivered: list[str], missing: list[str]) -> tuple[list[Msg], tuple[str, ...]]:
+            # Under the hub lock: ids in routing order, and the store sees every queued
+            # message before a later login's catch-up starts (docs/server.md).
+            if not allowed:
+                return [], ()
+            queued = (
+                tuple(n for n in missing if n in accounts)
+                if to != BROADCAST and keeper.keeps
+                else ()
             )
+            first = keeper.ids.take(len(allowed))
+            msgs = [Msg(first + i, name, s.to, s.text, now) for i, s in enumerate(allowed)]
+            named = () if to == BROADCAST else (*delivered, *queued)
+            if to == BROADCAST or named:
+                on_stored = (lambda ok: mailbox.resume(Stored(ok))) if queued else None
+                keeper.keep([Kept(m, named, queued) for m in msgs], on_stored)
+            return msgs, queued
+
+        targets, delivered, missing, (msgs, queued) = self._hub.route(name, to, stamp)
+        if targets and msgs:
+            blob = b"".join(map(encode, msgs))
             for target in targets:
                 target.out.append(blob)  # an overflow is seen, and handled, at the flush
                 dirty[target] = None
-        ok, names, absent = set(map(id, allowed)), tuple(delivered), tuple(missing)
-        self._write(
-            session,
-            b"".join(
-                conn.reply(Sent(s.id, names, absent))
-                if id(s) in ok
-                else conn.error(RemoteProtocolError(Code.RATE_LIMITED, msg_id=s.id))
-                for s in sends
-            ),
-            dirty,
+        answers = Answers(tuple(sends), passed, tuple(delivered), tuple(missing), queued)
+        if queued:
+            session.awaiting = answers  # read once the Stored result resumes the mailbox
+            return True
+        self._write(session, self._answers(session, answers), dirty)
+        return False
+
+    def _answers(self, session: Session, answers: Answers) -> bytes:
+        """`sent` for every send that passed the rate limit, `rate_limited` for the others."""
+        conn = session.conn
+        delivered, missing, queued = answers.delivered, answers.missing, answers.queued
+        return b"".join(
+            conn.reply(Sent(s.id, delivered, missing, queued))
+            if ok
+            else conn.error(RemoteProtocolError(Code.RATE_LIMITED, msg_id=s.id))
+            for s, ok in zip(answers.sends, answers.passed, strict=True)
         )
+
+    # ---- history and offline delivery ------------------------------------
+    def _history(self, session: Session, request: HistoryRequest, dirty: Dirty) -> bool:
+        """Read a page on a reader thread; the mailbox holds until it comes (reply order)."""
+        conn = session.conn
+        if session.rate is not None and not session.rate.take():
+            err = RemoteProtocolError(Code.RATE_LIMITED, msg_id=request.id)
+            self._write(session, conn.error(err), dirty)
+            return True
+        mailbox, msg_id = session.mailbox, request.id
+        self._keeper.read_page(
+            conn.user or "",
+            request.peer,
+            request.before,
+            request.limit,
+            lambda page: mailbox.resume(HistoryRead(msg_id, page)),
+        )
+        return False
+
+    def _catch_up(self, session: Session, after: int) -> bool:
+        """Read the next page of the offline queue (the mailbox holds until it comes).
+
+        The session is already online and its live messages wait aside in its
+        buffer (`OutBuffer.hold`), so nothing is lost or doubled between what
+        the queue holds and what arrives live; the read starts after every
+        message handed to the store so far (a barrier), which includes each
+        one that found this user offline before the join.
+        """
+        mailbox = session.mailbox
+        self._keeper.read_offline(
+            session.conn.user or "", after, lambda page: mailbox.resume(OfflineRead(page))
+        )
+        return False
+
+    def _caught_up(self, session: Session, page: Page | None, dirty: Dirty) -> bool:
+        """Queue one page of offline messages; the next one once the loop has written it."""
+        out = session.out
+        if page is None:
+            log.warning("offline messages of %s not sent now: readers busy", session.label())
+        else:
+            conn = session.conn
+            frames = b"".join(conn.reply(m) for m in page.messages)
+            if out.append_first(frames) is Append.OK:
+                session.offline_upto = page.last
+                dirty[session] = None
+                if page.more:
+                    mailbox = session.mailbox
+                    self._inbox.when_drained(session.cid, lambda ok: mailbox.resume(Drained(ok)))
+                    return False
+        self._end_catch_up(session, dirty)
+        return True
+
+    def _end_catch_up(self, session: Session, dirty: Dirty) -> None:
+        session.out.release()
+        dirty[session] = None
 
     # ---- output ----------------------------------------------------------
     def _write(self, session: Session, frame: bytes, dirty: Dirty) -> None:

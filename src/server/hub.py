@@ -11,10 +11,10 @@ an outbound buffer's lock, never after (docs/server.md, "Locking rules").
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from chat.shared.messages import BROADCAST, Recipients, Roster, encode
 from chat.shared.roster import ChangeLog, RosterOutbox
@@ -24,6 +24,7 @@ from .session import Session
 _TRIM_MIN = 1024  # roster log entries before the first trim
 
 Dirty = dict[Session, None]  # sessions with bytes to write at the end of a tick, in order
+T = TypeVar("T")
 
 
 class _Subscriber:
@@ -41,17 +42,11 @@ class Hub:
         self._subscribers: dict[Session, _Subscriber] = {}
         self._ack_timeout = ack_timeout
         self._clock = clock
-        self._msg_ids = itertools.count(1)
         self._log = ChangeLog()  # every join and leave, shared by all outboxes
         self._trim_at = _TRIM_MIN
         self._closed = False  # shutdown: workers still answering frames change nothing
 
     # ---- queries ---------------------------------------------------------
-    def next_msg_id(self) -> int:
-        # itertools.count is atomic under the GIL; per-sender order comes
-        # from the sender's mailbox running on one worker at a time.
-        return next(self._msg_ids)
-
     def online(self) -> list[str]:
         with self._lock:
             return list(self._sessions)
@@ -126,19 +121,27 @@ class Hub:
             self._sessions.clear()
 
     # ---- messaging -------------------------------------------------------
-    def recipients(self, sender: str, to: Recipients) -> tuple[list[Session], list[str], list[str]]:
-        """(sessions to deliver to, names delivered, names missing) for one `send`."""
+    def route(
+        self, sender: str, to: Recipients, stamp: Callable[[list[str], list[str]], T]
+    ) -> tuple[list[Session], list[str], list[str], T]:
+        """(sessions to deliver to, names delivered, names missing, what `stamp` made).
+
+        `stamp(delivered, missing)` runs under the hub lock: it gives the
+        messages their ids and hands them to the store there, so ids rise in
+        routing order and a login's catch-up, which starts under this lock,
+        sees every message that found its user offline (docs/server.md).
+        """
         with self._lock:
             if to == BROADCAST:
                 names = [n for n in self._sessions if n != sender]
-                return self._sessions_of(names), names, []
+                return self._sessions_of(names), names, [], stamp(names, [])
             delivered: list[str] = []
             missing: list[str] = []
             for name in dict.fromkeys(to):  # each name once, in the order given
                 if name == sender:
                     continue
                 (delivered if name in self._sessions else missing).append(name)
-            return self._sessions_of(delivered), delivered, missing
+            return self._sessions_of(delivered), delivered, missing, stamp(delivered, missing)
 
     # ---- lock held -------------------------------------------------------
     def _sessions_of(self, names: Iterable[str]) -> list[Session]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -42,7 +42,16 @@ class LoggedIn:
     cid: int
 
 
-Request = Flush | CloseAfterFlush | LoggedIn
+@dataclass(frozen=True, slots=True)
+class WhenDrained:
+    """Call `then(True)` once the connection's buffer is written down to a low mark, or
+    `then(False)` as soon as it is ending (closed, timed out, dropped as a slow reader)."""
+
+    cid: int
+    then: Callable[[bool], None]
+
+
+Request = Flush | CloseAfterFlush | LoggedIn | WhenDrained
 
 
 class LoopInbox:
@@ -62,6 +71,9 @@ class LoopInbox:
 
     def logged_in(self, cid: int) -> None:
         self._put(LoggedIn(cid))
+
+    def when_drained(self, cid: int, then: Callable[[bool], None]) -> None:
+        self._put(WhenDrained(cid, then))
 
     def wake(self) -> None:
         """Interrupt the loop's wait (safe from a signal handler)."""

@@ -35,7 +35,7 @@ from chat.shared.messages import ServerBye, encode
 from .config import ServerConfig
 from .dispatch import Dispatcher
 from .hub import Hub
-from .inbox import Cause, CloseAfterFlush, Flush, LoggedIn, LoopInbox
+from .inbox import Cause, CloseAfterFlush, Flush, LoggedIn, LoopInbox, WhenDrained
 from .memory import release_free_memory
 from .outbuf import OutboundBudget, OutBuffer
 from .pool import WorkerPool
@@ -51,6 +51,7 @@ _READ_BUDGET = 1024 * 1024  # bytes one readiness event may read (TLS reads unti
 _ACCEPT_BATCH = 64
 _BACKLOG_ITEMS = 512  # mailbox items after which a connection stops being read
 _BACKLOG_BYTES = 256 * 1024  # or payload bytes: inbound memory is bounded too
+_DRAINED = 64 * 1024  # a catch-up's next page is read once its buffer is down to this
 _SCAN_EVERY = 1.0  # seconds between deadline scans
 _TRIM_EVERY = 30.0  # seconds between returning freed heap to the system
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -92,6 +93,7 @@ class EventLoop:
         self._unauth_ips: Counter[str] = Counter()
         self._paused: dict[int, Transport] = {}
         self._read_again: dict[int, Transport] = {}  # TLS data left in the TLS layer
+        self._drain_waits: dict[int, Callable[[bool], None]] = {}  # cid -> catch-up callback
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
         self._stopping = threading.Event()
@@ -173,6 +175,13 @@ class EventLoop:
                     t = self._unauth.pop(cid, None)
                     if t is not None:
                         self._count_unauth(t, -1)
+                case WhenDrained(cid, then):
+                    t = transports.get(cid)
+                    if t is None or t.expiring or t.closing is not None:
+                        then(False)
+                    else:
+                        self._drain_waits[cid] = then
+                        self._write(t)
                 case _:
                     log.error("unknown loop request %r", request)
 
@@ -358,6 +367,8 @@ class EventLoop:
             items.append(PeerGone("EOF without bye"))
             t.reading = False
         if items:
+            if not t.reading:  # EOF or a framing error ends it: a catch-up stops first
+                self._cancel_drain_wait(t)
             mailbox.post(items, nbytes)
             if t.reading and (len(mailbox) > _BACKLOG_ITEMS or mailbox.size > _BACKLOG_BYTES):
                 t.paused = True
@@ -401,12 +412,16 @@ class EventLoop:
         except OSError as exc:
             self._close_now(t, f"send failed: {_errname(exc)}", Cause.BROKEN)
             return
+        if self._drain_waits and left <= _DRAINED and not out.overflow:
+            then = self._drain_waits.pop(t.cid, None)
+            if then is not None:
+                then(True)
         if not left and t.events == _READ and t.closing is None and not out.overflow:
             return  # the common case: all written, still reading, nothing to change
         if out.overflow and not t.expiring and t.closing is None:
             t.expiring = True
             t.reading = False
-            t.session.mailbox.post([Evict(Why.SLOW_READER)])
+            self._post_end(t, Evict(Why.SLOW_READER))
         if t.closing is not None and not left:
             self._start_draining(t)
         else:
@@ -434,7 +449,7 @@ class EventLoop:
         t.expiring = True
         t.reading = False
         self._update_interest(t)
-        t.session.mailbox.post([Abort(err, reason)])
+        self._post_end(t, Abort(err, reason))
 
     def _close_after_flush(self, t: Transport, reason: str, cause: Cause) -> None:
         """The connection sent its final frame: close once it is out (lingering close)."""
@@ -472,7 +487,19 @@ class EventLoop:
         self.stats["closed"] += 1
         log.info("closed %s %s: %s", t.label(), cause.value, reason)
         if t.closing is None:  # the loop ended it: the connection still has to know
-            t.session.mailbox.post([PeerGone(reason, cause)])
+            self._post_end(t, PeerGone(reason, cause))
+        else:
+            self._cancel_drain_wait(t)
+
+    def _post_end(self, t: Transport, item: Abort | Evict | PeerGone) -> None:
+        """Tell a connection it is ending; a catch-up waiting for a drain stops first."""
+        self._cancel_drain_wait(t)
+        t.session.mailbox.post([item])
+
+    def _cancel_drain_wait(self, t: Transport) -> None:
+        then = self._drain_waits.pop(t.cid, None)
+        if then is not None:
+            then(False)
 
     # ---- timers ----------------------------------------------------------
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:

@@ -52,10 +52,30 @@ class OutboundBudget:
 
 
 class OutBuffer:
-    __slots__ = ("_budget", "_buf", "_limit", "_lock", "closed", "counted", "overflow", "sealed")
+    """One connection's outbound bytes; while a catch-up runs, live frames wait aside.
+
+    A login's offline messages must reach the client before any live one
+    (protocol v1.1 section 3), yet the session is online, and receiving, while
+    they are read from the store page by page. So `hold` sets later appends
+    aside, `append_first` queues the catch-up in front of them, and `release`
+    lets them follow.
+    """
+
+    __slots__ = (
+        "_budget",
+        "_buf",
+        "_held",
+        "_limit",
+        "_lock",
+        "closed",
+        "counted",
+        "overflow",
+        "sealed",
+    )
 
     def __init__(self, limit: int, budget: OutboundBudget) -> None:
         self._buf = bytearray()
+        self._held: bytearray | None = None
         self._lock = threading.Lock()
         self._limit = limit
         self._budget = budget
@@ -71,13 +91,40 @@ class OutBuffer:
         with self._lock:
             if self.sealed or self.closed:
                 return Append.DROPPED
-            buf = self._buf
-            size = len(buf) + len(data)
+            held = self._held
+            target = self._buf if held is None else held
+            size = len(self._buf) + len(data) + (0 if held is None else len(held))
             if self.overflow or size > self._limit or (size > SOFT_LIMIT and self._budget.spent):
                 self.overflow = True
                 return Append.OVERFLOW
-            buf += data
+            target += data
             return Append.OK
+
+    def hold(self) -> None:
+        """From now on appends wait aside until `release` (a catch-up is starting)."""
+        with self._lock:
+            if self._held is None:
+                self._held = bytearray()
+
+    def append_first(self, data: bytes) -> Append:
+        """Queue catch-up frames ahead of what `hold` set aside (limits as `append`)."""
+        with self._lock:
+            if self.sealed or self.closed:
+                return Append.DROPPED
+            held = self._held
+            size = len(self._buf) + len(data) + (0 if held is None else len(held))
+            if self.overflow or size > self._limit or (size > SOFT_LIMIT and self._budget.spent):
+                self.overflow = True
+                return Append.OVERFLOW
+            self._buf += data
+            return Append.OK
+
+    def release(self) -> None:
+        """The catch-up is over: what waited aside follows it."""
+        with self._lock:
+            held, self._held = self._held, None
+            if held and not (self.sealed or self.closed):
+                self._buf += held
 
     def seal(self, final: bytes) -> bool:
         """Queue the last frame this connection gets, past any limit; False if already sealed.
@@ -88,6 +135,9 @@ class OutBuffer:
             if self.sealed or self.closed:
                 return False
             self.sealed = True
+            # Live frames held for a catch-up that cannot finish now are dropped:
+            # they would overtake offline ones (they are in the history all the same).
+            self._held = None
             self._buf += final
             return True
 
@@ -123,5 +173,6 @@ class OutBuffer:
         with self._lock:
             self.closed = True
             self._buf = bytearray()
+            self._held = None
         self._budget.account(-self.counted)
         self.counted = 0

@@ -102,13 +102,15 @@ class Mailbox:
 
     `post` returns at once; the handler is called by one worker at a time with
     every item posted since its last run, in order. A handler that must wait
-    (a password being hashed) consumes part of the batch: the rest stays at
-    the front, and nothing runs until `resume` brings the awaited item.
-    `size` (payload bytes) lets the loop stop reading a connection whose
-    worker lags behind.
+    (a password being hashed, a message being made durable, a history read)
+    consumes part of the batch: the rest stays at the front, and nothing runs
+    until `resume` brings the awaited item, which then runs first. The result
+    may come before the handler has even returned (another thread was quick):
+    it is kept aside and runs first all the same. `size` (payload bytes) lets
+    the loop stop reading a connection whose worker lags behind.
     """
 
-    __slots__ = ("_handler", "_held", "_items", "_lock", "_pool", "_scheduled", "size")
+    __slots__ = ("_early", "_handler", "_held", "_items", "_lock", "_pool", "_scheduled", "size")
 
     def __init__(self, pool: Submitter, handler: Handler) -> None:
         self._pool = pool
@@ -117,6 +119,7 @@ class Mailbox:
         self._lock = threading.Lock()
         self._scheduled = False
         self._held = False
+        self._early: list[Any] = []  # resumed while the handler that holds was still running
         self.size = 0  # bytes of the payloads waiting
 
     def __len__(self) -> int:
@@ -124,7 +127,7 @@ class Mailbox:
 
     @property
     def held(self) -> bool:
-        """Waiting for `resume` (a login being hashed)."""
+        """Waiting for `resume` (a login being hashed, a store, a read)."""
         return self._held
 
     def post(self, items: list[Any], nbytes: int = 0) -> None:
@@ -139,6 +142,9 @@ class Mailbox:
     def resume(self, item: Any) -> None:
         """End a hold: `item` (the awaited result) runs first, then what waited."""
         with self._lock:
+            if not self._held and self._scheduled:
+                self._early.append(item)  # the handler is still running: see _run
+                return
             self._items.appendleft(item)
             self._held = False
             if self._scheduled:
@@ -151,6 +157,8 @@ class Mailbox:
         with self._lock:
             batch = list(self._items)
             self._items.clear()
+        # Sizes now: the handler may replace a payload it has parsed but not consumed.
+        sizes = [len(item) if type(item) is bytes else 0 for item in batch]
         hold: int | None = None
         try:
             hold = self._handler(batch)
@@ -158,12 +166,15 @@ class Mailbox:
             log.exception("mailbox handler failed")
         done = len(batch) if hold is None else hold
         with self._lock:
-            self.size -= sum(len(item) for item in batch[:done] if type(item) is bytes)
+            self.size -= sum(sizes[:done])
             if hold is not None:
                 self._items.extendleft(reversed(batch[done:]))
-                self._held = True
-                self._scheduled = False
-                return
+                if not self._early:
+                    self._held = True
+                    self._scheduled = False
+                    return
+                self._items.extendleft(reversed(self._early))
+                self._early.clear()
             if not self._items:
                 self._scheduled = False
                 return

@@ -12,6 +12,7 @@ from types import FrameType
 from .config import ServerConfig
 from .dispatch import Dispatcher
 from .hashing import HashExecutor
+from .history import HistoryService, NoHistory
 from .hub import Hub
 from .inbox import LoopInbox
 from .loop import EventLoop
@@ -59,7 +60,8 @@ def open_listener(host: str, port: int, backlog: int) -> socket.socket:
 
 class ChatServer:
     """The running server. `listener` is bound before anything is written to disk (cli.py),
-    so a start that fails creates nothing; `tls` is None for plain TCP."""
+    so a start that fails creates nothing; `tls` is None for plain TCP; `keeper` is the
+    message store (or `NoHistory`)."""
 
     def __init__(
         self,
@@ -67,16 +69,20 @@ class ChatServer:
         store: UserStore,
         listener: socket.socket,
         tls: ssl.SSLContext | None,
+        keeper: HistoryService | NoHistory,
     ) -> None:
         self.config = config
         self.store = store
+        self.keeper = keeper
         self.listener = listener
         self.tls = tls
         self.port = self.listener.getsockname()[1]
         self.hub = Hub(config.ack_timeout)
         self.inbox = LoopInbox()
         self.hasher = HashExecutor(config.hash_threads, config.hash_queue)
-        self.dispatcher = Dispatcher(self.hub, store, LoginThrottle(), self.hasher, self.inbox)
+        self.dispatcher = Dispatcher(
+            self.hub, store, LoginThrottle(), self.hasher, self.inbox, keeper
+        )
         self.pool = WorkerPool(config.threads, self.dispatcher.end_tick)
         self.loop = EventLoop(
             config, listener, tls, self.hub, self.dispatcher, self.pool, self.inbox
@@ -103,6 +109,7 @@ class ChatServer:
             # Threads that may still ask the loop for I/O stop before its inbox closes.
             self.hasher.stop()
             self.pool.stop()
+            self.keeper.stop()  # what the workers handed over is stored before the exit
             self.inbox.close()
             self._persist()
             stats = self.loop.stats

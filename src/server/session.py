@@ -16,8 +16,10 @@ from typing import Any
 
 from chat.shared.connection import ServerConnection
 from chat.shared.errors import RemoteProtocolError
+from chat.shared.messages import MsgId, Send
 
 from .inbox import Cause
+from .msgstore import Page
 from .outbuf import OutBuffer
 from .pool import Mailbox, Submitter
 from .ratelimit import TokenBucket
@@ -63,8 +65,59 @@ class LoginChecked:
     outcome: Outcome
 
 
+@dataclass(frozen=True, slots=True)
+class Answers:
+    """What answers a group of sends: `sent` for those that passed the rate limit."""
+
+    sends: tuple[Send, ...]
+    passed: tuple[bool, ...]
+    delivered: tuple[str, ...]
+    missing: tuple[str, ...]
+    queued: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """The messages of the sends awaiting their answers are on disk for good (or not: `ok`)."""
+
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRead:
+    """A history page read for the request `id`; None when the readers were too busy."""
+
+    id: MsgId
+    page: Page | None
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineRead:
+    """The next page of the offline queue (a login's catch-up); None when too busy."""
+
+    page: Page | None
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """The loop wrote the catch-up so far (`ok`), or the connection is ending (not `ok`)."""
+
+    ok: bool
+
+
 class Session:
-    __slots__ = ("addr", "cid", "conn", "fd", "ip", "mailbox", "out", "rate")
+    __slots__ = (
+        "addr",
+        "awaiting",
+        "cid",
+        "conn",
+        "fd",
+        "ip",
+        "mailbox",
+        "offline_upto",
+        "out",
+        "rate",
+    )
 
     def __init__(
         self,
@@ -83,6 +136,10 @@ class Session:
         self.conn = ServerConnection()
         self.out = out
         self.rate = rate
+        #: Answers held back until the store has made their messages durable.
+        self.awaiting: Answers | None = None
+        #: The catch-up's position: the last offline message queued for this session.
+        self.offline_upto = 0
         self.mailbox = Mailbox(pool, lambda items: handler(self, items))
 
     def __repr__(self) -> str:

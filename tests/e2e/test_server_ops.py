@@ -166,8 +166,9 @@ def test_key_and_users_file_land_in_the_data_dir(tmp_path: Path, servers: list[P
     server = _start(servers, tmp_path, *FAST, "--data-dir", str(data))
     _login(server, "alice")
     assert server.stop() == 0
-    assert _files(data) == ["server.key", "users.db"]
-    assert _mode(data / "server.key") == 0o600 and _mode(data / "users.db") == 0o600
+    assert _files(data) == ["history.db", "server.key", "users.db"]
+    for name in _files(data):
+        assert _mode(data / name) == 0o600, name
     assert _mode(data) == 0o700
     assert _files(tmp_path) == ["server.log", "state"]  # nothing in the current folder
     again = _start(servers, tmp_path, *FAST, "--data-dir", str(data), log="again.log")
@@ -178,19 +179,29 @@ def test_explicit_files_override_the_data_dir(tmp_path: Path, servers: list[Proc
     data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
     data.mkdir()
     elsewhere.mkdir()
-    users = elsewhere / "accounts.db"
-    server = _start(servers, tmp_path, *FAST, "--data-dir", str(data), "--users-file", str(users))
+    users, messages = elsewhere / "accounts.db", elsewhere / "messages.db"
+    server = _start(
+        servers,
+        tmp_path,
+        *FAST,
+        "--data-dir",
+        str(data),
+        "--users-file",
+        str(users),
+        "--history-file",
+        str(messages),
+    )
     _login(server, "alice")
     assert server.stop() == 0
     assert _files(data) == ["server.key"]
-    assert _files(elsewhere) == ["accounts.db"]
+    assert _files(elsewhere) == ["accounts.db", "messages.db"]
 
 
 def test_the_default_data_dir_is_the_current_folder(tmp_path: Path, servers: list[Proc]) -> None:
     server = _start(servers, tmp_path, *FAST)
     _login(server, "alice")
     assert server.stop() == 0
-    assert _files(tmp_path) == ["server.key", "server.log", "users.db"]
+    assert _files(tmp_path) == ["history.db", "server.key", "server.log", "users.db"]
 
 
 # --------------------------------------------------------------------------
@@ -497,7 +508,7 @@ def test_a_server_runs_from_a_config_file_alone(tmp_path: Path, servers: list[Pr
     assert "max_clients=50," in server.log()
     assert " DEBUG chat.server.epoll: epoll_wait" in server.log()
     assert server.stop() == 0
-    assert _files(etc / "state") == ["server.key", "users.db"]  # relative to the file
+    assert _files(etc / "state") == ["history.db", "server.key", "users.db"]  # relative
 
 
 def test_the_command_line_wins_over_the_config_file(tmp_path: Path, servers: list[Proc]) -> None:

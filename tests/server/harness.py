@@ -17,8 +17,10 @@ from typing import Any
 from chat.server.cipher import load_cipher
 from chat.server.dispatch import Dispatcher
 from chat.server.hashing import HashExecutor
+from chat.server.history import HistoryService, NoHistory
 from chat.server.hub import Hub
-from chat.server.inbox import LoopInbox, Request
+from chat.server.inbox import LoopInbox, Request, WhenDrained
+from chat.server.msgstore import MessageStore
 from chat.server.outbuf import OutboundBudget, OutBuffer
 from chat.server.ratelimit import TokenBucket
 from chat.server.session import Session
@@ -65,13 +67,24 @@ class World:
         hash_queue: int = 64,
         rate: tuple[float, int] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        keep: bool = True,
+        offline_max: int = 1000,
     ) -> None:
         self.store = UserStore.open(tmp / "users.db", KEY, load_cipher(), hash_cost_log2=COST)
+        self.keeper: HistoryService | NoHistory = (
+            HistoryService(
+                MessageStore.open(tmp / "history.db", KEY, load_cipher()), offline_max, 30.0
+            )
+            if keep
+            else NoHistory()
+        )
         self.hub = Hub(ack_timeout=30.0, clock=clock)
         self.inbox = LoopInbox()
         self.hasher = HashExecutor(1, hash_queue)
         self.throttle = LoginThrottle()
-        self.dispatcher = Dispatcher(self.hub, self.store, self.throttle, self.hasher, self.inbox)
+        self.dispatcher = Dispatcher(
+            self.hub, self.store, self.throttle, self.hasher, self.inbox, self.keeper
+        )
         self.pool = InlinePool()
         self.pool.end_tick = self.dispatcher.end_tick
         self.budget = OutboundBudget(max_total)
@@ -80,9 +93,13 @@ class World:
         self._cids = iter(range(1, 1 << 30))
         self.requests: list[Request] = []
         self.sessions: list[Session] = []
+        #: False: catch-ups wait for the test to drain them (`drain`), as a slow reader's.
+        self.auto_drain = True
+        self.drain_waits: list[WhenDrained] = []
 
     def close(self) -> None:
         self.hasher.stop()
+        self.keeper.stop()
         self.inbox.close()
 
     def connect(self, port: int = 40000) -> Session:
@@ -107,21 +124,43 @@ class World:
         self.settle()
 
     def settle(self, quiet: float = 0.05, timeout: float = 10.0) -> None:
-        """Run mailboxes until nothing has run for `quiet` seconds (hash results included)."""
+        """Run mailboxes until nothing has run for `quiet` seconds (hash results, store
+        answers included). The loop's side is played here: a catch-up's drain wait is
+        answered at once (the test reads the frames) unless `auto_drain` is off."""
         deadline = time.monotonic() + timeout
         last = time.monotonic()
         while time.monotonic() < deadline:
+            self._take_requests()
             if self.pool.run():
                 last = time.monotonic()
             elif (
                 time.monotonic() - last >= quiet
                 and not len(self.hasher)
-                and not any(s.mailbox.held for s in self.sessions)
+                and not any(s.mailbox.held for s in self.sessions if not self._waits_drain(s))
             ):
                 break
             else:
                 time.sleep(0.002)
-        self.requests += self.inbox.take()
+        self._take_requests()
+
+    def _take_requests(self) -> None:
+        for request in self.inbox.take():
+            if not isinstance(request, WhenDrained):
+                self.requests.append(request)
+            elif self.auto_drain:
+                request.then(True)
+            else:
+                self.drain_waits.append(request)
+
+    def _waits_drain(self, session: Session) -> bool:
+        return any(w.cid == session.cid for w in self.drain_waits)
+
+    def drain(self, ok: bool = True) -> None:
+        """Answer the catch-ups waiting for their buffer to drain, then settle."""
+        waits, self.drain_waits = self.drain_waits, []
+        for wait in waits:
+            wait.then(ok)
+        self.settle()
 
     def login(self, name: str, password: str = "pw", register: bool = True) -> Session:
         session = self.connect()

@@ -46,6 +46,8 @@ def _actions() -> list[argparse.Action]:
 
 def _sample(action: argparse.Action) -> Any:
     """A valid TOML value for the option."""
+    if action.nargs == 0:  # a flag
+        return True
     kind = getattr(action.type, "kind", None)
     if kind is not None:
         return kind(action.type.lo)  # type: ignore[union-attr]
@@ -55,6 +57,8 @@ def _sample(action: argparse.Action) -> Any:
 
 
 def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return f'"{value}"' if isinstance(value, str) else repr(value)
 
 
@@ -82,6 +86,15 @@ def test_every_command_line_option_is_a_key(tmp_path: Path) -> None:
     text = "\n".join(f"{key} = {_toml(_sample(action))}" for key, action in keys.items())
     values = read_config_file(_write(tmp_path, text), _actions())
     assert set(values) == {action.dest for action in keys.values()}
+
+
+def test_a_flag_is_a_boolean_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    on = _write(tmp_path, "no-history = true\nhistory-days = 7\noffline-max = 5000\n")
+    config = cli._config(_parse(capsys, "--config", str(on)))
+    assert config.keep_messages is False
+    assert (config.history_days, config.offline_max) == (7.0, 5000)
+    off = _write(tmp_path, "no-history = false\n")
+    assert cli._config(_parse(capsys, "--config", str(off))).keep_messages is True
 
 
 def test_values_from_the_file_reach_the_config(

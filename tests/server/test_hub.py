@@ -36,10 +36,27 @@ def test_a_second_session_of_a_user_is_no_join_and_its_end_no_leave(world: World
 
 def test_recipients_name_each_user_once_without_the_sender(world: World) -> None:
     alice, bob = world.login("alice"), world.login("bob")
-    sessions, delivered, missing = world.hub.recipients("alice", ("bob", "bob", "alice", "zed"))
+    stamped: list[tuple[list[str], list[str]]] = []
+
+    def stamp(delivered: list[str], missing: list[str]) -> str:
+        stamped.append((list(delivered), list(missing)))
+        return "stamped"
+
+    sessions, delivered, missing, made = world.hub.route(
+        "alice", ("bob", "bob", "alice", "zed"), stamp
+    )
     assert sessions == [bob] and delivered == ["bob"] and missing == ["zed"]
-    sessions, delivered, missing = world.hub.recipients("bob", "*")
+    assert made == "stamped" and stamped == [(["bob"], ["zed"])]
+    sessions, delivered, missing, _ = world.hub.route("bob", "*", stamp)
     assert sessions == [alice] and delivered == ["alice"] and missing == []
+
+
+def test_the_stamp_runs_under_the_hub_lock(world: World) -> None:
+    """What a send hands the store happens before any join or leave can come between."""
+    world.login("alice")
+    held: list[bool] = []
+    world.hub.route("alice", "*", lambda d, m: held.append(world.hub._lock.locked()))
+    assert held == [True]
 
 
 def test_an_unacknowledged_roster_frame_is_overdue_after_the_ack_timeout(

@@ -1,0 +1,332 @@
+"""The message store's file: format, privacy rule, blind indexes, tampering, retention.
+
+Real SQLite files in a temporary folder and the real cipher plugin; no threads
+(tests/server/test_history.py runs the writer and readers).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chat.server.cipher import Cipher, load_cipher
+from chat.server.msgstore import Kept, MessageStore, MessageStoreError
+from chat.shared.messages import Msg
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture(scope="module")
+def cipher() -> Cipher:
+    return load_cipher()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "history.db"
+
+
+@pytest.fixture
+def store(path: Path, cipher: Cipher) -> Iterator[MessageStore]:
+    s = MessageStore.open(path, KEY, cipher)
+    yield s
+    s.close()
+
+
+def keep(store: MessageStore, *kept: Kept) -> None:
+    with store.transaction():
+        store.put(kept)
+
+
+def private(msg_id: int, sender: str, to: tuple[str, ...], text: str, queued: tuple[str, ...] = ()):
+    named = tuple(n for n in to if n != sender)
+    return Kept(Msg(msg_id, sender, to, text, T0 + msg_id), named, queued)
+
+
+def public(msg_id: int, sender: str, text: str) -> Kept:
+    return Kept(Msg(msg_id, sender, "*", text, T0 + msg_id), (), ())
+
+
+def texts(page) -> list[str]:
+    return [m.text for m in page.messages]
+
+
+# --- the privacy rule (protocol v1.1 section 4) --------------------------------------
+@pytest.fixture
+def three(store: MessageStore) -> MessageStore:
+    keep(
+        store,
+        public(1, "alice", "all: hello"),
+        private(2, "alice", ("bob",), "alice to bob"),
+        private(3, "alice", ("bob", "carol"), "alice to bob and carol"),
+        private(4, "carol", ("bob",), "carol to bob"),
+        private(5, "bob", ("alice",), "bob to alice"),
+        public(6, "carol", "all: bye"),
+    )
+    return store
+
+
+def test_with_star_gives_only_messages_to_everyone(three: MessageStore) -> None:
+    for user in ("alice", "bob", "carol", "dave"):
+        assert texts(three.page(user, "*", None, 50)) == ["all: hello", "all: bye"]
+
+
+def test_with_a_name_gives_both_directions_and_shared_groups(three: MessageStore) -> None:
+    expected = ["alice to bob", "alice to bob and carol", "bob to alice"]
+    assert texts(three.page("alice", "bob", None, 50)) == expected
+    assert texts(three.page("bob", "alice", None, 50)) == expected
+
+
+def test_a_group_member_never_sees_the_other_members_pair_unless_named_by_its_sender(
+    three: MessageStore,
+) -> None:
+    # carol was named by alice: she sees it with alice, not with bob (bob did not send it).
+    assert texts(three.page("carol", "alice", None, 50)) == ["alice to bob and carol"]
+    assert texts(three.page("carol", "bob", None, 50)) == ["carol to bob"]
+    assert texts(three.page("bob", "carol", None, 50)) == ["carol to bob"]
+
+
+def test_a_user_never_sees_a_conversation_they_are_not_in(three: MessageStore) -> None:
+    for peer in ("alice", "bob", "carol"):
+        assert texts(three.page("dave", peer, None, 50)) == []
+    assert texts(three.page("alice", "alice", None, 50)) == []
+
+
+# --- pages -------------------------------------------------------------------------
+def test_pages_go_back_with_before_oldest_first_and_say_when_more_exist(
+    store: MessageStore,
+) -> None:
+    keep(store, *(public(i, "alice", f"m{i}") for i in range(1, 11)))
+    newest = store.page("bob", "*", None, 4)
+    assert texts(newest) == ["m7", "m8", "m9", "m10"] and newest.more
+    older = store.page("bob", "*", newest.messages[0].id, 4)
+    assert texts(older) == ["m3", "m4", "m5", "m6"] and older.more
+    oldest = store.page("bob", "*", older.messages[0].id, 4)
+    assert texts(oldest) == ["m1", "m2"] and not oldest.more
+    assert texts(store.page("bob", "*", 1, 4)) == [] and not store.page("bob", "*", 1, 4).more
+    exact = store.page("bob", "*", 5, 4)
+    assert texts(exact) == ["m1", "m2", "m3", "m4"] and not exact.more
+
+
+@pytest.mark.parametrize("before", [-5, 0, 2**63, 2**80])
+def test_any_integer_before_is_answered(store: MessageStore, before: int) -> None:
+    keep(store, public(1, "alice", "x"))
+    page = store.page("bob", "*", before, 10)
+    assert texts(page) == (["x"] if before > 1 else [])
+
+
+def test_a_message_keeps_every_field_as_sent(store: MessageStore) -> None:
+    keep(store, private(7, "alice", ("bob", "zed", "alice"), "привет 你好 \U0001f600"))
+    (msg,) = store.page("bob", "alice", None, 5).messages
+    assert msg == Msg(7, "alice", ("bob", "zed", "alice"), "привет 你好 \U0001f600", T0 + 7)
+
+
+# --- offline queues ----------------------------------------------------------------
+def test_offline_entries_come_oldest_first_marked_and_go_on_ack(store: MessageStore) -> None:
+    keep(
+        store,
+        private(1, "alice", ("bob",), "one", queued=("bob",)),
+        private(2, "carol", ("bob", "dave"), "two", queued=("bob", "dave")),
+        private(3, "alice", ("bob",), "three", queued=("bob",)),
+    )
+    page = store.offline("bob", 0, 10, 1 << 20)
+    assert texts(page) == ["one", "two", "three"] and not page.more
+    assert all(m.offline for m in page.messages) and page.last == 3
+    assert texts(store.offline("dave", 0, 10, 1 << 20)) == ["two"]
+    with store.transaction():
+        assert store.ack(store.owner("bob"), 2) == 2
+    assert texts(store.offline("bob", 0, 10, 1 << 20)) == ["three"]
+    with store.transaction():
+        assert store.ack(store.owner("bob"), 2**70) == 1  # any int: nothing left
+    assert texts(store.offline("bob", 0, 10, 1 << 20)) == []
+
+
+def test_offline_pages_are_bounded_by_count_and_bytes(store: MessageStore) -> None:
+    keep(store, *(private(i, "alice", ("bob",), "x" * 1000, ("bob",)) for i in range(1, 8)))
+    page = store.offline("bob", 0, 3, 1 << 20)
+    assert [m.id for m in page.messages] == [1, 2, 3] and page.more and page.last == 3
+    page = store.offline("bob", page.last, 100, 2500)  # two bodies fit
+    assert [m.id for m in page.messages] == [4, 5] and page.more and page.last == 5
+    page = store.offline("bob", page.last, 100, 10)  # at least one, whatever its size
+    assert [m.id for m in page.messages] == [6] and page.more
+
+
+def test_the_quota_drops_the_oldest(store: MessageStore) -> None:
+    keep(store, *(private(i, "alice", ("bob",), f"m{i}", ("bob",)) for i in range(1, 6)))
+    owner = store.owner("bob")
+    with store.transaction():
+        assert store.drop_oldest(owner, store.queue_length(owner) - 3) == 2
+    assert texts(store.offline("bob", 0, 10, 1 << 20)) == ["m3", "m4", "m5"]
+
+
+# --- retention ---------------------------------------------------------------------
+def test_retention_removes_old_messages_from_history_and_offline_queues(
+    store: MessageStore,
+) -> None:
+    keep(
+        store,
+        private(1, "alice", ("bob",), "old private", ("bob",)),
+        public(2, "alice", "old public"),
+        private(3, "alice", ("bob",), "new private", ("bob",)),
+        public(4, "alice", "new public"),
+    )
+    assert store.purge_before(T0 + 2.5) == 2
+    assert texts(store.page("bob", "*", None, 10)) == ["new public"]
+    assert texts(store.page("bob", "alice", None, 10)) == ["new private"]
+    assert texts(store.offline("bob", 0, 10, 1 << 20)) == ["new private"]
+    assert store.purge_before(T0 + 2.5) == 0
+    rows = store._conn.execute("SELECT count(*) FROM convs").fetchone()[0]
+    assert rows == 2  # the index went with its messages
+
+
+def test_retention_walks_in_chunks_and_stops_at_the_first_young_message(
+    store: MessageStore,
+) -> None:
+    keep(store, *(public(i, "alice", f"m{i}") for i in range(1, 4501)))
+    assert store.purge_before(T0 + 4000.5) == 4000
+    assert store.count() == 500
+
+
+# --- ids -----------------------------------------------------------------------------
+def test_the_id_floor_is_above_the_reserved_ceiling_and_every_stored_id(
+    store: MessageStore,
+) -> None:
+    assert store.id_floor() == 1
+    keep(store, public(41, "alice", "x"))
+    assert store.id_floor() == 42
+    with store.transaction():
+        store.reserve_ids(1000)
+    assert store.id_floor() == 1000
+
+
+# --- at rest -------------------------------------------------------------------------
+SECRETS = ["alice", "bob", "carol", "the door code is 4711", "привет"]
+
+
+def _all_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_nothing_is_in_clear_in_the_file_or_its_wal(path: Path, cipher: Cipher) -> None:
+    store = MessageStore.open(path, KEY, cipher)
+    keep(
+        store,
+        private(1, "alice", ("bob",), "the door code is 4711", ("bob",)),
+        private(2, "carol", ("alice", "bob"), "привет", ()),
+        public(3, "bob", "the door code is 4711"),
+    )
+    files = _all_bytes(path.parent)  # while open: the WAL holds the rows
+    assert any(name.endswith("-wal") for name in files)
+    store.close()
+    files |= {f"closed:{k}": v for k, v in _all_bytes(path.parent).items()}
+    for name, data in files.items():
+        for secret in SECRETS:
+            assert secret.encode() not in data, (name, secret)
+            assert secret.encode("utf-16-le") not in data, (name, secret)
+
+
+def test_the_file_and_its_sidecars_are_private(path: Path, cipher: Cipher) -> None:
+    store = MessageStore.open(path, KEY, cipher)
+    keep(store, public(1, "alice", "x"))
+    reader = store.reader()
+    reader.page("bob", "*", None, 5)
+    for p in path.parent.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p.name
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    reader.close()
+    store.close()
+
+
+def test_a_wrong_key_is_refused_and_changes_no_byte(path: Path, cipher: Cipher) -> None:
+    store = MessageStore.open(path, KEY, cipher)
+    keep(store, public(1, "alice", "x"))
+    store.close()
+    before = _all_bytes(path.parent)
+    with pytest.raises(MessageStoreError, match="wrong key"):
+        MessageStore.check(path, OTHER_KEY, cipher)
+    with pytest.raises(MessageStoreError, match="wrong key"):
+        MessageStore.open(path, OTHER_KEY, cipher)
+    assert _all_bytes(path.parent) == before
+    MessageStore.check(path, KEY, cipher)  # the right key still opens it
+
+
+def test_a_wrong_key_changes_no_byte_even_with_a_wal_left_by_a_crash(
+    path: Path, cipher: Cipher
+) -> None:
+    store = MessageStore.open(path, KEY, cipher)
+    keep(store, public(1, "alice", "x"))
+    # Copy the files while open, as a SIGKILL would leave them (a WAL not checkpointed).
+    crashed = path.parent.parent / "crashed"
+    crashed.mkdir()
+    for name, data in _all_bytes(path.parent).items():
+        (crashed / name).write_bytes(data)
+    store.close()
+    before = _all_bytes(crashed)
+    assert "history.db-wal" in before
+    with pytest.raises(MessageStoreError, match="wrong key"):
+        MessageStore.open(crashed / "history.db", OTHER_KEY, cipher)
+    assert _all_bytes(crashed) == before
+    reopened = MessageStore.open(crashed / "history.db", KEY, cipher)
+    assert texts(reopened.page("bob", "*", None, 5)) == ["x"]
+    reopened.close()
+
+
+def test_a_file_that_is_not_a_store_is_one_line(path: Path, cipher: Cipher) -> None:
+    path.parent.mkdir(mode=0o700)
+    path.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(MessageStoreError, match="not a readable message store"):
+        MessageStore.open(path, KEY, cipher)
+
+
+# --- tampering is reported, never shown --------------------------------------------
+def test_a_damaged_record_is_left_out_and_logged(
+    store: MessageStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    keep(store, public(1, "alice", "first"), public(2, "alice", "second"))
+    body = bytearray(store._conn.execute("SELECT body FROM messages WHERE id = 1").fetchone()[0])
+    body[20] ^= 0x01
+    store._conn.execute("UPDATE messages SET body = ? WHERE id = 1", (bytes(body),))
+    with caplog.at_level(logging.ERROR, "chat.server.store"):
+        assert texts(store.page("bob", "*", None, 5)) == ["second"]
+    assert "message 1 is damaged" in caplog.text
+
+
+def test_a_record_moved_into_another_conversation_is_not_shown_there(
+    store: MessageStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    keep(store, private(1, "alice", ("bob",), "only for bob"))
+    # An attacker with write access adds an index row that puts it in carol's view.
+    store._conn.execute("INSERT INTO convs VALUES (?, 1)", (store.conversation("carol", "alice"),))
+    store._conn.execute(
+        "UPDATE messages SET convs = ? WHERE id = 1", (store.conversation("carol", "alice"),)
+    )
+    with caplog.at_level(logging.ERROR, "chat.server.store"):
+        assert texts(store.page("carol", "alice", None, 5)) == []
+    assert "message 1" in caplog.text
+
+
+def test_blind_indexes_depend_on_the_key(path: Path, cipher: Cipher, tmp_path: Path) -> None:
+    one = MessageStore.open(path, KEY, cipher)
+    two = MessageStore.open(tmp_path / "other.db", OTHER_KEY, cipher)
+    assert one.conversation("alice", "bob") == one.conversation("bob", "alice")
+    assert one.conversation("alice", "bob") != two.conversation("alice", "bob")
+    assert one.owner("bob") != two.owner("bob") and one.owner("bob") != one.owner("alice")
+    one.close()
+    two.close()
+
+
+def test_sqlite_holds_no_name_even_in_its_schema_or_meta(path: Path, cipher: Cipher) -> None:
+    store = MessageStore.open(path, KEY, cipher)
+    keep(store, private(1, "alice", ("bob",), "hi", ("bob",)))
+    store.close()
+    conn = sqlite3.connect(path)
+    meta = dict(conn.execute("SELECT k, v FROM meta"))
+    conn.close()
+    assert set(meta) == {"format", "cipher", "check", "id_ceiling"} - {"id_ceiling"}
