@@ -15,9 +15,10 @@ import os
 import ssl
 import sys
 
-from chat.shared.messages import PASSWORD_MAX, valid_name
+from chat.shared.messages import BROADCAST, PASSWORD_MAX, valid_name
 from chat.shared.version import VERSION
 
+from .linehistory import run_history
 from .linemode import EXIT_INTERRUPTED, run_line_mode
 from .session import Session
 from .tls import TlsSetupError, client_context
@@ -60,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="line mode with JSON lines on stdout (implies --no-tui)"
     )
     parser.add_argument(
+        "--history",
+        type=int,
+        metavar="N",
+        help='print the last N messages of "*" (or of --with NAME), oldest first, then leave '
+        "(implies --no-tui; stdin is not read)",
+    )
+    parser.add_argument(
+        "--with",
+        dest="peer",
+        metavar="NAME",
+        help='the conversation --history prints: a user name, or "*" for everyone (default)',
+    )
+    parser.add_argument(
         "--tls",
         action="store_true",
         help="connect with TLS; the server's certificate and host name (--host) are verified "
@@ -86,6 +100,13 @@ def check_args(args: argparse.Namespace) -> None:
         )
     if args.password is not None and not 1 <= len(args.password) <= PASSWORD_MAX:
         raise UsageError(f"--password must be 1..{PASSWORD_MAX} characters")
+    if args.history is not None and args.history < 1:
+        raise UsageError(f"--history must be at least 1, not {args.history}")
+    if args.peer is not None:
+        if args.history is None:
+            raise UsageError("--with only goes with --history N")
+        if args.peer != BROADCAST and not valid_name(args.peer):
+            raise UsageError(f'--with {args.peer!r} is not a user name (nor "*")')
 
 
 def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -138,6 +159,11 @@ def line_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(encoding="utf-8", errors="replace", line_buffering=True)  # type: ignore[union-attr]
     session = Session(args.user, password, args.register)
+    if args.history is not None:
+        peer = args.peer or BROADCAST
+        return run_history(
+            args.host, args.port, session, args.history, peer, use_json=args.json, tls=tls
+        )
     return run_line_mode(args.host, args.port, session, use_json=args.json, tls=tls)
 
 
@@ -162,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         check_args(args)
         tls = tls_context(args)
         setup_logging(args.log_file)
-        if args.no_tui or args.json:
+        if args.no_tui or args.json or args.history is not None:
             return line_mode(args, tls)
         return tui_mode(args, tls)
     except UsageError as exc:

@@ -65,16 +65,71 @@ class RosterChanged:
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
+    """A message for us: live, or (`offline`) stored while we had no session.
+
+    An offline message stays on the server until the UI has shown it and
+    acknowledged it (`NetworkClient.offline_ack`); a repeat has the same id.
+    """
+
     msg: Msg
+
+    @property
+    def offline(self) -> bool:
+        return self.msg.offline
+
+
+@dataclass(frozen=True, slots=True)
+class CaughtUp:
+    """Every offline message of this login has arrived (`offline` of them).
+
+    The answer to the ping the session sends right after its first
+    `roster_ack`: the server answers frames in order (v1.1 section 7) and
+    sends the stored messages when that ack arrives, so they come first.
+    """
+
+    offline: int
 
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """The server's `sent` for one of our messages."""
+    """The server's `sent` for one of our messages.
+
+    As on the wire, every name in `queued` (offline, the message is stored
+    for them) is also in `missing`.
+    """
 
     id: MsgId
     delivered: tuple[str, ...]
     missing: tuple[str, ...]
+    queued: tuple[str, ...] = ()
+
+    @property
+    def unknown(self) -> tuple[str, ...]:
+        """Missing and not queued: not online and not stored (e.g. no such user)."""
+        return tuple(name for name in self.missing if name not in self.queued)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLoaded:
+    """The answer to our history request `id` (its `peer` and `before` repeated)."""
+
+    id: MsgId
+    peer: str
+    before: int | None
+    messages: tuple[Msg, ...]  # oldest first
+    more: bool  # older messages exist
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFailed:
+    """Our history request `id` got no page: an error that carries its id (`code`),
+    or the connection died before the answer (`code` None)."""
+
+    id: MsgId
+    peer: str
+    before: int | None
+    code: str | None
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +184,10 @@ NetEvent = (
     | LoggedIn
     | RosterChanged
     | Incoming
+    | CaughtUp
     | Delivered
+    | HistoryLoaded
+    | HistoryFailed
     | SendRefused
     | SendUnconfirmed
     | ServerNotice

@@ -21,6 +21,7 @@ from npyscreen.wgNMenuDisplay import HasMenus
 
 from chat.shared.messages import PASSWORD_MAX, valid_name
 
+from .history import History
 from .model import ONLINE
 from .textwidth import text_width
 from .widgets import (
@@ -33,7 +34,7 @@ from .widgets import (
     put,
 )
 
-HELP = " ^X Menu | Tab next | Space select | Enter send | PgUp/PgDn scroll"
+HELP = " ^X Menu | Tab next | Space select | Enter send | PgUp/PgDn scroll | ^O history"
 MIN_LINES, MIN_COLUMNS = 6, 30
 LOGIN_KEYS = {"login": "l", "register": "r", "logout": "o", "exit": "e"}
 
@@ -169,6 +170,8 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         menu.addItem("Register", lambda: self.h_login(True), LOGIN_KEYS["register"])
         menu.addItem("Log out", self.h_logout, LOGIN_KEYS["logout"])
         menu.addItem("Exit", self.h_exit, LOGIN_KEYS["exit"])
+        # ^O is npyscreen's help key; this form has no help text, so it is ours.
+        self.add_handlers({"^O": lambda _: self.parentApp.toggle_history()})
 
     # ----------------------------------------------------------- building
     def create(self) -> None:
@@ -176,15 +179,18 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         self.model = self.parentApp.model
         boxes = layout(self.lines, self.columns)
         self.participants = self.add(
-            ParticipantsView, box=boxes.participants, model=self.model.participants
+            ParticipantsView,
+            box=boxes.participants,
+            model=self.model.participants,
+            on_history=lambda: self.parentApp.show_history(None),
         )
-        self.history = self.add(HistoryView, box=boxes.history, model=self.model.history)
+        self.history = self.add(HistoryView, box=boxes.history, view=self.view_lines)
         self.input = self.add(
             InputLine,
             box=boxes.input,
             prompt=self.prompt,
             on_submit=self.parentApp.submit,
-            history=self.model.history,
+            history=self.view_lines,
         )
         self.editw = self._widgets__.index(self.input)
         self.how_exited_handers[wgwidget.EXITED_ESCAPE] = self.focus_input
@@ -211,6 +217,10 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
 
     def history_height(self) -> int:
         return self.history.height
+
+    def view_lines(self) -> History:
+        """The lines of the view on screen; asked for at every key and every draw."""
+        return self.model.view.lines
 
     def prompt(self) -> str:
         target = self.model.participants.describe_target()

@@ -1,9 +1,12 @@
 """How line mode prints events: one line each, human or JSON.
 
-Human lines start with the local time, then a fixed marker a script can
-match: `<name>` a message (followed by `[private]` or `[group: a, b]` when it
-was not for everyone), `*` a roster change, `>` the answer to one of our
-messages, `!` an error. JSON lines are objects with an `event` field.
+Human lines start with the local time (a message from another day, from the
+history or the offline queue, has its date before it), then a fixed marker
+a script can match: `<name>` a message (followed by `[offline]` when it was
+stored while we were away, then `[private]`, `[private to bob]` or
+`[group: a, b]` when it was not for everyone), `*` a roster change, `>` the
+answer to one of our messages, `!` an error. JSON lines are objects with an
+`event` field; a message is the server's `msg` object, `offline` included.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import time
 from typing import Any
 
-from chat.shared.messages import BROADCAST, Recipients
+from chat.shared.messages import BROADCAST, Msg
 
 from . import events as ev
 from .history import clock
@@ -37,7 +40,7 @@ def json_object(event: ev.NetEvent) -> dict[str, Any] | None:
             }
         case ev.Incoming(msg):
             to = msg.to if msg.to == BROADCAST else list(msg.to)
-            return {
+            obj: dict[str, Any] = {
                 "event": "msg",
                 "id": msg.id,
                 "from": msg.sender,
@@ -45,12 +48,16 @@ def json_object(event: ev.NetEvent) -> dict[str, Any] | None:
                 "text": msg.text,
                 "ts": msg.ts,
             }
-        case ev.Delivered(msg_id, delivered, missing):
-            return {
+            if msg.offline:
+                obj["offline"] = True
+            return obj
+        case ev.Delivered(msg_id, delivered, missing, queued):
+            return {  # as on the wire: every queued name is in `missing` too
                 "event": "sent",
                 "id": msg_id,
                 "delivered": list(delivered),
                 "missing": list(missing),
+                "queued": list(queued),
             }
         case ev.SendRefused(msg_id, code, message):
             return {"event": "error", "id": msg_id, "code": code, "message": message}
@@ -73,11 +80,13 @@ def human(event: ev.NetEvent, me: str) -> list[str]:
                 f"{now} * {name} left" for name in left
             ]
         case ev.Incoming(msg):
-            return [f"{clock(msg.ts)} <{msg.sender}> {_marker(msg.to, me)}{printable(msg.text)}"]
-        case ev.Delivered(msg_id, delivered, missing):
+            return [message_line(msg, me)]
+        case ev.Delivered(msg_id, delivered, _, queued) as answer:
             text = f"delivered: {', '.join(sorted(delivered)) or 'nobody'}"
-            if missing:
-                text += f"; missing: {', '.join(sorted(missing))}"
+            if queued:
+                text += f"; queued: {', '.join(sorted(queued))}"
+            if answer.unknown:
+                text += f"; missing: {', '.join(sorted(answer.unknown))}"
             return [f"{now} > #{msg_id} {text}"]
         case ev.SendRefused(msg_id, code, message):
             return [f"{now} ! #{msg_id} {code}: {message}"]
@@ -90,10 +99,26 @@ def human(event: ev.NetEvent, me: str) -> list[str]:
     return []
 
 
-def _marker(to: Recipients, me: str) -> str:
-    if to == BROADCAST:
+def message_line(msg: Msg, me: str, today: float | None = None) -> str:
+    """One message as a human line; `today` (a timestamp of today) is for tests."""
+    away = "[offline] " if msg.offline else ""
+    return f"{stamp(msg.ts, today)} <{msg.sender}> {away}{_marker(msg, me)}{printable(msg.text)}"
+
+
+def stamp(ts: float, today: float | None = None) -> str:
+    """The local time of `ts`, with its date first when it is not today."""
+    when = time.localtime(ts)
+    if when[:3] == time.localtime(time.time() if today is None else today)[:3]:
+        return clock(ts)
+    return f"{time.strftime('%Y-%m-%d', when)} {clock(ts)}"
+
+
+def _marker(msg: Msg, me: str) -> str:
+    if msg.to == BROADCAST:
         return ""
-    names = list(to)
+    names = list(msg.to)
+    if msg.sender == me and len(names) == 1:  # our own, from the history
+        return f"[private to {names[0]}] "
     if names == [me]:
         return "[private] "
     return f"[group: {', '.join(names)}] "

@@ -2,7 +2,12 @@
 
 For scripts and bots. Each line is sent as soon as the chat is ready (lines
 read earlier wait for the login); after stdin ends the client waits until
-every message it sent is answered by the server, says `bye`, and exits.
+every message it sent is answered by the server, and until the messages
+stored while it was offline have arrived, says `bye`, and exits.
+
+Offline messages are acknowledged (`offline_ack`) only once they are
+printed and flushed, so a crash in between means they come again at the
+next login, never that they are lost.
 
 Exit codes: 0 done; 1 cannot connect (a failed TLS handshake or certificate
 check included) or closed before the login;
@@ -99,18 +104,14 @@ def _read(fd: int) -> bytes:
 
 
 @dataclass
-class LineMode:
-    """The main-thread side of line mode: what has been sent, what is still unanswered."""
+class Printer:
+    """Where line mode's output goes: events on `out`, one-line failures on `err`."""
 
-    net: NetworkClient
     me: str
     out: TextIO
     err: TextIO
     use_json: bool = False
     logged_in: bool = False
-    eof: bool = False
-    not_sent: int = 0
-    pending: set[MsgId] = field(default_factory=set)
 
     def emit(self, event: ev.NetEvent) -> None:
         lines = [as_json(event)] if self.use_json else human(event, self.me)
@@ -120,6 +121,34 @@ class LineMode:
 
     def fail(self, text: str) -> None:
         print(f"chat-client: {text}", file=self.err, flush=True)
+
+    def ending(self, event: ev.NetEvent) -> int | None:
+        """The exit code when `event` ends the run (said in one line on stderr), else None."""
+        match event:
+            case ev.ConnectFailed(reason, _):
+                self.fail(reason)
+                return EXIT_CONNECT
+            case ev.LoginFailed(code, message):
+                self.fail(f"login refused: {message} ({code})")
+                return EXIT_LOGIN
+            case ev.Disconnected(reason, _) | ev.Stopped(reason):
+                self.fail(f"disconnected: {reason}")
+                return EXIT_LOST if self.logged_in else EXIT_CONNECT
+            case ev.LoggedIn():
+                self.logged_in = True
+        return None
+
+
+@dataclass(kw_only=True)
+class LineMode(Printer):
+    """The main-thread side of line mode: what has been sent, what is still unanswered."""
+
+    net: NetworkClient
+    eof: bool = False
+    caught_up: bool = False  # every offline message of the login has arrived
+    not_sent: int = 0
+    pending: set[MsgId] = field(default_factory=set)
+    ack_upto: int | None = None  # offline messages printed and not acknowledged yet
 
     def on_line(self, line: _Line) -> None:
         try:
@@ -133,28 +162,30 @@ class LineMode:
 
     def on_event(self, event: ev.NetEvent) -> int | None:
         """Handle one network event; an exit code when the run is over."""
+        if (code := self.ending(event)) is not None:
+            return code
         match event:
-            case ev.ConnectFailed(reason, _):
-                self.fail(reason)
-                return EXIT_CONNECT
-            case ev.LoginFailed(code, message):
-                self.fail(f"login refused: {message} ({code})")
-                return EXIT_LOGIN
-            case ev.Disconnected(reason, _) | ev.Stopped(reason):
-                self.fail(f"disconnected: {reason}")
-                return EXIT_LOST if self.logged_in else EXIT_CONNECT
-            case ev.LoggedIn():
-                self.logged_in = True
             case ev.Delivered(msg_id) | ev.SendRefused(msg_id):
                 self.pending.discard(msg_id)
                 if isinstance(event, ev.SendRefused):
                     self.not_sent += 1
+            case ev.CaughtUp():
+                self.caught_up = True
         self.emit(event)
+        if isinstance(event, ev.Incoming) and event.offline:  # printed: may be forgotten
+            upto = event.msg.id
+            self.ack_upto = upto if self.ack_upto is None else max(self.ack_upto, upto)
         return None
+
+    def flush_ack(self) -> None:
+        """Acknowledge the offline messages printed so far (one frame for a batch)."""
+        if self.ack_upto is not None:
+            self.net.offline_ack(self.ack_upto)
+            self.ack_upto = None
 
     @property
     def finished(self) -> bool:
-        return self.eof and self.logged_in and not self.pending
+        return self.eof and self.logged_in and self.caught_up and not self.pending
 
 
 def run_line_mode(
@@ -170,7 +201,7 @@ def run_line_mode(
 ) -> int:
     inbox: queue.Queue[object] = queue.Queue()
     net = NetworkClient(host, port, session, inbox.put, reconnect=False, tls=tls)
-    mode = LineMode(net, session.user, out or sys.stdout, err or sys.stderr, use_json)
+    mode = LineMode(session.user, out or sys.stdout, err or sys.stderr, use_json, net=net)
     reader = threading.Thread(
         target=read_lines, args=(stdin_fd, inbox.put), name="chat-stdin", daemon=True
     )
@@ -186,7 +217,10 @@ def run_line_mode(
             elif (code := mode.on_event(item)) is not None:  # type: ignore[arg-type]
                 return code
             if mode.finished:
+                mode.flush_ack()  # before the bye that `finally` says
                 return EXIT_NOT_SENT if mode.not_sent else EXIT_OK
+            if inbox.empty():  # a batch of offline messages is printed: one ack for it
+                mode.flush_ack()
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     finally:

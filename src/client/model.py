@@ -2,17 +2,26 @@
 
 The curses side only draws a `ChatModel`; every decision about what an
 event means for the screen (notes in the history, dropping a selected user
-who left, the status line, asking for the login form again) is made here,
-where tests can reach it without a terminal.
+who left, the status line, asking for the login form again, which history
+to ask the server for and when to acknowledge offline messages) is made
+here, where tests can reach it without a terminal. What the model wants
+sent comes out of `take_wants()`; the app hands it to the network thread.
+
+Two views: the view of all (everything that happens, backfilled from the
+history of `"*"` at each login) and, on demand, the history of a
+conversation (one person, or each member of a group merged by id).
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from chat.shared.messages import MsgId, Recipients
+from chat.shared.messages import BROADCAST, HISTORY_LIMIT_DEFAULT, Msg, MsgId, Recipients
 
 from . import events as ev
+from .backlog import Ask, Backlog
 from .history import History
 from .participants import Participants
 
@@ -24,6 +33,61 @@ RECONNECTING = "reconnecting"
 TLS_MARK = "[tls]"
 
 
+LOADING = "loading history..."
+BEGINNING = "beginning of the history"
+
+
+@dataclass(frozen=True, slots=True)
+class AskHistory:
+    """Send a `history` request with this id (the model's own, never a message id)."""
+
+    id: str
+    peer: str
+    before: int | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AckOffline:
+    """Send `offline_ack`: every offline message up to `upto` is in the view."""
+
+    upto: int
+
+
+Want = AskHistory | AckOffline
+
+
+@dataclass
+class View:
+    """What the history pane shows: its lines, and the history pages behind them."""
+
+    peers: tuple[str, ...]  # ("*",) for the view of all
+    lines: History
+    backlog: Backlog
+
+    @classmethod
+    def create(cls, peers: tuple[str, ...], me: str, title: str = "") -> View:
+        return cls(peers, History(me=me, title=title), Backlog(peers))
+
+    @property
+    def is_all(self) -> bool:
+        return self.peers == (BROADCAST,)
+
+    def shows(self, sender: str, to: Recipients, me: str) -> bool:
+        """Whether a live message is part of this view (the server's rule for `with`)."""
+        if self.is_all:
+            return True
+        if to == BROADCAST:
+            return False
+        if sender == me:
+            return any(name in self.peers for name in to)
+        return sender in self.peers  # it reached us: we are named in `to`
+
+
+def _all_view() -> View:
+    return View.create((BROADCAST,), "")
+
+
 @dataclass
 class ChatModel:
     host: str
@@ -33,8 +97,27 @@ class ChatModel:
     status_note: str = ""
     want_login: bool = False  # the UI should show the login form again
     tls: str | None = None  # the TLS version of the connection that is up, None for plain TCP
-    history: History = field(default_factory=History)
+    main: View = field(default_factory=_all_view)
+    convo: View | None = None  # the history of a conversation, when the user asked for it
     participants: Participants = field(default_factory=Participants)
+    page_size: int = HISTORY_LIMIT_DEFAULT
+    _wants: list[Want] = field(default_factory=list)
+    _ack_upto: int | None = None
+    _request_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _logged_in_as: str | None = None
+
+    @property
+    def history(self) -> History:
+        """The view of all's lines (where notes go)."""
+        return self.main.lines
+
+    @property
+    def view(self) -> View:
+        """The view on screen."""
+        return self.convo or self.main
+
+    def views(self) -> list[View]:
+        return [self.main] if self.convo is None else [self.main, self.convo]
 
     @property
     def address(self) -> str:
@@ -53,8 +136,12 @@ class ChatModel:
 
     # --------------------------------------------------------- UI actions
     def begin_login(self, user: str, host: str, port: int, register: bool) -> None:
+        if self._logged_in_as is not None and self._logged_in_as != user:
+            self.main, self.convo = _all_view(), None  # never show one user's messages to another
+        self._network_gone()  # a new network thread: the old one's answers are discarded
         self.user, self.host, self.port = user, host, port
-        self.history.me = user
+        for view in self.views():
+            view.lines.me = user
         self.state = CONNECTING
         self.tls = None
         self.status_note = "registering" if register else "logging in"
@@ -64,10 +151,69 @@ class ChatModel:
         self.tls = None
         self.status_note = note
         self.participants.clear()
+        self.show_all()
+        self._network_gone()
         self.history.note(note)
 
+    def note(self, text: str, style: str = "note") -> None:
+        """A note for the user: in the view of all, and errors in the view on screen too."""
+        self.main.lines.note(text, style=style)
+        if self.convo is not None and style == "error":
+            self.convo.lines.note(text, style=style)
+
     def sending(self, msg_id: MsgId, to: Recipients, text: str) -> None:
-        self.history.outgoing(msg_id, to, text)
+        for view in self.views():
+            if view.shows(self.user, to, self.user):
+                view.lines.outgoing(msg_id, to, text)
+
+    def open_history(self, peers: tuple[str, ...]) -> None:
+        """Show the history with these people (each one's conversation, merged by id)."""
+        names = tuple(sorted(set(peers) - {self.user, BROADCAST}))
+        if not names:
+            self.show_all()
+            return
+        if self.convo is not None and self.convo.peers == names:
+            return
+        self.convo = View.create(names, self.user, f"history with {', '.join(names)}")
+        self._ask(self.convo, self.convo.backlog.latest())
+
+    def show_all(self) -> None:
+        self.convo = None  # answers to its requests now find no view and are dropped
+
+    def take_wants(self) -> list[Want]:
+        """What to send now: history pages to fetch, the offline ack. Emptied by the call."""
+        view = self.view
+        if view.lines.older_wanted:
+            view.lines.older_wanted = False
+            if self.state != OFFLINE:
+                self._ask(view, view.backlog.older())
+        if self._ack_upto is not None:
+            self._wants.append(AckOffline(self._ack_upto))
+            self._ack_upto = None
+        wants, self._wants = self._wants, []
+        return wants
+
+    def _ask(self, view: View, asks: list[Ask]) -> None:
+        for ask in asks:
+            request_id = f"h{next(self._request_ids)}"
+            view.backlog.asked(request_id, ask)
+            self._wants.append(AskHistory(request_id, ask.peer, ask.before, self.page_size))
+        self._banner(view)
+
+    def _banner(self, view: View) -> None:
+        backlog = view.backlog
+        if backlog.pending:
+            view.lines.banner = LOADING
+        elif backlog.complete:
+            view.lines.banner = BEGINNING
+        else:
+            view.lines.banner = ""
+
+    def _network_gone(self) -> None:
+        """No answer will come to what was asked (the network thread is gone)."""
+        for view in self.views():
+            view.backlog.forget_pending()
+            self._banner(view)
 
     # ----------------------------------------------------- network events
     def apply(self, event: ev.NetEvent) -> None:
@@ -96,47 +242,92 @@ class ChatModel:
             case ev.RosterChanged(joined, left, _):
                 self._roster(joined, left)
             case ev.Incoming(msg):
-                h.incoming(msg)
-            case ev.Delivered(msg_id, delivered, missing):
-                h.delivered(msg_id, delivered, missing)
+                self._incoming(msg)
+            case ev.Delivered(msg_id, delivered, missing, queued):
+                for view in self.views():
+                    view.lines.delivered(msg_id, delivered, missing, queued)
             case ev.SendRefused(msg_id, code, message):
-                h.refused(msg_id, message)
+                for view in self.views():
+                    view.lines.refused(msg_id, message)
             case ev.SendUnconfirmed(ids):
-                h.unconfirmed(ids)
+                for view in self.views():
+                    view.lines.unconfirmed(ids)
+            case ev.HistoryLoaded(request_id, _, _, messages, more):
+                self._page(request_id, messages, more)
+            case ev.HistoryFailed(request_id, peer, _, code, message):
+                self._page_failed(request_id, peer, code, message)
             case ev.ServerNotice(code, message):
-                h.note(f"server: {message} ({code})", style="error")
+                self.note(f"server: {message} ({code})", style="error")
             case ev.ServerBye(reason):
-                h.note(f"the server said bye: {reason}", style="error")
+                self.note(f"the server said bye: {reason}", style="error")
             case ev.Disconnected(reason, None) if self.state == CONNECTING:
+                self._network_gone()
                 self._failed(reason)  # never got in: show the login form again
             case ev.Disconnected(reason, None):
+                self._network_gone()
                 if self.state != OFFLINE:
                     self.state = OFFLINE
                     self.status_note = reason
-                    h.note(f"disconnected: {reason}", style="error")
+                    self.note(f"disconnected: {reason}", style="error")
             case ev.Disconnected(reason, delay):
                 self.state = RECONNECTING
                 self.status_note = f"{reason}; reconnecting in {delay:.0f}s"
-                h.note(f"disconnected: {reason}; reconnecting in {delay:.0f}s", style="error")
+                self.note(f"disconnected: {reason}; reconnecting in {delay:.0f}s", style="error")
             case ev.Stopped(reason):
+                self._network_gone()
                 if self.state != OFFLINE:  # normally a Disconnected already said why
-                    self.history.note(f"connection stopped: {reason}", style="error")
+                    self.note(f"connection stopped: {reason}", style="error")
                     self.state, self.status_note = OFFLINE, reason
 
     def _failed(self, reason: str) -> None:
         self.state = OFFLINE
         self.status_note = reason
-        self.history.note(reason, style="error")
+        self.note(reason, style="error")
         self.want_login = True
 
     def _logged_in(self, user: str, online: tuple[str, ...], registered: bool) -> None:
         again = self.state == RECONNECTING
         self.state, self.user, self.status_note = ONLINE, user, ""
-        self.history.me = user
+        self._logged_in_as = user
+        for view in self.views():
+            view.lines.me = user
         dropped = self.participants.reset(online)
         what = "reconnected" if again else "registered and logged in" if registered else "logged in"
-        self.history.note(f"{what} as {user}; online: {', '.join(online) or 'nobody else'}")
+        note = self.history.note(f"{what} as {user}; online: {', '.join(online) or 'nobody else'}")
+        # The first backfill goes on top; after that, what was missed goes before this note.
+        if self.main.backlog.cursors[BROADCAST].loaded:
+            self.main.lines.anchor_at(note)
+        else:
+            self.main.lines.anchor_at_top()
+        for view in self.views():
+            self._ask(view, view.backlog.latest())
         self._dropped(dropped)
+
+    def _incoming(self, msg: Msg) -> None:
+        for view in self.views():
+            if view.shows(msg.sender, msg.to, self.user):
+                view.lines.incoming(msg)
+        if msg.offline:  # in the view now: the server may forget it
+            self._ack_upto = msg.id if self._ack_upto is None else max(self._ack_upto, msg.id)
+
+    def _page(self, request_id: MsgId, messages: tuple[Msg, ...], more: bool) -> None:
+        for view in self.views():
+            released = view.backlog.answer(request_id, messages, more)
+            if released is not None:
+                view.lines.merge(released)
+                self._banner(view)
+                return
+
+    def _page_failed(self, request_id: MsgId, peer: str, code: str | None, message: str) -> None:
+        for view in self.views():
+            released = view.backlog.failed(request_id)
+            if released is not None:
+                view.lines.merge(released)
+                self._banner(view)
+                if code is not None:  # a lost connection is already told
+                    who = "all" if peer == BROADCAST else peer
+                    view.lines.note(f"no history of {who}: {message} ({code})", style="error")
+                return
 
     def _roster(self, joined: tuple[str, ...], left: tuple[str, ...]) -> None:
         dropped = self.participants.apply(joined, left)

@@ -39,11 +39,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from chat.shared.errors import RemoteProtocolError
-from chat.shared.messages import Recipients
+from chat.shared.messages import HISTORY_LIMIT_DEFAULT, MsgId, Recipients
 
 from . import events as ev
 from .backoff import Backoff
-from .session import Session, check_outgoing
+from .session import Session, check_history, check_outgoing
 from .tls import describe_tls_error, ssl_words
 
 log = logging.getLogger("chat.client.net")
@@ -71,8 +71,24 @@ class _SendCmd:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class _HistoryCmd:
+    request_id: MsgId
+    peer: str
+    before: int | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class _AckCmd:
+    upto: int
+
+
 class _ByeCmd:
     """Say `bye` and stop (no reconnect)."""
+
+
+_Command = _SendCmd | _HistoryCmd | _AckCmd | _ByeCmd
 
 
 class _Ended(Exception):
@@ -128,7 +144,7 @@ class NetworkClient:
         self._connect_timeout = connect_timeout
         self._ping_interval = ping_interval
         self._tls = tls
-        self._commands: queue.SimpleQueue[_SendCmd | _ByeCmd] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._ids = ids if ids is not None else itertools.count(1)
@@ -151,6 +167,31 @@ class NetworkClient:
         self._command(_SendCmd(msg_id, to, text))
         return msg_id
 
+    def history(
+        self,
+        request_id: MsgId,
+        peer: str,
+        before: int | None = None,
+        limit: int = HISTORY_LIMIT_DEFAULT,
+    ) -> None:
+        """Ask for a page of history; the answer is a `HistoryLoaded`/`HistoryFailed` event
+        with `request_id`, which the caller keeps apart from message ids (ours are ints).
+
+        Asked before the login, or while reconnecting, it waits for the next
+        login. ValueError for a request the server would refuse.
+        """
+        problem = check_history(peer, before, limit)
+        if problem is not None:
+            raise ValueError(problem)
+        self._command(_HistoryCmd(request_id, peer, before, limit))
+
+    def offline_ack(self, upto: int) -> None:
+        """The offline messages up to `upto` are shown: the server may forget them.
+
+        Dropped when the connection that delivered them is gone (they come again).
+        """
+        self._command(_AckCmd(upto))
+
     def close(self, timeout: float = BYE_GRACE + 1.0) -> None:
         """Say `bye` (when connected) and wait for the thread to end."""
         if self._thread.is_alive():
@@ -161,7 +202,7 @@ class NetworkClient:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def _command(self, cmd: _SendCmd | _ByeCmd) -> None:
+    def _command(self, cmd: _Command) -> None:
         self._commands.put(cmd)
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
@@ -282,10 +323,25 @@ class NetworkClient:
             if isinstance(cmd, _ByeCmd):
                 self._stopping = True
                 return False
-            self._session.send(cmd.msg_id, cmd.to, cmd.text)  # queued for the next login
+            self._session_bytes(cmd)  # queued for the next login (an ack: dropped)
         return True
 
-    def _drain_commands(self) -> list[_SendCmd | _ByeCmd]:
+    def _session_bytes(self, cmd: _SendCmd | _HistoryCmd | _AckCmd) -> bytes:
+        """What the session writes for one command (b"" when it waits for the chat)."""
+        match cmd:
+            case _SendCmd(msg_id, to, text):
+                return self._session.send(msg_id, to, text)
+            case _AckCmd(upto):
+                return self._session.offline_ack(upto)
+            case _HistoryCmd(request_id, peer, before, limit):
+                try:
+                    return self._session.history(request_id, peer, before, limit)
+                except ValueError as exc:  # e.g. an id still in use: the caller's mistake
+                    self._sink(ev.HistoryFailed(request_id, peer, before, None, str(exc)))
+                    return b""
+        raise AssertionError(f"unknown command {cmd!r}")
+
+    def _drain_commands(self) -> list[_Command]:
         with contextlib.suppress(OSError):
             while self._wake_r.recv(4096):
                 pass
@@ -380,7 +436,7 @@ class NetworkClient:
                 if not self._stopping:
                     self._say_bye(link, "closed by the user")
             elif not self._session.bye_sent:
-                link.write(self._session.send(cmd.msg_id, cmd.to, cmd.text))
+                link.write(self._session_bytes(cmd))
 
     def _say_bye(self, link: _Link, reason: str) -> None:
         self._stopping = True

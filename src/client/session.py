@@ -3,24 +3,36 @@
 `Session` sits on top of `chat.shared.connection.ClientConnection`: it logs
 in, acknowledges every roster frame at once (the contract's rule, and the
 reason a slow UI can never make the server time us out), queues messages
-typed before the chat is ready, and pairs each `sent`/`error` with the
-message it answers. The network thread feeds it bytes and writes what it
-returns; everything here is testable with plain bytes.
+and history requests made before the chat is ready, and pairs each
+`sent`/`history`/`error` with the request it answers. The network thread
+feeds it bytes and writes what it returns; everything here is testable with
+plain bytes.
+
+Offline messages (v1.1 section 3) are acknowledged only when the UI says so
+(`offline_ack`), after it has shown them: a crash in between means they come
+again, never that they are lost.
 """
 
 from __future__ import annotations
+
+import logging
+from collections import deque
 
 from chat.shared.connection import ClientConnection
 from chat.shared.errors import FATAL_CODES, Code, RemoteProtocolError
 from chat.shared.messages import (
     BROADCAST,
+    HISTORY_LIMIT_DEFAULT,
     TEXT_MAX,
     Auth,
     AuthOk,
     ClientBye,
     Error,
+    HistoryPage,
+    HistoryRequest,
     Msg,
     MsgId,
+    OfflineAck,
     Ping,
     Pong,
     Recipients,
@@ -37,6 +49,8 @@ from chat.shared.messages import ServerBye as ServerByeFrame
 from chat.shared.states import State
 
 from . import events as ev
+
+log = logging.getLogger("chat.client.session")
 
 #: Error codes that, answering our `auth`, mean the login itself was refused
 #: (as opposed to the connection failing, which a reconnect may cure).
@@ -78,8 +92,18 @@ _VALID_TEXT = "x"
 
 
 def _refusal(to: Recipients, text: str) -> RemoteProtocolError | None:
+    return _shared_verdict(Send(0, to, text))
+
+
+def check_history(peer: str, before: int | None, limit: int) -> str | None:
+    """Why the server would refuse this history request, or None (the shared core decides)."""
+    refusal = _shared_verdict(HistoryRequest(0, peer, before, limit))
+    return None if refusal is None else refusal.message
+
+
+def _shared_verdict(message: Send | HistoryRequest) -> RemoteProtocolError | None:
     try:
-        parse_client_object(to_wire(Send(0, to, text)))
+        parse_client_object(to_wire(message))
     except RemoteProtocolError as exc:
         return exc
     return None
@@ -93,8 +117,15 @@ class Session:
         self._password = password
         self._register = register
         self._conn: ClientConnection | None = None
-        self._outbox: list[Send] = []
+        #: Written before CHAT: sent, in order, right after the first roster_ack.
+        self._outbox: list[Send | HistoryRequest] = []
         self._unanswered: dict[MsgId, Send] = {}
+        self._asked: dict[MsgId, HistoryRequest] = {}  # history requests written, unanswered
+        # Per connection: which pings are the login's sync ping (True), and offline ids.
+        self._pings: deque[bool] = deque()
+        self._offline_count = 0
+        self._offline_seen: int | None = None  # highest offline id this connection delivered
+        self._offline_acked: int | None = None
         self.ever_logged_in = False
         self.login_failed = False
         self.bye_sent = False
@@ -114,7 +145,7 @@ class Session:
     @property
     def unanswered(self) -> int:
         """Messages written or queued whose `sent` (or error) has not come back yet."""
-        return len(self._unanswered) + len(self._outbox)
+        return len(self._unanswered) + sum(isinstance(m, Send) for m in self._outbox)
 
     # ------------------------------------------------------------ connection
     def start(self) -> bytes:
@@ -126,6 +157,9 @@ class Session:
         if self._conn is not None and self._conn.state is not State.CLOSED:
             raise RuntimeError("start() while a connection is still open")
         self._conn = ClientConnection()
+        self._pings.clear()
+        self._offline_count = 0
+        self._offline_seen = self._offline_acked = None
         self.bye_sent = False
         self.server_bye = None
         self.fatal_error = None
@@ -133,12 +167,23 @@ class Session:
         return self._conn.send(Auth(self.user, self._password, register))
 
     def connection_lost(self) -> list[ev.NetEvent]:
-        """The TCP connection is gone: messages in flight can no longer be confirmed."""
+        """The TCP connection is gone: requests in flight can no longer be answered.
+
+        History requests still in the outbox stay there for the next login.
+        """
         if self._conn is not None:
             self._conn.close()
+        events: list[ev.NetEvent] = []
         lost = tuple(self._unanswered)
         self._unanswered.clear()
-        return [ev.SendUnconfirmed(lost)] if lost else []
+        if lost:
+            events.append(ev.SendUnconfirmed(lost))
+        for request in self._asked.values():
+            events.append(
+                ev.HistoryFailed(request.id, request.peer, request.before, None, "connection lost")
+            )
+        self._asked.clear()
+        return events
 
     # ---------------------------------------------------------------- input
     def receive(self, data: bytes) -> tuple[bytes, list[ev.NetEvent]]:
@@ -160,18 +205,36 @@ class Session:
             case Roster():
                 return self._on_roster(message, events)
             case Msg():
+                if message.offline:
+                    self._offline_count += 1
+                    seen = self._offline_seen
+                    self._offline_seen = message.id if seen is None else max(seen, message.id)
                 events.append(ev.Incoming(message))
-            case Sent(msg_id, delivered, missing):
+            case Sent(msg_id, delivered, missing, queued):
                 self._unanswered.pop(msg_id, None)
-                events.append(ev.Delivered(msg_id, delivered, missing))
+                events.append(ev.Delivered(msg_id, delivered, missing, queued))
+            case HistoryPage(request_id, messages, more):
+                self._on_history(request_id, messages, more, events)
             case Error():
                 return self._on_error(message, events)
             case ServerByeFrame(reason):
                 self.server_bye = reason
                 events.append(ev.ServerBye(reason))
-            case AuthOk() | Pong():
+            case Pong():
+                if self._pings and self._pings.popleft():
+                    events.append(ev.CaughtUp(self._offline_count))
+            case AuthOk():
                 pass
         return b""
+
+    def _on_history(
+        self, request_id: MsgId, messages: tuple[Msg, ...], more: bool, events: list[ev.NetEvent]
+    ) -> None:
+        request = self._asked.pop(request_id, None)
+        if request is None:  # not ours (or already failed): nobody waits for it
+            log.warning("history answer for an unknown request id %r dropped", request_id)
+            return
+        events.append(ev.HistoryLoaded(request_id, request.peer, request.before, messages, more))
 
     def _on_roster(self, frame: Roster, events: list[ev.NetEvent]) -> bytes:
         conn = self._require_conn()
@@ -182,7 +245,9 @@ class Session:
             registered = self._register and not self.ever_logged_in
             self.ever_logged_in = True
             events.append(ev.LoggedIn(self.user, online, registered))
-            return out + self._flush_outbox()
+            # Offline messages follow the ack; the pong of this ping comes after them.
+            self._pings.append(True)
+            return out + conn.send(Ping()) + self._flush_outbox()
         # A full frame can only be the first (RosterView checks seq); a delta
         # lists exactly the changes since the previous frame.
         events.append(ev.RosterChanged(tuple(frame.join), tuple(frame.leave), online))
@@ -194,6 +259,13 @@ class Session:
         if error.id is not None and error.id in self._unanswered:
             del self._unanswered[error.id]
             events.append(ev.SendRefused(error.id, error.code, error.message))
+        elif error.id is not None and error.id in self._asked:
+            request = self._asked.pop(error.id)
+            events.append(
+                ev.HistoryFailed(
+                    request.id, request.peer, request.before, error.code, error.message
+                )
+            )
         elif self.state is State.AUTH and error.code in LOGIN_REFUSALS:
             self.login_failed = True
             events.append(ev.LoginFailed(error.code, error.message))
@@ -207,24 +279,71 @@ class Session:
         problem = check_outgoing(to, text)
         if problem is not None:
             raise ValueError(problem)
-        message = Send(msg_id, to, text)
+        self._check_free(msg_id)
+        return self._write_or_queue(Send(msg_id, to, text))
+
+    def history(
+        self,
+        request_id: MsgId,
+        peer: str,
+        before: int | None = None,
+        limit: int = HISTORY_LIMIT_DEFAULT,
+    ) -> bytes:
+        """Bytes to write for a history request; queued (b"") until the chat is ready.
+
+        The answer comes back as `HistoryLoaded` (or `HistoryFailed`) with
+        this `request_id`, which must differ from every message id in use.
+        """
+        problem = check_history(peer, before, limit)
+        if problem is not None:
+            raise ValueError(problem)
+        self._check_free(request_id)
+        return self._write_or_queue(HistoryRequest(request_id, peer, before, limit))
+
+    def offline_ack(self, upto: int) -> bytes:
+        """Bytes that forget the offline messages up to `upto` on the server; b"" when there
+        is nothing this connection may acknowledge.
+
+        Only what this very connection delivered is acknowledged (`upto` is
+        capped at its highest offline id): outside CHAT, or after a reconnect
+        that has not delivered them again, nothing is sent, and the server
+        simply delivers them again at the next login (same ids).
+        """
+        if self.state is not State.CHAT or self._offline_seen is None:
+            return b""
+        upto = min(upto, self._offline_seen)
+        if self._offline_acked is not None and upto <= self._offline_acked:
+            return b""
+        self._offline_acked = upto
+        return self._require_conn().send(OfflineAck(upto))
+
+    def _check_free(self, request_id: MsgId) -> None:
+        pending = (m.id for m in self._outbox)
+        if request_id in self._unanswered or request_id in self._asked or request_id in pending:
+            raise ValueError(f"id {request_id!r} is already waiting for an answer")
+
+    def _write_or_queue(self, message: Send | HistoryRequest) -> bytes:
         if self.state is not State.CHAT:
             self._outbox.append(message)
             return b""
-        self._unanswered[msg_id] = message
+        return self._write(message)
+
+    def _write(self, message: Send | HistoryRequest) -> bytes:
+        if isinstance(message, Send):
+            self._unanswered[message.id] = message
+        else:
+            self._asked[message.id] = message
         return self._require_conn().send(message)
 
     def _flush_outbox(self) -> bytes:
-        conn = self._require_conn()
-        out = bytearray()
-        for message in self._outbox:
-            self._unanswered[message.id] = message
-            out += conn.send(message)
+        out = b"".join(self._write(message) for message in self._outbox)
         self._outbox.clear()
-        return bytes(out)
+        return out
 
     def ping(self) -> bytes:
-        return self._require_conn().send(Ping())
+        out = self._require_conn().send(Ping())
+        self._pings.append(False)
+        return out
 
     def bye(self) -> bytes:
         """The polite goodbye; nothing is written after it on this connection."""

@@ -18,9 +18,12 @@ from dataclasses import dataclass
 
 import npyscreen
 
+from chat.shared.messages import BROADCAST, Recipients
+
 from . import events as ev
+from .commands import SendText, SendTo, ShowAll, ShowHistory, parse_command
 from .forms import ChatForm, Credentials
-from .model import CONNECTING, OFFLINE, ONLINE, RECONNECTING, ChatModel
+from .model import CONNECTING, OFFLINE, ONLINE, RECONNECTING, AckOffline, AskHistory, ChatModel
 from .net import NetworkClient
 from .session import Session
 from .terminal import prepare_terminal, stderr_on_terminal
@@ -79,23 +82,64 @@ class ChatApp(npyscreen.NPSAppManaged):
         self.net.start()
 
     def submit(self, text: str) -> bool:
-        """Enter on the message line: send to the selection (nothing selected = All).
+        """Enter on the message line: a command, or a message to the selection
+        (nothing selected = All).
 
-        False when nothing was sent; the text then stays in the line.
+        False when nothing was done; the text then stays in the line.
         """
         model = self.model
-        if self.net is None or model.state not in (ONLINE, RECONNECTING, CONNECTING):
-            model.history.note("not logged in: press ^X, then Log in", style="error")
+        try:
+            command = parse_command(text)
+        except ValueError as exc:
+            model.note(str(exc), style="error")
             return False
-        to = model.participants.recipients()
+        to: Recipients = model.participants.recipients()
+        match command:
+            case ShowHistory(peers):
+                return self.show_history(peers)
+            case ShowAll():
+                model.show_all()
+                return True
+            case SendTo(names, text):
+                to = names
+            case SendText(text):
+                pass
+        if self.net is None or model.state not in (ONLINE, RECONNECTING, CONNECTING):
+            model.note("not logged in: press ^X, then Log in", style="error")
+            return False
         try:
             msg_id = self.net.send(to, text)
         except ValueError as exc:
-            model.history.note(f"not sent: {exc}", style="error")
+            model.note(f"not sent: {exc}", style="error")
             return False
         model.sending(msg_id, to, text)
-        model.history.scroll_to_end()
+        model.view.lines.scroll_to_end()
         return True
+
+    def show_history(self, peers: tuple[str, ...] | None) -> bool:
+        """The history with `peers` (None: the selection; nobody selected: the view of all)."""
+        model = self.model
+        names = peers if peers is not None else model.participants.recipients()
+        if names == BROADCAST:
+            model.show_all()
+            return True
+        if self.net is None:
+            model.note("not logged in: press ^X, then Log in", style="error")
+            return False
+        model.open_history(tuple(names))
+        self._send_wants()
+        return True
+
+    def toggle_history(self) -> None:
+        """^O: the selection's history; again (or with All selected): the view of all."""
+        model = self.model
+        selection = model.participants.recipients()
+        if model.convo is not None and (selection == BROADCAST or model.convo.peers == selection):
+            model.show_all()
+        elif selection == BROADCAST:
+            model.note("^O shows the history of the people selected (Tab, then Enter or Space)")
+        else:
+            self.show_history(None)
 
     def logout(self) -> None:
         if self.model.state == OFFLINE and self.net is None:
@@ -118,7 +162,20 @@ class ChatApp(npyscreen.NPSAppManaged):
             if generation == self._generation:
                 self.model.apply(event)
                 changed = True
-        return changed
+        return self._send_wants() or changed
+
+    def _send_wants(self) -> bool:
+        """Hand what the model wants sent (history pages, the offline ack) to the network."""
+        wants = self.model.take_wants()
+        if self.net is None:
+            return bool(wants)
+        for want in wants:
+            match want:
+                case AskHistory(request_id, peer, before, limit):
+                    self.net.history(request_id, peer, before, limit)
+                case AckOffline(upto):
+                    self.net.offline_ack(upto)
+        return bool(wants)
 
     def _stop_network(self) -> None:
         """Close the current connection politely (bye) and forget its events."""

@@ -177,7 +177,7 @@ class InputLine(Placed, TextInput):
         box: Box,
         prompt: Callable[[], str],
         on_submit: Callable[[str], bool],
-        history: History,
+        history: Callable[[], History],
         **kw: Any,
     ) -> None:
         self.box = box
@@ -192,10 +192,10 @@ class InputLine(Placed, TextInput):
                 curses.ascii.NL: self.h_submit,
                 curses.ascii.CR: self.h_submit,
                 curses.KEY_ENTER: self.h_submit,
-                curses.KEY_UP: lambda _: self._history.scroll_by(1),
-                curses.KEY_DOWN: lambda _: self._history.scroll_by(-1),
-                curses.KEY_PPAGE: lambda _: self._history.scroll_by(page()),
-                curses.KEY_NPAGE: lambda _: self._history.scroll_by(-page()),
+                curses.KEY_UP: lambda _: self._history().scroll_by(1),
+                curses.KEY_DOWN: lambda _: self._history().scroll_by(-1),
+                curses.KEY_PPAGE: lambda _: self._history().scroll_by(page()),
+                curses.KEY_NPAGE: lambda _: self._history().scroll_by(-page()),
                 curses.KEY_HOME: self.h_home,
                 curses.KEY_END: self.h_end,
                 "^A": self.h_home,
@@ -246,8 +246,15 @@ class InputLine(Placed, TextInput):
 class ParticipantsView(UnicodeKeys, Placed, wgwidget.Widget):
     """ "All" then everyone online, each with a checkbox; Space toggles, Enter picks one."""
 
-    def __init__(self, screen: Any, box: Box, model: Participants, **kw: Any) -> None:
-        self.box, self.model = box, model
+    def __init__(
+        self,
+        screen: Any,
+        box: Box,
+        model: Participants,
+        on_history: Callable[[], None],
+        **kw: Any,
+    ) -> None:
+        self.box, self.model, self._on_history = box, model, on_history
         self._top = 0
         super().__init__(screen, **kw)
 
@@ -271,8 +278,16 @@ class ParticipantsView(UnicodeKeys, Placed, wgwidget.Widget):
                 curses.ascii.ESC: self.h_pick_nothing,
                 curses.KEY_LEFT: self.h_pick_nothing,
                 curses.KEY_RIGHT: self.h_pick_nothing,
+                "^O": self.h_history,
             }
         )
+
+    def h_history(self, _input: int) -> None:
+        """^O here: the history of the ticked people, or of the one under the cursor."""
+        if not self.model.selected and self.model.cursor > 0:
+            self.model.select_only()
+        self._on_history()
+        self.h_exit_escape(_input)
 
     def h_pick(self, _input: int) -> None:
         """Enter: only this row selected, back to the message line (the form maps escape so)."""
@@ -323,11 +338,19 @@ class HistoryView(UnicodeKeys, Placed, wgwidget.Widget):
         "note": curses.A_DIM,
         "error": curses.A_BOLD | curses.A_UNDERLINE,
         "more": curses.A_REVERSE,
+        "day": curses.A_BOLD,
     }
+    #: After a conversation view's title: how to get back.
+    BACK_HINT = "  (^O or /all: back to all)"
 
-    def __init__(self, screen: Any, box: Box, model: History, **kw: Any) -> None:
-        self.box, self.model = box, model
+    def __init__(self, screen: Any, box: Box, view: Callable[[], History], **kw: Any) -> None:
+        self.box, self._view = box, view
         super().__init__(screen, **kw)
+
+    @property
+    def model(self) -> History:
+        """The lines of the view on screen (the view of all or a conversation's)."""
+        return self._view()
 
     def set_up_handlers(self) -> None:
         super().set_up_handlers()
@@ -356,8 +379,14 @@ class HistoryView(UnicodeKeys, Placed, wgwidget.Widget):
         if self.hidden or self.height <= 0 or self.width <= 0:
             return
         pad = self.parent.curses_pad
-        lines = self.model.window(self.width, self.height)
-        top = self.rely + self.height - len(lines)
+        history = self.model
+        rows, first = self.height, self.rely
+        if history.title and rows > 1:  # a conversation: say which, and how to leave it
+            title = f"{history.title}{self.BACK_HINT}"
+            put(pad, first, self.relx, title, curses.A_BOLD | curses.A_UNDERLINE, self.width)
+            rows, first = rows - 1, first + 1
+        lines = history.window(self.width, rows)
+        top = first + rows - len(lines)
         for i, line in enumerate(lines):
             attr = self.STYLES.get(line.style, 0)
             if self.editing and i == len(lines) - 1:

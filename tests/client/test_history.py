@@ -1,14 +1,17 @@
-"""The message history: markers, own-message status, wrapping and scrolling."""
+"""The message history: markers, own-message status, wrapping, scrolling, merging by id."""
 
 from __future__ import annotations
 
-from chat.client.history import History
+import time
+
+from chat.client.history import AWAY, History
 from chat.client.textwidth import text_width
 from chat.shared.messages import Msg
 
 
 def texts(h: History, width: int = 200, height: int = 50) -> list[str]:
-    return [line.text for line in h.window(width, height)]
+    """The lines shown, without the date separators (tested on their own)."""
+    return [line.text for line in h.window(width, height) if line.style != "day"]
 
 
 def test_broadcast_private_and_group_messages_are_marked() -> None:
@@ -75,3 +78,158 @@ def test_tiny_sizes_do_not_fail() -> None:
     h.note("hello 你好")
     assert h.window(0, 5) == [] and h.window(5, 0) == []
     assert all(text_width(line.text) <= 2 for line in h.window(1, 100))
+
+
+# ------------------------------------------------------------------ v1.1
+def local(year: int, month: int, day: int, hour: int = 12) -> float:
+    return time.mktime((year, month, day, hour, 0, 0, 0, 0, -1))
+
+
+def msg(msg_id: int, ts: float = 0.0, sender: str = "bob", to: object = "*", **kw: object) -> Msg:
+    return Msg(msg_id, sender, to, f"m{msg_id}", ts or float(msg_id), **kw)  # type: ignore[arg-type]
+
+
+def all_texts(h: History, width: int = 200, height: int = 50) -> list[str]:
+    return [line.text for line in h.window(width, height)]
+
+
+def test_a_date_separator_goes_above_the_first_line_and_wherever_the_day_changes() -> None:
+    h = History(me="alice")
+    h.merge(
+        [msg(1, local(2025, 3, 3, 23)), msg(2, local(2025, 3, 4, 1)), msg(3, local(2025, 3, 4))]
+    )
+    lines = h.window(200, 50)
+    assert [
+        (line.style, line.text[9:] if line.style != "day" else line.text) for line in lines
+    ] == [
+        ("day", "-- Mon 2025-03-03 --"),
+        ("normal", "bob: m1"),
+        ("day", "-- Tue 2025-03-04 --"),
+        ("normal", "bob: m2"),
+        ("normal", "bob: m3"),
+    ]
+
+
+def test_the_same_message_live_and_in_a_page_is_one_line() -> None:
+    h = History(me="alice")
+    assert h.incoming(msg(5))
+    assert not h.incoming(msg(5))
+    assert h.merge([msg(4), msg(5), msg(6)]) == 2
+    assert [t[9:] for t in texts(h)] == ["bob: m4", "bob: m5", "bob: m6"]
+
+
+def test_older_pages_go_above_the_oldest_message_and_newer_ones_before_the_anchor() -> None:
+    h = History(me="alice")
+    h.note("welcome")
+    h.anchor_at_top()
+    h.merge([msg(10), msg(11)])  # the first backfill: above everything
+    login = h.note("reconnected")
+    h.anchor_at(login)
+    h.incoming(msg(20))  # live, after the login note
+    h.merge([msg(12), msg(13), msg(20)])  # missed while away: before the reconnect note
+    h.merge([msg(8), msg(9)])  # an older page: on top
+    assert [t[9:] for t in texts(h)] == [
+        "bob: m8",
+        "bob: m9",
+        "bob: m10",
+        "bob: m11",
+        "* welcome",
+        "bob: m12",
+        "bob: m13",
+        "* reconnected",
+        "bob: m20",
+    ]
+
+
+def test_history_never_goes_below_the_anchor_among_offline_messages() -> None:
+    h = History(me="alice")
+    login = h.note("logged in")
+    h.anchor_at(login)
+    h.incoming(msg(30, to=("alice",), offline=True))
+    h.merge([msg(10), msg(40)])
+    assert [t[9:] for t in texts(h)] == [
+        "bob: m10",
+        "bob: m40",
+        "* logged in",
+        f"[private] bob: m30  {AWAY}",
+    ]
+
+
+def test_our_own_message_in_a_page_takes_the_id_of_the_line_already_shown() -> None:
+    h = History(me="alice")
+    h.outgoing(1, ("bob",), "hi")
+    h.delivered(1, ["bob"], [])
+    h.merge([Msg(77, "alice", ("bob",), "hi", 5.0), Msg(78, "alice", ("bob",), "again", 6.0)])
+    assert [t[9:] for t in texts(h)] == [
+        "[private to bob] alice: hi  [delivered: bob]",
+        "[private to bob] alice: again",
+    ]
+    assert h.merge([Msg(77, "alice", ("bob",), "hi", 5.0)]) == 0
+
+
+def test_offline_messages_are_marked_while_you_were_away() -> None:
+    h = History(me="alice")
+    h.incoming(msg(3, to=("alice",), offline=True))
+    h.incoming(msg(4, to=("alice",)))
+    assert [t[9:] for t in texts(h)] == [f"[private] bob: m3  {AWAY}", "[private] bob: m4"]
+    assert AWAY == "(while you were away)"
+
+
+def test_queued_recipients_are_shown_as_queued_and_unknown_ones_as_missing() -> None:
+    h = History(me="alice")
+    h.outgoing(1, ("bob",), "a")
+    h.outgoing(2, ("bob", "carol", "ghost"), "b")
+    h.outgoing(3, ("ghost",), "c")
+    h.delivered(1, [], ["bob"], ["bob"])
+    h.delivered(2, ["carol"], ["bob", "ghost"], ["bob"])
+    h.delivered(3, [], ["ghost"], [])
+    out = texts(h)
+    assert out[0].endswith("[queued for bob (offline)]") and "missing" not in out[0]
+    assert out[1].endswith("[delivered: carol | queued for bob (offline) | missing: ghost]")
+    assert out[2].endswith("[missing: ghost]")
+    assert [e.style for e in h.entries] == ["own", "own", "error"]
+
+
+def test_scrolling_up_past_the_oldest_line_asks_for_older_history_once_there() -> None:
+    h = History(me="alice")
+    h.merge([msg(i) for i in range(10, 30)])
+    h.window(80, 5)
+    h.scroll_by(1)
+    assert not h.older_wanted  # not at the top yet
+    h.scroll_by(1000)
+    h.window(80, 5)
+    assert h.at_top and not h.older_wanted
+    h.scroll_by(1)
+    assert h.older_wanted
+
+
+def test_an_older_page_keeps_the_lines_the_user_was_looking_at() -> None:
+    h = History(me="alice")
+    h.merge([msg(i) for i in range(10, 30)])
+    h.scroll_by(1000)
+    before = all_texts(h, 80, 5)
+    h.scroll_by(5)  # the key that asks for the older page does not move the view
+    h.banner = "loading history..."
+    h.merge([msg(i) for i in range(1, 10)])
+    h.banner = ""
+    after = all_texts(h, 80, 5)
+    assert after[1:] == before[1:]  # the same lines where they were (the top one was the date)
+    assert after[0].endswith("bob: m9")
+
+
+def test_the_banner_is_the_top_line_when_the_oldest_line_is_in_view() -> None:
+    h = History(me="alice", banner="beginning of the history")
+    h.merge([msg(1)])
+    assert all_texts(h)[0] == "-- beginning of the history --"
+    h.merge([msg(i) for i in range(2, 40)])
+    assert "-- beginning of the history --" not in all_texts(h, 80, 5)
+
+
+def test_pages_asked_for_are_kept_on_top_of_the_limit() -> None:
+    h = History(me="a", limit=10)
+    for i in range(10):
+        h.note(f"n{i}")
+    h.anchor_at_top()
+    h.merge([msg(i) for i in range(1, 6)])
+    h.note("one more")
+    assert texts(h)[0].endswith("bob: m2") and len(h.entries) == 15

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from chat.client import events as ev
-from chat.client.lineformat import as_json, human
+from chat.client.lineformat import as_json, human, message_line, stamp
 from chat.client.linemode import parse_line
 from chat.shared.messages import Msg
 
@@ -74,3 +75,37 @@ def test_json_lines_are_objects_with_an_event_field() -> None:
         "message": "slow",
     }
     assert as_json(ev.Connecting("h", 1, 1)) is None
+
+
+def test_offline_messages_are_marked_and_keep_their_offline_field_in_json() -> None:
+    msg = Msg(7, "bob", ("alice",), "while away", 100.0, offline=True)
+    assert message_line(msg, "alice", today=100.0).endswith(" <bob> [offline] [private] while away")
+    obj = json.loads(as_json(ev.Incoming(msg)) or "")
+    assert obj["offline"] is True and obj["id"] == 7
+    live = json.loads(as_json(ev.Incoming(Msg(8, "bob", "*", "x", 1.0))) or "")
+    assert "offline" not in live
+
+
+def test_sent_shows_queued_names_as_queued_and_only_unknown_ones_as_missing() -> None:
+    answer = ev.Delivered(3, ("carol",), ("bob", "ghost"), ("bob",))
+    assert human(answer, "alice")[0].endswith(" > #3 delivered: carol; queued: bob; missing: ghost")
+    only_queued = ev.Delivered(4, (), ("bob",), ("bob",))
+    assert human(only_queued, "alice")[0].endswith(" > #4 delivered: nobody; queued: bob")
+    assert json.loads(as_json(answer) or "") == {
+        "event": "sent",
+        "id": 3,
+        "delivered": ["carol"],
+        "missing": ["bob", "ghost"],
+        "queued": ["bob"],
+    }
+
+
+def test_our_own_messages_from_the_history_say_to_whom() -> None:
+    mine = Msg(1, "alice", ("bob",), "hi", 0.0)
+    assert message_line(mine, "alice", today=0.0).endswith(" <alice> [private to bob] hi")
+
+
+def test_a_message_from_another_day_has_its_date_first() -> None:
+    noon = time.mktime((2025, 3, 4, 12, 0, 0, 0, 0, -1))
+    assert stamp(noon, today=noon) == "12:00:00"
+    assert stamp(noon, today=noon + 86400) == "2025-03-04 12:00:00"

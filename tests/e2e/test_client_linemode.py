@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import pytest
-from server_support import online, register
+from server_support import online, register, send_msg
 
 PASSWORD = "correct horse"
 
@@ -330,3 +330,148 @@ def test_version_is_the_distributions_and_exit_0() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"chat-client {importlib.metadata.version('chat-epoll')}\n"
     assert proc.stderr == ""
+
+
+# ----------------------------------------------------- v1.1: offline delivery and history
+def test_sent_reports_queued_for_a_registered_offline_user_and_missing_for_an_unknown_one(
+    server, clients
+) -> None:
+    register(server, "bob")
+    alice = clients(server, "alice", "--register")
+    alice.write("@bob,ghost are you there")
+    alice.end_input()
+    rc, out, err = alice.finish()
+    assert rc == 0, err
+    assert [line[9:] for line in out if " > " in line] == [
+        "> #1 delivered: nobody; queued: bob; missing: ghost"
+    ]
+
+
+def test_an_offline_message_is_printed_marked_then_acked_so_the_next_login_has_none(
+    server, clients
+) -> None:
+    register(server, "bob")
+    alice = online(server, "alice")
+    sent = send_msg(alice, ["bob"], "while you slept")
+    assert sent["queued"] == ["bob"], sent
+    first = clients(server, "bob")
+    first.end_input()
+    rc, out, err = first.finish()
+    assert rc == 0, err
+    assert [line[9:] for line in out if "<alice>" in line] == [
+        "<alice> [offline] [private] while you slept"
+    ]
+    again = clients(server, "bob")
+    again.end_input()
+    rc, out, err = again.finish()
+    assert rc == 0, err
+    assert not [line for line in out if "<alice>" in line], out
+
+
+def test_json_prints_the_offline_msg_as_the_server_sent_it(server, clients) -> None:
+    register(server, "bob")
+    alice = online(server, "alice")
+    send_msg(alice, ["bob", "alice"], "group note")
+    bob = clients(server, "bob", "--json")
+    bob.end_input()
+    rc, out, err = bob.finish()
+    assert rc == 0, err
+    (msg,) = [json.loads(line) for line in out if '"event": "msg"' in line]
+    assert (msg["from"], msg["to"], msg["text"], msg["offline"]) == (
+        "alice",
+        ["bob", "alice"],
+        "group note",
+        True,
+    )
+    assert isinstance(msg["id"], int) and isinstance(msg["ts"], float)
+
+
+def history_of(server: Any, clients: Any, user: str, *args: str) -> list[dict[str, Any]]:
+    """`--history ... --json` as `user`: the msg objects printed (exit 0, nothing on stderr)."""
+    c = clients(server, user, "--json", *args)
+    rc, out, err = c.finish(timeout=30)
+    assert (rc, err) == (0, ""), (rc, err, out)
+    assert all(json.loads(line)["event"] == "msg" for line in out), out
+    return [json.loads(line) for line in out]
+
+
+def test_history_prints_the_last_n_of_all_oldest_first_over_several_pages(server, clients) -> None:
+    carol = online(server, "carol")
+    for i in range(230):
+        send_msg(carol, "*", f"m{i}", msg_id=i)
+    register(server, "bob")
+    got = history_of(server, clients, "bob", "--history", "210")
+    assert [m["text"] for m in got] == [f"m{i}" for i in range(20, 230)]
+    assert [m["id"] for m in got] == sorted(m["id"] for m in got)
+    assert history_of(server, clients, "bob", "--history", "1") == got[-1:]
+
+
+def test_history_prints_what_exists_when_fewer_than_n_in_the_human_format(server, clients) -> None:
+    carol = online(server, "carol")
+    send_msg(carol, "*", "only one")
+    bob = clients(server, "bob", "--register", "--history", "50")
+    rc, out, err = bob.finish()
+    assert (rc, err) == (0, "")
+    assert [line[9:] for line in out] == ["<carol> only one"]
+    assert re.match(r"^\d\d:\d\d:\d\d <carol>", out[0])
+    wait_log(server, r"closed fd=\d+ user=bob .*closed by the peer: bye")
+
+
+def test_history_with_a_person_is_only_what_both_of_them_were_in(server, clients) -> None:
+    alice, bob = online(server, "alice"), online(server, "bob")
+    online(server, "carol")
+    send_msg(alice, ["bob"], "to bob", msg_id=1)
+    send_msg(alice, ["carol"], "to carol", msg_id=2)
+    send_msg(alice, ["bob", "carol"], "to both", msg_id=3)
+    send_msg(alice, "*", "to all", msg_id=4)
+    bob.send({"type": "send", "id": 5, "to": ["alice"], "text": "bob answers"})
+    assert bob.recv_type("sent")["id"] == 5  # alice's messages to bob come first
+    got = history_of(server, clients, "alice", "--history", "10", "--with", "bob")
+    assert [(m["from"], m["text"]) for m in got] == [
+        ("alice", "to bob"),
+        ("alice", "to both"),
+        ("bob", "bob answers"),
+    ]
+    human = clients(server, "alice", "--history", "10", "--with", "bob")
+    rc, out, _ = human.finish()
+    assert rc == 0
+    assert [line[9:] for line in out] == [
+        "<alice> [private to bob] to bob",
+        "<alice> [group: bob, carol] to both",
+        "<bob> [private] bob answers",
+    ]
+
+
+def test_history_does_not_take_the_offline_messages_of_the_next_login(server, clients) -> None:
+    register(server, "bob")
+    alice = online(server, "alice")
+    send_msg(alice, ["bob"], "keep me")
+    assert history_of(server, clients, "bob", "--history", "5", "--with", "alice")[0]["text"] == (
+        "keep me"
+    )
+    bob = clients(server, "bob")
+    bob.end_input()
+    rc, out, _ = bob.finish()
+    assert rc == 0
+    assert [line[9:] for line in out if "<alice>" in line] == [
+        "<alice> [offline] [private] keep me"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--history", "0"], "--history must be at least 1"),
+        (["--with", "bob"], "--with only goes with --history N"),
+        (["--history", "3", "--with", "not a name"], "is not a user name"),
+    ],
+)
+def test_bad_history_options_are_one_line_and_exit_2(args: list[str], reason: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "chat.client", "--user", "a", "--password", "p", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert reason in one_clear_line(proc.stderr)

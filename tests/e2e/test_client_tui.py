@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_support import PASSWORD, next_frame, online, register
+from server_support import PASSWORD, next_frame, online, register, send_msg
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
@@ -96,6 +96,17 @@ class Tmux:
     def wait_re(self, pattern: str, timeout: float = 15.0) -> str:
         """The screen once `pattern` (a regex) matches it."""
         return self.wait_until(lambda s: re.search(pattern, s) is not None, pattern, timeout)
+
+    def wait_settled(self, *needles: str, timeout: float = 15.0) -> str:
+        """The screen once it shows every needle and two captures in a row are the same
+        (curses may be caught halfway through a redraw)."""
+        last = [""]
+
+        def check(screen: str) -> bool:
+            same, last[0] = screen == last[0], screen
+            return same and all(n in screen for n in needles)
+
+        return self.wait_until(check, f"{needles}, settled", timeout)
 
     def wait_until(self, check: Callable[[str], bool], what: str, timeout: float = 15.0) -> str:
         deadline = time.monotonic() + timeout
@@ -355,3 +366,122 @@ def test_tui_without_a_terminal_is_one_line() -> None:
     assert proc.stderr.strip().splitlines() == [
         "chat-client: the TUI needs a terminal on stdin and stdout (use --no-tui for scripts)"
     ]
+
+
+# ----------------------------------------------------- v1.1: offline delivery and history
+def row_of(screen: str, needle: str) -> int:
+    return next(i for i, line in enumerate(screen.splitlines()) if needle in line)
+
+
+def test_login_backfills_all_under_a_date_separator_then_shows_offline_messages_marked(
+    server, tmux
+) -> None:
+    register(server, "alice")
+    bob = online(server, "bob")
+    for i in range(3):
+        send_msg(bob, "*", f"before you came {i}", msg_id=i)
+    assert send_msg(bob, ["alice"], "psst while away", msg_id=9)["queued"] == ["alice"]
+    tmux.start_client(*client_args(server, "alice"))
+    log_in(tmux)
+    separator = f"-- {time.strftime('%a %Y-%m-%d')} --"
+    marked = "[private] bob: psst while away  (while you were away)"
+    screen = tmux.wait_for(separator, "bob: before you came 2", "logged in as alice", marked)
+    order = [
+        row_of(screen, needle)
+        for needle in (
+            separator,
+            "bob: before you came 0",
+            "bob: before you came 1",
+            "bob: before you came 2",
+            "logged in as alice",
+            marked,
+        )
+    ]
+    assert order == sorted(order) and order[0] < order[1], screen
+
+    # Acknowledged once shown: after leaving, a new session of alice gets nothing stored.
+    tmux.keys("C-x")
+    tmux.wait_for("Exit")
+    tmux.keys("e")
+    assert tmux.exit_code() == 0
+    again = server.client()
+    again.login("alice", PASSWORD, register=False)
+    again.send({"type": "ping"})
+    while (frame := next_frame(again))["type"] != "pong":
+        assert frame["type"] != "msg", frame
+
+
+def test_a_message_to_someone_offline_shows_queued_for_them_and_unknown_names_missing(
+    server, tmux
+) -> None:
+    register(server, "bob")
+    tmux.start_client(*client_args(server, "alice", "--register"), width=140)
+    log_in(tmux, "r")
+    tmux.wait_for(" online | alice")
+    tmux.type("/msg bob see you later")
+    tmux.keys("Enter")
+    tmux.wait_for("[private to bob] alice: see you later  [queued for bob (offline)]")
+    tmux.type("/msg bob,ghost both of you")
+    tmux.keys("Enter")
+    screen = tmux.wait_for(
+        "[group: bob, ghost] alice: both of you  [queued for bob (offline) | missing: ghost]"
+    )
+    assert "missing: bob" not in screen
+    bob = server.client()
+    bob.login("bob", PASSWORD, register=False)
+    texts = [bob.recv_type("msg")["text"] for _ in range(2)]
+    assert texts == ["see you later", "both of you"]
+
+
+def test_the_history_key_shows_one_persons_conversation_and_goes_back_to_all(server, tmux) -> None:
+    register(server, "alice")
+    bob, carol = online(server, "bob"), online(server, "carol")
+    send_msg(bob, ["alice"], "bob to alice", msg_id=1)
+    send_msg(bob, "*", "bob to everyone", msg_id=2)
+    carol.send({"type": "send", "id": 3, "to": ["alice"], "text": "carol to alice"})
+    assert carol.recv_type("sent")["id"] == 3  # bob's message to all comes first
+    tmux.start_client(*client_args(server, "alice"))
+    log_in(tmux)
+    screen = tmux.wait_for("[ ] bob", "[ ] carol", "bob: bob to everyone", "carol to alice")
+    assert "^O history" in line_with(screen, "^X Menu")  # the key is on the help line
+
+    tmux.keys("Tab", "Down", "C-o")  # bob under the cursor in the list, then the key
+    screen = tmux.wait_for("history with bob", "[private] bob: bob to alice", "[bob] >")
+    assert "bob to everyone" not in screen and "carol to alice" not in screen
+    tmux.keys("C-o")  # again: back to the view of all
+    tmux.wait_until(
+        lambda s: "history with" not in s and "bob: bob to everyone" in s, "the view of all"
+    )
+
+    tmux.type("/history carol")
+    tmux.keys("Enter")
+    screen = tmux.wait_for("history with carol", "[private] carol: carol to alice")
+    assert "bob to alice" not in screen and "bob to everyone" not in screen
+    tmux.type("/all")
+    tmux.keys("Enter")
+    tmux.wait_until(
+        lambda s: "history with" not in s and "bob: bob to everyone" in s, "the view of all"
+    )
+
+
+def test_scrolling_up_past_the_oldest_line_fetches_the_page_before_it_in_place(
+    server, tmux
+) -> None:
+    register(server, "alice")
+    carol = online(server, "carol")
+    for i in range(60):
+        send_msg(carol, "*", f"old {i:02d}", msg_id=i)
+    tmux.start_client(*client_args(server, "alice"), height=20)
+    log_in(tmux)
+    tmux.wait_for("carol: old 59")
+    tmux.keys("Tab", "Tab", "Home")  # into the history pane, to its oldest line
+    separator = f"-- {time.strftime('%a %Y-%m-%d')} --"
+    before = tmux.wait_settled("carol: old 10", separator).splitlines()
+    top = row_of("\n".join(before), separator)
+    assert "carol: old 10" in before[top + 1]  # the first page is the last 50
+    tmux.keys("Up")  # past the oldest line: the page before it
+    after = tmux.wait_settled("carol: old 09").splitlines()
+    assert "carol: old 09" in after[top]
+    assert after[top + 1 :] == before[top + 1 :]  # what the user was reading did not move
+    tmux.keys("Home")
+    tmux.wait_for("-- beginning of the history --", "carol: old 00")
