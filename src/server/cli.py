@@ -570,8 +570,8 @@ def _open_keeper(config: ServerConfig, key: bytes, cipher: Cipher) -> HistorySer
         log.info("message store: off (--no-history): no history, nothing queued for offline users")
         return NoHistory()
     started = time.monotonic()
-    messages = MessageStore.open(config.history_file, key, cipher)
-    keeper = HistoryService(messages, config.offline_max, config.history_days)
+    messages = MessageStore.open(config.history_file, key, cipher, config.history_days * 86400)
+    keeper = HistoryService(messages, config.offline_max)
     log.info(
         "message store %s: open in %.0f ms; next id %d; keeps %s, %d offline messages per user",
         config.history_file,

@@ -354,7 +354,7 @@ class Dispatcher:
             named = () if to == BROADCAST else (*delivered, *queued)
             if to == BROADCAST or named:
                 on_stored = (lambda ok: mailbox.resume(Stored(ok))) if queued else None
-                keeper.keep([Kept(m, named, queued) for m in msgs], on_stored)
+                keeper.keep([Kept(tuple(msgs), named, queued)], on_stored)
             return msgs, queued
 
         targets, delivered, missing, (msgs, queued) = self._hub.route(name, to, stamp)

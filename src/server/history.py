@@ -80,19 +80,24 @@ class MessageIds:
         self._ceiling = ceiling  # on disk: every id below it may be given
         self._asked = ceiling
         self._reserve = reserve
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
 
     def take(self, count: int) -> int:
         """The first of `count` consecutive new ids."""
         with self._cond:
-            start, end = self._next, self._next + count
+            start = self._next
+            end = self._next = start + count
+            ask = None
             if end + ID_BLOCK // 2 > self._asked:
-                self._asked = max(self._asked, end) + ID_BLOCK
-                self._reserve(self._asked)
-            while end > self._ceiling:  # only if the writer is half a block behind
-                self._cond.wait()
-            self._next = end
-            return start
+                ask = self._asked = max(self._asked, end) + ID_BLOCK
+            ready = end <= self._ceiling
+        if ask is not None:
+            self._reserve(ask)  # outside the lock: a refusal calls `reserved` at once
+        if not ready:
+            with self._cond:
+                while end > self._ceiling:  # only if the writer is half a block behind
+                    self._cond.wait()
+        return start
 
     def peek(self) -> int:
         """The next id (for the log)."""
@@ -115,7 +120,6 @@ class HistoryService:
         self,
         store: MessageStore,
         offline_max: int,
-        history_days: float,
         readers: int = 1,
         reader_queue: int = 256,
         flush_delay: float = FLUSH_DELAY,
@@ -123,10 +127,10 @@ class HistoryService:
     ) -> None:
         self._store = store
         self._offline_max = offline_max
-        self._retention = history_days * 86400.0
+        self._retention = store.retention  # seconds; 0 keeps everything
         self._flush_delay = flush_delay
         self._clock = clock
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._jobs: deque[tuple[int, float, _Job]] = deque()
         self._seq = 0  # jobs handed over so far
         self._committed = 0  # every job up to this one is done (stored, or failed and logged)
@@ -221,23 +225,26 @@ class HistoryService:
     # ---- hand-over -------------------------------------------------------------
     def _put(self, job: _Job, urgent: bool) -> None:
         with self._cond:
-            if self._stopping or len(self._jobs) >= MAX_BACKLOG:
-                self._refuse(job)
-                return
-            self._seq += 1
-            self._jobs.append((self._seq, time.monotonic(), job))
-            if urgent:
-                self._urgent = self._seq
-                self._cond.notify()
-            elif len(self._jobs) == 1 or len(self._jobs) >= MAX_BATCH:
-                self._cond.notify()
+            refused = self._stopping or len(self._jobs) >= MAX_BACKLOG
+            if refused:
+                self._dropped += 1
+                dropped = self._dropped
+            else:
+                self._seq += 1
+                self._jobs.append((self._seq, time.monotonic(), job))
+                if urgent:
+                    self._urgent = self._seq
+                    self._cond.notify()
+                elif len(self._jobs) == 1 or len(self._jobs) >= MAX_BATCH:
+                    self._cond.notify()
+        if refused:  # told outside the lock: the callback may take other locks
+            self._refuse(job, dropped)
 
-    def _refuse(self, job: _Job) -> None:
-        """The writer cannot keep up (or has stopped): this job is not stored. `_cond` held."""
-        self._dropped += 1
-        if self._dropped == 1 or self._dropped % 10_000 == 0:
+    def _refuse(self, job: _Job, dropped: int) -> None:
+        """The writer cannot keep up (or has stopped): this job is not stored."""
+        if dropped == 1 or dropped % 10_000 == 0:
             log.error(
-                "message store: %d jobs not stored (the writer is behind or stopped)", self._dropped
+                "message store: %d jobs not stored (the writer is behind or stopped)", dropped
             )
         if isinstance(job, _Put | _Reserve) and job.on_stored is not None:
             job.on_stored(False)
@@ -311,11 +318,13 @@ class HistoryService:
         store, ok = self._store, True
         try:
             with store.transaction():
-                grown: dict[bytes, str] = {}
+                # Every message of the batch in one put, so each conversation's messages
+                # are sealed together. Acks go after: they name messages already handed
+                # over (stored before they were delivered), in this batch or an earlier one.
+                kept = [k for _, _, job in batch if type(job) is _Put for k in job.kept]
+                grown = store.put(kept) if kept else {}
                 for _, _, job in batch:
                     match job:
-                        case _Put(kept):
-                            grown.update(store.put(kept))
                         case _Ack(user, upto):
                             store.ack(store.owner(user), upto)
                         case _Reserve(ceiling):

@@ -73,7 +73,7 @@ class World:
         self.store = UserStore.open(tmp / "users.db", KEY, load_cipher(), hash_cost_log2=COST)
         self.keeper: HistoryService | NoHistory = (
             HistoryService(
-                MessageStore.open(tmp / "history.db", KEY, load_cipher()), offline_max, 30.0
+                MessageStore.open(tmp / "history.db", KEY, load_cipher(), 30 * 86400.0), offline_max
             )
             if keep
             else NoHistory()

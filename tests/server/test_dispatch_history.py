@@ -232,3 +232,17 @@ def test_history_before_the_roster_ack_is_not_ready_with_its_id(world: World) ->
     first, second = world.frames(alice)
     assert isinstance(first, Error) and first.code == "not_ready" and first.id == "h2"
     assert isinstance(second, Error) and second.code == "not_ready"
+
+
+def test_a_ping_right_after_the_first_roster_ack_is_answered_after_the_catch_up(
+    world: World,
+) -> None:
+    """What chat-client relies on to know that every stored message has arrived."""
+    register(world, "bob")
+    alice = world.login("alice")
+    world.post(alice, *(Send(i, ("bob",), f"m{i}") for i in range(250)))  # two pages
+    bob = world.connect()
+    world.post(bob, Auth("bob", "pw", False))
+    world.post(bob, RosterAck(world.frames(bob)[1].seq), Ping())
+    frames = world.frames(bob)
+    assert [type(f).__name__ for f in frames] == ["Msg"] * 250 + ["Pong"]

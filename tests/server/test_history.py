@@ -39,9 +39,12 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "history.db"
 
 
-def service(path: Path, cipher: Cipher, **kwargs: object) -> HistoryService:
-    args: dict[str, object] = {"offline_max": 1000, "history_days": 30.0} | kwargs
-    return HistoryService(MessageStore.open(path, KEY, cipher), **args)  # type: ignore[arg-type]
+def service(
+    path: Path, cipher: Cipher, history_days: float = 30.0, **kwargs: object
+) -> HistoryService:
+    args: dict[str, object] = {"offline_max": 1000} | kwargs
+    store = MessageStore.open(path, KEY, cipher, history_days * 86400.0)
+    return HistoryService(store, **args)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -89,7 +92,7 @@ def test_a_durable_keep_calls_back_once_the_message_is_committed(
         stored.set()
 
     m = msg(keeper, ("bob",), "for bob")
-    keeper.keep([Kept(m, ("bob",), ("bob",))], on_stored)
+    keeper.keep([Kept((m,), ("bob",), ("bob",))], on_stored)
     assert stored.wait(5) and results == [True]
     assert on_disk(path, cipher, "bob", "alice") == ["for bob"]
 
@@ -97,7 +100,7 @@ def test_a_durable_keep_calls_back_once_the_message_is_committed(
 def test_other_messages_reach_the_disk_within_the_flush_delay(path: Path, cipher: Cipher) -> None:
     keeper = service(path, cipher, flush_delay=0.3)
     try:
-        keeper.keep([Kept(msg(keeper, "*", "to all"), (), ())])
+        keeper.keep([Kept((msg(keeper, "*", "to all"),), (), ())])
         assert on_disk(path, cipher, "bob", "*") == []  # batched: not yet
         deadline = time.monotonic() + 2.0
         while on_disk(path, cipher, "bob", "*") != ["to all"]:
@@ -113,7 +116,7 @@ def test_a_read_sees_every_message_handed_over_before_it_even_with_a_long_flush_
     keeper = service(path, cipher, flush_delay=30.0)
     try:
         for i in range(5):
-            keeper.keep([Kept(msg(keeper, "*", f"m{i}"), (), ())])
+            keeper.keep([Kept((msg(keeper, "*", f"m{i}"),), (), ())])
         started = time.monotonic()
         page = wait_reply(lambda r: keeper.read_page("bob", "*", None, 50, r))
         assert page is not None and [m.text for m in page.messages] == [f"m{i}" for i in range(5)]
@@ -135,7 +138,7 @@ def test_messages_are_committed_in_batches(path: Path, cipher: Cipher) -> None:
     keeper._commit = counting  # type: ignore[method-assign]
     try:
         for i in range(500):
-            keeper.keep([Kept(msg(keeper, "*", f"m{i}"), (), ())])
+            keeper.keep([Kept((msg(keeper, "*", f"m{i}"),), (), ())])
         page = wait_reply(lambda r: keeper.read_page("bob", "*", None, 200, r))
         assert page is not None and len(page.messages) == 200 and page.more
         assert commits <= 3, commits
@@ -145,7 +148,7 @@ def test_messages_are_committed_in_batches(path: Path, cipher: Cipher) -> None:
 
 def test_stop_stores_what_was_handed_over(path: Path, cipher: Cipher) -> None:
     keeper = service(path, cipher, flush_delay=60.0)
-    keeper.keep([Kept(msg(keeper, "*", "last words"), (), ())])
+    keeper.keep([Kept((msg(keeper, "*", "last words"),), (), ())])
     keeper.stop()
     assert on_disk(path, cipher, "bob", "*") == ["last words"]
 
@@ -159,7 +162,7 @@ from chat.server.msgstore import Kept, MessageStore
 from chat.shared.messages import Msg
 
 keeper = HistoryService(
-    MessageStore.open(Path(sys.argv[1]), bytes(range(32)), load_cipher()), 10**7, 30.0
+    MessageStore.open(Path(sys.argv[1]), bytes(range(32)), load_cipher()), 10**7
 )
 
 def report(mid):
@@ -173,8 +176,9 @@ while True:
     i += 1
     mid = keeper.ids.take(1)
     m = Msg(mid, "alice", ("bob",), f"durable {mid}", time.time())
-    keeper.keep([Kept(m, ("bob",), ("bob",))], report(mid))
-    keeper.keep([Kept(Msg(keeper.ids.take(1), "carol", "*", "x" * (i % 300), time.time()), (), ())])
+    keeper.keep([Kept((m,), ("bob",), ("bob",))], report(mid))
+    other = Msg(keeper.ids.take(1), "carol", "*", "x" * (i % 300), time.time())
+    keeper.keep([Kept((other,), (), ())])
     if i % 50 == 0:
         time.sleep(0.001)
 """
@@ -223,7 +227,7 @@ def test_past_the_quota_the_oldest_offline_messages_go_and_the_log_says_so(
             for i in range(5):
                 done = threading.Event()
                 m = msg(keeper, ("bob",), f"m{i}")
-                keeper.keep([Kept(m, ("bob",), ("bob",))], lambda ok, done=done: done.set())
+                keeper.keep([Kept((m,), ("bob",), ("bob",))], lambda ok, done=done: done.set())
                 assert done.wait(5)
         page = wait_reply(lambda r: keeper.read_offline("bob", 0, r))
         assert page is not None and [m.text for m in page.messages] == ["m2", "m3", "m4"]
@@ -241,7 +245,7 @@ def test_an_ack_empties_the_queue_up_to_its_id(keeper: HistoryService) -> None:
         done = threading.Event()
         m = msg(keeper, ("bob",), f"m{i}")
         ids.append(m.id)
-        keeper.keep([Kept(m, ("bob",), ("bob",))], lambda ok, done=done: done.set())
+        keeper.keep([Kept((m,), ("bob",), ("bob",))], lambda ok, done=done: done.set())
         assert done.wait(5)
     keeper.ack("bob", ids[1])
     page = wait_reply(lambda r: keeper.read_offline("bob", 0, r))
@@ -256,9 +260,7 @@ def test_messages_older_than_history_days_are_gone_after_a_restart(
     old = Msg(keeper.ids.take(1), "alice", ("bob",), "old", time.time() - 3 * 86400)
     new = msg(keeper, ("bob",), "new")
     done = threading.Event()
-    keeper.keep(
-        [Kept(old, ("bob",), ("bob",)), Kept(new, ("bob",), ("bob",))], lambda ok: done.set()
-    )
+    keeper.keep([Kept((old, new), ("bob",), ("bob",))], lambda ok: done.set())
     assert done.wait(5)
     keeper.stop()
     keeper = service(path, cipher, history_days=2.0)
@@ -275,7 +277,7 @@ def test_history_days_zero_keeps_messages_for_ever(path: Path, cipher: Cipher) -
     keeper = service(path, cipher, history_days=0.0)
     try:
         ancient = Msg(keeper.ids.take(1), "alice", "*", "ancient", 1_000_000.0)
-        keeper.keep([Kept(ancient, (), ())])
+        keeper.keep([Kept((ancient,), (), ())])
         page = wait_reply(lambda r: keeper.read_page("bob", "*", None, 50, r))
         assert page is not None and [m.text for m in page.messages] == ["ancient"]
     finally:

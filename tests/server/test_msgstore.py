@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from chat.server.cipher import Cipher, load_cipher
-from chat.server.msgstore import Kept, MessageStore, MessageStoreError
+from chat.server.msgstore import CHUNK_MESSAGES, Kept, MessageStore, MessageStoreError
 from chat.shared.messages import Msg
 
 KEY = bytes(range(32))
@@ -47,11 +47,11 @@ def keep(store: MessageStore, *kept: Kept) -> None:
 
 def private(msg_id: int, sender: str, to: tuple[str, ...], text: str, queued: tuple[str, ...] = ()):
     named = tuple(n for n in to if n != sender)
-    return Kept(Msg(msg_id, sender, to, text, T0 + msg_id), named, queued)
+    return Kept((Msg(msg_id, sender, to, text, T0 + msg_id),), named, queued)
 
 
 def public(msg_id: int, sender: str, text: str) -> Kept:
-    return Kept(Msg(msg_id, sender, "*", text, T0 + msg_id), (), ())
+    return Kept((Msg(msg_id, sender, "*", text, T0 + msg_id),), (), ())
 
 
 def texts(page) -> list[str]:
@@ -170,28 +170,22 @@ def test_the_quota_drops_the_oldest(store: MessageStore) -> None:
 def test_retention_removes_old_messages_from_history_and_offline_queues(
     store: MessageStore,
 ) -> None:
-    keep(
-        store,
-        private(1, "alice", ("bob",), "old private", ("bob",)),
-        public(2, "alice", "old public"),
-        private(3, "alice", ("bob",), "new private", ("bob",)),
-        public(4, "alice", "new public"),
-    )
+    keep(store, private(1, "alice", ("bob",), "old private", ("bob",)), public(2, "alice", "old"))
+    keep(store, private(3, "alice", ("bob",), "new private", ("bob",)), public(4, "alice", "new"))
     assert store.purge_before(T0 + 2.5) == 2
-    assert texts(store.page("bob", "*", None, 10)) == ["new public"]
+    assert texts(store.page("bob", "*", None, 10)) == ["new"]
     assert texts(store.page("bob", "alice", None, 10)) == ["new private"]
     assert texts(store.offline("bob", 0, 10, 1 << 20)) == ["new private"]
     assert store.purge_before(T0 + 2.5) == 0
-    rows = store._conn.execute("SELECT count(*) FROM convs").fetchone()[0]
-    assert rows == 2  # the index went with its messages
 
 
-def test_retention_walks_in_chunks_and_stops_at_the_first_young_message(
-    store: MessageStore,
-) -> None:
+def test_retention_goes_by_chunk_and_stops_at_the_first_young_one(store: MessageStore) -> None:
+    """4,500 messages to everyone in one batch: chunks of 256; a chunk goes when its newest
+    message is past the cutoff, so at most one chunk's worth is kept a little longer."""
     keep(store, *(public(i, "alice", f"m{i}") for i in range(1, 4501)))
-    assert store.purge_before(T0 + 4000.5) == 4000
-    assert store.count() == 500
+    assert store.purge_before(T0 + 4000.5) == 15 * CHUNK_MESSAGES
+    oldest = store.page("bob", "*", 15 * CHUNK_MESSAGES + 2, 5)
+    assert texts(oldest) == [f"m{15 * CHUNK_MESSAGES + 1}"] and not oldest.more
 
 
 # --- ids -----------------------------------------------------------------------------
@@ -286,30 +280,44 @@ def test_a_file_that_is_not_a_store_is_one_line(path: Path, cipher: Cipher) -> N
 
 
 # --- tampering is reported, never shown --------------------------------------------
-def test_a_damaged_record_is_left_out_and_logged(
+def test_a_damaged_chunk_is_left_out_and_logged(
     store: MessageStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    keep(store, public(1, "alice", "first"), public(2, "alice", "second"))
-    body = bytearray(store._conn.execute("SELECT body FROM messages WHERE id = 1").fetchone()[0])
+    keep(store, public(1, "alice", "first"))
+    keep(store, public(2, "alice", "second"))
+    body = bytearray(store._conn.execute("SELECT body FROM chunks WHERE first = 1").fetchone()[0])
     body[20] ^= 0x01
-    store._conn.execute("UPDATE messages SET body = ? WHERE id = 1", (bytes(body),))
+    store._conn.execute("UPDATE chunks SET body = ? WHERE first = 1", (bytes(body),))
     with caplog.at_level(logging.ERROR, "chat.server.store"):
         assert texts(store.page("bob", "*", None, 5)) == ["second"]
-    assert "message 1 is damaged" in caplog.text
+    assert "messages 1..1 are damaged" in caplog.text
 
 
-def test_a_record_moved_into_another_conversation_is_not_shown_there(
+def test_a_chunk_moved_into_another_conversation_is_not_shown_there(
     store: MessageStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     keep(store, private(1, "alice", ("bob",), "only for bob"))
-    # An attacker with write access adds an index row that puts it in carol's view.
-    store._conn.execute("INSERT INTO convs VALUES (?, 1)", (store.conversation("carol", "alice"),))
-    store._conn.execute(
-        "UPDATE messages SET convs = ? WHERE id = 1", (store.conversation("carol", "alice"),)
-    )
+    # Someone with write access to the file moves it into carol's conversation with alice.
+    store._conn.execute("UPDATE chunks SET conv = ?", (store.conversation("carol", "alice"),))
     with caplog.at_level(logging.ERROR, "chat.server.store"):
         assert texts(store.page("carol", "alice", None, 5)) == []
-    assert "message 1" in caplog.text
+    assert "messages 1..1 are damaged" in caplog.text
+
+
+def test_chunks_hold_one_conversation_and_at_most_256_messages(store: MessageStore) -> None:
+    keep(
+        store,
+        *(public(i, "alice", f"m{i}") for i in range(1, 301)),
+        private(301, "alice", ("bob", "carol"), "group"),
+    )
+    rows = store._conn.execute("SELECT conv, first, last, n FROM chunks ORDER BY seq").fetchall()
+    everyone = store.broadcast()
+    assert [(bytes(c) == everyone, f, last, n) for c, f, last, n in rows[:2]] == [
+        (True, 1, 256, 256),
+        (True, 257, 300, 44),
+    ]
+    pairs = {bytes(c) for c, *_ in rows[2:]}
+    assert pairs == {store.conversation("alice", "bob"), store.conversation("alice", "carol")}
 
 
 def test_blind_indexes_depend_on_the_key(path: Path, cipher: Cipher, tmp_path: Path) -> None:
@@ -329,4 +337,4 @@ def test_sqlite_holds_no_name_even_in_its_schema_or_meta(path: Path, cipher: Cip
     conn = sqlite3.connect(path)
     meta = dict(conn.execute("SELECT k, v FROM meta"))
     conn.close()
-    assert set(meta) == {"format", "cipher", "check", "id_ceiling"} - {"id_ceiling"}
+    assert set(meta) == {"format", "cipher", "check"}
