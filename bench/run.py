@@ -23,7 +23,12 @@ Servers (every part runs each of them in turn, inside the same repetition):
   base-t<N>       with --base-exe PATH: that chat-server (e.g. an older commit), --threads N,
                   right after chat-t<N>, with its own users file in bench/.state/base/;
   chat-tls-t<N>   with --tls: the --exe server with --tls-cert/--tls-key (a self-signed
-                  pair in bench/.state/), the loadgen speaking TLS (loadgen --tls).
+                  pair in bench/.state/), the loadgen speaking TLS (loadgen --tls);
+  nostore-t<N>    with --store-ab: the --exe server with --no-history (no message store),
+                  right after chat-t<N>: what the store costs.
+
+Every chat-server run starts with an empty message store (bench/.state/history-*.db is
+removed first), so runs do not slow each other down by growing one file.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class Target:
     exe: str = ""  # chat-server executable (chat targets)
     data: Path = STATE  # folder of its users file and key
     tls: bool = False
+    store: bool = True  # False: --no-history
 
     @property
     def proto(self) -> str:
@@ -130,8 +136,23 @@ def ensure_cert() -> None:
     TLS_KEY.chmod(0o600)
 
 
+def history_file(target: Target) -> Path:
+    return target.data / f"history-{target.name}.db"
+
+
+def fresh_store(target: Target) -> list[str]:
+    """The store options of a run, its file removed first (see the module docstring)."""
+    if not target.store:
+        return ["--no-history"]
+    path = history_file(target)
+    for extra in ("", "-wal", "-shm"):
+        path.with_name(path.name + extra).unlink(missing_ok=True)
+    return ["--history-file", str(path)]
+
+
 def chat_server_cmd(target: Target, port: int, max_clients: int) -> list[str]:
     tls = ["--tls-cert", str(TLS_CERT), "--tls-key", str(TLS_KEY)] if target.tls else []
+    store = fresh_store(target) if target.exe != BASE_EXE else []
     return [
         target.exe,
         "--host",
@@ -157,6 +178,7 @@ def chat_server_cmd(target: Target, port: int, max_clients: int) -> list[str]:
         "--ack-timeout",
         "600",
         *tls,
+        *store,
     ]
 
 
@@ -315,6 +337,7 @@ def one(
 EXE = ""  # --exe; set once by main
 BASE_EXE = ""  # --base-exe; "" = no base targets
 TLS = False  # --tls
+STORE_AB = False  # --store-ab
 
 
 def chat_targets(t: int) -> list[Target]:
@@ -322,6 +345,8 @@ def chat_targets(t: int) -> list[Target]:
     out = [Target(f"chat-t{t}", t, EXE)]
     if BASE_EXE:
         out.append(Target(f"base-t{t}", t, BASE_EXE, BASE_STATE))
+    if STORE_AB:
+        out.append(Target(f"nostore-t{t}", t, EXE, store=False))
     if TLS:
         out.append(Target(f"chat-tls-t{t}", t, EXE, tls=True))
     return out
@@ -394,13 +419,19 @@ def main() -> int:
         help="also run every chat target as base-t<N> with this chat-server (same run)",
     )
     ap.add_argument("--tls", action="store_true", help="also run chat-tls-t<N>: --exe over TLS")
+    ap.add_argument(
+        "--store-ab",
+        action="store_true",
+        help="also run nostore-t<N>: --exe with --no-history (the store's cost)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     opts = ap.parse_args()
     ONLY.update(filter(None, opts.only.split(",")))
-    global EXE, BASE_EXE, TLS
+    global EXE, BASE_EXE, TLS, STORE_AB
     EXE = str(Path(opts.exe).absolute()) if opts.exe else default_exe()
     BASE_EXE = str(Path(opts.base_exe).absolute()) if opts.base_exe else ""
     TLS = opts.tls
+    STORE_AB = opts.store_ab
 
     subprocess.run(["make", "-s", "-C", str(LOADGEN.parent)], check=True)
     STATE.mkdir(mode=0o700, exist_ok=True)
