@@ -4,16 +4,19 @@ PyInstaller's spec and the Nuitka build script import this module so that the
 two kinds of binary carry the same files at the same places (``program_files``
 says which program gets what):
 
-- chat-server only: the cipher plugin at ``chat/server/<libxor>``, where
-  ``chat.server.cipher`` looks for it, whatever the backend (the client never
-  imports that module, so it carries no libxor and no cffi);
+- chat-server only: its two native libraries at ``chat/server/``, where
+  ``chat.server.bundled`` looks for them whatever the backend: the cipher
+  plugin (``libxor``, loaded by ``chat.server.cipher``) and libchatdispatch,
+  the worker queue and fan-out (``chat.server.native``). The client never
+  imports those modules, so it carries neither library and no cffi;
 - chat-client only: terminfo entries under ``terminfo/`` at the bundle root, where
   ``chat.client.terminal.bundle_root()`` looks (``sys._MEIPASS`` for
   PyInstaller, three folders above ``chat/client/terminal.py`` for Nuitka) and
   appends the folder to ``TERMINFO_DIRS``.
 
 It runs inside the build venv, where the project is installed (not editable),
-so the library is looked up in that installation.
+so the libraries are looked up in that installation (CMake installs both next
+to the ``chat.server`` modules).
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ TERMINFO_LIST = HERE / "terminfo.txt"
 TERMINFO_DEST = "terminfo"
 PROGRAMS = ("chat-server", "chat-client")
 CIPHER_DEST = "chat/server"  # chat.server.cipher.BUNDLE_SUBDIR
+DISPATCH_DEST = "chat/server"  # chat.server.bundled.BUNDLE_SUBDIR, searched by chat.server.native
+# The server's native libraries, built by CMake: file names per platform.
+CIPHER_NAMES = ("libxor.so", "libxor.dylib")
+DISPATCH_NAMES = ("libchatdispatch.so", "libchatdispatch.dylib")
 # Where ncurses builds look for the compiled database, most specific first.
 SYSTEM_TERMINFO_DIRS = (
     "/etc/terminfo",
@@ -61,17 +68,32 @@ class BundleError(RuntimeError):
     """A file that must go into the binary is missing on the build machine."""
 
 
-def cipher_library() -> Path:
-    """Return the libxor built by CMake and installed into the build venv."""
+def _installed_library(names: tuple[str, ...]) -> Path:
+    """Return the first of NAMES installed in the chat.server package of the build venv."""
     spec = importlib.util.find_spec("chat.server")
     if spec is None or not spec.submodule_search_locations:
         raise BundleError("package chat.server is not installed in the build venv")
     for folder in spec.submodule_search_locations:
-        for name in ("libxor.so", "libxor.dylib"):
+        for name in names:
             candidate = Path(folder) / name
             if candidate.is_file():
                 return candidate
-    raise BundleError(f"libxor not found in {list(spec.submodule_search_locations)}")
+    raise BundleError(f"{names[0]} not found in {list(spec.submodule_search_locations)}")
+
+
+def cipher_library() -> Path:
+    """Return the libxor built by CMake and installed into the build venv."""
+    return _installed_library(CIPHER_NAMES)
+
+
+def dispatch_library() -> Path:
+    """Return the libchatdispatch built by CMake and installed into the build venv."""
+    return _installed_library(DISPATCH_NAMES)
+
+
+def server_libraries() -> list[tuple[Path, str]]:
+    """The server's native libraries: (installed file, destination folder in the bundle)."""
+    return [(cipher_library(), CIPHER_DEST), (dispatch_library(), DISPATCH_DEST)]
 
 
 def _terminfo_names() -> list[tuple[str, bool]]:
@@ -119,10 +141,11 @@ def terminfo_files() -> list[tuple[Path, str]]:
 def program_files(program: str) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
     """Return (binaries, datas) for one program: (source file, destination folder) pairs.
 
-    The cipher plugin goes into chat-server only; terminfo into chat-client only.
+    The native libraries (libxor, libchatdispatch) go into chat-server only;
+    terminfo into chat-client only.
     """
     if program == "chat-server":
-        return [(cipher_library(), CIPHER_DEST)], []
+        return server_libraries(), []
     if program == "chat-client":
         return [], terminfo_files()
     raise ValueError(f"unknown program {program!r}")

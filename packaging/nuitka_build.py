@@ -4,7 +4,8 @@ Run by scripts/release.sh inside its build venv:
     python packaging/nuitka_build.py chat-server --output-dir DIR --work-dir DIR
 Nuitka has no spec file, so the options live here as a list rather than as a
 long command line in the shell script. The binary carries the same files as the
-PyInstaller one (bundle_data.program_files: libxor in the server only). It is
+PyInstaller one (bundle_data.program_files: libxor and libchatdispatch in the
+server only, at chat/server/). It is
 slow (minutes per program on two cores) and stays out of CI; ccache on PATH
 makes rebuilds about twice as fast.
 """

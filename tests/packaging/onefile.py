@@ -83,6 +83,9 @@ class ServerRun:
             "--users-file", f"{folder}/users.db",
             "--key-file", f"{folder}/server.key",
             "--log-file", f"{folder}/server.log",
+            # Not the default ./history.db: that would land in the test's working
+            # folder (the checkout) and belong to another run's key.
+            "--history-file", f"{folder}/history.db",
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             command,

@@ -7,7 +7,9 @@ folder built with ``--backend nuitka`` or ``all`` (by hand: Nuitka is slow).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import re
 import stat
 import subprocess
 import tarfile
@@ -19,6 +21,7 @@ from onefile import LineClient, Release, ServerRun, clean_env
 pytestmark = pytest.mark.packaging
 
 PROGRAMS = ("chat-server", "chat-client")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=["pyinstaller", "nuitka"])
@@ -92,6 +95,60 @@ def test_only_the_pyinstaller_server_carries_libxor(release: Release) -> None:
     assert b"chat.server" not in client
 
 
+def test_only_the_pyinstaller_server_carries_libchatdispatch(release: Release) -> None:
+    """The worker queue and fan-out are server-only too: chat/server/ beside libxor.
+
+    Read from the table of contents in clear, as above.
+    """
+    server = release.binary("pyinstaller", "chat-server").read_bytes()
+    client = release.binary("pyinstaller", "chat-client").read_bytes()
+    assert b"chat/server/libchatdispatch.so" in server
+    assert b"libchatdispatch" not in client
+    assert b"chat_dispatch" not in client
+
+
+def test_bundled_libchatdispatch_loads_and_exports_the_abi(
+    release: Release, tmp_path: Path
+) -> None:
+    """The copy inside the server binary is the whole library, whatever the server does with it.
+
+    Taken out with PyInstaller's own archive reader, loaded with ctypes: every function
+    of chat_dispatch.h is there, and a queue round trip works.
+    """
+    readers = pytest.importorskip(
+        "PyInstaller.archive.readers", reason="reading the bundle needs PyInstaller"
+    )
+    bundle = readers.CArchiveReader(str(release.binary("pyinstaller", "chat-server")))
+    name = "chat/server/libchatdispatch.so"
+    assert name in bundle.toc, sorted(n for n in bundle.toc if n.startswith("chat/"))
+    path = tmp_path / "libchatdispatch.so"
+    path.write_bytes(bundle.extract(name))
+    lib = ctypes.CDLL(str(path))
+    header = (ROOT / "native" / "dispatch" / "include" / "chat_dispatch.h").read_text()
+    functions = re.findall(r"^CD_API [^;(]*?\b(cd_\w+)\(", header, re.M)
+    assert len(functions) >= 20
+    missing = [fn for fn in functions if not hasattr(lib, fn)]
+    assert missing == []
+    lib.cd_queue_new.restype = ctypes.c_void_p
+    lib.cd_queue_push.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+    lib.cd_queue_len.argtypes = [ctypes.c_void_p]
+    lib.cd_queue_len.restype = ctypes.c_size_t
+    lib.cd_queue_pop.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64),
+                                 ctypes.c_size_t, ctypes.c_int]  # fmt: skip
+    lib.cd_queue_pop.restype = ctypes.c_size_t
+    lib.cd_queue_free.argtypes = [ctypes.c_void_p]
+    queue = lib.cd_queue_new()
+    assert queue
+    try:
+        assert lib.cd_queue_push(queue, 2**63 + 5) == 0
+        assert lib.cd_queue_len(queue) == 1
+        items = (ctypes.c_uint64 * 4)()
+        assert lib.cd_queue_pop(queue, items, 4, 0) == 1
+        assert items[0] == 2**63 + 5
+    finally:
+        lib.cd_queue_free(queue)
+
+
 def test_missing_cipher_lib_is_one_clear_line(
     release: Release, flavour: str, no_python_path: str, workdir: Path
 ) -> None:
@@ -102,6 +159,7 @@ def test_missing_cipher_lib_is_one_clear_line(
         "--key-file", str(workdir / "server.key"),
         "--users-file", str(workdir / "users.db"),
         "--log-file", str(workdir / "server.log"),
+        "--history-file", str(workdir / "history.db"),
         "--cipher-lib", "/nonexistent.so",
     )  # fmt: skip
     assert result.returncode != 0

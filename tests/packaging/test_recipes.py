@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +23,8 @@ import nuitka_build  # noqa: E402
 from chat.server import cipher  # noqa: E402
 
 SPEC = ROOT / "packaging" / "chat.spec"
+DISPATCH_HEADER = ROOT / "native" / "dispatch" / "include" / "chat_dispatch.h"
+NATIVE_NAMES = ("libxor", "libchatdispatch")
 
 
 def _fake_release(folder: Path, stamp: int) -> Path:
@@ -93,24 +97,60 @@ def test_cipher_goes_where_the_server_looks_for_it() -> None:
     assert lib.parent.name == "server"
 
 
-def test_server_bundles_libxor_and_client_does_not() -> None:
+def test_dispatch_library_is_installed_beside_the_server_modules() -> None:
+    """CMake installs libchatdispatch next to chat.server, as it does libxor."""
+    assert bundle_data.DISPATCH_DEST == "chat/server"
+    lib = bundle_data.dispatch_library()
+    assert lib.name in bundle_data.DISPATCH_NAMES
+    assert lib.parent.name == "server"
+    assert lib.parent == bundle_data.cipher_library().parent
+    # An ELF (or Mach-O) shared library whose dynamic symbols name the header's functions.
+    content = lib.read_bytes()
+    assert content[:4] in (b"\x7fELF", b"\xcf\xfa\xed\xfe")
+    for name in _header_functions():
+        assert name.encode() in content, name
+
+
+def _header_functions() -> list[str]:
+    """The functions chat_dispatch.h declares (the ABI CTest checks the exports against)."""
+    names = re.findall(r"^CD_API [^;(]*?\b(cd_\w+)\(", DISPATCH_HEADER.read_text(), re.M)
+    assert len(names) >= 20, names
+    return names
+
+
+def test_dispatch_library_name_is_the_one_the_binding_loads() -> None:
+    """chat.server.native (the cffi binding) finds it by this name in chat/server/."""
+    if importlib.util.find_spec("chat.server.native") is None:
+        pytest.skip("chat.server.native (the libchatdispatch binding) is not written yet")
+    from chat.server import bundled, native
+
+    assert bundled.BUNDLE_SUBDIR.replace(os.sep, "/") == bundle_data.DISPATCH_DEST
+    assert bundle_data.dispatch_library().name == native.LIBRARY_FILENAME
+
+
+def test_server_bundles_native_libraries_and_client_does_not() -> None:
     server_bins, server_datas = _program_files("chat-server")
     client_bins, client_datas = _program_files("chat-client")
-    assert _names(server_bins) == [f"{bundle_data.CIPHER_DEST}/{cipher.LIBRARY_FILENAME}"]
+    assert _names(server_bins) == [
+        f"{bundle_data.CIPHER_DEST}/{cipher.LIBRARY_FILENAME}",
+        f"{bundle_data.DISPATCH_DEST}/{bundle_data.dispatch_library().name}",
+    ]
     assert server_datas == []
     assert client_bins == []
     assert client_datas, "the client carries terminfo"
     assert all(dest.startswith(f"{bundle_data.TERMINFO_DEST}/") for _, dest in client_datas)
-    assert not any("libxor" in name for name in _names(client_bins + client_datas))
+    for name in _names(client_bins + client_datas):
+        assert not any(native in name for native in NATIVE_NAMES), name
 
 
-def test_nuitka_recipe_includes_libxor_in_the_server_only(tmp_path: Path) -> None:
+def test_nuitka_recipe_includes_native_libraries_in_the_server_only(tmp_path: Path) -> None:
     _program_files("chat-client")  # skips where terminfo is missing
     server = nuitka_build.nuitka_options("chat-server", tmp_path)
     client = nuitka_build.nuitka_options("chat-client", tmp_path)
-    lib = bundle_data.cipher_library()
-    assert f"--include-data-files={lib}=chat/server/{lib.name}" in server
-    assert not any("libxor" in option for option in client)
+    for lib in (bundle_data.cipher_library(), bundle_data.dispatch_library()):
+        assert f"--include-data-files={lib}=chat/server/{lib.name}" in server
+    for option in client:
+        assert not any(native in option for native in NATIVE_NAMES), option
     assert any(option.endswith("=terminfo/x/xterm") for option in client)
 
 
@@ -133,7 +173,7 @@ class _Recorded:
         self.programs[name] = self.analyses[-1]
 
 
-def test_pyinstaller_spec_bundles_libxor_in_the_server_only(
+def test_pyinstaller_spec_bundles_native_libraries_in_the_server_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Run packaging/chat.spec with PyInstaller's classes faked: no build, a few ms."""
@@ -157,9 +197,13 @@ def test_pyinstaller_spec_bundles_libxor_in_the_server_only(
     exec(compile(SPEC.read_text(encoding="utf-8"), str(SPEC), "exec"), spec_globals)
     assert set(rec.programs) == {"chat-server", "chat-client"}
     server, client = rec.programs["chat-server"], rec.programs["chat-client"]
-    lib = str(bundle_data.cipher_library())
-    assert server["binaries"] == [(lib, "chat/server")]
+    assert server["binaries"] == [
+        (str(bundle_data.cipher_library()), "chat/server"),
+        (str(bundle_data.dispatch_library()), "chat/server"),
+    ]
     assert client["binaries"] == []
     for kind in ("binaries", "datas"):
-        assert not any("libxor" in src or dest.startswith("chat/") for src, dest in client[kind])
+        for src, dest in client[kind]:
+            assert not any(native in src for native in NATIVE_NAMES), src
+            assert not dest.startswith("chat/"), dest
     assert any(dest == "terminfo/x" for _, dest in client["datas"])

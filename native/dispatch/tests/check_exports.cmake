@@ -1,0 +1,43 @@
+# Fails unless the library's dynamic symbol table exports exactly the functions
+# the header declares (every line `CD_API ... cd_name(` in chat_dispatch.h), all cd_*.
+# usage: cmake -DNM=nm -DLIB=libchatdispatch.so -DHEADER=chat_dispatch.h -P check_exports.cmake
+execute_process(COMMAND ${NM} -D --defined-only ${LIB}
+  OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "nm failed on ${LIB}")
+endif()
+string(REGEX MATCHALL "[ \t][TtDdBbRrWwVviu] [A-Za-z_][A-Za-z0-9_@.]*" entries "${out}")
+set(found "")
+foreach(e IN LISTS entries)
+  string(REGEX REPLACE "^[ \t][A-Za-z] " "" name "${e}")
+  list(APPEND found "${name}")
+endforeach()
+list(SORT found)
+
+file(READ ${HEADER} header)
+# Declarations start a line with CD_API (the #define of CD_API itself does not).
+string(REGEX MATCHALL "\nCD_API [^;(#]*[ *]([A-Za-z_][A-Za-z0-9_]*)[ \t]*\\(" decls "${header}")
+set(expected "")
+foreach(d IN LISTS decls)
+  string(REGEX REPLACE "^.*[ *]([A-Za-z_][A-Za-z0-9_]*)[ \t]*\\($" "\\1" name "${d}")
+  list(APPEND expected "${name}")
+endforeach()
+list(SORT expected)
+list(LENGTH expected n)
+if(n LESS 20)
+  message(FATAL_ERROR "only ${n} functions found in ${HEADER}: '${expected}'")
+endif()
+foreach(name IN LISTS expected)
+  if(NOT name MATCHES "^cd_")
+    message(FATAL_ERROR "the header declares ${name}, outside the cd_ prefix")
+  endif()
+endforeach()
+if(NOT found STREQUAL expected)
+  set(extra ${found})
+  list(REMOVE_ITEM extra ${expected})
+  set(missing ${expected})
+  list(REMOVE_ITEM missing ${found})
+  message(FATAL_ERROR "exported symbols differ from ${HEADER}: "
+    "not in the header: '${extra}', not exported: '${missing}'")
+endif()
+message(STATUS "exports (${n}): ${found}")
