@@ -43,9 +43,12 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--format", default="flamegraph")
     ap.add_argument("--gil", action="store_true", help="py-spy --gil: only the GIL holder")
+    ap.add_argument("--threads", type=int, default=4)
     opts = ap.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    target = run.Target("chat-t4", 4, str(Path(opts.exe).absolute()), opts.data)
+    target = run.Target(
+        f"chat-t{opts.threads}", opts.threads, str(Path(opts.exe).absolute()), opts.data
+    )
     run.raise_nofile()
     snap: dict[str, dict[str, tuple[int, int]]] = {}
     with run.server(target) as (pid, port):

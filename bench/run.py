@@ -357,35 +357,23 @@ def targets(threads: list[int]) -> list[Target]:
 
 
 def ensure_registered(count: int, data: Path, exe: str) -> None:
-    """Register bench users once per users file (scrypt at --hash-cost 10); later runs
-    only log in."""
+    """Create the bench users (b00000.., the loadgen's names and password) once per users
+    file, at --hash-cost 10, in one durable write; later runs only log in. (Registering
+    them through the server would write the whole users file once per group of
+    registrations: about 20 minutes for 10,000, by design, see docs/store.md.)"""
     data.mkdir(mode=0o700, exist_ok=True)
     marker = data / "registered"
     have = int(marker.read_text()) if marker.exists() else 0
     if have >= count:
         return
-    print(f"registering {count} bench users in {data} (once; reused across runs)...", flush=True)
-    reg = Target("chat-t2", 2, exe, data)
-    with server(reg) as (pid, port):
-        run_loadgen(
-            reg,
-            pid,
-            port,
-            [
-                "--mode",
-                "idle",
-                "--clients",
-                str(count),
-                "--hold",
-                "0",
-                "--login-batch",
-                "32",
-                "--quickack",
-                "--src-count",
-                "8",
-            ],
-            timeout=3600,
-        )
+    print(f"creating {count} bench users in {data} (once; reused across runs)...", flush=True)
+    from chat.server.cipher import load_cipher
+    from chat.server.keyfile import load_or_create_key
+    from chat.server.store import UserStore
+
+    key, _ = load_or_create_key(data / "server.key")
+    store = UserStore.open(data / "users.db", key, load_cipher(), hash_cost_log2=10)
+    store.register_many((f"b{i:05d}", "bench-password") for i in range(count))
     marker.write_text(str(count))
 
 

@@ -11,18 +11,17 @@ and the client binary carries no libxor.
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
-from collections.abc import Iterator
 
 from cffi import FFI
+
+from . import bundled
 
 LIBRARY_FILENAME = "libxor.so"
 # Where the library sits inside the package tree and inside one-file bundles:
 # next to this module, the one CMake installs to and packaging/bundle_data.py
 # copies to. Only chat-server carries it; the client never imports this module.
-BUNDLE_SUBDIR = os.path.join("chat", "server")
+BUNDLE_SUBDIR = bundled.BUNDLE_SUBDIR
 REQUIRED_SYMBOLS = ("cipher_name", "cipher_encrypt", "cipher_decrypt")
 MAX_NAME_LEN = 32
 
@@ -92,47 +91,17 @@ class Cipher:
         return bytes(out)
 
 
-def _package_dirs() -> Iterator[str]:
-    """Every folder of this package: an editable install splits it in two."""
-    package = __package__ or ""
-    try:
-        entries = list(importlib.import_module(package).__path__) if package else []
-    except (ImportError, AttributeError):
-        entries = []
-    yield from entries
-    yield os.path.dirname(os.path.abspath(__file__))
-
-
-def _frozen_dirs() -> Iterator[str]:
-    """Where one-file builds unpack the library (PyInstaller, then Nuitka)."""
-    meipass = getattr(sys, "_MEIPASS", None)
-    if meipass:
-        yield os.path.join(meipass, BUNDLE_SUBDIR)
-    compiled = globals().get("__compiled__")
-    containing = getattr(compiled, "containing_dir", None)
-    if containing:
-        yield os.path.join(containing, BUNDLE_SUBDIR)
-    for anchor in (sys.executable, sys.argv[0] if sys.argv else ""):
-        if anchor:
-            base = os.path.dirname(os.path.abspath(anchor))
-            yield base
-            yield os.path.join(base, BUNDLE_SUBDIR)
-
-
 def library_candidates() -> list[str]:
     """All places searched for the bundled plugin, in order, without repeats."""
-    seen: dict[str, None] = {}
-    for folder in (*_package_dirs(), *_frozen_dirs()):
-        seen.setdefault(os.path.join(folder, LIBRARY_FILENAME), None)
-    return list(seen)
+    return bundled.candidates(LIBRARY_FILENAME)
 
 
 def default_library_path() -> str:
     """Path of the bundled libxor.so; CipherLoadError if no candidate exists."""
+    found = bundled.find(LIBRARY_FILENAME)
+    if found is not None:
+        return found
     candidates = library_candidates()
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            return candidate
     raise CipherLoadError(
         f"bundled cipher library {LIBRARY_FILENAME} not found "
         f"(searched: {', '.join(candidates)}); reinstall the package or pass --cipher-lib"

@@ -14,6 +14,7 @@ of the frames they answer.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -33,11 +34,11 @@ from chat.shared.messages import (
     Pong,
     RosterAck,
     Send,
-    Sent,
     encode,
 )
 from chat.shared.states import State
 
+from . import native
 from .hub import Dirty, Hub
 from .inbox import Cause, LoopInbox
 from .msgstore import Kept, Page
@@ -116,15 +117,6 @@ class Throttle(Protocol):
     def success(self, account: str, addr: str) -> None: ...
 
 
-class _Tick:
-    """What one worker owes the loop at the end of its tick."""
-
-    __slots__ = ("dirty",)
-
-    def __init__(self) -> None:
-        self.dirty: Dirty = {}
-
-
 _FAILURES = {
     Outcome.BAD_CREDENTIALS: Code.BAD_CREDENTIALS,
     Outcome.USER_EXISTS: Code.USER_EXISTS,
@@ -140,14 +132,16 @@ class Dispatcher:
         hasher: HashExecutor,
         inbox: LoopInbox,
         keeper: Keeper,
+        table: native.OutTable,
     ) -> None:
+        self._table = table
         self._hub = hub
         self._accounts = accounts
         self._throttle = throttle
         self._hasher = hasher
         self._inbox = inbox
         self._keeper = keeper
-        self._local = threading.local()  # each worker's _Tick
+        self._local = threading.local()  # each worker's native.Tick
 
     # ---- batch -----------------------------------------------------------
     def handle_batch(self, session: Session, items: list[Any]) -> int | None:
@@ -155,7 +149,7 @@ class Dispatcher:
         check, a durable store, a read) the number of items consumed: the rest waits, so
         replies keep the order of frames. A frame parsed but not consumed is left in
         `items` parsed, so it is not fed to the connection twice."""
-        dirty = self._tick().dirty
+        dirty = self._tick()
         conn = session.conn
         sends: list[Send] = []  # consecutive sends to the same `to`, fanned out together
         for index, item in enumerate(items):
@@ -188,17 +182,16 @@ class Dispatcher:
         return None
 
     def end_tick(self) -> None:
-        """Hand every buffer this worker wrote to over to the loop, in one request."""
-        tick = self._tick()
-        if tick.dirty:
-            cids = [s.cid for s in tick.dirty]
-            tick.dirty = {}
-            self._inbox.flush(cids)
+        """Send what this worker's tick queued (plain TCP, in the library, one send() per
+        connection); tell the loop about the rest (TLS, a full socket, an error, an end)."""
+        results = self._tick().flush()
+        if results:
+            self._inbox.flushed(results)
 
-    def _tick(self) -> _Tick:
-        tick = getattr(self._local, "tick", None)
+    def _tick(self) -> native.Tick:
+        tick: native.Tick | None = getattr(self._local, "tick", None)
         if tick is None:
-            tick = self._local.tick = _Tick()
+            tick = self._local.tick = self._table.tick()
         return tick
 
     def _handle(self, session: Session, item: Any, dirty: Dirty) -> bool:
@@ -221,7 +214,7 @@ class Dispatcher:
                 try:
                     self._hub.ack_roster(session, seq, entering, dirty)
                 except RemoteProtocolError as err:
-                    session.out.release()
+                    session.out.release(dirty)
                     self._write(session, conn.error(err), dirty)
                 else:
                     if conn.roster_acked():
@@ -248,7 +241,7 @@ class Dispatcher:
                 if answers is None:
                     raise LocalProtocolError("a store result with no answers awaiting it")
                 if not ok:  # not on disk: those recipients will not get it, say so
-                    answers = Answers(*answers[:4], ())
+                    answers = dataclasses.replace(answers, queued=())
                 self._write(session, self._answers(session, answers), dirty)
             case Auth():
                 return self._check_login(session, item, dirty)
@@ -339,7 +332,9 @@ class Dispatcher:
         keeper, accounts, mailbox = self._keeper, self._accounts, session.mailbox
         now = time.time()
 
-        def stamp(delivered: list[str], missing: list[str]) -> tuple[list[Msg], tuple[str, ...]]:
+        def stamp(
+            delivered: tuple[str, ...], missing: tuple[str, ...]
+        ) -> tuple[list[Msg], tuple[str, ...]]:
             # Under the hub lock: ids in routing order, and the store sees every queued
             # message before a later login's catch-up starts (docs/server.md).
             if not allowed:
@@ -351,19 +346,20 @@ class Dispatcher:
             )
             first = keeper.ids.take(len(allowed))
             msgs = [Msg(first + i, name, s.to, s.text, now) for i, s in enumerate(allowed)]
-            named = () if to == BROADCAST else (*delivered, *queued)
+            named = (*delivered, *queued)  # () for everyone: it joins no conversation
             if to == BROADCAST or named:
                 on_stored = (lambda ok: mailbox.resume(Stored(ok))) if queued else None
                 keeper.keep([Kept(tuple(msgs), named, queued)], on_stored)
             return msgs, queued
 
-        targets, delivered, missing, (msgs, queued) = self._hub.route(name, to, stamp)
-        if targets and msgs:
+        route, (msgs, queued) = self._hub.route(name, to, stamp)
+        targets = route.targets
+        if targets.count and msgs:
+            # One call, without the GIL: the same bytes to every recipient's slot; an
+            # overflow is reported by the flush at the end of the tick.
             blob = b"".join(map(encode, msgs))
-            for target in targets:
-                target.out.append(blob)  # an overflow is seen, and handled, at the flush
-                dirty[target] = None
-        answers = Answers(tuple(sends), passed, tuple(delivered), tuple(missing), queued)
+            self._table.fanout(dirty, blob, targets.handles, targets.count, targets.exclude)
+        answers = Answers(tuple(sends), passed, route.delivered_json, route.missing, queued)
         if queued:
             session.awaiting = answers  # read once the Stored result resumes the mailbox
             return True
@@ -374,8 +370,10 @@ class Dispatcher:
         """`sent` for every send that passed the rate limit, `rate_limited` for the others."""
         conn = session.conn
         delivered, missing, queued = answers.delivered, answers.missing, answers.queued
+        if all(answers.passed):  # the common case: one encoding of the lists for all
+            return conn.sent((s.id for s in answers.sends), delivered, missing, queued)
         return b"".join(
-            conn.reply(Sent(s.id, delivered, missing, queued))
+            conn.sent((s.id,), delivered, missing, queued)
             if ok
             else conn.error(RemoteProtocolError(Code.RATE_LIMITED, msg_id=s.id))
             for s, ok in zip(answers.sends, answers.passed, strict=True)
@@ -422,9 +420,8 @@ class Dispatcher:
         else:
             conn = session.conn
             frames = b"".join(conn.reply(m) for m in page.messages)
-            if out.append_first(frames) is Append.OK:
+            if out.append_first(frames, dirty) is Append.OK:
                 session.offline_upto = page.last
-                dirty[session] = None
                 if page.more:
                     mailbox = session.mailbox
                     self._inbox.when_drained(session.cid, lambda ok: mailbox.resume(Drained(ok)))
@@ -433,17 +430,14 @@ class Dispatcher:
         return True
 
     def _end_catch_up(self, session: Session, dirty: Dirty) -> None:
-        session.out.release()
-        dirty[session] = None
+        session.out.release(dirty)
 
     # ---- output ----------------------------------------------------------
     def _write(self, session: Session, frame: bytes, dirty: Dirty) -> None:
-        session.out.append(frame)
-        dirty[session] = None
+        session.out.append(frame, dirty)
 
     def _end(self, session: Session, final: bytes, reason: str, cause: Cause, dirty: Dirty) -> None:
         """The connection sent its final frame: seal it, leave the roster, let the loop close."""
-        session.out.seal(final)
-        dirty[session] = None
+        session.out.seal(final, dirty)
         self._hub.remove(session, dirty)
         self._inbox.close_after_flush(session.cid, reason, cause)

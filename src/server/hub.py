@@ -14,17 +14,48 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from chat.shared.messages import BROADCAST, Recipients, Roster, encode
+from chat.shared.messages import BROADCAST, Recipients, Roster, encode, encode_names
 from chat.shared.roster import ChangeLog, RosterOutbox
 
+from . import native
 from .session import Session
 
 _TRIM_MIN = 1024  # roster log entries before the first trim
 
-Dirty = dict[Session, None]  # sessions with bytes to write at the end of a tick, in order
+#: The worker's tick: every append through it is sent at the end of the tick.
+Dirty = native.Tick | None
 T = TypeVar("T")
+
+
+class Targets:
+    """Where one routed message goes: handles of outbound slots, for one native fan-out.
+
+    `exclude` is the tag of the sender's user: a message to everyone skips
+    the sender's own sessions in the library, so the cached array of every
+    session serves every sender.
+    """
+
+    __slots__ = ("count", "exclude", "handles")
+
+    def __init__(self, handles: Any, count: int, exclude: int) -> None:
+        self.handles = handles
+        self.count = count
+        self.exclude = exclude
+
+
+_NOBODY = Targets(native.NULL, 0, 0)
+_CACHED_SENDERS = 256  # encoded "everyone but X" lists kept between roster changes
+
+
+class Route(NamedTuple):
+    """Where one `send` goes, and what its `sent` says."""
+
+    targets: Targets
+    delivered: tuple[str, ...]
+    delivered_json: bytes  # `delivered`, encoded once (for `*`, once per roster)
+    missing: tuple[str, ...]
 
 
 class _Subscriber:
@@ -40,6 +71,16 @@ class Hub:
         self._lock = threading.Lock()
         self._sessions: dict[str, list[Session]] = {}
         self._subscribers: dict[Session, _Subscriber] = {}
+        #: The subscribers with no roster frame in flight: the only ones a change is
+        #: sent to at once (the others get it coalesced at their ack), so a join costs
+        #: what it sends, not a pass over every connection (a login burst was O(N^2)).
+        self._idle: dict[Session, _Subscriber] = {}
+        self._tags: dict[str, int] = {}  # name -> its sessions' slot tag (for the fan-out)
+        self._next_tag = 1
+        self._everyone: Targets | None = None  # every session in CHAT, built when needed
+        #: sender -> (every other name in CHAT, its JSON): a `sent` to everyone is mostly
+        #: that list, the same for every message until someone joins or leaves.
+        self._others: dict[str, tuple[tuple[str, ...], bytes]] = {}
         self._ack_timeout = ack_timeout
         self._clock = clock
         self._log = ChangeLog()  # every join and leave, shared by all outboxes
@@ -85,11 +126,20 @@ class Hub:
             sub.ack_deadline = None
             if delta is not None:
                 self._queue(session, sub, delta, dirty)
+            else:
+                self._idle[session] = sub
             if entering:
                 name = session.conn.user
                 assert name is not None
                 sessions = self._sessions.setdefault(name, [])
                 sessions.append(session)
+                tag = self._tags.get(name)
+                if tag is None:
+                    tag = self._tags[name] = self._next_tag
+                    self._next_tag = self._next_tag % 0xFFFFFFFF + 1
+                session.out.set_tag(tag)
+                self._everyone = None
+                self._others.clear()
                 if len(sessions) == 1:
                     self._announce(name, True, dirty)
 
@@ -98,14 +148,18 @@ class Hub:
         with self._lock:
             if self._subscribers.pop(session, None) is None:
                 return False
+            self._idle.pop(session, None)
             name = session.conn.user
             sessions = self._sessions.get(name or "")
             if not sessions or session not in sessions:
                 return False
             sessions.remove(session)
+            self._everyone = None
+            self._others.clear()
             if sessions:
                 return False
             del self._sessions[name or ""]
+            del self._tags[name or ""]
             self._announce(name or "", False, dirty)
             return True
 
@@ -118,41 +172,72 @@ class Hub:
         with self._lock:
             self._closed = True
             self._subscribers.clear()
+            self._idle.clear()
             self._sessions.clear()
+            self._tags.clear()
+            self._everyone = None
+            self._others.clear()
 
     # ---- messaging -------------------------------------------------------
     def route(
-        self, sender: str, to: Recipients, stamp: Callable[[list[str], list[str]], T]
-    ) -> tuple[list[Session], list[str], list[str], T]:
-        """(sessions to deliver to, names delivered, names missing, what `stamp` made).
+        self, sender: str, to: Recipients, stamp: Callable[[tuple[str, ...], tuple[str, ...]], T]
+    ) -> tuple[Route, T]:
+        """Where a `send` goes, and what `stamp(delivered, missing)` made.
 
-        `stamp(delivered, missing)` runs under the hub lock: it gives the
-        messages their ids and hands them to the store there, so ids rise in
-        routing order and a login's catch-up, which starts under this lock,
-        sees every message that found its user offline (docs/server.md).
+        `stamp` runs under the hub lock: it gives the messages their ids and
+        hands them to the store there, so ids rise in routing order and a
+        login's catch-up, which starts under this lock, sees every message
+        that found its user offline (docs/server.md).
         """
         with self._lock:
             if to == BROADCAST:
-                names = [n for n in self._sessions if n != sender]
-                return self._sessions_of(names), names, [], stamp(names, [])
+                names, names_json = self._everyone_else(sender)
+                route = Route(self._everyone_but(sender), names, names_json, ())
+                return route, stamp((), ())  # to everyone: no conversation is named
             delivered: list[str] = []
             missing: list[str] = []
             for name in dict.fromkeys(to):  # each name once, in the order given
                 if name == sender:
                     continue
                 (delivered if name in self._sessions else missing).append(name)
-            return self._sessions_of(delivered), delivered, missing, stamp(delivered, missing)
+            targets = self._targets(self._sessions_of(delivered)) if delivered else _NOBODY
+            route = Route(targets, tuple(delivered), encode_names(delivered), tuple(missing))
+            return route, stamp(route.delivered, route.missing)
 
     # ---- lock held -------------------------------------------------------
     def _sessions_of(self, names: Iterable[str]) -> list[Session]:
         sessions = self._sessions
         return [s for n in names for s in sessions[n]]
 
+    @staticmethod
+    def _targets(sessions: list[Session], exclude: int = 0) -> Targets:
+        handles = native.ffi.new("uint64_t[]", [s.out.handle for s in sessions])
+        return Targets(handles, len(sessions), exclude)
+
+    def _everyone_else(self, sender: str) -> tuple[tuple[str, ...], bytes]:
+        others = self._others.get(sender)
+        if others is None:
+            if len(self._others) >= _CACHED_SENDERS:
+                self._others.clear()
+            names = tuple(n for n in self._sessions if n != sender)
+            others = self._others[sender] = (names, encode_names(names))
+        return others
+
+    def _everyone_but(self, sender: str) -> Targets:
+        """Every session in CHAT but the sender's: one array, rebuilt after a join or leave
+        (a snapshot: a fan-out running on an older one is not disturbed)."""
+        everyone = self._everyone
+        if everyone is None:
+            everyone = self._everyone = self._targets(
+                [s for ss in self._sessions.values() for s in ss]
+            )
+        return Targets(everyone.handles, everyone.count, self._tags.get(sender, 0))
+
     def _announce(self, name: str, joined: bool, dirty: Dirty) -> None:
         """Log a join or leave; whoever has no roster frame in flight hears of it now."""
         self._log.append(name, joined)
-        for other, sub in self._subscribers.items():
-            if sub.outbox.in_flight is None and sub.outbox.own != name:
+        for other, sub in list(self._idle.items()):
+            if sub.outbox.own != name:
                 self._queue(other, sub, sub.outbox.changed(), dirty)
         if len(self._log) >= self._trim_at:
             log = self._log
@@ -169,6 +254,6 @@ class Hub:
     ) -> None:
         if frame is None:
             return
+        self._idle.pop(session, None)  # a frame in flight until its ack
         sub.ack_deadline = self._clock() + self._ack_timeout
-        session.out.append(prefix + encode(frame))  # an overflow is seen at the flush
-        dirty[session] = None
+        session.out.append(prefix + encode(frame), dirty)  # an overflow is seen at the flush

@@ -1,8 +1,10 @@
 """What other threads ask of the loop thread: a deque of requests and an eventfd.
 
-Workers never touch a socket. They tell the loop which connections have bytes
-to write, which must close once their final frame is out, and which logged in
-(their login deadline ends); the loop does the I/O. Built before the loop
+Workers never touch a socket object. Plain-TCP bytes are sent by the native
+library at the end of a worker's tick (one send() per connection, under the
+slot's lock); workers tell the loop what that could not finish (TLS slots, a
+full socket, an error, a final frame out), which connections must close once
+their final frame is out, and which logged in (their login deadline ends). Built before the loop
 and the dispatcher, it is what lets each be constructed whole with the
 other's channel.
 """
@@ -26,8 +28,11 @@ class Cause(Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Flush:
-    cids: tuple[int, ...]
+class Flushed:
+    """What a worker's flush could not finish: (slot handle, CD_S_* status, errno) each:
+    a TLS slot to write, a full socket, a send error, a final frame out, an overflow."""
+
+    results: tuple[tuple[int, int, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +56,7 @@ class WhenDrained:
     then: Callable[[bool], None]
 
 
-Request = Flush | CloseAfterFlush | LoggedIn | WhenDrained
+Request = Flushed | CloseAfterFlush | LoggedIn | WhenDrained
 
 
 class LoopInbox:
@@ -63,8 +68,8 @@ class LoopInbox:
         self._pending = False
 
     # ---- any thread ------------------------------------------------------
-    def flush(self, cids: Iterable[int]) -> None:
-        self._put(Flush(tuple(cids)))
+    def flushed(self, results: Iterable[tuple[int, int, int]]) -> None:
+        self._put(Flushed(tuple(results)))
 
     def close_after_flush(self, cid: int, reason: str, cause: Cause) -> None:
         self._put(CloseAfterFlush(cid, reason, cause))

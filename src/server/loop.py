@@ -32,12 +32,13 @@ from typing import Any
 from chat.shared.errors import Code, RemoteProtocolError, Why
 from chat.shared.messages import ServerBye, encode
 
+from . import native
 from .config import ServerConfig
 from .dispatch import Dispatcher
 from .hub import Hub
-from .inbox import Cause, CloseAfterFlush, Flush, LoggedIn, LoopInbox, WhenDrained
+from .inbox import Cause, CloseAfterFlush, Flushed, LoggedIn, LoopInbox, WhenDrained
 from .memory import release_free_memory
-from .outbuf import OutboundBudget, OutBuffer
+from .outbuf import OutBuffer
 from .pool import WorkerPool
 from .ratelimit import TokenBucket
 from .selector import TunedEpollSelector
@@ -76,6 +77,7 @@ class EventLoop:
         dispatcher: Dispatcher,
         pool: WorkerPool,
         inbox: LoopInbox,
+        table: native.OutTable,
     ) -> None:
         self._config = config
         self._listener = listener
@@ -84,7 +86,9 @@ class EventLoop:
         self._dispatcher = dispatcher
         self._pool = pool
         self._inbox = inbox
-        self._budget = OutboundBudget(config.max_total_outbuf)
+        self._table = table
+        self._free_slots = list(range(table.slots - 1, -1, -1))  # popped from the end
+        self._by_handle: dict[int, Transport] = {}
         self.selector = TunedEpollSelector(config.max_events, config.epoll_timeout_ms)
         self._transports: dict[int, Transport] = {}
         self._cids = itertools.count(1)
@@ -161,12 +165,12 @@ class EventLoop:
         transports = self._transports
         for request in self._inbox.take():
             match request:
-                case Flush(cids):
-                    write = self._write
-                    for cid in cids:
-                        t = transports.get(cid)
-                        if t is not None:
-                            write(t)
+                case Flushed(results):
+                    by_handle = self._by_handle
+                    for handle, status, err in results:
+                        t = by_handle.get(handle)
+                        if t is not None and not t.closed:
+                            self._flushed(t, status, err)
                 case CloseAfterFlush(cid, reason, cause):
                     t = transports.get(cid)
                     if t is not None:
@@ -212,21 +216,29 @@ class EventLoop:
             refusal = f"server_full ({self._unauth_ips[ip]} connections not logged in from {ip})"
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not self._free_slots:  # only with far more refused connections than slots
+            log.warning("no outbound slot for %s: closed at once", addr[0])
+            sock.close()
+            return
         if self._tls is not None:
             sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        slot = self._free_slots.pop()
+        direct = self._tls is None  # plain TCP: the library sends; TLS: this loop does
+        handle = self._table.open(slot, sock.fileno(), direct)
         session = Session(
             next(self._cids),
             sock.fileno(),
             addr,
-            OutBuffer(self._config.max_outbuf, self._budget),
+            OutBuffer(self._table, handle, direct),
             TokenBucket(self._config.rate_limit, self._config.rate_burst)
             if self._config.rate_limit > 0
             else None,
             self._pool,
             self._dispatcher.handle_batch,
         )
-        t = Transport(sock, session, self._config.max_frame, now, counted=refusal is None)
+        t = Transport(sock, session, slot, self._config.max_frame, now, counted=refusal is None)
         self._transports[t.cid] = t
+        self._by_handle[handle] = t
         t.events = _READ
         self.selector.register(sock, _READ, t)
         if refusal is not None:
@@ -405,24 +417,38 @@ class EventLoop:
         if t.closed or t.draining or t.handshaking:
             return
         out = t.session.out
-        try:
-            left = out.write(t.send, t.chunk)
-        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            left = len(out)
-        except OSError as exc:
-            self._close_now(t, f"send failed: {_errname(exc)}", Cause.BROKEN)
-            return
-        if self._drain_waits and left <= _DRAINED and not out.overflow:
+        if out.direct:
+            status, err, left = out.flush()
+        else:
+            status, err = 0, 0
+            try:
+                left = out.write(t.send, t.chunk)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                left = len(out)
+            except OSError as exc:
+                self._close_now(t, f"send failed: {_errname(exc)}", Cause.BROKEN)
+                return
+        if self._drain_waits and left <= _DRAINED and not status & native.S_OVERFLOW:
             then = self._drain_waits.pop(t.cid, None)
             if then is not None:
                 then(True)
-        if not left and t.events == _READ and t.closing is None and not out.overflow:
+        if not status and not left and t.events == _READ and t.closing is None:
             return  # the common case: all written, still reading, nothing to change
-        if out.overflow and not t.expiring and t.closing is None:
+        self._flushed(t, status & ~native.S_LOOP, err)
+
+    def _flushed(self, t: Transport, status: int, err: int) -> None:
+        """Act on what a flush (a worker's or ours) reported for `t`."""
+        if status & native.S_LOOP:  # a TLS slot: this thread writes it
+            self._write(t)
+            return
+        if status & native.S_ERROR:
+            self._close_now(t, f"send failed: {errno.errorcode.get(err, err)}", Cause.BROKEN)
+            return
+        if status & native.S_OVERFLOW and not t.expiring and t.closing is None:
             t.expiring = True
             t.reading = False
             self._post_end(t, Evict(Why.SLOW_READER))
-        if t.closing is not None and not left:
+        if t.closing is not None and not len(t.session.out):  # the final frame is out
             self._start_draining(t)
         else:
             self._update_interest(t)
@@ -477,13 +503,15 @@ class EventLoop:
             return
         t.closed = True
         del self._transports[t.cid]
+        self._by_handle.pop(t.session.out.handle, None)
         self._paused.pop(t.cid, None)
         self._read_again.pop(t.cid, None)
         self._uncount(t)
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(t.sock)
+        t.session.out.close()  # first: from here on no worker's flush uses the fd
         t.sock.close()
-        t.session.out.close()
+        self._free_slots.append(t.slot)
         self.stats["closed"] += 1
         log.info("closed %s %s: %s", t.label(), cause.value, reason)
         if t.closing is None:  # the loop ended it: the connection still has to know

@@ -1,24 +1,27 @@
-"""Outbound bytes of one connection, and the budget all of them share.
+"""Outbound bytes of one connection: a handle on its slot in the native table.
 
 Workers append whole frames (the fan-out of a message, a reply, a roster
-delta); only the loop thread takes bytes out and writes them to the socket.
-The buffer is the one thing of a connection that several threads touch, and
-it holds bytes only: no socket, no TLS object, no protocol state.
-
-The append is the hot path of the fan-out (once per recipient per message),
-so it takes one lock and reads two flags; the shared budget is kept by the
-loop thread alone, from the sizes it sees when it writes (`OutboundBudget`).
+delta) and, at the end of their tick, send what plain-TCP slots hold
+(`native.Tick.flush`); the loop writes TLS slots (`write`) and whatever a
+full socket left behind (`flush`). The bytes, the limits and the per-slot
+lock are in libchatdispatch (chat_dispatch.h); this object holds no bytes,
+no socket and no protocol state, only the handle, so nothing of it is shared
+but what the library guards.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from enum import Enum
+from typing import Any
+
+from . import native
 
 #: A connection holding more than this when the shared budget is spent is a
 #: slow reader: its next append fails (InspIRCd's soft send queue, ngIRCd's 32 KiB).
 SOFT_LIMIT = 64 * 1024
+
+_PEEK = 256 * 1024  # most bytes the loop copies out for one TLS write
 
 
 class Append(Enum):
@@ -27,152 +30,98 @@ class Append(Enum):
     OVERFLOW = "overflow"  # the peer does not read: a limit is reached
 
 
-class OutboundBudget:
-    """Bytes queued in every outbound buffer together, against `--max-total-outbuf`.
+_RESULTS = {native.OK: Append.OK, native.DROPPED: Append.DROPPED, native.OVERFLOW: Append.OVERFLOW}
+_NO_TICK = native.NULL
 
-    Written by the loop thread only (`account`), so it needs no lock: the loop
-    sees each buffer's size whenever it writes it, which is within one worker
-    tick of every append. Workers only read `spent`. Past the limit, buffers
-    above `SOFT_LIMIT` take nothing more (their owners are dropped as slow
-    readers) while small ones still do, so a flood costs at most about
-    `limit + connections * SOFT_LIMIT` (docs/server.md).
-    """
 
-    __slots__ = ("limit", "spent", "used")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self.spent = False
-
-    def account(self, delta: int) -> None:
-        """A buffer's size changed by `delta` since the loop last saw it (loop thread)."""
-        self.used += delta
-        self.spent = self.used > self.limit
+def _tick(tick: native.Tick | None) -> Any:
+    return _NO_TICK if tick is None else tick.ptr
 
 
 class OutBuffer:
-    """One connection's outbound bytes; while a catch-up runs, live frames wait aside.
+    """One connection's slot. `tick` (a worker's) marks the slot for that worker's flush;
+    without one (the loop, tests) the caller writes it itself."""
 
-    A login's offline messages must reach the client before any live one
-    (protocol v1.1 section 3), yet the session is online, and receiving, while
-    they are read from the store page by page. So `hold` sets later appends
-    aside, `append_first` queues the catch-up in front of them, and `release`
-    lets them follow.
-    """
+    __slots__ = ("_lib", "_out", "direct", "handle")
 
-    __slots__ = (
-        "_budget",
-        "_buf",
-        "_held",
-        "_limit",
-        "_lock",
-        "closed",
-        "counted",
-        "overflow",
-        "sealed",
-    )
-
-    def __init__(self, limit: int, budget: OutboundBudget) -> None:
-        self._buf = bytearray()
-        self._held: bytearray | None = None
-        self._lock = threading.Lock()
-        self._limit = limit
-        self._budget = budget
-        self.counted = 0  # bytes of this buffer in the budget (loop thread)
-        self.sealed = False  # the final frame is queued: nothing follows it
-        self.closed = False  # the socket is gone: everything is dropped
-        self.overflow = False  # a limit was hit: the owner must be dropped
+    def __init__(self, table: native.OutTable, handle: int, direct: bool) -> None:
+        self._lib = native.lib()
+        self._out = table.ptr
+        self.handle = handle
+        self.direct = direct  # plain TCP: the library sends; TLS: the loop does
 
     def __len__(self) -> int:
-        return len(self._buf)
+        """Bytes queued to send (not those held aside for a catch-up)."""
+        return int(self._lib.cd_pending(self._out, self.handle))
 
-    def append(self, data: bytes) -> Append:
-        with self._lock:
-            if self.sealed or self.closed:
-                return Append.DROPPED
-            held = self._held
-            target = self._buf if held is None else held
-            size = len(self._buf) + len(data) + (0 if held is None else len(held))
-            if self.overflow or size > self._limit or (size > SOFT_LIMIT and self._budget.spent):
-                self.overflow = True
-                return Append.OVERFLOW
-            target += data
-            return Append.OK
+    def _state(self) -> int:
+        return int(self._lib.cd_state(self._out, self.handle))
+
+    @property
+    def sealed(self) -> bool:
+        return bool(self._state() & native.SEALED)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._state() & native.CLOSED)
+
+    @property
+    def overflow(self) -> bool:
+        return bool(self._state() & native.OVERFLOWED)
+
+    def append(self, data: bytes, tick: native.Tick | None = None) -> Append:
+        return _RESULTS[self._lib.cd_append(self._out, _tick(tick), self.handle, data, len(data))]
+
+    def set_tag(self, tag: int) -> None:
+        """Name the slot's user for the fan-out (a message to everyone skips its sender's)."""
+        self._lib.cd_set_tag(self._out, self.handle, tag)
 
     def hold(self) -> None:
         """From now on appends wait aside until `release` (a catch-up is starting)."""
-        with self._lock:
-            if self._held is None:
-                self._held = bytearray()
+        self._lib.cd_hold(self._out, self.handle)
 
-    def append_first(self, data: bytes) -> Append:
+    def append_first(self, data: bytes, tick: native.Tick | None = None) -> Append:
         """Queue catch-up frames ahead of what `hold` set aside (limits as `append`)."""
-        with self._lock:
-            if self.sealed or self.closed:
-                return Append.DROPPED
-            held = self._held
-            size = len(self._buf) + len(data) + (0 if held is None else len(held))
-            if self.overflow or size > self._limit or (size > SOFT_LIMIT and self._budget.spent):
-                self.overflow = True
-                return Append.OVERFLOW
-            self._buf += data
-            return Append.OK
+        rc = self._lib.cd_append_first(self._out, _tick(tick), self.handle, data, len(data))
+        return _RESULTS[rc]
 
-    def release(self) -> None:
+    def release(self, tick: native.Tick | None = None) -> None:
         """The catch-up is over: what waited aside follows it."""
-        with self._lock:
-            held, self._held = self._held, None
-            if held and not (self.sealed or self.closed):
-                self._buf += held
+        self._lib.cd_release(self._out, _tick(tick), self.handle)
 
-    def seal(self, final: bytes) -> bool:
+    def seal(self, final: bytes, tick: native.Tick | None = None) -> bool:
         """Queue the last frame this connection gets, past any limit; False if already sealed.
 
-        The first final frame wins, so nothing follows a fatal error or a `bye`.
+        The first final frame wins, so nothing follows a fatal error or a `bye`;
+        live frames held for a catch-up are dropped (they would overtake offline ones).
         """
-        with self._lock:
-            if self.sealed or self.closed:
-                return False
-            self.sealed = True
-            # Live frames held for a catch-up that cannot finish now are dropped:
-            # they would overtake offline ones (they are in the history all the same).
-            self._held = None
-            self._buf += final
-            return True
+        rc = self._lib.cd_seal(self._out, _tick(tick), self.handle, final, len(final))
+        return bool(rc == native.OK)
 
-    def write(self, send: Callable[[bytes | bytearray | memoryview], int], chunk: int) -> int:
-        """Hand the socket what it takes now, at most `chunk` bytes per call; bytes left.
+    def flush(self) -> tuple[int, int, int]:
+        """Send what a plain-TCP slot holds (loop thread): (CD_S_* status, errno, bytes left)."""
+        err = native.ffi.new("int *")
+        left = native.ffi.new("size_t *")
+        status = self._lib.cd_flush(self._out, self.handle, err, left)
+        return int(status), int(err[0]), int(left[0])
 
-        `send` is the owner's socket (or TLS) send; its errors propagate (would-block
-        included) with whatever was written before them consumed. Loop thread only.
-        """
-        with self._lock:
-            buf = self._buf
-            try:
-                while buf:
-                    if len(buf) <= chunk:
-                        sent = send(buf)
-                    else:
-                        with memoryview(buf) as view:
-                            sent = send(view[:chunk])
-                    if sent == len(buf):
-                        # A drained buffer keeps its allocation (a roster, a burst):
-                        # give it back so idle connections stay small.
-                        buf = self._buf = bytearray()
-                    else:
-                        del buf[:sent]
-            finally:
-                left = len(self._buf)
-                self._budget.account(left - self.counted)
-                self.counted = left
-            return left
+    def write(self, send: Callable[[bytes], int], chunk: int) -> int:
+        """Hand `send` (a TLS socket's) what it takes now, `chunk` bytes at most per call;
+        bytes left. Its errors propagate (would-block included) with what was written
+        before them consumed; after a would-block the same bytes come again (OpenSSL
+        wants a retried write to carry them). Loop thread only."""
+        buf = native.ffi.new("uint8_t[]", min(chunk, _PEEK))
+        lib, out, handle = self._lib, self._out, self.handle
+        while True:
+            n = lib.cd_peek(out, handle, buf, len(buf))
+            if not n:
+                return 0
+            sent = send(native.ffi.buffer(buf, n)[:])
+            lib.cd_consume(out, handle, sent)
+            if sent < n:
+                return int(lib.cd_pending(out, handle))
 
     def close(self) -> None:
-        """The socket is gone: drop what is queued and refuse what comes (loop thread)."""
-        with self._lock:
-            self.closed = True
-            self._buf = bytearray()
-            self._held = None
-        self._budget.account(-self.counted)
-        self.counted = 0
+        """The socket is going: drop what is queued; the fd is never used again by the
+        library once this returns (loop thread, before it closes the fd)."""
+        self._lib.cd_close(self._out, self.handle)

@@ -9,6 +9,7 @@ import socket
 import ssl
 from types import FrameType
 
+from . import native
 from .config import ServerConfig
 from .dispatch import Dispatcher
 from .hashing import HashExecutor
@@ -16,6 +17,7 @@ from .history import HistoryService, NoHistory
 from .hub import Hub
 from .inbox import LoopInbox
 from .loop import EventLoop
+from .outbuf import SOFT_LIMIT
 from .pool import WorkerPool
 from .store import StoreError, UserStore
 from .throttle import LoginThrottle
@@ -80,12 +82,16 @@ class ChatServer:
         self.hub = Hub(config.ack_timeout)
         self.inbox = LoopInbox()
         self.hasher = HashExecutor(config.hash_threads, config.hash_queue)
+        # One outbound slot per connection; refused ones (server_full) linger briefly too.
+        self.table = native.OutTable(
+            2 * config.max_clients + 64, config.max_outbuf, SOFT_LIMIT, config.max_total_outbuf
+        )
         self.dispatcher = Dispatcher(
-            self.hub, store, LoginThrottle(), self.hasher, self.inbox, keeper
+            self.hub, store, LoginThrottle(), self.hasher, self.inbox, keeper, self.table
         )
         self.pool = WorkerPool(config.threads, self.dispatcher.end_tick)
         self.loop = EventLoop(
-            config, listener, tls, self.hub, self.dispatcher, self.pool, self.inbox
+            config, listener, tls, self.hub, self.dispatcher, self.pool, self.inbox, self.table
         )
 
     def install_signal_handlers(self) -> None:

@@ -71,7 +71,7 @@ class Answers:
 
     sends: tuple[Send, ...]
     passed: tuple[bool, ...]
-    delivered: tuple[str, ...]
+    delivered: bytes  # the names, encoded once (`encode_names`)
     missing: tuple[str, ...]
     queued: tuple[str, ...]
 

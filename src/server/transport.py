@@ -44,6 +44,7 @@ class Transport:
         "reading",
         "send",
         "session",
+        "slot",
         "sock",
         "tls",
     )
@@ -52,12 +53,14 @@ class Transport:
         self,
         sock: socket.socket,
         session: Session,
+        slot: int,
         max_frame: int,
         now: float,
         counted: bool,
     ) -> None:
         self.sock = sock
         self.session = session
+        self.slot = slot  # its outbound slot in the native table, freed at the close
         self.decoder = FrameDecoder(max_frame)
         self.tls = isinstance(sock, ssl.SSLSocket)
         self.send = sock.send  # bound once: the loop writes on every tick of the workers

@@ -7,6 +7,8 @@ client. Neither does any I/O, so both are tested with plain bytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .errors import Code, LocalProtocolError, RemoteProtocolError
 from .framing import MAX_SERVER_FRAME, FrameDecoder
 from .messages import (
@@ -14,12 +16,14 @@ from .messages import (
     AuthOk,
     ClientMessage,
     Error,
+    MsgId,
     Roster,
     RosterAck,
     ServerBye,
     ServerMessage,
     decode_object,
     encode,
+    encode_sents,
     parse_client_object,
     parse_server_message,
     raw_send_id,
@@ -114,6 +118,14 @@ class ServerConnection:
         if self.state is State.CLOSED:
             raise LocalProtocolError(f"{message.type} after the final frame")
         return encode(message)
+
+    def sent(
+        self, ids: Iterable[MsgId], delivered: bytes, missing: Iterable[str], queued: Iterable[str]
+    ) -> bytes:
+        """The `sent` frames of sends with one outcome (`delivered` pre-encoded: `encode_names`)."""
+        if self.state is State.CLOSED:
+            raise LocalProtocolError("sent after the final frame")
+        return encode_sents(ids, delivered, missing, queued)
 
     def error(self, err: RemoteProtocolError) -> bytes:
         """The error frame for `err`; a fatal code is the final frame (-> CLOSED)."""

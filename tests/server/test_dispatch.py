@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -201,7 +202,10 @@ def test_a_full_hash_queue_answers_rate_limited_and_keeps_the_connection(
     world = World(tmp_path, hash_queue=1)
     try:
         world.hasher.submit(lambda: __import__("time").sleep(0.3))  # occupy the thread
-        world.hasher.submit(lambda: None)  # and the one queue slot
+        deadline = time.monotonic() + 5
+        while len(world.hasher) and time.monotonic() < deadline:  # until it has taken it
+            time.sleep(0.001)
+        assert world.hasher.submit(lambda: None)  # and the one queue slot
         conn = world.connect()
         world.post(conn, Auth("alice", "pw", register=True), Ping())
         assert world.frames(conn) == [Error("rate_limited", "slow down"), Pong()]

@@ -246,3 +246,11 @@ def test_a_ping_right_after_the_first_roster_ack_is_answered_after_the_catch_up(
     world.post(bob, RosterAck(world.frames(bob)[1].seq), Ping())
     frames = world.frames(bob)
     assert [type(f).__name__ for f in frames] == ["Msg"] * 250 + ["Pong"]
+
+
+def test_a_message_the_store_cannot_keep_is_answered_with_nobody_queued(world: World) -> None:
+    register(world, "bob")
+    alice = world.login("alice")
+    world.keeper.stop()  # nothing more is stored: every keep is refused at once
+    world.post(alice, Send(1, ("bob",), "not kept"), Ping())
+    assert world.frames(alice) == [Sent(1, (), ("bob",), ()), Pong()]

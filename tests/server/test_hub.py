@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from chat.server.hub import Dirty
-from chat.shared.messages import Auth, Roster, RosterAck
+from chat.server.hub import Dirty, Targets
+from chat.shared.messages import Auth, Roster, RosterAck, Send
 
 from .harness import World
 
@@ -27,7 +27,7 @@ def test_a_second_session_of_a_user_is_no_join_and_its_end_no_leave(world: World
     world.post(alice, RosterAck(2))
     bob2 = world.login("bob", register=False)
     assert world.frames(alice) == []
-    dirty: Dirty = {}
+    dirty: Dirty = None
     assert world.hub.remove(bob1, dirty) is False and world.frames(alice) == []
     assert world.hub.remove(bob2, dirty) is True
     assert world.frames(alice) == [Roster(3, False, leave=("bob",))]
@@ -36,19 +36,52 @@ def test_a_second_session_of_a_user_is_no_join_and_its_end_no_leave(world: World
 
 def test_recipients_name_each_user_once_without_the_sender(world: World) -> None:
     alice, bob = world.login("alice"), world.login("bob")
-    stamped: list[tuple[list[str], list[str]]] = []
+    stamped: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
 
-    def stamp(delivered: list[str], missing: list[str]) -> str:
-        stamped.append((list(delivered), list(missing)))
+    def stamp(delivered: tuple[str, ...], missing: tuple[str, ...]) -> str:
+        stamped.append((delivered, missing))
         return "stamped"
 
-    sessions, delivered, missing, made = world.hub.route(
-        "alice", ("bob", "bob", "alice", "zed"), stamp
-    )
-    assert sessions == [bob] and delivered == ["bob"] and missing == ["zed"]
-    assert made == "stamped" and stamped == [(["bob"], ["zed"])]
-    sessions, delivered, missing, _ = world.hub.route("bob", "*", stamp)
-    assert sessions == [alice] and delivered == ["alice"] and missing == []
+    route, made = world.hub.route("alice", ("bob", "bob", "alice", "zed"), stamp)
+    assert handles(route.targets) == [bob.out.handle] and route.targets.exclude == 0
+    assert route.delivered == ("bob",) and route.missing == ("zed",)
+    assert route.delivered_json == b'["bob"]'
+    assert made == "stamped" and stamped == [(("bob",), ("zed",))]
+    route, _ = world.hub.route("bob", "*", stamp)
+    assert route.delivered == ("alice",) and route.missing == ()
+    assert route.delivered_json == b'["alice"]'
+    assert stamped[-1] == ((), ())  # to everyone: no conversation is named
+    # Everyone's array, less the sender's tag: the library skips bob's own sessions.
+    assert sorted(handles(route.targets)) == sorted([alice.out.handle, bob.out.handle])
+    assert route.targets.exclude not in (0, _tag(world, "alice"))
+
+
+def test_the_everyone_else_list_changes_with_the_roster(world: World) -> None:
+    world.login("alice")
+    world.login("bob")
+    route, _ = world.hub.route("alice", "*", lambda d, m: None)
+    assert route.delivered == ("bob",)
+    world.login("carol")
+    route, _ = world.hub.route("alice", "*", lambda d, m: None)
+    assert route.delivered == ("bob", "carol") and route.delivered_json == b'["bob","carol"]'
+
+
+def handles(targets: Targets) -> list[int]:
+    return [int(targets.handles[i]) for i in range(targets.count)]
+
+
+def _tag(world: World, name: str) -> int:
+    return world.hub._tags[name]
+
+
+def test_a_message_to_everyone_skips_every_session_of_its_sender(world: World) -> None:
+    alice1, bob = world.login("alice"), world.login("bob")
+    alice2 = world.login("alice", register=False)
+    for s in (alice1, alice2, bob):
+        world.frames(s)
+    world.post(alice1, Send(1, "*", "hi all"))
+    assert [f.type for f in world.frames(bob)] == ["msg"]
+    assert world.frames(alice2) == [] and [f.type for f in world.frames(alice1)] == ["sent"]
 
 
 def test_the_stamp_runs_under_the_hub_lock(world: World) -> None:

@@ -589,3 +589,16 @@ def test_locking_a_missing_folder_is_one_line(tmp_path: Path) -> None:
         FolderLock.acquire(tmp_path / "nope")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "nope").exists()
+
+
+def test_register_many_creates_the_free_names_in_one_durable_write(
+    users_file: Path, cipher: Cipher
+) -> None:
+    store = _open(users_file, cipher)
+    assert store.register("alice", "first")
+    added = store.register_many([("alice", "other"), ("bob", "b-pass"), ("carol", "c-pass")])
+    assert added == 2
+    reopened = _open(users_file, cipher)
+    assert reopened.names() == ["alice", "bob", "carol"]
+    assert reopened.verify("bob", "b-pass") and reopened.verify("alice", "first")
+    assert not reopened.verify("alice", "other")

@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chat.shared.errors import Code, RemoteProtocolError
 from chat.shared.messages import (
@@ -15,11 +17,16 @@ from chat.shared.messages import (
     Msg,
     OfflineAck,
     Sent,
+    encode,
+    encode_names,
     encode_payload,
+    encode_sents,
     parse_client_message,
     parse_server_message,
 )
 from chat.shared.states import State, check_client_frame
+
+from .strategies import msg_ids, name_lists, relaxed
 
 
 def raw(obj: Any) -> bytes:
@@ -182,3 +189,17 @@ def test_a_history_page_lists_exactly_the_fields_of_a_delivered_msg_oldest_first
 def test_an_empty_history_page_is_valid() -> None:
     wire = json.loads(encode_payload(HistoryPage(7, (), False)))
     assert wire == {"type": "history", "id": 7, "messages": [], "more": False}
+
+
+@relaxed
+@given(
+    st.lists(msg_ids, min_size=1, max_size=4),
+    name_lists,
+    name_lists,
+    name_lists,
+)
+def test_sents_encoded_together_are_byte_for_byte_the_frames_of_each(
+    ids: list[Any], delivered: tuple[str, ...], missing: tuple[str, ...], queued: tuple[str, ...]
+) -> None:
+    together = encode_sents(ids, encode_names(delivered), missing, queued)
+    assert together == b"".join(encode(Sent(i, delivered, missing, queued)) for i in ids)
