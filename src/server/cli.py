@@ -158,7 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a("--host", default=d.host, help="address to listen on ('' = all interfaces)")
     a("--port", type=_ranged(int, 0, 65535), default=d.port, help="TCP port (0 = any free port)")
-    a("--threads", type=_ranged(int, 1, 256), default=d.threads, help="worker pool size")
+    a(
+        "--threads",
+        type=_ranged(int, 1, 256),
+        default=d.threads,
+        help="worker pool size (at most one per CPU core the server may use runs at a time)",
+    )
     a(
         "--max-clients",
         type=_ranged(int, 1),

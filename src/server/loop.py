@@ -428,6 +428,7 @@ class EventLoop:
             except OSError as exc:
                 self._close_now(t, f"send failed: {_errname(exc)}", Cause.BROKEN)
                 return
+        t.write_pending = left > 0
         if self._drain_waits and left <= _DRAINED and not status & native.S_OVERFLOW:
             then = self._drain_waits.pop(t.cid, None)
             if then is not None:
@@ -444,11 +445,13 @@ class EventLoop:
         if status & native.S_ERROR:
             self._close_now(t, f"send failed: {errno.errorcode.get(err, err)}", Cause.BROKEN)
             return
+        if status & native.S_LEFT:  # a worker's flush met a full socket: wait for EPOLLOUT
+            t.write_pending = True
         if status & native.S_OVERFLOW and not t.expiring and t.closing is None:
             t.expiring = True
             t.reading = False
             self._post_end(t, Evict(Why.SLOW_READER))
-        if t.closing is not None and not len(t.session.out):  # the final frame is out
+        if t.closing is not None and not t.write_pending:  # the final frame is out
             self._start_draining(t)
         else:
             self._update_interest(t)
@@ -461,7 +464,7 @@ class EventLoop:
         else:
             reading = t.draining or (t.reading and not t.paused)
             events = (_READ if reading else 0) | (
-                _WRITE if len(t.session.out) or t.read_wants_write else 0
+                _WRITE if t.write_pending or t.read_wants_write else 0
             )
         if events != t.events:
             self.selector.modify(t.sock, events, t)

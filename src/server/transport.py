@@ -47,6 +47,7 @@ class Transport:
         "slot",
         "sock",
         "tls",
+        "write_pending",
     )
 
     def __init__(
@@ -80,6 +81,10 @@ class Transport:
         self.expiring = False  # a deadline's error is on its way through the mailbox
         self.closed = False
         self.events = 0  # the interest registered with epoll
+        #: Bytes wait for the socket to take them (the last flush met a full socket, or a
+        #: TLS write is owed): the loop wants EPOLLOUT. Kept here so that deciding the
+        #: interest never asks the slot (and never waits for its mutex).
+        self.write_pending = False
 
     @property
     def cid(self) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -297,3 +297,42 @@ class SharedLogProtocol(RuleBasedStateMachine):
 
 TestSharedLogProtocol = SharedLogProtocol.TestCase
 TestSharedLogProtocol.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+def _reference_net(events: list[tuple[str, bool]], skip: str | None) -> tuple:
+    first: dict[str, bool] = {}
+    last: dict[str, bool] = {}
+    for name, joined in events:
+        if name != skip:
+            first.setdefault(name, joined)
+            last[name] = joined
+    join = tuple(sorted(n for n, j in first.items() if j and last[n]))
+    leave = tuple(sorted(n for n, j in first.items() if not j and not last[n]))
+    return join, leave
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    st.lists(st.tuples(st.sampled_from("abcdefgh"), st.booleans()), max_size=40),
+    st.integers(min_value=0, max_value=45),
+    st.integers(min_value=0, max_value=45),
+    st.sampled_from([None, "a", "c"]),
+)
+def test_net_changes_match_the_plain_definition_with_and_without_leaves(
+    steps: list[tuple[str, bool]], since: int, trim: int, skip: str | None
+) -> None:
+    """The joins-only fast path (a login burst) and the general path agree with the
+    definition, before and after a trim."""
+    log = ChangeLog()
+    events: list[tuple[str, bool]] = []
+    online: set[str] = set()
+    for name, join in steps:  # joins and leaves of a name alternate, as the server ensures
+        if join == (name in online):
+            continue
+        (online.add if join else online.discard)(name)
+        log.append(name, join)
+        events.append((name, join))
+    trim = min(trim, since, len(events))
+    log.trim(trim)
+    since = min(since, len(events))
+    assert log.net(since, skip) == _reference_net(events[since:], skip)
