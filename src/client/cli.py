@@ -1,8 +1,9 @@
-"""`chat-client`: command line, password lookup, then the TUI or line mode.
+"""`chat-client`: command line and config file, password lookup, then the TUI or line mode.
 
 Every failure a person can cause (bad option, unknown host, refused
-connection, wrong password) ends in one line on stderr and a non-zero exit
-code, never a traceback.
+connection, wrong password, a bad config file) ends in one line on stderr
+and a non-zero exit code, never a traceback. The command line wins over the
+config file (`config.py`), which wins over the built-in defaults.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import logging
 import os
 import ssl
 import sys
+from pathlib import Path
 
 from chat.shared.messages import BROADCAST, PASSWORD_MAX, valid_name
 from chat.shared.version import VERSION
 
+from . import config as cfg
 from .linehistory import run_history
 from .linemode import EXIT_INTERRUPTED, run_line_mode
 from .session import Session
@@ -26,6 +29,8 @@ from .tls import TlsSetupError, client_context
 PASSWORD_ENV = "CHAT_PASSWORD"
 EXIT_USAGE = 2
 DISTRIBUTION = "chat-epoll"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7777
 
 
 class UsageError(Exception):
@@ -43,12 +48,14 @@ def client_version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chat-client",
-        description="Chat client: a full-screen TUI, or line mode (--no-tui) for scripts.",
-        epilog=f"The password comes from --password, else ${PASSWORD_ENV}, else it is asked "
-        "for without echo. See docs/client.md.",
+        description="Chat client: a full-screen TUI, or line mode (--no-tui) for scripts. "
+        "With --user and a password the TUI logs in (--register: registers) at start.",
+        epilog=f"The password comes from --password, else ${PASSWORD_ENV}, else the config file, "
+        "else it is asked for without echo. Defaults come from the config file "
+        f"({cfg.default_path()}); the command line wins. See docs/client.md.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="server address (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=7777, help="server port (default: %(default)s)")
+    parser.add_argument("--host", help=f"server address (default: {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, help=f"server port (default: {DEFAULT_PORT})")
     parser.add_argument("--user", help="user name (the TUI asks when it is missing)")
     parser.add_argument("--password", help=f"password (prefer ${PASSWORD_ENV}: argv is visible)")
     parser.add_argument("--register", action="store_true", help="create the account, then log in")
@@ -75,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--tls",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="connect with TLS; the server's certificate and host name (--host) are verified "
-        "against the system's trust store",
+        "against the system's trust store (--no-tls: plain TCP, whatever the config file says)",
     )
     parser.add_argument(
         "--tls-ca",
@@ -85,9 +92,66 @@ def build_parser() -> argparse.ArgumentParser:
         help="trust this certificate or CA bundle (PEM) instead of the system's store "
         "(implies --tls)",
     )
+    parser.add_argument(
+        "--bell",
+        action=argparse.BooleanOptionalAction,
+        help="TUI: ring the terminal bell on a private message or a mention (default: on)",
+    )
+    parser.add_argument(
+        "--colour",
+        "--color",
+        dest="colour",
+        action=argparse.BooleanOptionalAction,
+        help="TUI: colours (default: on, unless $NO_COLOR is set)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"the config file (default: {cfg.default_path()}, used when it exists)",
+    )
+    parser.add_argument(
+        "--save-config",
+        action="store_true",
+        help="write host, port, user and the TLS and bell options given into the config file "
+        "(mode 0600), then exit; the password only with --save-password",
+    )
+    parser.add_argument(
+        "--save-password",
+        action="store_true",
+        help="with --save-config: store the password in the config file too (readable by "
+        "anyone who can read your files as you)",
+    )
     parser.add_argument("--log-file", help="write a debug log here (never passwords)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {client_version()}")
     return parser
+
+
+def apply_config(
+    args: argparse.Namespace, environ: dict[str, str] | None = None
+) -> cfg.ClientConfig:
+    """Fill what the command line left out from the config file, then the defaults."""
+    env = dict(os.environ) if environ is None else environ
+    try:
+        if args.config:
+            conf = cfg.load(Path(args.config), required=True)
+        else:
+            conf = cfg.load(cfg.default_path(env))
+    except cfg.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    args.host = args.host or conf.host or DEFAULT_HOST
+    args.port = args.port if args.port is not None else conf.port or DEFAULT_PORT
+    args.user = args.user or conf.user
+    if args.tls is False and args.tls_ca is None:  # --no-tls: plain TCP whatever the file says
+        args.tls_ca = None
+    else:
+        args.tls_ca = args.tls_ca or conf.tls_ca
+        args.tls = bool(args.tls or conf.tls or args.tls_ca)
+    args.bell = args.bell if args.bell is not None else conf.bell is not False
+    if args.colour is None:
+        args.colour = conf.colours is not False and not env.get("NO_COLOR")
+    args.config_password = conf.password
+    args.palette = dict(conf.palette)
+    return conf
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -120,10 +184,35 @@ def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 
 def known_password(args: argparse.Namespace) -> str | None:
-    """--password, else $CHAT_PASSWORD; None when neither is set."""
+    """--password, else $CHAT_PASSWORD, else the config file's; None when none is set."""
     if args.password:
         return str(args.password)
-    return os.environ.get(PASSWORD_ENV) or None
+    return os.environ.get(PASSWORD_ENV) or getattr(args, "config_password", None) or None
+
+
+def save_config(args: argparse.Namespace) -> int:
+    """--save-config: the connection options into the config file (0600), then exit."""
+    path = Path(args.config) if args.config else cfg.default_path()
+    values: dict[str, object] = {"host": args.host, "port": args.port, "user": args.user}
+    if args.tls_ca:
+        values["tls-ca"] = args.tls_ca
+    elif args.tls:
+        values["tls"] = True
+    values["bell"] = args.bell
+    if args.save_password:
+        password = known_password(args)
+        if password is None:
+            if not args.user:
+                raise UsageError("--save-password needs --user (and the password)")
+            password = ask_password(args.user)
+        values["password"] = password
+    try:
+        cfg.save(path, values)
+    except (OSError, cfg.ConfigError) as exc:
+        raise UsageError(f"cannot write {path}: {exc}") from None
+    saved = ", ".join(k for k, v in values.items() if v is not None)
+    print(f"chat-client: saved {saved} to {path} (mode 0600)")
+    return 0
 
 
 def ask_password(user: str) -> str:
@@ -177,7 +266,15 @@ def tui_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
         print(f"chat-client: {problem}", file=sys.stderr)
         return 1
     options = TuiOptions(
-        args.host, args.port, args.user or "", known_password(args) or "", args.register, tls
+        args.host,
+        args.port,
+        args.user or "",
+        known_password(args) or "",
+        args.register,
+        tls,
+        bell=args.bell,
+        colours=args.colour,
+        palette=args.palette,
     )
     return run_tui(options)
 
@@ -185,7 +282,12 @@ def tui_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        apply_config(args)
         check_args(args)
+        if args.save_password and not args.save_config:
+            raise UsageError("--save-password only goes with --save-config")
+        if args.save_config:
+            return save_config(args)
         tls = tls_context(args)
         setup_logging(args.log_file)
         if args.no_tui or args.json or args.history is not None:

@@ -23,7 +23,7 @@ from chat.shared.messages import PASSWORD_MAX, valid_name
 
 from .history import History
 from .model import ONLINE
-from .textwidth import text_width
+from .textwidth import text_width, wrap
 from .widgets import (
     Box,
     HistoryView,
@@ -34,8 +34,17 @@ from .widgets import (
     put,
 )
 
-HELP = " ^X Menu | Tab next | Space select | Enter send | PgUp/PgDn scroll | ^O history"
+#: The bottom line names the widget that has the focus and its keys (the focus is never
+#: somewhere invisible).
+HELP = {
+    "input": " ^X Menu | Enter send | Tab nick | Up/Down typed | PgUp/PgDn scroll | ^N list"
+    " | ^O history | /help",
+    "list": " list: Up/Down move | Space tick | Enter pick | ^O history | Esc: back to typing",
+    "history": " history: Up/Down/PgUp/PgDn scroll | Home/End | Esc: back to typing",
+}
 MIN_LINES, MIN_COLUMNS = 6, 30
+#: Rows of the login popup given to its message (a refusal, a connection error).
+MESSAGE_ROWS = 4
 LOGIN_KEYS = {"login": "l", "register": "r", "logout": "o", "exit": "e"}
 
 
@@ -60,6 +69,19 @@ def layout(lines: int, columns: int) -> Layout:
         Box(lines - 2, 0, 1, columns - 1),
         True,
     )
+
+
+def group_label(names: list[str], limit: int) -> str:
+    """The names joined, or as many as fit in `limit` columns and a count of the others
+    (at least one name: the widget clips what still does not fit)."""
+    text = ", ".join(names)
+    if text_width(text) <= limit:
+        return text
+    for shown in range(len(names) - 1, 0, -1):
+        text = f"{', '.join(names[:shown])}, +{len(names) - shown} more"
+        if text_width(text) <= limit:
+            return text
+    return text
 
 
 def parse_server(text: str) -> tuple[str, int]:
@@ -111,9 +133,11 @@ class LoginPopup(npyscreen.ActionPopup):
         user: str,
         password: str,
         message: str = "",
+        message_rows: int = MESSAGE_ROWS,
         **kw: Any,
     ) -> None:
         self._register = register
+        self._message_rows = max(1, message_rows)
         self._initial = (server, user, password, message)
         self.result: Credentials | None = None
         super().__init__(*args, **kw)
@@ -126,7 +150,11 @@ class LoginPopup(npyscreen.ActionPopup):
             TitleSubmitPassword, name="Password:", value=password, begin_entry_at=12
         )
         self.nextrely += 1
-        self.message = self.add(npyscreen.FixedText, value=message, editable=False)
+        self.message_lines = [
+            self.add(npyscreen.FixedText, value="", editable=False)
+            for _ in range(self._message_rows)
+        ]
+        self._show_message(message)
         self.preserve_selected_widget = True
         self.editw = 1 if not user else 2
         self.how_exited_handers[wgwidget.EXITED_ESCAPE] = self._on_cancel  # Escape cancels
@@ -150,9 +178,21 @@ class LoginPopup(npyscreen.ActionPopup):
         return False
 
     def _complain(self, text: str) -> bool:
-        self.message.value = text
-        self.message.display()
+        self._show_message(text)
+        for line in self.message_lines:
+            line.display()
         return True
+
+    def _show_message(self, text: str) -> None:
+        """The message wrapped over the rows kept for it, whole words, never cut off
+        (a longer one ends with "...", which no reason here needs)."""
+        width = max(10, self.columns - 6)
+        lines = wrap(text, width) if text else []
+        rows = self._message_rows
+        if len(lines) > rows:
+            lines = [*lines[: rows - 1], lines[rows - 1][: width - 3] + "..."]
+        for widget, line in zip(self.message_lines, [*lines, *[""] * rows], strict=False):
+            widget.value = line
 
 
 class ChatForm(npyscreen.FormBaseNew, HasMenus):
@@ -177,6 +217,7 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
     def create(self) -> None:
         self.keypress_timeout = 1  # tenths of a second: the idle hook runs 10 times a second
         self.model = self.parentApp.model
+        self._status = ""  # the status line as last drawn
         boxes = layout(self.lines, self.columns)
         self.participants = self.add(
             ParticipantsView,
@@ -190,7 +231,9 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
             box=boxes.input,
             prompt=self.prompt,
             on_submit=self.parentApp.submit,
+            on_paste=self.parentApp.send_pasted,
             history=self.view_lines,
+            names=self.parentApp.completion_names,
         )
         self.editw = self._widgets__.index(self.input)
         self.how_exited_handers[wgwidget.EXITED_ESCAPE] = self.focus_input
@@ -215,6 +258,29 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
     def focus_input(self) -> None:
         self.editw = self._widgets__.index(self.input)
 
+    def find_previous_editable(self, *args: Any) -> None:
+        """^P / Shift-Tab: the previous widget, round the end as ^N goes round."""
+        self.editw = (self.editw - 1) % len(self._widgets__)
+
+    def focused(self) -> str:
+        """Which widget has the focus (`add` hands out weak proxies: compared by index)."""
+        if self.editw == self._widgets__.index(self.participants):
+            return "list"
+        if self.editw == self._widgets__.index(self.history):
+            return "history"
+        return "input"
+
+    def type_into_input(self, text: str) -> None:
+        """A key typed in the list or the history: it goes to the message line."""
+        self.input.insert(text)
+
+    def paste_into_input(self, text: str) -> None:
+        self.input.handle_paste(text)
+
+    def target(self) -> str:
+        """Who gets a message typed now, for people."""
+        return self.model.participants.describe_target()
+
     def history_height(self) -> int:
         return self.history.height
 
@@ -223,11 +289,13 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         return self.model.view.lines
 
     def prompt(self) -> str:
-        target = self.model.participants.describe_target()
-        limit = max(8, self.columns // 3)
-        if text_width(target) > limit:
-            target = target[: limit - 3] + "..."
-        return f"[{target}] > "
+        """`[bob, carol (offline)] > `: exactly who gets the text. A group too long for half
+        the line names as many as fit and counts the others (all are ticked in the list)."""
+        participants = self.model.participants
+        to = participants.recipients()
+        if isinstance(to, str):
+            return "[all] > "
+        return f"[{group_label([participants.describe([n]) for n in to], self.columns // 2)}] > "
 
     # ------------------------------------------------------------ drawing
     def draw_form(self) -> None:
@@ -235,52 +303,66 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         if not layout(lines, columns).fits:
             self._draw_too_small()
             return
-        put(pad, 0, 0, f" {self.model.status_text()}".ljust(columns), curses.A_REVERSE, columns)
+        self._status = self.model.status_text()
+        put(pad, 0, 0, f" {self._status}".ljust(columns), curses.A_REVERSE, columns)
         side = self.participants.box.width
         with suppress(curses.error):
             pad.vline(1, side, curses.ACS_VLINE, lines - 3)
-        put(pad, lines - 1, 0, HELP, curses.A_DIM, columns - 1)
+        put(pad, lines - 1, 0, HELP[self.focused()], curses.A_DIM, columns - 1)
 
     def _draw_too_small(self) -> None:
+        """The reason in whole words, as many lines as the screen has."""
         text = f"Terminal too small ({self.columns}x{self.lines}); ^X: menu"
         width = max(1, self.columns - 1)
-        for row in range(self.lines):
-            chunk = text[row * width : (row + 1) * width]
-            put(self.curses_pad, row, 0, chunk, curses.A_BOLD, width)
+        for row, line in enumerate(wrap(text, width)[: self.lines]):
+            put(self.curses_pad, row, 0, line, curses.A_BOLD, width)
 
     # ---------------------------------------------- events from the network
     def while_waiting(self) -> None:
         if self.size_changed():
             self._resize()
-        if self.parentApp.drain():
-            self.display()
+        if self.parentApp.drain() or self.model.status_text() != self._status:
+            self.display()  # new events, or the reconnect countdown ticked
+        self._attention()
         self._maybe_login_again()
 
     def adjust_widgets(self) -> None:
         self.parentApp.drain()
         self.display()
+        self._attention()
         self._maybe_login_again()
 
+    def _attention(self) -> None:
+        if self.model.take_bell() and self.parentApp.options.bell:
+            with suppress(curses.error):
+                curses.beep()
+
     def _maybe_login_again(self) -> None:
+        """The login failed (or credentials are missing): the form, with the reason."""
         if self.model.want_login and self.editing:
             self.model.want_login = False
-            self.h_login(self.parentApp.last_register)
+            self.h_login(self.parentApp.last_register, self.model.status_note)
 
     # -------------------------------------------------------- menu actions
-    def h_login(self, register: bool) -> None:
+    def h_login(self, register: bool, message: str = "") -> None:
+        """The login (or register) form; `message` says why it opened by itself. Opened from
+        the menu it says nothing: an old reason is not about the new attempt."""
         if self.model.state == ONLINE:
             self.model.status_note = "already logged in (Log out first)"
             return
         app = self.parentApp
         self.DISPLAY()  # the menu that led here is still drawn
-        rows, cols = 12, min(60, max(44, self.columns - 2))
+        # As many message rows as the screen allows (a short terminal keeps the buttons).
+        message_rows = max(1, min(MESSAGE_ROWS, self.lines - 9))
+        rows, cols = 9 + message_rows, min(60, max(32, self.columns - 2))
         popup = LoginPopup(
             name="Register" if register else "Log in",
             register=register,
             server=self.model.address,
             user=app.options.user or self.model.user,
             password=app.password,
-            message=self.model.status_note,
+            message=message,
+            message_rows=message_rows,
             lines=rows,
             columns=cols,
         )

@@ -2,9 +2,12 @@
 
 Entries keep what happened (who, to whom, what, and for our own messages
 what the server answered); `window()` turns them into wrapped screen lines
-for a given width, newest at the bottom, with a scroll offset counted in
-lines from the bottom (0 follows new messages). Counting from the bottom is
-what keeps the user's place when an older page is put in above.
+for a given width, newest at the bottom. The view either follows the newest
+line or, once scrolled up, is pinned to the line at its bottom: new lines
+below it and older pages above it never move what the user is reading, and
+the count of lines below is exact. A "new messages" line marks the first
+message that arrived while the user was not looking at the newest line
+(scrolled up, or in another view), as WeeChat's read marker does.
 
 Messages from the server are merged by id, so the same message shown live,
 from the offline queue and in a history page is one line. A page that is
@@ -21,11 +24,16 @@ from dataclasses import dataclass, field
 
 from chat.shared.messages import BROADCAST, Msg, MsgId, Recipients
 
+from .attention import mentions
 from .textwidth import printable, wrap
 
 TIME_WIDTH = 9  # "HH:MM:SS "
 #: The mark of a message that was stored while we were offline.
 AWAY = "(while you were away)"
+#: The line above the first message that arrived while the user was not looking.
+UNREAD = "-- new messages --"
+#: The status of our own message typed while the connection is down.
+WAITING = "queued until reconnected"
 
 
 def clock(ts: float) -> str:
@@ -44,7 +52,11 @@ def day_separator(ts: float) -> str:
 @dataclass(frozen=True, slots=True)
 class Line:
     text: str
-    style: str  # normal | own | private | note | error | more | day
+    style: str  # normal | own | private | mention | note | error | more | day | unread
+    #: The entry this line belongs to (None: the banner), and its index in the entry's block
+    #: (date separator, marker, then the wrapped text): what a pinned view holds on to.
+    entry: Entry | None = field(default=None, compare=False, repr=False)
+    part: int = field(default=0, compare=False)
 
 
 @dataclass(slots=True)
@@ -58,12 +70,36 @@ class Entry:
     to: Recipients | None = None  # own messages: the recipients as sent
     mine: bool = False
     away: bool = False  # delivered from the offline queue
+    sender: str = ""  # who wrote it (messages only)
+    #: Caches: a window is laid out at every key and every event, over thousands of entries.
+    _wrapped: tuple[str, int, list[str]] | None = field(default=None, compare=False, repr=False)
+    _rendered: tuple[str, bool, str] | None = field(default=None, compare=False, repr=False)
+    _day: str = field(default="", compare=False, repr=False)
+
+    @property
+    def day(self) -> str:
+        if not self._day:
+            self._day = day(self.ts)
+        return self._day
+
+    def wrapped(self, width: int) -> list[str]:
+        text = self.render()
+        cached = self._wrapped
+        if cached is None or cached[0] is not text or cached[1] != width:
+            cached = self._wrapped = (text, width, wrap(text, width, TIME_WIDTH))
+        return cached[2]
 
     def render(self) -> str:
+        """The entry as one line of text (the same object while nothing changed)."""
+        cached = self._rendered
+        if cached is not None and cached[0] == self.status and cached[1] == self.away:
+            return cached[2]
         tail = f"  [{self.status}]" if self.status else ""
         if self.away:
             tail += f"  {AWAY}"
-        return f"{clock(self.ts)} {self.head}{printable(self.text)}{tail}"
+        text = f"{clock(self.ts)} {self.head}{printable(self.text)}{tail}"
+        self._rendered = (self.status, self.away, text)
+        return text
 
 
 def delivery_status(
@@ -96,12 +132,18 @@ class History:
     entries: deque[Entry] = field(default_factory=deque)
     own: dict[MsgId, Entry] = field(default_factory=dict)
     ids: dict[int, Entry] = field(default_factory=dict)  # server message ids shown
-    scroll: int = 0  # lines scrolled up from the bottom
+    #: The line at the bottom of the view while scrolled up; None: following the newest.
+    pin: tuple[Entry, int] | None = None
     anchor: Entry | None = None  # newer history goes before this entry (None: at the end)
     title: str = ""  # shown above the lines when not empty (a conversation view)
     banner: str = ""  # the top line, above the oldest entry ("loading older messages")
     at_top: bool = False  # the last window() reached the oldest line
     older_wanted: bool = False  # the user scrolled up past the oldest line
+    on_screen: bool = True  # this view is the one shown (the model says)
+    unread_mark: Entry | None = None  # the "new messages" line goes above this entry
+    _seen_since_mark: bool = True  # the newest line was in view after the mark was set
+    _scroll: int = 0  # lines to move the view by at the next window(); positive: back in time
+    _lines_below: int = 0
 
     def _add(self, entry: Entry) -> Entry:
         self.entries.append(entry)
@@ -115,6 +157,10 @@ class History:
             self.ids.pop(old.msg_id, None)
         if old is self.anchor:
             self.anchor = None
+        if old is self.unread_mark:
+            self.unread_mark = None
+        if self.pin is not None and self.pin[0] is old:
+            self.pin = (self.entries[0], 0) if self.entries else None
 
     # --------------------------------------------------------------- adding
     def note(self, text: str, ts: float | None = None, style: str = "note") -> Entry:
@@ -131,20 +177,57 @@ class History:
         """A message delivered to us (live or offline); False when it is already shown."""
         if msg.id in self.ids:
             return False
-        self.ids[msg.id] = self._add(self._message_entry(msg))
+        entry = self._add(self._message_entry(msg))
+        self.ids[msg.id] = entry
+        if msg.sender != self.me and not self.looking:
+            self._unseen(entry)
         return True
 
-    def outgoing(self, msg_id: MsgId, to: Recipients, text: str, ts: float | None = None) -> None:
+    @property
+    def looking(self) -> bool:
+        """Whether the newest line is in front of the user (on screen, not scrolled up)."""
+        return self.on_screen and self.pin is None
+
+    def _unseen(self, entry: Entry) -> None:
+        if self.unread_mark is None or self._seen_since_mark:
+            self.unread_mark, self._seen_since_mark = entry, False
+
+    def all_read(self) -> None:
+        """The user wrote something: everything above is read, the marker goes."""
+        self.unread_mark, self._seen_since_mark = None, True
+
+    def outgoing(
+        self,
+        msg_id: MsgId,
+        to: Recipients,
+        text: str,
+        ts: float | None = None,
+        status: str = "sending",
+    ) -> None:
         entry = Entry(
             ts if ts is not None else time.time(),
             "own",
             f"{_own_marker(to)}{self.me}: ",
             text,
-            "sending",
+            status,
             to=to,
             mine=True,
         )
         self.own[msg_id] = self._add(entry)
+
+    def reconnected(self) -> None:
+        """Messages that waited for the connection are being sent now."""
+        for entry in self.own.values():
+            if entry.status == WAITING:
+                entry.status = "sending"
+
+    def gave_up(self, reason: str) -> None:
+        """No connection will come back (logged out, or the login refused): what waited for
+        it is not sent, and says so."""
+        for msg_id, entry in list(self.own.items()):
+            if entry.status == WAITING:
+                entry.status, entry.style = f"not sent: {reason}", "error"
+                del self.own[msg_id]
 
     def merge(self, messages: Iterable[Msg]) -> int:
         """Put history messages in place by id; returns how many lines are new.
@@ -194,14 +277,19 @@ class History:
     def _message_entry(self, msg: Msg) -> Entry:
         if msg.sender == self.me:  # our own, from a history page
             head, style = f"{_own_marker(msg.to)}{self.me}: ", "own"
-            return Entry(msg.ts, style, head, msg.text, msg_id=msg.id, to=msg.to, mine=True)
+            return Entry(
+                msg.ts, style, head, msg.text, msg_id=msg.id, to=msg.to, mine=True, sender=self.me
+            )
         if msg.to == BROADCAST:
-            head, style = f"{msg.sender}: ", "normal"
+            head = f"{msg.sender}: "
+            style = "mention" if mentions(msg.text, self.me) else "normal"
         elif tuple(msg.to) == (self.me,):
             head, style = f"[private] {msg.sender}: ", "private"
         else:
             head, style = f"[group: {', '.join(msg.to)}] {msg.sender}: ", "private"
-        return Entry(msg.ts, style, head, msg.text, msg_id=msg.id, away=msg.offline)
+        return Entry(
+            msg.ts, style, head, msg.text, msg_id=msg.id, away=msg.offline, sender=msg.sender
+        )
 
     # ------------------------------------------------------- own messages
     def delivered(
@@ -232,52 +320,122 @@ class History:
                 entry.style = "error"
 
     # -------------------------------------------------------------- layout
-    def window(self, width: int, height: int) -> list[Line]:
-        """The `height` lines to show at `width` columns, honouring (and clamping) the scroll.
+    def layout(self, width: int) -> list[Line]:
+        """Every line at `width` columns, oldest first: the banner, then each entry's block
+        (its date separator when the day changes, the unread marker, its wrapped text)."""
+        lines = [self._banner_line(width)] if self.banner else []
+        previous_day = None
+        for entry in self.entries:
+            lines += self._block(entry, previous_day, width)
+            previous_day = entry.day
+        return lines
 
-        A separator line with the date goes above the first entry and above
-        every entry whose local day differs from the one before it.
+    def _banner_line(self, width: int) -> Line:
+        return Line(clip_line(f"-- {self.banner} --", width), "more")
+
+    def _block(self, entry: Entry, previous_day: str | None, width: int) -> list[Line]:
+        heads: list[tuple[str, str]] = []
+        if entry.day != previous_day:
+            heads.append((clip_line(day_separator(entry.ts), width), "day"))
+        if entry is self.unread_mark:
+            heads.append((clip_line(UNREAD, width), "unread"))
+        texts = [*heads, *((text, entry.style) for text in entry.wrapped(width))]
+        return [Line(text, style, entry, part) for part, (text, style) in enumerate(texts)]
+
+    def _block_size(self, entry: Entry, previous_day: str | None, width: int) -> int:
+        extra = (entry.day != previous_day) + (entry is self.unread_mark)
+        return extra + len(entry.wrapped(width))
+
+    def window(self, width: int, height: int) -> list[Line]:
+        """The `height` lines to show at `width` columns, newest at the bottom.
+
+        Scrolled up, the bottom row says how many lines are below it (exactly,
+        the rows it takes included) and the view stays pinned to the line
+        above it, whatever arrives. Only the lines shown are made; the others
+        are counted (each entry keeps its wrapped lines for the width).
         """
         if height <= 0 or width <= 0:
             return []
-        needed = height + self.scroll
-        newest_first: list[Line] = []
-        entries = self.entries
-        complete = True
-        for i in range(len(entries) - 1, -1, -1):
-            entry = entries[i]
-            wrapped = wrap(entry.render(), width, TIME_WIDTH)
-            newest_first.extend(Line(text, entry.style) for text in reversed(wrapped))
-            if i == 0 or day(entries[i - 1].ts) != day(entry.ts):
-                newest_first.append(Line(printable(day_separator(entry.ts))[:width], "day"))
-            if len(newest_first) >= needed and i > 0:
-                complete = False
-                break
-        if complete and self.banner:
-            newest_first.append(Line(f"-- {self.banner} --", "more"))
-        lines = newest_first[::-1]
-        self.scroll = max(0, min(self.scroll, len(lines) - height))
-        self.at_top = complete and self.scroll >= len(lines) - height
-        end = len(lines) - self.scroll
-        shown = lines[max(0, end - height) : end]
-        if self.scroll and shown:
-            shown[-1] = Line(f"-- {self.scroll} more lines below (End) --", "more")
+        total = 1 if self.banner else 0
+        pinned: int | None = None  # one past the pinned line
+        previous_day = None
+        for entry in self.entries:
+            size = self._block_size(entry, previous_day, width)
+            previous_day = entry.day
+            if self.pin is not None and entry is self.pin[0]:
+                pinned = total + min(self.pin[1], size - 1) + 1
+            total += size
+        end = total if pinned is None else pinned
+        end -= self._scroll
+        self._scroll = 0
+        rows = height if end >= total else height - 1
+        # Never fewer lines than fit: near the top the view starts at the oldest line.
+        end = max(end, min(total, rows))
+        if end >= total:
+            end, rows = total, height
+        start = max(0, end - rows)
+        shown = self._lines(width, start, end)
+        self.at_top = start == 0
+        self._lines_below = total - end
+        if end >= total:
+            self.pin = None
+            if self.on_screen:
+                self._seen_since_mark = True
+        else:
+            bottom = shown[-1]
+            self.pin = (bottom.entry, bottom.part) if bottom.entry is not None else None
+            below = self._lines_below
+            plural = "" if below == 1 else "s"
+            shown.append(Line(f"-- {below} more line{plural} below (End) --", "more"))
         return shown
 
-    def scroll_by(self, delta: int) -> None:
-        """Positive scrolls back in time; `window()` clamps at the oldest line.
+    def _lines(self, width: int, start: int, end: int) -> list[Line]:
+        """Lines `start` to `end` of `layout(width)`, without making the others."""
+        out: list[Line] = []
+        position = 0
+        if self.banner:
+            if start == 0 and end > 0:
+                out.append(self._banner_line(width))
+            position = 1
+        previous_day = None
+        for entry in self.entries:
+            if position >= end:
+                break
+            size = self._block_size(entry, previous_day, width)
+            if position + size > start:
+                block = self._block(entry, previous_day, width)
+                out += block[max(0, start - position) : end - position]
+            position += size
+            previous_day = entry.day
+        return out
 
-        Going up once more from there asks for older history (`older_wanted`)
-        and stays put: the older page goes in above the lines shown, which
-        keep their place (the scroll counts from the bottom).
+    @property
+    def lines_below(self) -> int:
+        """Lines below the view at the last window() (0 when following the newest)."""
+        return self._lines_below
+
+    def scroll_by(self, delta: int) -> None:
+        """Positive scrolls back in time; the next `window()` moves the view and clamps.
+
+        Going up once more when the oldest line is in view asks for older
+        history (`older_wanted`) and stays put: the older page goes in above
+        the lines shown, which keep their place (the view is pinned).
         """
-        if delta > 0 and self.at_top:
+        if delta > 0 and self.at_top and self._scroll <= 0:
             self.older_wanted = True
             return
-        self.scroll = max(0, self.scroll + delta)
+        self._scroll += delta
 
     def scroll_to_end(self) -> None:
-        self.scroll = 0
+        self.pin, self._scroll = None, 0
+
+    @property
+    def following(self) -> bool:
+        return self.pin is None and self._scroll <= 0
+
+
+def clip_line(text: str, width: int) -> str:
+    return printable(text)[:width]
 
 
 def _own_marker(to: Recipients) -> str:

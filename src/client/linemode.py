@@ -155,7 +155,9 @@ class LineMode(Printer):
             parsed = parse_line(line.text)
             if parsed is None:
                 return
-            self.pending.add(self.net.send(*parsed))
+            to, text = parsed
+            # The id is the line's number, so "#4" in a report is the fourth line read.
+            self.pending.add(self.net.send(to, text, msg_id=line.number))
         except ValueError as exc:
             self.not_sent += 1
             self.fail(f"line {line.number} not sent: {exc}")

@@ -10,19 +10,27 @@ sent comes out of `take_wants()`; the app hands it to the network thread.
 Two views: the view of all (everything that happens, backfilled from the
 history of `"*"` at each login) and, on demand, the history of a
 conversation (one person, or each member of a group merged by id).
+
+Attention: a private message or a mention asks for the bell
+(`take_bell()`), counts as unread for its sender until the user turns to
+them, and a message that arrives while the user is not looking at the
+newest line gets the "new messages" marker above it (see `history`).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import math
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from chat.shared.messages import BROADCAST, HISTORY_LIMIT_DEFAULT, Msg, MsgId, Recipients
 
 from . import events as ev
+from .attention import is_for_me
 from .backlog import Ask, Backlog
-from .history import History
+from .history import WAITING, History
 from .participants import Participants
 
 OFFLINE = "offline"
@@ -69,6 +77,10 @@ class View:
     def create(cls, peers: tuple[str, ...], me: str, title: str = "") -> View:
         return cls(peers, History(me=me, title=title), Backlog(peers))
 
+    def with_person(self, name: str) -> bool:
+        """Whether this view is the conversation with `name` (alone or in its group)."""
+        return not self.is_all and name in self.peers
+
     @property
     def is_all(self) -> bool:
         return self.peers == (BROADCAST,)
@@ -105,6 +117,10 @@ class ChatModel:
     _ack_upto: int | None = None
     _request_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _logged_in_as: str | None = None
+    #: When the next reconnect attempt starts (a monotonic time), for a live countdown.
+    retry_at: float | None = None
+    clock: Callable[[], float] = time.monotonic
+    _bell: bool = False
 
     @property
     def history(self) -> History:
@@ -125,30 +141,46 @@ class ChatModel:
         return f"{host}:{self.port}"
 
     def status_text(self) -> str:
+        """State first (with the reconnect countdown), then who and where, then the reason:
+        a narrow terminal cuts the reason, never the countdown."""
         who = self.user or "-"
         where = f"{self.address} {TLS_MARK}" if self.tls else self.address
-        parts = [self.state, f"{who} @ {where}"]
+        parts = [self.state_text(), f"{who} @ {where}"]
         if self.state == ONLINE:
             parts.append(f"{len(self.participants.online) + 1} online")
         if self.status_note:
             parts.append(self.status_note)
         return " | ".join(parts)
 
+    def state_text(self) -> str:
+        if self.state == RECONNECTING and self.retry_at is not None:
+            left = max(0, math.ceil(self.retry_at - self.clock()))
+            return f"reconnecting in {left}s" if left else "reconnecting now"
+        return self.state
+
+    def take_bell(self) -> bool:
+        """Whether something arrived that rings the bell since the last call."""
+        bell, self._bell = self._bell, False
+        return bell
+
     # --------------------------------------------------------- UI actions
     def begin_login(self, user: str, host: str, port: int, register: bool) -> None:
         if self._logged_in_as is not None and self._logged_in_as != user:
             self.main, self.convo = _all_view(), None  # never show one user's messages to another
+            self.participants.forget()  # nor whom they were writing to
         self._network_gone()  # a new network thread: the old one's answers are discarded
         self.user, self.host, self.port = user, host, port
         for view in self.views():
             view.lines.me = user
         self.state = CONNECTING
         self.tls = None
+        self.retry_at = None
         self.status_note = "registering" if register else "logging in"
 
     def logged_out(self, note: str = "logged out") -> None:
         self.state = OFFLINE
         self.tls = None
+        self.retry_at = None
         self.status_note = note
         self.participants.clear()
         self.show_all()
@@ -162,9 +194,34 @@ class ChatModel:
             self.convo.lines.note(text, style=style)
 
     def sending(self, msg_id: MsgId, to: Recipients, text: str) -> None:
+        """Our message is on its way (or waits for the connection): shown, and whoever it
+        goes to is read (as in a query window, writing to someone means you saw them)."""
+        status = "sending" if self.state == ONLINE else WAITING
         for view in self.views():
             if view.shows(self.user, to, self.user):
-                view.lines.outgoing(msg_id, to, text)
+                view.lines.outgoing(msg_id, to, text, status=status)
+        if to != BROADCAST:
+            self.participants.read(*to)
+        self.view.lines.all_read()
+        self.view.lines.scroll_to_end()
+
+    def select(self, names: tuple[str, ...]) -> None:
+        """Select exactly these people (none: everyone); said in a note, since the
+        prompt changes."""
+        names = tuple(sorted(set(names) - {self.user, BROADCAST}))
+        self.participants.select(names)
+        if names:
+            self.note(f"selected: {self.participants.describe(names)}")
+        else:
+            self.note("selected: everyone")
+
+    def who(self) -> None:
+        everyone = sorted({*self.participants.online, self.user} - {""})
+        if self.state == ONLINE:
+            self.note(f"online ({len(everyone)}): {', '.join(everyone)}")
+        else:
+            self.note(f"not connected ({self.state}); last known online: {', '.join(everyone)}")
+        self.note(f"messages go to: {self.participants.describe_target()}")
 
     def open_history(self, peers: tuple[str, ...]) -> None:
         """Show the history with these people (each one's conversation, merged by id)."""
@@ -172,13 +229,16 @@ class ChatModel:
         if not names:
             self.show_all()
             return
+        self.participants.read(*names)
         if self.convo is not None and self.convo.peers == names:
             return
         self.convo = View.create(names, self.user, f"history with {', '.join(names)}")
+        self.main.lines.on_screen = False
         self._ask(self.convo, self.convo.backlog.latest())
 
     def show_all(self) -> None:
         self.convo = None  # answers to its requests now find no view and are dropped
+        self.main.lines.on_screen = True
 
     def take_wants(self) -> list[Want]:
         """What to send now: history pages to fetch, the offline ack. Emptied by the call."""
@@ -210,9 +270,11 @@ class ChatModel:
             view.lines.banner = ""
 
     def _network_gone(self) -> None:
-        """No answer will come to what was asked (the network thread is gone)."""
+        """No answer will come to what was asked (the network thread is gone), and messages
+        that waited for a reconnect will not go."""
         for view in self.views():
             view.backlog.forget_pending()
+            view.lines.gave_up("not connected")
             self._banner(view)
 
     # ----------------------------------------------------- network events
@@ -220,9 +282,12 @@ class ChatModel:
         h = self.history
         if isinstance(event, ev.ConnectFailed | ev.Disconnected | ev.Stopped):
             self.tls = None  # whatever comes next, this connection is not up
+            self.participants.disconnected()
+            self.retry_at = None
         match event:
             case ev.Connecting(attempt=attempt) if attempt > 1:
-                self.status_note = f"reconnecting to {self.address} (attempt {attempt})"
+                self.retry_at = None
+                self.status_note = f"connecting to {self.address} (attempt {attempt})"
             case ev.Connecting():
                 self.status_note = f"connecting to {self.address}"
             case ev.Connected(tls=version) if version is not None:
@@ -234,7 +299,8 @@ class ChatModel:
                 self._failed(reason)
             case ev.ConnectFailed(reason, delay):
                 self.state = RECONNECTING
-                self.status_note = f"{reason}; retrying in {delay:.0f}s"
+                self.retry_at = self.clock() + delay
+                self.status_note = reason
             case ev.LoginFailed(code, message):
                 self._failed(f"login refused: {message}")
             case ev.LoggedIn(user, online, registered):
@@ -271,7 +337,8 @@ class ChatModel:
                     self.note(f"disconnected: {reason}", style="error")
             case ev.Disconnected(reason, delay):
                 self.state = RECONNECTING
-                self.status_note = f"{reason}; reconnecting in {delay:.0f}s"
+                self.retry_at = self.clock() + delay
+                self.status_note = reason
                 self.note(f"disconnected: {reason}; reconnecting in {delay:.0f}s", style="error")
             case ev.Stopped(reason):
                 self._network_gone()
@@ -289,9 +356,11 @@ class ChatModel:
         again = self.state == RECONNECTING
         self.state, self.user, self.status_note = ONLINE, user, ""
         self._logged_in_as = user
+        self.retry_at = None
         for view in self.views():
             view.lines.me = user
-        dropped = self.participants.reset(online)
+            view.lines.reconnected()
+        away = self.participants.reset(online)
         what = "reconnected" if again else "registered and logged in" if registered else "logged in"
         note = self.history.note(f"{what} as {user}; online: {', '.join(online) or 'nobody else'}")
         # The first backfill goes on top; after that, what was missed goes before this note.
@@ -301,12 +370,20 @@ class ChatModel:
             self.main.lines.anchor_at_top()
         for view in self.views():
             self._ask(view, view.backlog.latest())
-        self._dropped(dropped)
+        if away:
+            self.history.note(
+                f"selected and offline: {', '.join(away)} (messages are kept for them)"
+            )
 
     def _incoming(self, msg: Msg) -> None:
+        new = False
         for view in self.views():
             if view.shows(msg.sender, msg.to, self.user):
-                view.lines.incoming(msg)
+                new = view.lines.incoming(msg) or new
+        if new and is_for_me(msg, self.user):
+            self._bell = True
+            if msg.to != BROADCAST and not self._turned_to(msg.sender):
+                self.participants.add_unread(msg.sender)
         if msg.offline:  # in the view now: the server may forget it
             self._ack_upto = msg.id if self._ack_upto is None else max(self._ack_upto, msg.id)
 
@@ -329,14 +406,19 @@ class ChatModel:
                     view.lines.note(f"no history of {who}: {message} ({code})", style="error")
                 return
 
+    def _turned_to(self, name: str) -> bool:
+        """Whether the user is in a conversation with `name` (selected, or its history on
+        screen): then a message from them is read, not unread."""
+        return name in self.participants.selected or (
+            self.convo is not None and self.convo.with_person(name)
+        )
+
     def _roster(self, joined: tuple[str, ...], left: tuple[str, ...]) -> None:
-        dropped = self.participants.apply(joined, left)
+        gone = self.participants.apply(joined, left)
         for name in joined:
             self.history.note(f"{name} joined")
         for name in left:
-            self.history.note(f"{name} left")
-        self._dropped(dropped)
-
-    def _dropped(self, names: list[str]) -> None:
-        if names:
-            self.history.note(f"removed from your selection (offline): {', '.join(names)}")
+            if name in gone:
+                self.history.note(f"{name} left (still selected: messages are kept for {name})")
+            else:
+                self.history.note(f"{name} left")

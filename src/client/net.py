@@ -157,13 +157,18 @@ class NetworkClient:
     def start(self) -> None:
         self._thread.start()
 
-    def send(self, to: Recipients, text: str) -> int:
-        """Queue a message and return its id; ValueError for one the server would refuse."""
+    def send(self, to: Recipients, text: str, msg_id: int | None = None) -> int:
+        """Queue a message and return its id; ValueError for one the server would refuse.
+
+        `msg_id` is the caller's own (line mode uses the input line's number); it must
+        not be in use. Without it the next of `ids` is taken.
+        """
         problem = check_outgoing(to, text)
         if problem is not None:
             raise ValueError(problem)
-        with self._ids_lock:
-            msg_id = next(self._ids)
+        if msg_id is None:
+            with self._ids_lock:
+                msg_id = next(self._ids)
         self._command(_SendCmd(msg_id, to, text))
         return msg_id
 

@@ -9,24 +9,43 @@ that a network thread from an earlier login can't touch the current one.
 
 from __future__ import annotations
 
+import contextlib
 import curses
 import itertools
+import os
 import queue
 import signal
 import ssl
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 import npyscreen
 
 from chat.shared.messages import BROADCAST, Recipients
 
 from . import events as ev
-from .commands import SendText, SendTo, ShowAll, ShowHistory, parse_command
+from .commands import (
+    HELP,
+    Help,
+    Query,
+    Quit,
+    SendText,
+    SendTo,
+    ShowAll,
+    ShowHistory,
+    Who,
+    parse_command,
+)
+from .forms import HELP as KEY_HELP
 from .forms import ChatForm, Credentials
 from .model import CONNECTING, OFFLINE, ONLINE, RECONNECTING, AckOffline, AskHistory, ChatModel
 from .net import NetworkClient
 from .session import Session
 from .terminal import prepare_terminal, stderr_on_terminal
+from .theme import Theme
+
+#: Bracketed paste on and off (xterm's mode 2004): a paste then arrives marked as one.
+PASTE_MODE_ON, PASTE_MODE_OFF = b"\x1b[?2004h", b"\x1b[?2004l"
 
 #: Events applied per drain, so a flood can't freeze the keyboard.
 DRAIN_BATCH = 500
@@ -40,6 +59,9 @@ class TuiOptions:
     password: str
     register: bool
     tls: ssl.SSLContext | None = None  # every connection is TLS when set
+    bell: bool = True  # ring the terminal bell on a private message or a mention
+    colours: bool = True
+    palette: Mapping[str, str] = field(default_factory=dict)
 
 
 class ChatApp(npyscreen.NPSAppManaged):
@@ -48,6 +70,7 @@ class ChatApp(npyscreen.NPSAppManaged):
         self.options = options
         self.password = options.password
         self.last_register = options.register
+        self.theme = Theme(options.colours, options.palette)
         self.model = ChatModel(options.host, options.port, options.user)
         self.inbox: queue.Queue[tuple[int, ev.NetEvent]] = queue.Queue()
         self.net: NetworkClient | None = None
@@ -55,12 +78,27 @@ class ChatApp(npyscreen.NPSAppManaged):
         self._ids = itertools.count(1)  # message ids stay unique across logins
 
     def onStart(self) -> None:
+        """Log in (or register) at once when the command line says who and the password is
+        known, as an IRC client given a server and a nick; else the welcome hints say how."""
         curses.mousemask(0)  # npyscreen grabs the mouse; give text selection back
-        self.model.history.note("Welcome. Press ^X for the menu: Log in, Register, Log out, Exit.")
-        who = f" as {self.options.user}" if self.options.user else ""
-        action = "r to register" if self.options.register else "l to log in"
-        self.model.history.note(f"Press ^X, then {action}{who}.")
+        self.theme.setup()
+        options = self.options
         self.addForm("MAIN", ChatForm, name="chat")
+        self.model.history.note("Welcome. ^X opens the menu (log in, register, log out, exit).")
+        self.model.history.note("/help lists the commands and keys.")
+        if options.user and options.password:
+            self.connect(
+                Credentials(
+                    options.host, options.port, options.user, options.password, options.register
+                )
+            )
+        elif options.user:  # no password known: the form asks for it (nothing typed is lost)
+            key, action = ("r", "register") if options.register else ("l", "log in")
+            self.model.history.note(
+                f"Press ^X, then {key} to {action} as {options.user}: type the password there."
+            )
+        else:
+            self.model.history.note("Press ^X, then l to log in or r to register.")
 
     # ------------------------------------------------------ UI-thread API
     def connect(self, cred: Credentials) -> None:
@@ -100,10 +138,27 @@ class ChatApp(npyscreen.NPSAppManaged):
             case ShowAll():
                 model.show_all()
                 return True
+            case Query(names):
+                model.select(names or ())
+                return True
+            case Who():
+                model.who()
+                return True
+            case Help():
+                self.help()
+                return True
+            case Quit():
+                self.quit()
+                return True
             case SendTo(names, text):
                 to = names
             case SendText(text):
                 pass
+        return self.send(to, text)
+
+    def send(self, to: Recipients, text: str) -> bool:
+        """A message to `to`; False (and the reason on screen) when it cannot go."""
+        model = self.model
         if self.net is None or model.state not in (ONLINE, RECONNECTING, CONNECTING):
             model.note("not logged in: press ^X, then Log in", style="error")
             return False
@@ -113,8 +168,35 @@ class ChatApp(npyscreen.NPSAppManaged):
             model.note(f"not sent: {exc}", style="error")
             return False
         model.sending(msg_id, to, text)
-        model.view.lines.scroll_to_end()
         return True
+
+    def send_pasted(self, lines: tuple[str, ...]) -> None:
+        """Pasted lines: each a message to the selection, as text (a pasted "/quit" is not a
+        command), in order; a line that cannot go is said and the rest still go."""
+        to = self.model.participants.recipients()
+        for line in lines:
+            self.send(to, line)
+
+    def completion_names(self) -> list[str]:
+        """Who Tab can complete to: everyone in the list, and anyone heard from."""
+        model = self.model
+        heard = {entry.sender for entry in model.history.entries if entry.sender}
+        names = set(model.participants.rows()[1:]) | heard
+        return sorted(names - {model.user})
+
+    def help(self) -> None:
+        model = self.model
+        for usage, meaning in HELP:
+            model.note(f"{usage}  {meaning}")
+        model.note(f"keys:{KEY_HELP['input']}")
+        model.note(f"list (^N):{KEY_HELP['list'].removeprefix(' list:')}")
+        model.note("history (^N twice): Home/End, Up/Down; ^O: history of the selection")
+        model.view.lines.scroll_to_end()
+
+    def quit(self) -> None:
+        """/quit: as the menu's Exit (bye to the server, the terminal restored)."""
+        form = self.getForm("MAIN")
+        form.h_exit()
 
     def show_history(self, peers: tuple[str, ...] | None) -> bool:
         """The history with `peers` (None: the selection; nobody selected: the view of all)."""
@@ -197,12 +279,27 @@ def _raise_terminated(signum: int, _frame: object) -> None:
     raise _Terminated(signum)
 
 
+@contextlib.contextmanager
+def bracketed_paste() -> Iterator[None]:
+    """Ask the terminal to mark pastes (a terminal without bracketed paste ignores this)."""
+    _write_terminal(PASTE_MODE_ON)
+    try:
+        yield
+    finally:
+        _write_terminal(PASTE_MODE_OFF)
+
+
+def _write_terminal(data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        os.write(1, data)
+
+
 def run_tui(options: TuiOptions) -> int:
     prepare_terminal()
     app = ChatApp(options)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_terminated)
-    with stderr_on_terminal():
+    with stderr_on_terminal(), bracketed_paste():
         try:
             app.run(fork=False)
         except KeyboardInterrupt:

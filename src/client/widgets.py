@@ -4,6 +4,12 @@ npyscreen assumes one column per character and sizes widgets once; these
 widgets take their box from the form's layout on every resize, measure
 text with `textwidth`, and never raise for lack of space (a box of zero
 rows or columns just draws nothing).
+
+Keys: escape sequences are read whole (`keys`), so Home/End under tmux, or
+any sequence curses does not know, never become text; a bracketed paste
+arrives as one piece. Typing is never lost: a character typed while the
+participant list or the history has the focus goes to the message line,
+and the focus with it.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ import curses
 import curses.ascii
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import npyscreen
 from npyscreen import wgwidget
 
+from . import keys
 from .history import History
+from .inputline import Completer, InputHistory, Pasted, split_paste
 from .participants import Participants
 from .textwidth import clip, printable, text_width
 
@@ -97,6 +105,8 @@ class UnicodeKeys:
         self.try_adjust_widgets()  # type: ignore[attr-defined]
 
     def _after_escape(self) -> int | str:
+        """What follows an Escape: nothing (Escape itself), a whole sequence (its key, or
+        nothing), or one character (Alt+it). A resize or a wide character is put back."""
         pad = self.parent.curses_pad
         pad.nodelay(True)
         try:
@@ -105,6 +115,12 @@ class UnicodeKeys:
             return curses.ascii.ESC
         finally:
             pad.timeout(-1)
+        if follow in ("[", "O"):
+            key = self._sequence(str(follow))
+            if key == keys.PASTE_START:
+                self.handle_paste(self._read_paste())
+                return keys.IGNORED
+            return key
         if isinstance(follow, str) and len(follow) == 1 and ord(follow) < 128:
             return curses.ascii.alt(ord(follow))
         if isinstance(follow, str):
@@ -113,7 +129,67 @@ class UnicodeKeys:
             curses.ungetch(follow)  # KEY_RESIZE and other keys: handled next, not lost
         return curses.ascii.ESC
 
+    def _sequence(self, first: str) -> int:
+        """The rest of `ESC [ ...` or `ESC O x`, read whole (it is already in the buffer)."""
+        pad = self.parent.curses_pad
+        text = first
+        pad.timeout(SEQUENCE_WAIT_MS)
+        try:
+            while len(text) < MAX_SEQUENCE:
+                try:
+                    ch = pad.get_wch()
+                except curses.error:
+                    break
+                if not isinstance(ch, str):
+                    curses.ungetch(ch)
+                    break
+                text += ch
+                if first == "O" or (ch not in keys.PARAMETER_BYTES and keys.is_final(ch)):
+                    break
+        finally:
+            pad.timeout(-1)
+        return keys.decode(text)
+
+    def _read_paste(self) -> str:
+        """The text of a bracketed paste, up to `ESC [ 201 ~` (or a pause: a broken paste
+        ends rather than swallowing the keyboard)."""
+        pad = self.parent.curses_pad
+        chunks: list[str] = []
+        try:
+            while True:
+                pad.timeout(PASTE_WAIT_MS)
+                try:
+                    ch = pad.get_wch()
+                except curses.error:
+                    break
+                if ch == "\x1b":
+                    pad.timeout(SEQUENCE_WAIT_MS)
+                    try:
+                        follow = pad.get_wch()
+                    except curses.error:
+                        continue
+                    if follow == "[" and self._sequence("[") == keys.PASTE_END:
+                        break
+                    continue
+                if isinstance(ch, str):
+                    chunks.append(ch)
+                elif ch in (curses.KEY_ENTER,):
+                    chunks.append("\n")
+        finally:
+            pad.timeout(-1)
+        return "".join(chunks)
+
+    def handle_paste(self, text: str) -> None:
+        """A paste in a one-line field (a login form's): its first line, as if typed."""
+        for ch in text.replace("\r", "\n").split("\n", 1)[0]:
+            if ord(ch) >= 128:
+                self.text_input(ch)
+            elif curses.ascii.isprint(ord(ch)):
+                self.handle_input(ord(ch))
+
     def handle_input(self, _input: int | str) -> bool:
+        if _input == keys.IGNORED:
+            return True
         if isinstance(_input, str):
             return self.text_input(_input)
         return super().handle_input(_input)  # type: ignore[misc]
@@ -121,6 +197,37 @@ class UnicodeKeys:
     def text_input(self, ch: str) -> bool:
         """A non-ASCII character was typed; text widgets insert it, others ignore it."""
         return True
+
+
+#: How long the rest of an escape sequence may take to arrive (it is normally there already).
+SEQUENCE_WAIT_MS = 30
+MAX_SEQUENCE = 16
+#: A bracketed paste with a pause this long in it is over (its end sequence got lost).
+PASTE_WAIT_MS = 500
+
+
+class TypingGoesToInput:
+    """For the list and the history: a character typed there goes to the message line,
+    and the focus with it, so nothing typed ever vanishes."""
+
+    parent: Any
+    handlers: dict[Any, Any]
+
+    def text_input(self, ch: str) -> bool:
+        self.parent.type_into_input(ch)
+        self.h_exit_escape(0)  # type: ignore[attr-defined]
+        return True
+
+    def handle_paste(self, text: str) -> None:
+        """A paste belongs to the message line, whatever has the focus."""
+        self.parent.paste_into_input(text)
+        self.h_exit_escape(0)  # type: ignore[attr-defined]
+
+    def t_typed(self, inp: int | str) -> bool:
+        return isinstance(inp, int) and inp not in self.handlers and curses.ascii.isprint(inp)
+
+    def h_typed(self, inp: int) -> None:
+        self.text_input(chr(inp))
 
 
 class Placed:
@@ -167,8 +274,11 @@ class TitlePasswordInput(npyscreen.TitleText):
 class InputLine(Placed, TextInput):
     """The message line: a prompt naming the recipients, then the text being typed.
 
-    Enter hands the text to `on_submit`; PgUp/PgDn and Up/Down scroll the
-    history so the hands never leave the line; Tab moves to the next widget.
+    Enter hands the text to `on_submit`; Up/Down walk through what was typed;
+    Tab completes a nickname; PgUp/PgDn scroll the history, and End at the
+    end of the line goes back to the newest message, so the hands never
+    leave the line. ^N/^P (and Shift-Tab) move the focus. A paste of more
+    than a few lines waits here for Enter (send them) or Escape (drop them).
     """
 
     def __init__(
@@ -177,11 +287,17 @@ class InputLine(Placed, TextInput):
         box: Box,
         prompt: Callable[[], str],
         on_submit: Callable[[str], bool],
+        on_paste: Callable[[tuple[str, ...]], None],
         history: Callable[[], History],
+        names: Callable[[], list[str]],
         **kw: Any,
     ) -> None:
         self.box = box
-        self._prompt, self._on_submit, self._history = prompt, on_submit, history
+        self._prompt, self._on_submit, self._on_paste = prompt, on_submit, on_paste
+        self._history, self._names = history, names
+        self.typed = InputHistory()
+        self.completer = Completer()
+        self.pending_paste: Pasted | None = None
         super().__init__(screen, **kw)
 
     def set_up_handlers(self) -> None:
@@ -192,28 +308,121 @@ class InputLine(Placed, TextInput):
                 curses.ascii.NL: self.h_submit,
                 curses.ascii.CR: self.h_submit,
                 curses.KEY_ENTER: self.h_submit,
-                curses.KEY_UP: lambda _: self._history().scroll_by(1),
-                curses.KEY_DOWN: lambda _: self._history().scroll_by(-1),
+                curses.ascii.TAB: self.h_complete,
+                curses.KEY_UP: self.h_older,
+                curses.KEY_DOWN: self.h_newer,
                 curses.KEY_PPAGE: lambda _: self._history().scroll_by(page()),
                 curses.KEY_NPAGE: lambda _: self._history().scroll_by(-page()),
                 curses.KEY_HOME: self.h_home,
                 curses.KEY_END: self.h_end,
+                curses.ascii.ESC: self.h_escape,
                 "^A": self.h_home,
                 "^E": self.h_end,
+                "^W": self.h_erase_word,
             }
         )
 
+    def handle_input(self, _input: int | str) -> bool:
+        if self.pending_paste is not None and _input not in (
+            curses.ascii.NL,
+            curses.ascii.CR,
+            curses.KEY_ENTER,
+            curses.ascii.ESC,
+            curses.KEY_RESIZE,
+            keys.IGNORED,
+        ):
+            return True  # the question on the line waits for Enter or Escape
+        return super().handle_input(_input)
+
     def h_submit(self, _input: int) -> None:
-        """Send; the text stays in the line when it could not be sent (e.g. not logged in)."""
+        """Send; the text stays in the line when it could not be sent (e.g. not logged in).
+        A line of spaces is cleared: there is nothing to send, and it must not stick to the
+        next message invisibly."""
+        if self.pending_paste is not None:
+            pasted, self.pending_paste = self.pending_paste, None
+            self._on_paste(pasted.lines)
+            self._set(pasted.rest)
+            return
         text = self.value or ""
-        if text.strip() and self._on_submit(text):
-            self.value, self.cursor_position, self.begin_at = "", 0, 0
+        if not text.strip():
+            self._set("")
+            return
+        self.typed.add(text)
+        if self._on_submit(text):
+            self._set("")
+
+    def h_escape(self, _input: int) -> None:
+        if self.pending_paste is not None:
+            count = len(self.pending_paste.lines)
+            self.pending_paste = None
+            self.parent.parentApp.model.note(f"paste of {count} lines dropped")
+
+    def handle_paste(self, text: str) -> None:
+        value, pos = self.value or "", self._cursor()
+        pasted = split_paste(value[:pos], text, value[pos:])
+        if not pasted.lines:  # no complete line: it is text in the line, as if typed
+            self.value = pasted.rest
+            self.cursor_position = len(pasted.rest) - len(value[pos:])
+        elif pasted.ask:
+            self.pending_paste = pasted
+        else:
+            self._on_paste(pasted.lines)
+            self._set(pasted.rest)
+
+    def paste_question(self) -> str:
+        assert self.pending_paste is not None
+        count = len(self.pending_paste.lines)
+        return (
+            f"paste of {count} lines: Enter sends {count} messages to "
+            f"{self.parent.target()}, Escape drops them"
+        )
+
+    def h_complete(self, _input: int) -> None:
+        done = self.completer.complete(self.value or "", self._cursor(), self._names())
+        if done is not None:
+            self.value, self.cursor_position = done
+
+    def h_older(self, _input: int) -> None:
+        line = self.typed.older(self.value or "")
+        if line is not None:
+            self._set(line, at_end=True)
+
+    def h_newer(self, _input: int) -> None:
+        line = self.typed.newer()
+        if line is not None:
+            self._set(line, at_end=True)
 
     def h_home(self, _input: int) -> None:
         self.cursor_position = 0
 
     def h_end(self, _input: int) -> None:
-        self.cursor_position = len(self.value or "")
+        """End of the line; at the end already (an empty line too): the newest message."""
+        end = len(self.value or "")
+        if self._cursor() >= end:
+            self._history().scroll_to_end()
+        self.cursor_position = end
+
+    def h_erase_word(self, _input: int) -> None:
+        value, pos = self.value or "", self._cursor()
+        start = len(value[:pos].rstrip(" "))
+        while start > 0 and value[start - 1] != " ":
+            start -= 1
+        self.value, self.cursor_position = value[:start] + value[pos:], start
+
+    def insert(self, text: str) -> None:
+        """Typed while another widget had the focus: goes in at the cursor."""
+        value, pos = self.value or "", self._cursor()
+        self.value = value[:pos] + text + value[pos:]
+        self.cursor_position = pos + len(text)
+
+    def _cursor(self) -> int:
+        value = self.value or ""
+        pos = self.cursor_position
+        return len(value) if pos is False or pos is None else max(0, min(int(pos), len(value)))
+
+    def _set(self, value: str, at_end: bool = True) -> None:
+        self.value, self.begin_at = value, 0
+        self.cursor_position = len(value) if at_end else 0
 
     def update(self, clear: bool = True, cursor: bool = True) -> None:
         if clear:
@@ -221,6 +430,9 @@ class InputLine(Placed, TextInput):
         if self.hidden or self.width <= 0:
             return
         pad, y, x = self.parent.curses_pad, self.rely, self.relx
+        if self.pending_paste is not None:
+            put(pad, y, x, self.paste_question(), curses.A_BOLD | curses.A_REVERSE, self.width - 1)
+            return
         prompt = self._prompt()
         prompt_w = min(text_width(prompt), max(0, self.width - 2))
         put(pad, y, x, prompt, curses.A_BOLD, prompt_w)
@@ -243,8 +455,10 @@ class InputLine(Placed, TextInput):
             put(pad, y, left + text_width(value[begin:pos]), under, curses.A_REVERSE)
 
 
-class ParticipantsView(UnicodeKeys, Placed, wgwidget.Widget):
-    """ "All" then everyone online, each with a checkbox; Space toggles, Enter picks one."""
+class ParticipantsView(TypingGoesToInput, UnicodeKeys, Placed, wgwidget.Widget):
+    """ "All" then the people (online, selected, or with unread messages), each with a
+    checkbox; Space toggles, Enter picks one. Greyed, under "Disconnected", while the
+    connection is down."""
 
     def __init__(
         self,
@@ -264,14 +478,11 @@ class ParticipantsView(UnicodeKeys, Placed, wgwidget.Widget):
             {
                 curses.KEY_UP: lambda _: self.model.move(-1),
                 curses.KEY_DOWN: lambda _: self.model.move(1),
-                ord("k"): lambda _: self.model.move(-1),
-                ord("j"): lambda _: self.model.move(1),
                 curses.KEY_PPAGE: lambda _: self.model.move(-max(1, self.height - 1)),
                 curses.KEY_NPAGE: lambda _: self.model.move(max(1, self.height - 1)),
                 curses.KEY_HOME: lambda _: self.model.move(-len(self.model.rows())),
                 curses.KEY_END: lambda _: self.model.move(len(self.model.rows())),
                 curses.ascii.SP: lambda _: self.model.toggle(),
-                ord("x"): lambda _: self.model.toggle(),
                 curses.ascii.NL: self.h_pick,
                 curses.ascii.CR: self.h_pick,
                 curses.KEY_ENTER: self.h_pick,
@@ -281,6 +492,7 @@ class ParticipantsView(UnicodeKeys, Placed, wgwidget.Widget):
                 "^O": self.h_history,
             }
         )
+        self.complex_handlers.append((self.t_typed, self.h_typed))
 
     def h_history(self, _input: int) -> None:
         """^O here: the history of the ticked people, or of the one under the cursor."""
@@ -303,9 +515,16 @@ class ParticipantsView(UnicodeKeys, Placed, wgwidget.Widget):
         if self.hidden or self.height <= 0 or self.width <= 0:
             return
         pad = self.parent.curses_pad
-        title = "Online"
-        put(pad, self.rely, self.relx, title, curses.A_BOLD | curses.A_UNDERLINE, self.width)
+        connected = self.model.connected
+        if connected:
+            title = "Online"
+        else:  # the last list known, greyed; nothing known before the first login
+            title = "Disconnected" if self.model.connected_once else "Offline"
+        title_attr = curses.A_REVERSE if self.editing else curses.A_UNDERLINE
+        title_attr |= curses.A_BOLD if connected else curses.A_DIM
+        put(pad, self.rely, self.relx, title.ljust(self.width), title_attr, self.width)
         rows = self.model.rows()
+        theme = self.parent.parentApp.theme
         visible = self.height - 1
         if visible <= 0:
             return
@@ -319,27 +538,19 @@ class ParticipantsView(UnicodeKeys, Placed, wgwidget.Widget):
             attr = curses.A_REVERSE if self.editing and row == cursor else 0
             if row == 0:
                 attr |= curses.A_BOLD
-            put(
-                pad,
-                self.rely + 1 + i,
-                self.relx,
-                f"{mark} {name}".ljust(self.width),
-                attr,
-                self.width,
-            )
+            elif not self.model.is_online(name) or not connected:
+                attr |= theme.attr("offline")
+            elif self.model.unread.get(name):
+                attr |= curses.A_BOLD
+            if not connected:
+                attr |= curses.A_DIM
+            text = f"{mark} {self.model.label(row)}"
+            put(pad, self.rely + 1 + i, self.relx, text.ljust(self.width), attr, self.width)
 
 
-class HistoryView(UnicodeKeys, Placed, wgwidget.Widget):
+class HistoryView(TypingGoesToInput, UnicodeKeys, Placed, wgwidget.Widget):
     """The scrollable message history; Up/Down/PgUp/PgDn/Home/End when focused."""
 
-    STYLES: ClassVar[dict[str, int]] = {
-        "own": curses.A_BOLD,
-        "private": curses.A_BOLD,
-        "note": curses.A_DIM,
-        "error": curses.A_BOLD | curses.A_UNDERLINE,
-        "more": curses.A_REVERSE,
-        "day": curses.A_BOLD,
-    }
     #: After a conversation view's title: how to get back.
     BACK_HINT = "  (^O or /all: back to all)"
 
@@ -359,8 +570,6 @@ class HistoryView(UnicodeKeys, Placed, wgwidget.Widget):
             {
                 curses.KEY_UP: lambda _: self.model.scroll_by(1),
                 curses.KEY_DOWN: lambda _: self.model.scroll_by(-1),
-                ord("k"): lambda _: self.model.scroll_by(1),
-                ord("j"): lambda _: self.model.scroll_by(-1),
                 curses.KEY_PPAGE: lambda _: self.model.scroll_by(page()),
                 curses.KEY_NPAGE: lambda _: self.model.scroll_by(-page()),
                 curses.KEY_HOME: lambda _: self.model.scroll_by(10**9),
@@ -372,6 +581,7 @@ class HistoryView(UnicodeKeys, Placed, wgwidget.Widget):
                 curses.ascii.ESC: self.h_exit_escape,
             }
         )
+        self.complex_handlers.append((self.t_typed, self.h_typed))
 
     def update(self, clear: bool = True) -> None:
         if clear:
@@ -379,6 +589,7 @@ class HistoryView(UnicodeKeys, Placed, wgwidget.Widget):
         if self.hidden or self.height <= 0 or self.width <= 0:
             return
         pad = self.parent.curses_pad
+        theme = self.parent.parentApp.theme
         history = self.model
         rows, first = self.height, self.rely
         if history.title and rows > 1:  # a conversation: say which, and how to leave it
@@ -388,7 +599,7 @@ class HistoryView(UnicodeKeys, Placed, wgwidget.Widget):
         lines = history.window(self.width, rows)
         top = first + rows - len(lines)
         for i, line in enumerate(lines):
-            attr = self.STYLES.get(line.style, 0)
+            attr = theme.attr(line.style)
             if self.editing and i == len(lines) - 1:
                 attr |= curses.A_REVERSE
             put(pad, top + i, self.relx, line.text, attr, self.width)

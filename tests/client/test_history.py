@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from chat.client.history import AWAY, History
+from chat.client.history import AWAY, UNREAD, WAITING, History
 from chat.client.textwidth import text_width
 from chat.shared.messages import Msg
 
@@ -57,8 +57,9 @@ def test_scrolling_shows_older_lines_and_clamps() -> None:
         h.note(f"n{i}")
     assert texts(h, height=5)[-1].endswith("n29")
     h.scroll_by(10)
-    shown = texts(h, height=5)
-    assert shown[0].endswith("n15") and "more lines below" in shown[-1]
+    shown = texts(h, height=5)  # 4 lines, then how many are below them
+    assert shown[0].endswith("n16") and shown[3].endswith("n19")
+    assert shown[-1] == "-- 10 more lines below (End) --"
     h.scroll_by(1000)
     assert texts(h, height=5)[0].endswith("n0")
     h.scroll_to_end()
@@ -233,3 +234,92 @@ def test_pages_asked_for_are_kept_on_top_of_the_limit() -> None:
     h.merge([msg(i) for i in range(1, 6)])
     h.note("one more")
     assert texts(h)[0].endswith("bob: m2") and len(h.entries) == 15
+
+
+# ------------------------------------------------- scrolled up: the view stays put
+def test_scrolled_up_new_lines_do_not_move_the_view_and_the_count_is_exact() -> None:
+    h = History(me="alice")
+    for i in range(30):
+        h.incoming(msg(i + 1))
+    h.window(80, 6)
+    h.scroll_by(10)
+    before = all_texts(h, 80, 6)
+    assert before[-1] == "-- 10 more lines below (End) --"
+    h.incoming(msg(100))
+    after = all_texts(h, 80, 6)
+    assert after[:-1] == before[:-1]
+    assert after[-1] == "-- 12 more lines below (End) --"  # the marker line and the message
+    h.scroll_by(-11)
+    assert all_texts(h, 80, 6)[-1] == "-- 1 more line below (End) --"
+
+
+def test_a_long_message_counts_every_row_it_takes() -> None:
+    h = History(me="alice")
+    for i in range(20):
+        h.incoming(msg(i + 1))
+    h.window(40, 5)
+    h.scroll_by(3)
+    h.window(40, 5)
+    h.incoming(Msg(50, "bob", "*", "word " * 30, 50.0))
+    rows = len(h.layout(40)[-1].entry.wrapped(40))  # type: ignore[union-attr]
+    assert all_texts(h, 40, 5)[-1] == f"-- {3 + 1 + rows} more lines below (End) --"
+
+
+def test_following_the_newest_line_there_is_no_marker() -> None:
+    h = History(me="alice")
+    h.incoming(msg(1))
+    h.window(80, 5)
+    h.incoming(msg(2))
+    assert UNREAD not in all_texts(h)
+
+
+def test_the_marker_stands_above_the_first_message_missed_and_moves_on_next_time() -> None:
+    h = History(me="alice")
+    for i in range(20):
+        h.incoming(msg(i + 1))
+    h.window(80, 5)
+    h.scroll_by(5)
+    h.window(80, 5)
+    h.incoming(msg(21))
+    h.incoming(msg(22))
+    h.scroll_to_end()
+    shown = all_texts(h, 80, 10)
+    marker = shown.index(UNREAD)
+    assert shown[marker + 1].endswith("bob: m21") and shown[marker - 1].endswith("bob: m20")
+    h.incoming(msg(23))  # read at the bottom: the marker stays where it was
+    assert all_texts(h, 80, 10).index(UNREAD) == marker - 1
+    h.scroll_by(3)
+    h.window(80, 10)
+    h.incoming(msg(24))  # missed again: the marker moves to it
+    h.scroll_to_end()
+    shown = all_texts(h, 80, 10)
+    assert shown[shown.index(UNREAD) + 1].endswith("bob: m24")
+    h.all_read()
+    assert UNREAD not in all_texts(h, 80, 10)
+
+
+def test_a_view_not_on_screen_marks_what_arrives_in_it() -> None:
+    h = History(me="alice")
+    h.incoming(msg(1))
+    h.window(80, 5)
+    h.on_screen = False
+    h.incoming(msg(2))
+    h.incoming(Msg(3, "alice", "*", "mine", 3.0))  # our own does not count
+    h.on_screen = True
+    shown = all_texts(h)
+    assert shown[shown.index(UNREAD) + 1].endswith("bob: m2")
+
+
+def test_a_mention_of_me_is_styled_for_attention() -> None:
+    h = History(me="alice")
+    h.incoming(Msg(1, "bob", "*", "what does Alice say?", 0.0))
+    h.incoming(Msg(2, "bob", "*", "malice", 0.0))
+    assert [e.style for e in h.entries] == ["mention", "normal"]
+
+
+def test_messages_typed_offline_wait_then_go_when_reconnected() -> None:
+    h = History(me="alice")
+    h.outgoing(1, ("bob",), "later", status=WAITING)
+    assert texts(h)[-1].endswith(f"[{WAITING}]")
+    h.reconnected()
+    assert texts(h)[-1].endswith("[sending]")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat.client.forms import MIN_COLUMNS, MIN_LINES, layout, parse_server
+from chat.client.forms import MIN_COLUMNS, MIN_LINES, group_label, layout, parse_server
 
 
 @pytest.mark.parametrize(("lines", "columns"), [(6, 30), (24, 80), (50, 200), (10, 31)])
@@ -32,3 +32,11 @@ def test_parse_server() -> None:
     for bad in ("nohost", ":7777", "h:0", "h:70000", "h:x"):
         with pytest.raises(ValueError):
             parse_server(bad)
+
+
+def test_a_group_names_everyone_that_fits_and_counts_the_others() -> None:
+    names = ["bob", "carol (offline)", "dave", "erin"]
+    assert group_label(names, 80) == "bob, carol (offline), dave, erin"
+    assert group_label(names, 30) == "bob, carol (offline), +2 more"
+    assert group_label(names, 12) == "bob, +3 more"
+    assert group_label(names, 5) == "bob, +3 more"  # the widget clips the rest

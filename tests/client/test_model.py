@@ -33,12 +33,13 @@ def test_roster_changes_update_the_list_and_leave_notes() -> None:
     assert notes(m)[-2:] == ["carol joined", "bob left"]
 
 
-def test_a_selected_user_who_leaves_is_dropped_with_a_note() -> None:
+def test_a_selected_user_who_leaves_stays_selected_with_a_note() -> None:
     m = online_model("bob", "carol")
     m.participants.toggle(1)  # bob
     m.apply(ev.RosterChanged((), ("bob",), ("carol",)))
-    assert m.participants.recipients() == "*"
-    assert notes(m)[-1] == "removed from your selection (offline): bob"
+    assert m.participants.recipients() == ("bob",)
+    assert m.participants.describe_target() == "bob (offline)"
+    assert notes(m)[-1] == "bob left (still selected: messages are kept for bob)"
 
 
 def test_refused_login_asks_for_the_form_again_with_the_reason() -> None:
@@ -113,8 +114,8 @@ def test_a_tls_connection_puts_a_mark_on_the_status_line_until_it_ends() -> None
     assert "[tls]" not in m.status_text()
     m.apply(ev.ConnectFailed("TLS: certificate verify failed: x (host 127.0.0.1)", 2.0))
     assert m.status_text() == (
-        "reconnecting | alice @ 127.0.0.1:7777 | "
-        "TLS: certificate verify failed: x (host 127.0.0.1); retrying in 2s"
+        "reconnecting in 2s | alice @ 127.0.0.1:7777 | "
+        "TLS: certificate verify failed: x (host 127.0.0.1)"
     )
 
 

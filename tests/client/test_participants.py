@@ -1,4 +1,4 @@
-"""The participants list: "All" on top, selection kept by name across roster changes."""
+"""The participants list: "All" on top; a selection kept by name that never widens by itself."""
 
 from __future__ import annotations
 
@@ -45,13 +45,23 @@ def test_select_only_replaces_the_selection() -> None:
     assert p.recipients() == ("carol",)
 
 
-def test_a_selected_user_who_leaves_is_dropped_and_reported() -> None:
+def test_a_selected_user_who_leaves_stays_selected_and_listed_as_offline() -> None:
     p = people("bob", "carol")
     p.toggle(1)
     p.toggle(2)
     assert p.apply(joined=(), left=("bob",)) == ["bob"]
-    assert p.recipients() == ("carol",)
+    assert p.recipients() == ("bob", "carol")
+    assert p.describe_target() == "bob (offline), carol"
+    assert p.rows() == [ALL, "bob", "carol"] and p.label(1) == "bob (offline)"
     assert p.apply(joined=("erin",), left=()) == []
+    assert p.apply(joined=("bob",), left=()) == []
+    assert p.describe_target() == "bob, carol"
+
+
+def test_someone_who_leaves_unselected_goes_from_the_list() -> None:
+    p = people("bob", "carol")
+    assert p.apply(joined=(), left=("bob",)) == []
+    assert p.rows() == [ALL, "carol"]
 
 
 def test_selection_follows_the_name_when_rows_shift() -> None:
@@ -74,15 +84,42 @@ def test_cursor_stays_in_range_when_its_user_leaves() -> None:
     assert p.cursor == 0
 
 
-def test_full_roster_after_reconnect_drops_who_is_gone() -> None:
-    p = people("bob", "carol")
+def test_a_full_roster_after_a_reconnect_keeps_the_group() -> None:
+    p = people("alice", "bob")
     p.toggle(1)
-    assert p.reset(["carol"]) == ["bob"]
-    assert p.recipients() == "*"
+    p.toggle(2)
+    p.disconnected()
+    assert not p.connected and p.recipients() == ("alice", "bob")
+    assert p.reset(["bob"]) == ["alice"]
+    assert p.connected and p.recipients() == ("alice", "bob")
+    assert p.describe_target() == "alice (offline), bob"
 
 
-def test_clear_forgets_everyone() -> None:
+def test_log_out_keeps_the_selection_another_user_forgets_it() -> None:
     p = people("bob")
     p.toggle(1)
     p.clear()
+    assert p.recipients() == ("bob",) and p.online == []
+    p.forget()
     assert p.rows() == [ALL] and p.recipients() == "*"
+
+
+def test_unread_counts_until_the_person_is_selected() -> None:
+    p = people("bob", "carol")
+    p.add_unread("bob")
+    p.add_unread("bob")
+    assert p.label(1) == "bob (2)"
+    p.apply(joined=(), left=("bob",))
+    assert p.rows() == [ALL, "bob", "carol"] and p.label(1) == "bob (2, offline)"
+    p.select_only(1)
+    assert p.recipients() == ("bob",) and p.label(1) == "bob (offline)"
+    p.select(())
+    assert p.rows() == [ALL, "carol"]
+
+
+def test_select_names_people_who_are_not_listed() -> None:
+    p = people("bob")
+    p.select(["dave"])
+    assert p.rows() == [ALL, "bob", "dave"] and p.describe_target() == "dave (offline)"
+    p.select([])
+    assert p.recipients() == "*" and p.rows() == [ALL, "bob"]

@@ -53,7 +53,8 @@ class LineClient:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, **(env or {})},
+            # No config file of whoever runs the tests (a folder that cannot hold one).
+            env={**os.environ, "XDG_CONFIG_HOME": os.devnull, **(env or {})},
             start_new_session=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
@@ -161,6 +162,38 @@ def test_two_clients_chat_to_all_one_person_and_a_group(server, clients) -> None
         frame = carol.recv_type("msg")
         texts.append((frame["to"], frame["text"]))
     assert texts == [("*", "hello all"), (["bob", "carol"], "a group")]
+
+
+def test_sent_reports_name_the_input_line_they_answer(server, clients) -> None:
+    """Blank and invalid lines are counted too: `#4` is the fourth line of stdin."""
+    bob = online(server, "bob")
+    alice = clients(server, "alice", "--register")
+    alice.write("first", "", "@bob,,x! not valid", "fourth", "@bob fifth", "@ghost sixth")
+    alice.end_input()
+    rc, out, err = alice.finish()
+    assert rc == 5, err
+    assert "line 3 not sent" in err
+    assert [line[9:] for line in out if " > " in line] == [
+        "> #1 delivered: bob",
+        "> #4 delivered: bob",
+        "> #5 delivered: bob",
+        "> #6 delivered: nobody; missing: ghost",
+    ]
+    assert [bob.recv_type("msg")["text"] for _ in range(3)] == ["first", "fourth", "fifth"]
+
+
+def test_json_sent_ids_are_the_input_line_numbers(server, clients) -> None:
+    register(server, "dave")
+    alice = clients(server, "alice", "--register", "--json")
+    alice.write("", "@dave offline one", "@ghost unknown one")
+    alice.end_input()
+    rc, out, err = alice.finish()
+    assert rc == 0, err
+    sent = [json.loads(line) for line in out if '"event": "sent"' in line]
+    assert [(s["id"], s["missing"], s["queued"]) for s in sent] == [
+        (2, ["dave"], ["dave"]),
+        (3, ["ghost"], []),
+    ]
 
 
 def test_json_lines_carry_unicode_and_roster_changes(server, clients) -> None:
