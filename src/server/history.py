@@ -21,14 +21,14 @@ import heapq
 import itertools
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from .msgstore import Kept, MessageStore, MessageStoreError, Page
+from .msgstore import Kept, MessageStore, Page
 
 log = logging.getLogger("chat.server.store")
 
@@ -42,6 +42,14 @@ OFFLINE_PAGE = 200  # offline messages per catch-up page
 OFFLINE_PAGE_BYTES = 256 * 1024  # and sealed bytes per page
 
 Stored = Callable[[bool], None]
+
+
+class Ids(Protocol):
+    """Where message ids come from (`MessageIds`, or a cluster's `RedisIds`)."""
+
+    def take(self, count: int) -> int: ...
+
+    def peek(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +132,12 @@ class HistoryService:
         reader_queue: int = 256,
         flush_delay: float = FLUSH_DELAY,
         clock: Callable[[], float] = time.time,
+        ids: Ids | None = None,
     ) -> None:
+        """`store` is the SQLite `MessageStore`, or a cluster's Redis store with the same
+        methods; `ids` comes with a cluster (ids from Redis), else blocks of the store."""
         self._store = store
+        self._errors = store.errors
         self._offline_max = offline_max
         self._retention = store.retention  # seconds; 0 keeps everything
         self._flush_delay = flush_delay
@@ -142,11 +154,13 @@ class HistoryService:
         self._next_purge = time.monotonic() + PURGE_EVERY
         if self._retention > 0:
             self._purge()  # before serving: nothing past its time is ever shown
-        floor = store.id_floor()
-        ceiling = floor + ID_BLOCK
-        with store.transaction():  # before any id is given: a restart starts above them
-            store.reserve_ids(ceiling)
-        self.ids = MessageIds(floor, ceiling, self._ask_reserve)
+        if ids is None:
+            floor = store.id_floor()
+            ceiling = floor + ID_BLOCK
+            with store.transaction():  # before any id is given: a restart starts above them
+                store.reserve_ids(ceiling)
+            ids = MessageIds(floor, ceiling, self._ask_reserve)
+        self.ids: Ids = ids
         self._reads: queue.Queue[Callable[[MessageStore], None] | None] = queue.Queue(reader_queue)
         self._readers = [
             threading.Thread(
@@ -266,7 +280,7 @@ class HistoryService:
         def job(store: MessageStore) -> None:
             try:
                 page = query(store)
-            except (sqlite3.Error, MessageStoreError) as exc:
+            except self._errors as exc:
                 log.error("history read failed: %s", exc)
                 page = Page((), False)
             reply(page)
@@ -331,7 +345,7 @@ class HistoryService:
                             store.reserve_ids(ceiling)
                 for owner, name in grown.items():
                     self._enforce_quota(owner, name)
-        except (sqlite3.Error, MessageStoreError, ValueError) as exc:
+        except (*self._errors, ValueError) as exc:
             ok = False
             log.error("message store: a batch of %d jobs was not stored: %s", len(batch), exc)
         for _, _, job in batch:
@@ -349,9 +363,8 @@ class HistoryService:
             fn()
 
     def _enforce_quota(self, owner: bytes, name: str) -> None:
-        over = self._store.queue_length(owner) - self._offline_max
-        if over > 0:
-            dropped = self._store.drop_oldest(owner, over)
+        dropped = self._store.trim_queue(owner, self._offline_max)
+        if dropped:
             log.warning(
                 "offline queue of %s is over --offline-max %d: dropped the %d oldest",
                 name,
@@ -362,7 +375,7 @@ class HistoryService:
     def _purge(self) -> None:
         try:
             removed = self._store.purge_before(self._clock() - self._retention)
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             log.error("message store: retention pass failed: %s", exc)
             return
         if removed:

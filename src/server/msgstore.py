@@ -115,6 +115,9 @@ def _connect(path: Path, read_only: bool = False, immutable: bool = False) -> sq
 class MessageStore:
     """The file, its keys, and every SQL statement. One instance per connection's thread."""
 
+    #: What `history.HistoryService` catches from these methods (logged, not fatal).
+    errors: tuple[type[Exception], ...] = (sqlite3.Error, MessageStoreError)
+
     def __init__(
         self, path: Path, conn: sqlite3.Connection, sealer: Sealer, retention: float = 0.0
     ) -> None:
@@ -321,19 +324,20 @@ class MessageStore:
             conn.executemany("INSERT OR IGNORE INTO offline VALUES (?, ?, ?)", offline_rows)
         return grown
 
-    def queue_length(self, owner: bytes) -> int:
-        return self._conn.execute(
+    def trim_queue(self, owner: bytes, keep: int) -> int:
+        """The quota: drop the oldest offline entries of one queue past `keep`; how many."""
+        conn = self._conn
+        (length,) = conn.execute(
             "SELECT count(*) FROM offline WHERE owner = ?", (owner,)
-        ).fetchone()[0]
-
-    def drop_oldest(self, owner: bytes, count: int) -> int:
-        """Remove the `count` oldest offline entries of one queue (the quota)."""
-        cur = self._conn.execute(
+        ).fetchone()
+        if length <= keep:
+            return 0
+        cur = conn.execute(
             "DELETE FROM offline WHERE owner = ? AND id IN "
             "(SELECT id FROM offline WHERE owner = ? ORDER BY id LIMIT ?)",
-            (owner, owner, count),
+            (owner, owner, length - keep),
         )
-        return cur.rowcount
+        return int(cur.rowcount)
 
     def ack(self, owner: bytes, upto: int) -> int:
         """Forget one user's offline entries up to `upto`: how many went."""
@@ -384,7 +388,7 @@ class MessageStore:
             for msg in reversed(self._open(conv, first, last, ts, bytes(body))):
                 if msg.ts < oldest:
                     continue
-                if msg.id < below and msg.id not in seen and _visible(msg, user, peer):
+                if msg.id < below and msg.id not in seen and visible(msg, user, peer):
                     seen.add(msg.id)
                     found.append(msg)
             if len(found) > limit:
@@ -504,7 +508,7 @@ def _prefix_older(
         yield row
 
 
-def _visible(msg: Msg, user: str, peer: str) -> bool:
+def visible(msg: Msg, user: str, peer: str) -> bool:
     """The contract's rule, checked on the authenticated record (v1.1 section 4)."""
     if peer == BROADCAST:
         return msg.to == BROADCAST

@@ -80,6 +80,32 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> b
     return hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=maxmem)
 
 
+def new_record(name: str, password: str, n: int, created: float | None = None) -> Record:
+    """A salted scrypt record of `password` at cost `n` (slow: run off the chat path)."""
+    salt = secrets.token_bytes(SALT_BYTES)
+    digest = _scrypt(password, salt, n, SCRYPT_R, SCRYPT_P, HASH_BYTES)
+    when = time.time() if created is None else created
+    return Record(name, salt, digest, n, SCRYPT_R, SCRYPT_P, HASH_BYTES, when)
+
+
+def matches(record: Record, password: str) -> bool:
+    """Whether `password` is the record's, in constant time once hashed."""
+    digest = _scrypt(password, record.salt, record.n, record.r, record.p, record.dklen)
+    return hmac.compare_digest(digest, record.hash)
+
+
+def record_to_json(record: Record) -> bytes:
+    return _encode_records([record])
+
+
+def record_from_json(data: bytes, where: str) -> Record:
+    """One record back (StoreError when it does not decode)."""
+    records = _decode_records(data, where)
+    if len(records) != 1:
+        raise StoreError(f"{where}: not one account")
+    return next(iter(records.values()))
+
+
 class _Codec:
     """File format: header, the store's sealing (`sealing.Sealer`), MAC over the whole file."""
 
@@ -334,10 +360,7 @@ class UserStore:
             self._pending -= pending
 
     def _new_record(self, name: str, password: str, created: float | None = None) -> Record:
-        salt = secrets.token_bytes(SALT_BYTES)
-        digest = _scrypt(password, salt, self._n, SCRYPT_R, SCRYPT_P, HASH_BYTES)
-        when = time.time() if created is None else created
-        return Record(name, salt, digest, self._n, SCRYPT_R, SCRYPT_P, HASH_BYTES, when)
+        return new_record(name, password, self._n, created)
 
     def _rehash(self, old: Record, password: str) -> None:
         """Replace a good login's record by one at the current cost, on disk before return.

@@ -162,7 +162,8 @@ def test_the_quota_drops_the_oldest(store: MessageStore) -> None:
     keep(store, *(private(i, "alice", ("bob",), f"m{i}", ("bob",)) for i in range(1, 6)))
     owner = store.owner("bob")
     with store.transaction():
-        assert store.drop_oldest(owner, store.queue_length(owner) - 3) == 2
+        assert store.trim_queue(owner, 3) == 2
+        assert store.trim_queue(owner, 3) == 0
     assert texts(store.offline("bob", 0, 10, 1 << 20)) == ["m3", "m4", "m5"]
 
 
