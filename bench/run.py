@@ -152,7 +152,7 @@ def fresh_store(target: Target) -> list[str]:
 
 def chat_server_cmd(target: Target, port: int, max_clients: int) -> list[str]:
     tls = ["--tls-cert", str(TLS_CERT), "--tls-key", str(TLS_KEY)] if target.tls else []
-    store = fresh_store(target) if target.exe != BASE_EXE else []
+    store = fresh_store(target)
     return [
         target.exe,
         "--host",

@@ -92,6 +92,7 @@ static enum proto g_proto = P_CHAT;
 static enum mode g_mode = M_WINDOW;
 static const char *g_host = "127.0.0.1";
 static int g_port = 7777;
+static int g_port2 = 0; /* --port2: odd-numbered clients connect here (two cluster nodes) */
 static int g_clients = 100, g_senders = 10, g_window = 8;
 static double g_rate = 100.0, g_duration = 10.0, g_warmup = 2.0, g_hold = 3.0;
 static double g_drain = 10.0;
@@ -379,7 +380,8 @@ static void conn_open(conn_t *c) {
         src.sin_addr.s_addr = htonl(ntohl(g_src_base_addr.s_addr) + (uint32_t)(c->idx % g_src_count));
         if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) die("bind source: %s", strerror(errno));
     }
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_port)};
+    int port = (g_port2 > 0 && c->idx % 2) ? g_port2 : g_port;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     if (inet_pton(AF_INET, g_host, &sa.sin_addr) != 1) die("bad host %s", g_host);
     c->fd = fd;
     c->state = S_CONNECTING;
@@ -773,7 +775,8 @@ static void print_json(double login_s, double window_s, long srv_ticks, double s
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: loadgen [--proto chat|irc] [--host H] [--port P] [--clients C] [--senders S]\n"
+            "usage: loadgen [--proto chat|irc] [--host H] [--port P] [--port2 P2] [--clients C]\n"
+            "  [--senders S]\n"
             "  [--mode window|rate|idle] [--window W] [--rate MSG_PER_S] [--duration S] [--warmup S]\n"
             "  [--drain S] [--hold S] [--msg-len N] [--prefix P] [--password PW] [--quickack]\n"
             "  [--no-nodelay] [--src-count N] [--src-base A.B.C.D] [--server-pid PID]\n"
@@ -785,6 +788,7 @@ static void usage(void) {
 static void parse_args(int argc, char **argv) {
     static struct option opts[] = {
         {"proto", 1, 0, 'p'}, {"host", 1, 0, 'H'}, {"port", 1, 0, 'P'}, {"clients", 1, 0, 'c'},
+        {"port2", 1, 0, '2'},
         {"senders", 1, 0, 's'}, {"mode", 1, 0, 'm'}, {"window", 1, 0, 'w'}, {"rate", 1, 0, 'r'},
         {"duration", 1, 0, 'd'}, {"warmup", 1, 0, 'u'}, {"drain", 1, 0, 'D'}, {"hold", 1, 0, 'o'},
         {"msg-len", 1, 0, 'l'}, {"prefix", 1, 0, 'x'}, {"password", 1, 0, 'W'},
@@ -797,6 +801,7 @@ static void parse_args(int argc, char **argv) {
         case 'p': g_proto = !strcmp(optarg, "irc") ? P_IRC : !strcmp(optarg, "chat") ? P_CHAT : (usage(), 0); break;
         case 'H': g_host = optarg; break;
         case 'P': g_port = atoi(optarg); break;
+        case '2': g_port2 = atoi(optarg); break;
         case 'c': g_clients = atoi(optarg); break;
         case 's': g_senders = atoi(optarg); break;
         case 'm':

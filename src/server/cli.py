@@ -26,17 +26,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from chat.server.cipher import Cipher, CipherLoadError, load_cipher
 from chat.shared.framing import MAX_SERVER_FRAME
 from chat.shared.messages import PASSWORD_MAX, valid_name
 from chat.shared.version import VERSION
 
+from .cluster.accounts import RedisAccounts
+from .cluster.box import Box
+from .cluster.link import ClusterError, Link, redacted
+from .cluster.messages import RedisIds, RedisMessageStore
+from .cluster.node import Outbound
 from .config import ServerConfig
 from .config_file import ConfigFileError, read_config_file
 from .history import HistoryService, NoHistory
 from .keyfile import KeyFileError, load_or_create_key, loose_mode, read_key
 from .msgstore import MessageStore, MessageStoreError
-from .server import ChatServer, open_listener, raise_fd_limit
+from .server import ChatServer, ClusterParts, open_listener, raise_fd_limit
 from .store import FolderLock, StoreError, UserStore
 from .tls import DEFAULT_HOSTS, TLSConfigError, generate_self_signed, load_server_context
 
@@ -233,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(for benchmarks and ephemeral chat)",
     )
     a(
+        "--cluster",
+        default=None,
+        metavar="URL",
+        help="join a cluster over Redis: redis://[user:password@]HOST:PORT/DB or rediss://... "
+        "(every node with the same URL and key file is one server; docs/cluster.md)",
+    )
+    a(
         "--cipher-lib",
         type=Path,
         default=None,
@@ -410,6 +424,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         history_days=args.history_days,
         offline_max=args.offline_max,
         keep_messages=args.keep_messages,
+        cluster=args.cluster,
         cipher_lib=args.cipher_lib,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
@@ -484,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         _warn_if_loose(config.tls_key, "TLS key")
         log.info("TLS with certificate %s", config.tls_cert)
     log.info("cipher %r from %s", cipher.name, cipher.path)
+    if config.cluster is not None:
+        return _main_cluster(config, tls, cipher)
     folder = config.users_file.parent
     lock: FolderLock | None = None
     if folder.exists():
@@ -565,6 +582,69 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _main_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher) -> int:
+    """A node of a cluster: accounts, history and presence in Redis, nothing on disk but
+    the key file (the same on every node), so several nodes may share a data folder."""
+    try:
+        key = read_key(config.key_file)
+        link = Link(config.cluster or "")
+    except (KeyFileError, ClusterError) as exc:
+        return _usage(str(exc))
+    try:
+        link.client.ping()
+    except redis.RedisError as exc:
+        return _fail(EXIT_FAILURE, f"cluster {link.shown}: cannot reach redis ({_one_line(exc)})")
+    raise_fd_limit(config.max_clients)
+    try:
+        listener = open_listener(config.host, config.port, config.backlog)
+    except OSError as exc:
+        return _fail(
+            EXIT_FAILURE,
+            f"cannot listen on {config.host or '*'}:{config.port}: {exc.strerror or exc}",
+        )
+    if tls is None:
+        _warn_if_exposed(listener)
+    _warn_if_small_frames(config.max_frame)
+    try:
+        if key is None:
+            config.key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            key, created = load_or_create_key(config.key_file)
+            if created:
+                log.info(
+                    "created a new key file %s (mode 0600): every node of the cluster needs "
+                    "this same file",
+                    config.key_file,
+                )
+        else:
+            _warn_if_loose(config.key_file, "key file")
+        box = Box(key, cipher)
+        accounts = RedisAccounts(link, box, config.hash_cost)
+        keeper: HistoryService | NoHistory = NoHistory()
+        if config.keep_messages:
+            store = RedisMessageStore(link, box, config.history_days * 86400)
+            keeper = HistoryService(store, config.offline_max, ids=RedisIds(link))
+        outbound = Outbound(link, box)
+    except (OSError, KeyFileError) as exc:
+        listener.close()
+        return _fail(EXIT_FAILURE, str(exc))
+    except redis.RedisError as exc:
+        listener.close()
+        return _fail(EXIT_FAILURE, f"cluster {link.shown}: {_one_line(exc)}")
+    server = ChatServer(
+        config, accounts, listener, tls, keeper, ClusterParts(link, box, accounts, outbound)
+    )
+    server.install_signal_handlers()
+    try:
+        server.run()
+    except ClusterError as exc:
+        return _fail(EXIT_FAILURE, str(exc))
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _same_folder(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
@@ -635,9 +715,13 @@ def _warn_if_exposed(listener: socket.socket) -> None:
 
 
 def _public(config: ServerConfig) -> dict[str, object]:
+    """The configuration for the log: a cluster URL without its password."""
     from dataclasses import asdict
 
-    return {k: v for k, v in asdict(config).items() if k != "backlog"}
+    shown = {k: v for k, v in asdict(config).items() if k != "backlog"}
+    if config.cluster is not None:
+        shown["cluster"] = redacted(config.cluster)
+    return shown
 
 
 # --------------------------------------------------------------------------

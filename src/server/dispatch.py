@@ -35,16 +35,19 @@ from chat.shared.messages import (
     RosterAck,
     Send,
     encode,
+    encode_names,
 )
 from chat.shared.states import State
 
 from . import native
-from .hub import Dirty, Hub
+from .hub import Dirty, Hub, Route
 from .inbox import Cause, LoopInbox
 from .msgstore import Kept, Page
 from .outbuf import Append
+from .pool import Mailbox
 from .session import (
     Abort,
+    Answered,
     Answers,
     Drained,
     Evict,
@@ -72,6 +75,10 @@ class Accounts(Protocol):
     def register(self, name: str, password: str) -> bool: ...
 
     def __contains__(self, name: object) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+    def save(self) -> None: ...
 
 
 class Ids(Protocol):
@@ -123,6 +130,97 @@ _FAILURES = {
 }
 
 
+class Relay(Protocol):
+    """Messages for other nodes of a cluster (`cluster.relay.Relay`)."""
+
+    def send(
+        self,
+        node: str,
+        sender: str,
+        names: Sequence[str] | None,
+        msgs: Sequence[Msg],
+        then: Callable[[int], None] | None,
+    ) -> None: ...
+
+
+class NoRelay:
+    """A server alone: routes never name another node."""
+
+    def send(
+        self,
+        node: str,
+        sender: str,
+        names: Sequence[str] | None,
+        msgs: Sequence[Msg],
+        then: Callable[[int], None] | None,
+    ) -> None:
+        raise LocalProtocolError("a message for another node on a server without a cluster")
+
+
+def _both(
+    first: Callable[[bool], None] | None, second: Callable[[bool], None] | None
+) -> Callable[[bool], None] | None:
+    """One store callback that calls both (either may be None)."""
+    if first is None or second is None:
+        return first or second
+
+    def both(ok: bool) -> None:
+        first(ok)
+        second(ok)
+
+    return both
+
+
+class _Waits:
+    """What a group of sends waits for before its `sent`: the store making queued messages
+    durable, and each other node's PUBLISH. The mailbox resumes once, when all came (from
+    the store's writer and the relay's publisher: hence the lock)."""
+
+    __slots__ = ("_left", "_lock", "_mailbox", "_reached", "_stored")
+
+    def __init__(self, mailbox: Mailbox) -> None:
+        self._mailbox = mailbox
+        self._lock = threading.Lock()
+        self._left = 1  # `ready` has not been called yet
+        self._stored = True
+        self._reached: set[str] = set()
+
+    def stored(self) -> Callable[[bool], None]:
+        with self._lock:
+            self._left += 1
+
+        def then(ok: bool) -> None:
+            with self._lock:
+                self._stored = ok
+            self._done()
+
+        return then
+
+    def reached(self, node: str) -> Callable[[int], None]:
+        with self._lock:
+            self._left += 1
+
+        def then(subscribers: int) -> None:
+            if subscribers > 0:
+                with self._lock:
+                    self._reached.add(node)
+            self._done()
+
+        return then
+
+    def ready(self) -> None:
+        """Everything awaited is asked for."""
+        self._done()
+
+    def _done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left:
+                return
+            result = Answered(self._stored, frozenset(self._reached))
+        self._mailbox.resume(result)
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -133,8 +231,10 @@ class Dispatcher:
         inbox: LoopInbox,
         keeper: Keeper,
         table: native.OutTable,
+        relay: Relay,
     ) -> None:
         self._table = table
+        self._relay = relay
         self._hub = hub
         self._accounts = accounts
         self._throttle = throttle
@@ -243,6 +343,8 @@ class Dispatcher:
                 if not ok:  # not on disk: those recipients will not get it, say so
                     answers = dataclasses.replace(answers, queued=())
                 self._write(session, self._answers(session, answers), dirty)
+            case Answered(stored, reached):
+                return self._answered(session, stored, reached, dirty)
             case Auth():
                 return self._check_login(session, item, dirty)
             case LoginChecked():
@@ -275,8 +377,9 @@ class Dispatcher:
                 else:
                     ok = accounts.verify(auth.user, auth.password)
                     outcome = Outcome.OK if ok else Outcome.BAD_CREDENTIALS
-            except StoreError as exc:  # disk full, folder gone: say so, keep serving others
-                log.error("registration of %s failed: %s", auth.user, exc)
+            except StoreError as exc:  # disk full, Redis away: say so, keep serving others
+                what = "registration" if auth.register else "login"
+                log.error("%s of %s failed: %s", what, auth.user, exc)
             finally:
                 mailbox.resume(LoginChecked(auth.user, auth.register, outcome))
 
@@ -298,8 +401,8 @@ class Dispatcher:
             log.info("%s %s", what, session.label())
             return
         if result.outcome is Outcome.STORE_FAILED:
-            final = conn.login_aborted(Why.STORE_FAILED)
-            self._end(session, final, "store write failed", Cause.US, dirty)
+            why = Why.STORE_FAILED if result.register else Why.CHECK_FAILED
+            self._end(session, conn.login_aborted(why), result.outcome.value, Cause.US, dirty)
             return
         self._throttle.failure(result.user, session.ip)
         frame = conn.login_failed(RemoteProtocolError(_FAILURES[result.outcome]))
@@ -332,26 +435,31 @@ class Dispatcher:
         keeper, accounts, mailbox = self._keeper, self._accounts, session.mailbox
         now = time.time()
 
-        def stamp(
-            delivered: tuple[str, ...], missing: tuple[str, ...]
-        ) -> tuple[list[Msg], tuple[str, ...]]:
+        def stamp(route: Route) -> tuple[list[Msg], tuple[str, ...]]:
             # Under the hub lock: ids in routing order, and the store sees every queued
             # message before a later login's catch-up starts (docs/server.md).
             if not allowed:
                 return [], ()
             queued = (
-                tuple(n for n in missing if n in accounts)
+                tuple(n for n in route.missing if n in accounts)
                 if to != BROADCAST and keeper.keeps
                 else ()
             )
             first = keeper.ids.take(len(allowed))
             msgs = [Msg(first + i, name, s.to, s.text, now) for i, s in enumerate(allowed)]
-            named = (*delivered, *queued)  # () for everyone: it joins no conversation
+            # () for everyone: a message to everyone joins no two-person conversation.
+            named = () if to == BROADCAST else (*route.delivered, *queued)
+            # In a cluster, other nodes get the messages once they are stored: a recipient
+            # there who asks for the history at once finds them (docs/cluster.md).
+            publish = self._publisher(name, route, msgs, waits) if route.remote else None
             if to == BROADCAST or named:
-                on_stored = (lambda ok: mailbox.resume(Stored(ok))) if queued else None
-                keeper.keep([Kept(tuple(msgs), named, queued)], on_stored)
+                stored = waits.stored() if queued else None
+                keeper.keep([Kept(tuple(msgs), named, queued)], _both(stored, publish))
+            elif publish is not None:
+                publish(False)
             return msgs, queued
 
+        waits = _Waits(mailbox)
         route, (msgs, queued) = self._hub.route(name, to, stamp)
         targets = route.targets
         if targets.count and msgs:
@@ -360,11 +468,56 @@ class Dispatcher:
             blob = b"".join(map(encode, msgs))
             self._table.fanout(dirty, blob, targets.handles, targets.count, targets.exclude)
         answers = Answers(tuple(sends), passed, route.delivered_json, route.missing, queued)
-        if queued:
-            session.awaiting = answers  # read once the Stored result resumes the mailbox
+        if msgs and route.remote:
+            answers = dataclasses.replace(answers, route=route, msgs=tuple(msgs))
+        if queued or (msgs and route.remote):
+            session.awaiting = answers  # read once the results resume the mailbox
+            waits.ready()
             return True
         self._write(session, self._answers(session, answers), dirty)
         return False
+
+    def _publisher(
+        self, sender: str, route: Route, msgs: list[Msg], waits: _Waits
+    ) -> Callable[[bool], None]:
+        """What publishes `msgs` to the other nodes of `route`, once called (by the store's
+        writer, after the messages are stored; its argument is the store's answer)."""
+        relay = self._relay
+        reached = [(node, names, waits.reached(node)) for node, names in route.remote]
+
+        def publish(_stored: bool) -> None:
+            for node, names, then in reached:
+                relay.send(node, sender, names, msgs, then)
+
+        return publish
+
+    def _answered(
+        self, session: Session, stored: bool, reached: frozenset[str], dirty: Dirty
+    ) -> bool:
+        """The store and the other nodes answered: correct `delivered`, then `sent`."""
+        answers, session.awaiting = session.awaiting, None
+        if answers is None:
+            raise LocalProtocolError("results with no answers awaiting them")
+        if not stored:
+            answers = dataclasses.replace(answers, queued=())
+        lost = self._hub.unreached(answers.route, set(reached)) if answers.route else ()
+        if lost:  # a node that did not take it: its users did not get it
+            delivered = tuple(n for n in answers.route.delivered if n not in lost)
+            keeper = self._keeper
+            more = tuple(n for n in lost if n in self._accounts) if keeper.keeps else ()
+            answers = dataclasses.replace(
+                answers,
+                delivered=encode_names(delivered),
+                missing=answers.missing + lost,
+                queued=answers.queued + more,
+            )
+            if more:
+                mailbox = session.mailbox
+                session.awaiting = answers
+                keeper.keep([Kept(answers.msgs, (), more)], lambda ok: mailbox.resume(Stored(ok)))
+                return False
+        self._write(session, self._answers(session, answers), dirty)
+        return True
 
     def _answers(self, session: Session, answers: Answers) -> bytes:
         """`sent` for every send that passed the rate limit, `rate_limited` for the others."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, TypeVar
 
 from chat.shared.messages import BROADCAST, Recipients, Roster, encode, encode_names
@@ -52,10 +52,14 @@ _CACHED_SENDERS = 256  # encoded "everyone but X" lists kept between roster chan
 class Route(NamedTuple):
     """Where one `send` goes, and what its `sent` says."""
 
-    targets: Targets
+    targets: Targets  # this node's sessions
     delivered: tuple[str, ...]
     delivered_json: bytes  # `delivered`, encoded once (for `*`, once per roster)
     missing: tuple[str, ...]
+    #: In a cluster: (node, the names there; None for everyone) for every other node
+    #: with a recipient, and the delivered names reached only through other nodes.
+    remote: tuple[tuple[str, tuple[str, ...] | None], ...] = ()
+    remote_only: dict[str, tuple[str, ...]] = {}  # noqa: RUF012 - never mutated
 
 
 class _Subscriber:
@@ -67,9 +71,28 @@ class _Subscriber:
 
 
 class Hub:
-    def __init__(self, ack_timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+    """Who is online here and, in a cluster, on the other nodes; the roster and routing.
+
+    `on_local(name, up)` is told, under the lock, when a user's first session
+    on this node enters CHAT and when its last one leaves (a cluster node
+    publishes it; alone, nothing listens). The other nodes' users come in
+    through `remote_change`, `node_gone` and `remote_reset`. A name is
+    *visible* (in rosters, a `join` when it appears, a `leave` when it goes)
+    while it has a session here or on any other node.
+    """
+
+    def __init__(
+        self,
+        ack_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_local: Callable[[str, bool], None] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
+        self._on_local = on_local
         self._sessions: dict[str, list[Session]] = {}
+        #: The other nodes' users: name -> nodes (in order of arrival), node -> names.
+        self._remote: dict[str, dict[str, None]] = {}
+        self._node_names: dict[str, set[str]] = {}
         self._subscribers: dict[Session, _Subscriber] = {}
         #: The subscribers with no roster frame in flight: the only ones a change is
         #: sent to at once (the others get it coalesced at their ack), so a join costs
@@ -89,8 +112,23 @@ class Hub:
 
     # ---- queries ---------------------------------------------------------
     def online(self) -> list[str]:
+        """Every visible name (here or on another node)."""
+        with self._lock:
+            return list(self._visible_names())
+
+    def local_names(self) -> list[str]:
+        """The names with a session in CHAT on this node."""
         with self._lock:
             return list(self._sessions)
+
+    def local_targets(self, sender: str, names: list[str] | None) -> Targets:
+        """This node's sessions for a message from another node: `names` (None: everyone
+        but the sender's own sessions)."""
+        with self._lock:
+            if names is None:
+                return self._everyone_but(sender)
+            present = [n for n in dict.fromkeys(names) if n in self._sessions and n != sender]
+            return self._targets(self._sessions_of(present)) if present else _NOBODY
 
     def overdue(self, now: float) -> list[Session]:
         """Sessions whose roster frame has waited longer than `--ack-timeout` for its ack."""
@@ -113,7 +151,7 @@ class Hub:
                 return  # the loop has sealed this buffer with bye: nothing follows it
             outbox = RosterOutbox(self._log, own=name)
             sub = self._subscribers[session] = _Subscriber(outbox)
-            full = outbox.full([n for n in self._sessions if n != name])
+            full = outbox.full([n for n in self._visible_names() if n != name])
             self._queue(session, sub, full, dirty, prefix=auth_ok)
 
     def ack_roster(self, session: Session, seq: int, entering: bool, dirty: Dirty) -> None:
@@ -141,7 +179,10 @@ class Hub:
                 self._everyone = None
                 self._others.clear()
                 if len(sessions) == 1:
-                    self._announce(name, True, dirty)
+                    if self._on_local is not None:
+                        self._on_local(name, True)
+                    if name not in self._remote:  # not already visible through another node
+                        self._announce(name, True, dirty)
 
     def remove(self, session: Session, dirty: Dirty) -> bool:
         """Take `session` out for good (idempotent). True when its user's last session left."""
@@ -160,6 +201,10 @@ class Hub:
                 return False
             del self._sessions[name or ""]
             del self._tags[name or ""]
+            if self._on_local is not None:
+                self._on_local(name or "", False)
+            if name in self._remote:  # still visible through another node
+                return False
             self._announce(name or "", False, dirty)
             return True
 
@@ -175,14 +220,48 @@ class Hub:
             self._idle.clear()
             self._sessions.clear()
             self._tags.clear()
+            self._remote.clear()
+            self._node_names.clear()
             self._everyone = None
             self._others.clear()
 
+    # ---- the other nodes (a cluster node's subscriber thread) -----------------
+    def remote_change(self, node: str, name: str, up: bool, dirty: Dirty) -> None:
+        """`name` got its first session on `node`, or lost its last one there."""
+        with self._lock:
+            if not self._closed:
+                (self._remote_up if up else self._remote_down)(node, name, dirty)
+
+    def node_gone(self, node: str, dirty: Dirty) -> None:
+        """`node` stopped (its heartbeat expired): its users are gone from it."""
+        with self._lock:
+            for name in sorted(self._node_names.pop(node, set())):
+                self._remote_down(node, name, dirty, known=False)
+
+    def remote_reset(self, snapshot: dict[str, set[str]], dirty: Dirty) -> None:
+        """Replace the picture of the other nodes (at the join, after an outage): what
+        differs is announced as joins and leaves."""
+        with self._lock:
+            if self._closed:
+                return
+            for node in list(self._node_names):
+                for name in sorted(self._node_names[node] - snapshot.get(node, set())):
+                    self._remote_down(node, name, dirty)
+            for node, names in snapshot.items():
+                for name in sorted(names - self._node_names.get(node, set())):
+                    self._remote_up(node, name, dirty)
+
+    def unreached(self, route: Route, reached: set[str]) -> tuple[str, ...]:
+        """The names `route` counted delivered whose every node missed the message."""
+        return tuple(
+            name
+            for name, nodes in route.remote_only.items()
+            if not any(node in reached for node in nodes)
+        )
+
     # ---- messaging -------------------------------------------------------
-    def route(
-        self, sender: str, to: Recipients, stamp: Callable[[tuple[str, ...], tuple[str, ...]], T]
-    ) -> tuple[Route, T]:
-        """Where a `send` goes, and what `stamp(delivered, missing)` made.
+    def route(self, sender: str, to: Recipients, stamp: Callable[[Route], T]) -> tuple[Route, T]:
+        """Where a `send` goes, and what `stamp(route)` made.
 
         `stamp` runs under the hub lock: it gives the messages their ids and
         hands them to the store there, so ids rise in routing order and a
@@ -192,17 +271,43 @@ class Hub:
         with self._lock:
             if to == BROADCAST:
                 names, names_json = self._everyone_else(sender)
-                route = Route(self._everyone_but(sender), names, names_json, ())
-                return route, stamp((), ())  # to everyone: no conversation is named
+                remote_only = {n: tuple(self._remote[n]) for n in names if n not in self._sessions}
+                route = Route(
+                    self._everyone_but(sender),
+                    names,
+                    names_json,
+                    (),
+                    tuple((node, None) for node, users in self._node_names.items() if users),
+                    remote_only,
+                )
+                return route, stamp(route)
             delivered: list[str] = []
             missing: list[str] = []
+            by_node: dict[str, list[str]] = {}
+            remote_only: dict[str, tuple[str, ...]] = {}
             for name in dict.fromkeys(to):  # each name once, in the order given
                 if name == sender:
                     continue
-                (delivered if name in self._sessions else missing).append(name)
-            targets = self._targets(self._sessions_of(delivered)) if delivered else _NOBODY
-            route = Route(targets, tuple(delivered), encode_names(delivered), tuple(missing))
-            return route, stamp(route.delivered, route.missing)
+                nodes = self._remote.get(name)
+                if name in self._sessions or nodes:
+                    delivered.append(name)
+                else:
+                    missing.append(name)
+                if nodes:
+                    for node in nodes:
+                        by_node.setdefault(node, []).append(name)
+                    if name not in self._sessions:
+                        remote_only[name] = tuple(nodes)
+            local = [n for n in delivered if n in self._sessions]
+            route = Route(
+                self._targets(self._sessions_of(local)) if local else _NOBODY,
+                tuple(delivered),
+                encode_names(delivered),
+                tuple(missing),
+                tuple((node, tuple(names)) for node, names in by_node.items()),
+                remote_only,
+            )
+            return route, stamp(route)
 
     # ---- lock held -------------------------------------------------------
     def _sessions_of(self, names: Iterable[str]) -> list[Session]:
@@ -214,12 +319,41 @@ class Hub:
         handles = native.ffi.new("uint64_t[]", [s.out.handle for s in sessions])
         return Targets(handles, len(sessions), exclude)
 
+    def _visible_names(self) -> Iterator[str]:
+        yield from self._sessions
+        yield from (n for n in self._remote if n not in self._sessions)
+
+    def _remote_up(self, node: str, name: str, dirty: Dirty) -> None:
+        nodes = self._remote.setdefault(name, {})
+        if node in nodes:
+            return
+        visible = bool(nodes) or name in self._sessions
+        nodes[node] = None
+        self._node_names.setdefault(node, set()).add(name)
+        self._everyone = None
+        self._others.clear()
+        if not visible:
+            self._announce(name, True, dirty)
+
+    def _remote_down(self, node: str, name: str, dirty: Dirty, known: bool = True) -> None:
+        nodes = self._remote.get(name)
+        if nodes is None or node not in nodes:
+            return
+        del nodes[node]
+        if known:
+            self._node_names.get(node, set()).discard(name)
+        self._others.clear()
+        if not nodes:
+            del self._remote[name]
+            if name not in self._sessions:
+                self._announce(name, False, dirty)
+
     def _everyone_else(self, sender: str) -> tuple[tuple[str, ...], bytes]:
         others = self._others.get(sender)
         if others is None:
             if len(self._others) >= _CACHED_SENDERS:
                 self._others.clear()
-            names = tuple(n for n in self._sessions if n != sender)
+            names = tuple(n for n in self._visible_names() if n != sender)
             others = self._others[sender] = (names, encode_names(names))
         return others
 

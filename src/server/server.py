@@ -7,11 +7,16 @@ import resource
 import signal
 import socket
 import ssl
+from dataclasses import dataclass
 from types import FrameType
 
 from . import native
+from .cluster.accounts import RedisAccounts
+from .cluster.box import Box
+from .cluster.link import Link
+from .cluster.node import ClusterNode, Outbound
 from .config import ServerConfig
-from .dispatch import Dispatcher
+from .dispatch import Accounts, Dispatcher, NoRelay
 from .hashing import HashExecutor
 from .history import HistoryService, NoHistory
 from .hub import Hub
@@ -19,7 +24,7 @@ from .inbox import LoopInbox
 from .loop import EventLoop
 from .outbuf import SOFT_LIMIT
 from .pool import WorkerPool
-from .store import StoreError, UserStore
+from .store import StoreError
 from .throttle import LoginThrottle
 
 log = logging.getLogger("chat.server")
@@ -60,6 +65,16 @@ def open_listener(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterParts:
+    """What a node of a cluster is made with (cli.py builds it; docs/cluster.md)."""
+
+    link: Link
+    box: Box
+    accounts: RedisAccounts
+    outbound: Outbound
+
+
 class ChatServer:
     """The running server. `listener` is bound before anything is written to disk (cli.py),
     so a start that fails creates nothing; `tls` is None for plain TCP; `keeper` is the
@@ -68,10 +83,11 @@ class ChatServer:
     def __init__(
         self,
         config: ServerConfig,
-        store: UserStore,
+        store: Accounts,
         listener: socket.socket,
         tls: ssl.SSLContext | None,
         keeper: HistoryService | NoHistory,
+        cluster: ClusterParts | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -79,7 +95,8 @@ class ChatServer:
         self.listener = listener
         self.tls = tls
         self.port = self.listener.getsockname()[1]
-        self.hub = Hub(config.ack_timeout)
+        outbound = cluster.outbound if cluster is not None else None
+        self.hub = Hub(config.ack_timeout, on_local=outbound.local if outbound else None)
         self.inbox = LoopInbox()
         self.hasher = HashExecutor(config.hash_threads, config.hash_queue)
         # One outbound slot per connection; refused ones (server_full) linger briefly too.
@@ -87,11 +104,31 @@ class ChatServer:
             2 * config.max_clients + 64, config.max_outbuf, SOFT_LIMIT, config.max_total_outbuf
         )
         self.dispatcher = Dispatcher(
-            self.hub, store, LoginThrottle(), self.hasher, self.inbox, keeper, self.table
+            self.hub,
+            store,
+            LoginThrottle(),
+            self.hasher,
+            self.inbox,
+            keeper,
+            self.table,
+            outbound if outbound is not None else NoRelay(),
         )
         self.pool = WorkerPool(config.threads, self.dispatcher.end_tick)
         self.loop = EventLoop(
             config, listener, tls, self.hub, self.dispatcher, self.pool, self.inbox, self.table
+        )
+        self.node = (
+            ClusterNode(
+                cluster.link,
+                cluster.box,
+                cluster.accounts,
+                cluster.outbound,
+                self.hub,
+                self.table,
+                self.inbox,
+            )
+            if cluster is not None
+            else None
         )
 
     def install_signal_handlers(self) -> None:
@@ -109,12 +146,16 @@ class ChatServer:
             self.port,
             "TLS" if self.tls is not None else "plain TCP",
         )
+        if self.node is not None:
+            self.node.join()  # who is online elsewhere, before the first client logs in
         try:
             self.loop.run()
         finally:
             # Threads that may still ask the loop for I/O stop before its inbox closes.
             self.hasher.stop()
             self.pool.stop()
+            if self.node is not None:
+                self.node.stop()
             self.keeper.stop()  # what the workers handed over is stored before the exit
             self.inbox.close()
             self._persist()

@@ -53,7 +53,7 @@ class Outcome(Enum):
     OK = "ok"
     BAD_CREDENTIALS = "bad credentials"
     USER_EXISTS = "user name taken"
-    STORE_FAILED = "store write failed"
+    STORE_FAILED = "accounts store failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,19 @@ class Answers:
     delivered: bytes  # the names, encoded once (`encode_names`)
     missing: tuple[str, ...]
     queued: tuple[str, ...]
+    #: In a cluster, while other nodes are asked: the route and the messages, to move
+    #: the names no node took from `delivered` to `missing` (and queue them).
+    route: Any = None
+    msgs: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """What a group of sends waited for came: the store's answer (`stored`), and which other
+    nodes took the messages (`reached`)."""
+
+    stored: bool
+    reached: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,7 @@ class Why(StrEnum):
     SHUTDOWN = "shutdown"  # the bye reason on server stop (protocol v1)
     BYE = "bye"  # the answer to a client's bye
     STORE_FAILED = "internal error: cannot save the account"
+    CHECK_FAILED = "internal error: cannot check the account now, try again later"
     SLOW_READER = "send buffer full: the client does not read"
     EVICTED = "server is full and this connection has not logged in"
 

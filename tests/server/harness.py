@@ -16,7 +16,7 @@ from typing import Any
 
 from chat.server import native
 from chat.server.cipher import load_cipher
-from chat.server.dispatch import Dispatcher
+from chat.server.dispatch import Dispatcher, NoRelay
 from chat.server.hashing import HashExecutor
 from chat.server.history import HistoryService, NoHistory
 from chat.server.hub import Hub
@@ -79,14 +79,22 @@ class World:
             if keep
             else NoHistory()
         )
-        self.hub = Hub(ack_timeout=30.0, clock=clock)
+        self._clock = clock
+        self.hub = self.make_hub()
         self.inbox = LoopInbox()
         self.hasher = HashExecutor(1, hash_queue)
         self.throttle = LoginThrottle()
         # Slots the loop would write itself (not direct): the test reads them (`frames`).
         self.table = native.OutTable(4096, max_outbuf, SOFT_LIMIT, max_total)
         self.dispatcher = Dispatcher(
-            self.hub, self.store, self.throttle, self.hasher, self.inbox, self.keeper, self.table
+            self.hub,
+            self.store,
+            self.throttle,
+            self.hasher,
+            self.inbox,
+            self.keeper,
+            self.table,
+            NoRelay(),
         )
         self.pool = InlinePool()
         self.pool.end_tick = self.dispatcher.end_tick
@@ -97,6 +105,9 @@ class World:
         #: False: catch-ups wait for the test to drain them (`drain`), as a slow reader's.
         self.auto_drain = True
         self.drain_waits: list[WhenDrained] = []
+
+    def make_hub(self) -> Hub:
+        return Hub(ack_timeout=30.0, clock=self._clock)
 
     def close(self) -> None:
         self.hasher.stop()

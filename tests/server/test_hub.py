@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chat.server.hub import Dirty, Targets
+from chat.server.hub import Dirty, Route, Targets
 from chat.shared.messages import Auth, Roster, RosterAck, Send
 
 from .harness import World
@@ -38,8 +38,8 @@ def test_recipients_name_each_user_once_without_the_sender(world: World) -> None
     alice, bob = world.login("alice"), world.login("bob")
     stamped: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
 
-    def stamp(delivered: tuple[str, ...], missing: tuple[str, ...]) -> str:
-        stamped.append((delivered, missing))
+    def stamp(route: Route) -> str:
+        stamped.append((route.delivered, route.missing))
         return "stamped"
 
     route, made = world.hub.route("alice", ("bob", "bob", "alice", "zed"), stamp)
@@ -50,7 +50,7 @@ def test_recipients_name_each_user_once_without_the_sender(world: World) -> None
     route, _ = world.hub.route("bob", "*", stamp)
     assert route.delivered == ("alice",) and route.missing == ()
     assert route.delivered_json == b'["alice"]'
-    assert stamped[-1] == ((), ())  # to everyone: no conversation is named
+    assert stamped[-1] == (("alice",), ())
     # Everyone's array, less the sender's tag: the library skips bob's own sessions.
     assert sorted(handles(route.targets)) == sorted([alice.out.handle, bob.out.handle])
     assert route.targets.exclude not in (0, _tag(world, "alice"))
@@ -59,10 +59,10 @@ def test_recipients_name_each_user_once_without_the_sender(world: World) -> None
 def test_the_everyone_else_list_changes_with_the_roster(world: World) -> None:
     world.login("alice")
     world.login("bob")
-    route, _ = world.hub.route("alice", "*", lambda d, m: None)
+    route, _ = world.hub.route("alice", "*", lambda route: None)
     assert route.delivered == ("bob",)
     world.login("carol")
-    route, _ = world.hub.route("alice", "*", lambda d, m: None)
+    route, _ = world.hub.route("alice", "*", lambda route: None)
     assert route.delivered == ("bob", "carol") and route.delivered_json == b'["bob","carol"]'
 
 
@@ -88,7 +88,7 @@ def test_the_stamp_runs_under_the_hub_lock(world: World) -> None:
     """What a send hands the store happens before any join or leave can come between."""
     world.login("alice")
     held: list[bool] = []
-    world.hub.route("alice", "*", lambda d, m: held.append(world.hub._lock.locked()))
+    world.hub.route("alice", "*", lambda route: held.append(world.hub._lock.locked()))
     assert held == [True]
 
 

@@ -1,0 +1,137 @@
+"""The cluster's accounts: one Redis hash, every account sealed, names known to every node.
+
+`chat:users` maps the blind index of a name to its sealed record (the users
+file's fields: salt, scrypt hash, parameters); a registration is one HSETNX,
+so two nodes registering one name at once cannot both win, and its reply
+comes after Redis has it (durable with `appendfsync always`, which the node
+checks at start: docs/cluster.md). Every node keeps the set of blind names
+in memory (loaded at start, then told of each new account on
+`chat:accounts`), because the fan-out asks "is this name an account?" under
+the hub lock, where no Redis round trip may happen.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+
+import redis
+
+from ..store import (
+    DEFAULT_COST_LOG2,
+    HASH_BYTES,
+    SCRYPT_P,
+    SCRYPT_R,
+    Record,
+    StoreError,
+    matches,
+    new_record,
+    record_from_json,
+    record_to_json,
+)
+from .box import Box
+from .link import Link
+
+log = logging.getLogger("chat.server.cluster")
+
+USERS = "chat:users"
+ACCOUNTS_CHANNEL = "chat:accounts"
+
+
+class RedisAccounts:
+    """What the dispatcher needs of a users store (`dispatch.Accounts`), over Redis."""
+
+    def __init__(self, link: Link, box: Box, hash_cost_log2: int = DEFAULT_COST_LOG2) -> None:
+        self._link = link
+        self._box = box
+        self._n = 1 << hash_cost_log2
+        self._known: set[str] = set()
+        self._lock = threading.Lock()
+        # An unknown name is hashed like a known one, so the time does not tell.
+        self._dummy = new_record("", secrets.token_urlsafe(16), self._n)
+
+    # ---- what every node knows --------------------------------------------------
+    def reload(self) -> None:
+        """Every blind name from Redis (at start, and after an outage)."""
+        names = {bytes(k).decode() for k in self._link.client.hkeys(USERS)}
+        with self._lock:
+            self._known = names
+
+    def learned(self, blind: str) -> None:
+        """Another node registered an account (a `chat:accounts` message)."""
+        with self._lock:
+            self._known.add(blind)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        blind = self._box.blind("user", name)
+        with self._lock:
+            return blind in self._known
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._known)
+
+    def save(self) -> None:
+        """Nothing to do: every account is in Redis from its registration on."""
+
+    # ---- slow: hash threads ----------------------------------------------------------
+    def register(self, name: str, password: str) -> bool:
+        if name in self:
+            return False
+        blind = self._box.blind("user", name)
+        record = new_record(name, password, self._n)
+        sealed = self._box.seal(_context(blind), record_to_json(record))
+        try:
+            created = self._link.client.hsetnx(USERS, blind, sealed)
+            if created:
+                self._link.client.publish(ACCOUNTS_CHANNEL, blind)
+        except redis.RedisError as exc:
+            self._link.failed(exc)
+            raise StoreError(f"cluster accounts: cannot save ({exc})") from None
+        self._link.works()
+        self.learned(blind)
+        return bool(created)
+
+    def verify(self, name: str, password: str) -> bool:
+        blind = self._box.blind("user", name)
+        try:
+            sealed = self._link.client.hget(USERS, blind)
+        except redis.RedisError as exc:
+            self._link.failed(exc)
+            raise StoreError(f"cluster accounts: cannot read ({exc})") from None
+        record = self._open(blind, sealed) if sealed is not None else None
+        if record is None or record.name != name:
+            matches(self._dummy, password)
+            return False
+        if not matches(record, password):
+            return False
+        if record.params != (self._n, SCRYPT_R, SCRYPT_P, HASH_BYTES):
+            self._rehash(blind, record, password)
+        return True
+
+    def _rehash(self, blind: str, old: Record, password: str) -> None:
+        new = new_record(old.name, password, self._n, old.created)
+        try:
+            self._link.client.hset(
+                USERS, blind, self._box.seal(_context(blind), record_to_json(new))
+            )
+        except redis.RedisError as exc:  # the old record still checks this password
+            log.warning("re-hash of one account not saved: %s", exc)
+
+    def _open(self, blind: str, sealed: bytes) -> Record | None:
+        plain = self._box.open(_context(blind), bytes(sealed))
+        if plain is None:
+            log.error("cluster accounts: account %s is damaged or sealed with another key", blind)
+            return None
+        try:
+            return record_from_json(plain, "cluster account")
+        except StoreError as exc:
+            log.error("%s", exc)
+            return None
+
+
+def _context(blind: str) -> bytes:
+    return f"{USERS}:{blind}".encode()

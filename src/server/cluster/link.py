@@ -1,0 +1,92 @@
+"""The connection to Redis: one URL, clients made from it, and a password that never shows.
+
+`redis://[user:password@]host:port/db` or `rediss://...` (TLS, verified
+against the system's trust store unless the URL says otherwise). Every
+client has short timeouts: a Redis that goes away must cost a node its
+cross-node traffic, never its local clients (docs/cluster.md, "Failures").
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+log = logging.getLogger("chat.server.cluster")
+
+TIMEOUT = 2.0  # seconds for a connect or a reply
+
+
+class ClusterError(Exception):
+    """The cluster cannot be joined; one line (the URL's password never in it)."""
+
+
+def redacted(url: str) -> str:
+    """The URL with its password replaced, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def check_url(url: str) -> str:
+    """The URL if it names a Redis (`redis://` or `rediss://` with a host); else ClusterError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ClusterError(
+            f"--cluster {redacted(url)}: expected redis://[user:password@]HOST:PORT/DB "
+            "or rediss://... (TLS)"
+        )
+    return url
+
+
+class Link:
+    """Clients of one Redis, and whether it is reachable now (logged on every change)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = check_url(url)
+        self.shown = redacted(url)
+        self.client = self.make_client()
+        self._up = True
+        self._lock = threading.Lock()
+
+    def make_client(self) -> redis.Redis:
+        """A new client (its own pool): a thread that blocks (pub/sub) gets its own."""
+        return redis.Redis.from_url(
+            self.url,
+            socket_timeout=TIMEOUT,
+            socket_connect_timeout=TIMEOUT,
+            health_check_interval=10,
+        )
+
+    @property
+    def up(self) -> bool:
+        return self._up
+
+    def failed(self, exc: BaseException) -> None:
+        """A command failed for want of Redis: say it once, until it is back."""
+        with self._lock:
+            was, self._up = self._up, False
+        if was:
+            log.error(
+                "redis %s went away (%s): cross-node traffic stops, local goes on",
+                self.shown,
+                _one_line(exc),
+            )
+
+    def works(self) -> None:
+        with self._lock:
+            was, self._up = self._up, True
+        if not was:
+            log.warning("redis %s is back", self.shown)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

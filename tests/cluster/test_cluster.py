@@ -1,0 +1,363 @@
+"""Protocol v1.1 section 6 from outside: three real nodes on one real Redis behave as one server."""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from conftest import ServerProc
+from e2e.server_support import (
+    PASSWORD,
+    messages,
+    next_frame,
+    register,
+    request,
+    roster_changes,
+)
+
+from .conftest import RedisProc
+
+Start = Callable[..., ServerProc]
+
+
+def full_roster(client: Any) -> set[str]:
+    return set(client.login_roster["users"])
+
+
+def login(node: ServerProc, name: str, register_: bool = True) -> Any:
+    c = node.client()
+    roster = c.login(name, PASSWORD, register=register_)
+    assert request(c, {"type": "ping"}) == {"type": "pong"}
+    c.login_roster = roster
+    return c
+
+
+def send(client: Any, to: Any, text: str, msg_id: Any = "m") -> dict[str, Any]:
+    answer = request(client, {"type": "send", "id": msg_id, "to": to, "text": text})
+    while answer["type"] == "msg":
+        answer = next_frame(client)
+    assert answer["type"] == "sent" and answer["id"] == msg_id, answer
+    return answer
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+# --- one roster ----------------------------------------------------------------------------
+def test_users_on_other_nodes_are_in_every_roster_and_join_once(three: list[ServerProc]) -> None:
+    a, b, c = three
+    alice = login(a, "alice")
+    bob = login(b, "bob")
+    assert full_roster(bob) == {"alice"}
+    roster_changes(alice, join=["bob"])
+    carol = login(c, "carol")
+    assert full_roster(carol) == {"alice", "bob"}
+    roster_changes(alice, join=["carol"])
+    roster_changes(bob, join=["carol"])
+
+
+def test_a_second_session_elsewhere_is_no_join_and_only_the_last_one_leaves(
+    three: list[ServerProc],
+) -> None:
+    a, b, c = three
+    watcher = login(c, "carol")
+    first = login(a, "alice")
+    roster_changes(watcher, join=["alice"])
+    second = login(b, "alice", register_=False)
+    assert watcher.silent(0.5)  # no second join
+    first.send({"type": "bye"})
+    first.expect_closed()
+    assert watcher.silent(0.5)  # alice is still on node b: no leave
+    second.send({"type": "bye"})
+    second.expect_closed()
+    roster_changes(watcher, leave=["alice"])
+
+
+# --- delivery ----------------------------------------------------------------------------
+def test_everyone_one_person_and_a_group_across_nodes_with_the_right_sent(
+    three: list[ServerProc],
+) -> None:
+    a, b, c = three
+    alice, bob, carol = login(a, "alice"), login(b, "bob"), login(c, "carol")
+    roster_changes(alice, join=["bob", "carol"])
+    roster_changes(bob, join=["carol"])
+    sent = send(alice, "*", "hello all", "all")
+    assert sorted(sent["delivered"]) == ["bob", "carol"] and sent["missing"] == []
+    assert [m["text"] for m in messages(bob, 1)] == ["hello all"]
+    assert [m["text"] for m in messages(carol, 1)] == ["hello all"]
+    sent = send(bob, ["carol"], "just you", "one")
+    assert sent["delivered"] == ["carol"] and sent["missing"] == []
+    (msg,) = messages(carol, 1)
+    assert msg["from"] == "bob" and msg["to"] == ["carol"]
+    register(a, "dave")
+    sent = send(carol, ["alice", "bob", "dave", "zed"], "a group", "group")
+    assert sent["delivered"] == ["alice", "bob"]
+    assert sent["missing"] == ["dave", "zed"] and sent["queued"] == ["dave"]
+    assert [m["text"] for m in messages(alice, 1)] == ["a group"]
+    assert [m["text"] for m in messages(bob, 1)] == ["a group"]
+
+
+def test_a_message_to_everyone_never_reaches_the_senders_sessions_on_other_nodes(
+    three: list[ServerProc],
+) -> None:
+    a, b, _ = three
+    alice_a = login(a, "alice")
+    alice_b = login(b, "alice", register_=False)
+    bob = login(b, "bob")
+    roster_changes(alice_b, join=["bob"])
+    roster_changes(alice_a, join=["bob"])
+    send(alice_a, "*", "to everyone else")
+    assert [m["text"] for m in messages(bob, 1)] == ["to everyone else"]
+    assert alice_b.silent(0.5)
+
+
+def test_five_hundred_messages_from_one_sender_arrive_in_order_on_other_nodes(
+    three: list[ServerProc],
+) -> None:
+    a, b, c = three
+    alice = login(a, "alice")
+    bob, carol = login(b, "bob"), login(c, "carol")
+    roster_changes(alice, join=["bob", "carol"])  # node a knows where they are
+    for i in range(500):
+        alice.send(
+            {"type": "send", "id": i, "to": "*" if i % 2 else ["bob", "carol"], "text": f"m{i}"}
+        )
+    for reader in (bob, carol):
+        got = [m["text"] for m in messages(reader, 500, timeout=30)]
+        assert got == [f"m{i}" for i in range(500)]
+
+
+def test_ids_are_unique_across_nodes_and_rise_per_sender(three: list[ServerProc]) -> None:
+    a, b, c = three
+    alice, bob, carol = login(a, "alice"), login(b, "bob"), login(c, "carol")
+    roster_changes(alice, join=["bob", "carol"])
+    roster_changes(bob, join=["carol"])
+    for i in range(20):
+        alice.send({"type": "send", "id": i, "to": ["carol"], "text": f"a{i}"})
+        bob.send({"type": "send", "id": i, "to": ["carol"], "text": f"b{i}"})
+    got = messages(carol, 40, timeout=20)
+    ids = [m["id"] for m in got]
+    assert len(set(ids)) == 40
+    for sender in ("alice", "bob"):
+        mine = [m["id"] for m in got if m["from"] == sender]
+        assert mine == sorted(mine)
+
+
+# --- accounts, offline queue, history ---------------------------------------------------
+def test_an_account_registered_on_one_node_logs_in_on_another_at_once(
+    three: list[ServerProc],
+) -> None:
+    a, b, _ = three
+    fresh = a.client()
+    assert fresh.login("newcomer", PASSWORD, register=True)["type"] == "roster"
+    other = b.client()
+    assert other.login("newcomer", PASSWORD, register=False)["type"] == "roster"
+    taken = b.client()
+    taken.send({"type": "auth", "user": "newcomer", "password": "x", "register": True})
+    assert taken.recv()["code"] == "user_exists"
+
+
+def test_offline_queue_and_history_are_one_for_the_cluster(three: list[ServerProc]) -> None:
+    a, b, c = three
+    register(b, "bob")
+    alice = login(a, "alice")
+    sent = send(alice, ["bob"], "while you were away", "q")
+    assert sent["queued"] == ["bob"]
+    bob = c.client()
+    bob.login("bob", PASSWORD, register=False)
+    (stored,) = messages(bob, 1)
+    assert stored["offline"] is True and stored["text"] == "while you were away"
+    bob.send({"type": "offline_ack", "upto": stored["id"]})
+    send(bob, ["alice"], "back now", "r")
+    messages(alice, 1)
+    page = request(alice, {"type": "history", "id": "h", "with": "bob"})
+    assert [m["text"] for m in page["messages"]] == ["while you were away", "back now"]
+    again = login(b, "bob", register_=False)  # acked on node c: gone for every node
+    assert again.silent(0.5)
+
+
+# --- failures ------------------------------------------------------------------------------
+def test_a_node_killed_costs_only_its_own_users_who_leave_within_ten_seconds(
+    three: list[ServerProc],
+) -> None:
+    a, b, c = three
+    alice, bob = login(a, "alice"), login(b, "bob")
+    login(c, "carol")
+    roster_changes(alice, join=["bob", "carol"])
+    roster_changes(bob, join=["carol"])
+    c.stop(signal.SIGKILL)
+    started = time.monotonic()
+    roster_changes(alice, leave=["carol"], timeout=12)
+    assert time.monotonic() - started < 10
+    roster_changes(bob, leave=["carol"], timeout=5)
+    sent = send(alice, "*", "still here", "after")
+    assert sent["delivered"] == ["bob"]
+    assert [m["text"] for m in messages(bob, 1)] == ["still here"]
+
+
+def test_redis_going_away_keeps_local_chat_and_cross_node_traffic_comes_back(
+    redis_server: RedisProc, start_node: Start
+) -> None:
+    a, b = start_node(redis_server.url), start_node(redis_server.url)
+    alice, carol = login(a, "alice"), login(a, "carol")
+    bob = login(b, "bob")
+    roster_changes(alice, join=["carol", "bob"])
+    roster_changes(carol, join=["bob"])
+    redis_server.stop(signal.SIGKILL)
+    sent = send(alice, ["carol", "bob"], "during the outage", "out")
+    assert sent["delivered"] == ["carol"] and "bob" in sent["missing"]
+    assert [m["text"] for m in messages(carol, 1)] == ["during the outage"]
+    assert wait_until(lambda: "went away" in a.log())
+    redis_server.start()  # the same port, an empty redis: the nodes put back what they know
+    assert wait_until(lambda: "resynchronised" in a.log() and "resynchronised" in b.log(), 20)
+    deadline = time.monotonic() + 15
+    while True:
+        sent = send(alice, ["bob"], "after the outage", f"try{time.monotonic()}")
+        if sent["delivered"] == ["bob"]:
+            break
+        assert time.monotonic() < deadline, sent
+        time.sleep(0.3)
+    texts: list[str] = []
+    while "after the outage" not in texts:
+        texts.append(next_frame(bob)["text"])
+    assert "during the outage" not in texts  # it was not delivered to bob, as `sent` said
+
+
+# --- at rest and on the wire -------------------------------------------------------------------
+SECRETS = ["alice", "bob", "carol", "the door code is 4711", "встреча"]
+
+
+def test_nothing_in_redis_and_nothing_it_carries_is_in_clear(
+    redis_server: RedisProc, start_node: Start
+) -> None:
+    seen: list[bytes] = []
+    monitor_client = redis_server.client()
+    stop = threading.Event()
+
+    def watch() -> None:
+        with monitor_client.monitor() as m:
+            for command in m.listen():
+                seen.append(command["command"].encode("utf-8", "surrogateescape"))
+                if stop.is_set():
+                    return
+
+    threading.Thread(target=watch, daemon=True).start()
+    time.sleep(0.3)
+    a, b = start_node(redis_server.url), start_node(redis_server.url)
+    register(a, "carol")
+    alice, bob = login(a, "alice"), login(b, "bob")
+    roster_changes(alice, join=["bob"])
+    send(alice, ["bob"], "the door code is 4711", "1")
+    send(bob, ["carol"], "встреча", "2")
+    send(bob, "*", "the door code is 4711", "3")
+    request(alice, {"type": "history", "id": "h", "with": "bob"})
+    time.sleep(0.5)
+    stop.set()
+    redis_server.client().ping()  # one more command, so the monitor loop sees `stop`
+    client = redis_server.client()
+    stored = b""
+    for key in client.scan_iter(count=1000):
+        stored += key
+        kind = client.type(key).decode()
+        if kind == "string":
+            stored += client.get(key) or b""
+        elif kind == "hash":
+            for k, v in client.hgetall(key).items():
+                stored += k + v
+        elif kind == "zset":
+            for member, _ in client.zrange(key, 0, -1, withscores=True):
+                stored += member
+    assert len(seen) > 20 and stored
+    for secret in SECRETS:
+        for encoding in ("utf-8", "utf-16-le"):
+            word = secret.encode(encoding)
+            assert word not in stored, (secret, "stored")
+            assert not any(word in c for c in seen), (secret, "on the wire")
+        # MONITOR shows bytes outside ASCII escaped: look for that spelling too.
+        escaped = "".join(
+            chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in secret.encode()
+        ).encode()
+        assert not any(escaped in c for c in seen), (secret, "escaped on the wire")
+
+
+def test_a_password_in_the_url_works_and_never_reaches_the_log(
+    start_redis: Callable[..., RedisProc], start_node: Start
+) -> None:
+    secured = start_redis(password="s3cr3t-redis-pw")
+    a, b = start_node(secured.url), start_node(secured.url)
+    alice, bob = login(a, "alice"), login(b, "bob")
+    roster_changes(alice, join=["bob"])
+    send(alice, ["bob"], "over an authenticated redis", "p")
+    assert [m["text"] for m in messages(bob, 1)] == ["over an authenticated redis"]
+    for node in (a, b):
+        text = node.log()
+        assert "s3cr3t-redis-pw" not in text
+        assert re.search(r"redis://:\*\*\*@127\.0\.0\.1:\d+/0", text)
+
+
+def test_a_node_warns_when_redis_keeps_nothing_durably(three: list[ServerProc]) -> None:
+    assert "appendfsync" in three[0].log() and "WARNING" in three[0].log()
+
+
+def test_a_node_with_another_key_file_refuses_to_join(
+    redis_server: RedisProc, start_node: Start, tmp_path: Any
+) -> None:
+    start_node(redis_server.url)
+    other_key = tmp_path / "other.key"
+    other_key.write_bytes(bytes(range(50, 82)))
+    other_key.chmod(0o600)
+    refused = start_node(redis_server.url, key_file=other_key, wait=False)
+    assert refused.proc.wait(15) == 1
+    err = refused.proc.stderr.read().decode()  # type: ignore[union-attr]
+    assert err.count("\n") == 1 and "same key" in err
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6379/0", "redis://"])
+def test_a_url_that_is_not_redis_is_one_line_and_exit_2(start_node: Start, url: str) -> None:
+    node = start_node(url, wait=False)
+    assert node.proc.wait(15) == 2
+    assert node.proc.stderr.read().decode().count("\n") == 1  # type: ignore[union-attr]
+
+
+def test_a_redis_over_tls_verified_against_its_certificate(
+    start_redis: Callable[..., RedisProc], start_node: Start, tmp_path: Any
+) -> None:
+    from certs import make_pair
+
+    cert, key = make_pair(tmp_path / "tls", "redis")
+    port = _free_port()
+    tls = start_redis(
+        *("--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)),
+        *("--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"),
+        tls_port=port,
+        tls_ca=str(cert),
+    )
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    a, b = start_node(url), start_node(url)
+    alice, bob = login(a, "alice"), login(b, "bob")
+    roster_changes(alice, join=["bob"])
+    send(alice, ["bob"], "over tls", "t")
+    assert [m["text"] for m in messages(bob, 1)] == ["over tls"]
+    assert tls.port == port
+    # Without the CA the certificate is not trusted: one line, no start.
+    refused = start_node(f"rediss://127.0.0.1:{port}/0", wait=False)
+    assert refused.proc.wait(15) != 0
+    assert refused.proc.stderr.read().decode().count("\n") == 1  # type: ignore[union-attr]
+
+
+def _free_port() -> int:
+    from .conftest import free_port
+
+    return free_port()
