@@ -378,6 +378,7 @@ def ensure_registered(count: int, data: Path, exe: str) -> None:
 
 
 def main() -> int:
+    global EXE, BASE_EXE, TLS, STORE_AB, SERVER_CPU, LOADGEN_CPU
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--parts", default="sat,satord,lat,idle")
     ap.add_argument("--reps", type=int, default=3)
@@ -412,10 +413,17 @@ def main() -> int:
         action="store_true",
         help="also run nostore-t<N>: --exe with --no-history (the store's cost)",
     )
+    ap.add_argument(
+        "--server-cpus",
+        default=SERVER_CPU,
+        help="taskset list for the servers (default 1; '0,1' lets a server use both cores, "
+        "shared with the loadgen)",
+    )
+    ap.add_argument("--loadgen-cpus", default=LOADGEN_CPU, help="taskset list for the loadgen")
     ap.add_argument("--out", type=Path, default=None)
     opts = ap.parse_args()
     ONLY.update(filter(None, opts.only.split(",")))
-    global EXE, BASE_EXE, TLS, STORE_AB
+    SERVER_CPU, LOADGEN_CPU = opts.server_cpus, opts.loadgen_cpus
     EXE = str(Path(opts.exe).absolute()) if opts.exe else default_exe()
     BASE_EXE = str(Path(opts.base_exe).absolute()) if opts.base_exe else ""
     TLS = opts.tls

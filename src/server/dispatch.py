@@ -138,7 +138,7 @@ class Relay(Protocol):
         node: str,
         sender: str,
         names: Sequence[str] | None,
-        msgs: Sequence[Msg],
+        frames: bytes,
         then: Callable[[int], None] | None,
     ) -> None: ...
 
@@ -151,7 +151,7 @@ class NoRelay:
         node: str,
         sender: str,
         names: Sequence[str] | None,
-        msgs: Sequence[Msg],
+        frames: bytes,
         then: Callable[[int], None] | None,
     ) -> None:
         raise LocalProtocolError("a message for another node on a server without a cluster")
@@ -486,8 +486,9 @@ class Dispatcher:
         reached = [(node, names, waits.reached(node)) for node, names in route.remote]
 
         def publish(_stored: bool) -> None:
+            frames = b"".join(map(encode, msgs))  # once for every node
             for node, names, then in reached:
-                relay.send(node, sender, names, msgs, then)
+                relay.send(node, sender, names, frames, then)
 
         return publish
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Iterable
 
 import redis
 
@@ -94,6 +95,21 @@ class RedisAccounts:
         self._link.works()
         self.learned(blind)
         return bool(created)
+
+    def register_many(self, accounts: Iterable[tuple[str, str]]) -> int:
+        """Create every account whose name is free, in one pipeline (imports, benchmarks)."""
+        pipe = self._link.client.pipeline(transaction=False)
+        blinds = []
+        for name, password in accounts:
+            blind = self._box.blind("user", name)
+            record = new_record(name, password, self._n)
+            pipe.hsetnx(USERS, blind, self._box.seal(_context(blind), record_to_json(record)))
+            blinds.append(blind)
+        created = [b for b, ok in zip(blinds, pipe.execute(), strict=True) if ok]
+        for blind in created:
+            self._link.client.publish(ACCOUNTS_CHANNEL, blind)
+            self.learned(blind)
+        return len(created)
 
     def verify(self, name: str, password: str) -> bool:
         blind = self._box.blind("user", name)

@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING
 import msgspec
 import redis
 
-from chat.shared.messages import Msg, encode
-
 from .. import native
 from .accounts import RedisAccounts
 from .box import Box
@@ -98,10 +96,10 @@ class Outbound:
         node: str,
         sender: str,
         names: Sequence[str] | None,
-        msgs: Sequence[Msg],
+        frames: bytes,
         then: Callable[[int], None] | None,
     ) -> None:
-        self.relay.send(node, sender, names, msgs, then)
+        self.relay.send(node, sender, names, frames, then)
 
 
 class ClusterNode:
@@ -210,12 +208,11 @@ class ClusterNode:
         return out
 
     # ---- what other nodes say (the relay's subscriber thread) -----------------------
-    def deliver(self, sender: str, names: list[str] | None, msgs: list[Msg]) -> None:
-        blob = b"".join(map(encode, msgs))
+    def deliver(self, sender: str, names: list[str] | None, frames: bytes) -> None:
         targets = self._hub.local_targets(sender, names)
         if targets.count:
             tick = self._own_tick()
-            self._table.fanout(tick, blob, targets.handles, targets.count, targets.exclude)
+            self._table.fanout(tick, frames, targets.handles, targets.count, targets.exclude)
             self._flush()
 
     def presence(self, kind: str, node: str, name: str) -> None:

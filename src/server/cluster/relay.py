@@ -28,8 +28,6 @@ from typing import Any, Protocol
 import msgspec
 import redis
 
-from chat.shared.messages import BROADCAST, Msg
-
 from .box import Box
 from .link import Link
 
@@ -39,9 +37,7 @@ PRESENCE = "chat:presence"
 ACCOUNTS = "chat:accounts"
 GONE = "chat:gone"
 _encode = msgspec.json.Encoder().encode
-_decode_msgs = msgspec.json.Decoder(
-    tuple[str, str, list[str] | None, list[tuple[int, float, str | list[str], str]]]
-).decode
+_decode_head = msgspec.json.Decoder(tuple[str, str, list[str] | None]).decode
 _decode_presence = msgspec.json.Decoder(tuple[str, str, str]).decode
 _RETRY = 0.5  # seconds between attempts to reach Redis again
 
@@ -57,7 +53,7 @@ def node_users(node: str) -> str:
 class Node(Protocol):
     """What the relay hands over (`cluster.node.ClusterNode`)."""
 
-    def deliver(self, sender: str, names: list[str] | None, msgs: list[Msg]) -> None: ...
+    def deliver(self, sender: str, names: list[str] | None, frames: bytes) -> None: ...
 
     def presence(self, kind: str, node: str, name: str) -> None: ...
 
@@ -115,18 +111,15 @@ class Relay:
         node: str,
         sender: str,
         names: Sequence[str] | None,
-        msgs: Sequence[Msg],
+        frames: bytes,
         then: Callable[[int], None] | None,
     ) -> None:
-        """Messages for `names` (None: everyone but the sender) on another node."""
+        """`msg` frames (encoded once, by the sender's node) for `names` (None: everyone
+        but the sender) on another node: the receiver only unseals and fans them out."""
         channel = node_channel(node)
-        body = (
-            self.node_id,
-            sender,
-            None if names is None else list(names),
-            [(m.id, m.ts, m.to if m.to == BROADCAST else list(m.to), m.text) for m in msgs],
-        )
-        self._put(_Publish(channel, self._box.seal(channel.encode(), _encode(body)), then))
+        head = _encode((self.node_id, sender, None if names is None else list(names)))
+        body = len(head).to_bytes(4, "big") + head + frames
+        self._put(_Publish(channel, self._box.seal(channel.encode(), body), then))
 
     def script(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> None:
         """A Lua script (presence changes, the heartbeat), in order with the messages."""
@@ -220,12 +213,9 @@ class Relay:
                 if origin != self.node_id:
                     node.presence(kind, origin, name)
                 return
-            _origin, sender, names, rows = _decode_msgs(plain)
+            size = int.from_bytes(plain[:4], "big")
+            _origin, sender, names = _decode_head(plain[4 : 4 + size])
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.error("cluster: a message on %s does not decode: dropped", channel)
             return
-        msgs = [
-            Msg(i, sender, BROADCAST if to == BROADCAST else tuple(to), text, ts)
-            for i, ts, to, text in rows
-        ]
-        node.deliver(sender, names, msgs)
+        node.deliver(sender, names, plain[4 + size :])

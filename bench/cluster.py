@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""The cluster's cost: clients on two nodes against the same clients on one, over Redis.
+
+    python bench/cluster.py --reps 3 --out bench/results/cluster-YYYYMMDD.jsonl
+
+Runs a private redis-server (no persistence, as the tests do; a durable Redis adds its
+fsyncs), then, taking turns in each repetition:
+
+  alone     chat-server without --cluster (the reference: no Redis at all);
+  one-node  one node of a cluster, every client on it;
+  two-nodes two nodes, odd clients on the second (loadgen --port2).
+
+The servers share core 1 (two nodes: both on core 1, so the figure is what the cluster
+costs, not what a second core buys); the load generator and redis-server share core 0.
+This machine has two cores: a real deployment puts nodes and Redis on machines of their
+own, so what matters here is the cost per message, not the totals. Reported per run:
+deliveries/s and p50/p99 (saturation, C clients, window 8), p99 at 100 msg/s (C = 200),
+Redis CPU per message and bytes through Redis per message (INFO stats), nodes' CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import redis
+import run
+
+from chat.server.cipher import load_cipher
+from chat.server.cluster.accounts import RedisAccounts
+from chat.server.cluster.box import Box
+from chat.server.cluster.link import Link
+from chat.server.keyfile import load_or_create_key
+
+STATE = run.STATE / "cluster"
+NODE_CPU, AUX_CPU = "1", "0"
+
+
+def ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            AUX_CPU,
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(STATE),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            return proc
+        except redis.RedisError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def node(exe: str, port: int, redis_port: int | None) -> subprocess.Popen[bytes]:
+    cmd = [
+        "taskset",
+        "-c",
+        NODE_CPU,
+        exe,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--rate-limit",
+        "0",
+        "--hash-cost",
+        "10",
+        "--log-level",
+        "WARNING",
+        "--data-dir",
+        str(STATE),
+        "--max-clients",
+        "12000",
+        "--idle-timeout",
+        "0",
+        "--ack-timeout",
+        "600",
+        "--history-file",
+        str(STATE / f"history-{port}.db"),
+    ]
+    if redis_port is not None:
+        cmd += ["--cluster", f"redis://127.0.0.1:{redis_port}/0"]
+    log = open(STATE / f"node-{port}.log", "wb")  # noqa: SIM115 - the process writes it
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, preexec_fn=run.raise_nofile)
+    run.wait_port(port, proc)
+    return proc
+
+
+def loadgen(port: int, port2: int | None, pid: int, args: list[str]) -> dict[str, Any]:
+    cmd = [
+        "taskset",
+        "-c",
+        AUX_CPU,
+        str(run.LOADGEN),
+        "--proto",
+        "chat",
+        "--port",
+        str(port),
+        "--server-pid",
+        str(pid),
+        *(["--port2", str(port2)] if port2 else []),
+        *args,
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, preexec_fn=run.raise_nofile, check=False
+    )
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError(f"loadgen failed: {proc.stderr.strip()[-1000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def one(setup: str, exe: str, redis_port: int, args: list[str], users: int) -> dict[str, Any]:
+    cluster = None if setup == "alone" else redis_port
+    ports = [run.free_port()] + ([run.free_port()] if setup == "two-nodes" else [])
+    procs = [node(exe, p, cluster) for p in ports]
+    try:
+        time.sleep(0.5)
+        r = redis.Redis(port=redis_port)
+        stats0 = r.info("stats")
+        redis_pid = int(r.info("server")["process_id"])
+        before = [ticks(p.pid) for p in procs] + [ticks(redis_pid)]
+        result = loadgen(ports[0], ports[1] if len(ports) > 1 else None, procs[0].pid, args)
+        after = [ticks(p.pid) for p in procs] + [ticks(redis_pid)]
+        stats1 = r.info("stats")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            p.wait(15)
+    hz = os.sysconf("SC_CLK_TCK")
+    msgs = max(result.get("sent", 0), 1)
+    net = (stats1["total_net_input_bytes"] - stats0["total_net_input_bytes"]) + (
+        stats1["total_net_output_bytes"] - stats0["total_net_output_bytes"]
+    )
+    result.update(
+        setup=setup,
+        nodes_cpu_s=round(sum(a - b for a, b in zip(after[:-1], before[:-1], strict=True)) / hz, 2),
+        redis_cpu_s=round((after[-1] - before[-1]) / hz, 2),
+        redis_us_per_msg=round((after[-1] - before[-1]) / hz / msgs * 1e6, 2),
+        redis_bytes_per_msg=round(net / msgs, 1),
+        users=users,
+    )
+    return result
+
+
+def ensure_users(redis_port: int, count: int) -> None:
+    """The loadgen's users (b00000.., bench-password) in the cluster's accounts."""
+    key, _ = load_or_create_key(STATE / "server.key")
+    link = Link(f"redis://127.0.0.1:{redis_port}/0")
+    RedisAccounts(link, Box(key, load_cipher()), 10).register_many(
+        (f"b{i:05d}", "bench-password") for i in range(count)
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--exe", default=str(Path(sys.executable).parent / "chat-server"))
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--lat-clients", type=int, default=200)
+    ap.add_argument("--out", type=Path, default=None)
+    opts = ap.parse_args()
+    STATE.mkdir(parents=True, exist_ok=True, mode=0o700)
+    subprocess.run(["make", "-s", "-C", str(run.LOADGEN.parent)], check=True)
+    run.raise_nofile()
+    redis_port = run.free_port()
+    redis_proc = start_redis(redis_port)
+    rows: list[dict[str, Any]] = []
+    out = opts.out or run.BENCH / "results" / time.strftime("cluster-%Y%m%d-%H%M%S.jsonl")
+    try:
+        ensure_users(redis_port, max(opts.clients, opts.lat_clients))
+        for users in (Path(STATE / "users.db"),):  # alone: its own users file, made once
+            if not users.exists():
+                run.ensure_registered(max(opts.clients, opts.lat_clients), STATE, opts.exe)
+        c = str(opts.clients)
+        sat = [
+            "--mode",
+            "window",
+            "--clients",
+            c,
+            "--senders",
+            c,
+            "--window",
+            "8",
+            "--quickack",
+            "--login-batch",
+            "10",
+            "--duration",
+            "5",
+            "--warmup",
+            "1",
+        ]
+        lat = [
+            "--mode",
+            "rate",
+            "--clients",
+            str(opts.lat_clients),
+            "--senders",
+            "1",
+            "--rate",
+            "100",
+            "--login-batch",
+            "10",
+            "--duration",
+            "10",
+            "--warmup",
+            "1",
+        ]
+        for rep in range(opts.reps):
+            for part, args in (("sat", sat), ("lat", lat)):
+                for setup in ("alone", "one-node", "two-nodes"):
+                    users = opts.clients if part == "sat" else opts.lat_clients
+                    result = one(setup, opts.exe, redis_port, args, users)
+                    result.update(part=part, rep=rep)
+                    rows.append(result)
+                    with out.open("a") as f:
+                        f.write(json.dumps(result) + "\n")
+                    print(
+                        f"{part} {setup} rep={rep}: {result['deliveries_per_s']:.0f}/s "
+                        f"p99 {result['lat_p99_us'] / 1000:.2f} ms, redis "
+                        f"{result['redis_us_per_msg']} us/msg, "
+                        f"{result['redis_bytes_per_msg']} B/msg",
+                        flush=True,
+                    )
+    finally:
+        redis_proc.send_signal(signal.SIGTERM)
+        redis_proc.wait(10)
+    print(
+        "| part | setup | deliveries/s | p50 ms | p99 ms | nodes CPU us/delivery "
+        "| redis CPU us/msg | redis bytes/msg |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for part in ("sat", "lat"):
+        for setup in ("alone", "one-node", "two-nodes"):
+            mine = [r for r in rows if r["part"] == part and r["setup"] == setup]
+            if not mine:
+                continue
+
+            def med(key: str, rs: list[dict[str, Any]] = mine) -> float:
+                return statistics.median(r[key] for r in rs)
+
+            per = med("nodes_cpu_s") / max(med("deliveries_per_s") * med("window_s"), 1) * 1e6
+            print(
+                f"| {part} | {setup} | {med('deliveries_per_s') / 1e6:.2f} M | "
+                f"{med('lat_p50_us') / 1000:.2f} | {med('lat_p99_us') / 1000:.2f} | {per:.3f} | "
+                f"{med('redis_us_per_msg'):.2f} | {med('redis_bytes_per_msg'):.0f} |"
+            )
+    print(f"results -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
