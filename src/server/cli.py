@@ -26,18 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from chat.server.cipher import Cipher, CipherLoadError, load_cipher
 from chat.shared.framing import MAX_SERVER_FRAME
 from chat.shared.messages import PASSWORD_MAX, valid_name
 from chat.shared.version import VERSION
 
-from .cluster.accounts import RedisAccounts
-from .cluster.box import Box
-from .cluster.link import ClusterError, Link, redacted
-from .cluster.messages import RedisIds, RedisMessageStore
-from .cluster.node import Outbound
+from .cluster.url import ClusterError, redacted
 from .config import ServerConfig
 from .config_file import ConfigFileError, read_config_file
 from .history import HistoryService, NoHistory
@@ -585,6 +579,14 @@ def main(argv: list[str] | None = None) -> int:
 def _main_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher) -> int:
     """A node of a cluster: accounts, history and presence in Redis, nothing on disk but
     the key file (the same on every node), so several nodes may share a data folder."""
+    import redis  # only a node of a cluster loads Redis' client library
+
+    from .cluster.accounts import RedisAccounts
+    from .cluster.box import Box
+    from .cluster.link import Link
+    from .cluster.messages import RedisIds, RedisMessageStore
+    from .cluster.node import Outbound
+
     try:
         key = read_key(config.key_file)
         link = Link(config.cluster or "")

@@ -9,12 +9,9 @@ import socket
 import ssl
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from . import native
-from .cluster.accounts import RedisAccounts
-from .cluster.box import Box
-from .cluster.link import Link
-from .cluster.node import ClusterNode, Outbound
 from .config import ServerConfig
 from .dispatch import Accounts, Dispatcher, NoRelay
 from .hashing import HashExecutor
@@ -26,6 +23,12 @@ from .outbuf import SOFT_LIMIT
 from .pool import WorkerPool
 from .store import StoreError
 from .throttle import LoginThrottle
+
+if TYPE_CHECKING:  # a server alone never imports the cluster (and Redis' client library)
+    from .cluster.accounts import RedisAccounts
+    from .cluster.box import Box
+    from .cluster.link import Link
+    from .cluster.node import ClusterNode, Outbound
 
 log = logging.getLogger("chat.server")
 
@@ -117,8 +120,11 @@ class ChatServer:
         self.loop = EventLoop(
             config, listener, tls, self.hub, self.dispatcher, self.pool, self.inbox, self.table
         )
-        self.node = (
-            ClusterNode(
+        self.node: ClusterNode | None = None
+        if cluster is not None:
+            from .cluster.node import ClusterNode
+
+            self.node = ClusterNode(
                 cluster.link,
                 cluster.box,
                 cluster.accounts,
@@ -127,9 +133,6 @@ class ChatServer:
                 self.table,
                 self.inbox,
             )
-            if cluster is not None
-            else None
-        )
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -22,8 +22,9 @@ import redis
 from .. import native
 from .accounts import RedisAccounts
 from .box import Box
-from .link import ClusterError, Link
+from .link import Link
 from .relay import GONE, PRESENCE, Relay, node_users
+from .url import ClusterError
 
 if TYPE_CHECKING:
     from ..hub import Hub
