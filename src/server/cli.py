@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_ranged(int, 1, 256),
         default=d.threads,
-        help="worker pool size (at most one per CPU core the server may use runs at a time)",
+        help="worker pool size (one runs a tick at a time: the GIL; docs/server.md)",
     )
     a(
         "--max-clients",

@@ -271,7 +271,14 @@ class Hub:
         with self._lock:
             if to == BROADCAST:
                 names, names_json = self._everyone_else(sender)
-                remote_only = {n: tuple(self._remote[n]) for n in names if n not in self._sessions}
+                if not self._remote:  # alone (or nobody elsewhere): the common, fast case
+                    route = Route(self._everyone_but(sender), names, names_json, ())
+                    return route, stamp(route)
+                remote_only = {
+                    n: tuple(nodes)
+                    for n, nodes in self._remote.items()
+                    if n != sender and n not in self._sessions
+                }
                 route = Route(
                     self._everyone_but(sender),
                     names,

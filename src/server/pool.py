@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -43,15 +42,17 @@ class WorkerPool:
         threads: int,
         end_tick: Callable[[], None],
         name: str = "worker",
-        cores: int | None = None,
+        active: int = 1,
     ) -> None:
         if threads < 1:
             raise ValueError("a pool needs at least one thread")
         self._end_tick = end_tick
-        # At most one worker per core the process may run on takes work at a time: the
-        # workers' Python holds the GIL, so more runnable ones than cores only trade it
-        # back and forth (measured: 4 threads on one core did 0.6x the work of 1).
-        self.active = min(threads, cores if cores is not None else len(os.sched_getaffinity(0)))
+        # One worker at a time runs a tick: its Python holds the GIL, and two workers at
+        # once only trade it back and forth (measured on two cores: two active workers did
+        # 0.5-0.8x the work of one, and letting the next tick start during the last one's
+        # sends did no better; bench/README.md). A second core still serves the loop thread,
+        # the hash and store threads, and the sends, which run in C without the GIL.
+        self.active = min(threads, active)
         self._gate = threading.Semaphore(self.active)
         self._queue = native.DispatchQueue()
         self._tasks: dict[int, Callable[[], None]] = {}  # number -> callable, until popped
@@ -83,7 +84,7 @@ class WorkerPool:
         batch = native.ffi.new("uint64_t[]", _POP)
         pop, tasks, gate = self._queue.pop, self._tasks, self._gate
         while True:
-            with gate:
+            with gate:  # one worker at a time (see __init__)
                 ran = 0
                 timeout = -1  # the first wait is as long as it takes; then what is there
                 while ran < _TICK and (n := pop(batch, timeout)):
