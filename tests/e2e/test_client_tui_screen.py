@@ -32,10 +32,15 @@ def free_port() -> int:
 
 
 def popup_text(screen: str) -> str:
-    """The words inside the login popup's frame, joined by spaces."""
+    """The words inside the login popup's frame, joined by spaces ("" while the frame is
+    not whole on the screen: curses may be caught halfway through drawing it)."""
     rows = screen.splitlines()
-    top = next(i for i, row in enumerate(rows) if "┌" in row)
-    bottom = next(i for i in range(top + 1, len(rows)) if "└" in rows[i])
+    top = next((i for i, row in enumerate(rows) if "┌" in row), None)
+    if top is None:
+        return ""
+    bottom = next((i for i in range(top + 1, len(rows)) if "└" in rows[i]), None)
+    if bottom is None:
+        return ""
     inner = [row.split("│")[1] for row in rows[top + 1 : bottom] if row.count("│") >= 2]
     return " ".join(" ".join(inner).split())
 
@@ -69,7 +74,8 @@ def test_a_refused_login_does_not_follow_into_the_register_form(server, tmux) ->
     tmux.keys("C-x")
     tmux.wait_for("Register")
     tmux.keys("r")
-    screen = tmux.wait_for("Password:", "Register")
+    # curses may be caught halfway through drawing the popup: wait for its whole frame.
+    screen = tmux.wait_settled("Password:", "Register", "┌", "└")
     assert "login refused" not in popup_text(screen)
 
 
