@@ -2,6 +2,7 @@
 """The cluster's cost: clients on two nodes against the same clients on one, over Redis.
 
     python bench/cluster.py --reps 3 --out bench/results/cluster-YYYYMMDD.jsonl
+    python bench/cluster.py --reps 1 --setups two-nodes --parts sat --profile OUT.txt
 
 Runs a private redis-server (no persistence, as the tests do; a durable Redis adds its
 fsyncs), then, taking turns in each repetition:
@@ -16,6 +17,8 @@ This machine has two cores: a real deployment puts nodes and Redis on machines o
 own, so what matters here is the cost per message, not the totals. Reported per run:
 deliveries/s and p50/p99 (saturation, C clients, window 8), p99 at 100 msg/s (C = 200),
 Redis CPU per message and bytes through Redis per message (INFO stats), nodes' CPU.
+With --profile, py-spy records the second node of two (raw stacks, 4 s of the saturation
+run, on core 0): where a message's trip between nodes costs.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -139,11 +144,31 @@ def loadgen(port: int, port2: int | None, pid: int, args: list[str]) -> dict[str
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def one(setup: str, exe: str, redis_port: int, args: list[str], users: int) -> dict[str, Any]:
+def profile(pid: int, out: Path) -> threading.Thread:
+    """py-spy on `pid` from 1.5 s (logins and warm-up done) for 4 s, beside the run."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    cmd = ["taskset", "-c", AUX_CPU, spy, "record", "-o", str(out), "--pid", str(pid)]
+    cmd += ["--duration", "4", "--format", "raw", "--nonblocking"]
+
+    def record() -> None:
+        time.sleep(1.5)
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    thread = threading.Thread(target=record)
+    thread.start()
+    return thread
+
+
+def one(
+    setup: str, exe: str, redis_port: int, args: list[str], users: int, spy: Path | None = None
+) -> dict[str, Any]:
     cluster = None if setup == "alone" else redis_port
     ports = [run.free_port()] + ([run.free_port()] if setup == "two-nodes" else [])
     procs = [node(exe, p, cluster) for p in ports]
+    spying = None
     try:
+        if spy is not None:
+            spying = profile(procs[-1].pid, spy)
         time.sleep(0.5)
         r = redis.Redis(port=redis_port)
         stats0 = r.info("stats")
@@ -152,6 +177,8 @@ def one(setup: str, exe: str, redis_port: int, args: list[str], users: int) -> d
         result = loadgen(ports[0], ports[1] if len(ports) > 1 else None, procs[0].pid, args)
         after = [ticks(p.pid) for p in procs] + [ticks(redis_pid)]
         stats1 = r.info("stats")
+        if spying is not None:
+            spying.join()
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -188,6 +215,9 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--lat-clients", type=int, default=200)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--setups", default="alone,one-node,two-nodes")
+    ap.add_argument("--parts", default="sat,lat")
+    ap.add_argument("--profile", type=Path, default=None, help="py-spy of node 2 (two-nodes)")
     opts = ap.parse_args()
     STATE.mkdir(parents=True, exist_ok=True, mode=0o700)
     subprocess.run(["make", "-s", "-C", str(run.LOADGEN.parent)], check=True)
@@ -237,9 +267,12 @@ def main() -> int:
         ]
         for rep in range(opts.reps):
             for part, args in (("sat", sat), ("lat", lat)):
-                for setup in ("alone", "one-node", "two-nodes"):
+                if part not in opts.parts.split(","):
+                    continue
+                for setup in opts.setups.split(","):
                     users = opts.clients if part == "sat" else opts.lat_clients
-                    result = one(setup, opts.exe, redis_port, args, users)
+                    spy = opts.profile if part == "sat" and setup == "two-nodes" else None
+                    result = one(setup, opts.exe, redis_port, args, users, spy)
                     result.update(part=part, rep=rep)
                     rows.append(result)
                     with out.open("a") as f:

@@ -214,10 +214,11 @@ class ClusterNode:
         if targets.count:
             tick = self._own_tick()
             self._table.fanout(tick, frames, targets.handles, targets.count, targets.exclude)
-            self._flush()
 
     def presence(self, kind: str, node: str, name: str) -> None:
         self._hub.remote_change(node, name, kind == "up", self._own_tick())
+
+    def end_batch(self) -> None:
         self._flush()
 
     def gone(self, node: str) -> None:

@@ -40,6 +40,9 @@ _encode = msgspec.json.Encoder().encode
 _decode_head = msgspec.json.Decoder(tuple[str, str, list[str] | None]).decode
 _decode_presence = msgspec.json.Decoder(tuple[str, str, str]).decode
 _RETRY = 0.5  # seconds between attempts to reach Redis again
+# Messages the subscriber takes from its socket before it sends what they fanned out: one
+# send() per recipient per batch instead of per message (a frame each cost 3x the node's CPU).
+_BATCH = 256
 
 
 def node_channel(node: str) -> str:
@@ -56,6 +59,9 @@ class Node(Protocol):
     def deliver(self, sender: str, names: list[str] | None, frames: bytes) -> None: ...
 
     def presence(self, kind: str, node: str, name: str) -> None: ...
+
+    def end_batch(self) -> None:
+        """What `deliver` and `presence` queued since the last call goes out now."""
 
     def gone(self, node: str) -> None: ...
 
@@ -182,8 +188,15 @@ class Relay:
                 self._link.works()
                 while True:
                     message = pubsub.get_message(timeout=1.0)
-                    if message is not None:
-                        self._handle(node, message)
+                    taken = 0
+                    try:
+                        while message is not None:
+                            self._handle(node, message)
+                            taken += 1
+                            message = pubsub.get_message(timeout=0.0) if taken < _BATCH else None
+                    finally:
+                        if taken:
+                            node.end_batch()
             except redis.RedisError as exc:
                 self._link.failed(exc)
             except Exception:  # a bug must not end cross-node delivery for good
