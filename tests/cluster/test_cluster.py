@@ -307,6 +307,35 @@ def test_a_password_in_the_url_works_and_never_reaches_the_log(
         assert re.search(r"redis://:\*\*\*@127\.0\.0\.1:\d+/0", text)
 
 
+def test_an_acl_user_limited_to_the_chat_keys_works_and_its_password_never_shows(
+    start_redis: Callable[..., RedisProc], start_node: Start
+) -> None:
+    """`redis://user:password@host`: an ACL user who may touch only `chat:*` keys and
+    channels and no @dangerous command (so not CONFIG: the durability check says it cannot
+    look), as an operator would give a chat node."""
+    secured = start_redis(password="admin-pw-not-for-nodes")
+    secured.client().acl_setuser(
+        "chatnode",
+        enabled=True,
+        passwords=["+n0de-s3cret"],
+        keys=["chat:*"],
+        channels=["chat:*"],
+        commands=["+@all", "-@dangerous"],
+    )
+    url = f"redis://chatnode:n0de-s3cret@127.0.0.1:{secured.port}/0"
+    a, b = start_node(url), start_node(url)
+    alice, bob = login(a, "alice"), login(b, "bob")
+    roster_changes(alice, join=["bob"])
+    send(alice, ["bob"], "through an ACL user", "p")
+    assert [m["text"] for m in messages(bob, 1)] == ["through an ACL user"]
+    for node in (a, b):
+        text = node.log()
+        assert "n0de-s3cret" not in text
+        assert re.search(r"redis://chatnode:\*\*\*@127\.0\.0\.1:\d+/0", text)
+        assert "cannot read redis' persistence settings" in text
+    assert all(key.startswith(b"chat:") for key in secured.client().keys("*"))
+
+
 def test_a_node_warns_when_redis_keeps_nothing_durably(three: list[ServerProc]) -> None:
     assert "appendfsync" in three[0].log() and "WARNING" in three[0].log()
 
