@@ -723,3 +723,12 @@ def test_the_new_options_reach_the_running_server(tmp_path: Path, servers: list[
         "hash_queue=17",
     ):
         assert text in start_line, text
+
+
+def test_a_server_without_cluster_never_loads_the_redis_client(server) -> None:
+    """The embedded default needs no Redis: redis-py (and its C parser, hiredis) is imported
+    only with --cluster. Checked in the running process's memory map after a login."""
+    _login(server, "alice")
+    maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+    assert "libchatdispatch" in maps  # the map is the server's: its native library is there
+    assert "hiredis" not in maps
