@@ -81,8 +81,6 @@ def tmux_client(
 ) -> Iterator[Tmux]:
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed")
-    if not (ROOT / "src" / "client" / "tui.py").is_file():
-        pytest.skip("the client's TUI (src/client/tui.py) is not written yet")
     server = ServerRun(
         clean_env(no_python_path), str(release.binary("pyinstaller", "chat-server")),
         workdir, workdir,
