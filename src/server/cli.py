@@ -532,17 +532,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"{path} exists but its key file {config.key_file} is missing: restore "
                     f"the key (without it {what} cannot be read)",
                 )
-    raise_fd_limit(config.max_clients)
-    try:
-        listener = open_listener(config.host, config.port, config.backlog)
-    except OSError as exc:
-        return _fail(
-            EXIT_FAILURE,
-            f"cannot listen on {config.host or '*'}:{config.port}: {exc.strerror or exc}",
-        )
-    if tls is None:
-        _warn_if_exposed(listener)
-    _warn_if_small_frames(config.max_frame)
+    listener = _listen(config, tls)
+    if isinstance(listener, int):
+        return listener
     # 2. The checks passed and the port is ours: now files may be created.
     try:
         if lock is None:
@@ -596,17 +588,9 @@ def _main_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciph
         link.client.ping()
     except redis.RedisError as exc:
         return _fail(EXIT_FAILURE, f"cluster {link.shown}: cannot reach redis ({_one_line(exc)})")
-    raise_fd_limit(config.max_clients)
-    try:
-        listener = open_listener(config.host, config.port, config.backlog)
-    except OSError as exc:
-        return _fail(
-            EXIT_FAILURE,
-            f"cannot listen on {config.host or '*'}:{config.port}: {exc.strerror or exc}",
-        )
-    if tls is None:
-        _warn_if_exposed(listener)
-    _warn_if_small_frames(config.max_frame)
+    listener = _listen(config, tls)
+    if isinstance(listener, int):
+        return listener
     try:
         if key is None:
             config.key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -691,6 +675,23 @@ def is_loopback(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback
+
+
+def _listen(config: ServerConfig, tls: ssl.SSLContext | None) -> socket.socket | int:
+    """The port, taken once every check has passed (a server alone and a node alike), and
+    the warnings about what it exposes; an exit code when it cannot be had."""
+    raise_fd_limit(config.max_clients)
+    try:
+        listener = open_listener(config.host, config.port, config.backlog)
+    except OSError as exc:
+        return _fail(
+            EXIT_FAILURE,
+            f"cannot listen on {config.host or '*'}:{config.port}: {exc.strerror or exc}",
+        )
+    if tls is None:
+        _warn_if_exposed(listener)
+    _warn_if_small_frames(config.max_frame)
+    return listener
 
 
 def _warn_if_small_frames(max_frame: int) -> None:
