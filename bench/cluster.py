@@ -40,11 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import redis
 import run
 
-from chat.server.cipher import load_cipher
 from chat.server.cluster.accounts import RedisAccounts
 from chat.server.cluster.box import Box
 from chat.server.cluster.link import Link
-from chat.server.keyfile import load_or_create_key
+from chat.server.crypto.cipher import load_cipher
+from chat.server.crypto.keyfile import load_or_create_key
 
 STATE = run.STATE / "cluster"
 NODE_CPU, AUX_CPU = "1", "0"

@@ -367,9 +367,9 @@ def ensure_registered(count: int, data: Path, exe: str) -> None:
     if have >= count:
         return
     print(f"creating {count} bench users in {data} (once; reused across runs)...", flush=True)
-    from chat.server.cipher import load_cipher
-    from chat.server.keyfile import load_or_create_key
-    from chat.server.store import UserStore
+    from chat.server.accounts.users_file import UserStore
+    from chat.server.crypto.cipher import load_cipher
+    from chat.server.crypto.keyfile import load_or_create_key
 
     key, _ = load_or_create_key(data / "server.key")
     store = UserStore.open(data / "users.db", key, load_cipher(), hash_cost_log2=10)

@@ -29,11 +29,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from chat.server import history
-from chat.server.cipher import load_cipher
-from chat.server.history import HistoryService
-from chat.server.keyfile import load_or_create_key
-from chat.server.msgstore import Kept, MessageStore
+from chat.server.crypto.cipher import load_cipher
+from chat.server.crypto.keyfile import load_or_create_key
+from chat.server.store import service as history
+from chat.server.store.service import HistoryService
+from chat.server.store.sqlite import Kept, MessageStore
 from chat.shared.messages import Msg
 from wire import WireClient
 

@@ -6,8 +6,8 @@ says which program gets what):
 
 - chat-server only: its two native libraries at ``chat/server/``, where
   ``chat.server.bundled`` looks for them whatever the backend: the cipher
-  plugin (``libxor``, loaded by ``chat.server.cipher``) and libchatdispatch,
-  the worker queue and fan-out (``chat.server.native``). The client never
+  plugin (``libxor``, loaded by ``chat.server.crypto.cipher``) and libchatdispatch,
+  the worker queue and fan-out (``chat.server.core.native``). The client never
   imports those modules, so it carries neither library and no cffi;
 - chat-client only: terminfo entries under ``terminfo/`` at the bundle root, where
   ``chat.client.terminal.bundle_root()`` looks (``sys._MEIPASS`` for
@@ -29,8 +29,8 @@ HERE = Path(__file__).resolve().parent
 TERMINFO_LIST = HERE / "terminfo.txt"
 TERMINFO_DEST = "terminfo"
 PROGRAMS = ("chat-server", "chat-client")
-CIPHER_DEST = "chat/server"  # chat.server.cipher.BUNDLE_SUBDIR
-DISPATCH_DEST = "chat/server"  # chat.server.bundled.BUNDLE_SUBDIR, searched by chat.server.native
+CIPHER_DEST = "chat/server"  # chat.server.crypto.cipher.BUNDLE_SUBDIR
+DISPATCH_DEST = "chat/server"  # chat.server.bundled.BUNDLE_SUBDIR, searched by chat.server.core.native
 # The server's native libraries, built by CMake: file names per platform.
 CIPHER_NAMES = ("libxor.so", "libxor.dylib")
 DISPATCH_NAMES = ("libchatdispatch.so", "libchatdispatch.dylib")

@@ -2,7 +2,7 @@
 
 import sys
 
-from chat.server.cli import main
+from chat.server.ops.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

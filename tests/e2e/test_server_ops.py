@@ -611,7 +611,7 @@ def test_every_option_of_the_unit_s_command_lines_exists(tmp_path: Path) -> None
         conf.write_text("")
         argv = [conf.as_posix() if a == "/etc/chat-server/chat-server.toml" else a for a in argv]
         check = (
-            "import sys; from chat.server.cli import parse_args, _config; "
+            "import sys; from chat.server.ops.cli import parse_args, _config; "
             "print(_config(parse_args(sys.argv[1:])).data_dir)"
         )
         result = subprocess.run(

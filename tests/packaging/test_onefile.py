@@ -64,7 +64,7 @@ def test_help_works_without_python_on_path(
 
 @pytest.mark.parametrize(
     ("program", "own_module"),
-    [("chat-server", b"chat.server.store"), ("chat-client", b"chat.client.linemode")],
+    [("chat-server", b"chat.server.accounts.users_file"), ("chat-client", b"chat.client.linemode")],
 )
 def test_pyinstaller_binary_is_lean(release: Release, program: str, own_module: bytes) -> None:
     """No setuptools inside, and small: the unstripped default was about 22 MB.

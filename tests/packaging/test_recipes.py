@@ -19,7 +19,7 @@ import archive  # noqa: E402
 import bundle_data  # noqa: E402
 import nuitka_build  # noqa: E402
 
-from chat.server import cipher  # noqa: E402
+from chat.server.crypto import cipher  # noqa: E402
 
 SPEC = ROOT / "packaging" / "chat.spec"
 DISPATCH_HEADER = ROOT / "native" / "dispatch" / "include" / "chat_dispatch.h"
@@ -118,8 +118,9 @@ def _header_functions() -> list[str]:
 
 
 def test_dispatch_library_name_is_the_one_the_binding_loads() -> None:
-    """chat.server.native (the cffi binding) finds it by this name in chat/server/."""
-    from chat.server import bundled, native
+    """chat.server.core.native (the cffi binding) finds it by this name in chat/server/."""
+    from chat.server import bundled
+    from chat.server.core import native
 
     assert bundled.BUNDLE_SUBDIR.replace(os.sep, "/") == bundle_data.DISPATCH_DEST
     assert bundle_data.dispatch_library().name == native.LIBRARY_FILENAME

@@ -14,19 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chat.server import native
-from chat.server.cipher import load_cipher
-from chat.server.dispatch import Dispatcher, NoRelay
-from chat.server.hashing import HashExecutor
-from chat.server.history import HistoryService, NoHistory
-from chat.server.hub import Hub
-from chat.server.inbox import LoopInbox, Request, WhenDrained
-from chat.server.msgstore import MessageStore
-from chat.server.outbuf import SOFT_LIMIT, OutBuffer
-from chat.server.ratelimit import TokenBucket
-from chat.server.session import Session
-from chat.server.store import UserStore
-from chat.server.throttle import LoginThrottle
+from chat.server.accounts.hashing import HashExecutor
+from chat.server.accounts.throttle import LoginThrottle
+from chat.server.accounts.users_file import UserStore
+from chat.server.core import native
+from chat.server.core.dispatch import Dispatcher, NoRelay
+from chat.server.core.hub import Hub
+from chat.server.core.outbuf import SOFT_LIMIT, OutBuffer
+from chat.server.core.ratelimit import TokenBucket
+from chat.server.core.user import Session
+from chat.server.crypto.cipher import load_cipher
+from chat.server.net.inbox import LoopInbox, Request, WhenDrained
+from chat.server.store.service import HistoryService, NoHistory
+from chat.server.store.sqlite import MessageStore
 from chat.shared.framing import FrameDecoder
 from chat.shared.messages import (
     Auth,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chat.server.cipher import (
+from chat.server.crypto.cipher import (
     Cipher,
     CipherError,
     CipherLoadError,

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from chat.server import cli
-from chat.server.config_file import ConfigFileError, config_keys, read_config_file
+from chat.server.ops import cli
+from chat.server.ops.config_file import ConfigFileError, config_keys, read_config_file
 
 EXAMPLE = Path(__file__).parents[2] / "packaging" / "chat-server.toml.example"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from chat.server.inbox import Cause, CloseAfterFlush, LoggedIn
-from chat.server.outbuf import Append
-from chat.server.session import Abort, Evict, PeerGone
+from chat.server.core.outbuf import Append
+from chat.server.core.user import Abort, Evict, PeerGone
+from chat.server.net.inbox import Cause, CloseAfterFlush, LoggedIn
 from chat.shared.errors import Code, RemoteProtocolError, Why
 from chat.shared.framing import encode_frame
 from chat.shared.messages import (

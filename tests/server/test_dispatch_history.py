@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chat.server.session import Session
+from chat.server.core.user import Session
 from chat.shared.messages import (
     Auth,
     ClientBye,

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from chat.server import history
-from chat.server.cipher import Cipher, load_cipher
-from chat.server.history import HistoryService
-from chat.server.msgstore import Kept, MessageStore, Page
+from chat.server.crypto.cipher import Cipher, load_cipher
+from chat.server.store import service as history
+from chat.server.store.service import HistoryService
+from chat.server.store.sqlite import Kept, MessageStore, Page
 from chat.shared.messages import Msg
 
 KEY = bytes(range(32))
@@ -156,9 +156,9 @@ def test_stop_stores_what_was_handed_over(path: Path, cipher: Cipher) -> None:
 _WRITER = r"""
 import sys, time
 from pathlib import Path
-from chat.server.cipher import load_cipher
-from chat.server.history import HistoryService
-from chat.server.msgstore import Kept, MessageStore
+from chat.server.crypto.cipher import load_cipher
+from chat.server.store.service import HistoryService
+from chat.server.store.sqlite import Kept, MessageStore
 from chat.shared.messages import Msg
 
 keeper = HistoryService(
@@ -223,7 +223,7 @@ def test_past_the_quota_the_oldest_offline_messages_go_and_the_log_says_so(
 ) -> None:
     keeper = service(path, cipher, offline_max=3)
     try:
-        with caplog.at_level(logging.WARNING, "chat.server.store"):
+        with caplog.at_level(logging.WARNING, "chat.server.accounts.users_file"):
             for i in range(5):
                 done = threading.Event()
                 m = msg(keeper, ("bob",), f"m{i}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chat.server.hub import Dirty, Route, Targets
+from chat.server.core.hub import Dirty, Route, Targets
 from chat.shared.messages import Auth, Roster, RosterAck, Send
 
 from .harness import World

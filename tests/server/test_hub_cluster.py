@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chat.server.hub import Hub
+from chat.server.core.hub import Hub
 from chat.shared.messages import Auth, Roster, RosterAck
 
 from .harness import World

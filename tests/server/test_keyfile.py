@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chat.server.keyfile import KeyFileError, load_or_create_key, loose_mode, read_key
+from chat.server.crypto.keyfile import KeyFileError, load_or_create_key, loose_mode, read_key
 
 
 def _mode(path: Path) -> int:

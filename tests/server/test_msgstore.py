@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from chat.server.cipher import Cipher, load_cipher
-from chat.server.msgstore import CHUNK_MESSAGES, Kept, MessageStore, MessageStoreError
+from chat.server.crypto.cipher import Cipher, load_cipher
+from chat.server.store.sqlite import CHUNK_MESSAGES, Kept, MessageStore, MessageStoreError
 from chat.shared.messages import Msg
 
 KEY = bytes(range(32))
@@ -289,7 +289,7 @@ def test_a_damaged_chunk_is_left_out_and_logged(
     body = bytearray(store._conn.execute("SELECT body FROM chunks WHERE first = 1").fetchone()[0])
     body[20] ^= 0x01
     store._conn.execute("UPDATE chunks SET body = ? WHERE first = 1", (bytes(body),))
-    with caplog.at_level(logging.ERROR, "chat.server.store"):
+    with caplog.at_level(logging.ERROR, "chat.server.accounts.users_file"):
         assert texts(store.page("bob", "*", None, 5)) == ["second"]
     assert "messages 1..1 are damaged" in caplog.text
 
@@ -300,7 +300,7 @@ def test_a_chunk_moved_into_another_conversation_is_not_shown_there(
     keep(store, private(1, "alice", ("bob",), "only for bob"))
     # Someone with write access to the file moves it into carol's conversation with alice.
     store._conn.execute("UPDATE chunks SET conv = ?", (store.conversation("carol", "alice"),))
-    with caplog.at_level(logging.ERROR, "chat.server.store"):
+    with caplog.at_level(logging.ERROR, "chat.server.accounts.users_file"):
         assert texts(store.page("carol", "alice", None, 5)) == []
     assert "messages 1..1 are damaged" in caplog.text
 

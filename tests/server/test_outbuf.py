@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from chat.server import native
-from chat.server.outbuf import SOFT_LIMIT, Append, OutBuffer
+from chat.server.core import native
+from chat.server.core.outbuf import SOFT_LIMIT, Append, OutBuffer
 
 
 def table(limit: int = 1 << 20, total: int = 1 << 30, slots: int = 8) -> native.OutTable:

@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from chat.server.hashing import HashExecutor
-from chat.server.pool import Mailbox, WorkerPool
+from chat.server.accounts.hashing import HashExecutor
+from chat.server.core.pool import Mailbox, WorkerPool
 
 from .harness import InlinePool
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chat.server.selector import TunedEpollSelector, epoll_names
+from chat.server.net.selector import TunedEpollSelector, epoll_names
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chat.server.cipher import Cipher, load_cipher
-from chat.server.store import MAGIC, FolderLock, StoreError, UserStore
+from chat.server.accounts.users_file import MAGIC, FolderLock, StoreError, UserStore
+from chat.server.crypto.cipher import Cipher, load_cipher
 
 COST = 10  # fast hashes for tests; the server default is 14
 KEY = bytes(range(32))
@@ -287,8 +287,8 @@ def test_any_names_and_passwords_round_trip(
 WRITER = """
 import sys
 from pathlib import Path
-from chat.server.store import UserStore
-from chat.server.cipher import load_cipher
+from chat.server.accounts.users_file import UserStore
+from chat.server.crypto.cipher import load_cipher
 
 path, key_hex, start = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 store = UserStore.open(path, bytes.fromhex(key_hex), load_cipher(), hash_cost_log2=4)
@@ -567,7 +567,7 @@ def test_the_lock_is_seen_by_another_process_and_dies_with_it(tmp_path: Path) ->
         [
             sys.executable,
             "-c",
-            "import sys, time; from chat.server.store import FolderLock; "
+            "import sys, time; from chat.server.accounts.users_file import FolderLock; "
             "FolderLock.acquire(sys.argv[1]); print('locked', flush=True); time.sleep(60)",
             str(tmp_path),
         ],

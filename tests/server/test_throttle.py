@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from chat.server.throttle import LoginThrottle
+from chat.server.accounts.throttle import LoginThrottle
 
 
 class Clock:

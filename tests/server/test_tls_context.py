@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from certs import make_pair
-from chat.server.tls import TLSConfigError, generate_self_signed, load_server_context
+from chat.server.net.tls import TLSConfigError, generate_self_signed, load_server_context
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 

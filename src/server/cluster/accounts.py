@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 import redis
 
-from ..store import (
+from chat.server.accounts.users_file import (
     DEFAULT_COST_LOG2,
     HASH_BYTES,
     SCRYPT_P,
@@ -31,8 +31,8 @@ from ..store import (
     record_from_json,
     record_to_json,
 )
-from .box import Box
-from .link import Link
+from chat.server.cluster.box import Box
+from chat.server.cluster.link import Link
 
 log = logging.getLogger("chat.server.cluster")
 

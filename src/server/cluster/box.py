@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hmac
 
-from ..cipher import Cipher, CipherError
-from ..sealing import NONCE_BYTES, Sealer
+from chat.server.crypto.cipher import Cipher, CipherError
+from chat.server.crypto.sealing import NONCE_BYTES, Sealer
 
 _SALT = b"chat-cluster-v1"
 _STREAM = b"chat-cluster-stream-v1"

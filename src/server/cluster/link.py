@@ -13,7 +13,7 @@ import threading
 
 import redis
 
-from .url import check_url, redacted
+from chat.server.cluster.url import check_url, redacted
 
 log = logging.getLogger("chat.server.cluster")
 

@@ -29,11 +29,10 @@ from typing import Any
 import msgspec
 import redis
 
+from chat.server.cluster.box import Box
+from chat.server.cluster.link import Link
+from chat.server.store.sqlite import Kept, MessageStoreError, Page, visible
 from chat.shared.messages import BROADCAST, Msg
-
-from ..msgstore import Kept, MessageStoreError, Page, visible
-from .box import Box
-from .link import Link
 
 log = logging.getLogger("chat.server.cluster")
 

@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING
 import msgspec
 import redis
 
-from .. import native
-from .accounts import RedisAccounts
-from .box import Box
-from .link import Link
-from .relay import GONE, PRESENCE, Relay, node_users
-from .url import ClusterError
+from chat.server.cluster.accounts import RedisAccounts
+from chat.server.cluster.box import Box
+from chat.server.cluster.link import Link
+from chat.server.cluster.relay import GONE, PRESENCE, Relay, node_users
+from chat.server.cluster.url import ClusterError
+from chat.server.core import native
 
 if TYPE_CHECKING:
-    from ..hub import Hub
-    from ..inbox import LoopInbox
+    from chat.server.core.hub import Hub
+    from chat.server.net.inbox import LoopInbox
 
 log = logging.getLogger("chat.server.cluster")
 

@@ -28,8 +28,8 @@ from typing import Any, Protocol
 import msgspec
 import redis
 
-from .box import Box
-from .link import Link
+from chat.server.cluster.box import Box
+from chat.server.cluster.link import Link
 
 log = logging.getLogger("chat.server.cluster")
 

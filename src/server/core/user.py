@@ -14,15 +14,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from chat.server.core.outbuf import OutBuffer
+from chat.server.core.pool import Mailbox, Submitter
+from chat.server.core.ratelimit import TokenBucket
+from chat.server.net.inbox import Cause
+from chat.server.store.sqlite import Page
 from chat.shared.connection import ServerConnection
 from chat.shared.errors import RemoteProtocolError
 from chat.shared.messages import MsgId, Send
-
-from .inbox import Cause
-from .msgstore import Page
-from .outbuf import OutBuffer
-from .pool import Mailbox, Submitter
-from .ratelimit import TokenBucket
 
 
 # ---- mailbox items (bytes items are frame payloads) ------------------------

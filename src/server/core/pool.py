@@ -19,9 +19,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import native
+from chat.server.core import native
 
-log = logging.getLogger("chat.server.pool")
+log = logging.getLogger("chat.server.core.pool")
 
 _STOP = 0  # the number that tells a worker to finish
 _TICK = 64  # tasks a worker runs before it must call `end_tick` (hand its writes over)

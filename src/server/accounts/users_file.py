@@ -28,9 +28,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from chat.server.cipher import Cipher, CipherError
-from chat.server.keyfile import fsync_dir, write_private_temp
-from chat.server.sealing import MAC_BYTES, NONCE_BYTES, Sealer
+from chat.server.crypto.cipher import Cipher, CipherError
+from chat.server.crypto.keyfile import fsync_dir, write_private_temp
+from chat.server.crypto.sealing import MAC_BYTES, NONCE_BYTES, Sealer
 
 log = logging.getLogger(__name__)
 

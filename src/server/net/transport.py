@@ -14,10 +14,9 @@ from __future__ import annotations
 import socket
 import ssl
 
+from chat.server.core.user import Session
+from chat.server.net.inbox import Cause
 from chat.shared.framing import FrameDecoder
-
-from .inbox import Cause
-from .session import Session
 
 _SEND_CHUNK = 1024 * 1024  # one send() never hands the kernel more than this
 _TLS_CHUNK = 16 * 1024  # one TLS record

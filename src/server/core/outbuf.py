@@ -15,7 +15,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from . import native
+from chat.server.core import native
 
 #: A connection holding more than this when the shared budget is spent is a
 #: slow reader: its next append fails (InspIRCd's soft send queue, ngIRCd's 32 KiB).

@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .msgstore import Kept, MessageStore, Page
+from chat.server.store.sqlite import Kept, MessageStore, Page
 
-log = logging.getLogger("chat.server.store")
+log = logging.getLogger("chat.server.accounts.users_file")
 
 #: Ids reserved on disk ahead of those given out; a restart skips what is left of it.
 ID_BLOCK = 1 << 20

@@ -11,24 +11,24 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from . import native
-from .config import ServerConfig
-from .dispatch import Accounts, Dispatcher, NoRelay
-from .hashing import HashExecutor
-from .history import HistoryService, NoHistory
-from .hub import Hub
-from .inbox import LoopInbox
-from .loop import EventLoop
-from .outbuf import SOFT_LIMIT
-from .pool import WorkerPool
-from .store import StoreError
-from .throttle import LoginThrottle
+from chat.server.accounts.hashing import HashExecutor
+from chat.server.accounts.throttle import LoginThrottle
+from chat.server.accounts.users_file import StoreError
+from chat.server.core import native
+from chat.server.core.dispatch import Accounts, Dispatcher, NoRelay
+from chat.server.core.hub import Hub
+from chat.server.core.outbuf import SOFT_LIMIT
+from chat.server.core.pool import WorkerPool
+from chat.server.net.inbox import LoopInbox
+from chat.server.net.loop import EventLoop
+from chat.server.ops.config import ServerConfig
+from chat.server.store.service import HistoryService, NoHistory
 
 if TYPE_CHECKING:  # a server alone never imports the cluster (and Redis' client library)
-    from .cluster.accounts import RedisAccounts
-    from .cluster.box import Box
-    from .cluster.link import Link
-    from .cluster.node import ClusterNode, Outbound
+    from chat.server.cluster.accounts import RedisAccounts
+    from chat.server.cluster.box import Box
+    from chat.server.cluster.link import Link
+    from chat.server.cluster.node import ClusterNode, Outbound
 
 log = logging.getLogger("chat.server")
 
@@ -122,7 +122,7 @@ class ChatServer:
         )
         self.node: ClusterNode | None = None
         if cluster is not None:
-            from .cluster.node import ClusterNode
+            from chat.server.cluster.node import ClusterNode
 
             self.node = ClusterNode(
                 cluster.link,

@@ -26,20 +26,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chat.server.cipher import Cipher, CipherLoadError, load_cipher
+from chat.server.accounts.users_file import FolderLock, StoreError, UserStore
+from chat.server.app import ChatServer, ClusterParts, open_listener, raise_fd_limit
+from chat.server.cluster.url import ClusterError, redacted
+from chat.server.crypto.cipher import Cipher, CipherLoadError, load_cipher
+from chat.server.crypto.keyfile import KeyFileError, load_or_create_key, loose_mode, read_key
+from chat.server.net.tls import (
+    DEFAULT_HOSTS,
+    TLSConfigError,
+    generate_self_signed,
+    load_server_context,
+)
+from chat.server.ops.config import ServerConfig
+from chat.server.ops.config_file import ConfigFileError, read_config_file
+from chat.server.store.service import HistoryService, NoHistory
+from chat.server.store.sqlite import MessageStore, MessageStoreError
 from chat.shared.framing import MAX_SERVER_FRAME
 from chat.shared.messages import PASSWORD_MAX, valid_name
 from chat.shared.version import VERSION
-
-from .cluster.url import ClusterError, redacted
-from .config import ServerConfig
-from .config_file import ConfigFileError, read_config_file
-from .history import HistoryService, NoHistory
-from .keyfile import KeyFileError, load_or_create_key, loose_mode, read_key
-from .msgstore import MessageStore, MessageStoreError
-from .server import ChatServer, ClusterParts, open_listener, raise_fd_limit
-from .store import FolderLock, StoreError, UserStore
-from .tls import DEFAULT_HOSTS, TLSConfigError, generate_self_signed, load_server_context
 
 log = logging.getLogger("chat.server")
 
@@ -573,11 +577,11 @@ def _main_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciph
     the key file (the same on every node), so several nodes may share a data folder."""
     import redis  # only a node of a cluster loads Redis' client library
 
-    from .cluster.accounts import RedisAccounts
-    from .cluster.box import Box
-    from .cluster.link import Link
-    from .cluster.messages import RedisIds, RedisMessageStore
-    from .cluster.node import Outbound
+    from chat.server.cluster.accounts import RedisAccounts
+    from chat.server.cluster.box import Box
+    from chat.server.cluster.link import Link
+    from chat.server.cluster.messages import RedisIds, RedisMessageStore
+    from chat.server.cluster.node import Outbound
 
     try:
         key = read_key(config.key_file)

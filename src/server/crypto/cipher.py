@@ -15,7 +15,7 @@ import os
 
 from cffi import FFI
 
-from . import bundled
+from chat.server import bundled
 
 LIBRARY_FILENAME = "libxor.so"
 # Where the library sits inside the package tree and inside one-file bundles:

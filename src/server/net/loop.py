@@ -29,21 +29,20 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from chat.server.core import native
+from chat.server.core.dispatch import Dispatcher
+from chat.server.core.hub import Hub
+from chat.server.core.outbuf import OutBuffer
+from chat.server.core.pool import WorkerPool
+from chat.server.core.ratelimit import TokenBucket
+from chat.server.core.user import Abort, Evict, PeerGone, Session
+from chat.server.net.inbox import Cause, CloseAfterFlush, Flushed, LoggedIn, LoopInbox, WhenDrained
+from chat.server.net.memory import release_free_memory
+from chat.server.net.selector import TunedEpollSelector
+from chat.server.net.transport import Transport
+from chat.server.ops.config import ServerConfig
 from chat.shared.errors import Code, RemoteProtocolError, Why
 from chat.shared.messages import ServerBye, encode
-
-from . import native
-from .config import ServerConfig
-from .dispatch import Dispatcher
-from .hub import Hub
-from .inbox import Cause, CloseAfterFlush, Flushed, LoggedIn, LoopInbox, WhenDrained
-from .memory import release_free_memory
-from .outbuf import OutBuffer
-from .pool import WorkerPool
-from .ratelimit import TokenBucket
-from .selector import TunedEpollSelector
-from .session import Abort, Evict, PeerGone, Session
-from .transport import Transport
 
 log = logging.getLogger("chat.server")
 

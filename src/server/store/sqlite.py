@@ -35,13 +35,12 @@ from pathlib import Path
 
 import msgspec
 
+from chat.server.crypto.cipher import Cipher, CipherError
+from chat.server.crypto.keyfile import fsync_dir
+from chat.server.crypto.sealing import NONCE_BYTES, Sealer
 from chat.shared.messages import BROADCAST, Msg
 
-from .cipher import Cipher, CipherError
-from .keyfile import fsync_dir
-from .sealing import NONCE_BYTES, Sealer
-
-log = logging.getLogger("chat.server.store")
+log = logging.getLogger("chat.server.accounts.users_file")
 
 FORMAT_VERSION = 1
 TAG_BYTES = 16  # HMAC-SHA256 truncated to 128 bits per chunk (RFC 2104 allows it)

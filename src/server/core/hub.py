@@ -16,11 +16,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, TypeVar
 
+from chat.server.core import native
+from chat.server.core.user import Session
 from chat.shared.messages import BROADCAST, Recipients, Roster, encode, encode_names
 from chat.shared.roster import ChangeLog, RosterOutbox
-
-from . import native
-from .session import Session
 
 _TRIM_MIN = 1024  # roster log entries before the first trim
 

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import secrets
 
-from .cipher import Cipher
+from chat.server.crypto.cipher import Cipher
 
 NONCE_BYTES = 16
 MAC_BYTES = 32

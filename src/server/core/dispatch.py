@@ -21,6 +21,27 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chat.server.accounts.users_file import StoreError
+from chat.server.core import native
+from chat.server.core.hub import Dirty, Hub, Route
+from chat.server.core.outbuf import Append
+from chat.server.core.pool import Mailbox
+from chat.server.core.user import (
+    Abort,
+    Answered,
+    Answers,
+    Drained,
+    Evict,
+    HistoryRead,
+    LoginChecked,
+    OfflineRead,
+    Outcome,
+    PeerGone,
+    Session,
+    Stored,
+)
+from chat.server.net.inbox import Cause, LoopInbox
+from chat.server.store.sqlite import Kept, Page
 from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError, Why
 from chat.shared.messages import (
     BROADCAST,
@@ -39,30 +60,8 @@ from chat.shared.messages import (
 )
 from chat.shared.states import State
 
-from . import native
-from .hub import Dirty, Hub, Route
-from .inbox import Cause, LoopInbox
-from .msgstore import Kept, Page
-from .outbuf import Append
-from .pool import Mailbox
-from .session import (
-    Abort,
-    Answered,
-    Answers,
-    Drained,
-    Evict,
-    HistoryRead,
-    LoginChecked,
-    OfflineRead,
-    Outcome,
-    PeerGone,
-    Session,
-    Stored,
-)
-from .store import StoreError
-
 if TYPE_CHECKING:
-    from .hashing import HashExecutor
+    from chat.server.accounts.hashing import HashExecutor
 
 log = logging.getLogger("chat.server")
 

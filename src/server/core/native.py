@@ -16,7 +16,7 @@ from typing import Any
 
 from cffi import FFI
 
-from . import bundled
+from chat.server import bundled
 
 LIBRARY_FILENAME = "libchatdispatch.so"
 

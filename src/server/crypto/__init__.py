@@ -1,0 +1,3 @@
+"""Keys and sealing: the cipher plugin binding, the sealing scheme every store uses, and the key
+file.
+"""

@@ -1,0 +1,1 @@
+"""The operator's side: the command line, the configuration and its file."""
