@@ -308,9 +308,14 @@ static int put_locked(cd_out *o, struct slot *s, const uint8_t *data, size_t n, 
         return CD_OVERFLOW;
     }
     struct buf *b = (s->flags & CD_HOLDING) && !first ? &s->held : &s->main;
-    int rc = buf_put(b, data, n);
-    if (rc == CD_OK) account(o, (int64_t)n);
-    return rc;
+    if (buf_put(b, data, n) != CD_OK) {
+        /* No memory for it: the connection cannot get this frame, so it gets nothing more
+         * (Redis' rule for a client whose buffer cannot grow): reported like an overflow. */
+        s->flags |= CD_OVERFLOWED;
+        return CD_OVERFLOW;
+    }
+    account(o, (int64_t)n);
+    return CD_OK;
 }
 
 int cd_append(cd_out *o, cd_tick *t, uint64_t h, const uint8_t *data, size_t n) {
@@ -324,12 +329,19 @@ int cd_append(cd_out *o, cd_tick *t, uint64_t h, const uint8_t *data, size_t n) 
 }
 
 size_t cd_fanout(cd_out *o, cd_tick *t, const uint8_t *data, size_t n, const uint64_t *handles,
-                 size_t count, uint32_t exclude) {
-    if (!o || (n && !data) || (count && !handles)) return 0;
+                 size_t count, uint32_t exclude, uint8_t *failed) {
+    if (failed && count) memset(failed, 0, count);
+    if (!o || (n && !data) || (count && !handles)) {
+        if (failed && count) memset(failed, 1, count);
+        return 0;
+    }
     size_t took = 0;
     for (size_t i = 0; i < count; i++) {
         struct slot *s = lock_live(o, handles[i]);
-        if (!s) continue;
+        if (!s) {
+            if (failed) failed[i] = 1;
+            continue;
+        }
         if (exclude && s->tag == exclude) {
             pthread_mutex_unlock(&s->mu);
             continue;
@@ -337,6 +349,7 @@ size_t cd_fanout(cd_out *o, cd_tick *t, const uint8_t *data, size_t n, const uin
         int rc = put_locked(o, s, data, n, 0);
         pthread_mutex_unlock(&s->mu);
         if (rc == CD_OK) took++;
+        else if (failed) failed[i] = 1;
         if (rc == CD_OK || rc == CD_OVERFLOW) mark(t, handles[i]);
     }
     return took;
@@ -355,7 +368,12 @@ int cd_seal(cd_out *o, cd_tick *t, uint64_t h, const uint8_t *data, size_t n) {
     buf_drop(&s->held);
     s->flags = (s->flags & ~CD_HOLDING) | CD_SEALED;
     int rc = buf_put(&s->main, data, n);
-    if (rc == CD_OK) account(o, (int64_t)n);
+    if (rc == CD_OK) {
+        account(o, (int64_t)n);
+    } else { /* the final frame does not fit in memory: close without it */
+        s->flags |= CD_OVERFLOWED;
+        rc = CD_OVERFLOW;
+    }
     pthread_mutex_unlock(&s->mu);
     mark(t, h);
     return rc;
@@ -387,8 +405,13 @@ int cd_release(cd_out *o, cd_tick *t, uint64_t h) {
         s->flags &= ~CD_HOLDING;
         size_t n = buf_size(&s->held);
         if (n && !(s->flags & (CD_SEALED | CD_CLOSED))) {
-            rc = buf_put(&s->main, s->held.data + s->held.off, n);
-            if (rc != CD_OK) account(o, -(int64_t)n); /* lost: no memory */
+            if (buf_put(&s->main, s->held.data + s->held.off, n) != CD_OK) {
+                /* The held frames cannot follow the catch-up: the connection would miss
+                 * them, so it is closed like an overflow, never silently shortened. */
+                account(o, -(int64_t)n);
+                s->flags |= CD_OVERFLOWED;
+                rc = CD_OVERFLOW;
+            }
         } else {
             account(o, -(int64_t)n);
         }

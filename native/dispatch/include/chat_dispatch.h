@@ -22,7 +22,9 @@
  * while all slots together hold more than `total_limit`, overflows: the
  * append fails, and the slot is reported (CD_S_OVERFLOW) so that the owner
  * is dropped as a slow reader. A final frame (cd_seal) is queued past any
- * limit and nothing is queued after it.
+ * limit and nothing is queued after it. A slot whose buffer cannot grow (no
+ * memory) is treated as an overflow too: the connection is dropped, never
+ * silently shortened. CD_ENOMEM is therefore never returned by an append.
  *
  * Return codes: 0 or a positive status on success, a negative CD_E* value
  * on bad arguments (never undefined behaviour: every handle, length and
@@ -47,7 +49,7 @@ extern "C" {
 /* Append results. */
 #define CD_OK 0
 #define CD_DROPPED 1  /* sealed, closed or a stale handle: nothing more may be queued */
-#define CD_OVERFLOW 2 /* a limit was hit: the owner must be dropped */
+#define CD_OVERFLOW 2 /* a limit was hit, or no memory for it: the owner must be dropped */
 #define CD_EINVAL (-1)
 #define CD_ENOMEM (-2)
 
@@ -93,13 +95,19 @@ CD_API int cd_set_tag(cd_out *o, uint64_t handle, uint32_t tag);
 /* `tick` (may be NULL) records the slot as dirty for cd_tick_flush. */
 CD_API int cd_append(cd_out *o, cd_tick *tick, uint64_t handle, const uint8_t *data, size_t n);
 /* The same bytes to every handle whose tag is not `exclude` (0 excludes nothing).
- * Returns how many slots took them; overflows are reported by cd_tick_flush. */
+ * Returns how many slots took them; overflows are reported by cd_tick_flush.
+ * `failed` (may be NULL) has `count` bytes: failed[i] is set to 1 when handles[i]
+ * was not excluded and did not take the bytes (stale, sealed, closed, overflowed or
+ * out of memory), 0 otherwise, so the caller never counts such a recipient as reached. */
 CD_API size_t cd_fanout(cd_out *o, cd_tick *tick, const uint8_t *data, size_t n,
-                        const uint64_t *handles, size_t count, uint32_t exclude);
-/* The final frame: past any limit; returns CD_OK, or CD_DROPPED if already sealed. */
+                        const uint64_t *handles, size_t count, uint32_t exclude, uint8_t *failed);
+/* The final frame: past any limit; returns CD_OK, CD_DROPPED if already sealed, or
+ * CD_OVERFLOW when no memory is left for it (the slot is reported as overflowed). */
 CD_API int cd_seal(cd_out *o, cd_tick *tick, uint64_t handle, const uint8_t *data, size_t n);
 /* A login's catch-up: appends wait aside from cd_hold until cd_release; cd_append_first
- * queues ahead of them. cd_seal drops what waits aside. */
+ * queues ahead of them. cd_seal drops what waits aside. cd_release returns CD_OVERFLOW
+ * (and the slot is reported as overflowed) when what waited cannot be moved for want
+ * of memory. */
 CD_API int cd_hold(cd_out *o, uint64_t handle);
 CD_API int cd_append_first(cd_out *o, cd_tick *tick, uint64_t handle, const uint8_t *data,
                            size_t n);

@@ -476,19 +476,33 @@ static void op_fanout(struct input *in) {
     size_t n = pick_len(in, 1, MAXDATA);
     const uint8_t *data = pick_data(in, n);
     int null_handles = count && u8(in) % 16 == 0;
+    uint8_t failed[6], want_failed[6];
+    int with_failed = u8(in) % 2;
     size_t took = cd_fanout(G.o, mt ? mt->t : NULL, data, n, null_handles ? NULL : hs, count,
-                            exclude);
+                            exclude, with_failed ? failed : NULL);
     size_t want = 0;
+    memset(want_failed, 1, sizeof want_failed);
     if (!((n && !data) || null_handles)) {
         for (size_t i = 0; i < count; i++) {
             struct mslot *s = slot_of(hs[i]);
-            if (!s || (exclude && s->tag == exclude)) continue;
+            want_failed[i] = 1;
+            if (!s) continue;
+            if (exclude && s->tag == exclude) {
+                want_failed[i] = 0;
+                continue;
+            }
             int rc = m_put(s, data, n, 0);
-            if (rc == CD_OK) want++;
+            if (rc == CD_OK) {
+                want++;
+                want_failed[i] = 0;
+            }
             if (rc == CD_OK || rc == CD_OVERFLOW) m_mark(mt, hs[i]);
         }
     }
     EXPECT(took == want, "fanout of %zu bytes to %zu took %zu, want %zu", n, count, took, want);
+    for (size_t i = 0; with_failed && i < count; i++)
+        EXPECT(failed[i] == want_failed[i], "fanout: failed[%zu] = %u, want %u", i, failed[i],
+               want_failed[i]);
 }
 
 static void op_seal(struct input *in) {
@@ -691,7 +705,7 @@ static void op_null_out(struct input *in) {
     size_t left = 5;
     switch (u8(in) % 10) {
     case 0: EXPECT(cd_append(NULL, G.tk[0].t, h, buf, 8) == CD_DROPPED, "append"); break;
-    case 1: EXPECT(cd_fanout(NULL, G.tk[0].t, buf, 8, &h, 1, 0) == 0, "fanout"); break;
+    case 1: EXPECT(cd_fanout(NULL, G.tk[0].t, buf, 8, &h, 1, 0, NULL) == 0, "fanout"); break;
     case 2: EXPECT(cd_seal(NULL, NULL, h, buf, 8) == CD_DROPPED, "seal"); break;
     case 3: EXPECT(cd_close(NULL, h) == CD_EINVAL, "close"); break;
     case 4: EXPECT(cd_state(NULL, h) == CD_CLOSED, "state"); break;

@@ -36,7 +36,7 @@ int cd_close(cd_out *o, uint64_t handle);
 int cd_set_tag(cd_out *o, uint64_t handle, uint32_t tag);
 int cd_append(cd_out *o, cd_tick *tick, uint64_t handle, const uint8_t *data, size_t n);
 size_t cd_fanout(cd_out *o, cd_tick *tick, const uint8_t *data, size_t n,
-                 const uint64_t *handles, size_t count, uint32_t exclude);
+                 const uint64_t *handles, size_t count, uint32_t exclude, uint8_t *failed);
 int cd_seal(cd_out *o, cd_tick *tick, uint64_t handle, const uint8_t *data, size_t n);
 int cd_hold(cd_out *o, uint64_t handle);
 int cd_append_first(cd_out *o, cd_tick *tick, uint64_t handle, const uint8_t *data, size_t n);
@@ -56,8 +56,9 @@ size_t cd_tick_flush(cd_out *o, cd_tick *t, uint64_t *handles, uint32_t *statuse
 ffi = FFI()
 ffi.cdef(_CDEF)
 
-# chat_dispatch.h
-OK, DROPPED, OVERFLOW = 0, 1, 2
+# chat_dispatch.h, without the CD_ prefix. The declarations above and these numbers are
+# copies of the header: tests/server/test_native_binding.py holds them to it.
+OK, DROPPED, OVERFLOW, EINVAL, ENOMEM = 0, 1, 2, -1, -2
 DIRECT, SEALED, CLOSED, OVERFLOWED, HOLDING = 1, 2, 4, 8, 16
 S_LEFT, S_ERROR, S_SEALED, S_OVERFLOW, S_LOOP = 1, 2, 4, 8, 16
 NULL = ffi.NULL
@@ -151,10 +152,21 @@ class OutTable:
     def tick(self) -> Tick:
         return Tick(self)
 
-    def fanout(self, tick: Tick | None, data: bytes, handles: Any, count: int, exclude: int) -> int:
-        """The same bytes to `count` handles of the uint64_t[] `handles` but `exclude`'s."""
+    def fanout(
+        self,
+        tick: Tick | None,
+        data: bytes,
+        handles: Any,
+        count: int,
+        exclude: int,
+        failed: Any = NULL,
+    ) -> int:
+        """The same bytes to `count` handles of the uint64_t[] `handles` but `exclude`'s;
+        how many took them. `failed` (a uint8_t[] of `count`, or NULL) marks each handle
+        that was not excluded and did not take them (gone, sealed, overflowed)."""
         t = NULL if tick is None else tick.ptr
-        return int(self._lib.cd_fanout(self._out, t, data, len(data), handles, count, exclude))
+        out = self._out
+        return int(self._lib.cd_fanout(out, t, data, len(data), handles, count, exclude, failed))
 
 
 class Tick:

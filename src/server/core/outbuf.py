@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Any
 
 from chat.server.core import native
+from chat.shared.errors import LocalProtocolError
 
 #: A connection holding more than this when the shared budget is spent is a
 #: slow reader: its next append fails (InspIRCd's soft send queue, ngIRCd's 32 KiB).
@@ -30,7 +31,18 @@ class Append(Enum):
     OVERFLOW = "overflow"  # the peer does not read: a limit is reached
 
 
+#: Every code an append can return (chat_dispatch.h): no memory is an overflow there, and
+#: EINVAL is our own misuse of the library, never the peer's doing.
 _RESULTS = {native.OK: Append.OK, native.DROPPED: Append.DROPPED, native.OVERFLOW: Append.OVERFLOW}
+
+
+def _result(rc: int) -> Append:
+    result = _RESULTS.get(rc)
+    if result is None:
+        raise LocalProtocolError(f"libchatdispatch refused an append: code {rc}")
+    return result
+
+
 _NO_TICK = native.NULL
 
 
@@ -70,7 +82,7 @@ class OutBuffer:
         return bool(self._state() & native.OVERFLOWED)
 
     def append(self, data: bytes, tick: native.Tick | None = None) -> Append:
-        return _RESULTS[self._lib.cd_append(self._out, _tick(tick), self.handle, data, len(data))]
+        return _result(self._lib.cd_append(self._out, _tick(tick), self.handle, data, len(data)))
 
     def set_tag(self, tag: int) -> None:
         """Name the slot's user for the fan-out (a message to everyone skips its sender's)."""
@@ -83,11 +95,12 @@ class OutBuffer:
     def append_first(self, data: bytes, tick: native.Tick | None = None) -> Append:
         """Queue catch-up frames ahead of what `hold` set aside (limits as `append`)."""
         rc = self._lib.cd_append_first(self._out, _tick(tick), self.handle, data, len(data))
-        return _RESULTS[rc]
+        return _result(rc)
 
-    def release(self, tick: native.Tick | None = None) -> None:
-        """The catch-up is over: what waited aside follows it."""
-        self._lib.cd_release(self._out, _tick(tick), self.handle)
+    def release(self, tick: native.Tick | None = None) -> Append:
+        """The catch-up is over: what waited aside follows it (OVERFLOW when it cannot, for
+        want of memory: the slot is then reported and the connection dropped)."""
+        return _result(self._lib.cd_release(self._out, _tick(tick), self.handle))
 
     def seal(self, final: bytes, tick: native.Tick | None = None) -> bool:
         """Queue the last frame this connection gets, past any limit; False if already sealed.
