@@ -1,38 +1,235 @@
-"""Assembles the server from its parts and runs it until a signal stops it."""
+"""The composition root: every object of a running server, built whole, started and stopped.
+
+`Engines` are what differs between a server alone and a node of a cluster:
+the four seams (accounts, store, presence, broker: Centrifugo's engine
+split) and the deadline a `sent` may wait for them. `build_cluster` makes
+the Redis ones (ops/cli.py makes a server alone's from its files); `Server`
+wires the rest the same way for both.
+
+Lifetimes are structured (trio's rule): no constructor starts a thread;
+`Server.run` starts every part in order, runs the loop on the calling thread,
+and stops and joins every part in the reverse order, so nothing outlives the
+server and no thread writes to a descriptor that was closed under it.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import resource
 import signal
-import socket
 import ssl
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import Any
 
 from chat.server.accounts.hashing import HashExecutor
+from chat.server.accounts.seam import Accounts
 from chat.server.accounts.throttle import LoginThrottle
-from chat.server.accounts.users_file import StoreError
+from chat.server.accounts.users_file import FolderLock, StoreError, UserStore
 from chat.server.core import native
-from chat.server.core.dispatch import Accounts, Dispatcher, NoRelay
+from chat.server.core.broker import Broker, NoBroker
+from chat.server.core.catchup import CatchUp
+from chat.server.core.deadlines import Deadlines
+from chat.server.core.dispatch import Dispatcher
+from chat.server.core.ends import Ends
+from chat.server.core.fanout import Fanout
+from chat.server.core.frames import PeerFrames
 from chat.server.core.hub import Hub
-from chat.server.core.outbuf import SOFT_LIMIT
+from chat.server.core.login import Login
+from chat.server.core.outbuf import SOFT_LIMIT, OutBuffer
+from chat.server.core.outcomes import Outcomes
 from chat.server.core.pool import WorkerPool
+from chat.server.core.presence import NoPresence, Presence
+from chat.server.core.ratelimit import TokenBucket
+from chat.server.core.ticks import Ticks
+from chat.server.core.user import User
+from chat.server.crypto.cipher import Cipher
+from chat.server.crypto.keyfile import KeyFileError, load_or_create_key, loose_mode, read_key
 from chat.server.net.inbox import LoopInbox
+from chat.server.net.listeners import Listener, ListenError, open_listener
 from chat.server.net.loop import EventLoop
 from chat.server.ops.config import ServerConfig
-from chat.server.store.service import HistoryService, NoHistory
-
-if TYPE_CHECKING:  # a server alone never imports the cluster (and Redis' client library)
-    from chat.server.cluster.accounts import RedisAccounts
-    from chat.server.cluster.box import Box
-    from chat.server.cluster.link import Link
-    from chat.server.cluster.node import ClusterNode, Outbound
+from chat.server.store.seam import NoStore, Store
+from chat.server.store.service import StoreService
+from chat.server.store.sqlite import MessageStore, MessageStoreError
 
 log = logging.getLogger("chat.server")
 
-_FD_RESERVE = 64  # descriptors kept for the listener, epoll, logs, the users file
+_FD_RESERVE = 64  # descriptors kept for the listeners, epoll, logs, the users file
+
+
+@dataclass
+class Engines:
+    """The seams' implementations, and what else of theirs must be started and stopped."""
+
+    accounts: Accounts
+    store: Store
+    presence: Presence = field(default_factory=NoPresence)
+    broker: Broker = field(default_factory=NoBroker)
+    #: Seconds a `sent` may wait for the store and other nodes (None: no limit).
+    deadline: float | None = None
+    #: Extra parts (a cluster's link and control channel): started first, stopped last.
+    parts: list[Any] = field(default_factory=list)
+    describe: str = "alone"
+
+
+@dataclass
+class Core:
+    """The chat core of one process, wired: what a `User`'s mailbox runs, and the hub."""
+
+    hub: Hub
+    ticks: Ticks
+    fanout: Fanout
+    dispatcher: Dispatcher
+    hasher: HashExecutor
+    deadlines: Deadlines
+    throttle: LoginThrottle
+
+
+def build_core(
+    config: ServerConfig, engines: Engines, table: native.OutTable, inbox: LoopInbox
+) -> Core:
+    """Every part of the core, whole, in the order they need each other (no thread starts).
+    The server and the tests without sockets (tests/server/harness.py) both use it."""
+    hub = Hub(config.ack_timeout, engines.presence, engines.store)
+    ticks = Ticks(table, inbox)
+    hasher = HashExecutor(config.hash_threads, config.hash_queue)
+    deadlines = Deadlines()
+    throttle = LoginThrottle()
+    ends = Ends(hub, inbox)
+    fanout = Fanout(
+        hub,
+        engines.store,
+        engines.accounts,
+        engines.presence,
+        engines.broker,
+        table,
+        ticks,
+        deadlines,
+        engines.deadline,
+    )
+    login = Login(hub, engines.accounts, throttle, hasher, inbox, ends)
+    catchup = CatchUp(engines.store, inbox)
+    frames = PeerFrames(hub, engines.store, login, catchup, ends)
+    outcomes = Outcomes(login, fanout, catchup, frames, ends)
+    dispatcher = Dispatcher(frames, outcomes, fanout, ticks)
+    return Core(hub, ticks, fanout, dispatcher, hasher, deadlines, throttle)
+
+
+class Server:
+    """The running server (see the module's docstring)."""
+
+    def __init__(self, config: ServerConfig, listeners: list[Listener], engines: Engines) -> None:
+        self.config = config
+        self.listeners = listeners
+        self.engines = engines
+        self.port = listeners[0].port if listeners else 0
+        self.inbox = LoopInbox()
+        # One outbound slot per connection; refused ones (server_full) linger briefly too.
+        self.table = native.OutTable(
+            2 * config.max_clients + 64, config.max_outbuf, SOFT_LIMIT, config.max_total_outbuf
+        )
+        core = self.core = build_core(config, engines, self.table, self.inbox)
+        self.hub, self.ticks, self.fanout = core.hub, core.ticks, core.fanout
+        self.hasher, self.deadlines, self.dispatcher = core.hasher, core.deadlines, core.dispatcher
+        self.pool = WorkerPool(config.threads, self.dispatcher.end_tick)
+        self.loop = EventLoop(config, listeners, self.hub, self.inbox, self.table, self._user)
+        self.reload: Callable[[], None] | None = None  # set by ops/cli.py (SIGHUP)
+
+    def _user(self, cid: int, fd: int, addr: Any, handle: int, direct: bool) -> User:
+        """A new connection's `User`, whole: its slot, rate bucket and mailbox."""
+        cfg = self.loop.admission.config  # the newest settings (a reload changes them)
+        rate = TokenBucket(cfg.rate_limit, cfg.rate_burst) if cfg.rate_limit > 0 else None
+        out = OutBuffer(self.table, handle, direct)
+        return User(cid, fd, addr, out, rate, self.pool, self.dispatcher.handle_batch)
+
+    def install_signal_handlers(self) -> None:
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            log.info("received %s", signal.Signals(signum).name)
+            self.loop.stop()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            if self.reload is not None:
+                self.loop.ask_reload(self.reload)
+
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    # ---- lifetime ----------------------------------------------------------------------
+    def run(self) -> None:
+        """Start every part in order, run the loop here, stop every part in reverse."""
+        e = self.engines
+        for listener in self.listeners:
+            log.info(
+                "listening on %s port %d (%s)",
+                listener.spec.host or "*",
+                listener.port,
+                "TLS" if listener.tls is not None else "plain TCP",
+            )
+        started: list[Any] = []
+        try:
+            for part in (*e.parts, e.store, self.deadlines, self.hasher, self.pool):
+                part.start()
+                started.append(part)
+            e.presence.start(_Listener(self.hub, self.ticks))  # who is online elsewhere
+            started.append(e.presence)
+            e.broker.start(self.fanout)
+            started.append(e.broker)
+            self.loop.run()
+        finally:
+            # The loop has said bye to everyone and closed every socket. Threads that may
+            # still append or ask the loop for I/O stop before its inbox closes.
+            order = [self.hasher, self.pool, e.broker, e.presence, self.deadlines, e.store]
+            for part in [*order, *reversed(e.parts)]:
+                if part in started:
+                    _stop(part)
+            self.inbox.close()
+            self._persist()
+            stats = self.loop.stats
+            log.info(
+                "stopped: %d accepted, %d rejected (server_full), %d closed, %d accounts",
+                stats["accepted"],
+                stats["rejected_full"],
+                stats["closed"],
+                len(e.accounts),
+            )
+
+    def _persist(self) -> None:
+        try:
+            self.engines.accounts.save()
+        except StoreError as exc:
+            log.error("%s", exc)
+
+
+class _Listener:
+    """The hub as the presence's listener: each call with the calling thread's tick."""
+
+    __slots__ = ("_hub", "_ticks")
+
+    def __init__(self, hub: Hub, ticks: Ticks) -> None:
+        self._hub = hub
+        self._ticks = ticks
+
+    def elsewhere(self, name: str, visible: bool) -> None:
+        self._hub.elsewhere(name, visible, self._ticks.current())
+
+    def elsewhere_reset(self, names: set[str]) -> None:
+        self._hub.elsewhere_reset(names, self._ticks.current())
+
+    def settled(self) -> None:
+        self._ticks.flush()
+
+
+def _stop(part: Any) -> None:
+    try:
+        part.stop()
+    except Exception:  # stopping the rest matters more than this one's error
+        log.exception("stopping %s failed", type(part).__name__)
 
 
 def raise_fd_limit(max_clients: int) -> int:
@@ -56,123 +253,255 @@ def raise_fd_limit(max_clients: int) -> int:
     return soft
 
 
-def open_listener(host: str, port: int, backlog: int) -> socket.socket:
-    if host in ("", "::") and socket.has_dualstack_ipv6():
-        sock = socket.create_server(
-            ("::", port), family=socket.AF_INET6, backlog=backlog, dualstack_ipv6=True
-        )
-    else:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.create_server((host or "0.0.0.0", port), family=family, backlog=backlog)
-    sock.setblocking(False)
-    return sock
+# --------------------------------------------------------------------------------------------
+# Opening: the engines of a server alone (its files) or of a node (Redis), and the listeners.
+# A start that fails creates nothing: every check runs first, then the ports are bound,
+# and only then are files created (docs/operations.md, "Start-up").
+# --------------------------------------------------------------------------------------------
+USERS_FILE = "users.db"
+KEY_FILE = "server.key"
+HISTORY_FILE = "history.db"
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterParts:
-    """What a node of a cluster is made with (cli.py builds it; docs/cluster.md)."""
+class StartError(Exception):
+    """The server cannot start: one line for stderr, and the exit code."""
 
-    link: Link
-    box: Box
-    accounts: RedisAccounts
-    outbound: Outbound
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
-class ChatServer:
-    """The running server. `listener` is bound before anything is written to disk (cli.py),
-    so a start that fails creates nothing; `tls` is None for plain TCP; `keeper` is the
-    message store (or `NoHistory`)."""
+@dataclass
+class Opened:
+    """What `open_alone` or `open_cluster` made: a server to run, and what to release after."""
 
-    def __init__(
-        self,
-        config: ServerConfig,
-        store: Accounts,
-        listener: socket.socket,
-        tls: ssl.SSLContext | None,
-        keeper: HistoryService | NoHistory,
-        cluster: ClusterParts | None = None,
-    ) -> None:
-        self.config = config
-        self.store = store
-        self.keeper = keeper
-        self.listener = listener
-        self.tls = tls
-        self.port = self.listener.getsockname()[1]
-        outbound = cluster.outbound if cluster is not None else None
-        self.hub = Hub(config.ack_timeout, on_local=outbound.local if outbound else None)
-        self.inbox = LoopInbox()
-        self.hasher = HashExecutor(config.hash_threads, config.hash_queue)
-        # One outbound slot per connection; refused ones (server_full) linger briefly too.
-        self.table = native.OutTable(
-            2 * config.max_clients + 64, config.max_outbuf, SOFT_LIMIT, config.max_total_outbuf
-        )
-        self.dispatcher = Dispatcher(
-            self.hub,
-            store,
-            LoginThrottle(),
-            self.hasher,
-            self.inbox,
-            keeper,
-            self.table,
-            outbound if outbound is not None else NoRelay(),
-        )
-        self.pool = WorkerPool(config.threads, self.dispatcher.end_tick)
-        self.loop = EventLoop(
-            config, listener, tls, self.hub, self.dispatcher, self.pool, self.inbox, self.table
-        )
-        self.node: ClusterNode | None = None
-        if cluster is not None:
-            from chat.server.cluster.node import ClusterNode
+    server: Server
+    release: Callable[[], None] = lambda: None
 
-            self.node = ClusterNode(
-                cluster.link,
-                cluster.box,
-                cluster.accounts,
-                cluster.outbound,
-                self.hub,
-                self.table,
-                self.inbox,
-            )
 
-    def install_signal_handlers(self) -> None:
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            log.info("received %s", signal.Signals(signum).name)
-            self.loop.stop()
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
-
-    def run(self) -> None:
-        log.info(
-            "listening on %s port %d (%s)",
-            self.config.host or "*",
-            self.port,
-            "TLS" if self.tls is not None else "plain TCP",
-        )
-        if self.node is not None:
-            self.node.join()  # who is online elsewhere, before the first client logs in
+def listen(config: ServerConfig, tls: ssl.SSLContext | None) -> list[Listener]:
+    """Bind every listener (StartError when one cannot be had), and warn about what they
+    expose."""
+    raise_fd_limit(config.max_clients)
+    listeners: list[Listener] = []
+    for spec in config.listeners():
         try:
-            self.loop.run()
-        finally:
-            # Threads that may still ask the loop for I/O stop before its inbox closes.
-            self.hasher.stop()
-            self.pool.stop()
-            if self.node is not None:
-                self.node.stop()
-            self.keeper.stop()  # what the workers handed over is stored before the exit
-            self.inbox.close()
-            self._persist()
-            stats = self.loop.stats
-            log.info(
-                "stopped: %d accepted, %d rejected (server_full), %d closed, %d accounts",
-                stats["accepted"],
-                stats["rejected_full"],
-                stats["closed"],
-                len(self.store),
-            )
+            listeners.append(open_listener(spec, config.backlog, tls))
+        except (OSError, ListenError) as exc:
+            for done in listeners:
+                done.close()
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StartError(EXIT_FAILURE, f"cannot listen on {spec}: {why}") from None
+    for listener in listeners:
+        if listener.tls is None:
+            _warn_if_exposed(listener)
+    return listeners
 
-    def _persist(self) -> None:
+
+def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher) -> Opened:
+    """A server alone: its key, users file and message store, locked for this process."""
+    folder = config.users_file.parent
+    locks: list[FolderLock] = []
+
+    def release() -> None:
+        for lock in locks:
+            lock.release()
+
+    try:
+        if folder.exists():
+            locks.append(FolderLock.acquire(folder))
+        key = read_key(config.key_file)
+        history_folder = config.history_file.parent
+        own_history_folder = config.keep_messages and not _same_folder(history_folder, folder)
+        if own_history_folder and history_folder.exists():
+            locks.append(FolderLock.acquire(history_folder))
+        accounts: UserStore | None = None
+        if key is not None:
+            _warn_if_loose(config.key_file, "key file")
+            accounts = UserStore.open(config.users_file, key, cipher, config.hash_cost)
+            if config.keep_messages:
+                MessageStore.check(config.history_file, key, cipher)
+        else:
+            for path, what in ((config.users_file, "the accounts"), (config.history_file, "it")):
+                if path.exists() and (config.keep_messages or path == config.users_file):
+                    raise StartError(
+                        EXIT_FAILURE,
+                        f"{path} exists but its key file {config.key_file} is missing: restore "
+                        f"the key (without it {what} cannot be read)",
+                    )
+        listeners = listen(config, tls)
+        # The checks passed and the ports are ours: now files may be created.
         try:
-            self.store.save()
-        except StoreError as exc:
-            log.error("%s", exc)
+            if not locks or locks[0].folder != folder:
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                locks.insert(0, FolderLock.acquire(folder))
+            if accounts is None:
+                key, created = load_or_create_key(config.key_file)
+                if created:
+                    log.info(
+                        "created a new key file %s (mode 0600): keep it with the users file",
+                        config.key_file,
+                    )
+                accounts = UserStore.open(config.users_file, key, cipher, config.hash_cost)
+            if own_history_folder and len(locks) < 2:
+                history_folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                locks.append(FolderLock.acquire(history_folder))
+            store = _open_store(config, key, cipher)
+        except (OSError, KeyFileError, StoreError, MessageStoreError) as exc:
+            for listener in listeners:
+                listener.close()
+            text = f"{folder}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+            raise StartError(EXIT_FAILURE, text) from None
+    except KeyFileError as exc:
+        release()
+        raise StartError(EXIT_USAGE, str(exc)) from None
+    except (StoreError, MessageStoreError) as exc:
+        release()
+        raise StartError(EXIT_FAILURE, str(exc)) from None
+    except StartError:
+        release()
+        raise
+    log.info("users file %s: %d accounts", config.users_file, len(accounts))
+    engines = Engines(accounts, store)
+    return Opened(Server(config, listeners, engines), release)
+
+
+def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher) -> Opened:
+    """A node of a cluster: accounts, history and presence in Redis, nothing on disk but
+    the key file (the same on every node), so several nodes may share a data folder."""
+    import secrets
+
+    import redis  # only a node of a cluster loads Redis' client library
+
+    from chat.server.cluster import keys
+    from chat.server.cluster.accounts import RedisAccounts
+    from chat.server.cluster.box import Box
+    from chat.server.cluster.broker import RedisBroker
+    from chat.server.cluster.link import Link
+    from chat.server.cluster.messages import RedisIds, RedisMessageStore
+    from chat.server.cluster.presence import RedisPresence
+    from chat.server.cluster.url import ClusterError
+
+    try:
+        key = read_key(config.key_file)
+        link = Link(config.cluster or "")
+    except (KeyFileError, ClusterError) as exc:
+        raise StartError(EXIT_USAGE, str(exc)) from None
+    try:
+        link.client.ping()
+    except redis.RedisError as exc:
+        raise StartError(
+            EXIT_FAILURE, f"cluster {link.shown}: cannot reach redis ({_one_line(exc)})"
+        ) from None
+    listeners = listen(config, tls)
+    try:
+        if key is None:
+            config.key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            key, created = load_or_create_key(config.key_file)
+            if created:
+                log.info(
+                    "created a new key file %s (mode 0600): every node of the cluster needs "
+                    "this same file",
+                    config.key_file,
+                )
+        else:
+            _warn_if_loose(config.key_file, "key file")
+        box = Box(key, cipher)
+        node_id = secrets.token_hex(8)
+        accounts = RedisAccounts(link, box, config.hash_cost)  # read when the node joins
+        parts: list[Any] = []
+        store: Store = NoStore()
+        if config.keep_messages:
+            ids = RedisIds(link)
+            parts.append(ids)
+            backend = RedisMessageStore(link, box, config.history_days * 86400)
+            store = StoreService(backend, config.offline_max, ids=ids)
+        presence = RedisPresence(
+            link,
+            box,
+            node_id,
+            control={keys.ACCOUNTS: lambda data: accounts.learned(data.decode())},
+            on_resync=[accounts.reload],
+        )
+        broker = RedisBroker(link, box, node_id)
+    except (OSError, KeyFileError) as exc:
+        for listener in listeners:
+            listener.close()
+        raise StartError(EXIT_FAILURE, str(exc)) from None
+    except redis.RedisError as exc:
+        for listener in listeners:
+            listener.close()
+        raise StartError(EXIT_FAILURE, f"cluster {link.shown}: {_one_line(exc)}") from None
+    engines = Engines(
+        accounts, store, presence, broker, CROSSING_DEADLINE, parts, f"node {node_id}"
+    )
+    return Opened(Server(config, listeners, engines))
+
+
+#: Seconds a node's `sent` may wait for Redis (the store and the other nodes): what has not
+#: answered by then is not delivered, not queued (issue "1 of 6", item 6: within 1 s).
+CROSSING_DEADLINE = 0.5
+
+
+def _open_store(config: ServerConfig, key: bytes, cipher: Cipher) -> Store:
+    """The message store of a server alone, or nothing kept (`--no-history`)."""
+    if not config.keep_messages:
+        log.info("message store: off (--no-history): no history, nothing queued for offline users")
+        return NoStore()
+    started = time.monotonic()
+    backend = MessageStore.open(config.history_file, key, cipher, config.history_days * 86400)
+    store = StoreService(backend, config.offline_max)
+    log.info(
+        "message store %s: open in %.0f ms; next id %d; keeps %s, %d offline messages per user",
+        config.history_file,
+        (time.monotonic() - started) * 1000,
+        store.ids.peek(),
+        f"{config.history_days:g} days" if config.history_days else "for ever",
+        config.offline_max,
+    )
+    return store
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _warn_if_loose(path: Path, what: str) -> None:
+    mode = loose_mode(path)
+    if mode is not None:
+        log.warning(
+            "%s %s has mode %04o: group or others may read it; run: chmod 600 %s",
+            what,
+            path,
+            mode,
+            path,
+        )
+
+
+def is_loopback(address: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and their IPv4-mapped forms; False for '', 0.0.0.0, ::."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def _warn_if_exposed(listener: Listener) -> None:
+    bound = str(listener.sock.getsockname()[0])
+    if not is_loopback(bound):
+        log.warning(
+            "no TLS on %s, which is not a loopback address: passwords would cross the "
+            "network in clear (give --tls-cert and --tls-key, or --host 127.0.0.1)",
+            bound,
+        )

@@ -1,4 +1,5 @@
-"""The server's logic without sockets: hub, dispatcher, mailboxes, hashing, real store.
+"""The server's logic without sockets: the core as the server wires it (`app.build_core`), real
+stores.
 
 Mailboxes run on an inline pool that the test drives, so every step is
 deterministic; password checks run on a real `HashExecutor` against a real
@@ -14,18 +15,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chat.server.accounts.hashing import HashExecutor
-from chat.server.accounts.throttle import LoginThrottle
 from chat.server.accounts.users_file import UserStore
+from chat.server.app import Engines, build_core
 from chat.server.core import native
-from chat.server.core.dispatch import Dispatcher, NoRelay
-from chat.server.core.hub import Hub
 from chat.server.core.outbuf import SOFT_LIMIT, OutBuffer
 from chat.server.core.ratelimit import TokenBucket
-from chat.server.core.user import Session
+from chat.server.core.user import User
 from chat.server.crypto.cipher import load_cipher
 from chat.server.net.inbox import LoopInbox, Request, WhenDrained
-from chat.server.store.service import HistoryService, NoHistory
+from chat.server.ops.config import ServerConfig
+from chat.server.store.seam import NoStore, Store
+from chat.server.store.service import StoreService
 from chat.server.store.sqlite import MessageStore
 from chat.shared.framing import FrameDecoder
 from chat.shared.messages import (
@@ -70,54 +70,52 @@ class World:
         clock: Callable[[], float] = time.monotonic,
         keep: bool = True,
         offline_max: int = 1000,
+        engines: Callable[[World], Engines] | None = None,
     ) -> None:
+        self.tmp = tmp
         self.store = UserStore.open(tmp / "users.db", KEY, load_cipher(), hash_cost_log2=COST)
-        self.keeper: HistoryService | NoHistory = (
-            HistoryService(
+        self.keeper: Store = (
+            StoreService(
                 MessageStore.open(tmp / "history.db", KEY, load_cipher(), 30 * 86400.0), offline_max
             )
             if keep
-            else NoHistory()
+            else NoStore()
         )
         self._clock = clock
-        self.hub = self.make_hub()
         self.inbox = LoopInbox()
-        self.hasher = HashExecutor(1, hash_queue)
-        self.throttle = LoginThrottle()
         # Slots the loop would write itself (not direct): the test reads them (`frames`).
         self.table = native.OutTable(4096, max_outbuf, SOFT_LIMIT, max_total)
-        self.dispatcher = Dispatcher(
-            self.hub,
-            self.store,
-            self.throttle,
-            self.hasher,
-            self.inbox,
-            self.keeper,
-            self.table,
-            NoRelay(),
-        )
+        self.engines = engines(self) if engines is not None else Engines(self.store, self.keeper)
+        config = ServerConfig(hash_threads=1, hash_queue=hash_queue)
+        self.core = build_core(config, self.engines, self.table, self.inbox)
+        self.core.hub._clock = clock  # deadlines by the test's clock
+        self.hub = self.core.hub
+        self.hasher = self.core.hasher
+        self.throttle = self.core.throttle
+        self.dispatcher = self.core.dispatcher
+        self.keeper.start()
+        self.hasher.start()
+        self.core.deadlines.start()
         self.pool = InlinePool()
         self.pool.end_tick = self.dispatcher.end_tick
         self.rate = rate
         self._cids = iter(range(1, 1 << 30))
         self.requests: list[Request] = []
-        self.sessions: list[Session] = []
+        self.sessions: list[User] = []
         #: False: catch-ups wait for the test to drain them (`drain`), as a slow reader's.
         self.auto_drain = True
         self.drain_waits: list[WhenDrained] = []
 
-    def make_hub(self) -> Hub:
-        return Hub(ack_timeout=30.0, clock=self._clock)
-
     def close(self) -> None:
         self.hasher.stop()
+        self.core.deadlines.stop()
         self.keeper.stop()
         self.inbox.close()
 
-    def connect(self, port: int = 40000) -> Session:
+    def connect(self, port: int = 40000) -> User:
         cid = next(self._cids)
         rate = TokenBucket(*self.rate) if self.rate else None
-        session = Session(
+        session = User(
             cid,
             100 + cid,
             ("127.0.0.1", port + cid),
@@ -129,7 +127,7 @@ class World:
         self.sessions.append(session)
         return session
 
-    def post(self, session: Session, *items: Any) -> None:
+    def post(self, session: User, *items: Any) -> None:
         """Post frames (messages are encoded, payload only) or control items, then settle."""
         payloads = [encode(i)[4:] if isinstance(i, ClientMessage) else i for i in items]
         session.mailbox.post(payloads, sum(len(p) for p in payloads if type(p) is bytes))
@@ -164,7 +162,7 @@ class World:
             else:
                 self.drain_waits.append(request)
 
-    def _waits_drain(self, session: Session) -> bool:
+    def _waits_drain(self, session: User) -> bool:
         return any(w.cid == session.cid for w in self.drain_waits)
 
     def drain(self, ok: bool = True) -> None:
@@ -174,7 +172,7 @@ class World:
             wait.then(ok)
         self.settle()
 
-    def login(self, name: str, password: str = "pw", register: bool = True) -> Session:
+    def login(self, name: str, password: str = "pw", register: bool = True) -> User:
         session = self.connect()
         self.post(session, Auth(name, password, register))
         frames = self.frames(session)
@@ -183,7 +181,7 @@ class World:
         self.frames(session)
         return session
 
-    def frames(self, session: Session) -> list[ServerMessage]:
+    def frames(self, session: User) -> list[ServerMessage]:
         """Everything queued for `session` since the last call, parsed."""
         data = bytearray()
 

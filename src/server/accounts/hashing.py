@@ -33,9 +33,13 @@ class HashExecutor:
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._stopping = False
+        self._size = threads
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Start the hash threads (their owner, the server, stops and joins them)."""
         self._threads = [
-            threading.Thread(target=self._work, name=f"hash-{i}", daemon=True)
-            for i in range(threads)
+            threading.Thread(target=self._work, name=f"hash-{i}") for i in range(self._size)
         ]
         for thread in self._threads:
             thread.start()

@@ -1,12 +1,12 @@
 """The cluster's accounts: one Redis hash, every account sealed, names known to every node.
 
-`chat:users` maps the blind index of a name to its sealed record (the users
+`chat:{g}:users` (cluster/keys.py) maps the blind index of a name to its sealed record (the users
 file's fields: salt, scrypt hash, parameters); a registration is one HSETNX,
 so two nodes registering one name at once cannot both win, and its reply
 comes after Redis has it (durable with `appendfsync always`, which the node
 checks at start: docs/cluster.md). Every node keeps the set of blind names
 in memory (loaded at start, then told of each new account on
-`chat:accounts`), because the fan-out asks "is this name an account?" under
+`chat:{g}:accounts`), because the fan-out asks "is this name an account?" under
 the hub lock, where no Redis round trip may happen.
 """
 
@@ -31,17 +31,18 @@ from chat.server.accounts.users_file import (
     record_from_json,
     record_to_json,
 )
+from chat.server.cluster import keys
 from chat.server.cluster.box import Box
 from chat.server.cluster.link import Link
 
 log = logging.getLogger("chat.server.cluster")
 
-USERS = "chat:users"
-ACCOUNTS_CHANNEL = "chat:accounts"
+USERS = keys.USERS
+ACCOUNTS_CHANNEL = keys.ACCOUNTS
 
 
 class RedisAccounts:
-    """What the dispatcher needs of a users store (`dispatch.Accounts`), over Redis."""
+    """The accounts seam (accounts/seam.py) over Redis."""
 
     def __init__(self, link: Link, box: Box, hash_cost_log2: int = DEFAULT_COST_LOG2) -> None:
         self._link = link
@@ -60,7 +61,7 @@ class RedisAccounts:
             self._known = names
 
     def learned(self, blind: str) -> None:
-        """Another node registered an account (a `chat:accounts` message)."""
+        """Another node registered an account (a message on the accounts channel)."""
         with self._lock:
             self._known.add(blind)
 

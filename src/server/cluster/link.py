@@ -12,12 +12,17 @@ import logging
 import threading
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from chat.server.cluster.url import check_url, redacted
 
 log = logging.getLogger("chat.server.cluster")
 
-TIMEOUT = 2.0  # seconds for a connect or a reply
+#: Seconds for a connect or a reply. Every call on a path a client waits for has it, and
+#: no call is retried by the library (redis-py retries three times by default: a Redis
+#: frozen with SIGSTOP held a sender for three timeouts); the node's own loops retry.
+TIMEOUT = 1.0
 
 
 class Link:
@@ -37,6 +42,7 @@ class Link:
             socket_timeout=TIMEOUT,
             socket_connect_timeout=TIMEOUT,
             health_check_interval=10,
+            retry=Retry(NoBackoff(), 0),
         )
 
     @property

@@ -1,16 +1,14 @@
 """The cluster's history, offline queues and message ids, in Redis.
 
-The same methods as the SQLite `msgstore.MessageStore`, so the same
-`history.HistoryService` (one writer thread with group commit, readers
-behind a barrier) runs it: a batch of messages is one pipeline, one round
-trip. Layout (docs/cluster.md):
+A `Backend` of the store seam (store/seam.py), like the SQLite
+`store.sqlite.MessageStore`, so the same `store.service.StoreService` (one
+writer thread with group commit, readers behind a barrier) runs it: a batch
+of messages is one pipeline, one round trip. Keys (cluster/keys.py):
+a conversation's history and a user's offline queue are sorted sets scored by
+message id, and `chat:{g}:ids` gives every node its blocks of ids.
 
-    chat:h:<conv>    ZSET  score = msg id, member = one sealed message
-    chat:q:<owner>   ZSET  score = msg id, member = one sealed message (offline)
-    chat:ids         INT   INCRBY: every node takes blocks of ids from it
-
-`<conv>` and `<owner>` are blind indexes (`Box.blind`): the conversation of
-two names, or `all`; one user's queue. A sealed member holds `[id, ts, from,
+A conversation is named by a blind index (`Box.blind`) of the two names, or
+of `all`; a queue by one of its owner's name. A sealed member holds `[id, ts, from,
 to, text]` and is bound to its key and score, so a member moved to another
 conversation or id does not open. A page is one ZREVRANGEBYSCORE; a queue
 is read with ZRANGEBYSCORE and acknowledged with ZREMRANGEBYSCORE; the quota
@@ -29,6 +27,7 @@ from typing import Any
 import msgspec
 import redis
 
+from chat.server.cluster import keys
 from chat.server.cluster.box import Box
 from chat.server.cluster.link import Link
 from chat.server.store.sqlite import Kept, MessageStoreError, Page, visible
@@ -36,9 +35,7 @@ from chat.shared.messages import BROADCAST, Msg
 
 log = logging.getLogger("chat.server.cluster")
 
-IDS = "chat:ids"
 ID_BLOCK = 1 << 16  # ids a node takes at once; the next block is fetched at half
-_PURGE_LOCK = "chat:purge-lock"
 _PURGE_STEP = 200
 
 _Row = tuple[int, float, str, "str | list[str]", str]
@@ -47,7 +44,8 @@ _decode = msgspec.json.Decoder(tuple[int, float, str, str | list[str], str]).dec
 
 
 class RedisMessageStore:
-    """What `history.HistoryService` needs of a store, in Redis (thread-safe client)."""
+    """The store seam's `Backend` in Redis (thread-safe client: one object serves the writer
+    and the readers)."""
 
     errors: tuple[type[Exception], ...] = (redis.RedisError, MessageStoreError)
 
@@ -67,22 +65,16 @@ class RedisMessageStore:
     def transaction(self) -> Iterator[None]:
         yield  # each put is one pipeline: atomic enough, and durable once answered
 
-    def id_floor(self) -> int:
-        raise MessageStoreError("a cluster takes its ids from Redis (RedisIds)")
-
-    def reserve_ids(self, ceiling: int) -> None:
-        raise MessageStoreError("a cluster takes its ids from Redis (RedisIds)")
-
     # ---- keys ------------------------------------------------------------------------
     def conversation(self, a: str, b: str) -> str:
         lo, hi = sorted((a, b))
-        return "chat:h:" + self._box.blind("pair", lo, hi)
+        return keys.conversation(self._box.blind("pair", lo, hi))
 
     def broadcast(self) -> str:
-        return "chat:h:" + self._box.blind("all")
+        return keys.conversation(self._box.blind("all"))
 
     def owner(self, name: str) -> str:
-        return "chat:q:" + self._box.blind("queue", name)
+        return keys.queue(self._box.blind("queue", name))
 
     # ---- sealed members -----------------------------------------------------------------
     def _seal(self, key: str, msg: Msg) -> bytes:
@@ -141,16 +133,16 @@ class RedisMessageStore:
         """Retention, by one node at a time (a lock key): the oldest members of every
         conversation and queue whose time is past `cutoff`, walking from the oldest."""
         client = self._link.client
-        if not self._run(lambda c: c.set(_PURGE_LOCK, b"1", nx=True, ex=600)):
+        if not self._run(lambda c: c.set(keys.PURGE_LOCK, b"1", nx=True, ex=600)):
             return 0
         removed = 0
         try:
-            for pattern in ("chat:h:*", "chat:q:*"):
+            for pattern in (keys.HISTORY_PATTERN, keys.QUEUE_PATTERN):
                 for key in client.scan_iter(match=pattern, count=500):
                     removed += self._purge_key(key.decode(), cutoff)
         finally:
             with contextlib.suppress(redis.RedisError):
-                client.delete(_PURGE_LOCK)
+                client.delete(keys.PURGE_LOCK)
         return removed
 
     def _purge_key(self, key: str, cutoff: float) -> int:
@@ -231,58 +223,76 @@ class RedisMessageStore:
 class RedisIds:
     """`msg.id` for the cluster: blocks from one Redis counter (INCRBY), so ids are unique
     across nodes, rise for each sender (its node's blocks rise) and never go back (the
-    counter is persisted with the rest). The next block is fetched, off the chat path,
-    when half of this one is gone; only if it has not come by the end does `take` wait."""
+    counter is persisted with the rest).
+
+    `take` never waits for Redis (issue "1 of 6", item 6): this node keeps one block in
+    use and one in reserve, and its own fetcher thread (started by `start`, joined by
+    `stop`) takes the next block from Redis when the reserve is used; if Redis stays
+    away for longer than two blocks' worth of messages, `take` answers None.
+    """
 
     def __init__(self, link: Link) -> None:
         self._link = link
         self._cond = threading.Condition(threading.Lock())
-        self._blocks: list[tuple[int, int]] = []  # [start, end) ranges fetched, in order
-        self._fetching = False
+        self._next = self._end = 0
+        self._reserve: list[tuple[int, int]] = []  # [start, end) blocks fetched, in order
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """The first blocks, from Redis (RedisError when it cannot be reached), then the
+        fetcher thread."""
         self._next, self._end = self._fetch()
+        self._reserve.append(self._fetch())
+        self._thread = threading.Thread(target=self._fetch_loop, name="cluster-ids")
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(5.0)
 
     def _fetch(self) -> tuple[int, int]:
-        end = int(self._link.client.incrby(IDS, ID_BLOCK)) + 1
+        end = int(self._link.client.incrby(keys.IDS, ID_BLOCK)) + 1
         return end - ID_BLOCK, end
 
     def peek(self) -> int:
         with self._cond:
             return self._next
 
-    def take(self, count: int) -> int:
+    def take(self, count: int) -> int | None:
         with self._cond:
-            while True:
-                if self._end - self._next >= count:
-                    start = self._next
-                    self._next += count
-                    if self._end - self._next < ID_BLOCK // 2 and not self._blocks:
-                        self._prefetch()
-                    return start
-                if self._blocks:
-                    self._next, self._end = self._blocks.pop(0)
-                    continue
-                self._prefetch()
-                self._cond.wait(1.0)
+            while self._end - self._next < count:
+                if not self._reserve:
+                    self._cond.notify_all()
+                    return None
+                self._next, self._end = self._reserve.pop(0)
+                self._cond.notify_all()  # the fetcher refills the reserve
+            start = self._next
+            self._next += count
+            return start
 
-    def _prefetch(self) -> None:
-        """Fetch the next block on a thread of its own (lock held by the caller)."""
-        if self._fetching:
-            return
-        self._fetching = True
-
-        def fetch() -> None:
-            while True:
-                try:
-                    block = self._fetch()
-                except redis.RedisError as exc:
-                    self._link.failed(exc)
-                    time.sleep(0.5)
-                    continue
-                self._link.works()
-                break
+    def _fetch_loop(self) -> None:
+        while True:
             with self._cond:
-                self._blocks.append(block)
-                self._fetching = False
-                self._cond.notify_all()
-
-        threading.Thread(target=fetch, name="cluster-ids", daemon=True).start()
+                while self._reserve and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+            try:
+                block = self._fetch()
+            except redis.RedisError as exc:
+                self._link.failed(exc)
+                with self._cond:
+                    self._cond.wait(0.5)
+                continue
+            except Exception:
+                log.exception("cluster: fetching message ids failed")
+                with self._cond:
+                    self._cond.wait(0.5)
+                continue
+            self._link.works()
+            with self._cond:
+                self._reserve.append(block)

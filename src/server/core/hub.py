@@ -1,106 +1,65 @@
-"""Who is online, and the roster and message rules that follow from it.
+"""Who is online here, the roster that follows from it, and the snapshot a send routes on.
 
 The hub lock guards everything here: `_sessions` (name -> that user's
-sessions in CHAT, in arrival order), `_subscribers` (every session that got
-its full roster, ROSTER and CHAT, with its roster outbox and ack deadline)
-and the roster change log they share. A roster outbox is touched by other
-sessions' threads (a join is announced to everyone), which is why it lives
-here, under this lock, and not in the connection. The lock is taken before
-an outbound buffer's lock, never after (docs/server.md, "Locking rules").
+sessions in CHAT on this node, in arrival order), `_subscribers` (every user
+that got its full roster, ROSTER and CHAT; their roster cursors and ack
+deadlines live in `User` but are guarded by this lock), `_elsewhere` (names
+the presence says are online on other nodes) and the roster change log they
+share. A name is *visible* (in rosters, a `join` when it appears, a `leave`
+when it goes) while it has a session here or elsewhere.
+
+What is held under the lock, and nothing else (docs/server.md, "Locking
+rules"): reading and changing these tables, appending roster frames to
+slots, the route's plan over a snapshot (a pure function), handing the
+messages of a send to the store's queue and queueing a presence
+announcement (both appends). No I/O, no waiting, no callback.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 
-from chat.server.core import native
-from chat.server.core.user import Session
-from chat.shared.messages import BROADCAST, Recipients, Roster, encode, encode_names
+from chat.server.core import native, route
+from chat.server.core.presence import Presence
+from chat.server.core.route import NOBODY, Plan, Targets
+from chat.server.core.user import User
+from chat.server.store.seam import Store
+from chat.server.store.sqlite import Kept
+from chat.shared.messages import BROADCAST, Msg, Recipients, Roster, encode, encode_names
 from chat.shared.roster import ChangeLog, RosterOutbox
 
 _TRIM_MIN = 1024  # roster log entries before the first trim
-
-#: The worker's tick: every append through it is sent at the end of the tick.
-Dirty = native.Tick | None
-T = TypeVar("T")
-
-
-class Targets:
-    """Where one routed message goes: handles of outbound slots, for one native fan-out.
-
-    `exclude` is the tag of the sender's user: a message to everyone skips
-    the sender's own sessions in the library, so the cached array of every
-    session serves every sender.
-    """
-
-    __slots__ = ("count", "exclude", "handles")
-
-    def __init__(self, handles: Any, count: int, exclude: int) -> None:
-        self.handles = handles
-        self.count = count
-        self.exclude = exclude
-
-
-_NOBODY = Targets(native.NULL, 0, 0)
 _CACHED_SENDERS = 256  # encoded "everyone but X" lists kept between roster changes
 
-
-class Route(NamedTuple):
-    """Where one `send` goes, and what its `sent` says."""
-
-    targets: Targets  # this node's sessions
-    delivered: tuple[str, ...]
-    delivered_json: bytes  # `delivered`, encoded once (for `*`, once per roster)
-    missing: tuple[str, ...]
-    #: In a cluster: (node, the names there; None for everyone) for every other node
-    #: with a recipient, and the delivered names reached only through other nodes.
-    remote: tuple[tuple[str, tuple[str, ...] | None], ...] = ()
-    remote_only: dict[str, tuple[str, ...]] = {}  # noqa: RUF012 - never mutated
-
-
-class _Subscriber:
-    __slots__ = ("ack_deadline", "outbox")
-
-    def __init__(self, outbox: RosterOutbox) -> None:
-        self.outbox = outbox
-        self.ack_deadline: float | None = None
+#: The thread's tick: every append through it is sent at the end of the tick.
+Tick = native.Tick | None
 
 
 class Hub:
-    """Who is online here and, in a cluster, on the other nodes; the roster and routing.
-
-    `on_local(name, up)` is told, under the lock, when a user's first session
-    on this node enters CHAT and when its last one leaves (a cluster node
-    publishes it; alone, nothing listens). The other nodes' users come in
-    through `remote_change`, `node_gone` and `remote_reset`. A name is
-    *visible* (in rosters, a `join` when it appears, a `leave` when it goes)
-    while it has a session here or on any other node.
-    """
-
     def __init__(
         self,
         ack_timeout: float,
+        presence: Presence,
+        store: Store,
         clock: Callable[[], float] = time.monotonic,
-        on_local: Callable[[str, bool], None] | None = None,
     ) -> None:
         self._lock = threading.Lock()
-        self._on_local = on_local
-        self._sessions: dict[str, list[Session]] = {}
-        #: The other nodes' users: name -> nodes (in order of arrival), node -> names.
-        self._remote: dict[str, dict[str, None]] = {}
-        self._node_names: dict[str, set[str]] = {}
-        self._subscribers: dict[Session, _Subscriber] = {}
+        self._presence = presence
+        self._store = store
+        self._sessions: dict[str, list[User]] = {}
+        self._elsewhere: set[str] = set()
+        self._subscribers: set[User] = set()
         #: The subscribers with no roster frame in flight: the only ones a change is
         #: sent to at once (the others get it coalesced at their ack), so a join costs
         #: what it sends, not a pass over every connection (a login burst was O(N^2)).
-        self._idle: dict[Session, _Subscriber] = {}
+        self._idle: set[User] = set()
         self._tags: dict[str, int] = {}  # name -> its sessions' slot tag (for the fan-out)
         self._next_tag = 1
         self._everyone: Targets | None = None  # every session in CHAT, built when needed
-        #: sender -> (every other name in CHAT, its JSON): a `sent` to everyone is mostly
+        #: sender -> (every other visible name, its JSON): a `sent` to everyone is mostly
         #: that list, the same for every message until someone joins or leaves.
         self._others: dict[str, tuple[tuple[str, ...], bytes]] = {}
         self._ack_timeout = ack_timeout
@@ -109,16 +68,49 @@ class Hub:
         self._trim_at = _TRIM_MIN
         self._closed = False  # shutdown: workers still answering frames change nothing
 
-    # ---- queries ---------------------------------------------------------
+    # ---- queries -----------------------------------------------------------------------
     def online(self) -> list[str]:
         """Every visible name (here or on another node)."""
         with self._lock:
-            return list(self._visible_names())
+            return list(self._visible())
 
     def local_names(self) -> list[str]:
         """The names with a session in CHAT on this node."""
         with self._lock:
             return list(self._sessions)
+
+    def overdue(self, now: float) -> list[User]:
+        """Users whose roster frame has waited longer than `--ack-timeout` for its ack."""
+        with self._lock:
+            return [
+                u for u in self._subscribers if u.ack_deadline is not None and now >= u.ack_deadline
+            ]
+
+    # ---- a send ------------------------------------------------------------------------------
+    def route(
+        self, sender: str, to: Recipients, msgs: tuple[Msg, ...], registered: frozenset[str]
+    ) -> tuple[Plan, Future | None]:
+        """Where a send goes (the route's plan on a snapshot taken now), and the messages
+        handed to the store in the same critical section: ids were given before, so this
+        is a queue append; a login's catch-up, which starts under this lock, therefore sees
+        every message that found its user offline (docs/server.md). The receipt tells when
+        the copies are durable, when the plan needs that (queued names, other nodes)."""
+        store, presence = self._store, self._presence
+        with self._lock:
+            if to == BROADCAST:
+                names, names_json = self._everyone_else(sender)
+                plan = route.plan_everyone(
+                    sender, self._everyone_but(sender), names, names_json, presence.nodes()
+                )
+            else:
+                sessions = self._sessions
+                local = {n: [u.out.handle for u in sessions[n]] for n in to if n in sessions}
+                elsewhere = {n: nodes for n in to if (nodes := presence.nodes_of(n))}
+                plan = route.plan(sender, to, local, elsewhere, registered)
+            if not msgs or not plan.stores:
+                return plan, None
+            durable = bool(plan.queued or plan.nodes)
+            return plan, store.keep(Kept(msgs, plan.named, plan.queued), durable)
 
     def local_targets(self, sender: str, names: list[str] | None) -> Targets:
         """This node's sessions for a message from another node: `names` (None: everyone
@@ -126,85 +118,69 @@ class Hub:
         with self._lock:
             if names is None:
                 return self._everyone_but(sender)
-            present = [n for n in dict.fromkeys(names) if n in self._sessions and n != sender]
-            return self._targets(self._sessions_of(present)) if present else _NOBODY
+            sessions = self._sessions
+            return Targets.of(
+                [
+                    (n, u.out.handle)
+                    for n in dict.fromkeys(names)
+                    if n != sender and n in sessions
+                    for u in sessions[n]
+                ]
+            )
 
-    def overdue(self, now: float) -> list[Session]:
-        """Sessions whose roster frame has waited longer than `--ack-timeout` for its ack."""
-        with self._lock:
-            return [
-                s
-                for s, sub in self._subscribers.items()
-                if sub.ack_deadline is not None and now >= sub.ack_deadline
-            ]
-
-    # ---- state changes ---------------------------------------------------
-    def subscribe(self, session: Session, name: str, auth_ok: bytes, dirty: Dirty) -> None:
+    # ---- roster ----------------------------------------------------------------------------
+    def subscribe(self, user: User, auth_ok: bytes, tick: Tick) -> None:
         """Queue `auth_ok` and the full roster, atomically with subscribing.
 
         Taking the snapshot and subscribing under one lock means no join or
         leave can fall between them.
         """
+        name = user.name
         with self._lock:
             if self._closed:
                 return  # the loop has sealed this buffer with bye: nothing follows it
-            outbox = RosterOutbox(self._log, own=name)
-            sub = self._subscribers[session] = _Subscriber(outbox)
-            full = outbox.full([n for n in self._visible_names() if n != name])
-            self._queue(session, sub, full, dirty, prefix=auth_ok)
+            user.roster = RosterOutbox(self._log, own=name)
+            self._subscribers.add(user)
+            full = user.roster.full([n for n in self._visible() if n != name])
+            self._queue(user, full, tick, prefix=auth_ok)
 
-    def ack_roster(self, session: Session, seq: int, entering: bool, dirty: Dirty) -> None:
+    def ack_roster(self, user: User, seq: int, entering: bool, tick: Tick) -> None:
         """Take a roster_ack (raises bad_request on a wrong seq); `entering`: its first one."""
         with self._lock:
-            sub = self._subscribers.get(session)
-            if sub is None:  # only after close_all: every other end goes through remove
-                return
-            delta = sub.outbox.ack(seq)
-            sub.ack_deadline = None
+            outbox = user.roster
+            if outbox is None or user not in self._subscribers:
+                return  # only after close_all: every other end goes through remove
+            delta = outbox.ack(seq)
+            user.ack_deadline = None
             if delta is not None:
-                self._queue(session, sub, delta, dirty)
+                self._queue(user, delta, tick)
             else:
-                self._idle[session] = sub
+                self._idle.add(user)
             if entering:
-                name = session.conn.user
-                assert name is not None
-                sessions = self._sessions.setdefault(name, [])
-                sessions.append(session)
-                tag = self._tags.get(name)
-                if tag is None:
-                    tag = self._tags[name] = self._next_tag
-                    self._next_tag = self._next_tag % 0xFFFFFFFF + 1
-                session.out.set_tag(tag)
-                self._everyone = None
-                self._others.clear()
-                if len(sessions) == 1:
-                    if self._on_local is not None:
-                        self._on_local(name, True)
-                    if name not in self._remote:  # not already visible through another node
-                        self._announce(name, True, dirty)
+                self._enter(user, tick)
 
-    def remove(self, session: Session, dirty: Dirty) -> bool:
-        """Take `session` out for good (idempotent). True when its user's last session left."""
+    def remove(self, user: User, tick: Tick) -> bool:
+        """Take `user` out for good (idempotent). True when its name's last session left."""
         with self._lock:
-            if self._subscribers.pop(session, None) is None:
+            if user not in self._subscribers:
                 return False
-            self._idle.pop(session, None)
-            name = session.conn.user
-            sessions = self._sessions.get(name or "")
-            if not sessions or session not in sessions:
+            self._subscribers.discard(user)
+            self._idle.discard(user)
+            name = user.name
+            sessions = self._sessions.get(name)
+            if not sessions or user not in sessions:
                 return False
-            sessions.remove(session)
+            sessions.remove(user)
             self._everyone = None
             self._others.clear()
             if sessions:
                 return False
-            del self._sessions[name or ""]
-            del self._tags[name or ""]
-            if self._on_local is not None:
-                self._on_local(name or "", False)
-            if name in self._remote:  # still visible through another node
+            del self._sessions[name]
+            del self._tags[name]
+            self._presence.departed(name)
+            if name in self._elsewhere:  # still visible through another node
                 return False
-            self._announce(name or "", False, dirty)
+            self._announce(name, False, tick)
             return True
 
     def close_all(self) -> None:
@@ -219,147 +195,65 @@ class Hub:
             self._idle.clear()
             self._sessions.clear()
             self._tags.clear()
-            self._remote.clear()
-            self._node_names.clear()
+            self._elsewhere.clear()
             self._everyone = None
             self._others.clear()
 
-    # ---- the other nodes (a cluster node's subscriber thread) -----------------
-    def remote_change(self, node: str, name: str, up: bool, dirty: Dirty) -> None:
-        """`name` got its first session on `node`, or lost its last one there."""
+    # ---- the other nodes (PresenceListener: the presence's thread) ------------------------
+    def elsewhere(self, name: str, visible: bool, tick: Tick) -> None:
         with self._lock:
-            if not self._closed:
-                (self._remote_up if up else self._remote_down)(node, name, dirty)
+            if self._closed or (name in self._elsewhere) == visible:
+                return
+            if visible:
+                self._elsewhere.add(name)
+            else:
+                self._elsewhere.discard(name)
+            self._others.clear()
+            if name not in self._sessions:
+                self._announce(name, visible, tick)
 
-    def node_gone(self, node: str, dirty: Dirty) -> None:
-        """`node` stopped (its heartbeat expired): its users are gone from it."""
-        with self._lock:
-            for name in sorted(self._node_names.pop(node, set())):
-                self._remote_down(node, name, dirty, known=False)
-
-    def remote_reset(self, snapshot: dict[str, set[str]], dirty: Dirty) -> None:
-        """Replace the picture of the other nodes (at the join, after an outage): what
-        differs is announced as joins and leaves."""
+    def elsewhere_reset(self, names: set[str], tick: Tick) -> None:
         with self._lock:
             if self._closed:
                 return
-            for node in list(self._node_names):
-                for name in sorted(self._node_names[node] - snapshot.get(node, set())):
-                    self._remote_down(node, name, dirty)
-            for node, names in snapshot.items():
-                for name in sorted(names - self._node_names.get(node, set())):
-                    self._remote_up(node, name, dirty)
+            gone, came = self._elsewhere - names, names - self._elsewhere
+            self._elsewhere = set(names)
+            self._others.clear()
+            for name in sorted(gone):
+                if name not in self._sessions:
+                    self._announce(name, False, tick)
+            for name in sorted(came):
+                if name not in self._sessions:
+                    self._announce(name, True, tick)
 
-    def unreached(self, route: Route, reached: set[str]) -> tuple[str, ...]:
-        """The names `route` counted delivered whose every node missed the message."""
-        return tuple(
-            name
-            for name, nodes in route.remote_only.items()
-            if not any(node in reached for node in nodes)
-        )
-
-    # ---- messaging -------------------------------------------------------
-    def route(self, sender: str, to: Recipients, stamp: Callable[[Route], T]) -> tuple[Route, T]:
-        """Where a `send` goes, and what `stamp(route)` made.
-
-        `stamp` runs under the hub lock: it gives the messages their ids and
-        hands them to the store there, so ids rise in routing order and a
-        login's catch-up, which starts under this lock, sees every message
-        that found its user offline (docs/server.md).
-        """
-        with self._lock:
-            if to == BROADCAST:
-                names, names_json = self._everyone_else(sender)
-                if not self._remote:  # alone (or nobody elsewhere): the common, fast case
-                    route = Route(self._everyone_but(sender), names, names_json, ())
-                    return route, stamp(route)
-                remote_only = {
-                    n: tuple(nodes)
-                    for n, nodes in self._remote.items()
-                    if n != sender and n not in self._sessions
-                }
-                route = Route(
-                    self._everyone_but(sender),
-                    names,
-                    names_json,
-                    (),
-                    tuple((node, None) for node, users in self._node_names.items() if users),
-                    remote_only,
-                )
-                return route, stamp(route)
-            delivered: list[str] = []
-            missing: list[str] = []
-            by_node: dict[str, list[str]] = {}
-            remote_only: dict[str, tuple[str, ...]] = {}
-            for name in dict.fromkeys(to):  # each name once, in the order given
-                if name == sender:
-                    continue
-                nodes = self._remote.get(name)
-                if name in self._sessions or nodes:
-                    delivered.append(name)
-                else:
-                    missing.append(name)
-                if nodes:
-                    for node in nodes:
-                        by_node.setdefault(node, []).append(name)
-                    if name not in self._sessions:
-                        remote_only[name] = tuple(nodes)
-            local = [n for n in delivered if n in self._sessions]
-            route = Route(
-                self._targets(self._sessions_of(local)) if local else _NOBODY,
-                tuple(delivered),
-                encode_names(delivered),
-                tuple(missing),
-                tuple((node, tuple(names)) for node, names in by_node.items()),
-                remote_only,
-            )
-            return route, stamp(route)
-
-    # ---- lock held -------------------------------------------------------
-    def _sessions_of(self, names: Iterable[str]) -> list[Session]:
-        sessions = self._sessions
-        return [s for n in names for s in sessions[n]]
-
-    @staticmethod
-    def _targets(sessions: list[Session], exclude: int = 0) -> Targets:
-        handles = native.ffi.new("uint64_t[]", [s.out.handle for s in sessions])
-        return Targets(handles, len(sessions), exclude)
-
-    def _visible_names(self) -> Iterator[str]:
-        yield from self._sessions
-        yield from (n for n in self._remote if n not in self._sessions)
-
-    def _remote_up(self, node: str, name: str, dirty: Dirty) -> None:
-        nodes = self._remote.setdefault(name, {})
-        if node in nodes:
-            return
-        visible = bool(nodes) or name in self._sessions
-        nodes[node] = None
-        self._node_names.setdefault(node, set()).add(name)
+    # ---- lock held ---------------------------------------------------------------------------
+    def _enter(self, user: User, tick: Tick) -> None:
+        """`user` enters CHAT: online from now on; its name's first session is a join."""
+        name = user.name
+        sessions = self._sessions.setdefault(name, [])
+        sessions.append(user)
+        tag = self._tags.get(name)
+        if tag is None:
+            tag = self._tags[name] = self._next_tag
+            self._next_tag = self._next_tag % 0xFFFFFFFF + 1
+        user.out.set_tag(tag)
         self._everyone = None
         self._others.clear()
-        if not visible:
-            self._announce(name, True, dirty)
+        if len(sessions) == 1:
+            self._presence.arrived(name)
+            if name not in self._elsewhere:  # not already visible through another node
+                self._announce(name, True, tick)
 
-    def _remote_down(self, node: str, name: str, dirty: Dirty, known: bool = True) -> None:
-        nodes = self._remote.get(name)
-        if nodes is None or node not in nodes:
-            return
-        del nodes[node]
-        if known:
-            self._node_names.get(node, set()).discard(name)
-        self._others.clear()
-        if not nodes:
-            del self._remote[name]
-            if name not in self._sessions:
-                self._announce(name, False, dirty)
+    def _visible(self) -> Iterator[str]:
+        yield from self._sessions
+        yield from (n for n in self._elsewhere if n not in self._sessions)
 
     def _everyone_else(self, sender: str) -> tuple[tuple[str, ...], bytes]:
         others = self._others.get(sender)
         if others is None:
             if len(self._others) >= _CACHED_SENDERS:
                 self._others.clear()
-            names = tuple(n for n in self._visible_names() if n != sender)
+            names = tuple(n for n in self._visible() if n != sender)
             others = self._others[sender] = (names, encode_names(names))
         return others
 
@@ -368,32 +262,26 @@ class Hub:
         (a snapshot: a fan-out running on an older one is not disturbed)."""
         everyone = self._everyone
         if everyone is None:
-            everyone = self._everyone = self._targets(
-                [s for ss in self._sessions.values() for s in ss]
-            )
-        return Targets(everyone.handles, everyone.count, self._tags.get(sender, 0))
+            pairs = [(n, u.out.handle) for n, us in self._sessions.items() for u in us]
+            everyone = self._everyone = Targets.of(pairs) if pairs else NOBODY
+        return everyone.but(self._tags.get(sender, 0))
 
-    def _announce(self, name: str, joined: bool, dirty: Dirty) -> None:
+    def _announce(self, name: str, joined: bool, tick: Tick) -> None:
         """Log a join or leave; whoever has no roster frame in flight hears of it now."""
         self._log.append(name, joined)
-        for other, sub in list(self._idle.items()):
-            if sub.outbox.own != name:
-                self._queue(other, sub, sub.outbox.changed(), dirty)
+        for other in list(self._idle):
+            outbox = other.roster
+            if outbox is not None and outbox.own != name:
+                self._queue(other, outbox.changed(), tick)
         if len(self._log) >= self._trim_at:
             log = self._log
-            log.trim(min((s.outbox.cursor for s in self._subscribers.values()), default=log.end))
+            cursors = (u.roster.cursor for u in self._subscribers if u.roster is not None)
+            log.trim(min(cursors, default=log.end))
             self._trim_at = max(_TRIM_MIN, 2 * len(log))
 
-    def _queue(
-        self,
-        session: Session,
-        sub: _Subscriber,
-        frame: Roster | None,
-        dirty: Dirty,
-        prefix: bytes = b"",
-    ) -> None:
+    def _queue(self, user: User, frame: Roster | None, tick: Tick, prefix: bytes = b"") -> None:
         if frame is None:
             return
-        self._idle.pop(session, None)  # a frame in flight until its ack
-        sub.ack_deadline = self._clock() + self._ack_timeout
-        session.out.append(prefix + encode(frame), dirty)  # an overflow is seen at the flush
+        self._idle.discard(user)  # a frame in flight until its ack
+        user.ack_deadline = self._clock() + self._ack_timeout
+        user.out.append(prefix + encode(frame), tick)  # an overflow is seen at the flush

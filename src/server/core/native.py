@@ -172,7 +172,7 @@ class OutTable:
 class Tick:
     """One worker's dirty slots, sent together at the end of its tick (`flush`)."""
 
-    __slots__ = ("_errs", "_handles", "_lib", "_out", "_statuses", "_tick", "ptr")
+    __slots__ = ("_errs", "_handles", "_lib", "_out", "_statuses", "_tick", "failed", "ptr")
 
     def __init__(self, table: OutTable) -> None:
         self._lib = lib()
@@ -184,6 +184,8 @@ class Tick:
         self._handles = ffi.new("uint64_t[]", table.slots)
         self._statuses = ffi.new("uint32_t[]", table.slots)
         self._errs = ffi.new("int[]", table.slots)
+        #: For cd_fanout's `failed`: one byte per slot, reused by every fan-out of the tick.
+        self.failed = ffi.new("uint8_t[]", table.slots)
 
     def flush(self) -> list[tuple[int, int, int]]:
         """Send every dirty plain-TCP slot; (handle, CD_S_* status, errno) for the loop."""

@@ -57,16 +57,21 @@ class WorkerPool:
         self._queue = native.DispatchQueue()
         self._tasks: dict[int, Callable[[], None]] = {}  # number -> callable, until popped
         self._numbers = itertools.count(1)
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
-            for i in range(threads)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._size = threads
+        self._name = name
+        self._threads: list[threading.Thread] = []
 
     @property
     def size(self) -> int:
-        return len(self._threads)
+        return self._size
+
+    def start(self) -> None:
+        """Start the workers (their owner, the server, stops and joins them)."""
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{self._name}-{i}") for i in range(self._size)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, fn: Callable[[], None]) -> None:
         number = next(self._numbers)  # itertools.count is atomic under the GIL
@@ -79,6 +84,8 @@ class WorkerPool:
             self._queue.push(_STOP)
         for thread in self._threads:
             thread.join(timeout)
+            if thread.is_alive():
+                log.error("worker %s did not stop in %.0fs", thread.name, timeout)
 
     def _work(self) -> None:
         batch = native.ffi.new("uint64_t[]", _POP)

@@ -1,134 +1,49 @@
-"""`Session`: the server's half of one connection that the workers see.
+"""`User`: one connection as the protocol sees it, from `AUTH` to `CLOSED`.
 
-A session is made whole at accept time and holds what its mailbox needs: the
-protocol state (`ServerConnection`), the outbound buffer, the rate bucket and
-who the peer is. Everything in it except the outbound buffer is touched only
-from its own mailbox, one worker at a time; the socket is not here at all (the
-loop's `Transport` owns it). The items a mailbox carries are defined here too.
+The design's central primitive: one per connection, made whole at accept
+time. It owns what the connection *is* in the protocol: its state machine
+(`chat.shared.connection.ServerConnection`, which makes its own transitions),
+its outbound slot in libchatdispatch (`OutBuffer`), its mailbox (the serial
+queue of its work), its rate bucket, its roster cursor and, once logged in,
+the features it was granted. The socket is not here: the loop's `Transport`
+owns it (net/transport.py), and the two meet only through the mailbox
+(inbound) and the slot (outbound).
+
+Who touches what (docs/server.md, "Locking rules"): everything here is
+touched only from the user's own mailbox, one worker at a time, except
+`roster` and `ack_deadline`, which other users' threads change when they
+announce a join or leave, under the hub lock; and the slot, which the
+library guards with its own mutex.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from chat.server.core.outbuf import OutBuffer
 from chat.server.core.pool import Mailbox, Submitter
 from chat.server.core.ratelimit import TokenBucket
-from chat.server.net.inbox import Cause
-from chat.server.store.sqlite import Page
 from chat.shared.connection import ServerConnection
-from chat.shared.errors import RemoteProtocolError
-from chat.shared.messages import MsgId, Send
+from chat.shared.roster import RosterOutbox
 
 
-# ---- mailbox items (bytes items are frame payloads) ------------------------
-@dataclass(frozen=True, slots=True)
-class PeerGone:
-    """The peer's stream ended: EOF (frames before it are still answered) or an error."""
-
-    reason: str
-    cause: Cause = Cause.BROKEN
-
-
-@dataclass(frozen=True, slots=True)
-class Abort:
-    """The server ends the connection with this fatal error (a framing error, a deadline)."""
-
-    error: RemoteProtocolError
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Evict:
-    """Drop the connection with a `bye` saying why (a slow reader)."""
-
-    why: str
-
-
-class Outcome(Enum):
-    OK = "ok"
-    BAD_CREDENTIALS = "bad credentials"
-    USER_EXISTS = "user name taken"
-    STORE_FAILED = "accounts store failed"
-
-
-@dataclass(frozen=True, slots=True)
-class LoginChecked:
-    """The hash executor's answer to one `auth`."""
-
-    user: str
-    register: bool
-    outcome: Outcome
-
-
-@dataclass(frozen=True, slots=True)
-class Answers:
-    """What answers a group of sends: `sent` for those that passed the rate limit."""
-
-    sends: tuple[Send, ...]
-    passed: tuple[bool, ...]
-    delivered: bytes  # the names, encoded once (`encode_names`)
-    missing: tuple[str, ...]
-    queued: tuple[str, ...]
-    #: In a cluster, while other nodes are asked: the route and the messages, to move
-    #: the names no node took from `delivered` to `missing` (and queue them).
-    route: Any = None
-    msgs: tuple[Any, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Answered:
-    """What a group of sends waited for came: the store's answer (`stored`), and which other
-    nodes took the messages (`reached`)."""
-
-    stored: bool
-    reached: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """The messages of the sends awaiting their answers are on disk for good (or not: `ok`)."""
-
-    ok: bool
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryRead:
-    """A history page read for the request `id`; None when the readers were too busy."""
-
-    id: MsgId
-    page: Page | None
-
-
-@dataclass(frozen=True, slots=True)
-class OfflineRead:
-    """The next page of the offline queue (a login's catch-up); None when too busy."""
-
-    page: Page | None
-
-
-@dataclass(frozen=True, slots=True)
-class Drained:
-    """The loop wrote the catch-up so far (`ok`), or the connection is ending (not `ok`)."""
-
-    ok: bool
-
-
-class Session:
+class User:
     __slots__ = (
+        "ack_deadline",
+        "acked",
         "addr",
-        "awaiting",
         "cid",
         "conn",
         "fd",
+        "features",
         "ip",
         "mailbox",
         "offline_upto",
         "out",
+        "pending",
         "rate",
+        "roster",
     )
 
     def __init__(
@@ -139,7 +54,7 @@ class Session:
         out: OutBuffer,
         rate: TokenBucket | None,
         pool: Submitter,
-        handler: Callable[[Session, list[Any]], int | None],
+        handler: Callable[[User, list[Any]], int | None],
     ) -> None:
         self.cid = cid
         self.fd = fd  # for the log only: the loop owns the socket
@@ -148,14 +63,27 @@ class Session:
         self.conn = ServerConnection()
         self.out = out
         self.rate = rate
-        #: Answers held back until the store has made their messages durable.
-        self.awaiting: Answers | None = None
-        #: The catch-up's position: the last offline message queued for this session.
+        #: Features granted at login (protocol v1.2 section 1); none for a v1.1 client.
+        self.features: frozenset[str] = frozenset()
+        #: The roster cursor once the full roster is sent, and when its ack is due
+        #: (guarded by the hub lock: other users' joins reach it from their threads).
+        self.roster: RosterOutbox | None = None
+        self.ack_deadline: float | None = None
+        #: The sends whose `sent` waits for results (the store, other nodes).
+        self.pending: Any = None
+        #: The catch-up's position: the last offline message queued for this user.
         self.offline_upto = 0
+        #: The store's number of this connection's last `offline_ack` not known stored.
+        self.acked = 0
         self.mailbox = Mailbox(pool, lambda items: handler(self, items))
 
+    @property
+    def name(self) -> str:
+        """The logged-in user's name ("" before `auth_ok`)."""
+        return self.conn.user or ""
+
     def __repr__(self) -> str:
-        return f"<Session {self.label()} {self.conn.state.value}>"
+        return f"<User {self.label()} {self.conn.state.value}>"
 
     def label(self) -> str:
         return f"fd={self.fd} user={self.conn.user or '-'} peer={self.addr}"

@@ -16,21 +16,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
-import ipaddress
 import json
 import logging
-import socket
 import ssl
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from chat.server.accounts.users_file import FolderLock, StoreError, UserStore
-from chat.server.app import ChatServer, ClusterParts, open_listener, raise_fd_limit
+from chat.server import app
 from chat.server.cluster.url import ClusterError, redacted
-from chat.server.crypto.cipher import Cipher, CipherLoadError, load_cipher
-from chat.server.crypto.keyfile import KeyFileError, load_or_create_key, loose_mode, read_key
+from chat.server.crypto.cipher import CipherLoadError, load_cipher
+from chat.server.crypto.keyfile import loose_mode
+from chat.server.net.listeners import ListenError, parse_listen
 from chat.server.net.tls import (
     DEFAULT_HOSTS,
     TLSConfigError,
@@ -39,8 +36,6 @@ from chat.server.net.tls import (
 )
 from chat.server.ops.config import ServerConfig
 from chat.server.ops.config_file import ConfigFileError, read_config_file
-from chat.server.store.service import HistoryService, NoHistory
-from chat.server.store.sqlite import MessageStore, MessageStoreError
 from chat.shared.framing import MAX_SERVER_FRAME
 from chat.shared.messages import PASSWORD_MAX, valid_name
 from chat.shared.version import VERSION
@@ -50,9 +45,9 @@ log = logging.getLogger("chat.server")
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
-USERS_FILE = "users.db"
-KEY_FILE = "server.key"
-HISTORY_FILE = "history.db"
+USERS_FILE = app.USERS_FILE
+KEY_FILE = app.KEY_FILE
+HISTORY_FILE = app.HISTORY_FILE
 
 
 def _longest_name() -> int:
@@ -127,6 +122,13 @@ def _ranged(kind: type, lo: float, hi: float | None = None) -> _Ranged:
     return _Ranged(kind, lo, hi)
 
 
+def _listen_spec(text: str) -> Any:
+    try:
+        return parse_listen(text)
+    except ListenError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]  # one line, exit 2
         sys.stderr.write(f"{self.prog}: error: {message}\n")
@@ -163,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a("--host", default=d.host, help="address to listen on ('' = all interfaces)")
     a("--port", type=_ranged(int, 0, 65535), default=d.port, help="TCP port (0 = any free port)")
+    a(
+        "--listen",
+        action="append",
+        type=_listen_spec,
+        default=None,
+        metavar="[HOST:]PORT[,tls]",
+        help="listen here; repeat for several addresses, plain or TLS (',tls' needs "
+        "--tls-cert and --tls-key); without it, --host and --port (TLS with --tls-cert)",
+    )
     a(
         "--threads",
         type=_ranged(int, 1, 256),
@@ -440,6 +451,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         hash_threads=args.hash_threads,
         hash_queue=args.hash_queue,
         shutdown_grace=args.shutdown_grace,
+        listen=tuple(args.listen or ()),
     )
 
 
@@ -475,9 +487,9 @@ def main(argv: list[str] | None = None) -> int:
         return cert_main(argv[1:])
     args = parse_args(argv)
     config = _config(args)
-    # 1. Everything that can be checked without creating anything. The TLS files and
-    # the cipher are checked before the log starts: when the log is stderr, a bad
-    # certificate must be the only line there (protocol v1.1 section 1).
+    # 1. What can be checked without creating anything. The TLS files and the cipher are
+    # checked before the log starts: when the log is stderr, a bad certificate must be the
+    # only line there (protocol v1.1 section 1).
     tls: ssl.SSLContext | None = None
     if config.tls_cert is not None and config.tls_key is not None:
         try:
@@ -497,165 +509,23 @@ def main(argv: list[str] | None = None) -> int:
         _warn_if_loose(config.tls_key, "TLS key")
         log.info("TLS with certificate %s", config.tls_cert)
     log.info("cipher %r from %s", cipher.name, cipher.path)
-    if config.cluster is not None:
-        return _main_cluster(config, tls, cipher)
-    folder = config.users_file.parent
-    lock: FolderLock | None = None
-    if folder.exists():
-        try:
-            lock = FolderLock.acquire(folder)
-        except StoreError as exc:
-            return _fail(EXIT_FAILURE, str(exc))
+    # 2. The composition root opens the files (or Redis), binds the ports, builds it all.
     try:
-        key = read_key(config.key_file)
-    except KeyFileError as exc:
-        return _usage(str(exc))
-    # The message store may live in another folder: that one is locked too.
-    history_folder = config.history_file.parent
-    own_history_folder = config.keep_messages and not _same_folder(history_folder, folder)
-    history_lock: FolderLock | None = None
-    if own_history_folder and history_folder.exists():
-        try:
-            history_lock = FolderLock.acquire(history_folder)
-        except StoreError as exc:
-            return _fail(EXIT_FAILURE, str(exc))
-    store: UserStore | None = None
-    if key is not None:
-        _warn_if_loose(config.key_file, "key file")
-        try:
-            store = UserStore.open(config.users_file, key, cipher, config.hash_cost)
-            if config.keep_messages:
-                MessageStore.check(config.history_file, key, cipher)
-        except (StoreError, MessageStoreError) as exc:
-            return _fail(EXIT_FAILURE, str(exc))
-    else:
-        for path, what in ((config.users_file, "the accounts"), (config.history_file, "it")):
-            if path.exists() and (config.keep_messages or path == config.users_file):
-                return _fail(
-                    EXIT_FAILURE,
-                    f"{path} exists but its key file {config.key_file} is missing: restore "
-                    f"the key (without it {what} cannot be read)",
-                )
-    listener = _listen(config, tls)
-    if isinstance(listener, int):
-        return listener
-    # 2. The checks passed and the port is ours: now files may be created.
-    try:
-        if lock is None:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            lock = FolderLock.acquire(folder)
-        if store is None:
-            key, created = load_or_create_key(config.key_file)
-            if created:
-                log.info(
-                    "created a new key file %s (mode 0600): keep it with the users file",
-                    config.key_file,
-                )
-            store = UserStore.open(config.users_file, key, cipher, config.hash_cost)
-        if own_history_folder and history_lock is None:
-            history_folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            history_lock = FolderLock.acquire(history_folder)
-        keeper = _open_keeper(config, key, cipher)
-    except (OSError, KeyFileError, StoreError, MessageStoreError) as exc:
-        listener.close()
-        text = f"{folder}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
-        return _fail(EXIT_FAILURE, text)
-    log.info("users file %s: %d accounts", config.users_file, len(store))
-    server = ChatServer(config, store, listener, tls, keeper)
-    server.install_signal_handlers()
-    try:
-        server.run()
-    finally:
-        lock.release()
-        if history_lock is not None:
-            history_lock.release()
-    return 0
-
-
-def _main_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher) -> int:
-    """A node of a cluster: accounts, history and presence in Redis, nothing on disk but
-    the key file (the same on every node), so several nodes may share a data folder."""
-    import redis  # only a node of a cluster loads Redis' client library
-
-    from chat.server.cluster.accounts import RedisAccounts
-    from chat.server.cluster.box import Box
-    from chat.server.cluster.link import Link
-    from chat.server.cluster.messages import RedisIds, RedisMessageStore
-    from chat.server.cluster.node import Outbound
-
-    try:
-        key = read_key(config.key_file)
-        link = Link(config.cluster or "")
-    except (KeyFileError, ClusterError) as exc:
-        return _usage(str(exc))
-    try:
-        link.client.ping()
-    except redis.RedisError as exc:
-        return _fail(EXIT_FAILURE, f"cluster {link.shown}: cannot reach redis ({_one_line(exc)})")
-    listener = _listen(config, tls)
-    if isinstance(listener, int):
-        return listener
-    try:
-        if key is None:
-            config.key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            key, created = load_or_create_key(config.key_file)
-            if created:
-                log.info(
-                    "created a new key file %s (mode 0600): every node of the cluster needs "
-                    "this same file",
-                    config.key_file,
-                )
-        else:
-            _warn_if_loose(config.key_file, "key file")
-        box = Box(key, cipher)
-        accounts = RedisAccounts(link, box, config.hash_cost)
-        keeper: HistoryService | NoHistory = NoHistory()
-        if config.keep_messages:
-            store = RedisMessageStore(link, box, config.history_days * 86400)
-            keeper = HistoryService(store, config.offline_max, ids=RedisIds(link))
-        outbound = Outbound(link, box)
-    except (OSError, KeyFileError) as exc:
-        listener.close()
-        return _fail(EXIT_FAILURE, str(exc))
-    except redis.RedisError as exc:
-        listener.close()
-        return _fail(EXIT_FAILURE, f"cluster {link.shown}: {_one_line(exc)}")
-    server = ChatServer(
-        config, accounts, listener, tls, keeper, ClusterParts(link, box, accounts, outbound)
-    )
+        opened = (app.open_cluster if config.cluster is not None else app.open_alone)(
+            config, tls, cipher
+        )
+    except app.StartError as exc:
+        return _fail(exc.code, exc.message)
+    _warn_if_small_frames(config.max_frame)
+    server = opened.server
     server.install_signal_handlers()
     try:
         server.run()
     except ClusterError as exc:
         return _fail(EXIT_FAILURE, str(exc))
+    finally:
+        opened.release()
     return 0
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _same_folder(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()
-
-
-def _open_keeper(config: ServerConfig, key: bytes, cipher: Cipher) -> HistoryService | NoHistory:
-    """The message store and its threads, or nothing kept (`--no-history`)."""
-    if not config.keep_messages:
-        log.info("message store: off (--no-history): no history, nothing queued for offline users")
-        return NoHistory()
-    started = time.monotonic()
-    messages = MessageStore.open(config.history_file, key, cipher, config.history_days * 86400)
-    keeper = HistoryService(messages, config.offline_max)
-    log.info(
-        "message store %s: open in %.0f ms; next id %d; keeps %s, %d offline messages per user",
-        config.history_file,
-        (time.monotonic() - started) * 1000,
-        keeper.ids.peek(),
-        f"{config.history_days:g} days" if config.history_days else "for ever",
-        config.offline_max,
-    )
-    return keeper
 
 
 def _warn_if_loose(path: Path, what: str) -> None:
@@ -671,31 +541,7 @@ def _warn_if_loose(path: Path, what: str) -> None:
 
 
 def is_loopback(address: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and their IPv4-mapped forms; False for '', 0.0.0.0, ::."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
-def _listen(config: ServerConfig, tls: ssl.SSLContext | None) -> socket.socket | int:
-    """The port, taken once every check has passed (a server alone and a node alike), and
-    the warnings about what it exposes; an exit code when it cannot be had."""
-    raise_fd_limit(config.max_clients)
-    try:
-        listener = open_listener(config.host, config.port, config.backlog)
-    except OSError as exc:
-        return _fail(
-            EXIT_FAILURE,
-            f"cannot listen on {config.host or '*'}:{config.port}: {exc.strerror or exc}",
-        )
-    if tls is None:
-        _warn_if_exposed(listener)
-    _warn_if_small_frames(config.max_frame)
-    return listener
+    return app.is_loopback(address)
 
 
 def _warn_if_small_frames(max_frame: int) -> None:
@@ -708,16 +554,6 @@ def _warn_if_small_frames(max_frame: int) -> None:
             full,
             _longest_name(),
             PASSWORD_MAX,
-        )
-
-
-def _warn_if_exposed(listener: socket.socket) -> None:
-    bound = str(listener.getsockname()[0])
-    if not is_loopback(bound):
-        log.warning(
-            "no TLS on %s, which is not a loopback address: passwords would cross the "
-            "network in clear (give --tls-cert and --tls-key, or --host 127.0.0.1)",
-            bound,
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from chat.server.net.listeners import ListenSpec
 from chat.shared.framing import DEFAULT_MAX_FRAME
 
 
@@ -52,3 +53,12 @@ class ServerConfig:
     hash_queue: int = 256
     shutdown_grace: float = 2.0
     backlog: int = 1024
+    #: `--listen` (repeatable): every address the server listens on; empty: the short
+    #: form, `--host`/`--port`, TLS when `--tls-cert` is given.
+    listen: tuple[ListenSpec, ...] = ()
+
+    def listeners(self) -> tuple[ListenSpec, ...]:
+        """Every listener: the `--listen` ones, or the one of `--host`/`--port`."""
+        if self.listen:
+            return self.listen
+        return (ListenSpec(self.host, self.port, self.tls_cert is not None),)

@@ -1,18 +1,25 @@
-"""The message store at work: one writer thread with group commit, reader threads, ids.
+"""A message store at work: one writer thread with group commit, reader threads, ids.
 
-Nothing on the chat path waits for the disk. Workers hand messages over
-(`keep`, a deque append) and go on; the writer thread seals and inserts them
-in batches, one transaction and one fsync each. A batch is committed at once
-when someone waits for it (a `sent` that lists `queued` names, which the
-contract makes durable; a history read or an offline catch-up, which must
-see every message handed over before it), otherwise within `flush_delay`
-(0.2 s), so every message is on disk within a second of its `sent`.
+`StoreService` implements the core's `Store` (store/seam.py) over a `Backend`:
+the SQLite file of a server alone, or Redis for a cluster. Nothing on the chat
+path waits for it. Workers hand messages over (`keep`, a deque append) and go
+on; the writer thread puts them into the backend in batches, one transaction
+(one fsync, or one Redis pipeline) each. A batch is committed at once when
+someone waits for it (a `sent` that lists `queued` names, which the contract
+makes durable; a read, which must see every message handed over before it;
+an `offline_ack`), otherwise within `flush_delay` (0.2 s), so every message is
+stored within a second of its `sent`.
 
-Reads run on reader threads with connections of their own (SQLite's WAL
-lets them read while the writer writes) after a barrier: the writer has
-committed everything handed over before the read was asked for. Every reply
-is a callback: the dispatcher resumes the waiting connection's mailbox with
-it, so nothing in a worker ever blocks on SQLite.
+Reads run on reader threads with backends of their own, after a barrier: the
+writer has committed everything handed over before the read was asked for.
+Every read is answered exactly once, with a page, None (too busy) or
+`ReadFailed` (the backend could not read): a connection waiting for it is
+never left held.
+
+No thread of it dies: a batch or a read that meets an unexpected exception is
+logged once with its traceback, answered as failed, and the thread goes on
+(issue "1 of 6": a writer that died on one frame stopped every later `sent`).
+Threads start in `start()` and are joined by `stop()`, never left running.
 """
 
 from __future__ import annotations
@@ -24,13 +31,14 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
 
+from chat.server.store.seam import Backend, ReadFailed, Receipt, Reply
 from chat.server.store.sqlite import Kept, MessageStore, Page
 
-log = logging.getLogger("chat.server.accounts.users_file")
+log = logging.getLogger("chat.server.store")
 
 #: Ids reserved on disk ahead of those given out; a restart skips what is left of it.
 ID_BLOCK = 1 << 20
@@ -40,22 +48,13 @@ MAX_BACKLOG = 100_000  # jobs waiting for the writer before new messages are not
 PURGE_EVERY = 3600.0  # seconds between retention passes
 OFFLINE_PAGE = 200  # offline messages per catch-up page
 OFFLINE_PAGE_BYTES = 256 * 1024  # and sealed bytes per page
-
-Stored = Callable[[bool], None]
-
-
-class Ids(Protocol):
-    """Where message ids come from (`MessageIds`, or a cluster's `RedisIds`)."""
-
-    def take(self, count: int) -> int: ...
-
-    def peek(self) -> int: ...
+_JOIN_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
 class _Put:
-    kept: Sequence[Kept]
-    on_stored: Stored | None
+    kept: Kept
+    receipt: Receipt | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,79 +66,74 @@ class _Ack:
 @dataclass(frozen=True, slots=True)
 class _Reserve:
     ceiling: int
-    on_stored: Stored
+    then: Callable[[bool], None]
 
 
 _Job = _Put | _Ack | _Reserve
 
 
 class MessageIds:
-    """`msg.id` for the whole server: unique, increasing, never going back across restarts.
+    """`msg.id` of a server alone: unique, increasing, never going back across restarts.
 
-    Ids are given from a block whose end (the ceiling) is on disk before any
-    id of it is given out; the next block is asked for when half of this one
-    is gone, so the writer has half a block of messages' time to store it.
-    A restart starts at the stored ceiling. Used under the hub lock, so ids
-    rise in the order messages are routed; it has its own lock all the same.
+    Ids are given from a block whose end (the ceiling) is stored before any id
+    of it is given out; the next block is asked for when half of this one is
+    gone, so the writer has half a block of messages' time to store it. A
+    restart starts at the stored ceiling. `take` never waits: in the one case
+    where the writer is half a block (half a million messages) behind, it
+    answers None and the send is refused for now.
     """
 
     def __init__(self, first: int, ceiling: int, reserve: Callable[[int], None]) -> None:
         self._next = first
-        self._ceiling = ceiling  # on disk: every id below it may be given
+        self._ceiling = ceiling  # stored: every id below it may be given
         self._asked = ceiling
         self._reserve = reserve
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
 
-    def take(self, count: int) -> int:
-        """The first of `count` consecutive new ids."""
-        with self._cond:
-            start = self._next
-            end = self._next = start + count
+    def take(self, count: int) -> int | None:
+        with self._lock:
+            start, end = self._next, self._next + count
+            if end > self._ceiling:
+                return None
+            self._next = end
             ask = None
             if end + ID_BLOCK // 2 > self._asked:
                 ask = self._asked = max(self._asked, end) + ID_BLOCK
-            ready = end <= self._ceiling
         if ask is not None:
             self._reserve(ask)  # outside the lock: a refusal calls `reserved` at once
-        if not ready:
-            with self._cond:
-                while end > self._ceiling:  # only if the writer is half a block behind
-                    self._cond.wait()
         return start
 
     def peek(self) -> int:
-        """The next id (for the log)."""
-        with self._cond:
+        with self._lock:
             return self._next
 
     def reserved(self, ceiling: int) -> None:
-        """The writer stored `ceiling` (or gave up trying: see `HistoryService._reserved`)."""
-        with self._cond:
+        """The writer stored `ceiling` (or gave up trying: see `StoreService._reserved`)."""
+        with self._lock:
             self._ceiling = max(self._ceiling, ceiling)
-            self._cond.notify_all()
 
 
-class HistoryService:
-    """The message store behind its threads; what the dispatcher calls `keeper`."""
+class StoreService:
+    """A backend behind its threads: the core's `Store` (store/seam.py)."""
 
     keeps = True
 
     def __init__(
         self,
-        store: MessageStore,
+        backend: Backend,
         offline_max: int,
         readers: int = 1,
         reader_queue: int = 256,
         flush_delay: float = FLUSH_DELAY,
         clock: Callable[[], float] = time.time,
-        ids: Ids | None = None,
+        ids: object | None = None,
     ) -> None:
-        """`store` is the SQLite `MessageStore`, or a cluster's Redis store with the same
-        methods; `ids` comes with a cluster (ids from Redis), else blocks of the store."""
-        self._store = store
-        self._errors = store.errors
+        """`ids` comes with a cluster (ids from Redis); a server alone takes blocks of its
+        own backend (which must then be the SQLite `MessageStore`)."""
+        self._backend = backend
+        self._errors = backend.errors
         self._offline_max = offline_max
-        self._retention = store.retention  # seconds; 0 keeps everything
+        self._retention = backend.retention  # seconds; 0 keeps everything
         self._flush_delay = flush_delay
         self._clock = clock
         self._cond = threading.Condition(threading.Lock())
@@ -152,46 +146,67 @@ class HistoryService:
         self._stopping = False
         self._dropped = 0
         self._next_purge = time.monotonic() + PURGE_EVERY
+        if ids is None:
+            assert isinstance(backend, MessageStore)
+            floor = backend.id_floor()
+            ceiling = floor + ID_BLOCK
+            with backend.transaction():  # before any id is given: a restart starts above
+                backend.reserve_ids(ceiling)
+            ids = MessageIds(floor, ceiling, self._ask_reserve)
+        self.ids = ids
+        self._reads: queue.Queue[Callable[[Backend], None] | None] = queue.Queue(reader_queue)
+        self._reader_count = readers
+        self._threads: list[threading.Thread] = []
+
+    # ---- lifetime ------------------------------------------------------------------
+    def start(self) -> None:
         if self._retention > 0:
             self._purge()  # before serving: nothing past its time is ever shown
-        if ids is None:
-            floor = store.id_floor()
-            ceiling = floor + ID_BLOCK
-            with store.transaction():  # before any id is given: a restart starts above them
-                store.reserve_ids(ceiling)
-            ids = MessageIds(floor, ceiling, self._ask_reserve)
-        self.ids: Ids = ids
-        self._reads: queue.Queue[Callable[[MessageStore], None] | None] = queue.Queue(reader_queue)
-        self._readers = [
+        self._threads = [threading.Thread(target=self._write_loop, name="store-writer")]
+        self._threads += [
             threading.Thread(
-                target=self._read_loop,
-                args=(store.reader(),),
-                daemon=True,
-                name=f"history-reader-{i}",
+                target=self._read_loop, args=(self._backend.reader(),), name=f"store-reader-{i}"
             )
-            for i in range(readers)
+            for i in range(self._reader_count)
         ]
-        self._writer = threading.Thread(target=self._write_loop, name="history-writer", daemon=True)
-        self._writer.start()
-        for thread in self._readers:
+        for thread in self._threads:
             thread.start()
 
-    # ---- any thread --------------------------------------------------------
+    def stop(self) -> None:
+        """Store what was handed over, answer every waiter and reader, close the backend."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        readers = self._threads[1:]
+        if self._threads:
+            self._threads[0].join(_JOIN_TIMEOUT)
+        for _ in readers:
+            try:
+                self._reads.put(None, timeout=_JOIN_TIMEOUT)
+            except queue.Full:
+                break
+        for thread in readers:
+            thread.join(_JOIN_TIMEOUT)
+        for thread in self._threads:
+            if thread.is_alive():
+                log.error("message store: thread %s did not stop in time", thread.name)
+        self._backend.close()
+
+    # ---- any thread --------------------------------------------------------------------
     @property
     def enqueued(self) -> int:
         """A barrier: everything handed over so far."""
         return self._seq
 
-    def keep(self, kept: Sequence[Kept], on_stored: Stored | None = None) -> None:
-        """Store messages; `on_stored(ok)` once they are on disk for good (fsync'd).
+    def keep(self, kept: Kept, durable: bool = False) -> Receipt | None:
+        receipt: Receipt | None = Future() if durable else None
+        self._put(_Put(kept, receipt), urgent=durable)
+        return receipt
 
-        Cheap (a deque append), so the fan-out can call it under the hub lock:
-        that is what lets a login's catch-up see every message queued for it.
-        """
-        self._put(_Put(kept, on_stored), urgent=on_stored is not None)
-
-    def ack(self, user: str, upto: int) -> None:
-        self._put(_Ack(user, upto), urgent=False)
+    def ack(self, user: str, upto: int) -> int:
+        # Urgent: a client that acknowledges, leaves and logs in at once on another node
+        # must not get the messages again (issue "1 of 6", item 7).
+        return self._put(_Ack(user, upto), urgent=True)
 
     def after(self, seq: int, fn: Callable[[], None]) -> None:
         """Call `fn` (on the writer thread, or here) once every job up to `seq` is done."""
@@ -204,40 +219,16 @@ class HistoryService:
                 return
         fn()
 
-    def read_page(
-        self,
-        user: str,
-        peer: str,
-        before: int | None,
-        limit: int,
-        reply: Callable[[Page | None], None],
-    ) -> None:
-        """A history page of what was handed over until now; `reply(None)` when too busy."""
-        self._read(lambda store: store.page(user, peer, before, limit), reply)
+    def read_page(self, user: str, peer: str, before: int | None, limit: int, reply: Reply) -> None:
+        self._read(lambda backend: backend.page(user, peer, before, limit), reply)
 
-    def read_offline(self, user: str, after: int, reply: Callable[[Page | None], None]) -> None:
-        """The next page of `user`'s offline queue above id `after`."""
+    def read_offline(self, user: str, after: int, reply: Reply) -> None:
         self._read(
-            lambda store: store.offline(user, after, OFFLINE_PAGE, OFFLINE_PAGE_BYTES), reply
+            lambda backend: backend.offline(user, after, OFFLINE_PAGE, OFFLINE_PAGE_BYTES), reply
         )
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Store what was handed over, answer every waiter, close the files."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._writer.join(timeout)
-        for _ in self._readers:
-            try:
-                self._reads.put(None, timeout=timeout)
-            except queue.Full:
-                break
-        for thread in self._readers:
-            thread.join(timeout)
-        self._store.close()
-
-    # ---- hand-over -------------------------------------------------------------
-    def _put(self, job: _Job, urgent: bool) -> None:
+    # ---- hand-over -----------------------------------------------------------------------
+    def _put(self, job: _Job, urgent: bool) -> int:
         with self._cond:
             refused = self._stopping or len(self._jobs) >= MAX_BACKLOG
             if refused:
@@ -251,8 +242,10 @@ class HistoryService:
                     self._cond.notify()
                 elif len(self._jobs) == 1 or len(self._jobs) >= MAX_BATCH:
                     self._cond.notify()
+            seq = self._seq
         if refused:  # told outside the lock: the callback may take other locks
             self._refuse(job, dropped)
+        return seq
 
     def _refuse(self, job: _Job, dropped: int) -> None:
         """The writer cannot keep up (or has stopped): this job is not stored."""
@@ -260,8 +253,7 @@ class HistoryService:
             log.error(
                 "message store: %d jobs not stored (the writer is behind or stopped)", dropped
             )
-        if isinstance(job, _Put | _Reserve) and job.on_stored is not None:
-            job.on_stored(False)
+        _answer(job, False)
 
     def _ask_reserve(self, ceiling: int) -> None:
         self._put(_Reserve(ceiling, lambda ok: self._reserved(ceiling, ok)), urgent=True)
@@ -272,18 +264,21 @@ class HistoryService:
             log.error(
                 "message store: id ceiling %d not stored; ids may repeat after a restart", ceiling
             )
-        self.ids.reserved(ceiling)
+        self.ids.reserved(ceiling)  # type: ignore[attr-defined]
 
-    def _read(
-        self, query: Callable[[MessageStore], Page], reply: Callable[[Page | None], None]
-    ) -> None:
-        def job(store: MessageStore) -> None:
+    def _read(self, query: Callable[[Backend], Page], reply: Reply) -> None:
+        errors = self._errors
+
+        def job(backend: Backend) -> None:
             try:
-                page = query(store)
-            except self._errors as exc:
-                log.error("history read failed: %s", exc)
-                page = Page((), False)
-            reply(page)
+                answer: Page | ReadFailed = query(backend)
+            except errors as exc:
+                log.error("message store: a read failed: %s", exc)
+                answer = ReadFailed(str(exc))
+            except Exception as exc:
+                log.exception("message store: a read failed unexpectedly")
+                answer = ReadFailed(f"{type(exc).__name__}")
+            reply(answer)
 
         def submit() -> None:
             try:
@@ -293,17 +288,20 @@ class HistoryService:
 
         self.after(self._seq, submit)
 
-    # ---- writer thread ---------------------------------------------------------
+    # ---- writer thread ---------------------------------------------------------------------
     def _write_loop(self) -> None:
         while True:
-            batch, stop = self._take()
-            if batch:
-                self._commit(batch)
-            elif stop:
-                break
-            if self._retention > 0 and time.monotonic() >= self._next_purge:
-                self._next_purge = time.monotonic() + PURGE_EVERY
-                self._purge()
+            try:
+                batch, stop = self._take()
+                if batch:
+                    self._commit(batch)
+                elif stop:
+                    break
+                if self._retention > 0 and time.monotonic() >= self._next_purge:
+                    self._next_purge = time.monotonic() + PURGE_EVERY
+                    self._purge()
+            except Exception:  # a bug here must not stop every later `sent`
+                log.exception("message store: the writer met an unexpected error; it goes on")
 
     def _take(self) -> tuple[list[tuple[int, float, _Job]], bool]:
         """The next batch (empty when a retention pass is due), and whether to stop after it.
@@ -329,30 +327,35 @@ class HistoryService:
             return batch, self._stopping and not self._jobs
 
     def _commit(self, batch: list[tuple[int, float, _Job]]) -> None:
-        store, ok = self._store, True
+        """Store one batch; whatever happens, answer every job of it and every waiter."""
+        backend, ok = self._backend, False
         try:
-            with store.transaction():
+            with backend.transaction():
                 # Every message of the batch in one put, so each conversation's messages
                 # are sealed together. Acks go after: they name messages already handed
                 # over (stored before they were delivered), in this batch or an earlier one.
-                kept = [k for _, _, job in batch if type(job) is _Put for k in job.kept]
-                grown = store.put(kept) if kept else {}
+                kept = [job.kept for _, _, job in batch if type(job) is _Put]
+                grown = backend.put(kept) if kept else {}
                 for _, _, job in batch:
-                    match job:
-                        case _Ack(user, upto):
-                            store.ack(store.owner(user), upto)
-                        case _Reserve(ceiling):
-                            store.reserve_ids(ceiling)
+                    if type(job) is _Ack:
+                        backend.ack(backend.owner(job.user), job.upto)
+                    elif type(job) is _Reserve:
+                        backend.reserve_ids(job.ceiling)  # type: ignore[attr-defined]
                 for owner, name in grown.items():
                     self._enforce_quota(owner, name)
-        except (*self._errors, ValueError) as exc:
-            ok = False
+            ok = True
+        except self._errors as exc:
             log.error("message store: a batch of %d jobs was not stored: %s", len(batch), exc)
-        for _, _, job in batch:
-            if isinstance(job, _Put | _Reserve) and job.on_stored is not None:
-                job.on_stored(ok)
+        except Exception:
+            log.exception("message store: a batch of %d jobs was not stored", len(batch))
+        finally:
+            for _, _, job in batch:
+                _answer(job, ok)
+            self._done(batch[-1][0])
+
+    def _done(self, seq: int) -> None:
         with self._cond:
-            self._committed = batch[-1][0]
+            self._committed = seq
             due = []
             while self._waiters and self._waiters[0][0] <= self._committed:
                 due.append(heapq.heappop(self._waiters)[2])
@@ -360,10 +363,13 @@ class HistoryService:
                 due += [w[2] for w in self._waiters]
                 self._waiters.clear()
         for fn in due:
-            fn()
+            try:
+                fn()
+            except Exception:
+                log.exception("message store: a waiter failed")
 
-    def _enforce_quota(self, owner: bytes, name: str) -> None:
-        dropped = self._store.trim_queue(owner, self._offline_max)
+    def _enforce_quota(self, owner: object, name: str) -> None:
+        dropped = self._backend.trim_queue(owner, self._offline_max)
         if dropped:
             log.warning(
                 "offline queue of %s is over --offline-max %d: dropped the %d oldest",
@@ -374,8 +380,8 @@ class HistoryService:
 
     def _purge(self) -> None:
         try:
-            removed = self._store.purge_before(self._clock() - self._retention)
-        except self._errors as exc:
+            removed = self._backend.purge_before(self._clock() - self._retention)
+        except Exception as exc:
             log.error("message store: retention pass failed: %s", exc)
             return
         if removed:
@@ -385,50 +391,21 @@ class HistoryService:
                 self._retention / 86400,
             )
 
-    # ---- reader threads ------------------------------------------------------
-    def _read_loop(self, store: MessageStore) -> None:
+    # ---- reader threads --------------------------------------------------------------------
+    def _read_loop(self, backend: Backend) -> None:
         try:
             while (job := self._reads.get()) is not None:
-                try:
-                    job(store)
-                except Exception:  # the reply reports its own outcome; this is a bug
-                    log.exception("history read failed")
+                job(backend)  # answers its reply whatever happens (see `_read`)
         finally:
-            store.close()
+            backend.close()
 
 
-class NoHistory:
-    """`--no-history`: no store. Nothing is kept or queued; history pages are empty.
-
-    Ids still never go back while the process runs; across restarts nothing
-    is kept to compare them with.
-    """
-
-    keeps = False
-    enqueued = 0
-
-    def __init__(self) -> None:
-        self.ids = MessageIds(1, 1 << 62, lambda ceiling: None)
-
-    def keep(self, kept: Sequence[Kept], on_stored: Stored | None = None) -> None:
-        if on_stored is not None:
-            on_stored(False)
-
-    def ack(self, user: str, upto: int) -> None:
-        pass
-
-    def read_page(
-        self,
-        user: str,
-        peer: str,
-        before: int | None,
-        limit: int,
-        reply: Callable[[Page | None], None],
-    ) -> None:
-        reply(Page((), False))
-
-    def read_offline(self, user: str, after: int, reply: Callable[[Page | None], None]) -> None:
-        reply(Page((), False))
-
-    def stop(self) -> None:
-        pass
+def _answer(job: _Job, ok: bool) -> None:
+    """Tell whoever waits for `job` how it went (never raises)."""
+    try:
+        if type(job) is _Put and job.receipt is not None and not job.receipt.done():
+            job.receipt.set_result(ok)
+        elif type(job) is _Reserve:
+            job.then(ok)
+    except Exception:
+        log.exception("message store: telling a job's outcome failed")

@@ -13,7 +13,7 @@ bodies. Every answer is checked against the authenticated chunk, not the
 index: a chunk moved into another conversation, or a damaged one, is
 reported and left out, never shown (docs/store.md, "Message store").
 
-This module is synchronous and owns no thread: `history.HistoryService`
+This module is synchronous and owns no thread: `store.service.StoreService`
 runs its writes on one writer thread (group commit) and its reads on reader
 threads, each with a connection of its own.
 """
@@ -114,7 +114,7 @@ def _connect(path: Path, read_only: bool = False, immutable: bool = False) -> sq
 class MessageStore:
     """The file, its keys, and every SQL statement. One instance per connection's thread."""
 
-    #: What `history.HistoryService` catches from these methods (logged, not fatal).
+    #: What `store.service.StoreService` catches from these methods (logged, not fatal).
     errors: tuple[type[Exception], ...] = (sqlite3.Error, MessageStoreError)
 
     def __init__(
@@ -302,12 +302,13 @@ class MessageStore:
             sender = msgs[0].sender
             rows = [(m.id, m.ts, m.sender, list(m.to), m.text) for m in msgs]
             for name in k.named:
-                conv = conversation(sender, name)
-                by_conv.setdefault(conv, []).extend(rows)
-                if name in k.queued:
-                    owner = self.owner(name)
-                    offline_rows += [(owner, m.id, conv) for m in msgs]
-                    grown[owner] = name
+                by_conv.setdefault(conversation(sender, name), []).extend(rows)
+            # A queued name outside `named` was lost on the way (its session refused the
+            # message): the conversation holds it already, only the queue entry is new.
+            for name in k.queued:
+                conv, owner = conversation(sender, name), self.owner(name)
+                offline_rows += [(owner, m.id, conv) for m in msgs]
+                grown[owner] = name
         chunks = [(conv, part) for conv, rows in by_conv.items() for part in _split(rows)]
         nonces = os.urandom(NONCE_BYTES * len(chunks))
         seal = self._seal

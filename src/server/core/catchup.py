@@ -1,0 +1,85 @@
+"""Offline delivery at login: the stored messages, page by page, before any live one.
+
+A user's first `roster_ack` makes it online (the hub's join, under the hub
+lock) and, just before, puts its slot on *hold*: from then on every frame
+other threads append (live messages, roster deltas) waits aside. The mailbox
+then holds while a reader fetches the first page of the offline queue, after
+a barrier: every message handed to the store before the join, which includes
+every one that found this user offline (the route hands messages to the store
+under the hub lock). Nothing is lost or delivered twice between the two.
+
+After a page the loop is asked to say when the slot is written down to 64 KiB
+(`WhenDrained`), and only then is the next read: a queue of 1,000 large
+messages never needs more than about `--max-outbuf` of memory. When the queue
+is done, what waited aside follows (`release`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from chat.server.core import native
+from chat.server.core.outbuf import Append
+from chat.server.core.results import Drained, OfflineRead
+from chat.server.core.user import User
+from chat.server.net.inbox import LoopInbox
+from chat.server.store.seam import ReadFailed, Store
+from chat.server.store.sqlite import Page
+from chat.shared.errors import Code, RemoteProtocolError
+
+log = logging.getLogger("chat.server")
+
+#: The `error` a user gets when its offline messages cannot be read now.
+UNREADABLE = "offline messages cannot be read now; they are kept for the next login"
+
+
+class CatchUp:
+    __slots__ = ("_inbox", "_store")
+
+    def __init__(self, store: Store, inbox: LoopInbox) -> None:
+        self._store = store
+        self._inbox = inbox
+
+    def start(self, user: User, after: int = 0) -> bool:
+        """Read the next page above `after`; False: the mailbox holds until it comes."""
+        mailbox = user.mailbox
+
+        def reply(page: Page | ReadFailed | None) -> None:
+            if isinstance(page, ReadFailed):
+                mailbox.resume(OfflineRead(None, str(page)))
+            else:
+                mailbox.resume(OfflineRead(page))
+
+        self._store.read_offline(user.name, after, reply)
+        return False
+
+    def page(self, user: User, result: OfflineRead, tick: native.Tick) -> bool:
+        """Queue one page of offline messages; the next one once the loop has written it."""
+        out, page = user.out, result.page
+        if result.failed is not None:
+            log.error("offline messages of %s not sent: %s", user.label(), result.failed)
+            error = RemoteProtocolError(Code.RATE_LIMITED, UNREADABLE)
+            out.append_first(user.conn.error(error), tick)
+        elif page is None:
+            log.warning("offline messages of %s not sent now: readers busy", user.label())
+        else:
+            frames = b"".join(user.conn.reply(m) for m in page.messages)
+            if out.append_first(frames, tick) is Append.OK:
+                user.offline_upto = page.last
+                if page.more:
+                    mailbox = user.mailbox
+                    self._inbox.when_drained(user.cid, lambda ok: mailbox.resume(Drained(ok)))
+                    return False
+        self.end(user, tick)
+        return True
+
+    def drained(self, user: User, ok: bool, tick: native.Tick) -> bool:
+        if ok:
+            return self.start(user, user.offline_upto)
+        self.end(user, tick)
+        return True
+
+    @staticmethod
+    def end(user: User, tick: native.Tick) -> None:
+        """The catch-up is over (or cannot go on): what waited aside follows."""
+        user.out.release(tick)  # an overflow (no memory) is reported by the flush

@@ -1,0 +1,333 @@
+"""The send path: a group of sends, routed once, fanned out in C, answered by `sent`.
+
+Consecutive sends of one connection to the same recipients are a *group*:
+one id block, one route, one native fan-out of all their frames, and a `sent`
+each (with its own id). What the `sent` frames say is decided by the route
+(`core.route`): here it is only carried out.
+
+1. Outside any lock: the rate limit, the ids (never waiting), the messages,
+   and which named recipients have an account.
+2. `Hub.route`: a snapshot of who is where, the plan, and the messages handed
+   to the store's queue, under the hub lock.
+3. Outside the lock: one `cd_fanout` to every local slot, which says who it
+   missed; the other nodes' copies published once the store has them.
+4. The answer: at once, or when the store's receipt and the other nodes have
+   answered (the mailbox holds meanwhile, so replies keep their order), and in
+   a cluster within `deadline` whatever Redis does (issue "1 of 6", item 6):
+   what has not answered by then counts as not done.
+
+It is also the `Deliverer` of the broker: messages from other nodes fanned
+out to this node's sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+
+from chat.server.accounts.seam import Accounts
+from chat.server.core import native, route
+from chat.server.core.broker import Broker
+from chat.server.core.deadlines import Deadlines
+from chat.server.core.hub import Hub
+from chat.server.core.presence import Presence
+from chat.server.core.results import Answered
+from chat.server.core.route import Plan, Targets, Verdict
+from chat.server.core.ticks import Ticks
+from chat.server.core.user import User
+from chat.server.store.seam import Store
+from chat.server.store.sqlite import Kept
+from chat.shared.connection import ServerConnection
+from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError
+from chat.shared.messages import BROADCAST, Msg, Send, encode
+
+log = logging.getLogger("chat.server")
+
+#: Why a send is refused while the store cannot give ids (the `rate_limited` text).
+NO_IDS = "message ids are not available now: try again"
+
+
+class Pending:
+    """A group of sends whose `sent` waits for results: the store's receipt, each other
+    node's answer, and (in a cluster) a deadline. The mailbox resumes once, with what
+    came: results after that are ignored (their callers are other threads)."""
+
+    __slots__ = (
+        "_done",
+        "_left",
+        "_lock",
+        "_reached",
+        "_receipt_due",
+        "_stored",
+        "_user",
+        "missed",
+        "msgs",
+        "passed",
+        "plan",
+        "registered",
+        "sends",
+        "started",
+        "verdict",
+    )
+
+    def __init__(
+        self,
+        user: User,
+        sends: tuple[Send, ...],
+        passed: tuple[bool, ...],
+        plan: Plan,
+        msgs: tuple[Msg, ...],
+        registered: frozenset[str],
+        missed: frozenset[str],
+    ) -> None:
+        self._user = user
+        self.sends = sends
+        self.passed = passed
+        self.plan = plan
+        self.msgs = msgs
+        self.registered = registered
+        self.missed = missed
+        #: Set once the first results are settled and more copies must be stored.
+        self.verdict: Verdict | None = None
+        self.started = time.monotonic()  # the deadline counts from the route
+        self._lock = threading.Lock()
+        self._left = 1  # `ready` has not been called yet
+        self._stored = True
+        self._receipt_due = False
+        self._reached: set[str] = set()
+        self._done = False
+
+    def expect_store(self, receipt: Future) -> None:
+        with self._lock:
+            self._left += 1
+            self._receipt_due = True
+        receipt.add_done_callback(self._receipt)
+
+    def expect_node(self, node: str) -> Callable[[bool], None]:
+        """The `then` of one node's publish."""
+        with self._lock:
+            self._left += 1
+
+        def then(taken: bool) -> None:
+            with self._lock:
+                if taken:
+                    self._reached.add(node)
+            self._one_done()
+
+        return then
+
+    def ready(self) -> None:
+        """Everything awaited is asked for."""
+        self._one_done()
+
+    def expire(self) -> None:
+        """The deadline: answer with what came."""
+        self._finish()
+
+    def _receipt(self, receipt: Future) -> None:
+        ok = not receipt.cancelled() and receipt.exception() is None and bool(receipt.result())
+        with self._lock:
+            self._stored = self._stored and ok
+            self._receipt_due = False
+        self._one_done()
+
+    def _one_done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left:
+                return
+        self._finish()
+
+    def _finish(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            # A receipt that did not come in time: the copies are not known to be durable.
+            result = Answered(self._stored and not self._receipt_due, frozenset(self._reached))
+        self._user.mailbox.resume(result)
+
+
+class Fanout:
+    def __init__(
+        self,
+        hub: Hub,
+        store: Store,
+        accounts: Accounts,
+        presence: Presence,
+        broker: Broker,
+        table: native.OutTable,
+        ticks: Ticks,
+        deadlines: Deadlines,
+        deadline: float | None = None,
+    ) -> None:
+        """`deadline`: seconds a `sent` may wait for other nodes and the store (a cluster,
+        where they are behind Redis); None: the store's answer is awaited (a local disk)."""
+        self._hub = hub
+        self._store = store
+        self._accounts = accounts
+        self._presence = presence
+        self._broker = broker
+        self._table = table
+        self._ticks = ticks
+        self._deadlines = deadlines
+        self._deadline = deadline
+
+    # ---- a group of sends ------------------------------------------------------------------
+    def send(self, user: User, sends: list[Send], tick: native.Tick) -> bool:
+        """Route and fan out; True when the `sent` frames wait (the mailbox holds)."""
+        group = tuple(sends)
+        passed = tuple(user.rate is None or user.rate.take() for _ in group)
+        allowed = [s for s, ok in zip(group, passed, strict=True) if ok]
+        first = self._store.ids.take(len(allowed)) if allowed else None
+        if first is None:
+            why = NO_IDS if allowed else None
+            user.out.append(_refusals(user.conn, group, why), tick)
+            return False
+        to, name, store = group[0].to, user.name, self._store
+        now = time.time()
+        msgs = tuple(Msg(first + i, name, s.to, s.text, now) for i, s in enumerate(allowed))
+        registered = (
+            frozenset(n for n in to if n in self._accounts)
+            if to != BROADCAST and store.keeps
+            else frozenset()
+        )
+        plan, receipt = self._hub.route(name, to, msgs, registered)
+        blob = b"".join(map(encode, msgs))
+        missed = self._fan(plan.targets, blob, tick) if plan.targets.count else frozenset()
+        if not plan.nodes and receipt is None and not missed:  # the common case
+            verdict = Verdict(plan.delivered_json, plan.missing, plan.queued)
+            user.out.append(_sents(user.conn, group, passed, verdict), tick)
+            return False
+        pending = user.pending = Pending(user, group, passed, plan, msgs, registered, missed)
+        if receipt is not None:
+            pending.expect_store(receipt)
+        if plan.nodes:
+            thens = [(node, names, pending.expect_node(node)) for node, names in plan.nodes]
+            if receipt is None:
+                self._publish(name, thens, blob)
+            else:  # once stored: a recipient there who asks for the history finds it
+                receipt.add_done_callback(lambda _r: self._publish(name, thens, blob))
+        if self._deadline is not None and (plan.nodes or receipt is not None):
+            self._deadlines.after(self._deadline, pending.expire)
+        pending.ready()
+        return True
+
+    def answered(self, user: User, result: Answered, tick: native.Tick) -> bool:
+        """The results a group waited for came (or its time ran out): its `sent` frames, or
+        one more wait while copies for recipients lost on the way are made durable."""
+        pending, user.pending = user.pending, None
+        if not isinstance(pending, Pending):
+            raise LocalProtocolError("results with no sends awaiting them")
+        plan = pending.plan
+        if pending.verdict is not None:  # the second wait: copies for the lost ones
+            verdict = route.stored_more(pending.verdict, result.stored)
+        else:
+            reached = result.reached if plan.nodes else None
+            unreached = reached is not None and any(n not in reached for n, _ in plan.nodes)
+            verdict = route.settle(
+                plan,
+                stored=result.stored,
+                reached=reached,
+                missed=pending.missed,
+                everyone_elsewhere=self._presence.everyone()
+                if unreached and plan.to == BROADCAST
+                else None,
+                registered=pending.registered,
+            )
+            left = self._time_left(pending)
+            if verdict.store_more and self._store.keeps and result.stored and left > 0:
+                # Copies for the recipients lost on the way, within what is left of the
+                # deadline: a store that did not answer the first time is not asked again.
+                receipt = self._store.keep(Kept(pending.msgs, (), verdict.store_more), True)
+                if receipt is not None:
+                    again = user.pending = Pending(
+                        user,
+                        pending.sends,
+                        pending.passed,
+                        plan,
+                        pending.msgs,
+                        frozenset(),
+                        pending.missed,
+                    )
+                    again.verdict = verdict
+                    again.started = pending.started
+                    again.expect_store(receipt)
+                    if self._deadline is not None:
+                        self._deadlines.after(left, again.expire)
+                    again.ready()
+                    return False
+            if verdict.store_more:
+                verdict = route.stored_more(verdict, False)
+        user.out.append(_sents(user.conn, pending.sends, pending.passed, verdict), tick)
+        return True
+
+    def _time_left(self, pending: Pending) -> float:
+        """Seconds left of the deadline of `pending` (no deadline: as long as it takes)."""
+        if self._deadline is None:
+            return float("inf")
+        return self._deadline - (time.monotonic() - pending.started)
+
+    # ---- messages from other nodes (Deliverer: the broker's thread) ----------------------------
+    def deliver(self, sender: str, names: Sequence[str] | None, frames: bytes) -> None:
+        targets = self._hub.local_targets(sender, None if names is None else list(names))
+        if targets.count:
+            tick = self._ticks.current()
+            self._table.fanout(tick, frames, targets.handles, targets.count, targets.exclude)
+
+    def delivered(self) -> None:
+        self._ticks.flush()
+
+    # ---- parts -------------------------------------------------------------------------------
+    def _fan(self, targets: Targets, blob: bytes, tick: native.Tick) -> frozenset[str]:
+        """One native call, without the GIL: the same bytes to every slot; the users none of
+        whose slots took them (an overflow is also reported by the flush at the tick's end)."""
+        failed = tick.failed
+        count = targets.count
+        took = self._table.fanout(tick, blob, targets.handles, count, targets.exclude, failed)
+        if took == count:
+            return frozenset()
+        marks = native.ffi.buffer(failed, count)[:]
+        if 1 not in marks:
+            return frozenset()  # the ones not counted were the sender's, excluded
+        users = targets.users
+        missed = {users[i] for i, mark in enumerate(marks) if mark}
+        return frozenset(missed.difference(users[i] for i, mark in enumerate(marks) if not mark))
+
+    def _publish(
+        self,
+        sender: str,
+        thens: list[tuple[str, tuple[str, ...] | None, Callable[[bool], None]]],
+        blob: bytes,
+    ) -> None:
+        for node, names, then in thens:
+            try:
+                self._broker.publish(node, sender, names, blob, then)
+            except Exception:  # the answer must come whatever the broker does
+                log.exception("publishing to node %s failed", node)
+                then(False)
+
+
+def _sents(
+    conn: ServerConnection, sends: tuple[Send, ...], passed: tuple[bool, ...], verdict: Verdict
+) -> bytes:
+    """`sent` for every send that passed the rate limit, `rate_limited` for the others."""
+    delivered, missing, queued = verdict.delivered_json, verdict.missing, verdict.queued
+    if all(passed):  # the common case: one encoding of the lists for all
+        return conn.sent((s.id for s in sends), delivered, missing, queued)
+    return b"".join(
+        conn.sent((s.id,), delivered, missing, queued)
+        if ok
+        else conn.error(RemoteProtocolError(Code.RATE_LIMITED, msg_id=s.id))
+        for s, ok in zip(sends, passed, strict=True)
+    )
+
+
+def _refusals(conn: ServerConnection, sends: tuple[Send, ...], why: str | None) -> bytes:
+    """Every send of the group refused with `rate_limited` (over the rate, or no ids)."""
+    return b"".join(
+        conn.error(RemoteProtocolError(Code.RATE_LIMITED, why, msg_id=s.id)) for s in sends
+    )

@@ -1,0 +1,117 @@
+"""A login: the password checked on a hash thread, then `auth_ok` and the full roster.
+
+While the password is checked the mailbox holds: later frames wait, so the
+replies keep the order of the frames they answer (protocol v1.1 section 7).
+The check is delayed by the login throttle (on the hash executor's timer,
+never on a thread), and a flood of logins waits in a bounded queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+from chat.server.accounts.seam import Accounts
+from chat.server.accounts.users_file import StoreError
+from chat.server.core import native
+from chat.server.core.ends import Ends
+from chat.server.core.hub import Hub
+from chat.server.core.results import LoginChecked, Outcome
+from chat.server.core.user import User
+from chat.server.net.inbox import Cause, LoopInbox
+from chat.shared.errors import Code, RemoteProtocolError, Why
+from chat.shared.messages import Auth
+
+if TYPE_CHECKING:
+    from chat.server.accounts.hashing import HashExecutor
+
+log = logging.getLogger("chat.server")
+
+_FAILURES = {
+    Outcome.BAD_CREDENTIALS: Code.BAD_CREDENTIALS,
+    Outcome.USER_EXISTS: Code.USER_EXISTS,
+}
+
+
+class Throttle(Protocol):
+    """The login throttle (`accounts.throttle.LoginThrottle`)."""
+
+    def delay(self, account: str, addr: str) -> float: ...
+
+    def failure(self, account: str, addr: str) -> None: ...
+
+    def success(self, account: str, addr: str) -> None: ...
+
+
+class Login:
+    def __init__(
+        self,
+        hub: Hub,
+        accounts: Accounts,
+        throttle: Throttle,
+        hasher: HashExecutor,
+        inbox: LoopInbox,
+        ends: Ends,
+    ) -> None:
+        self._hub = hub
+        self._accounts = accounts
+        self._throttle = throttle
+        self._hasher = hasher
+        self._inbox = inbox
+        self._ends = ends
+
+    def check(self, user: User, auth: Auth, tick: native.Tick) -> bool:
+        """Queue the password check on the hash threads; False: the mailbox holds for it."""
+        accounts, mailbox = self._accounts, user.mailbox
+
+        def check() -> None:
+            outcome = Outcome.STORE_FAILED
+            try:
+                if auth.register:
+                    created = accounts.register(auth.user, auth.password)
+                    outcome = Outcome.OK if created else Outcome.USER_EXISTS
+                else:
+                    ok = accounts.verify(auth.user, auth.password)
+                    outcome = Outcome.OK if ok else Outcome.BAD_CREDENTIALS
+            except StoreError as exc:  # disk full, Redis away: say so, keep serving others
+                what = "registration" if auth.register else "login"
+                log.error("%s of %s failed: %s", what, auth.user, exc)
+            except Exception:  # a bug: the connection is answered, the hash thread goes on
+                log.exception("checking the login of %s failed", auth.user)
+            finally:
+                mailbox.resume(LoginChecked(auth.user, auth.register, outcome))
+
+        delay = self._throttle.delay(auth.user, user.ip)
+        if not self._hasher.submit(check, delay):
+            log.warning("login of %s from %s refused: hash queue full", auth.user, user.addr)
+            refused = user.conn.login_failed(RemoteProtocolError(Code.RATE_LIMITED))
+            user.out.append(refused, tick)
+            return True
+        return False
+
+    def checked(self, user: User, result: LoginChecked, tick: native.Tick) -> None:
+        conn = user.conn
+        if result.outcome is Outcome.OK:
+            self._throttle.success(result.user, user.ip)
+            self._hub.subscribe(user, conn.login_succeeded(result.user), tick)
+            self._inbox.logged_in(user.cid)
+            what = "registered and logged in" if result.register else "logged in"
+            log.info("%s %s", what, user.label())
+            return
+        if result.outcome is Outcome.STORE_FAILED:
+            why = Why.STORE_FAILED if result.register else Why.CHECK_FAILED
+            self._ends.end(user, conn.login_aborted(why), result.outcome.value, Cause.US, tick)
+            return
+        self._throttle.failure(result.user, user.ip)
+        frame = conn.login_failed(RemoteProtocolError(_FAILURES[result.outcome]))
+        log.info(
+            "login failed %s: user=%s: %s%s",
+            user.label(),
+            result.user,
+            result.outcome.value,
+            " (too many attempts)" if conn.closed else "",
+        )
+        if conn.closed:
+            self._ends.end(user, frame, "too_many_attempts", Cause.US, tick)
+        else:
+            user.out.append(frame, tick)

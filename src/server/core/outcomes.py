@@ -1,0 +1,79 @@
+"""The results of our own work and the loop's notices, each carried out in its mailbox.
+
+What the connection asked for and waited on comes back here (a password
+checked, a group of sends answered, a page read, the catch-up drained, the
+acknowledged messages stored), and so does what the loop tells it (the peer
+went away, a deadline passed, the client does not read). A handler returns
+False when the mailbox must hold again.
+"""
+
+from __future__ import annotations
+
+from chat.server.core import native
+from chat.server.core.catchup import CatchUp
+from chat.server.core.ends import Ends
+from chat.server.core.fanout import Fanout
+from chat.server.core.frames import PeerFrames
+from chat.server.core.login import Login
+from chat.server.core.results import (
+    Abort,
+    AcksStored,
+    Answered,
+    Drained,
+    Evict,
+    HistoryRead,
+    LoginChecked,
+    Notice,
+    OfflineRead,
+    PeerGone,
+    Result,
+)
+from chat.server.core.user import User
+from chat.server.net.inbox import Cause
+from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError
+from chat.shared.messages import HistoryPage
+
+#: The `error` text of a history request the store could not read.
+UNREADABLE = "the message store cannot read this now"
+
+
+class Outcomes:
+    def __init__(
+        self, login: Login, fanout: Fanout, catchup: CatchUp, frames: PeerFrames, ends: Ends
+    ) -> None:
+        self._login = login
+        self._fanout = fanout
+        self._catchup = catchup
+        self._frames = frames
+        self._ends = ends
+
+    def handle(self, user: User, item: Result | Notice, tick: native.Tick) -> bool:
+        conn = user.conn
+        match item:
+            case Answered():
+                return self._fanout.answered(user, item, tick)
+            case LoginChecked():
+                self._login.checked(user, item, tick)
+            case HistoryRead(msg_id, page, failed):
+                if page is None:
+                    text = UNREADABLE if failed is not None else None
+                    err = RemoteProtocolError(Code.RATE_LIMITED, text, msg_id)
+                    user.out.append(conn.error(err), tick)
+                else:
+                    reply = HistoryPage(msg_id, page.messages, page.more)
+                    user.out.append(conn.reply(reply), tick)
+            case OfflineRead():
+                return self._catchup.page(user, item, tick)
+            case Drained(ok):
+                return self._catchup.drained(user, ok, tick)
+            case AcksStored():
+                self._frames.bye(user, tick)
+            case PeerGone(reason, cause):
+                self._ends.gone(user, reason, cause, tick)
+            case Abort(err, reason):
+                self._ends.end(user, conn.error(err), reason, Cause.US, tick)
+            case Evict(why):
+                self._ends.end(user, conn.goodbye(why), why, Cause.US, tick)
+            case _:
+                raise LocalProtocolError(f"no handler for {item!r}")
+        return True

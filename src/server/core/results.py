@@ -1,0 +1,107 @@
+"""What a connection's mailbox carries besides the peer's frames: notices and results.
+
+The peer's frames arrive as payload bytes. Everything else a mailbox runs is
+one of these frozen records: a notice from the loop (the peer went away, a
+deadline passed, the client does not read) or the result of work the
+connection asked for and waited on (a password checked, messages stored, a
+page read). Each is handled by `core.dispatch` in the connection's order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from chat.server.net.inbox import Cause
+from chat.server.store.sqlite import Page
+from chat.shared.errors import RemoteProtocolError
+from chat.shared.messages import MsgId
+
+
+# ---- notices from the loop ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PeerGone:
+    """The peer's stream ended: EOF (frames before it are still answered) or an error."""
+
+    reason: str
+    cause: Cause = Cause.BROKEN
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """The server ends the connection with this fatal error (a framing error, a deadline)."""
+
+    error: RemoteProtocolError
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Evict:
+    """Drop the connection with a `bye` saying why (a slow reader, a slot out of memory)."""
+
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """The loop wrote the catch-up so far (`ok`), or the connection is ending (not `ok`)."""
+
+    ok: bool
+
+
+# ---- results of our own work --------------------------------------------------------------
+class Outcome(Enum):
+    OK = "ok"
+    BAD_CREDENTIALS = "bad credentials"
+    USER_EXISTS = "user name taken"
+    STORE_FAILED = "accounts store failed"
+
+
+@dataclass(frozen=True, slots=True)
+class LoginChecked:
+    """The hash thread's answer to one `auth`."""
+
+    user: str
+    register: bool
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """What a group of sends waited for came, or its deadline passed: whether the store
+    made its messages durable (`stored`), and which other nodes took them (`reached`)."""
+
+    stored: bool
+    reached: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRead:
+    """A history page read for the request `id`; None when the readers were too busy,
+    an error when the store could not answer."""
+
+    id: MsgId
+    page: Page | None
+    failed: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineRead:
+    """The next page of the offline queue (a login's catch-up); None when too busy."""
+
+    page: Page | None
+    failed: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AcksStored:
+    """What the connection acknowledged (`offline_ack`) is stored: its `bye` may go."""
+
+
+Notice = PeerGone | Abort | Evict | Drained
+Result = LoginChecked | Answered | HistoryRead | OfflineRead | AcksStored
+
+#: Every kind of item a mailbox carries that is not the peer's frame.
+OURS: frozenset[type] = frozenset(
+    {PeerGone, Abort, Evict, Drained, LoginChecked, Answered, HistoryRead, OfflineRead, AcksStored}
+)

@@ -1,0 +1,171 @@
+"""Who gets a connection slot: accepting from every listener, the limits, the eviction rule.
+
+Everything a stranger can hold before logging in is bounded here:
+`--max-clients` slots (the next connection gets `server_full`), at most
+`--max-unauth-per-addr` connections not logged in from one address, and,
+when the server is full, room is made by evicting the oldest connection that
+has not logged in yet (docs/server.md, "Deadlines, back-pressure and limits").
+A refused connection takes no slot of `--max-clients`: it is answered in its
+mailbox like any fatal error and lingers at most `--shutdown-grace`.
+`accept()` failing for want of descriptors or memory backs off, never spins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from chat.server.core import native
+from chat.server.core.user import User
+from chat.server.net.listeners import Listener
+from chat.server.net.transport import Transport
+from chat.server.ops.config import ServerConfig
+from chat.shared.errors import Code, RemoteProtocolError, Why
+
+log = logging.getLogger("chat.server")
+
+_ACCEPT_BATCH = 64
+_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+#: Makes the user of a new connection: (cid, fd, peer address, slot handle, direct).
+MakeUser = Callable[[int, int, Any, int, bool], User]
+
+
+class Admission:
+    def __init__(self, config: ServerConfig, table: native.OutTable, make_user: MakeUser) -> None:
+        self.config = config  # replaced on a reload (SIGHUP)
+        self._table = table
+        self._make_user = make_user
+        self._free_slots = list(range(table.slots - 1, -1, -1))  # popped from the end
+        self._cids = itertools.count(1)
+        self.live = 0  # transports holding one of --max-clients
+        self._unauth: dict[int, Transport] = {}  # not logged in yet, oldest first
+        self._unauth_ips: Counter[str] = Counter()
+        self.stats = {"accepted": 0, "rejected_full": 0}
+        self.backoff = 0.0
+        self.evicted: list[Transport] = []  # made room for a newcomer: the loop ends them
+
+    # ---- accept ------------------------------------------------------------------------
+    def accept(self, listener: Listener) -> tuple[list[tuple[Transport, str | None]], bool]:
+        """Accept what waits on `listener`: new transports, each with why it is refused
+        (None: admitted); and True when accepting must pause (out of descriptors)."""
+        made: list[tuple[Transport, str | None]] = []
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, addr = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if exc.errno in _RESOURCE_ERRNOS:
+                    self.backoff = min(max(self.backoff * 2, 0.05), 2.0)
+                    log.warning("accept failed: %s; pausing accepts for %.2fs", exc, self.backoff)
+                    return made, True
+                log.warning("accept failed: %s", exc)  # e.g. ECONNABORTED: try the next
+                continue
+            self.backoff = 0.0
+            admitted = self._admit(listener, sock, addr)
+            if admitted is not None:
+                made.append(admitted)
+        return made, False
+
+    def _admit(
+        self, listener: Listener, sock: socket.socket, addr: Any
+    ) -> tuple[Transport, str | None] | None:
+        sock.setblocking(False)
+        now = time.monotonic()
+        ip = _plain_ip(addr[0])
+        addr = (ip, addr[1])
+        refusal: str | None = None
+        if self.live >= self.config.max_clients and not self._make_room(now):
+            refusal = f"server_full ({self.live} clients)"
+        elif self._unauth_ips[ip] >= self.config.max_unauth_per_addr > 0:
+            refusal = f"server_full ({self._unauth_ips[ip]} connections not logged in from {ip})"
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not self._free_slots:  # only with far more refused connections than slots
+            log.warning("no outbound slot for %s: closed at once", ip)
+            sock.close()
+            return None
+        if listener.tls is not None:
+            sock = listener.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        slot = self._free_slots.pop()
+        direct = listener.tls is None  # plain TCP: the library sends; TLS: the loop does
+        handle = self._table.open(slot, sock.fileno(), direct)
+        user = self._make_user(next(self._cids), sock.fileno(), addr, handle, direct)
+        decoder = listener.codec.decoder(self.config.max_frame)
+        t = Transport(sock, user, slot, decoder, now, counted=refusal is None)
+        if refusal is not None:
+            self.stats["rejected_full"] += 1
+            log.info("rejected %s: %s", user.addr, refusal)
+        else:
+            self.live += 1
+            self._unauth[t.cid] = t
+            self._unauth_ips[ip] += 1
+            self.stats["accepted"] += 1
+            log.info("accepted %s (%d connected)", t.label(), self.live)
+        return t, refusal
+
+    def _make_room(self, now: float) -> bool:
+        """Full: make room by taking the slot of the oldest connection that has not logged
+        in, if it has been waiting half the login deadline (fresh ones are someone logging
+        in); the loop then ends it (`evicted`)."""
+        for t in self._unauth.values():
+            if now - t.accepted_at < self.config.auth_timeout / 2:
+                return False
+            self.release(t)
+            log.info("evicting %s: not logged in after %.0fs", t.label(), now - t.accepted_at)
+            self.evicted.append(t)
+            return True
+        return False
+
+    def take_evicted(self) -> list[Transport]:
+        """Connections `accept` evicted to make room: the loop ends each (`server_full`)."""
+        evicted, self.evicted = self.evicted, []
+        return evicted
+
+    # ---- counts ----------------------------------------------------------------------------
+    def logged_in(self, cid: int) -> None:
+        t = self._unauth.pop(cid, None)
+        if t is not None:
+            self._uncount_ip(t)
+
+    def expired_logins(self, now: float) -> list[Transport]:
+        """Connections past `--auth-timeout` without logging in."""
+        limit = self.config.auth_timeout
+        return [t for t in self._unauth.values() if now - t.accepted_at >= limit]
+
+    def release(self, t: Transport) -> None:
+        """`t` no longer holds one of --max-clients (evicted, or closed)."""
+        if t.counted:
+            t.counted = False
+            self.live -= 1
+        if self._unauth.pop(t.cid, None) is not None:
+            self._uncount_ip(t)
+
+    def closed(self, t: Transport) -> None:
+        """`t` is closed: its counts and its native slot go back."""
+        self.release(t)
+        self._free_slots.append(t.slot)
+
+    def _uncount_ip(self, t: Transport) -> None:
+        ip = t.user.ip
+        self._unauth_ips[ip] -= 1
+        if self._unauth_ips[ip] <= 0:
+            del self._unauth_ips[ip]
+
+
+def _plain_ip(ip: str) -> str:
+    """An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`, from a dual-stack listener) as the
+    IPv4 address it is: one address counts as one, and the log says what people expect."""
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
+
+
+def eviction_error() -> RemoteProtocolError:
+    return RemoteProtocolError(Code.SERVER_FULL, Why.EVICTED)
