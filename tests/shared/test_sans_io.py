@@ -76,7 +76,7 @@ def test_no_module_imports_native_or_io_machinery(
 
 
 def test_the_cipher_binding_is_not_in_the_core(added_by_module: dict[str, list[str]]) -> None:
-    """It moved to chat.server.cipher: only the server encrypts."""
+    """It moved to chat.server.crypto.cipher: only the server encrypts."""
     assert "chat.shared.cipher" not in added_by_module
 
 
