@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from chat.shared.errors import Code
 from chat.shared.messages import BROADCAST, HISTORY_LIMIT_DEFAULT, Msg, MsgId, Recipients
 
 from . import events as ev
@@ -96,6 +97,18 @@ class View:
         return sender in self.peers  # it reached us: we are named in `to`
 
 
+def refusal_text(user: str, code: str, message: str, register: bool, exists: bool) -> str:
+    """Why the login (or registration) was refused, in the words of what was tried; the
+    server's own text is always there (e.g. its minimum password length)."""
+    if exists:  # --register found the account, and the login with that password failed
+        return f"account {user} exists (leave out --register); login refused: {message}"
+    if register and code == Code.USER_EXISTS:
+        return f"registration refused: {message} (choose another name, or Log in if it is yours)"
+    if register:
+        return f"registration refused: {message}"
+    return f"login refused: {message}"
+
+
 def _all_view() -> View:
     return View.create((BROADCAST,), "")
 
@@ -108,6 +121,8 @@ class ChatModel:
     state: str = OFFLINE
     status_note: str = ""
     want_login: bool = False  # the UI should show the login form again
+    #: Whether the login under way registers (the form that opens again on a refusal).
+    registering: bool = False
     tls: str | None = None  # the TLS version of the connection that is up, None for plain TCP
     main: View = field(default_factory=_all_view)
     convo: View | None = None  # the history of a conversation, when the user asked for it
@@ -117,6 +132,7 @@ class ChatModel:
     _ack_upto: int | None = None
     _request_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _logged_in_as: str | None = None
+    _account_exists: bool = False  # registering found the account: this login is the fallback
     #: When the next reconnect attempt starts (a monotonic time), for a live countdown.
     retry_at: float | None = None
     clock: Callable[[], float] = time.monotonic
@@ -175,6 +191,8 @@ class ChatModel:
         self.state = CONNECTING
         self.tls = None
         self.retry_at = None
+        self.registering = register
+        self._account_exists = False
         self.status_note = "registering" if register else "logging in"
 
     def logged_out(self, note: str = "logged out") -> None:
@@ -301,8 +319,12 @@ class ChatModel:
                 self.state = RECONNECTING
                 self.retry_at = self.clock() + delay
                 self.status_note = reason
-            case ev.LoginFailed(code, message):
-                self._failed(f"login refused: {message}")
+            case ev.AccountExists(user):
+                self.registering, self._account_exists = False, True
+                self.status_note = f"account {user} exists: logging in"
+                self.note(f"account {user} exists: leave out --register (logging in instead)")
+            case ev.LoginFailed(code, message, register):
+                self._failed(refusal_text(self.user, code, message, register, self._account_exists))
             case ev.LoggedIn(user, online, registered):
                 self._logged_in(user, online, registered)
             case ev.RosterChanged(joined, left, _):
@@ -324,8 +346,8 @@ class ChatModel:
                 self._page_failed(request_id, peer, code, message)
             case ev.ServerNotice(code, message):
                 self.note(f"server: {message} ({code})", style="error")
-            case ev.ServerBye(reason):
-                self.note(f"the server said bye: {reason}", style="error")
+            case ev.ServerBye():
+                pass  # the Disconnected that follows says it, with what happens next
             case ev.Disconnected(reason, None) if self.state == CONNECTING:
                 self._network_gone()
                 self._failed(reason)  # never got in: show the login form again
@@ -339,7 +361,9 @@ class ChatModel:
                 self.state = RECONNECTING
                 self.retry_at = self.clock() + delay
                 self.status_note = reason
-                self.note(f"disconnected: {reason}; reconnecting in {delay:.0f}s", style="error")
+                self.note(
+                    f"disconnected: {reason}; reconnecting in {math.ceil(delay)}s", style="error"
+                )
             case ev.Stopped(reason):
                 self._network_gone()
                 if self.state != OFFLINE:  # normally a Disconnected already said why
