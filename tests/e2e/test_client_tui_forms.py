@@ -5,15 +5,12 @@ exists logs in instead; a form on a terminal too small for it says so."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import socket
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_support import PASSWORD, online, register
+from server_support import PASSWORD, TOO_SHORT, online, refusing_registration, register
 from test_client_tui import Tmux, client_args, line_with, no_message_before_pong, start_online
 from test_client_tui_screen import popup_text
 
@@ -173,23 +170,6 @@ def test_register_for_an_account_that_exists_with_another_password_opens_the_log
     tmux.wait_for("logged in as alice", " online | alice @")
 
 
-def _frame(obj: dict[str, object]) -> bytes:
-    data = json.dumps(obj).encode()
-    return struct.pack(">I", len(data)) + data
-
-
-def refusing_registration(conn: socket.socket) -> None:
-    """A server that refuses a registration as `--min-password` will: `bad_request` and its
-    own text; then it waits for the client's `bye`, answers it and closes."""
-    (length,) = struct.unpack(">I", conn.recv(4, socket.MSG_WAITALL))
-    auth = json.loads(conn.recv(length, socket.MSG_WAITALL))
-    assert auth["type"] == "auth" and auth["register"] is True, auth
-    message = "password too short: at least 12 characters"
-    conn.sendall(_frame({"type": "error", "code": "bad_request", "message": message}))
-    conn.recv(64)
-    conn.sendall(_frame({"type": "bye", "reason": "bye"}))
-
-
 @pytest.fixture
 def refusing_server() -> Iterator[Peer]:
     peer = Peer(refusing_registration, None)
@@ -204,7 +184,7 @@ def test_a_registration_the_server_refuses_shows_its_text(refusing_server, tmux)
         "--register",
     )  # fmt: skip
     text = whole_popup(tmux, "registration refused")
-    assert "registration refused: password too short: at least 12 characters" in text
+    assert f"registration refused: {TOO_SHORT}" in text
     screen = tmux.screen()
     assert "warning: a password under 8 characters is easy to guess" in screen
     assert "┌ Register" in screen and "Again:" in screen and "said bye" not in screen
