@@ -120,7 +120,8 @@ class Pasted:
 
 def split_paste(before: str, pasted: str, after: str = "") -> Pasted:
     """The line as it becomes with `pasted` put between `before` and `after` (the text
-    left and right of the cursor), split at its newlines."""
-    text = (before + pasted + after).replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
+    left and right of the cursor), split at its newlines. A tab stays a tab in what is
+    sent (pasted code or columns arrive as they were); the screen shows it as a space."""
+    text = (before + pasted + after).replace("\r\n", "\n").replace("\r", "\n")
     *complete, rest = text.split("\n")
     return Pasted(tuple(line for line in complete if line.strip()), rest)

@@ -32,6 +32,7 @@ from . import events as ev
 from .attention import is_for_me
 from .backlog import Ask, Backlog
 from .history import WAITING, History
+from .names import FOLDS, MARK, LookAlikes, natural_sorted
 from .participants import Participants
 
 OFFLINE = "offline"
@@ -127,6 +128,8 @@ class ChatModel:
     main: View = field(default_factory=_all_view)
     convo: View | None = None  # the history of a conversation, when the user asked for it
     participants: Participants = field(default_factory=Participants)
+    #: Every name seen, so that names which look alike are marked wherever they are shown.
+    looks: LookAlikes = field(default_factory=LookAlikes)
     page_size: int = HISTORY_LIMIT_DEFAULT
     _wants: list[Want] = field(default_factory=list)
     _ack_upto: int | None = None
@@ -137,6 +140,10 @@ class ChatModel:
     retry_at: float | None = None
     clock: Callable[[], float] = time.monotonic
     _bell: bool = False
+
+    def __post_init__(self) -> None:
+        self.participants.looks = self.looks
+        self.main.lines.looks = self.looks
 
     @property
     def history(self) -> History:
@@ -183,9 +190,12 @@ class ChatModel:
     def begin_login(self, user: str, host: str, port: int, register: bool) -> None:
         if self._logged_in_as is not None and self._logged_in_as != user:
             self.main, self.convo = _all_view(), None  # never show one user's messages to another
+            self.main.lines.looks = self.looks
             self.participants.forget()  # nor whom they were writing to
         self._network_gone()  # a new network thread: the old one's answers are discarded
         self.user, self.host, self.port = user, host, port
+        self.looks.me = user
+        self.looks.add(user)
         for view in self.views():
             view.lines.me = user
         self.state = CONNECTING
@@ -219,6 +229,7 @@ class ChatModel:
             if view.shows(self.user, to, self.user):
                 view.lines.outgoing(msg_id, to, text, status=status)
         if to != BROADCAST:
+            self._know(*to)
             self.participants.read(*to)
         self.view.lines.all_read()
         self.view.lines.scroll_to_end()
@@ -227,6 +238,7 @@ class ChatModel:
         """Select exactly these people (none: everyone); said in a note, since the
         prompt changes."""
         names = tuple(sorted(set(names) - {self.user, BROADCAST}))
+        self._know(*names)
         self.participants.select(names)
         if names:
             self.note(f"selected: {self.participants.describe(names)}")
@@ -234,12 +246,19 @@ class ChatModel:
             self.note("selected: everyone")
 
     def who(self) -> None:
-        everyone = sorted({*self.participants.online, self.user} - {""})
+        everyone = natural_sorted({*self.participants.online, self.user} - {""})
+        shown = ", ".join(map(self.looks.show, everyone))
         if self.state == ONLINE:
-            self.note(f"online ({len(everyone)}): {', '.join(everyone)}")
+            self.note(f"online ({len(everyone)}): {shown}")
         else:
-            self.note(f"not connected ({self.state}); last known online: {', '.join(everyone)}")
+            self.note(f"not connected ({self.state}); last known online: {shown}")
         self.note(f"messages go to: {self.participants.describe_target()}")
+        for group in self.looks.groups():
+            self.note(
+                f"look-alike names, each marked {MARK} (they differ only in {FOLDS}): "
+                f"{', '.join(group)}",
+                style="error",
+            )
 
     def open_history(self, peers: tuple[str, ...]) -> None:
         """Show the history with these people (each one's conversation, merged by id)."""
@@ -251,6 +270,7 @@ class ChatModel:
         if self.convo is not None and self.convo.peers == names:
             return
         self.convo = View.create(names, self.user, f"history with {', '.join(names)}")
+        self.convo.lines.looks = self.looks
         self.main.lines.on_screen = False
         self._ask(self.convo, self.convo.backlog.latest())
 
@@ -385,8 +405,10 @@ class ChatModel:
             view.lines.me = user
             view.lines.reconnected()
         away = self.participants.reset(online)
+        met = self.looks.add(user, *online)
         what = "reconnected" if again else "registered and logged in" if registered else "logged in"
-        note = self.history.note(f"{what} as {user}; online: {', '.join(online) or 'nobody else'}")
+        others = ", ".join(map(self.looks.show, natural_sorted(online))) or "nobody else"
+        note = self.history.note(f"{what} as {user}; online: {others}")
         # The first backfill goes on top; after that, what was missed goes before this note.
         if self.main.backlog.cursors[BROADCAST].loaded:
             self.main.lines.anchor_at(note)
@@ -394,12 +416,29 @@ class ChatModel:
             self.main.lines.anchor_at_top()
         for view in self.views():
             self._ask(view, view.backlog.latest())
+        self._say_look_alikes(met)
         if away:
             self.history.note(
                 f"selected and offline: {', '.join(away)} (messages are kept for them)"
             )
 
+    def _know(self, *names: str) -> None:
+        """Names seen: one that looks like a name already known is said, once."""
+        self._say_look_alikes(self.looks.add(*names))
+
+    def _say_look_alikes(self, met: list[tuple[str, list[str]]]) -> None:
+        for name, others in met:
+            self.note(
+                f"look-alike names: {name} looks like {', '.join(others)}; each is marked "
+                f"{MARK} (they differ only in {FOLDS}; /who lists them)",
+                style="error",
+            )
+
+    def _know_message(self, msg: Msg) -> None:
+        self._know(msg.sender, *(() if msg.to == BROADCAST else msg.to))
+
     def _incoming(self, msg: Msg) -> None:
+        self._know_message(msg)
         new = False
         for view in self.views():
             if view.shows(msg.sender, msg.to, self.user):
@@ -412,6 +451,8 @@ class ChatModel:
             self._ack_upto = msg.id if self._ack_upto is None else max(self._ack_upto, msg.id)
 
     def _page(self, request_id: MsgId, messages: tuple[Msg, ...], more: bool) -> None:
+        for msg in messages:
+            self._know_message(msg)
         for view in self.views():
             released = view.backlog.answer(request_id, messages, more)
             if released is not None:
@@ -439,10 +480,14 @@ class ChatModel:
 
     def _roster(self, joined: tuple[str, ...], left: tuple[str, ...]) -> None:
         gone = self.participants.apply(joined, left)
+        show = self.looks.show
         for name in joined:
-            self.history.note(f"{name} joined")
+            self.history.note(f"{show(name)} joined")
+            self._know(name)
         for name in left:
             if name in gone:
-                self.history.note(f"{name} left (still selected: messages are kept for {name})")
+                self.history.note(
+                    f"{show(name)} left (still selected: messages are kept for {name})"
+                )
             else:
-                self.history.note(f"{name} left")
+                self.history.note(f"{show(name)} left")

@@ -39,6 +39,7 @@ from .commands import (
 from .forms import HELP as KEY_HELP
 from .forms import PASSWORD_ADVICE, WEAK_PASSWORD, ChatForm, Credentials
 from .model import CONNECTING, OFFLINE, ONLINE, RECONNECTING, AckOffline, AskHistory, ChatModel
+from .names import FOLDS, MARK
 from .net import NetworkClient
 from .session import Session
 from .terminal import prepare_terminal, stderr_on_terminal
@@ -194,6 +195,9 @@ class ChatApp(npyscreen.NPSAppManaged):
         model.note(f"keys:{KEY_HELP['input']}")
         model.note(f"list (^N):{KEY_HELP['list'].removeprefix(' list:')}")
         model.note("history (^N twice): Home/End, Up/Down; ^O: history of the selection")
+        model.note(
+            f"{MARK}name: looks like another name (differs only in {FOLDS}); /who lists them"
+        )
         model.view.lines.scroll_to_end()
 
     def quit(self) -> None:
