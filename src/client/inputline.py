@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .names import natural_sorted
+
 #: Lines kept for Up/Down (irssi keeps 100 by default, WeeChat 100; we keep a day's worth).
 HISTORY_SIZE = 500
 #: A paste of more complete lines than this is not sent before the user says so
@@ -64,7 +66,7 @@ class InputHistory:
 class Completer:
     """Tab on the message line: the word before the cursor becomes a nickname.
 
-    Candidates are matched case-insensitively by prefix, sorted; another Tab
+    Candidates are matched case-insensitively by prefix, in natural order; another Tab
     right after (nothing typed in between) replaces it with the next one.
     At the start of the line the name is followed by ": " (addressing
     someone, as in IRC); after `@` or elsewhere by a space. `@bo` completes to
@@ -87,9 +89,7 @@ class Completer:
             while start > 0 and not value[start - 1].isspace() and value[start - 1] not in "@,":
                 start -= 1
             prefix = value[start:cursor]
-            choices = sorted(
-                {n for n in names if n.lower().startswith(prefix.lower())}, key=str.lower
-            )
+            choices = natural_sorted(n for n in set(names) if n.lower().startswith(prefix.lower()))
             if not prefix or not choices:
                 self._last = None
                 return None
