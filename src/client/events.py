@@ -41,10 +41,23 @@ class Connected:
 
 @dataclass(frozen=True, slots=True)
 class LoginFailed:
-    """The server refused the credentials (or the account to register); final."""
+    """The server refused the credentials (or the account to register); final.
+
+    `register` says whether the refused `auth` asked to create the account, so the
+    refusal can be worded for what was tried ("registration refused: ...").
+    """
 
     code: str
     message: str
+    register: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AccountExists:
+    """Registering was refused with `user_exists`; the session logs in with the same
+    password instead, on the same connection (a `LoggedIn` or `LoginFailed` follows)."""
+
+    user: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +194,7 @@ NetEvent = (
     | ConnectFailed
     | Connected
     | LoginFailed
+    | AccountExists
     | LoggedIn
     | RosterChanged
     | Incoming

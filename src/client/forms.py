@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import curses
 import curses.ascii
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from npyscreen.wgNMenuDisplay import HasMenus
 from chat.shared.messages import PASSWORD_MAX, valid_name
 
 from .history import History
-from .model import ONLINE
+from .model import ONLINE, RECONNECTING
 from .textwidth import text_width, wrap
 from .widgets import (
     Box,
@@ -31,21 +32,58 @@ from .widgets import (
     ParticipantsView,
     PasswordInput,
     TitleInput,
+    TitlePasswordInput,
+    UnicodeKeys,
     put,
 )
 
 #: The bottom line names the widget that has the focus and its keys (the focus is never
-#: somewhere invisible).
-HELP = {
-    "input": " ^X Menu | Enter send | Tab nick | Up/Down typed | PgUp/PgDn scroll | ^N list"
-    " | ^O history | /help",
-    "list": " list: Up/Down move | Space tick | Enter pick | ^O history | Esc: back to typing",
-    "history": " history: Up/Down/PgUp/PgDn scroll | Home/End | Esc: back to typing",
+#: somewhere invisible). Each hint has a rank: a narrow terminal drops whole hints, the
+#: lowest rank first, and keeps the others in their order (never a word cut in two).
+HINTS: dict[str, tuple[tuple[str, int], ...]] = {
+    "input": (
+        ("^X Menu", 9),
+        ("Enter send", 8),
+        ("Tab nick", 4),
+        ("Up/Down typed", 2),
+        ("PgUp/PgDn scroll", 3),
+        ("^N list", 6),
+        ("^O history", 5),
+        ("/help", 7),
+    ),
+    "list": (
+        ("list: Up/Down move", 9),
+        ("Space tick", 6),
+        ("Enter pick", 7),
+        ("^O history", 5),
+        ("Esc: back to typing", 8),
+    ),
+    "history": (
+        ("history: Up/Down/PgUp/PgDn scroll", 9),
+        ("Home/End", 6),
+        ("Esc: back to typing", 8),
+    ),
 }
+HELP = {focus: " " + " | ".join(hint for hint, _ in hints) for focus, hints in HINTS.items()}
 MIN_LINES, MIN_COLUMNS = 6, 30
 #: Rows of the login popup given to its message (a refusal, a connection error).
 MESSAGE_ROWS = 4
+#: Registering with a shorter password asks once more (the server may have its own minimum).
+PASSWORD_ADVICE = 8
+WEAK_PASSWORD = f"warning: a password under {PASSWORD_ADVICE} characters is easy to guess"
 LOGIN_KEYS = {"login": "l", "register": "r", "logout": "o", "exit": "e"}
+
+
+def help_line(focus: str, width: int) -> str:
+    """The key help of `focus` in `width` columns: whole hints, the least needed dropped."""
+    hints = list(HINTS[focus])
+
+    def text() -> str:
+        return " " + " | ".join(hint for hint, _ in hints)
+
+    while len(hints) > 1 and text_width(text()) > width:
+        hints.remove(min(hints, key=lambda hint: hint[1]))
+    return text() if text_width(text()) <= width else wrap(text(), max(1, width))[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +160,107 @@ class Credentials:
     register: bool
 
 
-class LoginPopup(npyscreen.ActionPopup):
-    """Server, user and password; OK logs in (or registers), Cancel goes back."""
+def too_small_lines(columns: int, lines: int, leave: str) -> list[str]:
+    """ "Terminal too small" in whole words, as many lines as the screen has; `leave` says
+    which key still works (the keys keep working while the screen is too small)."""
+    text = f"Terminal too small ({columns}x{lines}); {leave}"
+    return wrap(text, max(1, columns - 1))[:lines]
+
+
+class FitsOrSaysSo:
+    """For popups: on a terminal smaller than the popup, the "too small" message instead
+    of the part of the popup that happens to fit (or nothing at all, when curses is asked to
+    draw it off the screen). The popup is centred again on every draw, so it follows the
+    terminal; `backdrop` redraws the screen under it after a resize."""
+
+    curses_pad: Any
+    lines: int
+    columns: int
+    show_atx: int
+    show_aty: int
+    show_from_x: int
+    show_from_y: int
+    backdrop: Callable[[], None] | None = None
+    LEAVE = "Escape: back"
+
+    def terminal_size(self) -> tuple[int, int]:
+        rows, cols = self._max_physical()  # type: ignore[attr-defined]
+        return rows + 1, cols + 1
+
+    def fits(self) -> bool:
+        rows, cols = self.terminal_size()
+        return rows >= self.lines and cols >= self.columns
+
+    def refresh(self) -> None:
+        rows, cols = self.terminal_size()
+        if self.fits():
+            self.show_aty, self.show_atx = (rows - self.lines) // 2, (cols - self.columns) // 2
+        else:  # over whatever the widgets drew: the pad covers the whole screen from 0,0
+            self.show_aty = self.show_atx = self.show_from_y = self.show_from_x = 0
+            self.curses_pad.erase()
+            width = max(1, min(cols, self.columns) - 1)
+            for row, line in enumerate(too_small_lines(cols, min(rows, self.lines), self.LEAVE)):
+                put(self.curses_pad, row, 0, line, curses.A_BOLD, width)
+        super().refresh()  # type: ignore[misc]
+
+    def resize(self) -> None:
+        """A KEY_RESIZE while the popup is open: the chat screen under it first."""
+        if self.backdrop is not None:
+            self.backdrop()
+
+
+class _KeptKeysOk(UnicodeKeys, npyscreen.ActionPopup.OK_Button):
+    """A button that reads keys whole: a letter typed at it is ignored, never elsewhere."""
+
+
+class _KeptKeysCancel(UnicodeKeys, npyscreen.ActionPopup.Cancel_Button):
+    pass
+
+
+class ConfirmPopup(FitsOrSaysSo, npyscreen.ActionPopup):
+    """A question with two buttons; every key stays in it until it closes: letters typed
+    at it do nothing, Enter presses the button that has the focus (Cancel at first, so a
+    password typed blindly after the menu key goes nowhere), Escape cancels."""
+
+    OKBUTTON_TYPE = _KeptKeysOk
+    CANCELBUTTON_TYPE = _KeptKeysCancel
+    OK_BUTTON_TEXT = "Log out"
+    CANCEL_BUTTON_TEXT = "Cancel"
+    CANCEL_BUTTON_BR_OFFSET = (2, 18)  # left of the wider OK button
+
+    def __init__(
+        self, *args: Any, text: str, backdrop: Callable[[], None] | None = None, **kw: Any
+    ) -> None:
+        self._text = text
+        self.backdrop = backdrop
+        self.confirmed = False
+        super().__init__(*args, **kw)
+
+    @staticmethod
+    def rows_for(text: str, columns: int) -> int:
+        return len(wrap(text, columns - 6)) + 5
+
+    def create(self) -> None:
+        for line in wrap(self._text, self.columns - 6):
+            self.add(npyscreen.FixedText, value=line, editable=False)
+        self.how_exited_handers[wgwidget.EXITED_ESCAPE] = self._on_cancel
+
+    def pre_edit_loop(self) -> None:
+        super().pre_edit_loop()
+        self.editw = self._widgets__.index(self._added_buttons["cancel_button"])
+
+    def on_ok(self) -> bool:
+        self.confirmed = True
+        return False
+
+    def on_cancel(self) -> bool:
+        self.confirmed = False
+        return False
+
+
+class LoginPopup(FitsOrSaysSo, npyscreen.ActionPopup):
+    """Server, user and password (twice to register); OK logs in (or registers), Cancel goes
+    back. The password field always starts empty: the form never shows a password again."""
 
     def __init__(
         self,
@@ -131,24 +268,33 @@ class LoginPopup(npyscreen.ActionPopup):
         register: bool,
         server: str,
         user: str,
-        password: str,
         message: str = "",
         message_rows: int = MESSAGE_ROWS,
+        backdrop: Callable[[], None] | None = None,
         **kw: Any,
     ) -> None:
         self._register = register
         self._message_rows = max(1, message_rows)
-        self._initial = (server, user, password, message)
+        self._initial = (server, user, message)
+        self._warned: str | None = None  # the short password already warned about
+        self.backdrop = backdrop
         self.result: Credentials | None = None
         super().__init__(*args, **kw)
 
+    @staticmethod
+    def rows_for(register: bool, message_rows: int) -> int:
+        return 9 + register + message_rows
+
     def create(self) -> None:
-        server, user, password, message = self._initial
+        server, user, message = self._initial
         self.server = self.add(TitleInput, name="Server:", value=server, begin_entry_at=12)
         self.user = self.add(TitleInput, name="User:", value=user, begin_entry_at=12)
-        self.password = self.add(
-            TitleSubmitPassword, name="Password:", value=password, begin_entry_at=12
-        )
+        self.confirm: Any = None
+        if self._register:  # Enter in the password goes on to the confirmation
+            self.password = self.add(TitlePasswordInput, name="Password:", begin_entry_at=12)
+            self.confirm = self.add(TitleSubmitPassword, name="Again:", begin_entry_at=12)
+        else:
+            self.password = self.add(TitleSubmitPassword, name="Password:", begin_entry_at=12)
         self.nextrely += 1
         self.message_lines = [
             self.add(npyscreen.FixedText, value="", editable=False)
@@ -169,7 +315,16 @@ class LoginPopup(npyscreen.ActionPopup):
         if not valid_name(user):
             return self._complain("user: letters, digits, _ . - (1-32)")
         if not 1 <= len(password) <= PASSWORD_MAX:
-            return self._complain("password: 1 to 256 characters")
+            return self._complain(f"password: 1 to {PASSWORD_MAX} characters")
+        if self.confirm is not None:
+            if (self.confirm.value or "") != password:
+                self.password.value = self.confirm.value = ""
+                self.editw = self._widgets__.index(self.password)
+                self.password.how_exited = False  # its Enter said "next": stay here now
+                return self._complain("the two passwords differ: type them again")
+            if len(password) < PASSWORD_ADVICE and self._warned != password:
+                self._warned = password  # the same password once more: the user's choice
+                return self._complain(f"{WEAK_PASSWORD}: Enter again to use it anyway")
         self.result = Credentials(host, port, user, password, self._register)
         return False
 
@@ -179,8 +334,7 @@ class LoginPopup(npyscreen.ActionPopup):
 
     def _complain(self, text: str) -> bool:
         self._show_message(text)
-        for line in self.message_lines:
-            line.display()
+        self.display()
         return True
 
     def _show_message(self, text: str) -> None:
@@ -218,6 +372,7 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         self.keypress_timeout = 1  # tenths of a second: the idle hook runs 10 times a second
         self.model = self.parentApp.model
         self._status = ""  # the status line as last drawn
+        self._help = "input"  # whose keys the help line shows
         boxes = layout(self.lines, self.columns)
         self.participants = self.add(
             ParticipantsView,
@@ -308,14 +463,20 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         side = self.participants.box.width
         with suppress(curses.error):
             pad.vline(1, side, curses.ACS_VLINE, lines - 3)
-        put(pad, lines - 1, 0, HELP[self.focused()], curses.A_DIM, columns - 1)
+        self._help = self.focused()
+        put(pad, lines - 1, 0, help_line(self._help, columns - 1), curses.A_DIM, columns - 1)
 
     def _draw_too_small(self) -> None:
         """The reason in whole words, as many lines as the screen has."""
-        text = f"Terminal too small ({self.columns}x{self.lines}); ^X: menu"
         width = max(1, self.columns - 1)
-        for row, line in enumerate(wrap(text, width)[: self.lines]):
+        for row, line in enumerate(too_small_lines(self.columns, self.lines, "^X: menu")):
             put(self.curses_pad, row, 0, line, curses.A_BOLD, width)
+
+    def while_editing(self, *_args: Any) -> None:
+        """The focus moved to another widget (npyscreen draws only that widget then): the
+        help line must name the new one, so the whole form is drawn again."""
+        if self._help != self.focused():
+            self.display()
 
     # ---------------------------------------------- events from the network
     def while_waiting(self) -> None:
@@ -341,38 +502,57 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         """The login failed (or credentials are missing): the form, with the reason."""
         if self.model.want_login and self.editing:
             self.model.want_login = False
-            self.h_login(self.parentApp.last_register, self.model.status_note)
+            self.h_login(self.model.registering, self.model.status_note)
 
     # -------------------------------------------------------- menu actions
     def h_login(self, register: bool, message: str = "") -> None:
         """The login (or register) form; `message` says why it opened by itself. Opened from
-        the menu it says nothing: an old reason is not about the new attempt."""
-        if self.model.state == ONLINE:
-            self.model.status_note = "already logged in (Log out first)"
-            return
+        the menu it says nothing: an old reason is not about the new attempt. Logged in, it
+        asks first whether to log out: the form never opens on top of a session, and what is
+        typed after the menu key stays in the question or the form, never in the chat."""
         app = self.parentApp
         self.DISPLAY()  # the menu that led here is still drawn
+        if self.model.state in (ONLINE, RECONNECTING):
+            if not self._confirm_log_out(register):
+                self.DISPLAY()
+                return
+            app.logout()
+            self.DISPLAY()
         # As many message rows as the screen allows (a short terminal keeps the buttons).
-        message_rows = max(1, min(MESSAGE_ROWS, self.lines - 9))
-        rows, cols = 9 + message_rows, min(60, max(32, self.columns - 2))
+        message_rows = max(1, min(MESSAGE_ROWS, self.lines - LoginPopup.rows_for(register, 0)))
+        rows, cols = LoginPopup.rows_for(register, message_rows), self._popup_columns()
         popup = LoginPopup(
             name="Register" if register else "Log in",
             register=register,
             server=self.model.address,
             user=app.options.user or self.model.user,
-            password=app.password,
             message=message,
             message_rows=message_rows,
+            backdrop=self.DISPLAY,
             lines=rows,
             columns=cols,
         )
-        # Set after construction: npyscreen reads a 0 passed in as "use the class default".
-        popup.show_atx = max(0, (self.columns - cols) // 2)
-        popup.show_aty = max(0, (self.lines - rows) // 2)
         popup.edit()
         if popup.result is not None:
             app.connect(popup.result)
         self.DISPLAY()
+
+    def _confirm_log_out(self, register: bool) -> bool:
+        what = "register a new account" if register else "log in again (as anyone)"
+        text = f"You are logged in as {self.model.user}. Log out first, to {what}?"
+        cols = self._popup_columns()
+        popup = ConfirmPopup(
+            name="Register" if register else "Log in",
+            text=text,
+            backdrop=self.DISPLAY,
+            lines=ConfirmPopup.rows_for(text, cols),
+            columns=cols,
+        )
+        popup.edit()
+        return popup.confirmed
+
+    def _popup_columns(self) -> int:
+        return min(60, max(32, self.columns - 2))
 
     def h_logout(self) -> None:
         self.parentApp.logout()

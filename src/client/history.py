@@ -21,10 +21,12 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from chat.shared.messages import BROADCAST, Msg, MsgId, Recipients
 
 from .attention import mentions
+from .names import LookAlikes
 from .textwidth import printable, wrap
 
 TIME_WIDTH = 9  # "HH:MM:SS "
@@ -71,9 +73,13 @@ class Entry:
     mine: bool = False
     away: bool = False  # delivered from the offline queue
     sender: str = ""  # who wrote it (messages only)
+    #: The names in `head`, and `head` with `{0}`, `{1}`... in their places: drawn with the
+    #: names as `LookAlikes.show` gives them at the time (a look-alike may come later).
+    names: tuple[str, ...] = ()
+    template: str = ""
     #: Caches: a window is laid out at every key and every event, over thousands of entries.
     _wrapped: tuple[str, int, list[str]] | None = field(default=None, compare=False, repr=False)
-    _rendered: tuple[str, bool, str] | None = field(default=None, compare=False, repr=False)
+    _rendered: tuple[str, bool, int, str] | None = field(default=None, compare=False, repr=False)
     _day: str = field(default="", compare=False, repr=False)
 
     @property
@@ -82,23 +88,32 @@ class Entry:
             self._day = day(self.ts)
         return self._day
 
-    def wrapped(self, width: int) -> list[str]:
-        text = self.render()
+    def wrapped(self, width: int, looks: LookAlikes | None = None) -> list[str]:
+        text = self.render(looks)
         cached = self._wrapped
         if cached is None or cached[0] is not text or cached[1] != width:
             cached = self._wrapped = (text, width, wrap(text, width, TIME_WIDTH))
         return cached[2]
 
-    def render(self) -> str:
+    def render(self, looks: LookAlikes | None = None) -> str:
         """The entry as one line of text (the same object while nothing changed)."""
+        version = looks.version if looks is not None and self.names else 0
         cached = self._rendered
-        if cached is not None and cached[0] == self.status and cached[1] == self.away:
-            return cached[2]
+        if (
+            cached is not None
+            and cached[0] == self.status
+            and cached[1] == self.away
+            and cached[2] == version
+        ):
+            return cached[3]
         tail = f"  [{self.status}]" if self.status else ""
         if self.away:
             tail += f"  {AWAY}"
-        text = f"{clock(self.ts)} {self.head}{printable(self.text)}{tail}"
-        self._rendered = (self.status, self.away, text)
+        head = self.head
+        if looks is not None and self.names:
+            head = self.template.format(*map(looks.show, self.names))
+        text = f"{clock(self.ts)} {head}{printable(self.text)}{tail}"
+        self._rendered = (self.status, self.away, version, text)
         return text
 
 
@@ -140,6 +155,7 @@ class History:
     at_top: bool = False  # the last window() reached the oldest line
     older_wanted: bool = False  # the user scrolled up past the oldest line
     on_screen: bool = True  # this view is the one shown (the model says)
+    looks: LookAlikes | None = None  # marks names that look alike (the model's, shared)
     unread_mark: Entry | None = None  # the "new messages" line goes above this entry
     _seen_since_mark: bool = True  # the newest line was in view after the mark was set
     _scroll: int = 0  # lines to move the view by at the next window(); positive: back in time
@@ -207,11 +223,11 @@ class History:
         entry = Entry(
             ts if ts is not None else time.time(),
             "own",
-            f"{_own_marker(to)}{self.me}: ",
-            text,
-            status,
+            text=text,
+            status=status,
             to=to,
             mine=True,
+            **_head(*_own_marker(to), self.me),
         )
         self.own[msg_id] = self._add(entry)
 
@@ -276,20 +292,22 @@ class History:
 
     def _message_entry(self, msg: Msg) -> Entry:
         if msg.sender == self.me:  # our own, from a history page
-            head, style = f"{_own_marker(msg.to)}{self.me}: ", "own"
+            head = _head(*_own_marker(msg.to), self.me)
             return Entry(
-                msg.ts, style, head, msg.text, msg_id=msg.id, to=msg.to, mine=True, sender=self.me
-            )
+                msg.ts, "own", text=msg.text, msg_id=msg.id, to=msg.to, mine=True,
+                sender=self.me, **head,
+            )  # fmt: skip
         if msg.to == BROADCAST:
-            head = f"{msg.sender}: "
+            head = _head("", (), msg.sender)
             style = "mention" if mentions(msg.text, self.me) else "normal"
         elif tuple(msg.to) == (self.me,):
-            head, style = f"[private] {msg.sender}: ", "private"
+            head, style = _head("[private] ", (), msg.sender), "private"
         else:
-            head, style = f"[group: {', '.join(msg.to)}] {msg.sender}: ", "private"
+            head, style = _head(*_own_marker(msg.to, "group"), msg.sender), "private"
         return Entry(
-            msg.ts, style, head, msg.text, msg_id=msg.id, away=msg.offline, sender=msg.sender
-        )
+            msg.ts, style, text=msg.text, msg_id=msg.id, away=msg.offline, sender=msg.sender,
+            **head,
+        )  # fmt: skip
 
     # ------------------------------------------------------- own messages
     def delivered(
@@ -339,12 +357,12 @@ class History:
             heads.append((clip_line(day_separator(entry.ts), width), "day"))
         if entry is self.unread_mark:
             heads.append((clip_line(UNREAD, width), "unread"))
-        texts = [*heads, *((text, entry.style) for text in entry.wrapped(width))]
+        texts = [*heads, *((text, entry.style) for text in entry.wrapped(width, self.looks))]
         return [Line(text, style, entry, part) for part, (text, style) in enumerate(texts)]
 
     def _block_size(self, entry: Entry, previous_day: str | None, width: int) -> int:
         extra = (entry.day != previous_day) + (entry is self.unread_mark)
-        return extra + len(entry.wrapped(width))
+        return extra + len(entry.wrapped(width, self.looks))
 
     def window(self, width: int, height: int) -> list[Line]:
         """The `height` lines to show at `width` columns, newest at the bottom.
@@ -438,9 +456,19 @@ def clip_line(text: str, width: int) -> str:
     return printable(text)[:width]
 
 
-def _own_marker(to: Recipients) -> str:
+def _own_marker(to: Recipients, group: str = "") -> tuple[str, tuple[str, ...]]:
+    """The marker before the sender as a template and its names: `[private to {0}] `, or
+    `[group: {0}, {1}] ` (always a group when `group` is set: a message to us and others)."""
     if to == BROADCAST:
-        return ""
-    if len(to) == 1:
-        return f"[private to {to[0]}] "
-    return f"[group: {', '.join(to)}] "
+        return "", ()
+    names = tuple(to)
+    if len(names) == 1 and not group:
+        return "[private to {0}] ", names
+    return "[group: " + ", ".join(f"{{{i}}}" for i in range(len(names))) + "] ", names
+
+
+def _head(marker: str, names: tuple[str, ...], sender: str) -> dict[str, Any]:
+    """An entry's head (plain), its names and its template: the marker, then the sender."""
+    template = f"{marker}{{{len(names)}}}: "
+    everyone = (*names, sender)
+    return {"head": template.format(*everyone), "names": everyone, "template": template}

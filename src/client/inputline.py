@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .names import natural_sorted
+
 #: Lines kept for Up/Down (irssi keeps 100 by default, WeeChat 100; we keep a day's worth).
 HISTORY_SIZE = 500
 #: A paste of more complete lines than this is not sent before the user says so
@@ -64,7 +66,7 @@ class InputHistory:
 class Completer:
     """Tab on the message line: the word before the cursor becomes a nickname.
 
-    Candidates are matched case-insensitively by prefix, sorted; another Tab
+    Candidates are matched case-insensitively by prefix, in natural order; another Tab
     right after (nothing typed in between) replaces it with the next one.
     At the start of the line the name is followed by ": " (addressing
     someone, as in IRC); after `@` or elsewhere by a space. `@bo` completes to
@@ -87,9 +89,7 @@ class Completer:
             while start > 0 and not value[start - 1].isspace() and value[start - 1] not in "@,":
                 start -= 1
             prefix = value[start:cursor]
-            choices = sorted(
-                {n for n in names if n.lower().startswith(prefix.lower())}, key=str.lower
-            )
+            choices = natural_sorted(n for n in set(names) if n.lower().startswith(prefix.lower()))
             if not prefix or not choices:
                 self._last = None
                 return None
@@ -120,7 +120,8 @@ class Pasted:
 
 def split_paste(before: str, pasted: str, after: str = "") -> Pasted:
     """The line as it becomes with `pasted` put between `before` and `after` (the text
-    left and right of the cursor), split at its newlines."""
-    text = (before + pasted + after).replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
+    left and right of the cursor), split at its newlines. A tab stays a tab in what is
+    sent (pasted code or columns arrive as they were); the screen shows it as a space."""
+    text = (before + pasted + after).replace("\r\n", "\n").replace("\r", "\n")
     *complete, rest = text.split("\n")
     return Pasted(tuple(line for line in complete if line.strip()), rest)

@@ -6,13 +6,15 @@ a script can match: `<name>` a message (followed by `[offline]` when it was
 stored while we were away, then `[private]`, `[private to bob]` or
 `[group: a, b]` when it was not for everyone), `*` a roster change, `>` the
 answer to one of our messages, `!` an error. JSON lines are objects with an
-`event` field; a message is the server's `msg` object, `offline` included.
+`event` field; a message is the server's `msg` object, `offline` included; a
+line refused before it was sent is a `local_error` object.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from chat.shared.messages import BROADCAST, Msg
@@ -82,12 +84,7 @@ def human(event: ev.NetEvent, me: str) -> list[str]:
         case ev.Incoming(msg):
             return [message_line(msg, me)]
         case ev.Delivered(msg_id, delivered, _, queued) as answer:
-            text = f"delivered: {', '.join(sorted(delivered)) or 'nobody'}"
-            if queued:
-                text += f"; queued: {', '.join(sorted(queued))}"
-            if answer.unknown:
-                text += f"; missing: {', '.join(sorted(answer.unknown))}"
-            return [f"{now} > #{msg_id} {text}"]
+            return [f"{now} > #{msg_id} {sent_text(delivered, queued, answer.unknown)}"]
         case ev.SendRefused(msg_id, code, message):
             return [f"{now} ! #{msg_id} {code}: {message}"]
         case ev.ServerNotice(code, message):
@@ -97,6 +94,25 @@ def human(event: ev.NetEvent, me: str) -> list[str]:
         case ev.ServerBye(reason):
             return [f"{now} * server said bye: {reason}"]
     return []
+
+
+def sent_text(delivered: Iterable[str], queued: Iterable[str], unknown: Iterable[str]) -> str:
+    """A `sent` for people: the wire's `missing` names every queued name too, so the
+    queued ones (stored for their next login) and the others (neither online nor stored:
+    normally no such user) are told apart."""
+    parts = [f"delivered: {', '.join(sorted(delivered)) or 'nobody'}"]
+    if stored := sorted(queued):
+        parts.append(f"queued for {', '.join(stored)} (offline)")
+    if lost := sorted(unknown):
+        parts.append(f"not delivered to {', '.join(lost)} (unknown)")
+    return "; ".join(parts)
+
+
+def local_error(line: int, message: str) -> str:
+    """A line refused before it was sent, as a JSON line of the `--json` stream."""
+    return json.dumps(
+        {"event": "local_error", "line": line, "message": message}, ensure_ascii=False
+    )
 
 
 def message_line(msg: Msg, me: str, today: float | None = None) -> str:

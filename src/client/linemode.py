@@ -26,10 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from chat.shared.errors import Code
 from chat.shared.messages import BROADCAST, MsgId, Recipients, valid_name
 
 from . import events as ev
-from .lineformat import as_json, human
+from .lineformat import as_json, human, local_error
 from .net import NetworkClient
 from .session import Session
 
@@ -122,14 +123,25 @@ class Printer:
     def fail(self, text: str) -> None:
         print(f"chat-client: {text}", file=self.err, flush=True)
 
+    def refuse(self, line: int, reason: str) -> None:
+        """A line not sent: said on stderr, and in `--json` also on stdout, so a script
+        reading only the JSON stream learns of it (and of which line)."""
+        self.fail(f"line {line} not sent: {reason}")
+        if self.use_json:
+            print(local_error(line, reason), file=self.out, flush=True)
+
     def ending(self, event: ev.NetEvent) -> int | None:
         """The exit code when `event` ends the run (said in one line on stderr), else None."""
         match event:
             case ev.ConnectFailed(reason, _):
                 self.fail(reason)
                 return EXIT_CONNECT
-            case ev.LoginFailed(code, message):
-                self.fail(f"login refused: {message} ({code})")
+            case ev.LoginFailed(code, message, register) if register and code == Code.USER_EXISTS:
+                self.fail(f"account {self.me} exists: leave out --register ({code})")
+                return EXIT_LOGIN
+            case ev.LoginFailed(code, message, register):
+                what = "registration" if register else "login"
+                self.fail(f"{what} refused: {message} ({code})")
                 return EXIT_LOGIN
             case ev.Disconnected(reason, _) | ev.Stopped(reason):
                 self.fail(f"disconnected: {reason}")
@@ -160,7 +172,7 @@ class LineMode(Printer):
             self.pending.add(self.net.send(to, text, msg_id=line.number))
         except ValueError as exc:
             self.not_sent += 1
-            self.fail(f"line {line.number} not sent: {exc}")
+            self.refuse(line.number, str(exc))
 
     def on_event(self, event: ev.NetEvent) -> int | None:
         """Handle one network event; an exit code when the run is over."""

@@ -25,12 +25,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from chat.shared.errors import Code
 from chat.shared.messages import BROADCAST, HISTORY_LIMIT_DEFAULT, Msg, MsgId, Recipients
 
 from . import events as ev
 from .attention import is_for_me
 from .backlog import Ask, Backlog
 from .history import WAITING, History
+from .names import FOLDS, MARK, LookAlikes, natural_sorted
 from .participants import Participants
 
 OFFLINE = "offline"
@@ -96,6 +98,18 @@ class View:
         return sender in self.peers  # it reached us: we are named in `to`
 
 
+def refusal_text(user: str, code: str, message: str, register: bool, exists: bool) -> str:
+    """Why the login (or registration) was refused, in the words of what was tried; the
+    server's own text is always there (e.g. its minimum password length)."""
+    if exists:  # --register found the account, and the login with that password failed
+        return f"account {user} exists (leave out --register); login refused: {message}"
+    if register and code == Code.USER_EXISTS:
+        return f"registration refused: {message} (choose another name, or Log in if it is yours)"
+    if register:
+        return f"registration refused: {message}"
+    return f"login refused: {message}"
+
+
 def _all_view() -> View:
     return View.create((BROADCAST,), "")
 
@@ -108,19 +122,28 @@ class ChatModel:
     state: str = OFFLINE
     status_note: str = ""
     want_login: bool = False  # the UI should show the login form again
+    #: Whether the login under way registers (the form that opens again on a refusal).
+    registering: bool = False
     tls: str | None = None  # the TLS version of the connection that is up, None for plain TCP
     main: View = field(default_factory=_all_view)
     convo: View | None = None  # the history of a conversation, when the user asked for it
     participants: Participants = field(default_factory=Participants)
+    #: Every name seen, so that names which look alike are marked wherever they are shown.
+    looks: LookAlikes = field(default_factory=LookAlikes)
     page_size: int = HISTORY_LIMIT_DEFAULT
     _wants: list[Want] = field(default_factory=list)
     _ack_upto: int | None = None
     _request_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _logged_in_as: str | None = None
+    _account_exists: bool = False  # registering found the account: this login is the fallback
     #: When the next reconnect attempt starts (a monotonic time), for a live countdown.
     retry_at: float | None = None
     clock: Callable[[], float] = time.monotonic
     _bell: bool = False
+
+    def __post_init__(self) -> None:
+        self.participants.looks = self.looks
+        self.main.lines.looks = self.looks
 
     @property
     def history(self) -> History:
@@ -167,14 +190,19 @@ class ChatModel:
     def begin_login(self, user: str, host: str, port: int, register: bool) -> None:
         if self._logged_in_as is not None and self._logged_in_as != user:
             self.main, self.convo = _all_view(), None  # never show one user's messages to another
+            self.main.lines.looks = self.looks
             self.participants.forget()  # nor whom they were writing to
         self._network_gone()  # a new network thread: the old one's answers are discarded
         self.user, self.host, self.port = user, host, port
+        self.looks.me = user
+        self.looks.add(user)
         for view in self.views():
             view.lines.me = user
         self.state = CONNECTING
         self.tls = None
         self.retry_at = None
+        self.registering = register
+        self._account_exists = False
         self.status_note = "registering" if register else "logging in"
 
     def logged_out(self, note: str = "logged out") -> None:
@@ -201,6 +229,7 @@ class ChatModel:
             if view.shows(self.user, to, self.user):
                 view.lines.outgoing(msg_id, to, text, status=status)
         if to != BROADCAST:
+            self._know(*to)
             self.participants.read(*to)
         self.view.lines.all_read()
         self.view.lines.scroll_to_end()
@@ -209,6 +238,7 @@ class ChatModel:
         """Select exactly these people (none: everyone); said in a note, since the
         prompt changes."""
         names = tuple(sorted(set(names) - {self.user, BROADCAST}))
+        self._know(*names)
         self.participants.select(names)
         if names:
             self.note(f"selected: {self.participants.describe(names)}")
@@ -216,12 +246,19 @@ class ChatModel:
             self.note("selected: everyone")
 
     def who(self) -> None:
-        everyone = sorted({*self.participants.online, self.user} - {""})
+        everyone = natural_sorted({*self.participants.online, self.user} - {""})
+        shown = ", ".join(map(self.looks.show, everyone))
         if self.state == ONLINE:
-            self.note(f"online ({len(everyone)}): {', '.join(everyone)}")
+            self.note(f"online ({len(everyone)}): {shown}")
         else:
-            self.note(f"not connected ({self.state}); last known online: {', '.join(everyone)}")
+            self.note(f"not connected ({self.state}); last known online: {shown}")
         self.note(f"messages go to: {self.participants.describe_target()}")
+        for group in self.looks.groups():
+            self.note(
+                f"look-alike names, each marked {MARK} (they differ only in {FOLDS}): "
+                f"{', '.join(group)}",
+                style="error",
+            )
 
     def open_history(self, peers: tuple[str, ...]) -> None:
         """Show the history with these people (each one's conversation, merged by id)."""
@@ -233,6 +270,7 @@ class ChatModel:
         if self.convo is not None and self.convo.peers == names:
             return
         self.convo = View.create(names, self.user, f"history with {', '.join(names)}")
+        self.convo.lines.looks = self.looks
         self.main.lines.on_screen = False
         self._ask(self.convo, self.convo.backlog.latest())
 
@@ -301,8 +339,12 @@ class ChatModel:
                 self.state = RECONNECTING
                 self.retry_at = self.clock() + delay
                 self.status_note = reason
-            case ev.LoginFailed(code, message):
-                self._failed(f"login refused: {message}")
+            case ev.AccountExists(user):
+                self.registering, self._account_exists = False, True
+                self.status_note = f"account {user} exists: logging in"
+                self.note(f"account {user} exists: leave out --register (logging in instead)")
+            case ev.LoginFailed(code, message, register):
+                self._failed(refusal_text(self.user, code, message, register, self._account_exists))
             case ev.LoggedIn(user, online, registered):
                 self._logged_in(user, online, registered)
             case ev.RosterChanged(joined, left, _):
@@ -324,8 +366,8 @@ class ChatModel:
                 self._page_failed(request_id, peer, code, message)
             case ev.ServerNotice(code, message):
                 self.note(f"server: {message} ({code})", style="error")
-            case ev.ServerBye(reason):
-                self.note(f"the server said bye: {reason}", style="error")
+            case ev.ServerBye():
+                pass  # the Disconnected that follows says it, with what happens next
             case ev.Disconnected(reason, None) if self.state == CONNECTING:
                 self._network_gone()
                 self._failed(reason)  # never got in: show the login form again
@@ -339,7 +381,9 @@ class ChatModel:
                 self.state = RECONNECTING
                 self.retry_at = self.clock() + delay
                 self.status_note = reason
-                self.note(f"disconnected: {reason}; reconnecting in {delay:.0f}s", style="error")
+                self.note(
+                    f"disconnected: {reason}; reconnecting in {math.ceil(delay)}s", style="error"
+                )
             case ev.Stopped(reason):
                 self._network_gone()
                 if self.state != OFFLINE:  # normally a Disconnected already said why
@@ -361,8 +405,10 @@ class ChatModel:
             view.lines.me = user
             view.lines.reconnected()
         away = self.participants.reset(online)
+        met = self.looks.add(user, *online)
         what = "reconnected" if again else "registered and logged in" if registered else "logged in"
-        note = self.history.note(f"{what} as {user}; online: {', '.join(online) or 'nobody else'}")
+        others = ", ".join(map(self.looks.show, natural_sorted(online))) or "nobody else"
+        note = self.history.note(f"{what} as {user}; online: {others}")
         # The first backfill goes on top; after that, what was missed goes before this note.
         if self.main.backlog.cursors[BROADCAST].loaded:
             self.main.lines.anchor_at(note)
@@ -370,12 +416,29 @@ class ChatModel:
             self.main.lines.anchor_at_top()
         for view in self.views():
             self._ask(view, view.backlog.latest())
+        self._say_look_alikes(met)
         if away:
             self.history.note(
                 f"selected and offline: {', '.join(away)} (messages are kept for them)"
             )
 
+    def _know(self, *names: str) -> None:
+        """Names seen: one that looks like a name already known is said, once."""
+        self._say_look_alikes(self.looks.add(*names))
+
+    def _say_look_alikes(self, met: list[tuple[str, list[str]]]) -> None:
+        for name, others in met:
+            self.note(
+                f"look-alike names: {name} looks like {', '.join(others)}; each is marked "
+                f"{MARK} (they differ only in {FOLDS}; /who lists them)",
+                style="error",
+            )
+
+    def _know_message(self, msg: Msg) -> None:
+        self._know(msg.sender, *(() if msg.to == BROADCAST else msg.to))
+
     def _incoming(self, msg: Msg) -> None:
+        self._know_message(msg)
         new = False
         for view in self.views():
             if view.shows(msg.sender, msg.to, self.user):
@@ -388,6 +451,8 @@ class ChatModel:
             self._ack_upto = msg.id if self._ack_upto is None else max(self._ack_upto, msg.id)
 
     def _page(self, request_id: MsgId, messages: tuple[Msg, ...], more: bool) -> None:
+        for msg in messages:
+            self._know_message(msg)
         for view in self.views():
             released = view.backlog.answer(request_id, messages, more)
             if released is not None:
@@ -415,10 +480,14 @@ class ChatModel:
 
     def _roster(self, joined: tuple[str, ...], left: tuple[str, ...]) -> None:
         gone = self.participants.apply(joined, left)
+        show = self.looks.show
         for name in joined:
-            self.history.note(f"{name} joined")
+            self.history.note(f"{show(name)} joined")
+            self._know(name)
         for name in left:
             if name in gone:
-                self.history.note(f"{name} left (still selected: messages are kept for {name})")
+                self.history.note(
+                    f"{show(name)} left (still selected: messages are kept for {name})"
+                )
             else:
-                self.history.note(f"{name} left")
+                self.history.note(f"{show(name)} left")

@@ -44,7 +44,7 @@ from chat.shared.messages import HISTORY_LIMIT_DEFAULT, MsgId, Recipients
 from . import events as ev
 from .backoff import Backoff
 from .session import Session, check_history, check_outgoing
-from .tls import describe_tls_error, ssl_words
+from .tls import describe_tls_error, looks_like_tls, maybe_tls, speaks_tls, ssl_words
 
 log = logging.getLogger("chat.client.net")
 
@@ -367,7 +367,10 @@ class NetworkClient:
                 while True:
                     self._step(sel, link)
             except _Ended as end:
-                return link.bye_reason or str(end)
+                reason = link.bye_reason or str(end)
+                if self._tls is None and link.received == 0 and not self._stopping:
+                    reason = maybe_tls(self.host, self.port, reason)
+                return reason
 
     def _step(self, sel: selectors.BaseSelector, link: _Link) -> None:
         now = time.monotonic()
@@ -405,6 +408,8 @@ class NetworkClient:
         """The socket is ready (for reading, writing, or both): read all there is, then write."""
         data, end = link.read()
         out = b""
+        if self._tls is None and data and link.received == len(data) and looks_like_tls(data):
+            raise _Ended(speaks_tls(self.host, self.port))  # not a chat frame: never parsed
         if data:
             try:
                 out, events = self._session.receive(data)
@@ -469,6 +474,7 @@ class _Link:
         self._write_wants_write = False
         self._read_wants_write = False
         self.more_to_read = False  # the read budget ran out: read again before sleeping
+        self.received = 0  # bytes read on this connection (0: the server said nothing yet)
         self.last_write = self.last_read = time.monotonic()
         #: Since when output has waited without any progress; None when all is written.
         self.stalled_since: float | None = None
@@ -543,6 +549,7 @@ class _Link:
             total += len(data)
         if chunks:
             self.last_read = time.monotonic()
+            self.received += total
         return b"".join(chunks), end
 
 

@@ -20,11 +20,16 @@ from collections.abc import Iterable
 
 from chat.shared.messages import BROADCAST, Recipients
 
+from .names import LookAlikes, natural_sorted
+from .textwidth import ellipsize, text_width
+
 ALL = "All"
 
 
 class Participants:
-    def __init__(self) -> None:
+    def __init__(self, looks: LookAlikes | None = None) -> None:
+        #: Names that look alike are marked wherever they are shown (see `names`).
+        self.looks = looks if looks is not None else LookAlikes()
         self.online: list[str] = []
         self.selected: set[str] = set()
         self.unread: dict[str, int] = {}
@@ -35,7 +40,7 @@ class Participants:
         self.connected_once = False
 
     def rows(self) -> list[str]:
-        return [ALL, *sorted(set(self.online) | self.selected | set(self.unread))]
+        return [ALL, *natural_sorted(set(self.online) | self.selected | set(self.unread))]
 
     def is_online(self, name: str) -> bool:
         return name in self.online
@@ -139,8 +144,11 @@ class Participants:
 
     def describe(self, names: Iterable[str]) -> str:
         """Names for people, each offline one marked: "bob, carol (offline)"."""
+        show = self.looks.show
         return ", ".join(
-            name if self.is_online(name) or not self.connected_once else f"{name} (offline)"
+            show(name)
+            if self.is_online(name) or not self.connected_once
+            else f"{show(name)} (offline)"
             for name in names
         )
 
@@ -148,8 +156,10 @@ class Participants:
         to = self.recipients()
         return "all" if to == BROADCAST else self.describe(to)
 
-    def label(self, row: int) -> str:
-        """A row's text after its checkbox: the name, its unread count, offline or not."""
+    def label(self, row: int, width: int | None = None) -> str:
+        """A row's text after its checkbox: the name (marked when it looks like another),
+        its unread count, offline or not. In `width` columns a long name is cut with "…"
+        and what follows it stays whole."""
         rows = self.rows()
         name = rows[row]
         if row == 0:
@@ -159,4 +169,11 @@ class Participants:
             marks.append(str(self.unread[name]))
         if self.connected_once and not self.is_online(name):
             marks.append("offline")
-        return f"{name} ({', '.join(marks)})" if marks else name
+        shown = self.looks.show(name)
+        tail = f" ({', '.join(marks)})" if marks else ""
+        if width is None or text_width(shown + tail) <= width:
+            return shown + tail
+        room = width - text_width(tail)
+        if room < 4:  # no room for the name and its marks: the name comes first
+            return ellipsize(shown + tail, width)
+        return ellipsize(shown, room) + tail

@@ -112,10 +112,15 @@ def _shared_verdict(message: Send | HistoryRequest) -> RemoteProtocolError | Non
 class Session:
     """One user's conversation with the server; a fresh `ClientConnection` per TCP connection."""
 
-    def __init__(self, user: str, password: str, register: bool = False) -> None:
+    def __init__(
+        self, user: str, password: str, register: bool = False, login_if_exists: bool = False
+    ) -> None:
         self.user = user
         self._password = password
         self._register = register
+        #: Registering and the account exists: log in with the same password instead (once).
+        self._login_if_exists = login_if_exists
+        self._registering = False  # what the `auth` of this connection asked for
         self._conn: ClientConnection | None = None
         #: Written before CHAT: sent, in order, right after the first roster_ack.
         self._outbox: list[Send | HistoryRequest] = []
@@ -163,8 +168,8 @@ class Session:
         self.bye_sent = False
         self.server_bye = None
         self.fatal_error = None
-        register = self._register and not self.ever_logged_in
-        return self._conn.send(Auth(self.user, self._password, register))
+        self._registering = self._register and not self.ever_logged_in
+        return self._conn.send(Auth(self.user, self._password, self._registering))
 
     def connection_lost(self) -> list[ev.NetEvent]:
         """The TCP connection is gone: requests in flight can no longer be answered.
@@ -217,9 +222,11 @@ class Session:
                 self._on_history(request_id, messages, more, events)
             case Error():
                 return self._on_error(message, events)
-            case ServerByeFrame(reason):
+            case ServerByeFrame(reason) if not self.bye_sent:
                 self.server_bye = reason
                 events.append(ev.ServerBye(reason))
+            case ServerByeFrame():
+                pass  # the answer to our own bye: nothing the user needs to read
             case Pong():
                 if self._pings and self._pings.popleft():
                     events.append(ev.CaughtUp(self._offline_count))
@@ -242,7 +249,7 @@ class Session:
         out = conn.send(RosterAck(frame.seq))
         online = tuple(sorted(conn.roster.online))
         if first:
-            registered = self._register and not self.ever_logged_in
+            registered = self._registering
             self.ever_logged_in = True
             events.append(ev.LoggedIn(self.user, online, registered))
             # Offline messages follow the ack; the pong of this ping comes after them.
@@ -267,8 +274,13 @@ class Session:
                 )
             )
         elif self.state is State.AUTH and error.code in LOGIN_REFUSALS:
+            if error.code == Code.USER_EXISTS and self._registering and self._login_if_exists:
+                # The connection stays in AUTH after a non-fatal error: log in on it.
+                self._registering = self._register = False
+                events.append(ev.AccountExists(self.user))
+                return self._require_conn().send(Auth(self.user, self._password, False))
             self.login_failed = True
-            events.append(ev.LoginFailed(error.code, error.message))
+            events.append(ev.LoginFailed(error.code, error.message, self._registering))
         else:
             events.append(ev.ServerNotice(error.code, error.message))
         return b""

@@ -45,6 +45,20 @@ def clip(text: str, width: int) -> str:
     return text
 
 
+#: Ends a text cut to fit (one column in every terminal that shows it at all).
+ELLIPSIS = "\u2026"
+
+
+def ellipsize(text: str, width: int) -> str:
+    """`text` if it fits in `width` columns, else as much as fits followed by "…", so a cut
+    is never taken for the whole (a name cut at the edge could be another name)."""
+    if text_width(text) <= width:
+        return text
+    if width <= 0:
+        return ""
+    return clip(text, width - 1) + ELLIPSIS
+
+
 def wrap(text: str, width: int, indent: int = 0) -> list[str]:
     """Break `text` into lines of at most `width` columns, preferring spaces.
 

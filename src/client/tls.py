@@ -80,3 +80,28 @@ def describe_tls_error(host: str, port: int, exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"TLS: handshake with {where} failed: {exc.strerror or exc}"
     return f"TLS: handshake with {where} failed: {exc}"
+
+
+#: The first byte of a TLS record: an alert (0x15) or a handshake (0x16), then the major
+#: version 3. A chat frame starts with its length, whose first byte is 0 for every frame a
+#: server may send (at most 16 MiB), so the two cannot be confused.
+_TLS_RECORD_TYPES = (0x15, 0x16)
+
+
+def looks_like_tls(first: bytes) -> bool:
+    """Whether the first bytes a plain-TCP connection received are a TLS record."""
+    if not first or first[0] not in _TLS_RECORD_TYPES:
+        return False
+    return len(first) < 2 or first[1] == 0x03
+
+
+def speaks_tls(host: str, port: int) -> str:
+    """A plain-TCP client answered in TLS: the port is a TLS port."""
+    return f"{host}:{port} answered in TLS: it is a TLS port (use --tls)"
+
+
+def maybe_tls(host: str, port: int, reason: str) -> str:
+    """A plain-TCP connection that ended before the server said anything: a TLS server
+    drops a client that does not start with a ClientHello, without a word (OpenSSL sends
+    no alert for a record it cannot parse) and often with a reset."""
+    return f"{reason} before any answer ({host}:{port} may be a TLS port: try --tls)"

@@ -37,8 +37,9 @@ from .commands import (
     parse_command,
 )
 from .forms import HELP as KEY_HELP
-from .forms import ChatForm, Credentials
+from .forms import PASSWORD_ADVICE, WEAK_PASSWORD, ChatForm, Credentials
 from .model import CONNECTING, OFFLINE, ONLINE, RECONNECTING, AckOffline, AskHistory, ChatModel
+from .names import FOLDS, MARK
 from .net import NetworkClient
 from .session import Session
 from .terminal import prepare_terminal, stderr_on_terminal
@@ -68,8 +69,6 @@ class ChatApp(npyscreen.NPSAppManaged):
     def __init__(self, options: TuiOptions) -> None:
         super().__init__()
         self.options = options
-        self.password = options.password
-        self.last_register = options.register
         self.theme = Theme(options.colours, options.palette)
         self.model = ChatModel(options.host, options.port, options.user)
         self.inbox: queue.Queue[tuple[int, ev.NetEvent]] = queue.Queue()
@@ -87,10 +86,14 @@ class ChatApp(npyscreen.NPSAppManaged):
         self.model.history.note("Welcome. ^X opens the menu (log in, register, log out, exit).")
         self.model.history.note("/help lists the commands and keys.")
         if options.user and options.password:
+            if options.register and len(options.password) < PASSWORD_ADVICE:
+                self.model.note(WEAK_PASSWORD, style="error")
+            # --register for an account that exists logs in with that password instead.
             self.connect(
                 Credentials(
                     options.host, options.port, options.user, options.password, options.register
-                )
+                ),
+                login_if_exists=True,
             )
         elif options.user:  # no password known: the form asks for it (nothing typed is lost)
             key, action = ("r", "register") if options.register else ("l", "log in")
@@ -101,13 +104,14 @@ class ChatApp(npyscreen.NPSAppManaged):
             self.model.history.note("Press ^X, then l to log in or r to register.")
 
     # ------------------------------------------------------ UI-thread API
-    def connect(self, cred: Credentials) -> None:
+    def connect(self, cred: Credentials, login_if_exists: bool = False) -> None:
+        """Log in (or register) on a new network thread; the password stays in its session
+        only (the form never shows it again)."""
         self._stop_network()
         self._generation += 1
         generation = self._generation
-        self.password, self.last_register = cred.password, cred.register
         self.model.begin_login(cred.user, cred.host, cred.port, cred.register)
-        session = Session(cred.user, cred.password, cred.register)
+        session = Session(cred.user, cred.password, cred.register, login_if_exists)
         self.net = NetworkClient(
             cred.host,
             cred.port,
@@ -191,6 +195,9 @@ class ChatApp(npyscreen.NPSAppManaged):
         model.note(f"keys:{KEY_HELP['input']}")
         model.note(f"list (^N):{KEY_HELP['list'].removeprefix(' list:')}")
         model.note("history (^N twice): Home/End, Up/Down; ^O: history of the selection")
+        model.note(
+            f"{MARK}name: looks like another name (differs only in {FOLDS}); /who lists them"
+        )
         model.view.lines.scroll_to_end()
 
     def quit(self) -> None:

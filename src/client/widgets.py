@@ -445,14 +445,15 @@ class InputLine(Placed, TextInput):
         if self.editing:
             self.cursor_position = pos
         begin = max(0, min(self.begin_at, pos))
-        while begin < pos and text_width(value[begin:pos]) > room - 1:
+        # Measured as drawn: a tab (or another control character) takes one column.
+        while begin < pos and text_width(printable(value[begin:pos])) > room - 1:
             begin += 1
         self.begin_at = begin
         left = x + prompt_w
         put(pad, y, left, printable(value[begin:]), 0, room)
         if self.editing and cursor:
             under = printable(value[pos]) if pos < len(value) else " "
-            put(pad, y, left + text_width(value[begin:pos]), under, curses.A_REVERSE)
+            put(pad, y, left + text_width(printable(value[begin:pos])), under, curses.A_REVERSE)
 
 
 class ParticipantsView(TypingGoesToInput, UnicodeKeys, Placed, wgwidget.Widget):
@@ -544,7 +545,7 @@ class ParticipantsView(TypingGoesToInput, UnicodeKeys, Placed, wgwidget.Widget):
                 attr |= curses.A_BOLD
             if not connected:
                 attr |= curses.A_DIM
-            text = f"{mark} {self.model.label(row)}"
+            text = f"{mark} {self.model.label(row, self.width - len(mark) - 1)}"
             put(pad, self.rely + 1 + i, self.relx, text.ljust(self.width), attr, self.width)
 
 

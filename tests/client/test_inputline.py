@@ -76,6 +76,16 @@ def test_more_than_a_few_lines_ask_first() -> None:
     assert not split_paste("", "x\n" * PASTE_ASK_LINES).ask
 
 
-def test_a_paste_without_a_newline_is_just_text() -> None:
+def test_a_paste_without_a_newline_is_just_text_and_keeps_its_tabs() -> None:
     pasted = split_paste("ab", "\tc", "d")
-    assert pasted.lines == () and pasted.rest == "ab cd"
+    assert pasted.lines == () and pasted.rest == "ab\tcd"
+    assert split_paste("", "x\ty\n").lines == ("x\ty",)
+
+
+def test_completion_offers_names_in_natural_order() -> None:
+    completer = Completer()
+    names = ["x10", "x2", "x1"]
+    got = [completer.complete("x", 1, names)]
+    got.append(completer.complete(*got[-1], names))  # type: ignore[misc]
+    got.append(completer.complete(*got[-1], names))  # type: ignore[misc]
+    assert [value for value, _ in got] == ["x1: ", "x2: ", "x10: "]  # type: ignore[misc]

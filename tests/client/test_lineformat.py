@@ -54,7 +54,7 @@ def test_human_lines() -> None:
     group = Msg(2, "bob", ("alice", "carol"), "hey", 0.0)
     assert human(ev.Incoming(group), "alice")[0].endswith(" <bob> [group: alice, carol] hey")
     assert human(ev.Delivered(3, ("bob",), ("carol",)), "alice")[0].endswith(
-        " > #3 delivered: bob; missing: carol"
+        " > #3 delivered: bob; not delivered to carol (unknown)"
     )
     assert [line[9:] for line in human(ev.RosterChanged(("c",), ("b",), ("c",)), "a")] == [
         "* c joined",
@@ -86,11 +86,15 @@ def test_offline_messages_are_marked_and_keep_their_offline_field_in_json() -> N
     assert "offline" not in live
 
 
-def test_sent_shows_queued_names_as_queued_and_only_unknown_ones_as_missing() -> None:
+def test_sent_shows_queued_names_as_queued_and_only_unknown_ones_as_not_delivered() -> None:
     answer = ev.Delivered(3, ("carol",), ("bob", "ghost"), ("bob",))
-    assert human(answer, "alice")[0].endswith(" > #3 delivered: carol; queued: bob; missing: ghost")
+    assert human(answer, "alice")[0].endswith(
+        " > #3 delivered: carol; queued for bob (offline); not delivered to ghost (unknown)"
+    )
     only_queued = ev.Delivered(4, (), ("bob",), ("bob",))
-    assert human(only_queued, "alice")[0].endswith(" > #4 delivered: nobody; queued: bob")
+    assert human(only_queued, "alice")[0].endswith(
+        " > #4 delivered: nobody; queued for bob (offline)"
+    )
     assert json.loads(as_json(answer) or "") == {
         "event": "sent",
         "id": 3,

@@ -50,6 +50,26 @@ def test_refused_login_asks_for_the_form_again_with_the_reason() -> None:
     assert "login refused: invalid user name or password" in m.status_text()
 
 
+def test_a_refused_registration_says_registration_and_the_servers_text() -> None:
+    m = ChatModel("127.0.0.1", 7777)
+    m.begin_login("dora", "127.0.0.1", 7777, register=True)
+    m.apply(ev.LoginFailed("bad_request", "password too short: at least 12", register=True))
+    assert m.want_login and m.registering  # the Register form opens again
+    assert m.status_note == "registration refused: password too short: at least 12"
+
+
+def test_register_for_an_account_that_exists_falls_back_to_the_login_form() -> None:
+    m = ChatModel("127.0.0.1", 7777)
+    m.begin_login("alice", "127.0.0.1", 7777, register=True)
+    m.apply(ev.AccountExists("alice"))
+    assert notes(m)[-1] == "account alice exists: leave out --register (logging in instead)"
+    m.apply(ev.LoginFailed("bad_credentials", "invalid user name or password"))
+    assert m.want_login and not m.registering  # the Log in form, not Register
+    assert m.status_note == (
+        "account alice exists (leave out --register); login refused: invalid user name or password"
+    )
+
+
 def test_connection_refused_on_first_connect_asks_for_the_form_again() -> None:
     m = ChatModel("127.0.0.1", 1)
     m.begin_login("alice", "127.0.0.1", 1, register=False)
@@ -59,10 +79,12 @@ def test_connection_refused_on_first_connect_asks_for_the_form_again() -> None:
 
 def test_server_going_away_shows_reconnecting_then_reconnected() -> None:
     m = online_model("bob")
+    before = len(notes(m))
     m.apply(ev.ServerBye("shutdown"))
-    m.apply(ev.Disconnected("the server said bye (shutdown)", 1.0))
+    m.apply(ev.Disconnected("the server said bye (shutdown)", 0.4))
     assert m.state == RECONNECTING
-    assert "the server said bye: shutdown" in notes(m)
+    # One line says it all (the bye and the reconnect), never "reconnecting in 0s".
+    assert notes(m)[before:] == ["disconnected: the server said bye (shutdown); reconnecting in 1s"]
     assert "reconnecting in 1s" in m.status_text()
     m.apply(ev.LoggedIn("alice", (), False))
     assert m.state == ONLINE and notes(m)[-1].startswith("reconnected as alice")

@@ -42,3 +42,14 @@ def test_unresolvable_host_message_names_the_host() -> None:
 def test_timeout_message() -> None:
     expected = "timed out connecting to 10.0.0.1:7"
     assert describe_connect_error("10.0.0.1", 7, TimeoutError()) == expected
+
+
+def test_a_tls_record_is_told_from_a_chat_frame_by_its_first_bytes() -> None:
+    from chat.client.tls import looks_like_tls
+
+    assert looks_like_tls(b"\x15\x03\x03\x00\x02\x02\x46")  # an alert
+    assert looks_like_tls(b"\x16\x03\x01\x02\x00")  # a handshake
+    assert looks_like_tls(b"\x15")  # one byte so far: no chat frame starts so
+    assert not looks_like_tls(b"\x00\x00\x00\x1f{")  # a chat frame's length
+    assert not looks_like_tls(b"\x16\x00")
+    assert not looks_like_tls(b"")

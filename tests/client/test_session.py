@@ -124,6 +124,33 @@ def test_incoming_message_and_server_bye_become_events() -> None:
     assert s.server_bye == "shutdown"
 
 
+def test_the_answer_to_our_own_bye_is_no_event() -> None:
+    s = Session("alice", "pw")
+    logged_in(s)
+    s.bye()
+    _, events = s.receive(wire(ServerBye("bye")))
+    assert events == [] and s.server_bye is None
+
+
+def test_register_for_an_existing_account_logs_in_on_the_same_connection_when_asked() -> None:
+    s = Session("alice", "pw", register=True, login_if_exists=True)
+    s.start()
+    out, events = s.receive(wire(Error("user_exists", "user name is taken")))
+    assert events == [ev.AccountExists("alice")]
+    (auth,) = frames(out)
+    assert (auth.type, auth.user, auth.password, auth.register) == ("auth", "alice", "pw", False)
+    assert not s.login_failed
+    _, events = s.receive(wire(Error("bad_credentials", "no")))
+    assert events == [ev.LoginFailed("bad_credentials", "no", False)] and s.login_failed
+
+
+def test_register_for_an_existing_account_fails_when_not_asked_to_log_in() -> None:
+    s = Session("alice", "pw", register=True)
+    s.start()
+    out, events = s.receive(wire(Error("user_exists", "user name is taken")))
+    assert out == b"" and events == [ev.LoginFailed("user_exists", "user name is taken", True)]
+
+
 @pytest.mark.parametrize("code", ["bad_credentials", "user_exists", "too_many_attempts"])
 def test_a_refused_auth_is_a_login_failure(code: str) -> None:
     s = Session("alice", "pw")

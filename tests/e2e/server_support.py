@@ -188,3 +188,24 @@ def ts_literal(payload: bytes) -> str:
     literal = text[start:end]
     assert decoder.decode(literal) == obj["ts"]
     return literal
+
+
+#: What a server started with `--min-password 12` answers a registration with a shorter one.
+TOO_SHORT = "password too short: at least 12 characters"
+
+
+def _frame(obj: dict[str, Any]) -> bytes:
+    data = json.dumps(obj).encode()
+    return struct.pack(">I", len(data)) + data
+
+
+def refusing_registration(conn: socket.socket) -> None:
+    """A scripted server (for `tls_peer.Peer`) that refuses a registration as the server's
+    `--min-password` does: `bad_request` with its own text; it then answers the client's
+    `bye` and closes."""
+    (length,) = struct.unpack(">I", conn.recv(4, socket.MSG_WAITALL))
+    auth = json.loads(conn.recv(length, socket.MSG_WAITALL))
+    assert auth["type"] == "auth" and auth["register"] is True, auth
+    conn.sendall(_frame({"type": "error", "code": "bad_request", "message": TOO_SHORT}))
+    conn.recv(64)  # the client's bye
+    conn.sendall(_frame({"type": "bye", "reason": "bye"}))

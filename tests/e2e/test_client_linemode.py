@@ -12,10 +12,13 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from server_support import online, register, send_msg
+from server_support import TOO_SHORT, online, refusing_registration, register, send_msg
+
+from tls_peer import Peer
 
 PASSWORD = "correct horse"
 
@@ -177,7 +180,7 @@ def test_sent_reports_name_the_input_line_they_answer(server, clients) -> None:
         "> #1 delivered: bob",
         "> #4 delivered: bob",
         "> #5 delivered: bob",
-        "> #6 delivered: nobody; missing: ghost",
+        "> #6 delivered: nobody; not delivered to ghost (unknown)",
     ]
     assert [bob.recv_type("msg")["text"] for _ in range(3)] == ["first", "fourth", "fifth"]
 
@@ -194,6 +197,59 @@ def test_json_sent_ids_are_the_input_line_numbers(server, clients) -> None:
         (2, ["dave"], ["dave"]),
         (3, ["ghost"], []),
     ]
+
+
+def test_json_says_every_line_refused_locally_on_stdout_too(server, clients) -> None:
+    """A script that reads only the JSON stream learns of every line that was not sent."""
+    bob = online(server, "bob")
+    alice = clients(server, "alice", "--register", "--json")
+    alice.write("first", "@bob,,x not valid", "@bob", "x" * 4097, "fifth")
+    alice.end_input()
+    rc, out, err = alice.finish()
+    assert rc == 5, err
+    objects = [json.loads(line) for line in out]
+    refused = [o for o in objects if o["event"] == "local_error"]
+    assert refused == [
+        {"event": "local_error", "line": 2, "message": "not a valid user name: ''"},
+        {"event": "local_error", "line": 3, "message": "nothing to send after the recipients"},
+        {
+            "event": "local_error",
+            "line": 4,
+            "message": "message too long (4097 characters, at most 4096)",
+        },
+    ]
+    assert [o["id"] for o in objects if o["event"] == "sent"] == [1, 5]
+    assert [line.split(" not sent")[0] for line in err.splitlines()] == [
+        "chat-client: line 2",
+        "chat-client: line 3",
+        "chat-client: line 4",
+    ]
+    assert [bob.recv_type("msg")["text"] for _ in range(2)] == ["first", "fifth"]
+
+
+def test_registering_an_existing_account_says_to_leave_out_register(server, clients) -> None:
+    register(server, "alice")
+    alice = clients(server, "alice", "--register")
+    alice.end_input()
+    rc, out, err = alice.finish()
+    assert (rc, out) == (3, [])
+    assert (
+        one_clear_line(err)
+        == "chat-client: account alice exists: leave out --register (user_exists)"
+    )
+
+
+def test_a_registration_the_server_refuses_shows_its_text(clients) -> None:
+    """As the server's `--min-password` answers: `bad_request` with its own text."""
+    peer = Peer(refusing_registration, None)
+    try:
+        dora = clients(SimpleNamespace(host=peer.host, port=peer.port), "dora", "--register")
+        dora.end_input()
+        rc, out, err = dora.finish()
+    finally:
+        peer.close()
+    assert (rc, out) == (3, [])
+    assert one_clear_line(err) == (f"chat-client: registration refused: {TOO_SHORT} (bad_request)")
 
 
 def test_json_lines_carry_unicode_and_roster_changes(server, clients) -> None:
@@ -249,15 +305,6 @@ def test_wrong_password_is_one_line_and_exit_3(server, clients) -> None:
     assert one_clear_line(err) == (
         "chat-client: login refused: invalid user name or password (bad_credentials)"
     )
-
-
-def test_registering_a_taken_name_is_one_line_and_exit_3(server, clients) -> None:
-    register(server, "alice")
-    alice = clients(server, "alice", "--register")
-    alice.end_input()
-    rc, _, err = alice.finish()
-    assert rc == 3
-    assert "user_exists" in one_clear_line(err)
 
 
 def test_refused_connection_is_one_line_and_exit_1(server, clients) -> None:
@@ -376,7 +423,7 @@ def test_sent_reports_queued_for_a_registered_offline_user_and_missing_for_an_un
     rc, out, err = alice.finish()
     assert rc == 0, err
     assert [line[9:] for line in out if " > " in line] == [
-        "> #1 delivered: nobody; queued: bob; missing: ghost"
+        "> #1 delivered: nobody; queued for bob (offline); not delivered to ghost (unknown)"
     ]
 
 

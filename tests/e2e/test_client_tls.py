@@ -25,6 +25,7 @@ import pytest
 from server_support import PASSWORD, next_frame, wait_for
 from test_client_linemode import LineClient, one_clear_line
 from test_client_tui import Tmux, client_args, line_with
+from test_client_tui_screen import popup_text
 
 from certs import make_pair
 from tls_peer import Peer, server_context
@@ -278,6 +279,55 @@ def test_tls_against_the_plain_chat_server_is_one_line_and_sends_no_login(
     # No auth ever reached the server: the name is still free.
     c = server.client()
     c.login("alice", PASSWORD, register=True)
+
+
+# -------------------------------------- plain TCP against a TLS port: the hint
+def test_plain_tcp_against_the_real_tls_server_is_one_line_that_suggests_tls(
+    start_server, certs, line_clients
+) -> None:
+    """The server drops a client that does not start with a ClientHello, without a word
+    (often with a reset): the client says what that most likely means."""
+    server = tls_server(start_server, certs["good"])
+    alice = line_clients(server, "alice", "--register")
+    alice.end_input()
+    rc, out, err = alice.finish()
+    assert rc == 1 and out == []
+    line = one_clear_line(err)
+    assert line.startswith("chat-client: disconnected: "), line
+    assert line.endswith(
+        f" before any answer (127.0.0.1:{server.port} may be a TLS port: try --tls)"
+    ), line
+    assert tls_online(server, "alice", certs["good"][0])  # nothing was registered
+
+
+def answers_with_a_tls_alert(conn: socket.socket) -> None:
+    """A TLS stack that does answer a plain-text hello: a fatal `protocol_version` alert."""
+    conn.recv(4096)
+    conn.sendall(b"\x15\x03\x03\x00\x02\x02\x46")
+
+
+def test_plain_tcp_answered_with_a_tls_record_says_it_is_a_tls_port(
+    stand_ins, line_clients
+) -> None:
+    server = stand_ins(None, answers_with_a_tls_alert)
+    alice = line_clients(server, "alice")
+    alice.end_input()
+    rc, _, err = alice.finish()
+    assert rc == 1
+    assert one_clear_line(err) == (
+        f"chat-client: disconnected: 127.0.0.1:{server.port} answered in TLS: it is a TLS port "
+        "(use --tls)"
+    )
+
+
+@needs_tmux
+def test_tui_plain_tcp_against_the_real_tls_server_suggests_tls_in_the_form(
+    start_server, certs, tmux
+) -> None:
+    server = tls_server(start_server, certs["good"])
+    tmux.start_client(*client_args(server, "alice", "--register"))
+    text = popup_text(tmux.wait_until(lambda s: "--tls" in popup_text(s), "the hint"))
+    assert f"(127.0.0.1:{server.port} may be a TLS port: try --tls)" in text, text
 
 
 @needs_tmux

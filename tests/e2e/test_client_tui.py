@@ -181,7 +181,7 @@ def client_args(server: Any, user: str, *extra: str, password: str = PASSWORD) -
 
 def log_in_from_the_menu(tmux: Tmux, key: str, user: str, password: str = PASSWORD) -> None:
     """^X opens the menu, the shortcut opens the form; the user and password typed in it
-    (for a client started without --user)."""
+    (for a client started without --user); the Register form asks for the password twice."""
     tmux.wait_for("^X Menu", "offline")
     tmux.keys("C-x")
     tmux.wait_for("Log in", "Register", "Exit")
@@ -191,6 +191,9 @@ def log_in_from_the_menu(tmux: Tmux, key: str, user: str, password: str = PASSWO
     tmux.keys("Down")
     tmux.type(password)
     tmux.keys("Enter")
+    if key == "r":
+        tmux.type(password)
+        tmux.keys("Enter")
 
 
 def start_online(tmux: Tmux, server: Any, user: str, *extra: str, **kw: Any) -> str:
@@ -339,7 +342,7 @@ def test_server_restart_shows_bye_and_the_client_logs_in_again(start_server, tmu
     tmux.start_client(*client_args(first, "alice", "--register"))
     tmux.wait_for("online | alice")
     assert first.stop() == 0
-    tmux.wait_for("the server said bye: shutdown", "reconnecting")
+    tmux.wait_for("the server said bye (shutdown)", "reconnecting")
     second = start_server(
         "--port", str(first.port), users_file=first.users_file, key_file=first.key_file
     )

@@ -168,3 +168,13 @@ def test_home_and_end_edit_the_line_under_tmux_with_xterm_keys(server, tmux) -> 
     tmux.wait_until(lambda s: input_line(s).endswith("> [middle]"), "both ends edited")
     tmux.keys("Enter")
     assert bob.recv_type("msg")["text"] == "[middle]"
+
+
+def test_a_pasted_tab_is_sent_as_a_tab_and_shown_as_a_space(server, tmux) -> None:
+    bob = online(server, "bob")
+    start_online(tmux, server, "alice", "--register")
+    tmux.paste("name\tvalue")
+    tmux.wait_until(lambda s: input_line(s).endswith("> name value"), "the paste in the line")
+    tmux.keys("Enter")
+    assert bob.recv_type("msg")["text"] == "name\tvalue"
+    tmux.wait_for("alice: name value  [delivered: bob]")

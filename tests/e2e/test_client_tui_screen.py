@@ -90,3 +90,52 @@ def test_terminal_too_small_is_said_in_whole_words(tmux, width: int, height: int
     assert words == message[: len(words)], screen
     assert len(words) >= 3
     assert line_with(screen, "Terminal").startswith("Terminal")
+
+
+def help_line_of(screen: str) -> str:
+    return screen.splitlines()[-1]
+
+
+@pytest.mark.parametrize("key", ["Enter", "Escape", "Left"])
+def test_leaving_the_list_puts_the_message_lines_keys_back_on_the_help_line(
+    server, tmux, key: str
+) -> None:
+    start_online(tmux, server, "alice", "--register")
+    tmux.keys("C-n")
+    tmux.wait_until(lambda s: "list: Up/Down move" in help_line_of(s), "the list's keys")
+    tmux.keys(key)
+    # Nothing else happens on screen meanwhile: only the focus change can redraw it.
+    tmux.wait_until(lambda s: help_line_of(s).startswith(" ^X Menu"), "the message line's keys")
+    tmux.type("x")  # and the message line has the focus indeed
+    tmux.wait_until(lambda s: line_with(s, "[all] >").endswith("> x"), "typed text")
+
+
+@pytest.mark.parametrize("focus_keys", [(), ("C-n",), ("C-n", "C-n")])
+def test_the_help_line_keeps_whole_hints_on_a_narrow_terminal(
+    server, tmux, focus_keys: tuple[str, ...]
+) -> None:
+    from chat.client.forms import HINTS
+
+    start_online(tmux, server, "alice", "--register", width=60)
+    if focus_keys:
+        tmux.keys(*focus_keys)
+    focus = {0: "input", 1: "list", 2: "history"}[len(focus_keys)]
+    first = HINTS[focus][0][0]
+    screen = tmux.wait_settled(first)
+    shown = help_line_of(screen).strip().split(" | ")
+    assert shown[0] == first
+    assert all(hint in [h for h, _ in HINTS[focus]] for hint in shown), shown
+    assert len(help_line_of(screen)) <= 59
+
+
+def test_the_server_going_away_is_one_clear_line(start_server, tmux) -> None:
+    server = start_server()
+    start_online(tmux, server, "alice", "--register", width=120)
+    assert server.stop() == 0
+    screen = tmux.wait_re(r"connection refused by 127\.0\.0\.1:\d+", timeout=30)
+    history = [line for line in screen.splitlines()[1:-2] if "said bye" in line]
+    assert len(history) == 1, screen
+    assert re.search(
+        r"disconnected: the server said bye \(shutdown\); reconnecting in [1-9]", history[0]
+    )
+    assert "in 0s" not in screen
