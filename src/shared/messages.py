@@ -45,12 +45,15 @@ MAX_ID = 2**53 - 1
 #: at most this many code points (an id is for matching an answer, not for content).
 ID_TEXT_MAX = 128
 
-#: Inclusive bounds of each integer field, by what it counts (docs/protocol.md section 4).
-MSG_ID_BOUNDS = (1, MAX_ID)  # `msg.id`, and `history.before` (a msg id, exclusive)
-UPTO_BOUNDS = (0, MAX_ID)  # `offline_ack.upto`: 0 acknowledges nothing, which is no error
+#: Inclusive bounds of each integer field, by what it counts (docs/protocol.md section 3a).
+MSG_ID_BOUNDS = (1, MAX_ID)  # `msg.id`: the server's ids start at 1
 SEQ_BOUNDS = (1, MAX_ID)  # `roster.seq` and `roster_ack.seq`: the first roster is seq 1
 LIMIT_BOUNDS = (1, HISTORY_LIMIT_MAX)  # `history.limit`
-CLIENT_ID_BOUNDS = (-MAX_ID, MAX_ID)  # a client's own id that is an integer
+#: Any integer a JSON reader keeps exact: a client's own id, and the msg id a client names
+#: (`history.before`, `offline_ack.upto`). One below 1 names no message, which the contract
+#: does not call an error: acking nothing is none, and `before` is refused only when it is
+#: not an int (v1.1 sections 3, 4); it gives nothing (an empty page, nothing removed).
+SAFE_INT_BOUNDS = (-MAX_ID, MAX_ID)
 #: `msg.ts` (unix seconds): from the epoch to the last second of year 9999, the range
 #: every clock formatting (time.localtime, datetime) can show.
 TS_BOUNDS = (0.0, 253402300799.0)
@@ -244,15 +247,15 @@ def _user_name(value: Any, key: str, msg_id: Any = None) -> str:
 
 def valid_msg_id(value: object) -> bool:
     """A client's own id (echoed in every answer): a string of at most `ID_TEXT_MAX`
-    code points, or an int within `CLIENT_ID_BOUNDS` (never a bool, a float or null)."""
+    code points, or an int within `SAFE_INT_BOUNDS` (never a bool, a float or null)."""
     if type(value) is str:
         return len(value) <= ID_TEXT_MAX
-    return type(value) is int and CLIENT_ID_BOUNDS[0] <= value <= CLIENT_ID_BOUNDS[1]
+    return type(value) is int and SAFE_INT_BOUNDS[0] <= value <= SAFE_INT_BOUNDS[1]
 
 
 _BAD_ID = (
     f"field 'id' must be a string of at most {ID_TEXT_MAX} characters"
-    f" or an integer {CLIENT_ID_BOUNDS[0]}..{CLIENT_ID_BOUNDS[1]}"
+    f" or an integer {SAFE_INT_BOUNDS[0]}..{SAFE_INT_BOUNDS[1]}"
 )
 
 
@@ -291,7 +294,7 @@ def _parse_history(obj: dict[str, Any]) -> HistoryRequest:
     peer = obj.get("with")
     if peer != BROADCAST and not valid_name(peer):
         raise _bad("field 'with' must be \"*\" or a user name", msg_id)
-    before = _int(obj, "before", MSG_ID_BOUNDS, msg_id, default=None)
+    before = _int(obj, "before", SAFE_INT_BOUNDS, msg_id, default=None)
     limit = _int(obj, "limit", LIMIT_BOUNDS, msg_id, default=HISTORY_LIMIT_DEFAULT)
     return HistoryRequest(msg_id, peer, before, limit)
 
@@ -303,7 +306,7 @@ _CLIENT_PARSERS = {
     "ping": lambda obj: Ping(),
     "bye": lambda obj: ClientBye(),
     "history": _parse_history,
-    "offline_ack": lambda obj: OfflineAck(_int(obj, "upto", UPTO_BOUNDS)),
+    "offline_ack": lambda obj: OfflineAck(_int(obj, "upto", SAFE_INT_BOUNDS)),
 }
 
 #: Client frames that carry an `id` the server echoes on every error answering them

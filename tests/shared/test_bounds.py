@@ -17,16 +17,15 @@ from hypothesis import strategies as st
 
 from chat.shared.errors import Code, RemoteProtocolError
 from chat.shared.messages import (
-    CLIENT_ID_BOUNDS,
     HISTORY_LIMIT_DEFAULT,
     HISTORY_LIMIT_MAX,
     ID_TEXT_MAX,
     LIMIT_BOUNDS,
     MAX_ID,
     MSG_ID_BOUNDS,
+    SAFE_INT_BOUNDS,
     SEQ_BOUNDS,
     TS_BOUNDS,
-    UPTO_BOUNDS,
     parse_client_message,
     parse_server_message,
     raw_send_id,
@@ -55,8 +54,10 @@ class IntField(NamedTuple):
 HISTORY = {"type": "history", "id": "h1", "with": "*"}
 CLIENT_FIELDS = {
     "roster_ack.seq": IntField({"type": "roster_ack"}, "seq", SEQ_BOUNDS, lambda m: m.seq),
-    "offline_ack.upto": IntField({"type": "offline_ack"}, "upto", UPTO_BOUNDS, lambda m: m.upto),
-    "history.before": IntField(HISTORY, "before", MSG_ID_BOUNDS, lambda m: m.before, "h1", True),
+    "offline_ack.upto": IntField(
+        {"type": "offline_ack"}, "upto", SAFE_INT_BOUNDS, lambda m: m.upto
+    ),
+    "history.before": IntField(HISTORY, "before", SAFE_INT_BOUNDS, lambda m: m.before, "h1", True),
     "history.limit": IntField(HISTORY, "limit", LIMIT_BOUNDS, lambda m: m.limit, "h1", True),
 }
 MSG = {"type": "msg", "id": 1, "from": "bob", "to": "*", "text": "x", "ts": 1.5}
@@ -119,7 +120,7 @@ def test_every_id_is_exact_as_a_double_and_fits_sqlite_and_the_ids_start_at_one(
     assert float(MAX_ID + 2) != MAX_ID + 2  # past 2**53 a double skips integers
     assert MAX_ID < 2**63 - 1
     assert MSG_ID_BOUNDS == (1, MAX_ID) and SEQ_BOUNDS == (1, MAX_ID)
-    assert UPTO_BOUNDS == (0, MAX_ID) and CLIENT_ID_BOUNDS == (-MAX_ID, MAX_ID)
+    assert SAFE_INT_BOUNDS == (-MAX_ID, MAX_ID)
     assert LIMIT_BOUNDS == (1, HISTORY_LIMIT_MAX) == (1, 200)
 
 
