@@ -7,8 +7,14 @@ fan-out's path (a `Send`, a `Msg` and a `Sent` per message).
 `parse_client_message` / `parse_server_message` turn one frame payload into a
 message or raise `RemoteProtocolError` with the right wire code;
 `encode` turns a message into one frame (length header included). The field
-rules (name pattern, password and text bounds, which types are accepted) live
-here and nowhere else.
+rules (name pattern, password and text bounds, which types are accepted, and
+the bounds of every number) live here and nowhere else.
+
+Every integer a frame carries comes in through `_int` with its bounds, and
+nowhere else: a number the contract's types allow but no part of the system
+can hold (an `upto` SQLite cannot bind, a `before` below any id) is refused
+at decode, where the error can still go back to the frame that sent it,
+rather than deep in a store thread that has nobody to tell.
 """
 
 from __future__ import annotations
@@ -29,6 +35,28 @@ BROADCAST = "*"
 #: `history.limit`: its bounds and the page size when it is absent (v1.1 section 4).
 HISTORY_LIMIT_MAX = 200
 HISTORY_LIMIT_DEFAULT = 50
+
+#: The largest integer on the wire, 2**53 - 1 (JavaScript's Number.MAX_SAFE_INTEGER): an
+#: id stays exact in any JSON reader that keeps numbers as doubles, in a Redis score (a
+#: double) and far inside SQLite's INTEGER (2**63 - 1). The server's ids start at 1 and
+#: grow by one per message: a million a second would take 285 years to reach it.
+MAX_ID = 2**53 - 1
+#: A client's own id (`send.id`, `history.id`, any request's `id`) that is a string:
+#: at most this many code points (an id is for matching an answer, not for content).
+ID_TEXT_MAX = 128
+
+#: Inclusive bounds of each integer field, by what it counts (docs/protocol.md section 3a).
+MSG_ID_BOUNDS = (1, MAX_ID)  # `msg.id`: the server's ids start at 1
+SEQ_BOUNDS = (1, MAX_ID)  # `roster.seq` and `roster_ack.seq`: the first roster is seq 1
+LIMIT_BOUNDS = (1, HISTORY_LIMIT_MAX)  # `history.limit`
+#: Any integer a JSON reader keeps exact: a client's own id, and the msg id a client names
+#: (`history.before`, `offline_ack.upto`). One below 1 names no message, which the contract
+#: does not call an error: acking nothing is none, and `before` is refused only when it is
+#: not an int (v1.1 sections 3, 4); it gives nothing (an empty page, nothing removed).
+SAFE_INT_BOUNDS = (-MAX_ID, MAX_ID)
+#: `msg.ts` (unix seconds): from the epoch to the last second of year 9999, the range
+#: every clock formatting (time.localtime, datetime) can show.
+TS_BOUNDS = (0.0, 253402300799.0)
 
 MsgId = str | int
 Recipients = Literal["*"] | tuple[str, ...]
@@ -163,6 +191,10 @@ def _bad(what: str, msg_id: Any = None) -> RemoteProtocolError:
     return RemoteProtocolError(Code.BAD_REQUEST, what, msg_id)
 
 
+#: `_int`'s default for a field that must be present.
+_REQUIRED: Any = object()
+
+
 def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], msg_id: Any = None) -> Any:
     if key not in obj:
         raise _bad(f"missing field '{key}'", msg_id)
@@ -170,6 +202,33 @@ def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], msg_id: A
     # bool is an int in Python but not in the contract, and vice versa.
     if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         raise _bad(f"field '{key}' has the wrong type", msg_id)
+    return value
+
+
+def _int(
+    obj: dict[str, Any],
+    key: str,
+    bounds: tuple[int, int],
+    msg_id: Any = None,
+    default: Any = _REQUIRED,
+) -> Any:
+    """The one way an integer field leaves a frame: present, an int, within `bounds`.
+
+    An optional field (`default` given) may be absent; when present it is an
+    int, so JSON null is refused like any other non-int: the contract says what
+    the field is when it is there, and absence is how a client leaves it out.
+    bool is an int to Python but not to the contract; 5.0 is a float.
+    """
+    if key not in obj:
+        if default is _REQUIRED:
+            raise _bad(f"missing field '{key}'", msg_id)
+        return default
+    value = obj[key]
+    if type(value) is not int:
+        raise _bad(f"field '{key}' must be an integer", msg_id)
+    lo, hi = bounds
+    if not lo <= value <= hi:
+        raise _bad(f"field '{key}' must be {lo}..{hi}", msg_id)
     return value
 
 
@@ -187,7 +246,17 @@ def _user_name(value: Any, key: str, msg_id: Any = None) -> str:
 
 
 def valid_msg_id(value: object) -> bool:
-    return isinstance(value, str | int) and not isinstance(value, bool)
+    """A client's own id (echoed in every answer): a string of at most `ID_TEXT_MAX`
+    code points, or an int within `SAFE_INT_BOUNDS` (never a bool, a float or null)."""
+    if type(value) is str:
+        return len(value) <= ID_TEXT_MAX
+    return type(value) is int and SAFE_INT_BOUNDS[0] <= value <= SAFE_INT_BOUNDS[1]
+
+
+_BAD_ID = (
+    f"field 'id' must be a string of at most {ID_TEXT_MAX} characters"
+    f" or an integer {SAFE_INT_BOUNDS[0]}..{SAFE_INT_BOUNDS[1]}"
+)
 
 
 def _parse_auth(obj: dict[str, Any]) -> Auth:
@@ -202,7 +271,7 @@ def _parse_auth(obj: dict[str, Any]) -> Auth:
 def _parse_send(obj: dict[str, Any]) -> Send:
     msg_id = obj.get("id")
     if not valid_msg_id(msg_id):
-        raise _bad("field 'id' must be a string or an integer")
+        raise _bad(_BAD_ID)
     to = obj.get("to")
     if to == BROADCAST:
         recipients: Recipients = BROADCAST
@@ -215,27 +284,18 @@ def _parse_send(obj: dict[str, Any]) -> Send:
 
 
 def _parse_roster_ack(obj: dict[str, Any]) -> RosterAck:
-    return RosterAck(_get(obj, "seq", int))
-
-
-def _optional_int(obj: dict[str, Any], key: str, default: Any, msg_id: Any) -> Any:
-    """An optional int field; JSON null counts as absent."""
-    if obj.get(key) is None:
-        return default
-    return _get(obj, key, int, msg_id)
+    return RosterAck(_int(obj, "seq", SEQ_BOUNDS))
 
 
 def _parse_history(obj: dict[str, Any]) -> HistoryRequest:
     msg_id = obj.get("id")
     if not valid_msg_id(msg_id):
-        raise _bad("field 'id' must be a string or an integer")
+        raise _bad(_BAD_ID)
     peer = obj.get("with")
     if peer != BROADCAST and not valid_name(peer):
         raise _bad("field 'with' must be \"*\" or a user name", msg_id)
-    before = _optional_int(obj, "before", None, msg_id)
-    limit = _optional_int(obj, "limit", HISTORY_LIMIT_DEFAULT, msg_id)
-    if not 1 <= limit <= HISTORY_LIMIT_MAX:
-        raise _bad(f"field 'limit' must be 1..{HISTORY_LIMIT_MAX}", msg_id)
+    before = _int(obj, "before", SAFE_INT_BOUNDS, msg_id, default=None)
+    limit = _int(obj, "limit", LIMIT_BOUNDS, msg_id, default=HISTORY_LIMIT_DEFAULT)
     return HistoryRequest(msg_id, peer, before, limit)
 
 
@@ -246,7 +306,7 @@ _CLIENT_PARSERS = {
     "ping": lambda obj: Ping(),
     "bye": lambda obj: ClientBye(),
     "history": _parse_history,
-    "offline_ack": lambda obj: OfflineAck(_get(obj, "upto", int)),
+    "offline_ack": lambda obj: OfflineAck(_int(obj, "upto", SAFE_INT_BOUNDS)),
 }
 
 #: Client frames that carry an `id` the server echoes on every error answering them
@@ -302,7 +362,7 @@ def _names(obj: dict[str, Any], key: str) -> tuple[str, ...]:
 
 
 def _parse_roster(obj: dict[str, Any]) -> Roster:
-    seq, full = _get(obj, "seq", int), _get(obj, "full", bool)
+    seq, full = _int(obj, "seq", SEQ_BOUNDS), _get(obj, "full", bool)
     if full:
         return Roster(seq, True, users=_names(obj, "users"))
     return Roster(seq, False, join=_names(obj, "join"), leave=_names(obj, "leave"))
@@ -314,9 +374,11 @@ def _parse_msg(obj: dict[str, Any]) -> Msg:
         raise _bad("field 'to' must be \"*\" or a list of names")
     recipients: Recipients = BROADCAST if to == BROADCAST else tuple(to)
     ts = _get(obj, "ts", (int, float))
+    if not TS_BOUNDS[0] <= ts <= TS_BOUNDS[1]:  # NaN fails this too
+        raise _bad(f"field 'ts' must be {TS_BOUNDS[0]:.0f}..{TS_BOUNDS[1]:.0f}")
     offline = obj.get("offline", False) is True
     return Msg(
-        _get(obj, "id", int),
+        _int(obj, "id", MSG_ID_BOUNDS),
         _get(obj, "from", str),
         recipients,
         _get(obj, "text", str),
@@ -329,11 +391,21 @@ def _parse_history_page(obj: dict[str, Any]) -> HistoryPage:
     items = _get(obj, "messages", list)
     if not all(isinstance(item, dict) for item in items):
         raise _bad("field 'messages' must be a list of message objects")
-    return HistoryPage(obj.get("id"), tuple(map(_parse_msg, items)), _get(obj, "more", bool))
+    return HistoryPage(_echoed_id(obj), tuple(map(_parse_msg, items)), _get(obj, "more", bool))
+
+
+def _echoed_id(obj: dict[str, Any], required: bool = True) -> MsgId | None:
+    """The client's id that a server frame echoes: one the client could have sent."""
+    if not required and "id" not in obj:
+        return None
+    msg_id = obj.get("id")
+    if not valid_msg_id(msg_id):
+        raise _bad(_BAD_ID)
+    return msg_id
 
 
 def _parse_error(obj: dict[str, Any]) -> Error:
-    msg_id = obj.get("id")
+    msg_id = _echoed_id(obj, required=False)
     return Error(_get(obj, "code", str), str(obj.get("message", "")), msg_id)
 
 
@@ -341,7 +413,7 @@ _SERVER_PARSERS = {
     "auth_ok": lambda obj: AuthOk(_get(obj, "user", str)),
     "roster": _parse_roster,
     "sent": lambda obj: Sent(
-        obj.get("id"), _names(obj, "delivered"), _names(obj, "missing"), _names(obj, "queued")
+        _echoed_id(obj), _names(obj, "delivered"), _names(obj, "missing"), _names(obj, "queued")
     ),
     "msg": _parse_msg,
     "history": _parse_history_page,

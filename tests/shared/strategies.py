@@ -6,6 +6,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from chat.shared.messages import (
+    ID_TEXT_MAX,
+    MAX_ID,
     NAME_RE,
     PASSWORD_MAX,
     TEXT_MAX,
@@ -31,9 +33,10 @@ name_lists = st.lists(names, max_size=5).map(tuple)
 # Hypothesis' default alphabet has no surrogates, so every value is encodable UTF-8.
 passwords = st.text(min_size=1, max_size=PASSWORD_MAX)
 texts = st.text(min_size=1, max_size=TEXT_MAX)
-msg_ids = st.one_of(st.text(max_size=40), st.integers(min_value=-(2**63), max_value=2**64))
+msg_ids = st.one_of(st.text(max_size=ID_TEXT_MAX), st.integers(min_value=-MAX_ID, max_value=MAX_ID))
 recipients = st.one_of(st.just("*"), st.lists(names, min_size=1, max_size=5).map(tuple))
-seqs = st.integers(min_value=0, max_value=2**63 - 1)
+seqs = st.integers(min_value=1, max_value=MAX_ID)
+server_ids = st.integers(min_value=1, max_value=MAX_ID)
 timestamps = st.floats(min_value=0, max_value=4e9, allow_nan=False, allow_infinity=False)
 
 client_messages = st.one_of(
@@ -46,15 +49,15 @@ client_messages = st.one_of(
         HistoryRequest,
         msg_ids,
         st.just("*") | names,
-        st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        st.none() | server_ids,
         st.integers(min_value=1, max_value=200),
     ),
-    st.builds(OfflineAck, st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+    st.builds(OfflineAck, st.integers(min_value=0, max_value=MAX_ID)),
 )
 
 msgs = st.builds(
     Msg,
-    st.integers(min_value=1, max_value=2**63 - 1),
+    server_ids,
     names,
     recipients,
     texts,

@@ -82,9 +82,11 @@ def test_history_defaults_limit_to_50_and_before_to_the_newest() -> None:
     assert HISTORY_LIMIT_DEFAULT == 50
 
 
-def test_history_null_before_or_limit_counts_as_absent() -> None:
-    got = parse_client_message(raw(history(before=None, limit=None)))
-    assert got == HistoryRequest("h1", "*", None, 50)
+@pytest.mark.parametrize("fields", [{"before": None}, {"limit": None}], ids=repr)
+def test_history_null_before_or_limit_is_bad_request_not_absent(fields: dict) -> None:
+    # The contract: `limit` is an int when present; `before` a msg id. Absent is absent.
+    err = refused(history(**fields))
+    assert err.code is Code.BAD_REQUEST and err.msg_id == "h1"
 
 
 @pytest.mark.parametrize("limit", [1, 200])
