@@ -36,7 +36,7 @@ from .config import ServerConfig
 from .config_file import ConfigFileError, read_config_file
 from .history import HistoryService, NoHistory
 from .keyfile import KeyFileError, load_or_create_key, loose_mode, read_key
-from .msgstore import MessageStore, MessageStoreError
+from .msgstore import MessageStore, MessageStoreError, start_floor
 from .server import ChatServer, ClusterParts, open_listener, raise_fd_limit
 from .store import FolderLock, StoreError, UserStore
 from .tls import DEFAULT_HOSTS, TLSConfigError, generate_self_signed, load_server_context
@@ -234,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(for benchmarks and ephemeral chat)",
     )
     a(
+        "--new-history-store",
+        action="store_true",
+        help="start a new, empty message store when --history-file is missing or empty but "
+        "the users file has accounts (a lost store: its offline queues are gone); ids go on "
+        "above every id given before (docs/operations.md)",
+    )
+    a(
         "--cluster",
         default=None,
         metavar="URL",
@@ -418,6 +425,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         history_days=args.history_days,
         offline_max=args.offline_max,
         keep_messages=args.keep_messages,
+        new_history_store=args.new_history_store,
         cluster=args.cluster,
         cipher_lib=args.cipher_lib,
         tls_cert=args.tls_cert,
@@ -516,12 +524,14 @@ def main(argv: list[str] | None = None) -> int:
         except StoreError as exc:
             return _fail(EXIT_FAILURE, str(exc))
     store: UserStore | None = None
+    id_floor = 1
     if key is not None:
         _warn_if_loose(config.key_file, "key file")
         try:
             store = UserStore.open(config.users_file, key, cipher, config.hash_cost)
             if config.keep_messages:
                 MessageStore.check(config.history_file, key, cipher)
+                id_floor = _history_floor(config, store)
         except (StoreError, MessageStoreError) as exc:
             return _fail(EXIT_FAILURE, str(exc))
     else:
@@ -551,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         if own_history_folder and history_lock is None:
             history_folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             history_lock = FolderLock.acquire(history_folder)
-        keeper = _open_keeper(config, key, cipher)
+        keeper = _open_keeper(config, key, cipher, id_floor, store)
     except (OSError, KeyFileError, StoreError, MessageStoreError) as exc:
         listener.close()
         text = f"{folder}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
@@ -635,14 +645,34 @@ def _same_folder(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def _open_keeper(config: ServerConfig, key: bytes, cipher: Cipher) -> HistoryService | NoHistory:
-    """The message store and its threads, or nothing kept (`--no-history`)."""
+def _history_floor(config: ServerConfig, users: UserStore) -> int:
+    """The lowest message id: above the users file's id mark; a lost store is refused
+    unless --new-history-store (MessageStoreError, one line)."""
+    return start_floor(
+        config.history_file,
+        config.users_file,
+        len(users),
+        users.id_mark,
+        config.new_history_store,
+    )
+
+
+def _open_keeper(
+    config: ServerConfig, key: bytes, cipher: Cipher, id_floor: int, users: UserStore
+) -> HistoryService | NoHistory:
+    """The message store (its pages checked) and its threads, or nothing (`--no-history`).
+
+    Each block of ids it reserves is copied into the users file before it is
+    used, so that a lost message store never makes ids go back.
+    """
     if not config.keep_messages:
         log.info("message store: off (--no-history): no history, nothing queued for offline users")
         return NoHistory()
     started = time.monotonic()
     messages = MessageStore.open(config.history_file, key, cipher, config.history_days * 86400)
-    keeper = HistoryService(messages, config.offline_max)
+    keeper = HistoryService(
+        messages, config.offline_max, floor=id_floor, on_reserve=users.raise_id_mark
+    )
     log.info(
         "message store %s: open in %.0f ms; next id %d; keeps %s, %d offline messages per user",
         config.history_file,

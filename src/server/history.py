@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .msgstore import Kept, MessageStore, Page
+from .msgstore import Kept, MessageStore, Page, Unreadable, is_damage
 
 log = logging.getLogger("chat.server.store")
 
@@ -42,6 +42,9 @@ OFFLINE_PAGE = 200  # offline messages per catch-up page
 OFFLINE_PAGE_BYTES = 256 * 1024  # and sealed bytes per page
 
 Stored = Callable[[bool], None]
+#: What a read answers: a page, Unreadable (the store failed: the client is told), or
+#: None (the readers are saturated).
+Reply = Callable[[Page | Unreadable | None], None]
 
 
 class Ids(Protocol):
@@ -133,10 +136,19 @@ class HistoryService:
         flush_delay: float = FLUSH_DELAY,
         clock: Callable[[], float] = time.time,
         ids: Ids | None = None,
+        floor: int = 1,
+        on_reserve: Callable[[int], None] | None = None,
     ) -> None:
         """`store` is the SQLite `MessageStore`, or a cluster's Redis store with the same
-        methods; `ids` comes with a cluster (ids from Redis), else blocks of the store."""
+        methods; `ids` comes with a cluster (ids from Redis), else blocks of the store.
+
+        Without `ids`: no id below `floor` is given (the users file's id mark,
+        `msgstore.start_floor`), and `on_reserve(ceiling)` is called once each
+        block's ceiling is stored, before any id of it is given out (it copies
+        the ceiling into the users file). At start its error is the caller's.
+        """
         self._store = store
+        self._on_reserve = on_reserve
         self._errors = store.errors
         self._offline_max = offline_max
         self._retention = store.retention  # seconds; 0 keeps everything
@@ -155,10 +167,22 @@ class HistoryService:
         if self._retention > 0:
             self._purge()  # before serving: nothing past its time is ever shown
         if ids is None:
-            floor = store.id_floor()
+            own = store.id_floor()
+            if 1 < own < floor:
+                log.warning(
+                    "message store: its ids stop below %d but the users file's id mark says "
+                    "ids below %d may have been given (the store was restored from an older "
+                    "copy?): ids go on from %d",
+                    own,
+                    floor,
+                    floor,
+                )
+            floor = max(own, floor)
             ceiling = floor + ID_BLOCK
             with store.transaction():  # before any id is given: a restart starts above them
                 store.reserve_ids(ceiling)
+            if on_reserve is not None:
+                on_reserve(ceiling)
             ids = MessageIds(floor, ceiling, self._ask_reserve)
         self.ids: Ids = ids
         self._reads: queue.Queue[Callable[[MessageStore], None] | None] = queue.Queue(reader_queue)
@@ -204,21 +228,20 @@ class HistoryService:
                 return
         fn()
 
-    def read_page(
-        self,
-        user: str,
-        peer: str,
-        before: int | None,
-        limit: int,
-        reply: Callable[[Page | None], None],
-    ) -> None:
+    def read_page(self, user: str, peer: str, before: int | None, limit: int, reply: Reply) -> None:
         """A history page of what was handed over until now; `reply(None)` when too busy."""
-        self._read(lambda store: store.page(user, peer, before, limit), reply)
+        self._read(
+            lambda store: store.page(user, peer, before, limit),
+            reply,
+            f"the history of {user} with {peer}",
+        )
 
-    def read_offline(self, user: str, after: int, reply: Callable[[Page | None], None]) -> None:
+    def read_offline(self, user: str, after: int, reply: Reply) -> None:
         """The next page of `user`'s offline queue above id `after`."""
         self._read(
-            lambda store: store.offline(user, after, OFFLINE_PAGE, OFFLINE_PAGE_BYTES), reply
+            lambda store: store.offline(user, after, OFFLINE_PAGE, OFFLINE_PAGE_BYTES),
+            reply,
+            f"the offline queue of {user}",
         )
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -272,18 +295,38 @@ class HistoryService:
             log.error(
                 "message store: id ceiling %d not stored; ids may repeat after a restart", ceiling
             )
+        elif self._on_reserve is not None:
+            try:
+                self._on_reserve(ceiling)
+            except Exception as exc:  # the users file could not be written: said, not fatal
+                log.error(
+                    "message store: id ceiling %d not copied to the users file (%s); ids may "
+                    "repeat if the message store is lost",
+                    ceiling,
+                    exc,
+                )
         self.ids.reserved(ceiling)
 
-    def _read(
-        self, query: Callable[[MessageStore], Page], reply: Callable[[Page | None], None]
-    ) -> None:
+    def _read(self, query: Callable[[MessageStore], Page], reply: Reply, what: str) -> None:
         def job(store: MessageStore) -> None:
+            answer: Page | Unreadable
             try:
-                page = query(store)
+                answer = query(store)
             except self._errors as exc:
-                log.error("history read failed: %s", exc)
-                page = Page((), False)
-            reply(page)
+                # Never an empty page: the client is told, the operator too (loudly).
+                damaged = " (the file is damaged: see docs/operations.md)" if is_damage(exc) else ""
+                log.error(
+                    "message store: cannot read %s: %s%s; the client gets an error, "
+                    "nothing is removed",
+                    what,
+                    exc,
+                    damaged,
+                )
+                answer = Unreadable(str(exc))
+            except Exception as exc:  # a bug: the client still gets an answer
+                log.exception("message store: reading %s failed", what)
+                answer = Unreadable(str(exc))
+            reply(answer)
 
         def submit() -> None:
             try:
@@ -417,17 +460,10 @@ class NoHistory:
     def ack(self, user: str, upto: int) -> None:
         pass
 
-    def read_page(
-        self,
-        user: str,
-        peer: str,
-        before: int | None,
-        limit: int,
-        reply: Callable[[Page | None], None],
-    ) -> None:
+    def read_page(self, user: str, peer: str, before: int | None, limit: int, reply: Reply) -> None:
         reply(Page((), False))
 
-    def read_offline(self, user: str, after: int, reply: Callable[[Page | None], None]) -> None:
+    def read_offline(self, user: str, after: int, reply: Reply) -> None:
         reply(Page((), False))
 
     def stop(self) -> None:
