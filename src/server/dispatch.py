@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError, Why
+from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError, Trouble, Why
 from chat.shared.messages import (
     BROADCAST,
     Auth,
@@ -42,7 +42,7 @@ from chat.shared.states import State
 from . import native
 from .hub import Dirty, Hub, Route
 from .inbox import Cause, LoopInbox
-from .msgstore import Kept, Page
+from .msgstore import Kept, Page, Unreadable
 from .outbuf import Append
 from .pool import Mailbox
 from .session import (
@@ -85,7 +85,7 @@ class Ids(Protocol):
     def take(self, count: int) -> int: ...
 
 
-Reply = Callable[[Page | None], None]
+Reply = Callable[[Page | Unreadable | None], None]
 
 
 class Keeper(Protocol):
@@ -324,6 +324,11 @@ class Dispatcher:
             case HistoryRead(msg_id, page):
                 if page is None:
                     err = RemoteProtocolError(Code.RATE_LIMITED, msg_id=msg_id)
+                    self._write(session, conn.error(err), dirty)
+                elif isinstance(page, Unreadable):  # not the client's fault: never bad_request
+                    err = RemoteProtocolError(
+                        Code.RATE_LIMITED, Trouble.HISTORY_UNREADABLE, msg_id=msg_id
+                    )
                     self._write(session, conn.error(err), dirty)
                 else:
                     reply = HistoryPage(msg_id, page.messages, page.more)
@@ -566,11 +571,19 @@ class Dispatcher:
         )
         return False
 
-    def _caught_up(self, session: Session, page: Page | None, dirty: Dirty) -> bool:
-        """Queue one page of offline messages; the next one once the loop has written it."""
+    def _caught_up(self, session: Session, page: Page | Unreadable | None, dirty: Dirty) -> bool:
+        """Queue one page of offline messages; the next one once the loop has written it.
+
+        A page the store cannot read ends the catch-up with an error (after the
+        pages already sent, before anything live): the queue is kept, since
+        only the client's `offline_ack` removes entries.
+        """
         out = session.out
         if page is None:
             log.warning("offline messages of %s not sent now: readers busy", session.label())
+        elif isinstance(page, Unreadable):
+            err = RemoteProtocolError(Code.RATE_LIMITED, Trouble.OFFLINE_UNREADABLE)
+            out.append_first(session.conn.error(err), dirty)
         else:
             conn = session.conn
             frames = b"".join(conn.reply(m) for m in page.messages)

@@ -19,7 +19,7 @@ from chat.shared.errors import RemoteProtocolError
 from chat.shared.messages import MsgId, Send
 
 from .inbox import Cause
-from .msgstore import Page
+from .msgstore import Page, Unreadable
 from .outbuf import OutBuffer
 from .pool import Mailbox, Submitter
 from .ratelimit import TokenBucket
@@ -98,17 +98,19 @@ class Stored:
 
 @dataclass(frozen=True, slots=True)
 class HistoryRead:
-    """A history page read for the request `id`; None when the readers were too busy."""
+    """A history page read for the request `id`; Unreadable when the store failed, None
+    when the readers were too busy."""
 
     id: MsgId
-    page: Page | None
+    page: Page | Unreadable | None
 
 
 @dataclass(frozen=True, slots=True)
 class OfflineRead:
-    """The next page of the offline queue (a login's catch-up); None when too busy."""
+    """The next page of the offline queue (a login's catch-up); Unreadable when the store
+    failed, None when too busy."""
 
-    page: Page | None
+    page: Page | Unreadable | None
 
 
 @dataclass(frozen=True, slots=True)
