@@ -55,7 +55,7 @@ from chat.server.net.loop import EventLoop
 from chat.server.ops.config import ServerConfig
 from chat.server.store.seam import NoStore, Store
 from chat.server.store.service import StoreService
-from chat.server.store.sqlite import MessageStore, MessageStoreError
+from chat.server.store.sqlite import MessageStore, MessageStoreError, start_floor
 
 log = logging.getLogger("chat.server")
 
@@ -320,11 +320,20 @@ def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher)
         if own_history_folder and history_folder.exists():
             locks.append(FolderLock.acquire(history_folder))
         accounts: UserStore | None = None
+        id_floor = 1
         if key is not None:
             _warn_if_loose(config.key_file, "key file")
             accounts = UserStore.open(config.users_file, key, cipher, config.hash_cost)
             if config.keep_messages:
                 MessageStore.check(config.history_file, key, cipher)
+                # Above the users file's id mark; a lost store is refused unless said.
+                id_floor = start_floor(
+                    config.history_file,
+                    config.users_file,
+                    len(accounts),
+                    accounts.id_mark,
+                    config.new_history_store,
+                )
         else:
             for path, what in ((config.users_file, "the accounts"), (config.history_file, "it")):
                 if path.exists() and (config.keep_messages or path == config.users_file):
@@ -350,7 +359,7 @@ def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher)
             if own_history_folder and len(locks) < 2:
                 history_folder.mkdir(mode=0o700, parents=True, exist_ok=True)
                 locks.append(FolderLock.acquire(history_folder))
-            store = _open_store(config, key, cipher)
+            store = _open_store(config, key, cipher, id_floor, accounts)
         except (OSError, KeyFileError, StoreError, MessageStoreError) as exc:
             for listener in listeners:
                 listener.close()
@@ -447,14 +456,20 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
 CROSSING_DEADLINE = 0.5
 
 
-def _open_store(config: ServerConfig, key: bytes, cipher: Cipher) -> Store:
-    """The message store of a server alone, or nothing kept (`--no-history`)."""
+def _open_store(
+    config: ServerConfig, key: bytes, cipher: Cipher, id_floor: int, users: UserStore
+) -> Store:
+    """The message store of a server alone (its pages checked), or nothing kept
+    (`--no-history`). Each block of ids it reserves is copied into the users file before
+    it is used, so that a lost message store never makes ids go back."""
     if not config.keep_messages:
         log.info("message store: off (--no-history): no history, nothing queued for offline users")
         return NoStore()
     started = time.monotonic()
     backend = MessageStore.open(config.history_file, key, cipher, config.history_days * 86400)
-    store = StoreService(backend, config.offline_max)
+    store = StoreService(
+        backend, config.offline_max, floor=id_floor, on_reserve=users.raise_id_mark
+    )
     log.info(
         "message store %s: open in %.0f ms; next id %d; keeps %s, %d offline messages per user",
         config.history_file,

@@ -70,6 +70,20 @@ class Why(StrEnum):
     EVICTED = "server is full and this connection has not logged in"
 
 
+class Trouble(StrEnum):
+    """The text of a non-fatal error whose cause is the server, not the client.
+
+    The contract has no code for it (v1.1 section 8 adds none): these go with
+    `rate_limited`, the code that says "not now, and not your fault", as when
+    the store's readers are saturated (docs/protocol.md, section 12).
+    """
+
+    HISTORY_UNREADABLE = "history not available: the server cannot read its message store"
+    OFFLINE_UNREADABLE = (
+        "offline messages not sent: the server cannot read its message store; they are kept"
+    )
+
+
 class ProtocolError(Exception):
     """Base of every error the protocol core raises."""
 

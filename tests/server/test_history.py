@@ -223,7 +223,7 @@ def test_past_the_quota_the_oldest_offline_messages_go_and_the_log_says_so(
 ) -> None:
     keeper = service(path, cipher, offline_max=3)
     try:
-        with caplog.at_level(logging.WARNING, "chat.server.accounts.users_file"):
+        with caplog.at_level(logging.WARNING, "chat.server.store"):
             for i in range(5):
                 done = threading.Event()
                 m = msg(keeper, ("bob",), f"m{i}")

@@ -14,8 +14,16 @@ from pathlib import Path
 
 import pytest
 
+import sqlite_pages
 from chat.server.crypto.cipher import Cipher, load_cipher
-from chat.server.store.sqlite import CHUNK_MESSAGES, Kept, MessageStore, MessageStoreError
+from chat.server.store.sqlite import (
+    CHECK_BUDGET,
+    CHUNK_MESSAGES,
+    Kept,
+    MessageStore,
+    MessageStoreError,
+    is_damage,
+)
 from chat.shared.messages import Msg
 
 KEY = bytes(range(32))
@@ -289,7 +297,7 @@ def test_a_damaged_chunk_is_left_out_and_logged(
     body = bytearray(store._conn.execute("SELECT body FROM chunks WHERE first = 1").fetchone()[0])
     body[20] ^= 0x01
     store._conn.execute("UPDATE chunks SET body = ? WHERE first = 1", (bytes(body),))
-    with caplog.at_level(logging.ERROR, "chat.server.accounts.users_file"):
+    with caplog.at_level(logging.ERROR, "chat.server.store"):
         assert texts(store.page("bob", "*", None, 5)) == ["second"]
     assert "messages 1..1 are damaged" in caplog.text
 
@@ -300,7 +308,7 @@ def test_a_chunk_moved_into_another_conversation_is_not_shown_there(
     keep(store, private(1, "alice", ("bob",), "only for bob"))
     # Someone with write access to the file moves it into carol's conversation with alice.
     store._conn.execute("UPDATE chunks SET conv = ?", (store.conversation("carol", "alice"),))
-    with caplog.at_level(logging.ERROR, "chat.server.accounts.users_file"):
+    with caplog.at_level(logging.ERROR, "chat.server.store"):
         assert texts(store.page("carol", "alice", None, 5)) == []
     assert "messages 1..1 are damaged" in caplog.text
 
@@ -339,3 +347,60 @@ def test_sqlite_holds_no_name_even_in_its_schema_or_meta(path: Path, cipher: Cip
     meta = dict(conn.execute("SELECT k, v FROM meta"))
     conn.close()
     assert set(meta) == {"format", "cipher", "check"}
+
+
+# --- a damaged file is refused at open (issue "1 of 6", item 5) ------------------------
+def _queued(path: Path, cipher: Cipher, count: int) -> None:
+    """`count` messages from alice queued for bob, one chunk each: a file of many pages."""
+    store = MessageStore.open(path, KEY, cipher)
+    for i in range(1, count + 1):
+        keep(store, private(i, "alice", ("bob",), f"{i} " + "x" * 200, queued=("bob",)))
+    store.close()
+
+
+@pytest.mark.parametrize("budget", [CHECK_BUDGET, 0.0], ids=["quick_check", "read_paths"])
+def test_a_damaged_offline_page_is_refused_at_open_before_any_write(
+    path: Path, cipher: Cipher, budget: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Within the budget `PRAGMA quick_check` finds it; past it (here at once) the walk of
+    the pages the server reads does."""
+    _queued(path, cipher, 2000)
+    leaves = sqlite_pages.leaves(path, sqlite_pages.roots(path)["offline"])
+    assert len(leaves) >= 3
+    sqlite_pages.garbage(path, [leaves[len(leaves) // 2]], seed=3)
+    damaged = path.read_bytes()
+    with (
+        caplog.at_level(logging.INFO, "chat.server.store"),
+        pytest.raises(MessageStoreError) as info,
+    ):
+        MessageStore.open(path, KEY, cipher, check_budget=budget)
+    text = str(info.value)
+    assert text.startswith(f"history file {path}: damaged (") and "\n" not in text
+    assert "--new-history-store" in text
+    assert ("did not finish within" in caplog.text) is (budget == 0)
+    assert path.read_bytes() == damaged
+
+
+def test_a_sound_file_opens_whether_quick_check_finishes_or_not(path: Path, cipher: Cipher) -> None:
+    _queued(path, cipher, 300)
+    for budget in (CHECK_BUDGET, 0.0):
+        store = MessageStore.open(path, KEY, cipher, check_budget=budget)
+        assert len(store.offline("bob", 0, 1000, 1 << 20).messages) == 300
+        store.close()
+
+
+def test_a_damaged_page_met_by_a_read_raises_it_is_never_an_empty_answer(
+    path: Path, cipher: Cipher
+) -> None:
+    _queued(path, cipher, 300)
+    store = MessageStore.open(path, KEY, cipher)
+    reader = store.reader()
+    try:
+        roots = sqlite_pages.roots(path)
+        sqlite_pages.garbage(path, sqlite_pages.leaves(path, roots["offline"]), seed=4)
+        with pytest.raises(sqlite3.DatabaseError) as info:
+            reader.offline("bob", 0, 1000, 1 << 20)
+        assert is_damage(info.value)
+    finally:
+        reader.close()
+        store.close()

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-log = logging.getLogger("chat.server.accounts.hashing")
+log = logging.getLogger("chat.server.hashing")
 
 
 class HashExecutor:

@@ -154,20 +154,30 @@ class _Codec:
             raise StoreError(f"{where}: {exc}") from None
 
 
-def _encode_records(records: Iterable[Record]) -> bytes:
+def _encode_records(records: Iterable[Record], id_mark: int | None = None) -> bytes:
     rows = [
         [rec.name, rec.salt.hex(), rec.hash.hex(), rec.n, rec.r, rec.p, rec.dklen, rec.created]
         for rec in records
     ]
-    doc = {"format": FORMAT_VERSION, "users": rows}
+    doc: dict[str, object] = {"format": FORMAT_VERSION, "users": rows}
+    if id_mark is not None:
+        doc["ids"] = id_mark  # older servers read "users" only: the format stays 1
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(
         "utf-8", "surrogatepass"
     )
 
 
 def _decode_records(plaintext: bytes, where: str) -> dict[str, Record]:
+    return _decode_file(plaintext, where)[0]
+
+
+def _decode_file(plaintext: bytes, where: str) -> tuple[dict[str, Record], int | None]:
+    """The accounts, and the message id mark (None in a file written before marks)."""
     try:
         doc = json.loads(plaintext.decode("utf-8", "surrogatepass"))
+        id_mark = doc.get("ids")
+        if id_mark is not None and not (type(id_mark) is int and id_mark > 0):
+            raise ValueError("bad id mark")
         users: dict[str, Record] = {}
         for name, salt, digest, n, r, p, dklen, created in doc["users"]:
             if not isinstance(name, str) or name in users:
@@ -177,9 +187,9 @@ def _decode_records(plaintext: bytes, where: str) -> dict[str, Record]:
             users[name] = Record(
                 name, bytes.fromhex(salt), bytes.fromhex(digest), n, r, p, dklen, float(created)
             )
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as exc:
         raise StoreError(f"{where}: undecodable content ({exc.__class__.__name__})") from None
-    return users
+    return users, id_mark
 
 
 class UserStore:
@@ -192,6 +202,7 @@ class UserStore:
         cipher: Cipher,
         hash_cost_log2: int = DEFAULT_COST_LOG2,
         users: dict[str, Record] | None = None,
+        id_mark: int | None = None,
     ) -> None:
         if not MIN_COST_LOG2 <= hash_cost_log2 <= MAX_COST_LOG2:
             raise ValueError(
@@ -201,12 +212,16 @@ class UserStore:
         self._codec = _Codec(self.path, key, cipher)
         self._n = 1 << hash_cost_log2
         self._users: dict[str, Record] = dict(users or {})
-        self._lock = threading.Lock()  # _users, _pending, _version, _durable, _costs, _dummies
+        # _users, _pending, _version, _durable, _costs, _dummies, _id_mark, _disk_mark
+        self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one writer of the file at a time
         self._pending: set[str] = set()  # registered, not on disk yet: cannot log in
         self._version = 0  # bumped by every registration
         self._last_error = f"users file {self.path}: cannot write"
         self._durable = 0  # the newest version the file holds
+        # Message ids: none at or above this was given out (docs/store.md, "Id mark").
+        self._id_mark = id_mark
+        self._disk_mark = id_mark  # the mark the file holds
         # How many records use each scrypt parameter set: an unknown name is hashed
         # with the most common one, so it costs what a typical known name costs.
         self._costs: Counter[Params] = Counter(rec.params for rec in self._users.values())
@@ -226,10 +241,10 @@ class UserStore:
             return cls(path, key, cipher, hash_cost_log2)
         except OSError as exc:
             raise StoreError(f"users file {path}: cannot read ({exc.strerror})") from None
-        users = _decode_records(codec.open(blob), f"users file {path}")
+        users, id_mark = _decode_file(codec.open(blob), f"users file {path}")
         _warn_if_not_private(path)
         _remove_stale_temps(path)
-        return cls(path, key, cipher, hash_cost_log2, users)
+        return cls(path, key, cipher, hash_cost_log2, users, id_mark)
 
     def __len__(self) -> int:
         with self._lock:
@@ -324,6 +339,34 @@ class UserStore:
     def save(self) -> None:
         with self._write_lock:
             self._write_snapshot()
+
+    @property
+    def id_mark(self) -> int | None:
+        """No message id at or above this was given out (None: no mark was ever kept).
+
+        A copy of the message store's reserved id ceiling, so that ids never go
+        back even when the message store itself is lost or restored from an
+        older backup (protocol v1.1 section 2).
+        """
+        with self._lock:
+            return self._id_mark
+
+    def raise_id_mark(self, ceiling: int) -> None:
+        """Ids below `ceiling` are about to be given out: on disk first, if the file exists.
+
+        Called once per reserved block of ids (2**20) and at start, so it costs
+        one durable write per million messages. A store with no file yet has
+        no account, so no message was sent; its first write carries the mark.
+        Raises StoreError when the write fails.
+        """
+        with self._lock:
+            self._id_mark = max(self._id_mark or 0, ceiling)
+        with self._write_lock:
+            with self._lock:
+                if (self._disk_mark or 0) >= ceiling:
+                    return
+            if self.path.exists():
+                self._write_snapshot()
 
     def _make_durable(self, name: str, record: Record, version: int) -> None:
         with self._write_lock:
@@ -425,13 +468,18 @@ class UserStore:
             return self._dummies.setdefault(params, dummy)
 
     def _persist(self, records: list[Record]) -> None:
-        blob = self._codec.seal(_encode_records(records))
+        """Write the file (`_write_lock` is held), with the id mark as it is now."""
+        with self._lock:
+            id_mark = self._id_mark
+        blob = self._codec.seal(_encode_records(records, id_mark))
         try:
             _write_atomic(self.path, blob)
         except OSError as exc:
             raise StoreError(
                 f"users file {self.path}: cannot write ({exc.strerror or exc})"
             ) from None
+        with self._lock:
+            self._disk_mark = id_mark
 
 
 class FolderLock:

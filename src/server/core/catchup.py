@@ -25,12 +25,9 @@ from chat.server.core.user import User
 from chat.server.net.inbox import LoopInbox
 from chat.server.store.seam import ReadFailed, Store
 from chat.server.store.sqlite import Page
-from chat.shared.errors import Code, RemoteProtocolError
+from chat.shared.errors import Code, RemoteProtocolError, Trouble
 
 log = logging.getLogger("chat.server")
-
-#: The `error` a user gets when its offline messages cannot be read now.
-UNREADABLE = "offline messages cannot be read now; they are kept for the next login"
 
 
 class CatchUp:
@@ -46,7 +43,7 @@ class CatchUp:
 
         def reply(page: Page | ReadFailed | None) -> None:
             if isinstance(page, ReadFailed):
-                mailbox.resume(OfflineRead(None, str(page)))
+                mailbox.resume(OfflineRead(None, page.reason))
             else:
                 mailbox.resume(OfflineRead(page))
 
@@ -58,7 +55,7 @@ class CatchUp:
         out, page = user.out, result.page
         if result.failed is not None:
             log.error("offline messages of %s not sent: %s", user.label(), result.failed)
-            error = RemoteProtocolError(Code.RATE_LIMITED, UNREADABLE)
+            error = RemoteProtocolError(Code.RATE_LIMITED, Trouble.OFFLINE_UNREADABLE)
             out.append_first(user.conn.error(error), tick)
         elif page is None:
             log.warning("offline messages of %s not sent now: readers busy", user.label())

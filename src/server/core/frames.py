@@ -104,7 +104,7 @@ class PeerFrames:
 
         def reply(page: Page | ReadFailed | None) -> None:
             if isinstance(page, ReadFailed):
-                mailbox.resume(HistoryRead(msg_id, None, str(page)))
+                mailbox.resume(HistoryRead(msg_id, None, page.reason))
             else:
                 mailbox.resume(HistoryRead(msg_id, page))
 

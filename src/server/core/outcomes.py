@@ -30,11 +30,8 @@ from chat.server.core.results import (
 )
 from chat.server.core.user import User
 from chat.server.net.inbox import Cause
-from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError
+from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError, Trouble
 from chat.shared.messages import HistoryPage
-
-#: The `error` text of a history request the store could not read.
-UNREADABLE = "the message store cannot read this now"
 
 
 class Outcomes:
@@ -56,7 +53,7 @@ class Outcomes:
                 self._login.checked(user, item, tick)
             case HistoryRead(msg_id, page, failed):
                 if page is None:
-                    text = UNREADABLE if failed is not None else None
+                    text = Trouble.HISTORY_UNREADABLE if failed is not None else None
                     err = RemoteProtocolError(Code.RATE_LIMITED, text, msg_id)
                     user.out.append(conn.error(err), tick)
                 else:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from chat.server.core import native
 
-log = logging.getLogger("chat.server.core.pool")
+log = logging.getLogger("chat.server.pool")
 
 _STOP = 0  # the number that tells a worker to finish
 _TICK = 64  # tasks a worker runs before it must call `end_tick` (hand its writes over)

@@ -249,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(for benchmarks and ephemeral chat)",
     )
     a(
+        "--new-history-store",
+        action="store_true",
+        help="start a new, empty message store when --history-file is missing or empty but "
+        "the users file has accounts (a lost store: its offline queues are gone); ids go on "
+        "above every id given before (docs/operations.md)",
+    )
+    a(
         "--cluster",
         default=None,
         metavar="URL",
@@ -433,6 +440,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         history_days=args.history_days,
         offline_max=args.offline_max,
         keep_messages=args.keep_messages,
+        new_history_store=args.new_history_store,
         cluster=args.cluster,
         cipher_lib=args.cipher_lib,
         tls_cert=args.tls_cert,

@@ -28,6 +28,8 @@ class ServerConfig:
     offline_max: int = 1000
     #: False: keep no messages at all (no history, nothing queued): benchmarks, ephemeral chat.
     keep_messages: bool = True
+    #: A lost message store (missing or empty next to accounts) may be started anew.
+    new_history_store: bool = False
     #: A Redis URL: this process is one node of a cluster (docs/cluster.md); None: alone.
     cluster: str | None = None
     cipher_lib: Path | None = None

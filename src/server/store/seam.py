@@ -26,16 +26,15 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from chat.server.store.sqlite import Kept, Page
+from chat.server.store.sqlite import Kept, Page, Unreadable
 
 #: A receipt for messages handed over: resolves to True once they are durable (fsync'd,
 #: or acknowledged by a Redis with appendfsync always), False when they could not be.
 Receipt = Future
 
 
-class ReadFailed(Exception):
-    """The store could not answer a read (a damaged page, Redis away); one line."""
-
+#: The store could not answer a read (a damaged page, Redis away): the client is told.
+ReadFailed = Unreadable
 
 #: What a read answers: a page; None when the readers are too busy; ReadFailed when the
 #: store could not read (the client gets an error, never an empty page in silence).

@@ -36,7 +36,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from chat.server.store.seam import Backend, ReadFailed, Receipt, Reply
-from chat.server.store.sqlite import Kept, MessageStore, Page
+from chat.server.store.sqlite import Kept, MessageStore, Page, is_damage
 
 log = logging.getLogger("chat.server.store")
 
@@ -127,10 +127,19 @@ class StoreService:
         flush_delay: float = FLUSH_DELAY,
         clock: Callable[[], float] = time.time,
         ids: object | None = None,
+        floor: int = 1,
+        on_reserve: Callable[[int], None] | None = None,
     ) -> None:
         """`ids` comes with a cluster (ids from Redis); a server alone takes blocks of its
-        own backend (which must then be the SQLite `MessageStore`)."""
+        own backend (which must then be the SQLite `MessageStore`).
+
+        Without `ids`: no id below `floor` is given (the users file's id mark,
+        `store.sqlite.start_floor`), and `on_reserve(ceiling)` is called once each
+        block's ceiling is stored, before any id of it is given out (it copies the
+        ceiling into the users file). At start its error is the caller's.
+        """
         self._backend = backend
+        self._on_reserve = on_reserve
         self._errors = backend.errors
         self._offline_max = offline_max
         self._retention = backend.retention  # seconds; 0 keeps everything
@@ -148,10 +157,22 @@ class StoreService:
         self._next_purge = time.monotonic() + PURGE_EVERY
         if ids is None:
             assert isinstance(backend, MessageStore)
-            floor = backend.id_floor()
+            own = backend.id_floor()
+            if 1 < own < floor:
+                log.warning(
+                    "message store: its ids stop below %d but the users file's id mark says "
+                    "ids below %d may have been given (the store was restored from an older "
+                    "copy?): ids go on from %d",
+                    own,
+                    floor,
+                    floor,
+                )
+            floor = max(own, floor)
             ceiling = floor + ID_BLOCK
             with backend.transaction():  # before any id is given: a restart starts above
                 backend.reserve_ids(ceiling)
+            if on_reserve is not None:
+                on_reserve(ceiling)
             ids = MessageIds(floor, ceiling, self._ask_reserve)
         self.ids = ids
         self._reads: queue.Queue[Callable[[Backend], None] | None] = queue.Queue(reader_queue)
@@ -220,11 +241,17 @@ class StoreService:
         fn()
 
     def read_page(self, user: str, peer: str, before: int | None, limit: int, reply: Reply) -> None:
-        self._read(lambda backend: backend.page(user, peer, before, limit), reply)
+        self._read(
+            lambda backend: backend.page(user, peer, before, limit),
+            reply,
+            f"the history of {user} with {peer}",
+        )
 
     def read_offline(self, user: str, after: int, reply: Reply) -> None:
         self._read(
-            lambda backend: backend.offline(user, after, OFFLINE_PAGE, OFFLINE_PAGE_BYTES), reply
+            lambda backend: backend.offline(user, after, OFFLINE_PAGE, OFFLINE_PAGE_BYTES),
+            reply,
+            f"the offline queue of {user}",
         )
 
     # ---- hand-over -----------------------------------------------------------------------
@@ -264,20 +291,38 @@ class StoreService:
             log.error(
                 "message store: id ceiling %d not stored; ids may repeat after a restart", ceiling
             )
+        elif self._on_reserve is not None:
+            try:
+                self._on_reserve(ceiling)
+            except Exception as exc:  # the users file could not be written: said, not fatal
+                log.error(
+                    "message store: id ceiling %d not copied to the users file (%s); ids may "
+                    "repeat if the message store is lost",
+                    ceiling,
+                    exc,
+                )
         self.ids.reserved(ceiling)  # type: ignore[attr-defined]
 
-    def _read(self, query: Callable[[Backend], Page], reply: Reply) -> None:
+    def _read(self, query: Callable[[Backend], Page], reply: Reply, what: str) -> None:
         errors = self._errors
 
         def job(backend: Backend) -> None:
             try:
                 answer: Page | ReadFailed = query(backend)
             except errors as exc:
-                log.error("message store: a read failed: %s", exc)
+                # Never an empty page: the client is told, the operator too (loudly).
+                damaged = " (the file is damaged: see docs/operations.md)" if is_damage(exc) else ""
+                log.error(
+                    "message store: cannot read %s: %s%s; the client gets an error, "
+                    "nothing is removed",
+                    what,
+                    exc,
+                    damaged,
+                )
                 answer = ReadFailed(str(exc))
-            except Exception as exc:
-                log.exception("message store: a read failed unexpectedly")
-                answer = ReadFailed(f"{type(exc).__name__}")
+            except Exception as exc:  # a bug: the client still gets an answer
+                log.exception("message store: reading %s failed", what)
+                answer = ReadFailed(f"{type(exc).__name__}: {exc}")
             reply(answer)
 
         def submit() -> None:
