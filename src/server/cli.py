@@ -352,6 +352,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="logins that may wait for a hash thread",
     )
     a(
+        "--min-password",
+        type=_ranged(int, 1, PASSWORD_MAX),
+        default=d.min_password,
+        metavar="N",
+        help="shortest password a registration may choose, in characters (bad_request "
+        "below it; existing accounts still log in); 8 is a sound choice",
+    )
+    a(
+        "--refuse-case-variants",
+        action="store_true",
+        help="refuse to register a name equal to an existing one ignoring case (Alice when "
+        "alice exists: user_exists); names stay case-sensitive otherwise. Off unless given",
+    )
+    a(
         "--shutdown-grace",
         type=_ranged(float, 0),
         default=d.shutdown_grace,
@@ -435,6 +449,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         hash_cost=args.hash_cost,
         hash_threads=args.hash_threads,
         hash_queue=args.hash_queue,
+        min_password=args.min_password,
+        refuse_case_variants=args.refuse_case_variants,
         shutdown_grace=args.shutdown_grace,
     )
 
@@ -519,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     if key is not None:
         _warn_if_loose(config.key_file, "key file")
         try:
-            store = UserStore.open(config.users_file, key, cipher, config.hash_cost)
+            store = UserStore.open(
+                config.users_file, key, cipher, config.hash_cost, config.refuse_case_variants
+            )
             if config.keep_messages:
                 MessageStore.check(config.history_file, key, cipher)
         except (StoreError, MessageStoreError) as exc:
@@ -547,7 +565,9 @@ def main(argv: list[str] | None = None) -> int:
                     "created a new key file %s (mode 0600): keep it with the users file",
                     config.key_file,
                 )
-            store = UserStore.open(config.users_file, key, cipher, config.hash_cost)
+            store = UserStore.open(
+                config.users_file, key, cipher, config.hash_cost, config.refuse_case_variants
+            )
         if own_history_folder and history_lock is None:
             history_folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             history_lock = FolderLock.acquire(history_folder)
@@ -604,7 +624,7 @@ def _main_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciph
         else:
             _warn_if_loose(config.key_file, "key file")
         box = Box(key, cipher)
-        accounts = RedisAccounts(link, box, config.hash_cost)
+        accounts = RedisAccounts(link, box, config.hash_cost, config.refuse_case_variants)
         keeper: HistoryService | NoHistory = NoHistory()
         if config.keep_messages:
             store = RedisMessageStore(link, box, config.history_days * 86400)

@@ -21,7 +21,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError, Why
+from chat.shared.errors import (
+    Code,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Why,
+    password_too_short,
+)
 from chat.shared.messages import (
     BROADCAST,
     Auth,
@@ -232,7 +238,10 @@ class Dispatcher:
         keeper: Keeper,
         table: native.OutTable,
         relay: Relay,
+        min_password: int = 1,
     ) -> None:
+        #: `--min-password`: a plain int, set again by a reload (SIGHUP) from the loop thread.
+        self.min_password = min_password
         self._table = table
         self._relay = relay
         self._hub = hub
@@ -345,6 +354,11 @@ class Dispatcher:
                 self._write(session, self._answers(session, answers), dirty)
             case Answered(stored, reached):
                 return self._answered(session, stored, reached, dirty)
+            case Auth() if item.register and len(item.password) < self.min_password:
+                # The server's policy, before any hashing; not a failed login (no throttle).
+                err = RemoteProtocolError(Code.BAD_REQUEST, password_too_short(self.min_password))
+                self._write(session, conn.login_failed(err), dirty)
+                log.info("registration refused %s: password too short", session.label())
             case Auth():
                 return self._check_login(session, item, dirty)
             case LoginChecked():
