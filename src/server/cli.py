@@ -19,6 +19,7 @@ import importlib.metadata
 import ipaddress
 import json
 import logging
+import os
 import socket
 import ssl
 import sys
@@ -130,10 +131,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except the ones that are None (their help says what happens)."""
+    """Shows defaults, except the ones that are None (their help says what happens) and
+    those of flags: `--no-history (default: True)` read as "no history by default", when
+    True is the value of what the flag turns off."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is argparse.SUPPRESS:
+        if action.default is None or action.default is argparse.SUPPRESS or action.nargs == 0:
             return action.help
         return super()._get_help_string(action)
 
@@ -706,7 +709,9 @@ def _listen(config: ServerConfig, tls: ssl.SSLContext | None) -> socket.socket |
     except OSError as exc:
         return _fail(
             EXIT_FAILURE,
-            f"cannot listen on {config.host or '*'}:{config.port}: {exc.strerror or exc}",
+            # Not exc.strerror: create_server() puts the address, a tuple, in it.
+            f"cannot listen on {config.host or '*'}:{config.port}: "
+            f"{os.strerror(exc.errno) if exc.errno else exc}",
         )
     if tls is None:
         _warn_if_exposed(listener)
@@ -742,6 +747,7 @@ def _public(config: ServerConfig) -> dict[str, object]:
     from dataclasses import asdict
 
     shown = {k: v for k, v in asdict(config).items() if k != "backlog"}
+    shown["host"] = config.host or "*"  # every interface, as "listening on" says
     if config.cluster is not None:
         shown["cluster"] = redacted(config.cluster)
     return shown

@@ -208,6 +208,8 @@ class EventLoop:
     def _admit(self, sock: socket.socket, addr: Any) -> None:
         sock.setblocking(False)
         now = time.monotonic()
+        if addr[0].startswith("::ffff:"):  # IPv4 on the dual-stack port: the plain address
+            addr = (addr[0][7:], *addr[1:])
         ip = addr[0]
         refusal: str | None = None
         if self._live >= self._config.max_clients and not self._evict_oldest_unauth(now):
