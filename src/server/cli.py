@@ -34,10 +34,12 @@ from chat.shared.version import VERSION
 
 from .cluster.url import ClusterError, redacted
 from .config import ServerConfig
-from .config_file import ConfigFileError, read_config_file
+from .config_file import SettingsError, read_config_file
 from .history import HistoryService, NoHistory
 from .keyfile import KeyFileError, load_or_create_key, loose_mode, read_key
+from .logfile import install, open_handler
 from .msgstore import MessageStore, MessageStoreError
+from .reload import Reloader
 from .server import ChatServer, ClusterParts, open_listener, raise_fd_limit
 from .store import FolderLock, StoreError, UserStore
 from .tls import DEFAULT_HOSTS, TLSConfigError, generate_self_signed, load_server_context
@@ -389,18 +391,32 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line over the config file over the defaults; exits 2 on any error."""
     parser = build_parser()
+    try:
+        return read_settings(argv, parser)
+    except SettingsError as exc:
+        parser.error(str(exc))
+        raise  # parser.error exits
+
+
+def read_settings(
+    argv: list[str], parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    """The command line over the config file over the defaults, checked; SettingsError
+    (one line) otherwise. At start and at each reload (SIGHUP), with the same checks."""
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
     if args.config is not None:
-        try:
-            values = read_config_file(args.config, parser._actions)
-        except ConfigFileError as exc:
-            parser.error(str(exc))
-        parser.set_defaults(**values)
+        parser.set_defaults(**read_config_file(args.config, parser._actions))
         args = parser.parse_args(argv)
     problem = _check(args)
     if problem:
-        parser.error(problem)
+        raise SettingsError(problem)
     return args
+
+
+def option_names() -> dict[str, str]:
+    """dest -> the long option's name without its dashes (`keep_messages`: `no-history`)."""
+    return {a.dest: a.option_strings[-1][2:] for a in build_parser()._actions if a.option_strings}
 
 
 def _check(args: argparse.Namespace) -> str | None:
@@ -459,20 +475,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
 
 
 def setup_logging(level: str, log_file: Path | None) -> None:
-    handler: logging.Handler
-    if log_file is not None:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter(
-            "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"
-        )
-    )
-    root = logging.getLogger("chat")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    install(open_handler(log_file), level)  # a file is reopened on SIGHUP (logfile.py)
 
 
 def _fail(code: int, message: str) -> int:
@@ -513,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("TLS with certificate %s", config.tls_cert)
     log.info("cipher %r from %s", cipher.name, cipher.path)
     if config.cluster is not None:
-        return _main_cluster(config, tls, cipher)
+        return _main_cluster(config, tls, cipher, _reloader(argv, args, tls))
     folder = config.users_file.parent
     lock: FolderLock | None = None
     if folder.exists():
@@ -581,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(EXIT_FAILURE, text)
     log.info("users file %s: %d accounts", config.users_file, len(store))
     server = ChatServer(config, store, listener, tls, keeper)
-    server.install_signal_handlers()
+    server.install_signal_handlers(_reloader(argv, args, tls))
     try:
         server.run()
     finally:
@@ -591,7 +594,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _main_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher) -> int:
+def _reloader(argv: list[str], args: argparse.Namespace, tls: ssl.SSLContext | None) -> Reloader:
+    """What SIGHUP runs: the settings read again as at start (reload.py)."""
+    return Reloader(argv, args, read_settings, _config, option_names(), tls)
+
+
+def _main_cluster(
+    config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher, reloader: Reloader
+) -> int:
     """A node of a cluster: accounts, history and presence in Redis, nothing on disk but
     the key file (the same on every node), so several nodes may share a data folder."""
     import redis  # only a node of a cluster loads Redis' client library
@@ -642,7 +652,7 @@ def _main_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciph
     server = ChatServer(
         config, accounts, listener, tls, keeper, ClusterParts(link, box, accounts, outbound)
     )
-    server.install_signal_handlers()
+    server.install_signal_handlers(reloader)
     try:
         server.run()
     except ClusterError as exc:

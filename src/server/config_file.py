@@ -21,13 +21,17 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigFileError", "config_keys", "read_config_file"]
+__all__ = ["ConfigFileError", "SettingsError", "config_keys", "read_config_file"]
 
 #: Options that make no sense in a file.
 NOT_IN_FILE = frozenset({"help", "version", "config"})
 
 
-class ConfigFileError(Exception):
+class SettingsError(Exception):
+    """The settings (command line, config file, defaults) cannot be used; one line."""
+
+
+class ConfigFileError(SettingsError):
     """The config file cannot be used; the message is one line."""
 
 

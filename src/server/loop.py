@@ -101,6 +101,9 @@ class EventLoop:
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
         self._stopping = threading.Event()
+        self._reload_wanted = False  # SIGHUP: run `on_reload` between two turns
+        #: What a SIGHUP runs, on this thread (ChatServer._reload).
+        self.on_reload: Callable[[], None] | None = None
         self._accepting = True
         self._accept_backoff = 0.0
         self._next_scan = time.monotonic() + _SCAN_EVERY
@@ -114,11 +117,32 @@ class EventLoop:
         self._stopping.set()
         self._inbox.wake()
 
+    def request_reload(self) -> None:
+        """Ask for `on_reload` (safe from a signal handler: it runs between two turns)."""
+        self._reload_wanted = True
+        self._inbox.wake()
+
+    def apply(self, config: ServerConfig, tls: ssl.SSLContext | None) -> None:
+        """Reloaded settings: the next accept and the next deadline scan use them."""
+        self._config = config
+        self._tls = tls
+
     # ---- main loop -------------------------------------------------------
     def run(self) -> None:
         while not self._stopping.is_set():
             self._turn()
+            if self._reload_wanted:
+                self._reload_wanted = False
+                self._reload()
         self._shutdown()
+
+    def _reload(self) -> None:
+        if self.on_reload is None:
+            return
+        try:
+            self.on_reload()
+        except Exception:  # a reload must never take the server down
+            log.exception("reload failed; the server goes on with its settings")
 
     def _turn(self) -> None:
         for key, events in self.selector.select(self._wait_seconds()):

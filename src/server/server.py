@@ -21,6 +21,7 @@ from .inbox import LoopInbox
 from .loop import EventLoop
 from .outbuf import SOFT_LIMIT
 from .pool import WorkerPool
+from .reload import Reloader
 from .store import StoreError
 from .throttle import LoginThrottle
 
@@ -115,11 +116,13 @@ class ChatServer:
             keeper,
             self.table,
             outbound if outbound is not None else NoRelay(),
+            config.min_password,
         )
         self.pool = WorkerPool(config.threads, self.dispatcher.end_tick)
         self.loop = EventLoop(
             config, listener, tls, self.hub, self.dispatcher, self.pool, self.inbox, self.table
         )
+        self._reloader: Reloader | None = None  # install_signal_handlers
         self.node: ClusterNode | None = None
         if cluster is not None:
             from .cluster.node import ClusterNode
@@ -134,13 +137,38 @@ class ChatServer:
                 self.inbox,
             )
 
-    def install_signal_handlers(self) -> None:
+    def install_signal_handlers(self, reloader: Reloader | None = None) -> None:
+        """SIGTERM and SIGINT stop the server (bye to everyone); SIGHUP reopens the log and
+        reloads the settings that can change while it runs (reload.py). The handlers only
+        ask the loop: the work is done on its thread, between two turns."""
+
         def on_signal(signum: int, frame: FrameType | None) -> None:
             log.info("received %s", signal.Signals(signum).name)
             self.loop.stop()
 
+        def on_hangup(signum: int, frame: FrameType | None) -> None:
+            self.loop.request_reload()
+
+        self._reloader = reloader
+        self.loop.on_reload = self._reload
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGHUP, on_hangup)
+
+    def _reload(self) -> None:
+        """SIGHUP, on the loop thread: re-read, then hand the new settings to their owners."""
+        if self._reloader is None:
+            log.info("received SIGHUP: nothing to reload")
+            return
+        settings = self._reloader.reload()
+        if settings is None:
+            return
+        config, tls = settings
+        self.config = config
+        self.tls = tls
+        self.loop.apply(config, tls)
+        self.hub.set_ack_timeout(config.ack_timeout)
+        self.dispatcher.min_password = config.min_password
 
     def run(self) -> None:
         log.info(
