@@ -150,9 +150,13 @@ class Reloader:
             for dest in ("tls_cert", "tls_key"):
                 if getattr(new, dest) != getattr(args, dest):
                     done[dest] = _Done.RESTART
-        elif self._reload_tls(new.tls_cert, new.tls_key):
-            running.tls_cert, running.tls_key = new.tls_cert, new.tls_key
-            done["tls_cert"] = _Done.APPLIED
+        else:
+            reloaded = self._reload_tls(new.tls_cert, new.tls_key)
+            if reloaded:
+                running.tls_cert, running.tls_key = new.tls_cert, new.tls_key
+                done["tls_cert"] = _Done.APPLIED
+            elif reloaded is False:  # said why on its ERROR line
+                done["tls_cert"] = _Done.KEPT
         restart = [self._name(d) for d, how in done.items() if how is _Done.RESTART]
         if restart:
             log.warning(
@@ -208,14 +212,15 @@ class Reloader:
         log.info("received SIGHUP: log file %s reopened", handler.baseFilename)
         return True
 
-    def _reload_tls(self, cert: Path | None, key: Path | None) -> bool:
-        """A new context when the TLS files (their paths or bytes) changed; True if so."""
+    def _reload_tls(self, cert: Path | None, key: Path | None) -> bool | None:
+        """A new context when the TLS files (their paths or bytes) changed: True when it
+        was made, False when the new files do not load, None when nothing changed."""
         if self.tls is None or cert is None or key is None:
-            return False
+            return None
         args = self._args
         digest = tls_digest(cert, key)
         if (cert, key) == (args.tls_cert, args.tls_key) and digest == self._tls_digest:
-            return False
+            return None
         try:
             context = load_server_context(cert, key)
         except TLSConfigError as exc:

@@ -292,6 +292,7 @@ def test_a_renewed_certificate_is_served_after_sighup_and_a_bad_one_is_not(
     cert.write_bytes(second[0].read_bytes())  # a key that does not match: refused
     lines = server.reload(expect="keeping the current certificate")
     assert len([line for line in lines.splitlines() if " ERROR " in line]) == 1, lines
+    assert "nothing changed" not in lines
     assert _served_certificate(server.port, first[0]) == _der(first[0])
     key.write_bytes(second[1].read_bytes())  # the renewal completed
     assert "TLS certificate" in server.reload(expect="changed on disk")
