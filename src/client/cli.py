@@ -16,6 +16,7 @@ import os
 import ssl
 import sys
 from pathlib import Path
+from typing import Any
 
 from chat.shared.messages import BROADCAST, PASSWORD_MAX, valid_name
 from chat.shared.version import VERSION
@@ -43,6 +44,17 @@ def client_version() -> str:
         return importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
         return VERSION
+
+
+class _TlsSwitch(argparse.BooleanOptionalAction):
+    """`--tls`/`--no-tls` that notes both on one command line (refused by `apply_config`
+    rather than letting the last one silently win)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        before = getattr(namespace, self.dest)
+        super().__call__(parser, namespace, values, option)
+        if before is not None and before != getattr(namespace, self.dest):
+            namespace.tls_both = True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--tls",
-        action=argparse.BooleanOptionalAction,
+        action=_TlsSwitch,
         help="connect with TLS; the server's certificate and host name (--host) are verified "
         "against the system's trust store (--no-tls: plain TCP, whatever the config file says)",
     )
@@ -141,6 +153,8 @@ def apply_config(
     args.host = args.host or conf.host or DEFAULT_HOST
     args.port = args.port if args.port is not None else conf.port or DEFAULT_PORT
     args.user = args.user or conf.user
+    if getattr(args, "tls_both", False) or (args.tls is False and args.tls_ca is not None):
+        raise UsageError("--no-tls contradicts --tls and --tls-ca: give one or the other")
     if args.tls is False and args.tls_ca is None:  # --no-tls: plain TCP whatever the file says
         args.tls_ca = None
     else:

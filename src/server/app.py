@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import resource
 import signal
 import ssl
@@ -53,6 +54,7 @@ from chat.server.net.inbox import LoopInbox
 from chat.server.net.listeners import Listener, ListenError, open_listener
 from chat.server.net.loop import EventLoop
 from chat.server.ops.config import ServerConfig
+from chat.server.ops.reload import Reloader
 from chat.server.store.seam import NoStore, Store
 from chat.server.store.service import StoreService
 from chat.server.store.sqlite import MessageStore, MessageStoreError, start_floor
@@ -88,6 +90,7 @@ class Core:
     hasher: HashExecutor
     deadlines: Deadlines
     throttle: LoginThrottle
+    login: Login
 
 
 def build_core(
@@ -112,12 +115,12 @@ def build_core(
         deadlines,
         engines.deadline,
     )
-    login = Login(hub, engines.accounts, throttle, hasher, inbox, ends)
+    login = Login(hub, engines.accounts, throttle, hasher, inbox, ends, config.min_password)
     catchup = CatchUp(engines.store, inbox)
     frames = PeerFrames(hub, engines.store, login, catchup, ends)
     outcomes = Outcomes(login, fanout, catchup, frames, ends)
     dispatcher = Dispatcher(frames, outcomes, fanout, ticks)
-    return Core(hub, ticks, fanout, dispatcher, hasher, deadlines, throttle)
+    return Core(hub, ticks, fanout, dispatcher, hasher, deadlines, throttle, login)
 
 
 class Server:
@@ -138,7 +141,7 @@ class Server:
         self.hasher, self.deadlines, self.dispatcher = core.hasher, core.deadlines, core.dispatcher
         self.pool = WorkerPool(config.threads, self.dispatcher.end_tick)
         self.loop = EventLoop(config, listeners, self.hub, self.inbox, self.table, self._user)
-        self.reload: Callable[[], None] | None = None  # set by ops/cli.py (SIGHUP)
+        self._reloader: Reloader | None = None  # install_signal_handlers
 
     def _user(self, cid: int, fd: int, addr: Any, handle: int, direct: bool) -> User:
         """A new connection's `User`, whole: its slot, rate bucket and mailbox."""
@@ -147,30 +150,44 @@ class Server:
         out = OutBuffer(self.table, handle, direct)
         return User(cid, fd, addr, out, rate, self.pool, self.dispatcher.handle_batch)
 
-    def install_signal_handlers(self) -> None:
+    def install_signal_handlers(self, reloader: Reloader | None = None) -> None:
+        """SIGTERM and SIGINT stop the server (bye to everyone); SIGHUP reopens the log and
+        reloads the settings that can change while it runs (ops/reload.py). The handlers
+        only ask the loop: the work is done on its thread, between two turns."""
+
         def on_stop(signum: int, frame: FrameType | None) -> None:
             log.info("received %s", signal.Signals(signum).name)
             self.loop.stop()
 
         def on_hup(signum: int, frame: FrameType | None) -> None:
-            if self.reload is not None:
-                self.loop.ask_reload(self.reload)
+            self.loop.ask_reload(self._reload)
 
+        self._reloader = reloader
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
+
+    def _reload(self) -> None:
+        """SIGHUP, on the loop thread: read the settings again, hand them to their owners."""
+        if self._reloader is None:
+            log.info("received SIGHUP: nothing to reload")
+            return
+        settings = self._reloader.reload()
+        if settings is None:
+            return
+        config, tls = settings
+        self.config = config
+        self.loop.configure(config)
+        for listener in self.listeners:
+            if listener.tls is not None and tls is not None:
+                listener.tls = tls  # new connections: a renewed certificate
+        self.hub.set_ack_timeout(config.ack_timeout)
+        self.core.login.min_password = config.min_password
 
     # ---- lifetime ----------------------------------------------------------------------
     def run(self) -> None:
         """Start every part in order, run the loop here, stop every part in reverse."""
         e = self.engines
-        for listener in self.listeners:
-            log.info(
-                "listening on %s port %d (%s)",
-                listener.spec.host or "*",
-                listener.port,
-                "TLS" if listener.tls is not None else "plain TCP",
-            )
         started: list[Any] = []
         try:
             for part in (*e.parts, e.store, self.deadlines, self.hasher, self.pool):
@@ -180,6 +197,13 @@ class Server:
             started.append(e.presence)
             e.broker.start(self.fanout)
             started.append(e.broker)
+            for listener in self.listeners:  # said once every part is up: clients are served
+                log.info(
+                    "listening on %s port %d (%s)",
+                    listener.spec.host or "*",
+                    listener.port,
+                    "TLS" if listener.tls is not None else "plain TCP",
+                )
             self.loop.run()
         finally:
             # The loop has said bye to everyone and closed every socket. Threads that may
@@ -294,7 +318,8 @@ def listen(config: ServerConfig, tls: ssl.SSLContext | None) -> list[Listener]:
         except (OSError, ListenError) as exc:
             for done in listeners:
                 done.close()
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            # Not exc.strerror: create_server() puts the address, a tuple, in it.
+            why = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
             raise StartError(EXIT_FAILURE, f"cannot listen on {spec}: {why}") from None
     for listener in listeners:
         if listener.tls is None:
@@ -323,7 +348,9 @@ def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher)
         id_floor = 1
         if key is not None:
             _warn_if_loose(config.key_file, "key file")
-            accounts = UserStore.open(config.users_file, key, cipher, config.hash_cost)
+            accounts = UserStore.open(
+                config.users_file, key, cipher, config.hash_cost, config.refuse_case_variants
+            )
             if config.keep_messages:
                 MessageStore.check(config.history_file, key, cipher)
                 # Above the users file's id mark; a lost store is refused unless said.
@@ -355,7 +382,9 @@ def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher)
                         "created a new key file %s (mode 0600): keep it with the users file",
                         config.key_file,
                     )
-                accounts = UserStore.open(config.users_file, key, cipher, config.hash_cost)
+                accounts = UserStore.open(
+                    config.users_file, key, cipher, config.hash_cost, config.refuse_case_variants
+                )
             if own_history_folder and len(locks) < 2:
                 history_folder.mkdir(mode=0o700, parents=True, exist_ok=True)
                 locks.append(FolderLock.acquire(history_folder))
@@ -421,7 +450,8 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
             _warn_if_loose(config.key_file, "key file")
         box = Box(key, cipher)
         node_id = secrets.token_hex(8)
-        accounts = RedisAccounts(link, box, config.hash_cost)  # read when the node joins
+        # Read when the node joins (RedisPresence.start runs `reload`).
+        accounts = RedisAccounts(link, box, config.hash_cost, config.refuse_case_variants)
         parts: list[Any] = []
         store: Store = NoStore()
         if config.keep_messages:

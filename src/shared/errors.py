@@ -50,6 +50,12 @@ DEFAULT_MESSAGES: dict[Code, str] = {
 }
 
 
+def password_too_short(minimum: int) -> str:
+    """The `bad_request` text for a registration whose password is under the server's
+    `--min-password` (the contract allows 1..256: this is the server's own policy)."""
+    return f"password too short: this server wants at least {minimum} characters"
+
+
 class Why(StrEnum):
     """Why the server ends a connection on its own: the text of a `timeout` error or a `bye`.
 

@@ -545,7 +545,7 @@ def test_a_bad_config_file_is_one_line_exit_2_and_creates_nothing(
 def test_the_example_config_file_starts_a_server(tmp_path: Path, servers: list[Proc]) -> None:
     example = ROOT / "packaging" / "chat-server.toml.example"
     server = _start(servers, tmp_path, "--config", str(example), *FAST, "--data-dir", "d")
-    _login(server, "alice")
+    _login(server, "alice", "eight or more")  # the example asks for min-password = 8
 
 
 # --------------------------------------------------------------------------

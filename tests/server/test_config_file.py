@@ -14,7 +14,12 @@ from typing import Any
 import pytest
 
 from chat.server.ops import cli
-from chat.server.ops.config_file import ConfigFileError, config_keys, read_config_file
+from chat.server.ops.config_file import (
+    ConfigFileError,
+    SettingsError,
+    config_keys,
+    read_config_file,
+)
 
 EXAMPLE = Path(__file__).parents[2] / "packaging" / "chat-server.toml.example"
 
@@ -46,6 +51,8 @@ def _actions() -> list[argparse.Action]:
 
 def _sample(action: argparse.Action) -> Any:
     """A valid TOML value for the option."""
+    if isinstance(action, argparse._AppendAction):  # repeatable: an array
+        return ["127.0.0.1:7777"]
     if action.nargs == 0:  # a flag
         return True
     kind = getattr(action.type, "kind", None)
@@ -57,6 +64,8 @@ def _sample(action: argparse.Action) -> Any:
 
 
 def _toml(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_toml, value)) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     return f'"{value}"' if isinstance(value, str) else repr(value)
@@ -216,3 +225,43 @@ def test_the_example_file_loads_and_lists_every_option(tmp_path: Path) -> None:
         - {key for key in config_keys(_actions()) if config_keys(_actions())[key].dest in values}
         == set()
     )
+
+
+def test_the_registration_policy_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, "min-password = 8\nrefuse-case-variants = true\n")
+    config = cli._config(_parse(capsys, "--config", str(path)))
+    assert (config.min_password, config.refuse_case_variants) == (8, True)
+    defaults = cli._config(_parse(capsys))
+    assert (defaults.min_password, defaults.refuse_case_variants) == (1, False)
+    for text, word in (
+        ("min-password = 0", "out of range"),
+        ("min-password = 257", "out of range"),
+        ("min-password = '8'", "must be an integer"),
+        ("refuse-case-variants = 'yes'", "must be true or false"),
+    ):
+        line = _refused(capsys, "--config", str(_write(tmp_path, text)))
+        assert word in line, (text, line)
+
+
+def test_the_example_file_recommends_the_registration_policy(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """On in the sample config, off (the contract's bounds) by default."""
+    config = cli._config(_parse(capsys, "--config", str(EXAMPLE)))
+    assert (config.min_password, config.refuse_case_variants) == (8, True)
+
+
+def test_read_settings_raises_instead_of_exiting(tmp_path: Path) -> None:
+    """A reload (SIGHUP) reads the settings again with the start's checks, and must survive
+    a bad file: one SettingsError line, never SystemExit."""
+    for text, word in (
+        ("port = [", "not valid TOML"),
+        ("max-frame = 20", "--max-frame 20 is below"),
+        ("tls-cert = 'c.pem'", "--tls-cert and --tls-key go together"),
+    ):
+        path = _write(tmp_path, text)
+        with pytest.raises(SettingsError) as info:
+            cli.read_settings(["--config", str(path)])
+        assert word in str(info.value) and "\n" not in str(info.value)
+    good = _write(tmp_path, "rate-burst = 3\n")
+    assert cli.read_settings(["--config", str(good), "--rate-limit", "2"]).rate_burst == 3

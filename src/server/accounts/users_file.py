@@ -88,6 +88,11 @@ def new_record(name: str, password: str, n: int, created: float | None = None) -
     return Record(name, salt, digest, n, SCRYPT_R, SCRYPT_P, HASH_BYTES, when)
 
 
+def folded(name: str) -> str:
+    """A name as `--refuse-case-variants` compares it: names are ASCII, so lower case."""
+    return name.lower()
+
+
 def matches(record: Record, password: str) -> bool:
     """Whether `password` is the record's, in constant time once hashed."""
     digest = _scrypt(password, record.salt, record.n, record.r, record.p, record.dklen)
@@ -203,6 +208,7 @@ class UserStore:
         hash_cost_log2: int = DEFAULT_COST_LOG2,
         users: dict[str, Record] | None = None,
         id_mark: int | None = None,
+        refuse_case_variants: bool = False,
     ) -> None:
         if not MIN_COST_LOG2 <= hash_cost_log2 <= MAX_COST_LOG2:
             raise ValueError(
@@ -212,8 +218,12 @@ class UserStore:
         self._codec = _Codec(self.path, key, cipher)
         self._n = 1 << hash_cost_log2
         self._users: dict[str, Record] = dict(users or {})
-        # _users, _pending, _version, _durable, _costs, _dummies, _id_mark, _disk_mark
+        # _users, _folded, _pending, _version, _durable, _costs, _dummies, _id_mark, _disk_mark
         self._lock = threading.Lock()
+        #: `--refuse-case-variants`: a new name equal to an existing one ignoring case is
+        #: taken. Counted (a file from before the option may hold `Bob` and `bob`).
+        self.refuse_case_variants = refuse_case_variants
+        self._folded: Counter[str] = Counter(folded(name) for name in self._users)
         self._write_lock = threading.Lock()  # one writer of the file at a time
         self._pending: set[str] = set()  # registered, not on disk yet: cannot log in
         self._version = 0  # bumped by every registration
@@ -230,7 +240,12 @@ class UserStore:
 
     @classmethod
     def open(
-        cls, path: Path, key: bytes, cipher: Cipher, hash_cost_log2: int = DEFAULT_COST_LOG2
+        cls,
+        path: Path,
+        key: bytes,
+        cipher: Cipher,
+        hash_cost_log2: int = DEFAULT_COST_LOG2,
+        refuse_case_variants: bool = False,
     ) -> UserStore:
         """Read and verify path if it exists; a missing file is an empty store."""
         path = Path(path)
@@ -238,13 +253,21 @@ class UserStore:
         try:
             blob = path.read_bytes()
         except FileNotFoundError:
-            return cls(path, key, cipher, hash_cost_log2)
+            return cls(path, key, cipher, hash_cost_log2, refuse_case_variants=refuse_case_variants)
         except OSError as exc:
             raise StoreError(f"users file {path}: cannot read ({exc.strerror})") from None
         users, id_mark = _decode_file(codec.open(blob), f"users file {path}")
         _warn_if_not_private(path)
         _remove_stale_temps(path)
-        return cls(path, key, cipher, hash_cost_log2, users, id_mark)
+        return cls(
+            path,
+            key,
+            cipher,
+            hash_cost_log2,
+            users,
+            id_mark,
+            refuse_case_variants=refuse_case_variants,
+        )
 
     def __len__(self) -> int:
         with self._lock:
@@ -259,20 +282,21 @@ class UserStore:
             return sorted(self._users)
 
     def register(self, name: str, password: str) -> bool:
-        """True once the account is on disk for good; False if the name is taken.
+        """True once the account is on disk for good; False if the name is taken (or, with
+        `refuse_case_variants`, a name equal to it ignoring case is).
 
         Registrations that arrive while the file is being written are written
         together by the next write (group commit); each call still returns
         only once a write that holds its own record has finished.
         """
-        if name in self:
-            return False
+        with self._lock:
+            if self._taken(name):
+                return False
         record = self._new_record(name, password)  # slow: outside the lock
         with self._lock:
-            if name in self._users:
+            if self._taken(name):
                 return False
-            self._users[name] = record
-            self._costs[record.params] += 1
+            self._add(record)
             self._pending.add(name)
             self._version += 1
             version = self._version
@@ -290,9 +314,8 @@ class UserStore:
         added = 0
         with self._lock:
             for record in fresh:
-                if record.name not in self._users:
-                    self._users[record.name] = record
-                    self._costs[record.params] += 1
+                if not self._taken(record.name):
+                    self._add(record)
                     self._pending.add(record.name)
                     added += 1
             self._version += 1
@@ -396,6 +419,9 @@ class UserStore:
                     record = self._users.pop(gone, None)
                     if record is not None:
                         self._uncount(record)
+                        self._folded[folded(gone)] -= 1
+                        if self._folded[folded(gone)] <= 0:
+                            del self._folded[folded(gone)]
                 self._pending -= pending
             raise
         with self._lock:
@@ -433,6 +459,16 @@ class UserStore:
             log.info("re-hashed account %s at the current cost (n=%d)", old.name, new.n)
         finally:
             self._ensure_dummy()
+
+    def _taken(self, name: str) -> bool:
+        """`_lock` is held."""
+        return name in self._users or (self.refuse_case_variants and self._folded[folded(name)] > 0)
+
+    def _add(self, record: Record) -> None:
+        """A new account in memory; `_lock` is held."""
+        self._users[record.name] = record
+        self._folded[folded(record.name)] += 1
+        self._costs[record.params] += 1
 
     def _current_params(self) -> Params:
         return (self._n, SCRYPT_R, SCRYPT_P, HASH_BYTES)

@@ -8,6 +8,14 @@ checks at start: docs/cluster.md). Every node keeps the set of blind names
 in memory (loaded at start, then told of each new account on
 `chat:{g}:accounts`), because the fan-out asks "is this name an account?" under
 the hub lock, where no Redis round trip may happen.
+
+`chat:{g}:folded` maps the blind index of each name in lower case to the blind
+name of the account that has it, so that `--refuse-case-variants` can refuse
+`Bob` when `bob` exists without any name in clear: a registration is one
+script that checks both hashes and writes both, atomically (two nodes
+registering `Bob` and `bob` at once cannot both win). The index is kept
+whether the option is on or not; a node started with the option fills in the
+accounts made before the index existed (`reload`).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from chat.server.accounts.users_file import (
     SCRYPT_R,
     Record,
     StoreError,
+    folded,
     matches,
     new_record,
     record_from_json,
@@ -38,15 +47,39 @@ from chat.server.cluster.link import Link
 log = logging.getLogger("chat.server.cluster")
 
 USERS = keys.USERS
+FOLDED = keys.FOLDED
 ACCOUNTS_CHANNEL = keys.ACCOUNTS
+
+# KEYS: chat:{g}:users, chat:{g}:folded (one hash tag: one slot). ARGV: blind name, blind
+# folded name, sealed record, "1" to refuse a case variant of an existing name.
+# Returns 1: created; 0: taken.
+_REGISTER = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+local owner = redis.call('HGET', KEYS[2], ARGV[2])
+if owner and owner ~= ARGV[1] and redis.call('HEXISTS', KEYS[1], owner) == 1 then
+  if ARGV[4] == '1' then return 0 end
+else
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
 
 
 class RedisAccounts:
     """The accounts seam (accounts/seam.py) over Redis."""
 
-    def __init__(self, link: Link, box: Box, hash_cost_log2: int = DEFAULT_COST_LOG2) -> None:
+    def __init__(
+        self,
+        link: Link,
+        box: Box,
+        hash_cost_log2: int = DEFAULT_COST_LOG2,
+        refuse_case_variants: bool = False,
+    ) -> None:
         self._link = link
         self._box = box
+        self._refuse_case_variants = refuse_case_variants
+        self._register = link.client.register_script(_REGISTER)
         self._n = 1 << hash_cost_log2
         self._known: set[str] = set()
         self._lock = threading.Lock()
@@ -59,6 +92,27 @@ class RedisAccounts:
         names = {bytes(k).decode() for k in self._link.client.hkeys(USERS)}
         with self._lock:
             self._known = names
+        if self._refuse_case_variants:
+            self._index_folded(names)
+
+    def _index_folded(self, names: set[str]) -> None:
+        """Fill the folded-names hash for accounts made before it existed (one read each, once:
+        afterwards every registration keeps it)."""
+        client = self._link.client
+        owners = {bytes(v).decode() for v in client.hvals(FOLDED)}
+        missing = sorted(names - owners)
+        if not missing:
+            return
+        added = 0
+        for blind, sealed in zip(missing, client.hmget(USERS, missing), strict=True):
+            record = self._open(blind, sealed) if sealed is not None else None
+            if record is not None:
+                added += client.hsetnx(FOLDED, self._folded_blind(record.name), blind)
+        if added:
+            log.info("cluster accounts: %d names added to the case-folded index", added)
+
+    def _folded_blind(self, name: str) -> str:
+        return self._box.blind("user-folded", folded(name))
 
     def learned(self, blind: str) -> None:
         """Another node registered an account (a message on the accounts channel)."""
@@ -87,7 +141,10 @@ class RedisAccounts:
         record = new_record(name, password, self._n)
         sealed = self._box.seal(_context(blind), record_to_json(record))
         try:
-            created = self._link.client.hsetnx(USERS, blind, sealed)
+            created = self._register(
+                keys=[USERS, FOLDED],
+                args=[blind, self._folded_blind(name), sealed, int(self._refuse_case_variants)],
+            )
             if created:
                 self._link.client.publish(ACCOUNTS_CHANNEL, blind)
         except redis.RedisError as exc:
@@ -104,7 +161,13 @@ class RedisAccounts:
         for name, password in accounts:
             blind = self._box.blind("user", name)
             record = new_record(name, password, self._n)
-            pipe.hsetnx(USERS, blind, self._box.seal(_context(blind), record_to_json(record)))
+            sealed = self._box.seal(_context(blind), record_to_json(record))
+            refuse = int(self._refuse_case_variants)
+            self._register(
+                keys=[USERS, FOLDED],
+                args=[blind, self._folded_blind(name), sealed, refuse],
+                client=pipe,
+            )
             blinds.append(blind)
         created = [b for b, ok in zip(blinds, pipe.execute(), strict=True) if ok]
         for blind in created:

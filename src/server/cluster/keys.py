@@ -4,6 +4,7 @@ Each name carries a hash tag (the part in braces), so that what one operation
 touches lives in one slot of a Redis Cluster (issue "6 of 6" shards over it):
 
     chat:{g}:users          HASH   blind name -> sealed account            (accounts.py)
+    chat:{g}:folded         HASH   blind lower-case name -> blind name     (accounts.py)
     chat:{g}:check          STRING the key check of the key file           (presence.py)
     chat:{g}:ids            INT    INCRBY: blocks of message ids           (messages.py)
     chat:{g}:nodes          ZSET   node -> expiry of its heartbeat         (presence.py)
@@ -27,6 +28,7 @@ from __future__ import annotations
 GLOBAL = "chat:{g}:"
 
 USERS = GLOBAL + "users"
+FOLDED = GLOBAL + "folded"
 CHECK = GLOBAL + "check"
 IDS = GLOBAL + "ids"
 NODES = GLOBAL + "nodes"

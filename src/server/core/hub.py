@@ -68,6 +68,11 @@ class Hub:
         self._trim_at = _TRIM_MIN
         self._closed = False  # shutdown: workers still answering frames change nothing
 
+    def set_ack_timeout(self, seconds: float) -> None:
+        """A reload (SIGHUP): roster frames sent from now on get this long for their ack."""
+        with self._lock:
+            self._ack_timeout = seconds
+
     # ---- queries -----------------------------------------------------------------------
     def online(self) -> list[str]:
         """Every visible name (here or on another node)."""

@@ -19,7 +19,7 @@ from chat.server.core.hub import Hub
 from chat.server.core.results import LoginChecked, Outcome
 from chat.server.core.user import User
 from chat.server.net.inbox import Cause, LoopInbox
-from chat.shared.errors import Code, RemoteProtocolError, Why
+from chat.shared.errors import Code, RemoteProtocolError, Why, password_too_short
 from chat.shared.messages import Auth
 
 if TYPE_CHECKING:
@@ -52,7 +52,10 @@ class Login:
         hasher: HashExecutor,
         inbox: LoopInbox,
         ends: Ends,
+        min_password: int = 1,
     ) -> None:
+        #: `--min-password` for registrations: a plain int, set again by a reload (SIGHUP).
+        self.min_password = min_password
         self._hub = hub
         self._accounts = accounts
         self._throttle = throttle
@@ -62,6 +65,12 @@ class Login:
 
     def check(self, user: User, auth: Auth, tick: native.Tick) -> bool:
         """Queue the password check on the hash threads; False: the mailbox holds for it."""
+        if auth.register and len(auth.password) < self.min_password:
+            # The server's policy, before any hashing; not a failed login (no throttle).
+            err = RemoteProtocolError(Code.BAD_REQUEST, password_too_short(self.min_password))
+            user.out.append(user.conn.login_failed(err), tick)
+            log.info("registration refused %s: password too short", user.label())
+            return True
         accounts, mailbox = self._accounts, user.mailbox
 
         def check() -> None:

@@ -29,7 +29,7 @@ class ListenSpec:
     codec: str = "json"
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = f"[{self.host}]" if ":" in self.host else self.host or "*"
         return f"{host}:{self.port}{',tls' if self.tls else ''}"
 
 

@@ -35,7 +35,9 @@ from chat.server.net.tls import (
     load_server_context,
 )
 from chat.server.ops.config import ServerConfig
-from chat.server.ops.config_file import ConfigFileError, read_config_file
+from chat.server.ops.config_file import SettingsError, read_config_file
+from chat.server.ops.logfile import install, open_handler
+from chat.server.ops.reload import Reloader
 from chat.shared.framing import MAX_SERVER_FRAME
 from chat.shared.messages import PASSWORD_MAX, valid_name
 from chat.shared.version import VERSION
@@ -136,10 +138,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except the ones that are None (their help says what happens)."""
+    """Shows defaults, except the ones that are None (their help says what happens) and
+    those of flags: `--no-history (default: True)` read as "no history by default", when
+    True is the value of what the flag turns off."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is argparse.SUPPRESS:
+        if action.default is None or action.default is argparse.SUPPRESS or action.nargs == 0:
             return action.help
         return super()._get_help_string(action)
 
@@ -374,6 +378,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="logins that may wait for a hash thread",
     )
     a(
+        "--min-password",
+        type=_ranged(int, 1, PASSWORD_MAX),
+        default=d.min_password,
+        metavar="N",
+        help="shortest password a registration may choose, in characters (bad_request "
+        "below it; existing accounts still log in); 8 is a sound choice",
+    )
+    a(
+        "--refuse-case-variants",
+        action="store_true",
+        help="refuse to register a name equal to an existing one ignoring case (Alice when "
+        "alice exists: user_exists); names stay case-sensitive otherwise. Off unless given",
+    )
+    a(
         "--shutdown-grace",
         type=_ranged(float, 0),
         default=d.shutdown_grace,
@@ -394,18 +412,32 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line over the config file over the defaults; exits 2 on any error."""
     parser = build_parser()
+    try:
+        return read_settings(argv, parser)
+    except SettingsError as exc:
+        parser.error(str(exc))
+        raise  # parser.error exits
+
+
+def read_settings(
+    argv: list[str], parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    """The command line over the config file over the defaults, checked; SettingsError
+    (one line) otherwise. At start and at each reload (SIGHUP), with the same checks."""
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
     if args.config is not None:
-        try:
-            values = read_config_file(args.config, parser._actions)
-        except ConfigFileError as exc:
-            parser.error(str(exc))
-        parser.set_defaults(**values)
+        parser.set_defaults(**read_config_file(args.config, parser._actions))
         args = parser.parse_args(argv)
     problem = _check(args)
     if problem:
-        parser.error(problem)
+        raise SettingsError(problem)
     return args
+
+
+def option_names() -> dict[str, str]:
+    """dest -> the long option's name without its dashes (`keep_messages`: `no-history`)."""
+    return {a.dest: a.option_strings[-1][2:] for a in build_parser()._actions if a.option_strings}
 
 
 def _check(args: argparse.Namespace) -> str | None:
@@ -458,26 +490,15 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         hash_cost=args.hash_cost,
         hash_threads=args.hash_threads,
         hash_queue=args.hash_queue,
+        min_password=args.min_password,
+        refuse_case_variants=args.refuse_case_variants,
         shutdown_grace=args.shutdown_grace,
         listen=tuple(args.listen or ()),
     )
 
 
 def setup_logging(level: str, log_file: Path | None) -> None:
-    handler: logging.Handler
-    if log_file is not None:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter(
-            "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"
-        )
-    )
-    root = logging.getLogger("chat")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    install(open_handler(log_file), level)  # a file is reopened on SIGHUP (logfile.py)
 
 
 def _fail(code: int, message: str) -> int:
@@ -526,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc.code, exc.message)
     _warn_if_small_frames(config.max_frame)
     server = opened.server
-    server.install_signal_handlers()
+    server.install_signal_handlers(_reloader(argv, args, tls))
     try:
         server.run()
     except ClusterError as exc:
@@ -534,6 +555,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         opened.release()
     return 0
+
+
+def _reloader(argv: list[str], args: argparse.Namespace, tls: ssl.SSLContext | None) -> Reloader:
+    """What SIGHUP runs: the settings read again as at start (ops/reload.py)."""
+    return Reloader(argv, args, read_settings, _config, option_names(), tls)
 
 
 def _warn_if_loose(path: Path, what: str) -> None:
@@ -570,6 +596,7 @@ def _public(config: ServerConfig) -> dict[str, object]:
     from dataclasses import asdict
 
     shown = {k: v for k, v in asdict(config).items() if k != "backlog"}
+    shown["host"] = config.host or "*"  # every interface, as "listening on" says
     if config.cluster is not None:
         shown["cluster"] = redacted(config.cluster)
     return shown

@@ -53,6 +53,12 @@ class ServerConfig:
     #: Threads that run scrypt, apart from the workers, and the logins that may wait for them.
     hash_threads: int = 1
     hash_queue: int = 256
+    #: The shortest password a registration may choose (the contract's bound is 1; an
+    #: existing account with a shorter one still logs in).
+    min_password: int = 1
+    #: Refuse a new name equal to an existing one ignoring case (`Alice` when `alice`
+    #: exists); names stay case-sensitive for everything else.
+    refuse_case_variants: bool = False
     shutdown_grace: float = 2.0
     backlog: int = 1024
     #: `--listen` (repeatable): every address the server listens on; empty: the short

@@ -21,13 +21,17 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigFileError", "config_keys", "read_config_file"]
+__all__ = ["ConfigFileError", "SettingsError", "config_keys", "read_config_file"]
 
 #: Options that make no sense in a file.
 NOT_IN_FILE = frozenset({"help", "version", "config"})
 
 
-class ConfigFileError(Exception):
+class SettingsError(Exception):
+    """The settings (command line, config file, defaults) cannot be used; one line."""
+
+
+class ConfigFileError(SettingsError):
     """The config file cannot be used; the message is one line."""
 
 
@@ -76,6 +80,11 @@ def _hint(key: str, keys: dict[str, argparse.Action]) -> str:
 
 
 def _convert(action: argparse.Action, value: Any, where: str, base: Path) -> Any:
+    if isinstance(action, argparse._AppendAction):  # repeatable (`listen`): an array
+        if type(value) is not list:
+            raise ConfigFileError(f"{where}: must be an array of strings, not {_kind(value)}")
+        one = argparse.Action(action.option_strings, action.dest, type=action.type)
+        return [_convert(one, item, where, base) for item in value]
     if action.nargs == 0:  # a flag (store_true / store_false)
         if type(value) is not bool:
             raise ConfigFileError(f"{where}: must be true or false, not {_kind(value)}")
@@ -101,7 +110,10 @@ def _convert(action: argparse.Action, value: Any, where: str, base: Path) -> Any
             return check(value)
         except ValueError as exc:
             raise ConfigFileError(f"{where}: {exc}") from None
-    converted = parse(value) if parse is not None else value
+    try:
+        converted = parse(value) if parse is not None else value
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigFileError(f"{where}: {exc}") from None
     if action.choices is not None and converted not in action.choices:
         choices = ", ".join(map(str, action.choices))
         raise ConfigFileError(f"{where}: {value!r} is not one of {choices}")
