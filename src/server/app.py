@@ -185,10 +185,12 @@ class Server:
         self.core.login.min_password = config.min_password
 
     # ---- lifetime ----------------------------------------------------------------------
-    def run(self) -> None:
-        """Start every part in order, run the loop here, stop every part in reverse."""
+    def run(self) -> int:
+        """Start every part in order, run the loop here, stop every part in reverse; the exit
+        code (1 when the loop failed and the server had to stop on its own)."""
         e = self.engines
         started: list[Any] = []
+        ok = False
         try:
             for part in (*e.parts, e.store, self.deadlines, self.hasher, self.pool):
                 part.start()
@@ -204,7 +206,7 @@ class Server:
                     listener.port,
                     "TLS" if listener.tls is not None else "plain TCP",
                 )
-            self.loop.run()
+            ok = self.loop.run()
         finally:
             # The loop has said bye to everyone and closed every socket. Threads that may
             # still append or ask the loop for I/O stop before its inbox closes.
@@ -212,6 +214,8 @@ class Server:
             for part in [*order, *reversed(e.parts)]:
                 if part in started:
                     _stop(part)
+            for listener in self.listeners:  # closed by the loop's shutdown, unless it never ran
+                listener.close()
             self.inbox.close()
             self._persist()
             stats = self.loop.stats
@@ -222,6 +226,7 @@ class Server:
                 stats["closed"],
                 len(e.accounts),
             )
+        return 0 if ok else EXIT_FAILURE
 
     def _persist(self) -> None:
         try:

@@ -94,10 +94,19 @@ class EventLoop:
         self._inbox.wake()
 
     # ---- main loop -------------------------------------------------------------------
-    def run(self) -> None:
-        while not self._stopping.is_set():
-            self._turn()
+    def run(self) -> bool:
+        """Serve until `stop`; then say bye to everyone and close. False when the loop itself
+        failed (a bug): it is logged with its traceback, and the server still stops cleanly,
+        with `bye` to everyone (its owner then exits non-zero)."""
+        ok = True
+        try:
+            while not self._stopping.is_set():
+                self._turn()
+        except Exception:
+            log.critical("the event loop failed; the server stops", exc_info=True)
+            ok = False
         self._shutdown()
+        return ok
 
     def _turn(self) -> None:
         connections = self.connections

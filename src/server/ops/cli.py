@@ -20,6 +20,7 @@ import json
 import logging
 import ssl
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -499,6 +500,18 @@ def _config(args: argparse.Namespace) -> ServerConfig:
 
 def setup_logging(level: str, log_file: Path | None) -> None:
     install(open_handler(log_file), level)  # a file is reopened on SIGHUP (logfile.py)
+    threading.excepthook = _thread_failed
+
+
+def _thread_failed(args: threading.ExceptHookArgs) -> None:
+    """A thread that dies of an exception nobody caught (every loop of the server catches
+    its own: this is the last net) is said in the log, with its traceback, not on stderr."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    log.critical(
+        "thread %s died", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+    )
 
 
 def _fail(code: int, message: str) -> int:
@@ -549,12 +562,11 @@ def main(argv: list[str] | None = None) -> int:
     server = opened.server
     server.install_signal_handlers(_reloader(argv, args, tls))
     try:
-        server.run()
+        return server.run()
     except ClusterError as exc:
         return _fail(EXIT_FAILURE, str(exc))
     finally:
         opened.release()
-    return 0
 
 
 def _reloader(argv: list[str], args: argparse.Namespace, tls: ssl.SSLContext | None) -> Reloader:
