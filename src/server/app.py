@@ -139,7 +139,7 @@ class Server:
         core = self.core = build_core(config, engines, self.table, self.inbox)
         self.hub, self.ticks, self.fanout = core.hub, core.ticks, core.fanout
         self.hasher, self.deadlines, self.dispatcher = core.hasher, core.deadlines, core.dispatcher
-        self.pool = WorkerPool(config.threads, self.dispatcher.end_tick)
+        self.pool = WorkerPool(config.threads, self.ticks.flush)
         self.loop = EventLoop(config, listeners, self.hub, self.inbox, self.table, self._user)
         self._reloader: Reloader | None = None  # install_signal_handlers
 

@@ -21,18 +21,17 @@ from .messages import (
     RosterAck,
     ServerBye,
     ServerMessage,
-    decode_object,
     encode,
     encode_sents,
-    parse_client_object,
     parse_server_message,
-    raw_send_id,
+    read_client,
 )
 from .roster import RosterView
 from .states import CLIENT_RULES, State, Transition, check_client_frame, next_state
 
 #: Failed logins allowed on one connection; the last is answered by too_many_attempts.
 MAX_FAILED_AUTHS = 5
+_REFUSED = Code.BAD_REQUEST  # a type missing from a state's rules: unknown there
 
 
 class ServerConnection:
@@ -68,14 +67,17 @@ class ServerConnection:
         or `login_failed` no other frame may be fed (the server holds them
         back, so that replies keep the order of the frames they answer).
         """
-        if self.state is State.CLOSED:
+        state = self.state
+        if state is State.CLOSED:
             raise LocalProtocolError("frame fed to a closed connection")
         if self._login_pending:
             raise LocalProtocolError("frame fed while a login is being checked")
-        obj = decode_object(payload)
-        check_client_frame(self.state, obj["type"], raw_send_id(obj))
-        message = parse_client_object(obj)
-        if isinstance(message, Auth):
+        kind, msg_id, message = read_client(payload)
+        if type(kind) is not str or CLIENT_RULES[state].get(kind, _REFUSED) is not None:
+            check_client_frame(state, kind, msg_id)  # not accepted here: the contract's error
+        if isinstance(message, RemoteProtocolError):
+            raise message
+        if type(message) is Auth:
             self._login_pending = True
         return message
 
@@ -120,7 +122,11 @@ class ServerConnection:
         return encode(message)
 
     def sent(
-        self, ids: Iterable[MsgId], delivered: bytes, missing: Iterable[str], queued: Iterable[str]
+        self,
+        ids: Iterable[MsgId],
+        delivered: bytes | Iterable[str],
+        missing: Iterable[str],
+        queued: Iterable[str],
     ) -> bytes:
         """The `sent` frames of sends with one outcome (`delivered` pre-encoded: `encode_names`)."""
         if self.state is State.CLOSED:

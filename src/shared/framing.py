@@ -55,6 +55,19 @@ class FrameDecoder:
             self._off = 0
         self._buf += data
 
+    def cut(self, data: bytes) -> tuple[list[bytes], RemoteProtocolError | None, int]:
+        """Feed `data`, then every whole payload now buffered, the error that stopped the
+        cut (fatal: the stream cannot be resynchronised) if any, and the bytes still
+        buffered (a frame begun). One call per read: the loop's hot path."""
+        self.feed(data)
+        frames: list[bytes] = []
+        try:
+            while (payload := self.next_frame()) is not None:
+                frames.append(payload)
+        except RemoteProtocolError as err:
+            return frames, err, len(self._buf) - self._off
+        return frames, None, len(self._buf) - self._off
+
     def next_frame(self) -> bytes | None:
         """Return the next complete payload, or None until more bytes arrive.
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import msgspec
 
 from .errors import Code, RemoteProtocolError
-from .framing import encode_frame
+from .framing import HEADER, MAX_SERVER_FRAME, encode_frame
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 PASSWORD_MAX = 256
@@ -342,6 +342,26 @@ def parse_client_message(payload: bytes) -> ClientMessage:
     return parse_client_object(decode_object(payload))
 
 
+def read_client(payload: bytes) -> tuple[Any, MsgId | None, ClientMessage | RemoteProtocolError]:
+    """One client payload, decoded and parsed in one call: its `type`, its valid `id` (for
+    errors that echo it), and the message, or the field error it would raise.
+
+    A payload that is not a JSON object with a `type` raises `bad_frame` here. A field
+    error is returned, not raised, so that the connection checks the frame against its
+    state first (a malformed `send` before login is `not_authenticated`, not
+    `bad_request`) and raises it after: the server's hot path enters this module once.
+    """
+    obj = decode_object(payload)
+    kind = obj["type"]
+    parser = _CLIENT_PARSERS.get(kind) if isinstance(kind, str) else None
+    try:
+        if parser is None:
+            raise _bad(f"unknown type {kind!r}"[:80], raw_send_id(obj))
+        return kind, raw_send_id(obj), parser(obj)
+    except RemoteProtocolError as err:
+        return kind, raw_send_id(obj), err
+
+
 def parse_client_object(obj: dict[str, Any]) -> ClientMessage:
     """Validate a decoded client object whose state was already checked."""
     kind = obj["type"]
@@ -436,6 +456,7 @@ def parse_server_message(payload: bytes) -> ServerMessage:
 # Encoding
 # --------------------------------------------------------------------------
 _encoder = msgspec.json.Encoder()
+_pack = HEADER.pack
 
 
 def to_wire(message: ClientMessage | ServerMessage) -> dict[str, Any]:
@@ -531,15 +552,64 @@ def encode_names(names: Iterable[str]) -> bytes:
 
 
 def encode_sents(
-    ids: Iterable[MsgId], delivered: bytes, missing: Iterable[str], queued: Iterable[str]
+    ids: Iterable[MsgId],
+    delivered: bytes | Iterable[str],
+    missing: Iterable[str],
+    queued: Iterable[str],
 ) -> bytes:
     """The `sent` frames of sends with the same outcome, byte for byte what `encode(Sent)`
     writes; `delivered` is the array from `encode_names`, encoded once for all of them
-    (a message to everyone lists every other user: the array is the frame's bulk)."""
+    (a message to everyone lists every other user: the array is the frame's bulk), or the
+    names, encoded here."""
+    if not isinstance(delivered, bytes):
+        delivered = _encoder.encode(list(delivered))
     tail = b',"delivered":' + delivered
     tail += b',"missing":' + encode_names(missing) + b',"queued":' + encode_names(queued) + b"}"
-    enc = _encoder.encode
-    return b"".join(encode_frame(b'{"type":"sent","id":' + enc(i) + tail) for i in ids)
+    enc, frame = _encoder.encode, _frame
+    return b"".join([frame(b'{"type":"sent","id":' + enc(i) + tail) for i in ids])
+
+
+def encode_delivery(
+    msgs: Iterable[Msg],
+    ids: Iterable[MsgId],
+    delivered: bytes | Iterable[str],
+    missing: Iterable[str],
+    queued: Iterable[str],
+) -> tuple[bytes, bytes]:
+    """The `msg` frames of a group of sends (one blob for every recipient) and their
+    `sent` frames, in one call: the server's send path enters this module once."""
+    return encode_msgs(msgs), encode_sents(ids, delivered, missing, queued)
+
+
+def encode_msgs(msgs: Iterable[Msg]) -> bytes:
+    """The `msg` frames of several messages, one blob (live: no `offline` field)."""
+    enc, frame = _encoder.encode, _frame
+    return b"".join(
+        [
+            frame(
+                enc(
+                    {
+                        "type": "msg",
+                        "id": m.id,
+                        "from": m.sender,
+                        "to": m.to if m.to == BROADCAST else list(m.to),
+                        "text": m.text,
+                        "ts": float(m.ts),
+                    }
+                )
+            )
+            for m in msgs
+        ]
+    )
+
+
+def _frame(payload: bytes) -> bytes:
+    """`framing.encode_frame` for the encoders here (a frame of a few hundred bytes can
+    be neither empty nor past 16 MiB, but a bug must still not reach the wire)."""
+    size = len(payload)
+    if not 0 < size <= MAX_SERVER_FRAME:
+        return encode_frame(payload)  # raises the right LocalProtocolError
+    return _pack(size) + payload
 
 
 def encode_object(obj: dict[str, Any]) -> bytes:

@@ -23,10 +23,13 @@ from chat.server.core.ticks import Ticks
 from chat.server.core.user import User
 from chat.shared.errors import RemoteProtocolError
 from chat.shared.messages import Send
+from chat.shared.states import State
+
+CLOSED = State.CLOSED
 
 
 class Dispatcher:
-    __slots__ = ("_fanout", "_frames", "_outcomes", "_ticks")
+    __slots__ = ("_fanout", "_frames", "_local", "_outcomes", "_ticks")
 
     def __init__(
         self, frames: PeerFrames, outcomes: Outcomes, fanout: Fanout, ticks: Ticks
@@ -35,17 +38,21 @@ class Dispatcher:
         self._outcomes = outcomes
         self._fanout = fanout
         self._ticks = ticks
+        self._local = ticks.local
 
     def handle_batch(self, user: User, items: list[Any]) -> int | None:
         """Handle a mailbox batch. Returns None, or while something is awaited (a password
         check, a durable store, a read) the number of items consumed: the rest waits, so
         replies keep the order of frames. A frame parsed but not consumed is left in
         `items` parsed, so it is not fed to the connection twice."""
-        tick = self._ticks.current()
+        try:
+            tick = self._local.tick
+        except AttributeError:  # this worker's first batch
+            tick = self._ticks.current()
         conn = user.conn
         sends: list[Send] = []  # consecutive sends to the same `to`, fanned out together
         for index, item in enumerate(items):
-            if conn.closed:
+            if conn.state is CLOSED:
                 continue  # nothing is answered after the final frame
             if type(item) is bytes:
                 try:

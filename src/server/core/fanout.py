@@ -42,12 +42,13 @@ from chat.server.store.seam import Store
 from chat.server.store.sqlite import Kept
 from chat.shared.connection import ServerConnection
 from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError
-from chat.shared.messages import BROADCAST, Msg, Send, encode
+from chat.shared.messages import BROADCAST, Msg, Send, encode_delivery, encode_msgs
 
 log = logging.getLogger("chat.server")
 
 #: Why a send is refused while the store cannot give ids (the `rate_limited` text).
 NO_IDS = "message ids are not available now: try again"
+_NOBODY: frozenset[str] = frozenset()
 
 
 class Pending:
@@ -181,27 +182,35 @@ class Fanout:
         """Route and fan out; True when the `sent` frames wait (the mailbox holds)."""
         group = tuple(sends)
         passed = tuple(user.rate is None or user.rate.take() for _ in group)
-        allowed = [s for s, ok in zip(group, passed, strict=True) if ok]
-        first = self._store.ids.take(len(allowed)) if allowed else None
-        if first is None:
-            why = NO_IDS if allowed else None
-            user.out.append(_refusals(user.conn, group, why), tick)
+        texts = [s.text for s, ok in zip(group, passed, strict=True) if ok]
+        to, name = group[0].to, user.conn.user or ""
+        plan = msgs = receipt = None
+        registered: frozenset[str] = frozenset()
+        if texts:
+            registered = (
+                frozenset(n for n in to if n in self._accounts)
+                if to != BROADCAST and self._store.keeps
+                else frozenset()
+            )
+            plan, msgs, receipt = self._hub.route(name, to, texts, registered, time.time())
+        if plan is None or msgs is None:  # over the rate, or no ids now
+            user.out.append(_refusals(user.conn, group, NO_IDS if texts else None), tick)
             return False
-        to, name, store = group[0].to, user.name, self._store
-        now = time.time()
-        msgs = tuple(Msg(first + i, name, s.to, s.text, now) for i, s in enumerate(allowed))
-        registered = (
-            frozenset(n for n in to if n in self._accounts)
-            if to != BROADCAST and store.keeps
-            else frozenset()
-        )
-        plan, receipt = self._hub.route(name, to, msgs, registered)
-        blob = b"".join(map(encode, msgs))
-        missed = self._fan(plan.targets, blob, tick) if plan.targets.count else frozenset()
-        if not plan.nodes and receipt is None and not missed:  # the common case
-            verdict = Verdict(plan.delivered_json, plan.missing, plan.queued)
-            user.out.append(_sents(user.conn, group, passed, verdict), tick)
-            return False
+        if all(passed) and not plan.nodes and receipt is None:  # the common case
+            blob, sents = encode_delivery(
+                msgs, [s.id for s in group], plan.delivered_json, plan.missing, plan.queued
+            )
+            missed = self._fan(plan.targets, blob, tick) if plan.targets.count else _NOBODY
+            if not missed:
+                user.out.append(sents, tick)
+                return False
+        else:
+            blob = encode_msgs(msgs)
+            missed = self._fan(plan.targets, blob, tick) if plan.targets.count else _NOBODY
+            if not plan.nodes and receipt is None and not missed:
+                verdict = Verdict(plan.delivered_json, plan.missing, plan.queued)
+                user.out.append(_sents(user.conn, group, passed, verdict), tick)
+                return False
         pending = user.pending = Pending(user, group, passed, plan, msgs, registered, missed)
         if receipt is not None:
             pending.expect_store(receipt)
@@ -289,10 +298,10 @@ class Fanout:
         count = targets.count
         took = self._table.fanout(tick, blob, targets.handles, count, targets.exclude, failed)
         if took == count:
-            return frozenset()
+            return _NOBODY
         marks = native.ffi.buffer(failed, count)[:]
         if 1 not in marks:
-            return frozenset()  # the ones not counted were the sender's, excluded
+            return _NOBODY  # the ones not counted were the sender's, excluded
         users = targets.users
         missed = {users[i] for i, mark in enumerate(marks) if mark}
         return frozenset(missed.difference(users[i] for i, mark in enumerate(marks) if not mark))

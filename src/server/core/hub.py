@@ -23,11 +23,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 from chat.server.core import native, route
-from chat.server.core.presence import Presence
+from chat.server.core.presence import NoPresence, Presence
 from chat.server.core.route import NOBODY, Plan, Targets
 from chat.server.core.user import User
 from chat.server.store.seam import Store
-from chat.server.store.sqlite import Kept
 from chat.shared.messages import BROADCAST, Msg, Recipients, Roster, encode, encode_names
 from chat.shared.roster import ChangeLog, RosterOutbox
 
@@ -48,6 +47,7 @@ class Hub:
     ) -> None:
         self._lock = threading.Lock()
         self._presence = presence
+        self._alone = isinstance(presence, NoPresence)  # no other node: no presence to ask
         self._store = store
         self._sessions: dict[str, list[User]] = {}
         self._elsewhere: set[str] = set()
@@ -93,29 +93,38 @@ class Hub:
 
     # ---- a send ------------------------------------------------------------------------------
     def route(
-        self, sender: str, to: Recipients, msgs: tuple[Msg, ...], registered: frozenset[str]
-    ) -> tuple[Plan, Future | None]:
-        """Where a send goes (the route's plan on a snapshot taken now), and the messages
-        handed to the store in the same critical section: ids were given before, so this
-        is a queue append; a login's catch-up, which starts under this lock, therefore sees
-        every message that found its user offline (docs/server.md). The receipt tells when
-        the copies are durable, when the plan needs that (queued names, other nodes)."""
+        self,
+        sender: str,
+        to: Recipients,
+        texts: list[str],
+        registered: frozenset[str],
+        now: float,
+    ) -> tuple[Plan, tuple[Msg, ...] | None, Future | None]:
+        """Where a send goes (the route's plan on a snapshot taken now), and its messages,
+        stamped with their ids and handed to the store in the same critical section (a
+        queue append that never waits): a login's catch-up, which starts under this lock,
+        therefore sees every message that found its user offline (docs/server.md). The
+        receipt tells when the copies are durable, when the plan needs that (queued names,
+        other nodes). No messages (None) when the store can give no ids now."""
         store, presence = self._store, self._presence
         with self._lock:
             if to == BROADCAST:
                 names, names_json = self._everyone_else(sender)
+                nodes = () if self._alone else presence.nodes()
                 plan = route.plan_everyone(
-                    sender, self._everyone_but(sender), names, names_json, presence.nodes()
+                    sender, self._everyone_but(sender), names, names_json, nodes
                 )
             else:
                 sessions = self._sessions
                 local = {n: [u.out.handle for u in sessions[n]] for n in to if n in sessions}
-                elsewhere = {n: nodes for n in to if (nodes := presence.nodes_of(n))}
+                elsewhere = (
+                    {} if self._alone else {n: ns for n in to if (ns := presence.nodes_of(n))}
+                )
                 plan = route.plan(sender, to, local, elsewhere, registered)
-            if not msgs or not plan.stores:
-                return plan, None
-            durable = bool(plan.queued or plan.nodes)
-            return plan, store.keep(Kept(msgs, plan.named, plan.queued), durable)
+            keep = (plan.named, plan.queued) if plan.stores else None
+            durable = keep is not None and bool(plan.queued or plan.nodes)
+            msgs, receipt = store.stamp(sender, to, texts, now, keep, durable)
+            return plan, msgs, receipt
 
     def local_targets(self, sender: str, names: list[str] | None) -> Targets:
         """This node's sessions for a message from another node: `names` (None: everyone

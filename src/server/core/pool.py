@@ -17,6 +17,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 from chat.server.core import native
@@ -142,11 +143,23 @@ class Mailbox:
     the loop stop reading a connection whose worker lags behind.
     """
 
-    __slots__ = ("_early", "_handler", "_held", "_items", "_lock", "_pool", "_scheduled", "size")
+    __slots__ = (
+        "_early",
+        "_handler",
+        "_held",
+        "_items",
+        "_lock",
+        "_owner",
+        "_pool",
+        "_scheduled",
+        "size",
+    )
 
-    def __init__(self, pool: Submitter, handler: Handler) -> None:
+    def __init__(self, pool: Submitter, handler: Handler, owner: Any = None) -> None:
+        """`handler(owner, batch)` runs each batch (owner None: `handler(batch)`)."""
         self._pool = pool
-        self._handler = handler
+        self._handler = handler if owner is None else partial(handler, owner)
+        self._owner = owner
         self._items: deque[Any] = deque()
         self._lock = threading.Lock()
         self._scheduled = False

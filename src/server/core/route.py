@@ -71,7 +71,9 @@ class Plan:
     to: Recipients
     targets: Targets  # this node's slots
     delivered: tuple[str, ...]
-    delivered_json: bytes  # `delivered`, encoded once (for "*": once per roster change)
+    #: `delivered` for the `sent` frames: for "*" encoded once per roster change (the
+    #: frame's bulk); for a list, the names themselves (encoded with the frames).
+    delivered_json: bytes | tuple[str, ...]
     missing: tuple[str, ...]
     #: Registered recipients with no session anywhere: the store keeps a copy for each,
     #: durably, before `sent` may name them (protocol v1.1 section 3).
@@ -83,18 +85,15 @@ class Plan:
     nodes: tuple[tuple[str, tuple[str, ...] | None], ...] = ()
     #: For a list of names: each recipient with sessions on other nodes, and those nodes.
     elsewhere: Mapping[str, tuple[str, ...]] | None = None
-
-    @property
-    def stores(self) -> bool:
-        """The messages go to the history: everyone's, or a conversation with a recipient."""
-        return self.to == BROADCAST or bool(self.named)
+    #: The messages go to the history: everyone's, or a conversation with a recipient.
+    stores: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The final `sent` fields of a group of sends, or what must happen before them."""
 
-    delivered_json: bytes
+    delivered_json: bytes | tuple[str, ...]
     missing: tuple[str, ...]
     queued: tuple[str, ...]
     #: Recipients lost on the way who have an account: the message must be stored for
@@ -161,16 +160,18 @@ def plan(
             missing.append(name)
             if name in registered:
                 queued.append(name)
+    names = tuple(delivered)
     return Plan(
         to,
         Targets.of(pairs),
-        tuple(delivered),
-        encode_names(delivered),
+        names,
+        names,
         tuple(missing),
         tuple(queued),
         (*delivered, *queued),
         tuple((node, tuple(names)) for node, names in by_node.items()),
         remote or None,
+        bool(delivered or queued),
     )
 
 

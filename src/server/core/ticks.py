@@ -17,18 +17,20 @@ from chat.server.net.inbox import LoopInbox
 
 
 class Ticks:
-    __slots__ = ("_inbox", "_local", "_table")
+    __slots__ = ("_inbox", "_table", "local")
 
     def __init__(self, table: native.OutTable, inbox: LoopInbox) -> None:
         self._table = table
         self._inbox = inbox
-        self._local = threading.local()
+        #: `local.tick` is this thread's tick once `current` made it (the hot path reads
+        #: the attribute without a call).
+        self.local = threading.local()
 
     def current(self) -> native.Tick:
         """This thread's tick (made on first use)."""
-        tick: native.Tick | None = getattr(self._local, "tick", None)
+        tick: native.Tick | None = getattr(self.local, "tick", None)
         if tick is None:
-            tick = self._local.tick = self._table.tick()
+            tick = self.local.tick = self._table.tick()
         return tick
 
     def flush(self) -> None:

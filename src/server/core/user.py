@@ -75,7 +75,7 @@ class User:
         self.offline_upto = 0
         #: The store's number of this connection's last `offline_ack` not known stored.
         self.acked = 0
-        self.mailbox = Mailbox(pool, lambda items: handler(self, items))
+        self.mailbox = Mailbox(pool, handler, self)
 
     @property
     def name(self) -> str:

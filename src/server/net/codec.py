@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from chat.shared.errors import RemoteProtocolError
 from chat.shared.framing import FrameDecoder
 
 
@@ -21,6 +22,11 @@ class Decoder(Protocol):
     def buffered(self) -> int: ...
 
     def feed(self, data: bytes) -> None: ...
+
+    def cut(self, data: bytes) -> tuple[list[bytes], RemoteProtocolError | None, int]:
+        """Feed `data`; every whole payload, the fatal error that stopped the cut, and the
+        bytes left buffered."""
+        ...
 
     def next_frame(self) -> bytes | None:
         """The next whole payload, or None; raises RemoteProtocolError (fatal) when the

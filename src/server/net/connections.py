@@ -148,7 +148,8 @@ class Connections:
 
     def _read(self, t: Transport) -> None:
         """Read what is there: one recv for TCP, until the TLS layer is empty for TLS."""
-        sock, decoder = t.sock, t.decoder
+        sock = t.sock
+        chunks: list[bytes] = []
         got = 0
         eof = False
         if t.read_wants_write:
@@ -169,7 +170,7 @@ class Connections:
             if not data:
                 eof = True
                 break
-            decoder.feed(data)
+            chunks.append(data)
             got += len(data)
             if not t.tls:
                 break  # level-triggered: epoll reports the rest
@@ -179,22 +180,18 @@ class Connections:
                 break
         if got:
             t.last_rx = time.monotonic()
-        self._cut_frames(t, got, eof)
+        self._cut_frames(t, chunks[0] if len(chunks) == 1 else b"".join(chunks), got, eof)
 
-    def _cut_frames(self, t: Transport, got: int, eof: bool) -> None:
+    def _cut_frames(self, t: Transport, data: bytes, got: int, eof: bool) -> None:
         decoder, mailbox = t.decoder, t.user.mailbox
-        items: list[Any] = []
-        nbytes = 0
-        ending = False
-        try:
-            while (payload := decoder.next_frame()) is not None:
-                items.append(payload)
-                nbytes += len(payload)
-        except RemoteProtocolError as err:  # fatal: the stream cannot be resynchronised
+        payloads, err, buffered = decoder.cut(data)
+        items: list[Any] = payloads
+        nbytes = sum(map(len, payloads))
+        ending = err is not None
+        if err is not None:  # fatal: the stream cannot be resynchronised
             items.append(Abort(err, f"{err.code}: {err.message}"))
-            ending = True
-        if items or not decoder.buffered:
-            t.frame_started = t.last_rx if decoder.buffered else None
+        if items or not buffered:
+            t.frame_started = t.last_rx if buffered else None
         elif got and t.frame_started is None:
             t.frame_started = t.last_rx
         if eof and not ending:

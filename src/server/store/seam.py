@@ -27,6 +27,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from chat.server.store.sqlite import Kept, Page, Unreadable
+from chat.shared.messages import Msg, Recipients
 
 #: A receipt for messages handed over: resolves to True once they are durable (fsync'd,
 #: or acknowledged by a Redis with appendfsync always), False when they could not be.
@@ -69,6 +70,20 @@ class Store(Protocol):
     def keep(self, kept: Kept, durable: bool = False) -> Receipt | None:
         """Hand messages over (a queue append: safe under the hub lock); with `durable`,
         a receipt that resolves once they are on disk for good."""
+        ...
+
+    def stamp(
+        self,
+        sender: str,
+        to: Recipients,
+        texts: Sequence[str],
+        now: float,
+        keep: tuple[tuple[str, ...], tuple[str, ...]] | None,
+        durable: bool,
+    ) -> tuple[tuple[Msg, ...] | None, Receipt | None]:
+        """New messages from `sender` to `to`, one per text, with their ids (None when no
+        ids can be given now: never waits), and handed over like `keep` when `keep` is
+        (named, queued). The send path's one call into the store (under the hub lock)."""
         ...
 
     def ack(self, user: str, upto: int) -> int:
@@ -152,6 +167,21 @@ class NoStore:
         receipt: Receipt = Future()
         receipt.set_result(False)
         return receipt
+
+    def stamp(
+        self,
+        sender: str,
+        to: Recipients,
+        texts: Sequence[str],
+        now: float,
+        keep: tuple[tuple[str, ...], tuple[str, ...]] | None,
+        durable: bool,
+    ) -> tuple[tuple[Msg, ...] | None, Receipt | None]:
+        first = self.ids.take(len(texts))
+        if first is None:
+            return None, None
+        msgs = tuple(Msg(first + i, sender, to, text, now) for i, text in enumerate(texts))
+        return msgs, self.keep(Kept(msgs, (), ()), durable) if durable else None
 
     def ack(self, user: str, upto: int) -> int:
         return 0

@@ -31,12 +31,13 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from chat.server.store.seam import Backend, ReadFailed, Receipt, Reply
 from chat.server.store.sqlite import Kept, MessageStore, Page, is_damage
+from chat.shared.messages import Msg, Recipients
 
 log = logging.getLogger("chat.server.store")
 
@@ -223,6 +224,23 @@ class StoreService:
         receipt: Receipt | None = Future() if durable else None
         self._put(_Put(kept, receipt), urgent=durable)
         return receipt
+
+    def stamp(
+        self,
+        sender: str,
+        to: Recipients,
+        texts: Sequence[str],
+        now: float,
+        keep: tuple[tuple[str, ...], tuple[str, ...]] | None,
+        durable: bool,
+    ) -> tuple[tuple[Msg, ...] | None, Receipt | None]:
+        first = self.ids.take(len(texts))  # type: ignore[attr-defined]
+        if first is None:
+            return None, None
+        msgs = tuple(Msg(first + i, sender, to, text, now) for i, text in enumerate(texts))
+        if keep is None:
+            return msgs, None
+        return msgs, self.keep(Kept(msgs, keep[0], keep[1]), durable)
 
     def ack(self, user: str, upto: int) -> int:
         # Urgent: a client that acknowledges, leaves and logs in at once on another node

@@ -106,10 +106,10 @@ class Unreadable:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Kept:
+class Kept(msgspec.Struct, frozen=True):
     """Messages to keep (a group of sends to the same recipients), who may see them
-    (`named`) and who they are queued for."""
+    (`named`) and who they are queued for. A frozen msgspec Struct: made on the send path
+    (under the hub lock), where a dataclass's Python __init__ cost a call."""
 
     msgs: tuple[Msg, ...]
     #: Registered recipients (delivered or queued) other than the sender: one
@@ -118,8 +118,7 @@ class Kept:
     queued: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
+class Page(msgspec.Struct, frozen=True):
     messages: tuple[Msg, ...]
     more: bool
     #: The newest id looked at (damaged records included): where the next page starts.
