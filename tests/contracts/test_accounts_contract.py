@@ -1,0 +1,244 @@
+"""The accounts seam's contract, run against both implementations.
+
+`alone`: the encrypted users file (`accounts.users_file.UserStore`). `cluster`: one
+Redis hash (`cluster.accounts.RedisAccounts`) on a real redis-server, read with
+`reload()` as a node does when it joins. What differs (where the bytes lie, what a
+second instance over the same storage is) is in the `Keeper` classes, never in a test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from chat.server.accounts.seam import Accounts
+from chat.server.accounts.users_file import Record, UserStore, record_from_json
+from chat.server.cluster import keys
+from chat.server.cluster.accounts import RedisAccounts
+from chat.server.cluster.box import Box
+from chat.server.cluster.link import Link
+from chat.server.crypto.cipher import Cipher
+
+from .conftest import KEY, RedisProc, wait_until
+
+COST = 10  # fast hashes for tests; the server default is 14
+NAMES = ("alice-account", "bob-account")
+PASSWORDS = ("wonderland-pass-1", "builder-pass-22")
+
+
+class Keeper:
+    """One implementation's storage, and instances of the seam over it."""
+
+    def open(self) -> Accounts:
+        """An instance over the storage, ready as the server makes it."""
+        raise NotImplementedError
+
+    def at_rest(self) -> list[bytes]:
+        """Every byte the storage holds."""
+        raise NotImplementedError
+
+    def records(self) -> list[Record]:
+        """The stored records, opened with the key (what must not be in clear)."""
+        raise NotImplementedError
+
+    def told(self, learner: Accounts) -> None:
+        """Bring a second instance up to date the way its server does."""
+
+    def close(self) -> None:
+        pass
+
+
+class FileKeeper(Keeper):
+    def __init__(self, path: Path, cipher: Cipher) -> None:
+        self.path = path
+        self._cipher = cipher
+
+    def open(self) -> UserStore:
+        return UserStore.open(self.path, KEY, self._cipher, hash_cost_log2=COST)
+
+    def at_rest(self) -> list[bytes]:
+        return [p.read_bytes() for p in sorted(self.path.parent.iterdir()) if p.is_file()]
+
+    def records(self) -> list[Record]:
+        return list(self.open()._users.values())  # opened and checked with the key
+
+    def told(self, learner: Accounts) -> None:
+        raise AssertionError("a users file has one server: a second one reopens it")
+
+
+class RedisKeeper(Keeper):
+    def __init__(self, redis_proc: RedisProc, box: Box) -> None:
+        self._redis = redis_proc
+        self._box = box
+        self._client = redis_proc.client()
+        self._pubsub: redis.client.PubSub | None = None
+
+    def open(self) -> RedisAccounts:
+        accounts = RedisAccounts(Link(self._redis.url), self._box, COST)
+        accounts.reload()
+        return accounts
+
+    def at_rest(self) -> list[bytes]:
+        found: list[bytes] = []
+        for key in self._client.scan_iter(count=1000):
+            found.append(key)
+            kind = self._client.type(key).decode()
+            if kind == "hash":
+                for k, v in self._client.hgetall(key).items():
+                    found += [k, v]
+            elif kind == "string":
+                found.append(self._client.get(key))
+            else:
+                raise AssertionError(f"a {kind} at {key!r}: scan it too")
+        return found
+
+    def records(self) -> list[Record]:
+        out = []
+        for blind, sealed in self._client.hgetall(keys.USERS).items():
+            plain = self._box.open(f"{keys.USERS}:{blind.decode()}".encode(), sealed)
+            assert plain is not None, "a stored account does not open with the key"
+            out.append(record_from_json(plain, "test"))
+        return out
+
+    def listen(self) -> None:
+        """Subscribe to the accounts channel now, as a node does before it serves."""
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.subscribe(keys.ACCOUNTS)
+
+    def told(self, learner: Accounts) -> None:
+        """Hand what the accounts channel said to `learner.learned`, as the node's control
+        subscriber does (cluster/presence.py)."""
+        assert self._pubsub is not None and isinstance(learner, RedisAccounts)
+        deadline = time.monotonic() + 0.5  # what was published by now has come by then
+        while (left := deadline - time.monotonic()) > 0:
+            message = self._pubsub.get_message(timeout=left)  # None: a subscribe reply
+            if message is not None:
+                learner.learned(message["data"].decode())
+
+    def close(self) -> None:
+        if self._pubsub is not None:
+            self._pubsub.close()
+
+
+@pytest.fixture(params=["alone", "cluster"])
+def keeper(request: pytest.FixtureRequest, tmp_path: Path, cipher: Cipher) -> Iterator[Keeper]:
+    if request.param == "alone":
+        made: Keeper = FileKeeper(tmp_path / "data" / "users.db", cipher)
+    else:
+        made = RedisKeeper(request.getfixturevalue("redis_server"), Box(KEY, cipher))
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def accounts(keeper: Keeper) -> Accounts:
+    return keeper.open()
+
+
+def test_a_registered_account_verifies_with_its_password_only(accounts: Accounts) -> None:
+    assert accounts.register(NAMES[0], PASSWORDS[0]) is True
+    assert accounts.verify(NAMES[0], PASSWORDS[0]) is True
+    assert accounts.verify(NAMES[0], PASSWORDS[1]) is False
+    assert accounts.verify(NAMES[0], "") is False
+    assert accounts.verify(NAMES[0], PASSWORDS[0] + " ") is False
+    assert accounts.verify(NAMES[0].upper(), PASSWORDS[0]) is False
+
+
+def test_an_unknown_name_is_refused_and_hashed_all_the_same(accounts: Accounts) -> None:
+    assert accounts.verify("nobody", "whatever") is False  # an empty store hashes a dummy
+    accounts.register(NAMES[0], PASSWORDS[0])
+    assert accounts.verify("nobody", PASSWORDS[0]) is False
+    assert accounts.verify("", PASSWORDS[0]) is False
+
+
+def test_a_taken_name_cannot_be_registered_again(accounts: Accounts) -> None:
+    assert accounts.register(NAMES[0], PASSWORDS[0]) is True
+    assert accounts.register(NAMES[0], PASSWORDS[1]) is False
+    assert accounts.verify(NAMES[0], PASSWORDS[0]) is True  # the first one stays
+    assert accounts.verify(NAMES[0], PASSWORDS[1]) is False
+
+
+def test_membership_and_count_follow_registrations(accounts: Accounts) -> None:
+    assert len(accounts) == 0 and NAMES[0] not in accounts
+    for i, (name, password) in enumerate(zip(NAMES, PASSWORDS, strict=True), 1):
+        assert accounts.register(name, password)
+        assert name in accounts and len(accounts) == i
+    assert "nobody" not in accounts
+    assert 42 not in accounts  # type: ignore[operator]
+    accounts.register(NAMES[0], "again")
+    assert len(accounts) == len(NAMES)
+
+
+def test_save_is_harmless(keeper: Keeper, accounts: Accounts) -> None:
+    accounts.save()  # nothing registered yet
+    accounts.register(NAMES[0], PASSWORDS[0])
+    accounts.save()
+    accounts.save()
+    assert len(accounts) == 1 and accounts.verify(NAMES[0], PASSWORDS[0])
+    again = keeper.open()
+    assert len(again) == 1 and again.verify(NAMES[0], PASSWORDS[0])
+
+
+def test_no_name_and_no_hash_in_clear_at_rest(keeper: Keeper, accounts: Accounts) -> None:
+    for name, password in zip(NAMES, PASSWORDS, strict=True):
+        accounts.register(name, password)
+    accounts.save()
+    records = keeper.records()
+    assert sorted(r.name for r in records) == sorted(NAMES)
+    secrets = [*(n.encode() for n in NAMES), *(p.encode() for p in PASSWORDS)]
+    for record in records:
+        secrets += [
+            record.hash,
+            record.hash.hex().encode(),
+            record.salt,
+            record.salt.hex().encode(),
+        ]
+    blobs = keeper.at_rest()
+    assert sum(len(b) for b in blobs) > 100, "the storage holds nothing: nothing was checked"
+    for blob in blobs:
+        for secret in secrets:
+            assert secret not in blob, f"{secret[:12]!r}... in clear at rest"
+
+
+def test_a_second_instance_over_the_same_storage_sees_the_registrations(keeper: Keeper) -> None:
+    if isinstance(keeper, RedisKeeper):
+        keeper.listen()
+    first = keeper.open()
+    assert first.register(NAMES[0], PASSWORDS[0])
+    second = keeper.open()
+    assert NAMES[0] in second and len(second) == 1
+    assert second.verify(NAMES[0], PASSWORDS[0])
+    assert second.register(NAMES[0], PASSWORDS[1]) is False  # taken, seen through storage
+    assert second.register(NAMES[1], PASSWORDS[1])
+    if isinstance(keeper, RedisKeeper):
+        # Both run at once: the first logs the account in at once (it reads Redis), and
+        # knows the name once the accounts channel told it, as its node's subscriber does.
+        assert first.verify(NAMES[1], PASSWORDS[1])
+        keeper.told(first)
+        assert NAMES[1] in first and len(first) == 2
+        assert first.register(NAMES[1], PASSWORDS[0]) is False
+    third = keeper.open()
+    assert len(third) == 2 and all(n in third for n in NAMES)
+    assert third.verify(NAMES[1], PASSWORDS[1]) and not third.verify(NAMES[1], PASSWORDS[0])
+
+
+def test_a_name_told_by_the_channel_alone_is_known_to_a_running_instance(
+    redis_server: RedisProc, cipher: Cipher
+) -> None:
+    """Cluster only: a node that did not register the name learns it without a reload."""
+    keeper = RedisKeeper(redis_server, Box(KEY, cipher))
+    try:
+        keeper.listen()
+        watcher = keeper.open()
+        other = keeper.open()
+        assert other.register(NAMES[0], PASSWORDS[0])
+        assert NAMES[0] not in watcher  # not told yet: it answers from memory
+        keeper.told(watcher)
+        assert wait_until(lambda: NAMES[0] in watcher, 2)
+        assert len(watcher) == 1
+    finally:
+        keeper.close()

@@ -1,0 +1,297 @@
+"""The broker seam's contract: `NoBroker` (a server alone) and `RedisBroker` (a node).
+
+Shared: start and stop return and leave no thread. A server alone never routes to
+another node, so `NoBroker.publish` refuses (LocalProtocolError) and tells nothing.
+The cluster part runs brokers of separate nodes (each its own `Link`) on one real
+redis-server: what one publishes to another's node id arrives exactly and in order,
+and every publish is answered exactly once, also when nobody listens, after the
+publisher stopped, and while Redis is frozen (SIGSTOP).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+
+from chat.server.cluster.box import Box
+from chat.server.cluster.broker import RedisBroker
+from chat.server.cluster.link import TIMEOUT, Link
+from chat.server.cluster.presence import RedisPresence
+from chat.server.core.broker import Broker, NoBroker
+from chat.server.crypto.cipher import Cipher
+from chat.shared.errors import LocalProtocolError
+
+from .conftest import KEY, OTHER_KEY, RedisProc, freeze, own_threads, wait_until
+
+Delivery = tuple[str, tuple[str, ...] | None, bytes]
+
+
+class Deliverer:
+    """The core's fan-out as the broker sees it: what arrived, in order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.got: list[Delivery] = []
+        self.batches = 0
+
+    def deliver(self, sender: str, names: Sequence[str] | None, frames: bytes) -> None:
+        with self._lock:
+            self.got.append((sender, None if names is None else tuple(names), frames))
+
+    def delivered(self) -> None:
+        with self._lock:
+            self.batches += 1
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.got)
+
+
+class Answers:
+    """Every publish's `then`: how often and with what it was called."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls: dict[int, list[bool]] = {}
+        self.when: dict[int, float] = {}
+
+    def then(self, n: int) -> Callable[[bool], None]:
+        with self._lock:
+            self.calls[n] = []
+
+        def told(taken: bool) -> None:
+            with self._lock:
+                self.calls[n].append(taken)
+                self.when.setdefault(n, time.monotonic())
+
+        return told
+
+    def answered(self) -> int:
+        with self._lock:
+            return sum(1 for c in self.calls.values() if c)
+
+    def of(self, n: int) -> list[bool]:
+        with self._lock:
+            return list(self.calls[n])
+
+
+class Brokers:
+    """Started brokers, each stopped at the end if the test did not."""
+
+    def __init__(self, make: Callable[[str], Broker]) -> None:
+        self._make = make
+        self._started: list[Broker] = []
+
+    def start(self, node_id: str) -> tuple[Broker, Deliverer]:
+        broker, deliverer = self._make(node_id), Deliverer()
+        broker.start(deliverer)
+        self._started.append(broker)
+        return broker, deliverer
+
+    def stop_all(self) -> None:
+        """Every broker at once: each stop waits up to a second for its subscriber."""
+        stops = [threading.Thread(target=b.stop) for b in self._started]
+        for thread in stops:
+            thread.start()
+        for thread in stops:
+            thread.join()
+
+
+@pytest.fixture(params=["alone", "cluster"])
+def brokers(request: pytest.FixtureRequest, cipher: Cipher) -> Iterator[Brokers]:
+    if request.param == "alone":
+        made = Brokers(lambda _id: NoBroker())
+    else:
+        redis_proc: RedisProc = request.getfixturevalue("redis_server")
+        box = Box(KEY, cipher)
+        made = Brokers(lambda node_id: RedisBroker(Link(redis_proc.url), box, node_id))
+    yield made
+    made.stop_all()
+
+
+@pytest.fixture
+def cluster(redis_server: RedisProc, cipher: Cipher) -> Iterator[Brokers]:
+    box = Box(KEY, cipher)
+    made = Brokers(lambda node_id: RedisBroker(Link(redis_server.url), box, node_id))
+    yield made
+    made.stop_all()
+
+
+# ---- shared: both implementations --------------------------------------------------------------
+def test_start_and_stop_return_and_leave_no_thread(brokers: Brokers) -> None:
+    before = own_threads()
+    broker, deliverer = brokers.start("node-a")
+    started = time.monotonic()
+    broker.stop()
+    assert time.monotonic() - started < 6.0
+    assert own_threads() == before
+    assert deliverer.got == []
+
+
+def test_a_server_alone_never_routes_to_another_node() -> None:
+    broker = NoBroker()
+    broker.start(Deliverer())
+    answers = Answers()
+    with pytest.raises(LocalProtocolError):
+        broker.publish("node-b", "alice", ["bob"], b"frames", answers.then(0))
+    assert answers.of(0) == []  # refused at once: nothing will ever be told
+    broker.stop()
+
+
+# ---- cluster: brokers of several nodes over one Redis --------------------------------------------
+def test_messages_arrive_exactly_and_in_order_and_each_is_answered_once(
+    cluster: Brokers,
+) -> None:
+    a, _ = cluster.start("node-a")
+    _, on_b = cluster.start("node-b")
+    _, on_c = cluster.start("node-c")
+    answers = Answers()
+    sent: list[Delivery] = []
+    for n in range(500):
+        sender = ("alice", "carol")[n % 2]
+        names = None if n % 5 == 0 else tuple(f"user{k}" for k in range(n % 4 + 1))
+        frames = n.to_bytes(4, "big") + os.urandom(n % 97)  # any bytes, empty-ish too
+        sent.append((sender, names, frames))
+        a.publish("node-b", sender, names, frames, answers.then(n))
+    assert wait_until(lambda: answers.answered() == 500 and on_b.count() == 500, 10.0)
+    time.sleep(0.2)  # nothing more comes
+    assert on_b.got == sent
+    assert all(answers.of(n) == [True] for n in range(500))
+    assert on_b.batches >= 1
+    assert on_c.got == []  # another node's inbox is not this one's
+
+
+def test_a_publish_to_a_node_nobody_listens_on_is_not_taken(cluster: Brokers) -> None:
+    a, _ = cluster.start("node-a")
+    answers = Answers()
+    a.publish("node-gone", "alice", ["bob"], b"frames", answers.then(0))
+    a.publish("node-a-typo", "alice", None, b"frames", answers.then(1))
+    assert wait_until(lambda: answers.answered() == 2)
+    time.sleep(0.1)
+    assert answers.of(0) == [False] and answers.of(1) == [False]
+
+
+def test_after_the_publisher_stopped_a_publish_is_refused_at_once(cluster: Brokers) -> None:
+    a, _ = cluster.start("node-a")
+    _, on_b = cluster.start("node-b")
+    a.stop()
+    answers = Answers()
+    a.publish("node-b", "alice", ["bob"], b"late", answers.then(0))
+    assert answers.of(0) == [False]  # within the call: nothing is left waiting
+    time.sleep(0.2)
+    assert answers.of(0) == [False] and on_b.got == []
+
+
+def test_a_message_that_does_not_open_is_dropped_and_delivery_goes_on(
+    cluster: Brokers, redis_server: RedisProc, cipher: Cipher
+) -> None:
+    _, on_b = cluster.start("node-b")
+    stranger = RedisBroker(Link(redis_server.url), Box(OTHER_KEY, cipher), "node-x")
+    answers = Answers()
+    stranger.start(Deliverer())
+    try:
+        stranger.publish("node-b", "mallory", ["bob"], b"forged", answers.then(0))
+        assert wait_until(lambda: answers.answered() == 1)
+    finally:
+        stranger.stop()
+    a, _ = cluster.start("node-a")
+    a.publish("node-b", "alice", ["bob"], b"genuine", answers.then(1))
+    assert wait_until(lambda: on_b.count() == 1)
+    assert on_b.got == [("alice", ("bob",), b"genuine")]
+
+
+def frozen_publishes(redis_server: RedisProc, a: Broker) -> Answers:
+    """Publish while Redis is frozen; every publish answered False, the first within the
+    link's timeout, the later ones at once. Redis is thawed on return."""
+    answers = Answers()
+    thaw = freeze(redis_server)
+    try:
+        started = time.monotonic()
+        a.publish("node-b", "alice", ["bob"], b"frozen 0", answers.then(0))
+        assert wait_until(lambda: answers.answered() == 1, TIMEOUT + 2.0)
+        assert answers.when[0] - started < TIMEOUT + 1.0
+        for n in range(1, 4):
+            asked = time.monotonic()
+            a.publish("node-b", "alice", ["bob"], f"frozen {n}".encode(), answers.then(n))
+            assert wait_until(lambda n=n: answers.of(n) != [], 1.0)
+            assert answers.when[n] - asked < 0.5, "a publish waited for the frozen Redis"
+    finally:
+        thaw()
+    assert all(answers.of(n) == [False] for n in range(4))
+    return answers
+
+
+def recovers(a: Broker, on_b: Deliverer, within: float) -> bool:
+    """Whether a publish is taken again, and arrives, within `within` seconds."""
+    answers = Answers()
+    deadline = time.monotonic() + within
+    n = 0
+    while time.monotonic() < deadline:
+        a.publish("node-b", "alice", ["bob"], f"after {n}".encode(), answers.then(n))
+        if wait_until(lambda n=n: answers.of(n) != [], 2.0) and answers.of(n) == [True]:
+            return wait_until(lambda n=n: any(g[2] == f"after {n}".encode() for g in on_b.got))
+        n += 1
+        time.sleep(0.2)
+    return False
+
+
+def test_a_frozen_redis_is_answered_within_the_links_timeout(
+    cluster: Brokers, redis_server: RedisProc
+) -> None:
+    a, _ = cluster.start("node-a")
+    _, on_b = cluster.start("node-b")
+    frozen_publishes(redis_server, a)
+    time.sleep(0.5)
+    # Those answered at once were never sent: "not taken" is not a copy arriving later.
+    # (The first one was on its way when the link gave up: it may or may not arrive.)
+    assert [g[2] for g in on_b.got if g[2] != b"frozen 0"] == []
+
+
+def test_a_node_recovers_after_a_freeze(
+    redis_server: RedisProc, cipher: Cipher, cluster: Brokers
+) -> None:
+    """The broker on a link shared with the node's presence, as app.open_cluster builds it:
+    the heartbeat tells the link Redis is back."""
+    box = Box(KEY, cipher)
+    link = Link(redis_server.url)
+    a = RedisBroker(link, box, "node-a")
+    presence = RedisPresence(link, box, "node-a")
+    presence.start(_QuietListener())
+    a.start(Deliverer())
+    try:
+        _, on_b = cluster.start("node-b")
+        frozen_publishes(redis_server, a)
+        assert recovers(a, on_b, 5.0), "the node's broker did not recover"
+    finally:
+        a.stop()
+        presence.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="src bug: RedisBroker answers False at once while its link is down, and only a "
+    "successful publish (which it then never tries) or a new subscription marks the link up "
+    "again; alone it never recovers from a freeze (in a node the presence heartbeat does it)",
+)
+def test_the_broker_alone_recovers_after_a_freeze(
+    cluster: Brokers, redis_server: RedisProc
+) -> None:
+    a, _ = cluster.start("node-a")
+    _, on_b = cluster.start("node-b")
+    frozen_publishes(redis_server, a)
+    assert recovers(a, on_b, 4.0), "the broker did not recover after SIGCONT"
+
+
+class _QuietListener:
+    def elsewhere(self, name: str, visible: bool) -> None:
+        pass
+
+    def elsewhere_reset(self, names: set[str]) -> None:
+        pass
+
+    def settled(self) -> None:
+        pass
