@@ -88,6 +88,7 @@ class Trouble(StrEnum):
     OFFLINE_UNREADABLE = (
         "offline messages not sent: the server cannot read its message store; they are kept"
     )
+    INTERNAL = "internal error: the server could not do this; try again"
 
 
 class ProtocolError(Exception):

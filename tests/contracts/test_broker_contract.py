@@ -271,12 +271,6 @@ def test_a_node_recovers_after_a_freeze(
         presence.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: RedisBroker answers False at once while its link is down, and only a "
-    "successful publish (which it then never tries) or a new subscription marks the link up "
-    "again; alone it never recovers from a freeze (in a node the presence heartbeat does it)",
-)
 def test_the_broker_alone_recovers_after_a_freeze(
     cluster: Brokers, redis_server: RedisProc
 ) -> None:

@@ -291,12 +291,6 @@ def test_the_cores_calls_never_wait_for_a_frozen_redis(
         thaw()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: RedisPresence drops the announcements whose send timed out; they are "
-    "made again only when the control subscriber's own connection breaks (its resync), "
-    "which a freeze shorter than its health check never does",
-)
 def test_arrivals_while_redis_is_frozen_reach_the_other_nodes_after_it_thaws(
     cluster: Nodes, redis_server: RedisProc
 ) -> None:

@@ -116,17 +116,36 @@ class RedisBroker:
         while True:
             with self._cond:
                 while not self._jobs and not self._stopping:
-                    self._cond.wait()
+                    if self._link.up:
+                        self._cond.wait()
+                    else:  # publishes are refused while Redis is away: look for its return
+                        self._cond.wait(_RETRY)
+                        if not self._jobs and not self._stopping:
+                            break
                 if self._stopping and not self._jobs:
                     return
                 batch = list(self._jobs)
                 self._jobs.clear()
+            if not batch:
+                self._probe()
+                continue
             try:
                 self._run(batch)
             except Exception:  # a bug must not stop cross-node delivery, nor leave a sender
                 log.exception("cluster: publishing a batch failed")
                 for job in batch:
                     _tell(job.then, False)
+
+    def _probe(self) -> None:
+        """Is Redis back? (Nothing else tells this broker while it refuses to publish.)"""
+        try:
+            self._link.client.ping()
+        except redis.RedisError:
+            return
+        except Exception:
+            log.exception("cluster: probing redis failed")
+            return
+        self._link.works()
 
     def _run(self, batch: list[_Publish]) -> None:
         pipe = self._link.client.pipeline(transaction=False)

@@ -197,15 +197,21 @@ class RedisPresence:
             try:
                 if jobs:
                     self._send(jobs)
+                    jobs = []
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + BEAT_EVERY
                     self._beat(keys=[keys.NODES], args=[self.id, EXPIRES])
                     self._reap()
                 self._link.works()
             except redis.RedisError as exc:
-                self._link.failed(exc)  # announcements are made again at the resync
+                self._link.failed(exc)
             except Exception:
                 log.exception("cluster: the presence thread met an unexpected error; it goes on")
+            if jobs:  # not sent: said again, in order, once Redis answers (twice is harmless)
+                with self._cond:
+                    self._jobs.extendleft(reversed(jobs))
+                    if not self._stopping:
+                        self._cond.wait(_RETRY)
 
     def _send(self, jobs: list[tuple[bool, str]]) -> None:
         pipe = self._link.client.pipeline(transaction=False)

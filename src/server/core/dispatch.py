@@ -13,19 +13,22 @@ it with the result, so replies keep the order of the frames they answer.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from chat.server.core import native
 from chat.server.core.fanout import Fanout
 from chat.server.core.frames import PeerFrames
 from chat.server.core.outcomes import Outcomes
 from chat.server.core.results import OURS
 from chat.server.core.ticks import Ticks
 from chat.server.core.user import User
-from chat.shared.errors import RemoteProtocolError
+from chat.shared.errors import Code, RemoteProtocolError, Trouble
 from chat.shared.messages import Send
 from chat.shared.states import State
 
 CLOSED = State.CLOSED
+log = logging.getLogger("chat.server")
 
 
 class Dispatcher:
@@ -44,7 +47,11 @@ class Dispatcher:
         """Handle a mailbox batch. Returns None, or while something is awaited (a password
         check, a durable store, a read) the number of items consumed: the rest waits, so
         replies keep the order of frames. A frame parsed but not consumed is left in
-        `items` parsed, so it is not fed to the connection twice."""
+        `items` parsed, so it is not fed to the connection twice.
+
+        An item whose handling fails (a bug) is logged once with its traceback and, when
+        it carried an id, answered with an error; the items after it are still handled,
+        so one bad item never silences a connection (issue "1 of 6")."""
         try:
             tick = self._local.tick
         except AttributeError:  # this worker's first batch
@@ -59,30 +66,57 @@ class Dispatcher:
                     message: Any = conn.receive(item)
                 except RemoteProtocolError as err:
                     message = err
+                except Exception:
+                    self._failed(user, item, None, tick)
+                    continue
             else:
                 message = item
             if type(message) is Send:
                 if sends and sends[0].to != message.to:
-                    if self._fanout.send(user, sends, tick):
+                    if self._send(user, sends, tick):
                         items[index] = message
                         return index
                     sends = []
                 sends.append(message)
                 continue
             if sends:
-                if self._fanout.send(user, sends, tick):
+                if self._send(user, sends, tick):
                     items[index] = message
                     return index
                 sends = []
-            if type(message) in OURS:
-                done = self._outcomes.handle(user, message, tick)
-            else:
-                done = self._frames.handle(user, message, tick)
+            try:
+                if type(message) in OURS:
+                    done = self._outcomes.handle(user, message, tick)
+                else:
+                    done = self._frames.handle(user, message, tick)
+            except Exception:
+                self._failed(user, message, getattr(message, "id", None), tick)
+                continue
             if not done:
                 return index + 1
-        if sends and self._fanout.send(user, sends, tick):
+        if sends and self._send(user, sends, tick):
             return len(items)
         return None
+
+    def _send(self, user: User, sends: list[Send], tick: native.Tick) -> bool:
+        try:
+            return self._fanout.send(user, sends, tick)
+        except Exception:
+            self._failed(user, sends, [s.id for s in sends], tick)
+            return False
+
+    def _failed(self, user: User, item: Any, ids: Any, tick: native.Tick) -> None:
+        """A bug met while handling `item`: said once, with the traceback; each id it
+        carried is answered with an error, never left without an answer."""
+        log.exception("handling %s for %s failed", type(item).__name__, user.label())
+        if ids is None or user.conn.state is CLOSED:
+            return
+        for msg_id in ids if isinstance(ids, list) else [ids]:
+            err = RemoteProtocolError(Code.RATE_LIMITED, Trouble.INTERNAL, msg_id)
+            try:
+                user.out.append(user.conn.error(err), tick)
+            except Exception:
+                log.exception("answering the failure failed")
 
     def end_tick(self) -> None:
         """Send what this worker's tick queued (plain TCP, in the library, one send() per
