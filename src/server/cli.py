@@ -352,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="logins that may wait for a hash thread",
     )
     a(
+        "--login-delay",
+        type=_ranged(float, 0, 3600),
+        default=d.login_delay,
+        metavar="SECONDS",
+        help="past an account's free failed logins its password checks take turns, this "
+        "far apart at most (from 0.25 s, doubling); 0 = no throttle (docs/operations.md)",
+    )
+    a(
         "--shutdown-grace",
         type=_ranged(float, 0),
         default=d.shutdown_grace,
@@ -435,6 +443,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         hash_cost=args.hash_cost,
         hash_threads=args.hash_threads,
         hash_queue=args.hash_queue,
+        login_delay=args.login_delay,
         shutdown_grace=args.shutdown_grace,
     )
 

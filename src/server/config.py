@@ -50,5 +50,8 @@ class ServerConfig:
     #: Threads that run scrypt, apart from the workers, and the logins that may wait for them.
     hash_threads: int = 1
     hash_queue: int = 256
+    #: The longest wait between two password checks of one account (or one address) once
+    #: past its free failures; the waits double from 0.25 s up to it (throttle.py).
+    login_delay: float = 2.0
     shutdown_grace: float = 2.0
     backlog: int = 1024

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError, Why
 from chat.shared.messages import (
@@ -60,9 +60,7 @@ from .session import (
     Stored,
 )
 from .store import StoreError
-
-if TYPE_CHECKING:
-    from .hashing import HashExecutor
+from .throttle import HASH_QUEUE_FULL
 
 log = logging.getLogger("chat.server")
 
@@ -115,9 +113,9 @@ class Keeper(Protocol):
 
 
 class Throttle(Protocol):
-    """The login throttle (`throttle.LoginThrottle`)."""
+    """The login throttle (`throttle.LoginThrottle`): it runs each check in its turn."""
 
-    def delay(self, account: str, addr: str) -> float: ...
+    def submit(self, account: str, addr: str, check: Callable[[], None]) -> str | None: ...
 
     def failure(self, account: str, addr: str) -> None: ...
 
@@ -227,7 +225,6 @@ class Dispatcher:
         hub: Hub,
         accounts: Accounts,
         throttle: Throttle,
-        hasher: HashExecutor,
         inbox: LoopInbox,
         keeper: Keeper,
         table: native.OutTable,
@@ -238,7 +235,6 @@ class Dispatcher:
         self._hub = hub
         self._accounts = accounts
         self._throttle = throttle
-        self._hasher = hasher
         self._inbox = inbox
         self._keeper = keeper
         self._local = threading.local()  # each worker's native.Tick
@@ -365,8 +361,10 @@ class Dispatcher:
 
     # ---- login -----------------------------------------------------------
     def _check_login(self, session: Session, auth: Auth, dirty: Dirty) -> bool:
-        """Queue the password check on the hash threads; the mailbox holds until it is done."""
-        accounts, mailbox = self._accounts, session.mailbox
+        """Queue the password check for its turn (the throttle), then on a hash thread; the
+        mailbox holds until it is done, and no thread waits for the turn."""
+        accounts, mailbox, throttle = self._accounts, session.mailbox, self._throttle
+        ip = session.ip
 
         def check() -> None:
             outcome = Outcome.STORE_FAILED
@@ -381,11 +379,17 @@ class Dispatcher:
                 what = "registration" if auth.register else "login"
                 log.error("%s of %s failed: %s", what, auth.user, exc)
             finally:
+                # Counted before the answer: the account's next turn already knows.
+                if outcome is Outcome.OK:
+                    throttle.success(auth.user, ip)
+                elif outcome in _FAILURES:
+                    throttle.failure(auth.user, ip)
                 mailbox.resume(LoginChecked(auth.user, auth.register, outcome))
 
-        delay = self._throttle.delay(auth.user, session.ip)
-        if not self._hasher.submit(check, delay):
-            log.warning("login of %s from %s refused: hash queue full", auth.user, session.addr)
+        refused = throttle.submit(auth.user, ip, check)
+        if refused is not None:
+            level = logging.WARNING if refused == HASH_QUEUE_FULL else logging.INFO
+            log.log(level, "login of %s from %s refused: %s", auth.user, session.addr, refused)
             failed = session.conn.login_failed(RemoteProtocolError(Code.RATE_LIMITED))
             self._write(session, failed, dirty)
             return True
@@ -394,7 +398,6 @@ class Dispatcher:
     def _login_checked(self, session: Session, result: LoginChecked, dirty: Dirty) -> None:
         conn = session.conn
         if result.outcome is Outcome.OK:
-            self._throttle.success(result.user, session.ip)
             self._hub.subscribe(session, result.user, conn.login_succeeded(result.user), dirty)
             self._inbox.logged_in(session.cid)
             what = "registered and logged in" if result.register else "logged in"
@@ -404,7 +407,6 @@ class Dispatcher:
             why = Why.STORE_FAILED if result.register else Why.CHECK_FAILED
             self._end(session, conn.login_aborted(why), result.outcome.value, Cause.US, dirty)
             return
-        self._throttle.failure(result.user, session.ip)
         frame = conn.login_failed(RemoteProtocolError(_FAILURES[result.outcome]))
         log.info(
             "login failed %s: user=%s: %s%s",

@@ -109,8 +109,7 @@ class ChatServer:
         self.dispatcher = Dispatcher(
             self.hub,
             store,
-            LoginThrottle(),
-            self.hasher,
+            LoginThrottle(cap=config.login_delay, runner=self.hasher),
             self.inbox,
             keeper,
             self.table,

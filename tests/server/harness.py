@@ -83,14 +83,13 @@ class World:
         self.hub = self.make_hub()
         self.inbox = LoopInbox()
         self.hasher = HashExecutor(1, hash_queue)
-        self.throttle = LoginThrottle()
+        self.throttle = LoginThrottle(runner=self.hasher)
         # Slots the loop would write itself (not direct): the test reads them (`frames`).
         self.table = native.OutTable(4096, max_outbuf, SOFT_LIMIT, max_total)
         self.dispatcher = Dispatcher(
             self.hub,
             self.store,
             self.throttle,
-            self.hasher,
             self.inbox,
             self.keeper,
             self.table,
