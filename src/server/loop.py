@@ -25,7 +25,6 @@ import socket
 import ssl
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +43,7 @@ from .ratelimit import TokenBucket
 from .selector import TunedEpollSelector
 from .session import Abort, Evict, PeerGone, Session
 from .transport import Transport
+from .unauth import NotLoggedIn
 
 log = logging.getLogger("chat.server")
 
@@ -93,8 +93,7 @@ class EventLoop:
         self._transports: dict[int, Transport] = {}
         self._cids = itertools.count(1)
         self._live = 0  # transports holding one of --max-clients
-        self._unauth: dict[int, Transport] = {}  # not logged in yet, oldest first
-        self._unauth_ips: Counter[str] = Counter()
+        self._unauth: NotLoggedIn[Transport] = NotLoggedIn()  # not logged in yet
         self._paused: dict[int, Transport] = {}
         self._read_again: dict[int, Transport] = {}  # TLS data left in the TLS layer
         self._drain_waits: dict[int, Callable[[bool], None]] = {}  # cid -> catch-up callback
@@ -176,9 +175,7 @@ class EventLoop:
                     if t is not None:
                         self._close_after_flush(t, reason, cause)
                 case LoggedIn(cid):
-                    t = self._unauth.pop(cid, None)
-                    if t is not None:
-                        self._count_unauth(t, -1)
+                    self._unauth.pop(cid)
                 case WhenDrained(cid, then):
                     t = transports.get(cid)
                     if t is None or t.expiring or t.closing is not None:
@@ -210,10 +207,11 @@ class EventLoop:
         now = time.monotonic()
         ip = addr[0]
         refusal: str | None = None
-        if self._live >= self._config.max_clients and not self._evict_oldest_unauth(now):
+        per_addr = self._config.max_unauth_per_addr  # 0: no limit
+        if 0 < per_addr <= self._unauth.count(ip):  # first: a refusal evicts no one
+            refusal = f"server_full ({self._unauth.count(ip)} connections not logged in from {ip})"
+        elif self._live >= self._config.max_clients and not self._evict_unauth(now):
             refusal = f"server_full ({self._live} clients)"
-        elif self._unauth_ips[ip] >= self._config.max_unauth_per_addr:
-            refusal = f"server_full ({self._unauth_ips[ip]} connections not logged in from {ip})"
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if not self._free_slots:  # only with far more refused connections than slots
@@ -247,37 +245,34 @@ class EventLoop:
             self._expire(t, RemoteProtocolError(Code.SERVER_FULL), "server_full")
         else:
             self._live += 1
-            self._unauth[t.cid] = t
-            self._count_unauth(t, 1)
+            self._unauth.add(t.cid, ip, t)
             self.stats["accepted"] += 1
             log.info("accepted %s (%d connected)", t.label(), self._live)
         if t.handshaking:
             self._handshake(t)
 
-    def _evict_oldest_unauth(self, now: float) -> bool:
-        """Full: make room by closing the oldest connection that has not logged in, if it
-        has been waiting half the login deadline (fresh ones are someone logging in)."""
-        for t in self._unauth.values():
-            if now - t.accepted_at < self._config.auth_timeout / 2:
-                return False
-            self._uncount(t)
-            log.info("evicting %s: not logged in after %.0fs", t.label(), now - t.accepted_at)
-            self._expire(t, RemoteProtocolError(Code.SERVER_FULL, Why.EVICTED), "evicted")
-            return True
-        return False
-
-    def _count_unauth(self, t: Transport, delta: int) -> None:
-        ip = t.session.ip
-        self._unauth_ips[ip] += delta
-        if self._unauth_ips[ip] <= 0:
-            del self._unauth_ips[ip]
+    def _evict_unauth(self, now: float) -> bool:
+        """Full: make room at once by closing a connection that has not logged in (the
+        rule: unauth.py, docs/server.md). Its `held` flag is read without the mailbox's
+        lock: a stale answer only changes which stranger goes."""
+        t = self._unauth.victim(lambda t: t.session.mailbox.held)
+        if t is None:
+            return False
+        self._uncount(t)
+        log.info(
+            "evicting %s: server full, not logged in after %.1fs (%d from its address)",
+            t.label(),
+            now - t.accepted_at,
+            self._unauth.count(t.session.ip) + 1,
+        )
+        self._expire(t, RemoteProtocolError(Code.SERVER_FULL, Why.EVICTED), "evicted")
+        return True
 
     def _uncount(self, t: Transport) -> None:
         if t.counted:
             t.counted = False
             self._live -= 1
-        if self._unauth.pop(t.cid, None) is not None:
-            self._count_unauth(t, -1)
+        self._unauth.pop(t.cid)
 
     def _back_off_accept(self, exc: OSError) -> None:
         """Out of descriptors or memory: stop polling the listener for a while, never spin."""
