@@ -115,7 +115,7 @@ class Keeper(Protocol):
 class Throttle(Protocol):
     """The login throttle (`throttle.LoginThrottle`): it runs each check in its turn."""
 
-    def submit(self, account: str, addr: str, check: Callable[[], None]) -> str | None: ...
+    def submit(self, account: str, addr: str, check: Callable[[bool], None]) -> str | None: ...
 
     def failure(self, account: str, addr: str) -> None: ...
 
@@ -366,7 +366,10 @@ class Dispatcher:
         accounts, mailbox, throttle = self._accounts, session.mailbox, self._throttle
         ip = session.ip
 
-        def check() -> None:
+        def check(now: bool) -> None:
+            if not now:  # it waited half the login deadline for its account's turn
+                mailbox.resume(LoginChecked(auth.user, auth.register, Outcome.WAITED_TOO_LONG))
+                return
             outcome = Outcome.STORE_FAILED
             try:
                 if auth.register:
@@ -402,6 +405,12 @@ class Dispatcher:
             self._inbox.logged_in(session.cid)
             what = "registered and logged in" if result.register else "logged in"
             log.info("%s %s", what, session.label())
+            return
+        if result.outcome is Outcome.WAITED_TOO_LONG:
+            log.info(
+                "login of %s from %s refused: %s", result.user, session.addr, result.outcome.value
+            )
+            self._write(session, conn.login_failed(RemoteProtocolError(Code.RATE_LIMITED)), dirty)
             return
         if result.outcome is Outcome.STORE_FAILED:
             why = Why.STORE_FAILED if result.register else Why.CHECK_FAILED

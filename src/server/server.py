@@ -109,7 +109,9 @@ class ChatServer:
         self.dispatcher = Dispatcher(
             self.hub,
             store,
-            LoginThrottle(cap=config.login_delay, runner=self.hasher),
+            LoginThrottle(
+                cap=config.login_delay, runner=self.hasher, patience=config.auth_timeout / 2
+            ),
             self.inbox,
             keeper,
             self.table,

@@ -6,10 +6,10 @@ account seen from one address). Past an account's free allowance its attempts
 are *serialised*: the account has a next slot, and each check it gets pushes
 that slot one step later (`base`, twice that, ... up to `cap`), however many
 connections and addresses ask at once: N guessers in parallel get no more
-checks than one guesser in a row (what OpenSSH's per-source penalties and
-Prosody's `mod_limits` do per key). An attempt also waits for its address's
-own delay, counted from that address's last failure (one address trying many
-accounts).
+checks than one guesser in a row (Dovecot's per-address auth penalty lists
+parallel lookups as its known gap; here parallel asks share the turns). An
+attempt also waits for its address's own delay, counted from that address's
+last failure (one address trying many accounts).
 
 The real owner cannot be told from a guesser before the check, so the order
 of the waiting attempts decides who is held behind whom: at each slot the
@@ -20,8 +20,11 @@ the next slot (within one step) however many guesses wait; a guessing address
 gets ahead only once per account, before its first failure. At most `waiting`
 attempts wait per account, `kept_for_fresh` places of them for addresses with
 no failure there; beyond, `submit` refuses (the login is answered
-`rate_limited`), so a flood costs no memory it can grow. docs/operations.md
-has the reasoning and the numbers.
+`rate_limited`), so a flood costs no memory it can grow. An attempt that has
+waited `patience` seconds without its turn is given up (answered
+`rate_limited` too): a login deadline still holds, and a guesser who gave up
+waiting leaves no check behind. docs/operations.md has the reasoning and the
+numbers.
 
 A waiting attempt holds no thread: the throttle asks a `Runner` (the hash
 executor, `hashing.py`) to call it back at the account's next slot, and the
@@ -40,6 +43,7 @@ those kept for addresses without failures; at most 100,000 keys.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import threading
 import time
@@ -48,7 +52,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["HASH_QUEUE_FULL", "LoginThrottle", "Runner"]
+__all__ = ["HASH_QUEUE_FULL", "Check", "LoginThrottle", "Runner"]
+
+log = logging.getLogger("chat.server.throttle")
 
 #: Why `submit` refused when the runner (the hash queue) is full: worth a warning.
 HASH_QUEUE_FULL = "hash queue full"
@@ -74,12 +80,18 @@ class _Entry:
     ready: float  # clock() before which the next attempt waits (an account: its next slot)
 
 
+#: What the throttle calls for an attempt: True on its turn (check the password now),
+#: False when it waited `patience` without one (answer `rate_limited`).
+Check = Callable[[bool], None]
+
+
 @dataclass(slots=True)
 class _Waiting:
     seq: int
     addr: str
-    check: Callable[[], None]
+    check: Check
     fresh: bool  # its address had no failure and nothing waiting here when it came
+    since: float  # clock() when it came
 
 
 @dataclass(slots=True)
@@ -108,11 +120,12 @@ class LoginThrottle:
         waiting: int = 64,
         kept_for_fresh: int = 16,
         pair_decay: float = 3600.0,
+        patience: float = 30.0,
     ) -> None:
         if free < 0 or addr_free < 0 or base < 0 or cap < 0 or decay <= 0 or max_keys < 2:
             raise ValueError("free, addr_free, base, cap >= 0; decay > 0; max_keys >= 2")
-        if not 0 <= kept_for_fresh < waiting or pair_decay <= 0:
-            raise ValueError("0 <= kept_for_fresh < waiting; pair_decay > 0")
+        if not 0 <= kept_for_fresh < waiting or pair_decay <= 0 or patience <= 0:
+            raise ValueError("0 <= kept_for_fresh < waiting; pair_decay, patience > 0")
         self._clock = clock
         self._free = {_ACCOUNT: free, _ADDR: addr_free}
         self._base = base
@@ -122,6 +135,7 @@ class LoginThrottle:
         self._runner = runner
         self._waiting = waiting
         self._kept = kept_for_fresh
+        self._patience = patience
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[str, ...], _Entry] = OrderedDict()
         self._turns: dict[str, _Turns] = {}  # accounts with attempts waiting or under check
@@ -129,10 +143,11 @@ class LoginThrottle:
         self._tokens = itertools.count(1)  # unique across accounts and their lifetimes
 
     # ---- an attempt --------------------------------------------------------
-    def submit(self, account: str, addr: str, check: Callable[[], None]) -> str | None:
-        """Run `check` (a password check that reports `failure` or `success`) on the
-        runner when the account's turn comes. None once it is queued; else why it is
-        refused (answer `rate_limited`): the runner is full, or too many wait here."""
+    def submit(self, account: str, addr: str, check: Check) -> str | None:
+        """Call `check(True)` (a password check that reports `failure` or `success`) on
+        the runner when the account's turn comes, or `check(False)` once it has waited
+        `patience`. None once it is queued; else why it is refused (answer
+        `rate_limited`): the runner is full, or too many wait here."""
         runner = self._runner
         if runner is None:
             raise RuntimeError("a throttle that runs checks needs a runner")
@@ -142,7 +157,8 @@ class LoginThrottle:
             if turns is None or not turns.queue:
                 addr_wait = self._addr_wait(addr, now)
                 if self._slot(account, turns, now) <= now:  # its turn: no queue
-                    if not runner.submit(self._wrapped(account, addr, check), addr_wait):
+                    run = self._wrapped(account, addr, check)
+                    if not runner.submit(run, addr_wait):
                         return HASH_QUEUE_FULL
                     self._start(account, addr, now + addr_wait)
                     return None
@@ -154,9 +170,9 @@ class LoginThrottle:
                 not fresh and queued - turns.fresh >= self._waiting - self._kept
             ):
                 return f"{queued} logins already wait for this account"
-            turns.queue.append(_Waiting(next(self._seq), addr, check, fresh))
+            turns.queue.append(_Waiting(next(self._seq), addr, check, fresh, now))
             turns.fresh += fresh
-            self._call_at(account, turns, self._slot(account, turns, now), now)
+            self._call_at(account, turns, self._next_call(account, turns, now), now)
             return None
 
     def failure(self, account: str, addr: str) -> None:
@@ -260,10 +276,10 @@ class LoginThrottle:
             if not turns.queue and not turns.running:
                 del self._turns[account]
 
-    def _wrapped(self, account: str, addr: str, check: Callable[[], None]) -> Callable[[], None]:
+    def _wrapped(self, account: str, addr: str, check: Check) -> Callable[[], None]:
         def run() -> None:
             try:
-                check()
+                check(True)
             finally:
                 self._finish(account, addr)
 
@@ -285,31 +301,49 @@ class LoginThrottle:
         assert runner is not None
         runner.submit(lambda: self._turn(account, token), at - now, force=True)
 
+    def _next_call(self, account: str, turns: _Turns, now: float) -> float:
+        """When `_turn` must run: the account's slot, or the first wait that runs out."""
+        oldest = min(w.since for w in turns.queue)
+        return min(self._slot(account, turns, now), oldest + self._patience)
+
     def _turn(self, account: str, token: int) -> None:
-        """The account's slot: check the waiting attempt that goes first (on the runner)."""
+        """The account's slot: check the waiting attempt that goes first (on the runner);
+        give up those that waited too long."""
+        chosen: _Waiting | None = None
         with self._lock:
             turns = self._turns.get(account)
             if turns is None or turns.token != token:
                 return  # replaced by an earlier call, or nothing waits any more
             turns.call_at = None
-            if not turns.queue:
-                return
             now = self._clock()
-            slot = self._slot(account, turns, now)
-            if slot > now + _EARLY:  # a failure moved the slot on
-                self._call_at(account, turns, slot, now)
-                return
-            chosen = self._choose(account, turns, now)
-            if chosen is None:  # every waiting address still has its own delay
-                soonest = min(self._addr_wait(w.addr, now) for w in turns.queue)
-                self._call_at(account, turns, now + soonest, now)
-                return
-            turns.queue.remove(chosen)
-            turns.fresh -= chosen.fresh
-            self._start(account, chosen.addr, now)
+            late = [w for w in turns.queue if now - w.since >= self._patience - _EARLY]
+            for w in late:
+                turns.queue.remove(w)
+                turns.fresh -= w.fresh
+            at = self._slot(account, turns, now)
+            if turns.queue and at <= now + _EARLY:
+                chosen = self._choose(account, turns, now)
+                if chosen is not None:
+                    turns.queue.remove(chosen)
+                    turns.fresh -= chosen.fresh
+                    self._start(account, chosen.addr, now)
+                    at = self._slot(account, turns, now)
+                else:  # every waiting address still has its own delay
+                    at = now + min(self._addr_wait(w.addr, now) for w in turns.queue)
             if turns.queue:
-                self._call_at(account, turns, self._slot(account, turns, now), now)
-        self._wrapped(account, chosen.addr, chosen.check)()
+                oldest = min(w.since for w in turns.queue)
+                self._call_at(account, turns, min(at, oldest + self._patience), now)
+            elif not turns.running:
+                del self._turns[account]
+        try:
+            for w in late:  # outside the lock: they answer their connections
+                try:
+                    w.check(False)
+                except Exception:  # one broken answer must not strand the others
+                    log.exception("giving up a login of %s failed", account)
+        finally:
+            if chosen is not None:
+                self._wrapped(account, chosen.addr, chosen.check)()
 
     def _choose(self, account: str, turns: _Turns, now: float) -> _Waiting | None:
         """The fewest failures of its address here first (counting its attempts ahead of

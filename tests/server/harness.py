@@ -70,6 +70,7 @@ class World:
         clock: Callable[[], float] = time.monotonic,
         keep: bool = True,
         offline_max: int = 1000,
+        patience: float = 30.0,
     ) -> None:
         self.store = UserStore.open(tmp / "users.db", KEY, load_cipher(), hash_cost_log2=COST)
         self.keeper: HistoryService | NoHistory = (
@@ -83,7 +84,7 @@ class World:
         self.hub = self.make_hub()
         self.inbox = LoopInbox()
         self.hasher = HashExecutor(1, hash_queue)
-        self.throttle = LoginThrottle(runner=self.hasher)
+        self.throttle = LoginThrottle(runner=self.hasher, patience=patience)
         # Slots the loop would write itself (not direct): the test reads them (`frames`).
         self.table = native.OutTable(4096, max_outbuf, SOFT_LIMIT, max_total)
         self.dispatcher = Dispatcher(

@@ -216,3 +216,15 @@ def test_the_example_file_loads_and_lists_every_option(tmp_path: Path) -> None:
         - {key for key in config_keys(_actions()) if config_keys(_actions())[key].dest in values}
         == set()
     )
+
+
+def test_login_delay_from_the_command_line_or_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli._config(_parse(capsys)).login_delay == 2.0  # docs/operations.md
+    assert cli._config(_parse(capsys, "--login-delay", "0.2")).login_delay == 0.2
+    assert cli._config(_parse(capsys, "--login-delay", "0")).login_delay == 0.0  # off
+    path = _write(tmp_path, "login-delay = 5\n")
+    assert cli._config(_parse(capsys, "--config", str(path))).login_delay == 5.0
+    assert "--login-delay" in _refused(capsys, "--login-delay", "-1")
+    assert "--login-delay" in _refused(capsys, "--login-delay", "3601")

@@ -63,3 +63,28 @@ def test_logins_waiting_for_their_account_hold_their_mailbox_but_no_thread(
     _drive_until(world, lambda: frames.extend(world.frames(first)) or len(frames) >= 2)
     assert isinstance(frames[0], Error) and frames[0].code == "bad_credentials", frames
     assert frames[1] == Pong(), frames
+
+
+def test_a_login_that_waits_too_long_for_its_turn_is_rate_limited_and_not_counted(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path, patience=0.3)
+    try:
+        world.login("alice", "right")
+        for i in range(12):  # alice's next turn is 2 s away
+            world.throttle.failure("alice", f"10.9.9.{i}")
+        s = world.connect()
+        _post(world, s, Auth("alice", "a guess", False), Ping())
+        frames: list = []
+        took = _drive_until(world, lambda: frames.extend(world.frames(s)) or len(frames) >= 2)
+        assert isinstance(frames[0], Error) and frames[0].code == "rate_limited", frames
+        assert frames[1] == Pong(), frames  # the connection goes on
+        assert 0.25 <= took < 1.5, took
+        assert s.conn.failed_auths == 0  # not a failed login (protocol clarification 2)
+        assert world.throttle.waiting("alice") == 0
+        time.sleep(2.5)  # its turn would have come: nothing is checked for it
+        world.pool.run()
+        assert world.frames(s) == []
+        assert world.throttle.failures(account="alice") == pytest.approx(12, abs=0.2)
+    finally:
+        world.close()

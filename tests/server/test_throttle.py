@@ -253,9 +253,14 @@ class Attack:
         self.ready = list(addrs)  # guessers about to send
         self.starts: list[tuple[float, str]] = []
         self.refused = 0
+        self.gave_up = 0
 
-    def _guess(self, addr: str, right: bool = False) -> Callable[[], None]:
-        def check() -> None:
+    def _guess(self, addr: str, right: bool = False) -> Callable[[bool], None]:
+        def check(now: bool) -> None:
+            if not now:  # waited too long: answered rate_limited, it tries again
+                self.gave_up += 1
+                self.ready.append(addr)
+                return
             self.starts.append((self.runner.clock.now, addr))
             if right:
                 self.t.success(self.account, addr)
@@ -340,7 +345,7 @@ def test_a_fresh_address_goes_before_the_guesses_waiting(clock: Clock) -> None:
     runner = Runner(clock)
     t = _throttle(clock, runner)
     attack = Attack(t, runner, _addrs(30), "alice")
-    attack.run(clock.now + 30)  # every guesser has failed: 29 wait, one is being answered
+    attack.run(clock.now + 25)  # every guesser has failed: they wait again
     assert t.waiting("alice") >= 28
     asked = clock.now
     attack.owner("owner")
@@ -378,9 +383,9 @@ def test_an_address_with_an_attempt_waiting_is_not_fresh_for_the_next(clock: Clo
         order.append(f"six{n}")
         t.failure("alice", "10.6.6.6")
 
-    assert t.submit("alice", "10.7.7.7", lambda: order.append("owner")) is None
+    assert t.submit("alice", "10.7.7.7", lambda now: order.append("owner")) is None
     for n in range(8):  # then 8 connections of one (fresh) address at once
-        assert t.submit("alice", "10.6.6.6", lambda n=n: guess(n)) is None
+        assert t.submit("alice", "10.6.6.6", lambda now, n=n: guess(n)) is None
     for _ in range(20):
         runner.run_until(clock.now + 2.0)
     # Newest first among the fresh: the first of the eight; its other seven are not fresh.
@@ -398,9 +403,9 @@ def test_an_address_in_its_own_delay_does_not_hold_the_others(clock: Clock) -> N
     assert t.delay("alice", "10.6.6.6") == pytest.approx(4.0)
     assert t.delay("alice", "10.7.7.7") == pytest.approx(2.0)
     order: list[tuple[float, str]] = []
-    assert t.submit("alice", "10.6.6.6", lambda: order.append((clock.now, "six"))) is None
+    assert t.submit("alice", "10.6.6.6", lambda now: order.append((clock.now, "six"))) is None
     clock.advance(0.5)
-    assert t.submit("alice", "10.7.7.7", lambda: order.append((clock.now, "seven"))) is None
+    assert t.submit("alice", "10.7.7.7", lambda now: order.append((clock.now, "seven"))) is None
     runner.run_until(clock.now + 20)
     # The account's slot goes to the address that may try; the other waits its own delay.
     assert order[0] == (pytest.approx(began + 2.0), "seven"), order
@@ -412,14 +417,14 @@ def test_waiting_attempts_are_bounded_with_places_kept_for_fresh_addresses(clock
     t = _throttle(clock, runner, waiting=10, kept_for_fresh=3)
     for i in range(20):
         t.failure("alice", f"10.9.0.{i}")  # 20 addresses that failed here
-    suspects = [t.submit("alice", f"10.9.0.{i}", lambda: None) for i in range(20)]
+    suspects = [t.submit("alice", f"10.9.0.{i}", lambda now: None) for i in range(20)]
     assert suspects[:7] == [None] * 7  # 10 places, 3 of them kept
     assert all(r is not None and "7 logins already wait" in r for r in suspects[7:]), suspects
-    fresh = [t.submit("alice", f"10.8.0.{i}", lambda: None) for i in range(5)]
+    fresh = [t.submit("alice", f"10.8.0.{i}", lambda now: None) for i in range(5)]
     assert fresh[:3] == [None] * 3
     assert fresh[3] is not None and "10 logins already wait" in fresh[3]
     assert t.waiting("alice") == 10
-    assert t.submit("bob", "10.9.0.1", lambda: None) is None  # other accounts are not full
+    assert t.submit("bob", "10.9.0.1", lambda now: None) is None  # other accounts are not full
 
 
 def test_waiting_attempts_hold_no_thread_one_call_per_account_is_planned(clock: Clock) -> None:
@@ -450,9 +455,9 @@ def test_within_the_free_allowance_attempts_run_at_once_in_parallel(clock: Clock
     runner = Runner(clock)
     t = _throttle(clock, runner, free=5)
     for i in range(6):  # 5 free failures: the 6th attempt is not delayed either
-        assert t.submit("alice", f"10.0.0.{i}", lambda: None) is None
+        assert t.submit("alice", f"10.0.0.{i}", lambda now: None) is None
     assert [due for due, _, _ in runner.jobs] == [clock.now] * 6
-    assert t.submit("alice", "10.0.0.9", lambda: None) is None
+    assert t.submit("alice", "10.0.0.9", lambda now: None) is None
     assert t.waiting("alice") == 1  # the 7th waits one step (0.25 s) after the 6th
 
 
@@ -469,14 +474,14 @@ def test_a_check_that_raises_still_ends_its_turn(clock: Clock) -> None:
     runner = Runner(clock)
     t = _throttle(clock, runner, free=0)
 
-    def broken() -> None:
+    def broken(now: bool) -> None:
         raise RuntimeError("a bug in the check")
 
     assert t.submit("alice", "10.0.0.1", broken) is None
     with pytest.raises(RuntimeError):
         runner.run_until(clock.now)
     ran: list[str] = []
-    assert t.submit("alice", "10.0.0.2", lambda: ran.append("next")) is None
+    assert t.submit("alice", "10.0.0.2", lambda now: ran.append("next")) is None
     runner.run_until(clock.now + 1)
     assert ran == ["next"]
 
@@ -484,10 +489,10 @@ def test_a_check_that_raises_still_ends_its_turn(clock: Clock) -> None:
 def test_a_full_runner_refuses_and_counts_nothing(clock: Clock) -> None:
     runner = Runner(clock, max_queued=1)
     t = _throttle(clock, runner)
-    assert t.submit("alice", "10.0.0.1", lambda: None) is None
-    assert t.submit("alice", "10.0.0.2", lambda: None) == "hash queue full"
+    assert t.submit("alice", "10.0.0.1", lambda now: None) is None
+    assert t.submit("alice", "10.0.0.2", lambda now: None) == "hash queue full"
     runner.run_until(clock.now)
-    assert t.submit("alice", "10.0.0.2", lambda: None) is None
+    assert t.submit("alice", "10.0.0.2", lambda now: None) is None
 
 
 def test_a_zero_cap_turns_the_throttle_off(clock: Clock) -> None:
@@ -498,3 +503,28 @@ def test_a_zero_cap_turns_the_throttle_off(clock: Clock) -> None:
         attack.send()
         runner.run_until(clock.now)
     assert len(attack.wrong()) == 20 * 50
+
+
+def test_an_attempt_that_waits_too_long_is_given_up_and_frees_its_place(clock: Clock) -> None:
+    """A login deadline holds while waiting for a turn: past `patience` the attempt is
+    answered (rate_limited), even when the account's next turn is far away."""
+    runner = Runner(clock)
+    t = _throttle(clock, runner, cap=600.0, base=600.0, patience=10.0)
+    for i in range(6):
+        t.failure("alice", f"10.9.0.{i}")  # the next turn is 600 s away
+    answers: list[tuple[float, bool]] = []
+    asked = clock.now
+    assert t.submit("alice", "10.0.0.1", lambda now: answers.append((clock.now, now))) is None
+    clock.advance(4)
+    assert t.submit("alice", "10.0.0.2", lambda now: answers.append((clock.now, now))) is None
+    runner.run_until(asked + 20)
+    assert answers == [(asked + 10.0, False), (asked + 14.0, False)], answers
+    assert t.waiting("alice") == 0
+    runner.run_until(asked + 700)
+    assert len(answers) == 2  # given up means never checked later
+
+
+def test_patience_and_the_bounds_are_checked() -> None:
+    for kw in ({"patience": 0}, {"waiting": 4, "kept_for_fresh": 4}, {"pair_decay": 0}):
+        with pytest.raises(ValueError):
+            LoginThrottle(**kw)
