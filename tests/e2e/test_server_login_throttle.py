@@ -5,7 +5,7 @@ A real server on loopback; each guesser speaks from its own source address
 the server sees as many peers as a botnet would show it. `--login-delay` makes
 the step short (0.2 s) so the test takes seconds; the full-scale check with the
 defaults (100 wrong passwords take at least 60 s, the owner gets in within 5 s)
-is `bench/login_throttle.py target`, run by hand (docs/operations.md quotes it).
+is `bench/logins.py target`, run by hand (docs/operations.md quotes it).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def test_guessers_from_28_addresses_get_one_check_per_step_and_the_owner_gets_in
     start_server,
 ) -> None:
     # The old throttle gave each connection the same delay: 28 guessers got 28 checks per
-    # step (bench/login_throttle.py: 2.4 / 8.4 / 22 wrong passwords a second for 4 / 16 /
+    # step (bench/logins.py: 2.4 / 8.4 / 22 wrong passwords a second for 4 / 16 /
     # 64 guessers at the default 2 s). Now the account's checks take turns.
     server = start_server("--login-delay", str(STEP))
     register(server, "victim")  # from 127.0.0.1

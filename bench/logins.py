@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Password guessing against one account from many addresses, and the owner meanwhile.
+"""Logins under attack: guessing one account's password from many addresses (and the owner
+meanwhile), and a server full of connections that never log in (and a user arriving).
 
-    python bench/login_throttle.py rate --guessers 4 16 64 --seconds 30
-    python bench/login_throttle.py target              # the issue's target, about 3 minutes
-    python bench/login_throttle.py target --out bench/results/login-throttle-YYYYMMDD.json
+    python bench/logins.py rate --guessers 4 16 64 --seconds 60
+    python bench/logins.py target              # the issue's target, about 4 minutes
+    python bench/logins.py full                # 1,100 idle connections from 220 addresses
+    python bench/logins.py target --out bench/results/logins-target-YYYYMMDD.json
 
 Run by hand, not by the tests (the target takes minutes: 100 wrong passwords must take at
 least 60 s). Each run starts a fresh `chat-server` with its defaults (scrypt cost 14, the
@@ -17,6 +19,9 @@ is answered `bad_credentials` or `too_many_attempts`: that is a password the ser
 - `target`: 28 guessers until 100 wrong passwords are checked; the owner logs in with the
   right password from 127.0.0.200 every few seconds meanwhile. The issue's target: the 100
   take at least 60 s, and each of the owner's logins is answered within 5 s.
+- `full`: `--max-clients` (default 1024) filled by 1,100 connections from 220 addresses
+  (127.1.0.x) that never log in; then a user from 127.0.0.250 registers: how long until its
+  `auth_ok`, and how many tries (a `server_full` is a try; the next one follows at once).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import itertools
 import json
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -246,22 +252,72 @@ def run_target(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def run_full(args: argparse.Namespace) -> dict[str, Any]:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with tempfile.TemporaryDirectory(prefix="login-bench-") as tmp:
+        server = Server(Path(tmp), args.server_arg)
+        idle: list[socket.socket] = []
+        try:
+            for i in range(args.idle):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.bind((f"127.1.0.{1 + i % args.addresses}", 0))
+                sock.connect(("127.0.0.1", server.port))
+                idle.append(sock)
+            time.sleep(2.0)  # the server has accepted (or refused) them all
+            started = time.monotonic()
+            tries = 0
+            while True:
+                tries += 1
+                peer = Peer(server.port, "127.0.0.250", timeout=30)
+                peer.send({"type": "auth", "user": "late", "password": PASSWORD, "register": True})
+                try:
+                    answer = peer.recv()
+                except ConnectionError:
+                    answer = {"closed": True}
+                peer.close()
+                if answer.get("type") == "auth_ok" or time.monotonic() - started > 120:
+                    break
+                time.sleep(0.1)
+            took = time.monotonic() - started
+            log = server.text()
+        finally:
+            for sock in idle:
+                sock.close()
+            server.stop()
+    result = {
+        "idle": args.idle,
+        "addresses": args.addresses,
+        "logged_in": answer.get("type") == "auth_ok",
+        "tries": tries,
+        "seconds": round(took, 3),
+        "evicted": log.count("evicting "),
+        "refused_server_full": log.count("rejected "),
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("what", choices=["rate", "target"])
+    ap.add_argument("what", choices=["rate", "target", "full"])
     ap.add_argument("--guessers", type=int, nargs="+", default=None)
     ap.add_argument("--seconds", type=float, default=30.0, help="rate: each measurement")
     ap.add_argument("--wrong", type=int, default=100, help="target: wrong passwords to wait for")
     ap.add_argument("--owner-every", type=float, default=8.0, help="target: seconds between logins")
+    ap.add_argument("--idle", type=int, default=1100, help="full: connections that never log in")
+    ap.add_argument("--addresses", type=int, default=220, help="full: their source addresses")
     ap.add_argument("--server-arg", action="append", default=[], help="one more server option")
     ap.add_argument("--out", type=Path, default=None, help="write the results here (JSON)")
     args = ap.parse_args()
     if args.what == "rate":
         args.guessers = args.guessers or [4, 16, 64]
         out: Any = run_rate(args)
-    else:
+    elif args.what == "target":
         args.guessers = (args.guessers or [28])[0]
         out = run_target(args)
+    else:
+        out = run_full(args)
     if args.out is not None:
         args.out.write_text(json.dumps(out, indent=2) + "\n")
 
