@@ -102,7 +102,9 @@ def build_core(
     ticks = Ticks(table, inbox)
     hasher = HashExecutor(config.hash_threads, config.hash_queue)
     deadlines = Deadlines()
-    throttle = LoginThrottle()
+    throttle = LoginThrottle(
+        cap=config.login_delay, runner=hasher, patience=config.auth_timeout / 2
+    )
     ends = Ends(hub, inbox)
     fanout = Fanout(
         hub,
@@ -115,7 +117,7 @@ def build_core(
         deadlines,
         engines.deadline,
     )
-    login = Login(hub, engines.accounts, throttle, hasher, inbox, ends, config.min_password)
+    login = Login(hub, engines.accounts, throttle, inbox, ends, config.min_password)
     catchup = CatchUp(engines.store, inbox)
     frames = PeerFrames(hub, engines.store, login, catchup, ends)
     outcomes = Outcomes(login, fanout, catchup, frames, ends)

@@ -444,21 +444,21 @@ def test_sends_over_the_rate_limit_are_rate_limited_with_id_and_not_delivered(st
 
 
 def test_connection_over_max_clients_gets_server_full_and_is_closed(start_server) -> None:
+    # Every slot logged in: nobody can be evicted (a connection not logged in would be,
+    # at once: tests/e2e/test_server_eviction.py).
     server = start_server("--max-clients", "2")
     alice = online(server, "alice")
-    waiting = server.client()
-    assert still_usable(waiting)
+    bob = online(server, "bob")
     extra = server.client()
     frames = extra.expect_closed(timeout=5)
     assert len(frames) == 1, frames
     assert_error(frames[0], "server_full")
-    assert still_usable(alice) and still_usable(waiting)
+    assert still_usable(alice) and still_usable(bob)
 
 
 def test_a_freed_slot_admits_a_new_client(start_server) -> None:
     server = start_server("--max-clients", "1")
-    first = server.client()
-    assert still_usable(first)
+    first = online(server, "first")
     extra = server.client()
     fatal(extra, "server_full")
     first.send({"type": "bye"})
@@ -479,7 +479,7 @@ def test_a_freed_slot_admits_a_new_client(start_server) -> None:
 
 def test_server_full_is_sent_without_waiting_for_the_client(start_server) -> None:
     server = start_server("--max-clients", "1")
-    first = server.client()
+    first = online(server, "first")
     assert still_usable(first)
     extra = server.client()
     frame = extra.recv(timeout=3)  # the client says nothing at all

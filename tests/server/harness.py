@@ -71,6 +71,7 @@ class World:
         keep: bool = True,
         offline_max: int = 1000,
         engines: Callable[[World], Engines] | None = None,
+        patience: float = 30.0,
     ) -> None:
         self.tmp = tmp
         self.store = UserStore.open(tmp / "users.db", KEY, load_cipher(), hash_cost_log2=COST)
@@ -86,7 +87,7 @@ class World:
         # Slots the loop would write itself (not direct): the test reads them (`frames`).
         self.table = native.OutTable(4096, max_outbuf, SOFT_LIMIT, max_total)
         self.engines = engines(self) if engines is not None else Engines(self.store, self.keeper)
-        config = ServerConfig(hash_threads=1, hash_queue=hash_queue)
+        config = ServerConfig(hash_threads=1, hash_queue=hash_queue, auth_timeout=2 * patience)
         self.core = build_core(config, self.engines, self.table, self.inbox)
         self.core.hub._clock = clock  # deadlines by the test's clock
         self.hub = self.core.hub

@@ -265,3 +265,15 @@ def test_read_settings_raises_instead_of_exiting(tmp_path: Path) -> None:
         assert word in str(info.value) and "\n" not in str(info.value)
     good = _write(tmp_path, "rate-burst = 3\n")
     assert cli.read_settings(["--config", str(good), "--rate-limit", "2"]).rate_burst == 3
+
+
+def test_login_delay_from_the_command_line_or_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli._config(_parse(capsys)).login_delay == 2.0  # docs/operations.md
+    assert cli._config(_parse(capsys, "--login-delay", "0.2")).login_delay == 0.2
+    assert cli._config(_parse(capsys, "--login-delay", "0")).login_delay == 0.0  # off
+    path = _write(tmp_path, "login-delay = 5\n")
+    assert cli._config(_parse(capsys, "--config", str(path))).login_delay == 5.0
+    assert "--login-delay" in _refused(capsys, "--login-delay", "-1")
+    assert "--login-delay" in _refused(capsys, "--login-delay", "3601")

@@ -6,7 +6,10 @@ logged-in users for 25 s. Here it has `--hash-threads` threads of its own, at
 most `--hash-queue` logins waiting (more are answered `rate_limited`, so a
 flood costs memory it cannot grow), and each job may start later than it was
 submitted: that is how the login throttle delays an attempt without holding
-a thread (a heap ordered by start time).
+a thread (a heap ordered by start time). The throttle's own calls, one per
+account whose logins wait their turn (`throttle.py`), are `force`d past the
+bound: their number is bounded by the connections, and a dropped one would
+leave that account's logins waiting for ever.
 """
 
 from __future__ import annotations
@@ -48,10 +51,11 @@ class HashExecutor:
         with self._cond:
             return len(self._jobs)
 
-    def submit(self, job: Callable[[], None], delay: float = 0.0) -> bool:
-        """Run `job` on a hash thread, not before `delay` seconds; False when the queue is full."""
+    def submit(self, job: Callable[[], None], delay: float = 0.0, *, force: bool = False) -> bool:
+        """Run `job` on a hash thread, not before `delay` seconds; False when the queue is
+        full (unless `force`) or the executor is stopping."""
         with self._cond:
-            if self._stopping or len(self._jobs) >= self._max_queued:
+            if self._stopping or (len(self._jobs) >= self._max_queued and not force):
                 return False
             heapq.heappush(self._jobs, (self._clock() + max(delay, 0.0), next(self._seq), job))
             self._cond.notify()

@@ -9,9 +9,11 @@ never on a thread), and a flood of logins waits in a bounded queue.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from chat.server.accounts.seam import Accounts
+from chat.server.accounts.throttle import HASH_QUEUE_FULL
 from chat.server.accounts.users_file import StoreError
 from chat.server.core import native
 from chat.server.core.ends import Ends
@@ -22,9 +24,6 @@ from chat.server.net.inbox import Cause, LoopInbox
 from chat.shared.errors import Code, RemoteProtocolError, Why, password_too_short
 from chat.shared.messages import Auth
 
-if TYPE_CHECKING:
-    from chat.server.accounts.hashing import HashExecutor
-
 log = logging.getLogger("chat.server")
 
 _FAILURES = {
@@ -34,9 +33,10 @@ _FAILURES = {
 
 
 class Throttle(Protocol):
-    """The login throttle (`accounts.throttle.LoginThrottle`)."""
+    """The login throttle (`accounts.throttle.LoginThrottle`): it runs each check in its
+    account's turn, on the hash threads, and never holds a thread while one waits."""
 
-    def delay(self, account: str, addr: str) -> float: ...
+    def submit(self, account: str, addr: str, check: Callable[[bool], None]) -> str | None: ...
 
     def failure(self, account: str, addr: str) -> None: ...
 
@@ -49,7 +49,6 @@ class Login:
         hub: Hub,
         accounts: Accounts,
         throttle: Throttle,
-        hasher: HashExecutor,
         inbox: LoopInbox,
         ends: Ends,
         min_password: int = 1,
@@ -59,21 +58,24 @@ class Login:
         self._hub = hub
         self._accounts = accounts
         self._throttle = throttle
-        self._hasher = hasher
         self._inbox = inbox
         self._ends = ends
 
     def check(self, user: User, auth: Auth, tick: native.Tick) -> bool:
-        """Queue the password check on the hash threads; False: the mailbox holds for it."""
+        """Queue the password check for its account's turn (the throttle), then on a hash
+        thread; False: the mailbox holds until it is done, and no thread waits for the turn."""
         if auth.register and len(auth.password) < self.min_password:
             # The server's policy, before any hashing; not a failed login (no throttle).
             err = RemoteProtocolError(Code.BAD_REQUEST, password_too_short(self.min_password))
             user.out.append(user.conn.login_failed(err), tick)
             log.info("registration refused %s: password too short", user.label())
             return True
-        accounts, mailbox = self._accounts, user.mailbox
+        accounts, mailbox, throttle, ip = self._accounts, user.mailbox, self._throttle, user.ip
 
-        def check() -> None:
+        def check(now: bool) -> None:
+            if not now:  # it waited half the login deadline for its account's turn
+                mailbox.resume(LoginChecked(auth.user, auth.register, Outcome.WAITED_TOO_LONG))
+                return
             outcome = Outcome.STORE_FAILED
             try:
                 if auth.register:
@@ -88,30 +90,39 @@ class Login:
             except Exception:  # a bug: the connection is answered, the hash thread goes on
                 log.exception("checking the login of %s failed", auth.user)
             finally:
+                # Counted before the answer: the account's next turn already knows.
+                if outcome is Outcome.OK:
+                    throttle.success(auth.user, ip)
+                elif outcome in _FAILURES:
+                    throttle.failure(auth.user, ip)
                 mailbox.resume(LoginChecked(auth.user, auth.register, outcome))
 
-        delay = self._throttle.delay(auth.user, user.ip)
-        if not self._hasher.submit(check, delay):
-            log.warning("login of %s from %s refused: hash queue full", auth.user, user.addr)
-            refused = user.conn.login_failed(RemoteProtocolError(Code.RATE_LIMITED))
-            user.out.append(refused, tick)
+        refused = throttle.submit(auth.user, ip, check)
+        if refused is not None:
+            level = logging.WARNING if refused == HASH_QUEUE_FULL else logging.INFO
+            log.log(level, "login of %s from %s refused: %s", auth.user, user.addr, refused)
+            user.out.append(user.conn.login_failed(RemoteProtocolError(Code.RATE_LIMITED)), tick)
             return True
         return False
 
     def checked(self, user: User, result: LoginChecked, tick: native.Tick) -> None:
         conn = user.conn
         if result.outcome is Outcome.OK:
-            self._throttle.success(result.user, user.ip)
             self._hub.subscribe(user, conn.login_succeeded(result.user), tick)
             self._inbox.logged_in(user.cid)
             what = "registered and logged in" if result.register else "logged in"
             log.info("%s %s", what, user.label())
             return
+        if result.outcome is Outcome.WAITED_TOO_LONG:
+            log.info(
+                "login of %s from %s refused: %s", result.user, user.addr, result.outcome.value
+            )
+            user.out.append(conn.login_failed(RemoteProtocolError(Code.RATE_LIMITED)), tick)
+            return
         if result.outcome is Outcome.STORE_FAILED:
             why = Why.STORE_FAILED if result.register else Why.CHECK_FAILED
             self._ends.end(user, conn.login_aborted(why), result.outcome.value, Cause.US, tick)
             return
-        self._throttle.failure(result.user, user.ip)
         frame = conn.login_failed(RemoteProtocolError(_FAILURES[result.outcome]))
         log.info(
             "login failed %s: user=%s: %s%s",

@@ -55,6 +55,7 @@ class Outcome(Enum):
     BAD_CREDENTIALS = "bad credentials"
     USER_EXISTS = "user name taken"
     STORE_FAILED = "accounts store failed"
+    WAITED_TOO_LONG = "waited too long for the account's turn"  # answered rate_limited
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,10 @@
 Everything a stranger can hold before logging in is bounded here:
 `--max-clients` slots (the next connection gets `server_full`), at most
 `--max-unauth-per-addr` connections not logged in from one address, and,
-when the server is full, room is made by evicting the oldest connection that
-has not logged in yet (docs/server.md, "Deadlines, back-pressure and limits").
+when the server is full, room is made at once by evicting a connection that
+has not logged in yet, by the rule of net/unauth.py (never one whose login is
+being checked while another is left; from the address with the most; its
+oldest) (docs/server.md, "Deadlines, back-pressure and limits").
 A refused connection takes no slot of `--max-clients`: it is answered in its
 mailbox like any fatal error and lingers at most `--shutdown-grace`.
 `accept()` failing for want of descriptors or memory backs off, never spins.
@@ -18,7 +20,6 @@ import itertools
 import logging
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from chat.server.core import native
 from chat.server.core.user import User
 from chat.server.net.listeners import Listener
 from chat.server.net.transport import Transport
+from chat.server.net.unauth import NotLoggedIn
 from chat.server.ops.config import ServerConfig
 from chat.shared.errors import Code, RemoteProtocolError, Why
 
@@ -46,8 +48,7 @@ class Admission:
         self._free_slots = list(range(table.slots - 1, -1, -1))  # popped from the end
         self._cids = itertools.count(1)
         self.live = 0  # transports holding one of --max-clients
-        self._unauth: dict[int, Transport] = {}  # not logged in yet, oldest first
-        self._unauth_ips: Counter[str] = Counter()
+        self._unauth: NotLoggedIn[Transport] = NotLoggedIn()  # not logged in yet
         self.stats = {"accepted": 0, "rejected_full": 0}
         self.backoff = 0.0
         self.evicted: list[Transport] = []  # made room for a newcomer: the loop ends them
@@ -83,10 +84,11 @@ class Admission:
         ip = _plain_ip(addr[0])
         addr = (ip, addr[1])
         refusal: str | None = None
-        if self.live >= self.config.max_clients and not self._make_room(now):
+        per_addr = self.config.max_unauth_per_addr  # 0: no limit
+        if 0 < per_addr <= self._unauth.count(ip):  # first: a refusal evicts no one
+            refusal = f"server_full ({self._unauth.count(ip)} connections not logged in from {ip})"
+        elif self.live >= self.config.max_clients and not self._make_room(now):
             refusal = f"server_full ({self.live} clients)"
-        elif self._unauth_ips[ip] >= self.config.max_unauth_per_addr > 0:
-            refusal = f"server_full ({self._unauth_ips[ip]} connections not logged in from {ip})"
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if not self._free_slots:  # only with far more refused connections than slots
@@ -106,24 +108,27 @@ class Admission:
             log.info("rejected %s: %s", user.addr, refusal)
         else:
             self.live += 1
-            self._unauth[t.cid] = t
-            self._unauth_ips[ip] += 1
+            self._unauth.add(t.cid, ip, t)
             self.stats["accepted"] += 1
             log.info("accepted %s (%d connected)", t.label(), self.live)
         return t, refusal
 
     def _make_room(self, now: float) -> bool:
-        """Full: make room by taking the slot of the oldest connection that has not logged
-        in, if it has been waiting half the login deadline (fresh ones are someone logging
-        in); the loop then ends it (`evicted`)."""
-        for t in self._unauth.values():
-            if now - t.accepted_at < self.config.auth_timeout / 2:
-                return False
-            self.release(t)
-            log.info("evicting %s: not logged in after %.0fs", t.label(), now - t.accepted_at)
-            self.evicted.append(t)
-            return True
-        return False
+        """Full: make room at once by taking the slot of a connection that has not logged
+        in (net/unauth.py's rule); the loop then ends it (`evicted`). Its `held` flag is
+        read without the mailbox's lock: a stale answer only changes which stranger goes."""
+        t = self._unauth.victim(lambda t: t.user.mailbox.held)
+        if t is None:
+            return False
+        self.release(t)
+        log.info(
+            "evicting %s: server full, not logged in after %.1fs (%d from its address)",
+            t.label(),
+            now - t.accepted_at,
+            self._unauth.count(t.user.ip) + 1,
+        )
+        self.evicted.append(t)
+        return True
 
     def take_evicted(self) -> list[Transport]:
         """Connections `accept` evicted to make room: the loop ends each (`server_full`)."""
@@ -132,33 +137,24 @@ class Admission:
 
     # ---- counts ----------------------------------------------------------------------------
     def logged_in(self, cid: int) -> None:
-        t = self._unauth.pop(cid, None)
-        if t is not None:
-            self._uncount_ip(t)
+        self._unauth.pop(cid)
 
     def expired_logins(self, now: float) -> list[Transport]:
         """Connections past `--auth-timeout` without logging in."""
         limit = self.config.auth_timeout
-        return [t for t in self._unauth.values() if now - t.accepted_at >= limit]
+        return [t for t in self._unauth.items() if now - t.accepted_at >= limit]
 
     def release(self, t: Transport) -> None:
         """`t` no longer holds one of --max-clients (evicted, or closed)."""
         if t.counted:
             t.counted = False
             self.live -= 1
-        if self._unauth.pop(t.cid, None) is not None:
-            self._uncount_ip(t)
+        self._unauth.pop(t.cid)
 
     def closed(self, t: Transport) -> None:
         """`t` is closed: its counts and its native slot go back."""
         self.release(t)
         self._free_slots.append(t.slot)
-
-    def _uncount_ip(self, t: Transport) -> None:
-        ip = t.user.ip
-        self._unauth_ips[ip] -= 1
-        if self._unauth_ips[ip] <= 0:
-            del self._unauth_ips[ip]
 
 
 def _plain_ip(ip: str) -> str:

@@ -393,6 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
         "alice exists: user_exists); names stay case-sensitive otherwise. Off unless given",
     )
     a(
+        "--login-delay",
+        type=_ranged(float, 0, 3600),
+        default=d.login_delay,
+        metavar="SECONDS",
+        help="past an account's free failed logins its password checks take turns, this "
+        "far apart at most (from 0.25 s, doubling); 0 = no throttle (docs/operations.md)",
+    )
+    a(
         "--shutdown-grace",
         type=_ranged(float, 0),
         default=d.shutdown_grace,
@@ -493,6 +501,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         hash_queue=args.hash_queue,
         min_password=args.min_password,
         refuse_case_variants=args.refuse_case_variants,
+        login_delay=args.login_delay,
         shutdown_grace=args.shutdown_grace,
         listen=tuple(args.listen or ()),
     )

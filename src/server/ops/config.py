@@ -59,6 +59,9 @@ class ServerConfig:
     #: Refuse a new name equal to an existing one ignoring case (`Alice` when `alice`
     #: exists); names stay case-sensitive for everything else.
     refuse_case_variants: bool = False
+    #: The longest wait between two password checks of one account (or one address) once
+    #: past its free failures; the waits double from 0.25 s up to it (throttle.py).
+    login_delay: float = 2.0
     shutdown_grace: float = 2.0
     backlog: int = 1024
     #: `--listen` (repeatable): every address the server listens on; empty: the short
