@@ -456,6 +456,10 @@ def _check(args: argparse.Namespace) -> str | None:
             f"--max-frame {args.max_frame} is below {minimum}, the size of the shortest valid "
             "auth frame: no login could succeed"
         )
+    plain_only = args.tls_cert is None
+    for spec in args.listen or ():
+        if spec.tls and plain_only:
+            return f"--listen {spec}: a TLS listener needs --tls-cert and --tls-key"
     if (args.tls_cert is None) != (args.tls_key is None):
         return "--tls-cert and --tls-key go together: give both, or neither for plain TCP"
     if args.max_total_outbuf < args.max_outbuf:
