@@ -141,13 +141,25 @@ def history_file(target: Target) -> Path:
 
 
 def fresh_store(target: Target) -> list[str]:
-    """The store options of a run, its file removed first (see the module docstring)."""
+    """The store options of a run, its file removed first (see the module docstring); a
+    server that refuses to start on a lost store next to its accounts is told that this
+    new, empty one is meant (`--new-history-store`, where the server has it)."""
     if not target.store:
         return ["--no-history"]
     path = history_file(target)
     for extra in ("", "-wal", "-shm"):
         path.with_name(path.name + extra).unlink(missing_ok=True)
-    return ["--history-file", str(path)]
+    return ["--history-file", str(path), *_new_store_option(target.exe)]
+
+
+_NEW_STORE: dict[str, list[str]] = {}
+
+
+def _new_store_option(exe: str) -> list[str]:
+    if exe not in _NEW_STORE:
+        text = subprocess.run([exe, "--help"], capture_output=True, text=True).stdout
+        _NEW_STORE[exe] = ["--new-history-store"] if "--new-history-store" in text else []
+    return _NEW_STORE[exe]
 
 
 def chat_server_cmd(target: Target, port: int, max_clients: int) -> list[str]:
