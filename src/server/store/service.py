@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from chat.server.core.rooms import Room
 from chat.server.store.seam import Backend, ReadFailed, Receipt, Reply
 from chat.server.store.sqlite import Kept, MessageStore, Page, is_damage
 from chat.shared.messages import Msg, Recipients
@@ -70,7 +71,30 @@ class _Reserve:
     then: Callable[[bool], None]
 
 
-_Job = _Put | _Ack | _Reserve
+@dataclass(frozen=True, slots=True)
+class _Room:
+    folded: str
+    room: Room | None  # a copy made at hand-over; None: deleted (with its history)
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Marker:
+    user: str
+    peer: str
+    upto: int
+
+
+@dataclass(frozen=True, slots=True)
+class _DropUser:
+    user: str
+
+
+_Job = _Put | _Ack | _Reserve | _Room | _Marker | _DropUser
+
+#: Entries of a `markers` frame at most, and the cap of each unread count (v1.2 section 3).
+MARKERS_MAX = 1000
+UNREAD_CAP = 1000
 
 
 class MessageIds:
@@ -242,6 +266,45 @@ class StoreService:
             return msgs, None
         return msgs, self.keep(Kept(msgs, keep[0], keep[1]), durable)
 
+    # ---- rooms, markers (v1.2) ----------------------------------------------------------
+    def load_rooms(self) -> list[Room]:
+        """Every room, at start (before the threads run)."""
+        return self._backend.state.load_rooms()  # type: ignore[attr-defined]
+
+    def save_room(self, folded: str, room: Room | None, name: str) -> None:
+        """A room's record as it is now (a copy: the caller goes on changing it), or its
+        removal with its history (None)."""
+        copy = None if room is None else _copy_room(room)
+        self._put(_Room(folded, copy, name), urgent=False)
+
+    def set_marker(self, user: str, peer: str, upto: int) -> None:
+        self._put(_Marker(user, peer, upto), urgent=False)
+
+    def drop_user(self, user: str) -> int:
+        """A deleted account: its offline queue, markers and contacts go; durable soon."""
+        return self._put(_DropUser(user), urgent=True)
+
+    def read_markers(self, user: str, rooms: list[str], reply: Reply) -> None:
+        """The `markers` of a login: every conversation of `user` (its rooms, "*", the
+        people it wrote with, every marker), each with the marker, the newest id and the
+        unread count; newest first, at most 1000 (v1.2 section 3). Replies a `Page` whose
+        `messages` are (peer, upto, last, unread) tuples."""
+
+        def query(backend: Backend) -> Page:
+            state = backend.state  # type: ignore[attr-defined]
+            marks: dict[str, int] = state.markers(user)
+            peers = dict.fromkeys(["*", *rooms, *state.partners(user), *marks])
+            rows = []
+            for peer in peers:
+                upto = marks.get(peer, 0)
+                last, unread = backend.unread(user, peer, upto, UNREAD_CAP)  # type: ignore[attr-defined]
+                if last or peer in marks:
+                    rows.append((peer, upto, last, unread))
+            rows.sort(key=lambda r: r[2], reverse=True)
+            return Page(tuple(rows[:MARKERS_MAX]), False)  # type: ignore[arg-type]
+
+        self._read(query, reply, f"the read markers of {user}")
+
     def ack(self, user: str, upto: int) -> int:
         # Urgent: a client that acknowledges, leaves and logs in at once on another node
         # must not get the messages again (issue "1 of 6", item 7).
@@ -400,10 +463,13 @@ class StoreService:
                 kept = [job.kept for _, _, job in batch if type(job) is _Put]
                 grown = backend.put(kept) if kept else {}
                 for _, _, job in batch:
-                    if type(job) is _Ack:
+                    kind = type(job)
+                    if kind is _Ack:
                         backend.ack(backend.owner(job.user), job.upto)
-                    elif type(job) is _Reserve:
+                    elif kind is _Reserve:
                         backend.reserve_ids(job.ceiling)  # type: ignore[attr-defined]
+                    elif kind is not _Put:
+                        self._state_job(backend, job)
                 for owner, name in grown.items():
                     self._enforce_quota(owner, name)
             ok = True
@@ -415,6 +481,20 @@ class StoreService:
             for _, _, job in batch:
                 _answer(job, ok)
             self._done(batch[-1][0])
+
+    @staticmethod
+    def _state_job(backend: Backend, job: _Job) -> None:
+        state = backend.state  # type: ignore[attr-defined]
+        match job:
+            case _Room(folded, room, name):
+                state.save_room(folded, room)
+                if room is None:
+                    backend.drop_conversation(name)  # type: ignore[attr-defined]
+            case _Marker(user, peer, upto):
+                state.set_marker(user, backend.conv_of(user, peer), peer, upto)  # type: ignore[attr-defined]
+            case _DropUser(user):
+                backend.ack(backend.owner(user), (1 << 63) - 1)
+                state.drop_user(user)
 
     def _done(self, seq: int) -> None:
         with self._cond:
@@ -461,6 +541,14 @@ class StoreService:
                 job(backend)  # answers its reply whatever happens (see `_read`)
         finally:
             backend.close()
+
+
+def _copy_room(room: Room) -> Room:
+    copy = Room(room.name, room.topic, room.invite_only, room.owner, room.created)
+    copy.members = dict(room.members)
+    copy.invites = dict(room.invites)
+    copy.last = room.last
+    return copy
 
 
 def _answer(job: _Job, ok: bool) -> None:

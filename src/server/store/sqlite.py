@@ -39,6 +39,7 @@ import msgspec
 from chat.server.crypto.cipher import Cipher, CipherError
 from chat.server.crypto.keyfile import fsync_dir
 from chat.server.crypto.sealing import NONCE_BYTES, Sealer
+from chat.server.store.sqlite_state import STATE_SCHEMA, StateTables
 from chat.shared.messages import BROADCAST, Msg
 
 log = logging.getLogger("chat.server.store")
@@ -66,7 +67,8 @@ REMEDY = (
     "--new-history-store (docs/operations.md)"
 )
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
     seq INTEGER PRIMARY KEY,
@@ -85,6 +87,8 @@ CREATE TABLE IF NOT EXISTS offline (
     PRIMARY KEY (owner, id)
 ) WITHOUT ROWID;
 """
+    + STATE_SCHEMA
+)
 
 _Row = tuple[int, float, str, "str | list[str]", str]  # id, ts, from, to, text
 _body_encoder = msgspec.json.Encoder()
@@ -150,6 +154,8 @@ class MessageStore:
         self._sealer = sealer
         self._index_key = sealer.subkey(b"index")
         self._all = self._index(b"all")
+        #: Rooms, read markers and contacts: the same file, the same keys.
+        self.state = StateTables(conn, sealer, self._index, f"history file {path}")
         self._where = f"history file {path}"
 
     # ---- opening ---------------------------------------------------------
@@ -272,6 +278,18 @@ class MessageStore:
     def broadcast(self) -> bytes:
         return self._all
 
+    def room(self, room: str) -> bytes:
+        """Blind index of a room's conversation (its name folded: one room per name)."""
+        return self._index(b"room\0" + room.lower().encode())
+
+    def conv_of(self, user: str, peer: str) -> bytes:
+        """The conversation `user` calls `peer`: "*", a room, or another user's name."""
+        if peer == BROADCAST:
+            return self._all
+        if peer.startswith("#"):
+            return self.room(peer)
+        return self.conversation(user, peer)
+
     def owner(self, name: str) -> bytes:
         """Blind index of one user's offline queue."""
         return self._index(b"user\0" + name.encode())
@@ -303,7 +321,7 @@ class MessageStore:
             log.error("%s: messages %d..%d do not decode (%s)", self._where, first, last, exc)
             return []
         return [
-            Msg(i, sender, BROADCAST if to == BROADCAST else tuple(to), text, t)
+            Msg(i, sender, to if isinstance(to, str) else tuple(to), text, t)
             for i, t, sender, to, text in rows
         ]
 
@@ -331,24 +349,34 @@ class MessageStore:
         by_conv: dict[bytes, list[_Row]] = {}
         offline_rows: list[tuple[bytes, int, bytes]] = []
         grown: dict[bytes, str] = {}
+        pairs: set[tuple[str, str]] = set()
         everyone, conversation = self._all, self.conversation
         for k in kept:
             msgs = k.msgs
-            if msgs[0].to == BROADCAST:
+            to = msgs[0].to
+            if to == BROADCAST:
                 by_conv.setdefault(everyone, []).extend(
                     [(m.id, m.ts, m.sender, BROADCAST, m.text) for m in msgs]
+                )
+                continue
+            if isinstance(to, str):  # a room: its own conversation, no queue (v1.2 section 2)
+                by_conv.setdefault(self.room(to), []).extend(
+                    [(m.id, m.ts, m.sender, to, m.text) for m in msgs]
                 )
                 continue
             sender = msgs[0].sender
             rows = [(m.id, m.ts, m.sender, list(m.to), m.text) for m in msgs]
             for name in k.named:
                 by_conv.setdefault(conversation(sender, name), []).extend(rows)
+                pairs.add((sender, name))
             # A queued name outside `named` was lost on the way (its session refused the
             # message): the conversation holds it already, only the queue entry is new.
             for name in k.queued:
                 conv, owner = conversation(sender, name), self.owner(name)
                 offline_rows += [(owner, m.id, conv) for m in msgs]
                 grown[owner] = name
+        if pairs:
+            self.state.contacts(pairs)
         chunks = [(conv, part) for conv, rows in by_conv.items() for part in _split(rows)]
         nonces = os.urandom(NONCE_BYTES * len(chunks))
         seal = self._seal
@@ -413,8 +441,9 @@ class MessageStore:
 
     # ---- reading (reader threads) ----------------------------------------------
     def page(self, user: str, peer: str, before: int | None, limit: int) -> Page:
-        """Up to `limit` messages of one conversation older than `before`, oldest first."""
-        conv = self._all if peer == BROADCAST else self.conversation(user, peer)
+        """Up to `limit` messages of one conversation older than `before`, oldest first (a
+        room's to members only: the caller has checked)."""
+        conv = self.conv_of(user, peer)
         below = _MAX_ID if before is None else min(before, _MAX_ID)
         found: list[Msg] = []
         seen: set[int] = set()
@@ -437,6 +466,42 @@ class MessageStore:
         found.sort(key=lambda m: m.id)
         return Page(tuple(found[-limit:]), len(found) > limit)
 
+    def unread(self, user: str, peer: str, upto: int, cap: int) -> tuple[int, int]:
+        """(the newest message id of the conversation, how many after `upto` came from
+        someone else, counted up to `cap`): a login's `markers` frame (v1.2 section 3)."""
+        conv = self.conv_of(user, peer)
+        oldest = self._oldest()
+        newest = count = 0
+        cursor = self._conn.execute(
+            "SELECT first, last, ts, body FROM chunks WHERE conv = ? AND last > ? "
+            "ORDER BY first DESC",
+            (conv, max(upto, 0)),
+        )
+        seen: set[int] = set()
+        for first, last, ts, body in cursor:
+            for msg in self._open(conv, first, last, ts, bytes(body)):
+                if msg.id <= upto or msg.id in seen or msg.ts < oldest:
+                    continue
+                if not visible(msg, user, peer):
+                    continue
+                seen.add(msg.id)
+                newest = max(newest, msg.id)
+                if msg.sender != user:
+                    count += 1
+            if count >= cap:
+                break
+        cursor.close()
+        if not newest:  # nothing after the marker: the newest id is at or below it
+            row = self._conn.execute(
+                "SELECT last FROM chunks WHERE conv = ? ORDER BY first DESC LIMIT 1", (conv,)
+            ).fetchone()
+            newest = row[0] if row else 0
+        return newest, min(count, cap)
+
+    def drop_conversation(self, peer: str) -> None:
+        """A room deleted: its history goes with it (v1.2 section 2)."""
+        self._conn.execute("DELETE FROM chunks WHERE conv = ?", (self.room(peer),))
+
     def offline(self, user: str, after: int, limit: int, max_bytes: int) -> Page:
         """The oldest offline messages of `user` with an id above `after`."""
         entries = self._conn.execute(
@@ -457,7 +522,7 @@ class MessageStore:
                 continue
             if msg.ts < oldest:
                 continue
-            if msg.to != BROADCAST and user in msg.to:
+            if isinstance(msg.to, tuple) and user in msg.to:
                 size += len(msg.text)
                 messages.append(Msg(msg.id, msg.sender, msg.to, msg.text, msg.ts, offline=True))
             else:
@@ -690,10 +755,13 @@ def _prefix_older(
 
 
 def visible(msg: Msg, user: str, peer: str) -> bool:
-    """The contract's rule, checked on the authenticated record (v1.1 section 4)."""
+    """The contract's rule, checked on the authenticated record (v1.1 section 4; a room's
+    messages are its members', v1.2 section 2: membership is checked by the caller)."""
     if peer == BROADCAST:
         return msg.to == BROADCAST
-    if msg.to == BROADCAST:
+    if peer.startswith("#"):
+        return isinstance(msg.to, str) and msg.to.lower() == peer.lower()
+    if isinstance(msg.to, str):  # "*" or a room
         return False
     return (msg.sender == user and peer in msg.to) or (msg.sender == peer and user in msg.to)
 
