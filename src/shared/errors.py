@@ -13,7 +13,7 @@ from typing import Any
 
 
 class Code(StrEnum):
-    """Error codes of protocol v1 (the `code` field of an `error` frame)."""
+    """Error codes of protocol v1 and v1.2 (the `code` field of an `error` frame)."""
 
     BAD_FRAME = "bad_frame"
     FRAME_TOO_LARGE = "frame_too_large"
@@ -26,11 +26,27 @@ class Code(StrEnum):
     BAD_CREDENTIALS = "bad_credentials"
     USER_EXISTS = "user_exists"
     RATE_LIMITED = "rate_limited"
+    # v1.2 (section 9): non-fatal, with the request's id
+    NO_SUCH_ROOM = "no_such_room"
+    ROOM_EXISTS = "room_exists"
+    NOT_MEMBER = "not_member"
+    NOT_ALLOWED = "not_allowed"
+    NO_SUCH_USER = "no_such_user"
+    REGISTRATION_CLOSED = "registration_closed"
+    # v1.2: fatal
+    BANNED = "banned"
 
 
 #: Fatal codes: the server sends the error, flushes, then closes; nothing follows.
 FATAL_CODES: frozenset[Code] = frozenset(
-    {Code.BAD_FRAME, Code.FRAME_TOO_LARGE, Code.SERVER_FULL, Code.TOO_MANY_ATTEMPTS, Code.TIMEOUT}
+    {
+        Code.BAD_FRAME,
+        Code.FRAME_TOO_LARGE,
+        Code.SERVER_FULL,
+        Code.TOO_MANY_ATTEMPTS,
+        Code.TIMEOUT,
+        Code.BANNED,
+    }
 )
 
 #: Human text for codes whose wording must not vary (clarification 1: the
@@ -47,6 +63,15 @@ DEFAULT_MESSAGES: dict[Code, str] = {
     Code.BAD_CREDENTIALS: "invalid user name or password",
     Code.USER_EXISTS: "user name is taken",
     Code.RATE_LIMITED: "slow down",
+    # Like bad_credentials, no_such_room never says whether the room exists: an invite-only
+    # room the user holds no invite to gets the same text as a room that does not.
+    Code.NO_SUCH_ROOM: "no such room",
+    Code.ROOM_EXISTS: "a room of that name exists",
+    Code.NOT_MEMBER: "you are not a member of that room",
+    Code.NOT_ALLOWED: "only the room's owner may do that",
+    Code.NO_SUCH_USER: "no such user",
+    Code.REGISTRATION_CLOSED: "registration is closed on this server",
+    Code.BANNED: "this account is banned",
 }
 
 
@@ -54,6 +79,21 @@ def password_too_short(minimum: int) -> str:
     """The `bad_request` text for a registration whose password is under the server's
     `--min-password` (the contract allows 1..256: this is the server's own policy)."""
     return f"password too short: this server wants at least {minimum} characters"
+
+
+def not_granted(feature: str) -> str:
+    """The `bad_request` text for a frame or field of a v1.2 feature the connection was
+    not granted at login (v1.2 section 1)."""
+    return f"feature '{feature}' was not granted to this connection"
+
+
+class Refusal(StrEnum):
+    """The text of a v1.2 refusal that only the server can decide (it needs the user's
+    name or the server's settings), so the shared parse cannot raise it."""
+
+    KICK_SELF = "you cannot kick yourself: leave the room instead"  # bad_request
+    ALREADY_MEMBER = "that user is already a member of the room"  # an invite to a member
+    INVITE_NEEDED = "registration needs a valid invite code"  # registration_closed, invite mode
 
 
 class Why(StrEnum):
@@ -69,6 +109,11 @@ class Why(StrEnum):
     LOGIN = "login not completed in time"
     FRAME = "frame not completed in time"
     SHUTDOWN = "shutdown"  # the bye reason on server stop (protocol v1)
+    # v1.2 bye reasons (sections 7, 8), as the contract spells them
+    PASSWORD_CHANGED = "password_changed"  # passwd with logout_others: the other sessions
+    ACCOUNT_DELETED = "account_deleted"  # delete_account, or `chat-server user delete`
+    BANNED = "banned"  # `chat-server user ban`
+    KICKED = "kicked"  # `chat-server user kick`
     BYE = "bye"  # the answer to a client's bye
     STORE_FAILED = "internal error: cannot save the account"
     CHECK_FAILED = "internal error: cannot check the account now, try again later"

@@ -1,78 +1,219 @@
-"""Every frame of protocol v1 and v1.1 as a typed message, with the contract's validation.
+"""Every frame of the protocol (v1, v1.1, v1.2) as a typed message, with the contract's
+validation, and the two parses and the encoders.
 
 Messages are frozen `msgspec.Struct`s: immutable like frozen dataclasses, and
 ten times cheaper to make (about 0.1 us against 0.8), which counts on the
-fan-out's path (a `Send`, a `Msg` and a `Sent` per message).
+fan-out's path (a `Send`, a `Msg` and a `Sent` per message). The frames of v1
+and v1.1 are here; those v1.2 adds are in `requests` (client to server) and
+`notices` (server to client), and are re-exported here, so that every frame is
+one import away. The field rules are in `fields` (and `rooms`).
 
-`parse_client_message` / `parse_server_message` turn one frame payload into a
-message or raise `RemoteProtocolError` with the right wire code;
-`encode` turns a message into one frame (length header included). The field
-rules (name pattern, password and text bounds, which types are accepted, and
-the bounds of every number) live here and nowhere else.
+`read_client` (the server's one call) and `parse_client_message` /
+`parse_server_message` (the client's) turn one frame payload into a message
+or a `RemoteProtocolError` with the right wire code; `encode` turns a message
+into one frame (length header included); `encode_delivery` / `encode_sents`
+are the send path's encoders, byte for byte what `encode` writes.
 
-Every integer a frame carries comes in through `_int` with its bounds, and
-nowhere else: a number the contract's types allow but no part of the system
-can hold (an `upto` SQLite cannot bind, a `before` below any id) is refused
-at decode, where the error can still go back to the frame that sent it,
-rather than deep in a store thread that has nobody to tell.
+Every integer a frame carries comes in through `fields.int_field` with its
+bounds, and nowhere else (docs/protocol.md section 3a).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
-from typing import Any, Literal
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import msgspec
 
 from .errors import Code, RemoteProtocolError
+from .features import FEATURE_NAME_MAX, FEATURES_MAX
+from .fields import (
+    BROADCAST,
+    HISTORY_LIMIT_DEFAULT,
+    HISTORY_LIMIT_MAX,
+    ID_TEXT_MAX,
+    LIMIT_BOUNDS,
+    MAX_ID,
+    MSG_ID_BOUNDS,
+    NAME_RE,
+    PASSWORD_MAX,
+    SAFE_INT_BOUNDS,
+    SEQ_BOUNDS,
+    TEXT_MAX,
+    TS_BOUNDS,
+    MsgId,
+    Recipients,
+    bad,
+    bool_field,
+    bounded_text,
+    echoed_id,
+    get_field,
+    int_field,
+    names,
+    request_id,
+    text_field,
+    ts_field,
+    user_name,
+    valid_msg_id,
+    valid_name,
+)
 from .framing import HEADER, MAX_SERVER_FRAME, encode_frame
+from .notices import (
+    MARKER_BOUNDS,
+    Invitation,
+    Marker,
+    Markers,
+    Ok,
+    ReadNotice,
+    RoomEvent,
+    RoomEventKind,
+    RoomInfo,
+    RoomList,
+    Rooms,
+    RoomState,
+    TypingNotice,
+    Users,
+)
+from .notices import PARSERS as _NOTICE_PARSERS
+from .notices import WIRE as _NOTICE_WIRE
+from .requests import ID_TYPES as _V12_ID_TYPES
+from .requests import PARSERS as _REQUEST_PARSERS
+from .requests import WIRE as _REQUEST_WIRE
+from .requests import (
+    DeleteAccount,
+    Passwd,
+    Read,
+    RoomCreate,
+    RoomInvite,
+    RoomJoin,
+    RoomKick,
+    RoomLeave,
+    RoomListRequest,
+    RoomTopic,
+    Typing,
+    UserSearch,
+)
+from .rooms import conversation, is_room, room_name, valid_room
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
-PASSWORD_MAX = 256
-TEXT_MAX = 4096
-BROADCAST = "*"
-#: `history.limit`: its bounds and the page size when it is absent (v1.1 section 4).
-HISTORY_LIMIT_MAX = 200
-HISTORY_LIMIT_DEFAULT = 50
+#: Every public name, the v1.2 frames of `requests` and `notices` and the field rules of
+#: `fields` included: callers import them all from here.
+__all__ = [
+    "BROADCAST",
+    "CLIENT_TYPES",
+    "HISTORY_LIMIT_DEFAULT",
+    "HISTORY_LIMIT_MAX",
+    "ID_TEXT_MAX",
+    "ID_TYPES",
+    "INVITE_MAX",
+    "LIMIT_BOUNDS",
+    "MARKER_BOUNDS",
+    "MAX_ID",
+    "MSG_ID_BOUNDS",
+    "NAME_RE",
+    "PASSWORD_MAX",
+    "SAFE_INT_BOUNDS",
+    "SEQ_BOUNDS",
+    "TEXT_MAX",
+    "TOKEN_MAX",
+    "TS_BOUNDS",
+    "V11_CLIENT_TYPES",
+    "V12_CLIENT_TYPES",
+    "Auth",
+    "AuthOk",
+    "ClientBye",
+    "ClientMessage",
+    "DeleteAccount",
+    "Error",
+    "HistoryPage",
+    "HistoryRequest",
+    "Invitation",
+    "Marker",
+    "Markers",
+    "Msg",
+    "MsgId",
+    "OfflineAck",
+    "Ok",
+    "Passwd",
+    "Ping",
+    "Pong",
+    "Read",
+    "ReadNotice",
+    "Recipients",
+    "RoomCreate",
+    "RoomEvent",
+    "RoomEventKind",
+    "RoomInfo",
+    "RoomInvite",
+    "RoomJoin",
+    "RoomKick",
+    "RoomLeave",
+    "RoomList",
+    "RoomListRequest",
+    "RoomSent",
+    "RoomState",
+    "RoomTopic",
+    "Rooms",
+    "Roster",
+    "RosterAck",
+    "Send",
+    "Sent",
+    "ServerBye",
+    "ServerMessage",
+    "Typing",
+    "TypingNotice",
+    "UserSearch",
+    "Users",
+    "decode_object",
+    "encode",
+    "encode_delivery",
+    "encode_msgs",
+    "encode_names",
+    "encode_object",
+    "encode_payload",
+    "encode_room_delivery",
+    "encode_room_sents",
+    "encode_sents",
+    "parse_client_message",
+    "parse_client_object",
+    "parse_server_message",
+    "raw_send_id",
+    "read_client",
+    "to_wire",
+    "valid_msg_id",
+    "valid_name",
+]
 
-#: The largest integer on the wire, 2**53 - 1 (JavaScript's Number.MAX_SAFE_INTEGER): an
-#: id stays exact in any JSON reader that keeps numbers as doubles, in a Redis score (a
-#: double) and far inside SQLite's INTEGER (2**63 - 1). The server's ids start at 1 and
-#: grow by one per message: a million a second would take 285 years to reach it.
-MAX_ID = 2**53 - 1
-#: A client's own id (`send.id`, `history.id`, any request's `id`) that is a string:
-#: at most this many code points (an id is for matching an answer, not for content).
-ID_TEXT_MAX = 128
-
-#: Inclusive bounds of each integer field, by what it counts (docs/protocol.md section 3a).
-MSG_ID_BOUNDS = (1, MAX_ID)  # `msg.id`: the server's ids start at 1
-SEQ_BOUNDS = (1, MAX_ID)  # `roster.seq` and `roster_ack.seq`: the first roster is seq 1
-LIMIT_BOUNDS = (1, HISTORY_LIMIT_MAX)  # `history.limit`
-#: Any integer a JSON reader keeps exact: a client's own id, and the msg id a client names
-#: (`history.before`, `offline_ack.upto`). One below 1 names no message, which the contract
-#: does not call an error: acking nothing is none, and `before` is refused only when it is
-#: not an int (v1.1 sections 3, 4); it gives nothing (an empty page, nothing removed).
-SAFE_INT_BOUNDS = (-MAX_ID, MAX_ID)
-#: `msg.ts` (unix seconds): from the epoch to the last second of year 9999, the range
-#: every clock formatting (time.localtime, datetime) can show.
-TS_BOUNDS = (0.0, 253402300799.0)
-
-MsgId = str | int
-Recipients = Literal["*"] | tuple[str, ...]
+#: `auth.token` (v1.2 section 6): at most 512 characters; `auth.invite` (section 8): an
+#: operator's code, at most 128 (`chat-server invite create` makes far shorter ones).
+TOKEN_MAX = 512
+INVITE_MAX = 128
 
 
 # --------------------------------------------------------------------------
 # Client -> server
 # --------------------------------------------------------------------------
 class Auth(msgspec.Struct, frozen=True):
+    """`auth`: a login with `password` (or a registration), or (v1.2 `resume`) a login
+    with `token`, which has no `password` and no `register`.
+
+    `features` is None when the frame had no such field (a v1.1 client), and the
+    names as asked otherwise, unknown ones included (the server leaves them out
+    of what it grants). `invite` is the operator's code (`--registration invite`).
+    """
+
     user: str
-    password: str
+    password: str | None
     register: bool = False
+    features: tuple[str, ...] | None = None
+    token: str | None = None
+    invite: str | None = None
     type: str = "auth"
 
-    def __repr__(self) -> str:  # the password never in a repr, so never in a log line
-        return f"Auth(user={self.user!r}, register={self.register!r})"
+    def __repr__(self) -> str:  # no password, token or code in a repr, so none in a log line
+        extra = "" if self.features is None else f", features={self.features!r}"
+        extra += "" if self.token is None else ", token=<hidden>"
+        extra += "" if self.invite is None else ", invite=<hidden>"
+        return f"Auth(user={self.user!r}, register={self.register!r}{extra})"
 
 
 class RosterAck(msgspec.Struct, frozen=True):
@@ -81,6 +222,8 @@ class RosterAck(msgspec.Struct, frozen=True):
 
 
 class Send(msgspec.Struct, frozen=True):
+    """`to` is "*", a room name (v1.2: a string starting with "#"), or user names."""
+
     id: MsgId
     to: Recipients
     text: str
@@ -99,7 +242,7 @@ class HistoryRequest(msgspec.Struct, frozen=True):
     """v1.1 `history`: a page of one conversation, newest first from `before` (exclusive)."""
 
     id: MsgId
-    peer: str  # `with` on the wire (a Python keyword): "*" or a user name
+    peer: str  # `with` on the wire (a Python keyword): "*", a user name, or (v1.2) a room
     before: int | None = None
     limit: int = HISTORY_LIMIT_DEFAULT
     type: str = "history"
@@ -112,15 +255,46 @@ class OfflineAck(msgspec.Struct, frozen=True):
     type: str = "offline_ack"
 
 
-ClientMessage = Auth | RosterAck | Send | Ping | ClientBye | HistoryRequest | OfflineAck
+ClientMessage = (
+    Auth
+    | RosterAck
+    | Send
+    | Ping
+    | ClientBye
+    | HistoryRequest
+    | OfflineAck
+    | RoomCreate
+    | RoomJoin
+    | RoomLeave
+    | RoomInvite
+    | RoomKick
+    | RoomTopic
+    | RoomListRequest
+    | Read
+    | Typing
+    | Passwd
+    | DeleteAccount
+    | UserSearch
+)
 
 
 # --------------------------------------------------------------------------
 # Server -> client
 # --------------------------------------------------------------------------
 class AuthOk(msgspec.Struct, frozen=True):
+    """`auth_ok`. `features` (v1.2) is on the wire only when not None: the server gives the
+    granted list to a connection that asked (`auth.features` present) and None to a v1.1
+    one, whose `auth_ok` stays byte for byte v1.1. `token` only with `resume` granted."""
+
     user: str
+    features: tuple[str, ...] | None = None
+    token: str | None = None
     type: str = "auth_ok"
+
+    def __repr__(self) -> str:
+        extra = "" if self.features is None else f", features={self.features!r}"
+        extra += "" if self.token is None else ", token=<hidden>"
+        return f"AuthOk(user={self.user!r}{extra})"
 
 
 class Roster(msgspec.Struct, frozen=True):
@@ -138,6 +312,18 @@ class Sent(msgspec.Struct, frozen=True):
     missing: tuple[str, ...]
     #: v1.1: named, registered and offline, so stored for them (each is in `missing` too).
     queued: tuple[str, ...] = ()
+    #: v1.2: the id of the stored message (its `msg.id`); every `sent` the server writes
+    #: has it (`encode_sents`). None: a frame without it (a v1.1 server), taken as such.
+    msg_id: int | None = None
+    type: str = "sent"
+
+
+class RoomSent(msgspec.Struct, frozen=True):
+    """v1.2 `sent` for a `send` to a room: no name lists (members read it later)."""
+
+    id: MsgId
+    msg_id: int
+    room: str
     type: str = "sent"
 
 
@@ -166,7 +352,7 @@ class Pong(msgspec.Struct, frozen=True):
 
 
 class ServerBye(msgspec.Struct, frozen=True):
-    reason: str
+    reason: str  # an `errors.Why`
     type: str = "bye"
 
 
@@ -177,141 +363,111 @@ class Error(msgspec.Struct, frozen=True):
     type: str = "error"
 
 
-ServerMessage = AuthOk | Roster | Sent | Msg | Pong | ServerBye | Error | HistoryPage
-
-
-# --------------------------------------------------------------------------
-# Field checks (each raises bad_request, carrying the send id when known)
-# --------------------------------------------------------------------------
-def valid_name(value: object) -> bool:
-    return isinstance(value, str) and NAME_RE.fullmatch(value) is not None
-
-
-def _bad(what: str, msg_id: Any = None) -> RemoteProtocolError:
-    return RemoteProtocolError(Code.BAD_REQUEST, what, msg_id)
-
-
-#: `_int`'s default for a field that must be present.
-_REQUIRED: Any = object()
-
-
-def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], msg_id: Any = None) -> Any:
-    if key not in obj:
-        raise _bad(f"missing field '{key}'", msg_id)
-    value = obj[key]
-    # bool is an int in Python but not in the contract, and vice versa.
-    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-        raise _bad(f"field '{key}' has the wrong type", msg_id)
-    return value
-
-
-def _int(
-    obj: dict[str, Any],
-    key: str,
-    bounds: tuple[int, int],
-    msg_id: Any = None,
-    default: Any = _REQUIRED,
-) -> Any:
-    """The one way an integer field leaves a frame: present, an int, within `bounds`.
-
-    An optional field (`default` given) may be absent; when present it is an
-    int, so JSON null is refused like any other non-int: the contract says what
-    the field is when it is there, and absence is how a client leaves it out.
-    bool is an int to Python but not to the contract; 5.0 is a float.
-    """
-    if key not in obj:
-        if default is _REQUIRED:
-            raise _bad(f"missing field '{key}'", msg_id)
-        return default
-    value = obj[key]
-    if type(value) is not int:
-        raise _bad(f"field '{key}' must be an integer", msg_id)
-    lo, hi = bounds
-    if not lo <= value <= hi:
-        raise _bad(f"field '{key}' must be {lo}..{hi}", msg_id)
-    return value
-
-
-def _bounded_text(value: str, key: str, lo: int, hi: int, msg_id: Any = None) -> str:
-    # len() counts code points, as the contract asks (clarification 14).
-    if not lo <= len(value) <= hi:
-        raise _bad(f"field '{key}' must be {lo}..{hi} characters", msg_id)
-    return value
-
-
-def _user_name(value: Any, key: str, msg_id: Any = None) -> str:
-    if not valid_name(value):
-        raise _bad(f"field '{key}' is not a valid user name", msg_id)
-    return value
-
-
-def valid_msg_id(value: object) -> bool:
-    """A client's own id (echoed in every answer): a string of at most `ID_TEXT_MAX`
-    code points, or an int within `SAFE_INT_BOUNDS` (never a bool, a float or null)."""
-    if type(value) is str:
-        return len(value) <= ID_TEXT_MAX
-    return type(value) is int and SAFE_INT_BOUNDS[0] <= value <= SAFE_INT_BOUNDS[1]
-
-
-_BAD_ID = (
-    f"field 'id' must be a string of at most {ID_TEXT_MAX} characters"
-    f" or an integer {SAFE_INT_BOUNDS[0]}..{SAFE_INT_BOUNDS[1]}"
+ServerMessage = (
+    AuthOk
+    | Roster
+    | Sent
+    | RoomSent
+    | Msg
+    | Pong
+    | ServerBye
+    | Error
+    | HistoryPage
+    | Ok
+    | RoomList
+    | Rooms
+    | RoomEvent
+    | Markers
+    | ReadNotice
+    | TypingNotice
+    | Users
 )
 
 
+# --------------------------------------------------------------------------
+# Client -> server parsing (what a server receives)
+# --------------------------------------------------------------------------
+def _features(obj: dict[str, Any]) -> tuple[str, ...] | None:
+    if "features" not in obj:
+        return None
+    value = obj["features"]
+    if (
+        type(value) is not list
+        or len(value) > FEATURES_MAX
+        or not all(type(f) is str and len(f) <= FEATURE_NAME_MAX for f in value)
+    ):
+        raise bad(
+            f"field 'features' must be a list of at most {FEATURES_MAX} strings"
+            f" of at most {FEATURE_NAME_MAX} characters"
+        )
+    return tuple(value)
+
+
 def _parse_auth(obj: dict[str, Any]) -> Auth:
-    user = _user_name(_get(obj, "user", str), "user")
-    password = _bounded_text(_get(obj, "password", str), "password", 1, PASSWORD_MAX)
-    register = obj.get("register", False)
-    if not isinstance(register, bool):
-        raise _bad("field 'register' has the wrong type")
-    return Auth(user, password, register)
+    user = user_name(get_field(obj, "user", str), "user")
+    if "token" not in obj:
+        password = text_field(obj, "password", 1, PASSWORD_MAX)
+        register = bool_field(obj, "register", default=False)
+        return Auth(user, password, register, _features(obj), None, _invite(obj))
+    if "password" in obj:
+        raise bad("an 'auth' carries a password or a token, not both")
+    if bool_field(obj, "register", default=False):
+        raise bad("a login with a token cannot register")
+    token = text_field(obj, "token", 1, TOKEN_MAX)
+    return Auth(user, None, False, _features(obj), token, _invite(obj))
+
+
+def _invite(obj: dict[str, Any]) -> str | None:
+    return text_field(obj, "invite", 1, INVITE_MAX, default=None)
 
 
 def _parse_send(obj: dict[str, Any]) -> Send:
-    msg_id = obj.get("id")
-    if not valid_msg_id(msg_id):
-        raise _bad(_BAD_ID)
+    msg_id = request_id(obj)
     to = obj.get("to")
     if to == BROADCAST:
         recipients: Recipients = BROADCAST
     elif isinstance(to, list) and to:
-        recipients = tuple(_user_name(name, "to", msg_id) for name in to)
+        recipients = tuple(user_name(name, "to", msg_id) for name in to)
+    elif is_room(to):
+        recipients = room_name(to, "to", msg_id)
     else:
-        raise _bad("field 'to' must be \"*\" or a non-empty list of user names", msg_id)
-    text = _bounded_text(_get(obj, "text", str, msg_id), "text", 1, TEXT_MAX, msg_id)
+        raise bad("field 'to' must be \"*\", a room or a non-empty list of user names", msg_id)
+    text = bounded_text(get_field(obj, "text", str, msg_id), "text", 1, TEXT_MAX, msg_id)
     return Send(msg_id, recipients, text)
 
 
 def _parse_roster_ack(obj: dict[str, Any]) -> RosterAck:
-    return RosterAck(_int(obj, "seq", SEQ_BOUNDS))
+    return RosterAck(int_field(obj, "seq", SEQ_BOUNDS))
 
 
 def _parse_history(obj: dict[str, Any]) -> HistoryRequest:
-    msg_id = obj.get("id")
-    if not valid_msg_id(msg_id):
-        raise _bad(_BAD_ID)
-    peer = obj.get("with")
-    if peer != BROADCAST and not valid_name(peer):
-        raise _bad("field 'with' must be \"*\" or a user name", msg_id)
-    before = _int(obj, "before", SAFE_INT_BOUNDS, msg_id, default=None)
-    limit = _int(obj, "limit", LIMIT_BOUNDS, msg_id, default=HISTORY_LIMIT_DEFAULT)
+    msg_id = request_id(obj)
+    peer = conversation(obj.get("with"), "with", msg_id)
+    before = int_field(obj, "before", SAFE_INT_BOUNDS, msg_id, default=None)
+    limit = int_field(obj, "limit", LIMIT_BOUNDS, msg_id, default=HISTORY_LIMIT_DEFAULT)
     return HistoryRequest(msg_id, peer, before, limit)
 
 
-_CLIENT_PARSERS = {
+_CLIENT_PARSERS: dict[str, Any] = {
     "auth": _parse_auth,
     "roster_ack": _parse_roster_ack,
     "send": _parse_send,
     "ping": lambda obj: Ping(),
     "bye": lambda obj: ClientBye(),
     "history": _parse_history,
-    "offline_ack": lambda obj: OfflineAck(_int(obj, "upto", SAFE_INT_BOUNDS)),
+    "offline_ack": lambda obj: OfflineAck(int_field(obj, "upto", SAFE_INT_BOUNDS)),
 }
+#: The client frame types of v1 and v1.1: all a server that handles no v1.2 frame knows
+#: (`ServerConnection(offered=None)`); each v1.2 type is an unknown type to it.
+V11_CLIENT_TYPES: frozenset[str] = frozenset(_CLIENT_PARSERS)
+#: The client frame types v1.2 adds (`requests.py`).
+V12_CLIENT_TYPES: frozenset[str] = frozenset(_REQUEST_PARSERS)
+_CLIENT_PARSERS |= _REQUEST_PARSERS
 
 #: Client frames that carry an `id` the server echoes on every error answering them
-#: (clarification 6 for `send`, v1.1 section 4 for `history`).
-ID_TYPES: frozenset[str] = frozenset({"send", "history"})
+#: (clarification 6 for `send`, v1.1 section 4 for `history`, v1.2 section 1 for every
+#: v1.2 request with an `id`).
+ID_TYPES: frozenset[str] = frozenset({"send", "history"}) | _V12_ID_TYPES
 
 CLIENT_TYPES: frozenset[str] = frozenset(_CLIENT_PARSERS)
 
@@ -356,7 +512,7 @@ def read_client(payload: bytes) -> tuple[Any, MsgId | None, ClientMessage | Remo
     parser = _CLIENT_PARSERS.get(kind) if isinstance(kind, str) else None
     try:
         if parser is None:
-            raise _bad(f"unknown type {kind!r}"[:80], raw_send_id(obj))
+            raise bad(f"unknown type {kind!r}"[:80], raw_send_id(obj))
         return kind, raw_send_id(obj), parser(obj)
     except RemoteProtocolError as err:
         return kind, raw_send_id(obj), err
@@ -367,80 +523,83 @@ def parse_client_object(obj: dict[str, Any]) -> ClientMessage:
     kind = obj["type"]
     parser = _CLIENT_PARSERS.get(kind) if isinstance(kind, str) else None
     if parser is None:
-        raise _bad(f"unknown type {kind!r}"[:80], raw_send_id(obj))
+        raise bad(f"unknown type {kind!r}"[:80], raw_send_id(obj))
     return parser(obj)
 
 
 # --------------------------------------------------------------------------
 # Server -> client parsing (what a client receives)
 # --------------------------------------------------------------------------
-def _names(obj: dict[str, Any], key: str) -> tuple[str, ...]:
-    value = obj.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
-        raise _bad(f"field '{key}' must be a list of names")
-    return tuple(value)
+def _parse_auth_ok(obj: dict[str, Any]) -> AuthOk:
+    features = None
+    if "features" in obj:
+        get_field(obj, "features", list)
+        features = names(obj, "features")
+    token = text_field(obj, "token", 1, TOKEN_MAX, default=None)
+    return AuthOk(get_field(obj, "user", str), features, token)
 
 
 def _parse_roster(obj: dict[str, Any]) -> Roster:
-    seq, full = _int(obj, "seq", SEQ_BOUNDS), _get(obj, "full", bool)
+    seq, full = int_field(obj, "seq", SEQ_BOUNDS), get_field(obj, "full", bool)
     if full:
-        return Roster(seq, True, users=_names(obj, "users"))
-    return Roster(seq, False, join=_names(obj, "join"), leave=_names(obj, "leave"))
+        return Roster(seq, True, users=names(obj, "users"))
+    return Roster(seq, False, join=names(obj, "join"), leave=names(obj, "leave"))
+
+
+def _parse_sent(obj: dict[str, Any]) -> Sent | RoomSent:
+    msg_id = echoed_id(obj)
+    if "room" in obj:  # v1.2: the answer to a send to a room
+        room = room_name(obj["room"], "room")
+        return RoomSent(msg_id, int_field(obj, "msg_id", MSG_ID_BOUNDS), room)  # type: ignore[arg-type]
+    return Sent(
+        msg_id,  # type: ignore[arg-type]
+        names(obj, "delivered"),
+        names(obj, "missing"),
+        names(obj, "queued"),
+        int_field(obj, "msg_id", MSG_ID_BOUNDS, default=None),
+    )
 
 
 def _parse_msg(obj: dict[str, Any]) -> Msg:
     to = obj.get("to")
-    if to != BROADCAST and not (isinstance(to, list) and all(isinstance(n, str) for n in to)):
-        raise _bad("field 'to' must be \"*\" or a list of names")
-    recipients: Recipients = BROADCAST if to == BROADCAST else tuple(to)
-    ts = _get(obj, "ts", (int, float))
-    if not TS_BOUNDS[0] <= ts <= TS_BOUNDS[1]:  # NaN fails this too
-        raise _bad(f"field 'ts' must be {TS_BOUNDS[0]:.0f}..{TS_BOUNDS[1]:.0f}")
-    offline = obj.get("offline", False) is True
+    if to == BROADCAST or valid_room(to):
+        recipients: Recipients = to  # type: ignore[assignment]
+    elif isinstance(to, list) and all(isinstance(n, str) for n in to):
+        recipients = tuple(to)
+    else:
+        raise bad("field 'to' must be \"*\", a room or a list of names")
     return Msg(
-        _int(obj, "id", MSG_ID_BOUNDS),
-        _get(obj, "from", str),
+        int_field(obj, "id", MSG_ID_BOUNDS),
+        get_field(obj, "from", str),
         recipients,
-        _get(obj, "text", str),
-        ts,
-        offline,
+        get_field(obj, "text", str),
+        ts_field(obj),
+        obj.get("offline", False) is True,
     )
 
 
 def _parse_history_page(obj: dict[str, Any]) -> HistoryPage:
-    items = _get(obj, "messages", list)
+    items = get_field(obj, "messages", list)
     if not all(isinstance(item, dict) for item in items):
-        raise _bad("field 'messages' must be a list of message objects")
-    return HistoryPage(_echoed_id(obj), tuple(map(_parse_msg, items)), _get(obj, "more", bool))
-
-
-def _echoed_id(obj: dict[str, Any], required: bool = True) -> MsgId | None:
-    """The client's id that a server frame echoes: one the client could have sent."""
-    if not required and "id" not in obj:
-        return None
-    msg_id = obj.get("id")
-    if not valid_msg_id(msg_id):
-        raise _bad(_BAD_ID)
-    return msg_id
+        raise bad("field 'messages' must be a list of message objects")
+    return HistoryPage(echoed_id(obj), tuple(map(_parse_msg, items)), get_field(obj, "more", bool))  # type: ignore[arg-type]
 
 
 def _parse_error(obj: dict[str, Any]) -> Error:
-    msg_id = _echoed_id(obj, required=False)
-    return Error(_get(obj, "code", str), str(obj.get("message", "")), msg_id)
+    msg_id = echoed_id(obj, required=False)
+    return Error(get_field(obj, "code", str), str(obj.get("message", "")), msg_id)
 
 
-_SERVER_PARSERS = {
-    "auth_ok": lambda obj: AuthOk(_get(obj, "user", str)),
+_SERVER_PARSERS: dict[str, Any] = {
+    "auth_ok": _parse_auth_ok,
     "roster": _parse_roster,
-    "sent": lambda obj: Sent(
-        _echoed_id(obj), _names(obj, "delivered"), _names(obj, "missing"), _names(obj, "queued")
-    ),
+    "sent": _parse_sent,
     "msg": _parse_msg,
     "history": _parse_history_page,
     "pong": lambda obj: Pong(),
     "bye": lambda obj: ServerBye(str(obj.get("reason", ""))),
     "error": _parse_error,
-}
+} | _NOTICE_PARSERS
 
 
 def parse_server_message(payload: bytes) -> ServerMessage:
@@ -448,7 +607,7 @@ def parse_server_message(payload: bytes) -> ServerMessage:
     obj = decode_object(payload)
     parser = _SERVER_PARSERS.get(obj["type"]) if isinstance(obj["type"], str) else None
     if parser is None:
-        raise _bad(f"unknown type {obj['type']!r}"[:80])
+        raise bad(f"unknown type {obj['type']!r}"[:80])
     return parser(obj)
 
 
@@ -457,6 +616,8 @@ def parse_server_message(payload: bytes) -> ServerMessage:
 # --------------------------------------------------------------------------
 _encoder = msgspec.json.Encoder()
 _pack = HEADER.pack
+#: The wire objects of the v1.2 frames, by message class (requests.py, notices.py).
+_WIRE = _REQUEST_WIRE | _NOTICE_WIRE
 
 
 def to_wire(message: ClientMessage | ServerMessage) -> dict[str, Any]:
@@ -470,22 +631,44 @@ def to_wire(message: ClientMessage | ServerMessage) -> dict[str, Any]:
         return obj
     if kind is Sent:
         r: Sent = message  # type: ignore[assignment]
-        return {
+        obj = {
             "type": "sent",
             "id": r.id,
             "delivered": list(r.delivered),
             "missing": list(r.missing),
             "queued": list(r.queued),
         }
+        if r.msg_id is not None:  # after the v1.1 fields, as `encode_sents` writes it
+            obj["msg_id"] = r.msg_id
+        return obj
+    wire = _WIRE.get(kind)
+    if wire is not None:
+        return wire(message)
     match message:
-        case Auth(user, password, register):
-            return {"type": "auth", "user": user, "password": password, "register": register}
+        case Auth(user, password, register, features, token, invite):
+            obj = {"type": "auth", "user": user}
+            if password is not None:
+                obj |= {"password": password, "register": register}
+            if features is not None:
+                obj["features"] = list(features)
+            if token is not None:
+                obj["token"] = token
+            if invite is not None:
+                obj["invite"] = invite
+            return obj
         case RosterAck(seq):
             return {"type": "roster_ack", "seq": seq}
         case Send(msg_id, to, text):
             return {"type": "send", "id": msg_id, "to": _wire_to(to), "text": text}
-        case AuthOk(user):
-            return {"type": "auth_ok", "user": user}
+        case AuthOk(user, features, token):
+            obj = {"type": "auth_ok", "user": user}
+            if features is not None:
+                obj["features"] = list(features)
+            if token is not None:
+                obj["token"] = token
+            return obj
+        case RoomSent(msg_id, stored, room):
+            return {"type": "sent", "id": msg_id, "msg_id": stored, "room": room}
         case Roster(seq, True, users):
             return {"type": "roster", "seq": seq, "full": True, "users": list(users)}
         case Roster(seq, False, _, join, leave):
@@ -511,7 +694,7 @@ def to_wire(message: ClientMessage | ServerMessage) -> dict[str, Any]:
                 "more": more,
             }
         case ServerBye(reason):
-            return {"type": "bye", "reason": reason}
+            return {"type": "bye", "reason": str(reason)}
         case Error(code, text, msg_id):
             obj = {"type": "error", "code": code, "message": text}
             if msg_id is not None:
@@ -523,7 +706,8 @@ def to_wire(message: ClientMessage | ServerMessage) -> dict[str, Any]:
 
 
 def _wire_to(to: Recipients) -> str | list[str]:
-    return to if to == BROADCAST else list(to)
+    """`"*"` and a room name are strings on the wire; user names a list."""
+    return to if type(to) is str else list(to)
 
 
 def _msg_fields(m: Msg) -> dict[str, Any]:
@@ -531,7 +715,7 @@ def _msg_fields(m: Msg) -> dict[str, Any]:
     return {
         "id": m.id,
         "from": m.sender,
-        "to": m.to if m.to == BROADCAST else list(m.to),
+        "to": m.to if type(m.to) is str else list(m.to),
         "text": m.text,
         "ts": float(m.ts),
     }
@@ -556,29 +740,61 @@ def encode_sents(
     delivered: bytes | Iterable[str],
     missing: Iterable[str],
     queued: Iterable[str],
+    msg_ids: Iterable[int] | None = None,
 ) -> bytes:
     """The `sent` frames of sends with the same outcome, byte for byte what `encode(Sent)`
-    writes; `delivered` is the array from `encode_names`, encoded once for all of them
+    writes. `delivered` is the array from `encode_names`, encoded once for all of them
     (a message to everyone lists every other user: the array is the frame's bulk), or the
-    names, encoded here."""
+    names, encoded here.
+
+    `msg_ids` runs beside `ids`: the id of the message each send made (one send is one
+    message, v1.2 section 1), written as `msg_id` after the v1.1 fields, whose bytes stay
+    those of v1.1. None: no `msg_id` (a v1.1 server's `sent`)."""
     if not isinstance(delivered, bytes):
         delivered = _encoder.encode(list(delivered))
-    tail = b',"delivered":' + delivered
-    tail += b',"missing":' + encode_names(missing) + b',"queued":' + encode_names(queued) + b"}"
-    enc, frame = _encoder.encode, _frame
-    return b"".join([frame(b'{"type":"sent","id":' + enc(i) + tail) for i in ids])
+    tail = b',"delivered":' + delivered + b',"missing":' + encode_names(missing)
+    tail += b',"queued":' + encode_names(queued)
+    enc, frame, head = _encoder.encode, _frame, b'{"type":"sent","id":'
+    if msg_ids is None:
+        tail += b"}"
+        return b"".join([frame(head + enc(i) + tail) for i in ids])
+    tail += b',"msg_id":'
+    # `%d` takes nothing but a number: a msg id that is not one stops here, not on the wire.
+    pairs = zip(ids, msg_ids, strict=True)
+    return b"".join([frame(head + enc(i) + tail + b"%d}" % m) for i, m in pairs])
+
+
+def encode_room_sents(ids: Iterable[MsgId], msg_ids: Iterable[int], room: str) -> bytes:
+    """The `sent` frames of sends to one room (v1.2 section 2): {type, id, msg_id, room},
+    byte for byte what `encode(RoomSent)` writes; `msg_ids` beside `ids`, as in
+    `encode_sents`."""
+    tail = b',"room":' + _encoder.encode(room) + b"}"
+    enc, frame, head = _encoder.encode, _frame, b'{"type":"sent","id":'
+    pairs = zip(ids, msg_ids, strict=True)
+    return b"".join([frame(head + enc(i) + b',"msg_id":%d' % m + tail) for i, m in pairs])
 
 
 def encode_delivery(
-    msgs: Iterable[Msg],
+    msgs: Sequence[Msg],
     ids: Iterable[MsgId],
     delivered: bytes | Iterable[str],
     missing: Iterable[str],
     queued: Iterable[str],
 ) -> tuple[bytes, bytes]:
     """The `msg` frames of a group of sends (one blob for every recipient) and their
-    `sent` frames, in one call: the server's send path enters this module once."""
-    return encode_msgs(msgs), encode_sents(ids, delivered, missing, queued)
+    `sent` frames, in one call: the server's send path enters this module once. `ids`
+    are the sends' client ids in the order of `msgs`: the i-th send made the i-th
+    message, whose id its `sent` carries as `msg_id` (v1.2 section 1)."""
+    msg_ids = [m.id for m in msgs]
+    return encode_msgs(msgs), encode_sents(ids, delivered, missing, queued, msg_ids)
+
+
+def encode_room_delivery(
+    msgs: Sequence[Msg], ids: Iterable[MsgId], room: str
+) -> tuple[bytes, bytes]:
+    """`encode_delivery` for sends to one room: the `msg` frames (`to` the room) and the
+    room `sent` frames."""
+    return encode_msgs(msgs), encode_room_sents(ids, [m.id for m in msgs], room)
 
 
 def encode_msgs(msgs: Iterable[Msg]) -> bytes:
@@ -592,7 +808,7 @@ def encode_msgs(msgs: Iterable[Msg]) -> bytes:
                         "type": "msg",
                         "id": m.id,
                         "from": m.sender,
-                        "to": m.to if m.to == BROADCAST else list(m.to),
+                        "to": m.to if type(m.to) is str else list(m.to),
                         "text": m.text,
                         "ts": float(m.ts),
                     }

@@ -12,7 +12,7 @@ from enum import Enum
 from typing import Any
 
 from .errors import Code, LocalProtocolError, RemoteProtocolError
-from .messages import ID_TYPES
+from .messages import ID_TYPES, V12_CLIENT_TYPES
 
 
 class State(Enum):
@@ -30,6 +30,9 @@ class Transition(Enum):
 
 # None means accepted; a Code means "answer with this non-fatal error".
 # A type missing from a state's row is unknown: bad_request (clarification 5).
+# Every v1.2 client frame (rooms, read, typing, passwd, delete_account, user_search) is
+# accepted in CHAT only, like `history`: `not_authenticated` before login, `not_ready`
+# before the first roster_ack, with the id when the frame has a valid one (`ID_TYPES`).
 CLIENT_RULES: dict[State, dict[str, Code | None]] = {
     State.AUTH: {
         "auth": None,
@@ -39,6 +42,7 @@ CLIENT_RULES: dict[State, dict[str, Code | None]] = {
         "send": Code.NOT_AUTHENTICATED,
         "history": Code.NOT_AUTHENTICATED,
         "offline_ack": Code.NOT_AUTHENTICATED,
+        **dict.fromkeys(sorted(V12_CLIENT_TYPES), Code.NOT_AUTHENTICATED),
     },
     State.ROSTER: {
         "auth": Code.BAD_REQUEST,  # already logged in on this connection
@@ -48,6 +52,7 @@ CLIENT_RULES: dict[State, dict[str, Code | None]] = {
         "offline_ack": Code.NOT_READY,  # offline messages come only in CHAT
         "ping": None,
         "bye": None,
+        **dict.fromkeys(sorted(V12_CLIENT_TYPES), Code.NOT_READY),
     },
     State.CHAT: {
         "auth": Code.BAD_REQUEST,
@@ -57,6 +62,7 @@ CLIENT_RULES: dict[State, dict[str, Code | None]] = {
         "offline_ack": None,
         "ping": None,
         "bye": None,
+        **dict.fromkeys(sorted(V12_CLIENT_TYPES), None),
     },
     State.CLOSED: {},
 }
@@ -77,7 +83,7 @@ def check_client_frame(state: State, kind: Any, msg_id: Any = None) -> None:
     """Raise the contract's error if a frame of type `kind` is not allowed in `state`.
 
     `msg_id` is echoed on errors that answer a frame with an id (`send`,
-    `history`: clarification 6, v1.1 section 4).
+    `history`, the v1.2 requests: clarification 6, v1.1 section 4, v1.2 section 1).
     """
     if state is State.CLOSED:
         raise LocalProtocolError("frame handled on a closed connection")

@@ -116,13 +116,14 @@ def test_illegal_transitions_are_our_bug(state: State, transition: Transition) -
         next_state(state, transition)
 
 
-def test_fatal_codes_are_exactly_the_contracts_five() -> None:
+def test_fatal_codes_are_exactly_the_contracts_five_and_v12s_banned() -> None:
     assert {c.value for c in FATAL_CODES} == {
         "bad_frame",
         "frame_too_large",
         "server_full",
         "too_many_attempts",
         "timeout",
+        "banned",  # v1.2 section 9
     }
     for code in Code:
         assert RemoteProtocolError(code).fatal is (code in FATAL_CODES)
@@ -145,4 +146,12 @@ def test_every_code_has_a_default_message_and_bad_credentials_text_is_fixed() ->
         "bad_credentials",
         "user_exists",
         "rate_limited",
+        # v1.2 section 9
+        "no_such_room",
+        "room_exists",
+        "not_member",
+        "not_allowed",
+        "no_such_user",
+        "registration_closed",
+        "banned",
     }
