@@ -329,7 +329,7 @@ int cd_append(cd_out *o, cd_tick *t, uint64_t h, const uint8_t *data, size_t n) 
 }
 
 size_t cd_fanout(cd_out *o, cd_tick *t, const uint8_t *data, size_t n, const uint64_t *handles,
-                 size_t count, uint32_t exclude, uint8_t *failed) {
+                 size_t count, uint32_t exclude, uint64_t skip, uint8_t *failed) {
     if (failed && count) memset(failed, 0, count);
     if (!o || (n && !data) || (count && !handles)) {
         if (failed && count) memset(failed, 1, count);
@@ -337,6 +337,7 @@ size_t cd_fanout(cd_out *o, cd_tick *t, const uint8_t *data, size_t n, const uin
     }
     size_t took = 0;
     for (size_t i = 0; i < count; i++) {
+        if (skip && handles[i] == skip) continue; /* the sending connection itself */
         struct slot *s = lock_live(o, handles[i]);
         if (!s) {
             if (failed) failed[i] = 1;

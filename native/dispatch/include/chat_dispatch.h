@@ -94,13 +94,15 @@ CD_API int cd_set_tag(cd_out *o, uint64_t handle, uint32_t tag);
 
 /* `tick` (may be NULL) records the slot as dirty for cd_tick_flush. */
 CD_API int cd_append(cd_out *o, cd_tick *tick, uint64_t handle, const uint8_t *data, size_t n);
-/* The same bytes to every handle whose tag is not `exclude` (0 excludes nothing).
+/* The same bytes to every handle whose tag is not `exclude` (0 excludes nothing), and
+ * that is not `skip` (one connection left out, e.g. a room message's sender; 0: none).
  * Returns how many slots took them; overflows are reported by cd_tick_flush.
  * `failed` (may be NULL) has `count` bytes: failed[i] is set to 1 when handles[i]
- * was not excluded and did not take the bytes (stale, sealed, closed, overflowed or
+ * was not excluded (nor skipped) and did not take the bytes (stale, sealed, closed, overflowed or
  * out of memory), 0 otherwise, so the caller never counts such a recipient as reached. */
 CD_API size_t cd_fanout(cd_out *o, cd_tick *tick, const uint8_t *data, size_t n,
-                        const uint64_t *handles, size_t count, uint32_t exclude, uint8_t *failed);
+                        const uint64_t *handles, size_t count, uint32_t exclude, uint64_t skip,
+                        uint8_t *failed);
 /* The final frame: past any limit; returns CD_OK, CD_DROPPED if already sealed, or
  * CD_OVERFLOW when no memory is left for it (the slot is reported as overflowed). */
 CD_API int cd_seal(cd_out *o, cd_tick *tick, uint64_t handle, const uint8_t *data, size_t n);

@@ -479,7 +479,7 @@ static void op_fanout(struct input *in) {
     uint8_t failed[6], want_failed[6];
     int with_failed = u8(in) % 2;
     size_t took = cd_fanout(G.o, mt ? mt->t : NULL, data, n, null_handles ? NULL : hs, count,
-                            exclude, with_failed ? failed : NULL);
+                            exclude, 0, with_failed ? failed : NULL);
     size_t want = 0;
     memset(want_failed, 1, sizeof want_failed);
     if (!((n && !data) || null_handles)) {
@@ -705,7 +705,7 @@ static void op_null_out(struct input *in) {
     size_t left = 5;
     switch (u8(in) % 10) {
     case 0: EXPECT(cd_append(NULL, G.tk[0].t, h, buf, 8) == CD_DROPPED, "append"); break;
-    case 1: EXPECT(cd_fanout(NULL, G.tk[0].t, buf, 8, &h, 1, 0, NULL) == 0, "fanout"); break;
+    case 1: EXPECT(cd_fanout(NULL, G.tk[0].t, buf, 8, &h, 1, 0, 0, NULL) == 0, "fanout"); break;
     case 2: EXPECT(cd_seal(NULL, NULL, h, buf, 8) == CD_DROPPED, "seal"); break;
     case 3: EXPECT(cd_close(NULL, h) == CD_EINVAL, "close"); break;
     case 4: EXPECT(cd_state(NULL, h) == CD_CLOSED, "state"); break;

@@ -379,7 +379,7 @@ static void *producer_main(void *arg) {
             } else {
                 uint32_t exclude = (uint32_t)(rand_r(&p->seed) % 4);
                 size_t len = make_frame(frame, p->id, seq, exclude, handles, count, payload);
-                cd_fanout(out, t, frame, len, handles, count, exclude, NULL);
+                cd_fanout(out, t, frame, len, handles, count, exclude, 0, NULL);
             }
             __atomic_add_fetch(&frames_sent, 1, __ATOMIC_RELAXED);
         }

@@ -214,7 +214,7 @@ static void test_open_close_and_generations(void) {
         CHECK(cd_flush(o, s, &err, &left) == 0 && err == 0 && left == 0, "flush stale");
         CHECK(cd_close(o, s) == CD_EINVAL, "close stale");
         CHECK(cd_state(o, s) == CD_CLOSED, "state stale");
-        CHECK(cd_fanout(o, NULL, hello, 5, &s, 1, 0, NULL) == 0, "fanout to stale");
+        CHECK(cd_fanout(o, NULL, hello, 5, &s, 1, 0, 0, NULL) == 0, "fanout to stale");
     }
     CHECK(cd_pending(o, h2) == 0 && cd_total(o) == 0, "a stale handle reached the new connection");
     CHECK(cd_state(o, h2) == 0, "new connection's state %u", cd_state(o, h2));
@@ -240,7 +240,7 @@ static void test_open_close_and_generations(void) {
         CHECK(cd_pending(o, bad[i]) == 0, "pending of bad handle %zu", i);
         CHECK(cd_set_tag(o, bad[i], 1) == CD_EINVAL, "tag bad handle %zu", i);
     }
-    CHECK(cd_fanout(o, NULL, hello, 5, bad, sizeof bad / sizeof bad[0], 0, NULL) == 0, "fanout to bad");
+    CHECK(cd_fanout(o, NULL, hello, 5, bad, sizeof bad / sizeof bad[0], 0, 0, NULL) == 0, "fanout to bad");
     CHECK(cd_total(o) == 0 && cd_pending(o, live) == 0, "bad handles queued bytes");
     cd_out_free(o);
 }
@@ -258,17 +258,17 @@ static void test_bad_arguments(void) {
     CHECK(cd_append_first(o, t, h, NULL, 5) == CD_EINVAL, "append_first NULL data");
     CHECK(cd_seal(o, t, h, NULL, 5) == CD_EINVAL, "seal NULL data");
     CHECK(cd_state(o, h) == 0, "a refused seal sealed: %u", cd_state(o, h));
-    CHECK(cd_fanout(o, t, NULL, 5, &h, 1, 0, NULL) == 0, "fanout NULL data");
-    CHECK(cd_fanout(o, t, hello, 5, NULL, 1, 0, NULL) == 0, "fanout NULL handles");
-    CHECK(cd_fanout(NULL, t, hello, 5, &h, 1, 0, NULL) == 0, "fanout NULL out");
-    CHECK(cd_fanout(o, t, hello, 5, &h, 0, 0, NULL) == 0, "fanout to nobody");
+    CHECK(cd_fanout(o, t, NULL, 5, &h, 1, 0, 0, NULL) == 0, "fanout NULL data");
+    CHECK(cd_fanout(o, t, hello, 5, NULL, 1, 0, 0, NULL) == 0, "fanout NULL handles");
+    CHECK(cd_fanout(NULL, t, hello, 5, &h, 1, 0, 0, NULL) == 0, "fanout NULL out");
+    CHECK(cd_fanout(o, t, hello, 5, &h, 0, 0, 0, NULL) == 0, "fanout to nobody");
     CHECK(cd_peek(o, h, NULL, 5) == 0, "peek into NULL");
     CHECK(cd_total(o) == 0 && cd_pending(o, h) == 0, "a refused call queued bytes");
 
     /* n == 0 with NULL data is an empty append. */
     CHECK(cd_append(o, t, h, NULL, 0) == CD_OK, "empty append");
     CHECK(cd_append_first(o, t, h, NULL, 0) == CD_OK, "empty append_first");
-    CHECK(cd_fanout(o, t, NULL, 0, &h, 1, 0, NULL) == 1, "empty fanout");
+    CHECK(cd_fanout(o, t, NULL, 0, &h, 1, 0, 0, NULL) == 1, "empty fanout");
     CHECK(cd_peek(o, h, NULL, 0) == 0, "peek 0 into NULL");
     CHECK(cd_pending(o, h) == 0, "empty appends queued bytes");
 
@@ -345,7 +345,7 @@ static void test_huge_lengths(void) {
     uint64_t h1 = open_ok(o, 1, 3, 0);
     uint64_t both[2] = {h, h1};
     CHECK(cd_append(o, t, h1, hello, 7) == CD_OK, "append 7");
-    CHECK(cd_fanout(o, t, buf, SIZE_MAX - 3, both, 2, 0, NULL) == 0, "fanout huge");
+    CHECK(cd_fanout(o, t, buf, SIZE_MAX - 3, both, 2, 0, 0, NULL) == 0, "fanout huge");
     CHECK(cd_state(o, h) == CD_OVERFLOWED && cd_state(o, h1) == CD_OVERFLOWED, "both overflowed");
     CHECK(cd_total(o) == 7, "total %llu", (unsigned long long)cd_total(o));
     cd_tick_free(t);
@@ -388,7 +388,7 @@ static void test_limit_per_slot_and_seal(void) {
     CHECK(cd_append(o, NULL, other, data, 1) == CD_DROPPED, "append after seal");
     CHECK(cd_append(o, NULL, other, data, 0) == CD_DROPPED, "empty append after seal");
     CHECK(cd_append_first(o, NULL, other, data, 1) == CD_DROPPED, "append_first after seal");
-    CHECK(cd_fanout(o, NULL, data, 1, &other, 1, 0, NULL) == 0, "fanout after seal");
+    CHECK(cd_fanout(o, NULL, data, 1, &other, 1, 0, 0, NULL) == 0, "fanout after seal");
     CHECK(cd_seal(o, NULL, other, data, 1) == CD_DROPPED, "second seal");
     CHECK(cd_hold(o, other) == CD_OK, "hold after seal");
     CHECK(!(cd_state(o, other) & CD_HOLDING), "holding after seal");
@@ -458,7 +458,7 @@ static void test_hold_release_ordering(void) {
     CHECK(cd_state(o, h) == CD_HOLDING, "state %u", cd_state(o, h));
     CHECK(cd_hold(o, h) == CD_OK, "hold twice");
     CHECK(cd_append(o, NULL, h, (const uint8_t *)"B", 1) == CD_OK, "B waits aside");
-    CHECK(cd_fanout(o, NULL, (const uint8_t *)"C", 1, &h, 1, 0, NULL) == 1, "C waits aside");
+    CHECK(cd_fanout(o, NULL, (const uint8_t *)"C", 1, &h, 1, 0, 0, NULL) == 1, "C waits aside");
     CHECK(cd_pending(o, h) == 1, "what waits aside is not pending: %zu", cd_pending(o, h));
     CHECK(cd_total(o) == 3, "but it is counted: %llu", (unsigned long long)cd_total(o));
     CHECK(cd_peek(o, h, out, sizeof out) == 1 && out[0] == 'A', "peek sees A only");
@@ -524,12 +524,12 @@ static void test_fanout_and_tags(void) {
     /* h[3] keeps tag 0; h[4] is tagged then re-tagged. */
     CHECK(cd_set_tag(o, h[4], 2) == CD_OK && cd_set_tag(o, h[4], 7) == CD_OK, "retag");
 
-    CHECK(cd_fanout(o, NULL, (const uint8_t *)"m", 1, h, 5, 2, NULL) == 3, "exclude tag 2");
+    CHECK(cd_fanout(o, NULL, (const uint8_t *)"m", 1, h, 5, 2, 0, NULL) == 3, "exclude tag 2");
     CHECK(cd_pending(o, h[0]) == 1 && cd_pending(o, h[1]) == 0 && cd_pending(o, h[2]) == 0 &&
               cd_pending(o, h[3]) == 1 && cd_pending(o, h[4]) == 1,
           "exclude 2 reached the wrong slots");
-    CHECK(cd_fanout(o, NULL, (const uint8_t *)"n", 1, h, 5, 0, NULL) == 5, "exclude 0: everybody");
-    CHECK(cd_fanout(o, NULL, (const uint8_t *)"o", 1, h, 5, 99, NULL) == 5, "a tag nobody has");
+    CHECK(cd_fanout(o, NULL, (const uint8_t *)"n", 1, h, 5, 0, 0, NULL) == 5, "exclude 0: everybody");
+    CHECK(cd_fanout(o, NULL, (const uint8_t *)"o", 1, h, 5, 99, 0, NULL) == 5, "a tag nobody has");
     CHECK(cd_total(o) == 13, "total %llu", (unsigned long long)cd_total(o));
 
     /* Stale and bad handles in the list are skipped; a handle twice gets it twice. */
@@ -537,16 +537,16 @@ static void test_fanout_and_tags(void) {
     cd_close(o, h[4]);
     h[4] = open_ok(o, 4, 3, 0);
     uint64_t list[] = {stale, h[0], 77, h[0], (uint64_t)5 | (1ull << 32), h[4]};
-    CHECK(cd_fanout(o, NULL, (const uint8_t *)"p", 1, list, 6, 0, NULL) == 3, "mixed list");
+    CHECK(cd_fanout(o, NULL, (const uint8_t *)"p", 1, list, 6, 0, 0, NULL) == 3, "mixed list");
     CHECK(cd_pending(o, h[0]) == 5 && cd_pending(o, h[4]) == 1, "h0 %zu h4 %zu",
           cd_pending(o, h[0]), cd_pending(o, h[4]));
     /* The new connection in a reused slot starts with tag 0. */
-    CHECK(cd_fanout(o, NULL, (const uint8_t *)"q", 1, &h[4], 1, 7, NULL) == 1, "old tag was kept");
+    CHECK(cd_fanout(o, NULL, (const uint8_t *)"q", 1, &h[4], 1, 7, 0, NULL) == 1, "old tag was kept");
 
     /* Overflowing slots do not take it, the others do. */
     uint8_t big[10];
     memset(big, 'x', sizeof big);
-    CHECK(cd_fanout(o, NULL, big, 7, h, 5, 0, NULL) == 4, "h0 (5 + 7 > 10) overflows, h3 reaches 10");
+    CHECK(cd_fanout(o, NULL, big, 7, h, 5, 0, 0, NULL) == 4, "h0 (5 + 7 > 10) overflows, h3 reaches 10");
     CHECK(cd_state(o, h[0]) == CD_OVERFLOWED, "h0 overflowed");
     CHECK(cd_state(o, h[3]) == 0 && cd_pending(o, h[3]) == 10, "h3 at the limit");
     for (int i = 0; i < 5; i++) cd_close(o, h[i]);
@@ -616,7 +616,7 @@ static void test_accounting(void) {
             size_t n = (size_t)(i + 1) * 5;
             if (cd_append(o, NULL, h[i], data, n) == CD_OK) expect += n;
         }
-        expect += 10 * (uint64_t)cd_fanout(o, NULL, data, 10, h, SLOTS, 0, NULL);
+        expect += 10 * (uint64_t)cd_fanout(o, NULL, data, 10, h, SLOTS, 0, 0, NULL);
         CHECK(cd_total(o) == expect, "round %d total %llu want %llu", round,
               (unsigned long long)cd_total(o), (unsigned long long)expect);
     }
@@ -836,7 +836,7 @@ static void test_overflow_reported_once(void) {
     CHECK(cd_tick_flush(o, t, hs, st, errs, 4) == 0, "reported once");
     /* A fan-out's overflows are reported by the tick too. */
     uint64_t f = open_ok(o, 2, 3, 0);
-    CHECK(cd_fanout(o, t, data, 11, &f, 1, 0, NULL) == 0, "fanout overflow");
+    CHECK(cd_fanout(o, t, data, 11, &f, 1, 0, 0, NULL) == 0, "fanout overflow");
     CHECK(cd_tick_flush(o, t, hs, st, errs, 4) == 1 && hs[0] == f && st[0] == CD_S_OVERFLOW,
           "fanout overflow reported");
     cd_close(o, d);
@@ -871,7 +871,7 @@ static void test_tick_flush(void) {
     cd_append(o, t, d[0], (const uint8_t *)"a", 1);
     cd_append(o, t, d[0], (const uint8_t *)"b", 1); /* marked once */
     cd_append(o, t, l[1], (const uint8_t *)"L", 1);
-    cd_fanout(o, t, (const uint8_t *)"f", 1, d, 3, 0, NULL);
+    cd_fanout(o, t, (const uint8_t *)"f", 1, d, 3, 0, 0, NULL);
     cd_append(o, NULL, l[2], (const uint8_t *)"x", 1); /* no tick: not marked */
     size_t n = cd_tick_flush(o, t, hs, st, errs, SLOTS);
     CHECK(n == 1 && hs[0] == l[1] && st[0] == CD_S_LOOP && errs[0] == 0, "reports: %zu", n);
@@ -984,10 +984,10 @@ static void test_tick_slot_reused_in_one_tick(void) {
 
     /* The same through a fan-out, for a slot reported to the loop. */
     uint64_t l = open_ok(o, 1, 3, 0);
-    cd_fanout(o, t, (const uint8_t *)"x", 1, &l, 1, 0, NULL);
+    cd_fanout(o, t, (const uint8_t *)"x", 1, &l, 1, 0, 0, NULL);
     cd_close(o, l);
     l = open_ok(o, 1, 3, 0);
-    cd_fanout(o, t, (const uint8_t *)"y", 1, &l, 1, 0, NULL);
+    cd_fanout(o, t, (const uint8_t *)"y", 1, &l, 1, 0, 0, NULL);
     n = cd_tick_flush(o, t, hs, st, errs, 2);
     CHECK(n == 1 && hs[0] == l && st[0] == CD_S_LOOP, "new connection not reported: %zu", n);
 
@@ -1031,14 +1031,17 @@ static void test_no_memory_is_an_overflow(void) {
     uint64_t list[4] = {a, b, c, h};
     uint8_t failed[4];
     memset(failed, 7, sizeof failed);
-    CHECK(cd_fanout(o, t, hello, 5, list, 4, 9, failed) == 1, "one took it");
+    CHECK(cd_fanout(o, t, hello, 5, list, 4, 9, 0, failed) == 1, "one took it");
     CHECK(failed[0] == 0 && failed[1] == 1 && failed[2] == 0 && failed[3] == 1,
           "failed = %u %u %u %u", failed[0], failed[1], failed[2], failed[3]);
     memset(failed, 7, sizeof failed);
-    CHECK(cd_fanout(o, t, buf, huge, list, 1, 0, failed) == 0, "no memory in a fan-out");
+    CHECK(cd_fanout(o, t, buf, huge, list, 1, 0, 0, failed) == 0, "no memory in a fan-out");
     CHECK(failed[0] == 1 && (cd_state(o, a) & CD_OVERFLOWED), "missed, and overflowed");
     memset(failed, 7, sizeof failed);
-    CHECK(cd_fanout(o, t, NULL, 5, list, 4, 0, failed) == 0, "bad data");
+    CHECK(cd_fanout(o, t, hello, 5, list, 4, 0, c, failed) == 0, "c skipped, the rest gone");
+    CHECK(failed[2] == 0 && cd_pending(o, c) == 0, "a skipped slot: not a failure, no bytes");
+    memset(failed, 7, sizeof failed);
+    CHECK(cd_fanout(o, t, NULL, 5, list, 4, 0, 0, failed) == 0, "bad data");
     CHECK(failed[0] == 1 && failed[3] == 1, "bad arguments: nobody took it");
 
     /* A final frame that does not fit in memory: the slot is reported, not left open. */

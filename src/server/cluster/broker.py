@@ -179,12 +179,20 @@ class RedisBroker:
                     taken = 0
                     try:
                         while message is not None:
-                            self._handle(deliverer, message)
+                            try:
+                                self._handle(deliverer, message)
+                            except Exception:  # one message's bug: the next ones still come
+                                log.exception(
+                                    "cluster: delivering a message from another node failed"
+                                )
                             taken += 1
                             message = pubsub.get_message(timeout=0.0) if taken < _BATCH else None
                     finally:
                         if taken:
-                            deliverer.delivered()
+                            try:
+                                deliverer.delivered()
+                            except Exception:
+                                log.exception("cluster: sending a batch from another node failed")
             except redis.RedisError as exc:
                 self._link.failed(exc)
             except Exception:  # a bug must not end cross-node delivery for good

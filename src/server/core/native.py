@@ -36,7 +36,8 @@ int cd_close(cd_out *o, uint64_t handle);
 int cd_set_tag(cd_out *o, uint64_t handle, uint32_t tag);
 int cd_append(cd_out *o, cd_tick *tick, uint64_t handle, const uint8_t *data, size_t n);
 size_t cd_fanout(cd_out *o, cd_tick *tick, const uint8_t *data, size_t n,
-                 const uint64_t *handles, size_t count, uint32_t exclude, uint8_t *failed);
+                 const uint64_t *handles, size_t count, uint32_t exclude, uint64_t skip,
+                 uint8_t *failed);
 int cd_seal(cd_out *o, cd_tick *tick, uint64_t handle, const uint8_t *data, size_t n);
 int cd_hold(cd_out *o, uint64_t handle);
 int cd_append_first(cd_out *o, cd_tick *tick, uint64_t handle, const uint8_t *data, size_t n);
@@ -160,13 +161,15 @@ class OutTable:
         count: int,
         exclude: int,
         failed: Any = NULL,
+        skip: int = 0,
     ) -> int:
-        """The same bytes to `count` handles of the uint64_t[] `handles` but `exclude`'s;
-        how many took them. `failed` (a uint8_t[] of `count`, or NULL) marks each handle
-        that was not excluded and did not take them (gone, sealed, overflowed)."""
+        """The same bytes to `count` handles of the uint64_t[] `handles` but `exclude`'s
+        (a user's tag) and `skip` (one slot); how many took them. `failed` (a uint8_t[] of
+        `count`, or NULL) marks each handle that was not left out and did not take them
+        (gone, sealed, overflowed)."""
         t = NULL if tick is None else tick.ptr
-        out = self._out
-        return int(self._lib.cd_fanout(out, t, data, len(data), handles, count, exclude, failed))
+        lib, out = self._lib, self._out
+        return int(lib.cd_fanout(out, t, data, len(data), handles, count, exclude, skip, failed))
 
 
 class Tick:
