@@ -24,9 +24,9 @@ from chat.server.core.user import User
 from chat.server.crypto.cipher import load_cipher
 from chat.server.net.inbox import LoopInbox, Request, WhenDrained
 from chat.server.ops.config import ServerConfig
-from chat.server.store.seam import NoStore, Store
+from chat.server.store.seam import NoStore, Receipt, Reply, Store
 from chat.server.store.service import StoreService
-from chat.server.store.sqlite import MessageStore
+from chat.server.store.sqlite import Kept, MessageStore
 from chat.shared.framing import FrameDecoder
 from chat.shared.messages import (
     Auth,
@@ -39,6 +39,43 @@ from chat.shared.messages import (
 
 COST = 4  # scrypt cost for tests; the server default is 14
 KEY = bytes(range(32))
+
+
+class StoreWrapper:
+    """A `Store` that hands every call to a real one: a test overrides what it watches."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.ids = inner.ids
+
+    @property
+    def keeps(self) -> bool:
+        return self.inner.keeps
+
+    @property
+    def enqueued(self) -> int:
+        return self.inner.enqueued
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def stop(self) -> None:
+        self.inner.stop()
+
+    def keep(self, kept: Kept, durable: bool = False) -> Receipt | None:
+        return self.inner.keep(kept, durable)
+
+    def ack(self, user: str, upto: int) -> int:
+        return self.inner.ack(user, upto)
+
+    def after(self, seq: int, fn: Callable[[], None]) -> None:
+        self.inner.after(seq, fn)
+
+    def read_page(self, user: str, peer: str, before: int | None, limit: int, reply: Reply) -> None:
+        self.inner.read_page(user, peer, before, limit, reply)
+
+    def read_offline(self, user: str, after: int, reply: Reply) -> None:
+        self.inner.read_offline(user, after, reply)
 
 
 class InlinePool:
@@ -71,16 +108,17 @@ class World:
         keep: bool = True,
         offline_max: int = 1000,
         engines: Callable[[World], Engines] | None = None,
+        backend: Callable[[MessageStore], MessageStore] | None = None,
     ) -> None:
+        """`engines` builds the seams from this world's parts (default: its users file and
+        message store); `backend` wraps the message store's SQLite file (`FaultyStore`)."""
         self.tmp = tmp
         self.store = UserStore.open(tmp / "users.db", KEY, load_cipher(), hash_cost_log2=COST)
-        self.keeper: Store = (
-            StoreService(
-                MessageStore.open(tmp / "history.db", KEY, load_cipher(), 30 * 86400.0), offline_max
-            )
-            if keep
-            else NoStore()
-        )
+        self.keeper: Store = NoStore()
+        if keep:  # a server alone takes its ids from the SQLite file: a MessageStore
+            history = MessageStore.open(tmp / "history.db", KEY, load_cipher(), 30 * 86400.0)
+            wrapped = history if backend is None else backend(history)
+            self.keeper = StoreService(wrapped, offline_max)
         self._clock = clock
         self.inbox = LoopInbox()
         # Slots the loop would write itself (not direct): the test reads them (`frames`).
