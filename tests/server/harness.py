@@ -9,9 +9,10 @@ requests the test reads.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,9 @@ from chat.server.core.user import User
 from chat.server.crypto.cipher import load_cipher
 from chat.server.net.inbox import LoopInbox, Request, WhenDrained
 from chat.server.ops.config import ServerConfig
-from chat.server.store.seam import NoStore, Store
+from chat.server.store.seam import NoStore, Receipt, Reply, Store
 from chat.server.store.service import StoreService
-from chat.server.store.sqlite import MessageStore
+from chat.server.store.sqlite import Kept, MessageStore, Page
 from chat.shared.framing import FrameDecoder
 from chat.shared.messages import (
     Auth,
@@ -39,6 +40,125 @@ from chat.shared.messages import (
 
 COST = 4  # scrypt cost for tests; the server default is 14
 KEY = bytes(range(32))
+
+
+class StoreWrapper:
+    """A `Store` that hands every call to a real one: a test overrides what it watches."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.ids = inner.ids
+
+    @property
+    def keeps(self) -> bool:
+        return self.inner.keeps
+
+    @property
+    def enqueued(self) -> int:
+        return self.inner.enqueued
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def stop(self) -> None:
+        self.inner.stop()
+
+    def keep(self, kept: Kept, durable: bool = False) -> Receipt | None:
+        return self.inner.keep(kept, durable)
+
+    def ack(self, user: str, upto: int) -> int:
+        return self.inner.ack(user, upto)
+
+    def after(self, seq: int, fn: Callable[[], None]) -> None:
+        self.inner.after(seq, fn)
+
+    def read_page(self, user: str, peer: str, before: int | None, limit: int, reply: Reply) -> None:
+        self.inner.read_page(user, peer, before, limit, reply)
+
+    def read_offline(self, user: str, after: int, reply: Reply) -> None:
+        self.inner.read_offline(user, after, reply)
+
+
+class Faults:
+    """Failures to inject into calls by name, each used once, in the order planned: an
+    exception is raised; an event is waited for (a disk that stalls until the test says)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._planned: dict[str, deque[BaseException | threading.Event]] = {}
+
+    def once(self, call: str, failure: BaseException | threading.Event) -> None:
+        with self._lock:
+            self._planned.setdefault(call, deque()).append(failure)
+
+    def left(self, call: str) -> int:
+        with self._lock:
+            return len(self._planned.get(call, ()))
+
+    def check(self, call: str) -> None:
+        with self._lock:
+            planned = self._planned.get(call)
+            failure = planned.popleft() if planned else None
+        if isinstance(failure, threading.Event):
+            assert failure.wait(10), f"{call} stalled for more than 10 s"
+        elif failure is not None:
+            raise failure
+
+
+class FaultyStore(MessageStore):
+    """The SQLite message store with `Faults` injected into its calls (`put`, `ack` on the
+    writer; `page`, `offline` on the readers, whose stores are made faulty too).
+
+    A subclass, not a plain wrapper: a server alone takes its ids from a `MessageStore`
+    (`StoreService`); it shares the wrapped store's connection and keys."""
+
+    def __init__(self, inner: MessageStore, faults: Faults) -> None:
+        super().__init__(inner.path, inner._conn, inner._sealer, inner.retention)
+        self.faults = faults
+
+    def reader(self) -> MessageStore:
+        return FaultyStore(super().reader(), self.faults)
+
+    def put(self, kept: Sequence[Kept]) -> dict[bytes, str]:
+        self.faults.check("put")
+        return super().put(kept)
+
+    def ack(self, owner: bytes, upto: int) -> int:
+        self.faults.check("ack")
+        return super().ack(owner, upto)
+
+    def page(self, user: str, peer: str, before: int | None, limit: int) -> Page:
+        self.faults.check("page")
+        return super().page(user, peer, before, limit)
+
+    def offline(self, user: str, after: int, limit: int, max_bytes: int) -> Page:
+        self.faults.check("offline")
+        return super().offline(user, after, limit, max_bytes)
+
+
+class FaultyAccounts:
+    """The users file with `Faults` injected into `verify` and `register` (hash threads)."""
+
+    def __init__(self, inner: UserStore, faults: Faults) -> None:
+        self.inner = inner
+        self.faults = faults
+
+    def verify(self, name: str, password: str) -> bool:
+        self.faults.check("verify")
+        return self.inner.verify(name, password)
+
+    def register(self, name: str, password: str) -> bool:
+        self.faults.check("register")
+        return self.inner.register(name, password)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def save(self) -> None:
+        self.inner.save()
 
 
 class InlinePool:
@@ -71,17 +191,18 @@ class World:
         keep: bool = True,
         offline_max: int = 1000,
         engines: Callable[[World], Engines] | None = None,
+        backend: Callable[[MessageStore], MessageStore] | None = None,
         patience: float = 30.0,
     ) -> None:
+        """`engines` builds the seams from this world's parts (default: its users file and
+        message store); `backend` wraps the message store's SQLite file (`FaultyStore`)."""
         self.tmp = tmp
         self.store = UserStore.open(tmp / "users.db", KEY, load_cipher(), hash_cost_log2=COST)
-        self.keeper: Store = (
-            StoreService(
-                MessageStore.open(tmp / "history.db", KEY, load_cipher(), 30 * 86400.0), offline_max
-            )
-            if keep
-            else NoStore()
-        )
+        self.keeper: Store = NoStore()
+        if keep:  # a server alone takes its ids from the SQLite file: a MessageStore
+            history = MessageStore.open(tmp / "history.db", KEY, load_cipher(), 30 * 86400.0)
+            wrapped = history if backend is None else backend(history)
+            self.keeper = StoreService(wrapped, offline_max)
         self._clock = clock
         self.inbox = LoopInbox()
         # Slots the loop would write itself (not direct): the test reads them (`frames`).

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from chat.server.core.outbuf import Append
-from chat.server.core.user import Abort, Evict, PeerGone
+from chat.server.core.results import Abort, Evict, PeerGone
 from chat.server.net.inbox import Cause, CloseAfterFlush, LoggedIn
 from chat.shared.errors import Code, RemoteProtocolError, Why
 from chat.shared.framing import encode_frame

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chat.server.core.user import Session
+from chat.server.core.user import User
 from chat.shared.messages import (
     Auth,
     ClientBye,
@@ -41,7 +41,7 @@ def register(world: World, *names: str) -> None:
         world.post(session, ClientBye())
 
 
-def log_in(world: World, name: str) -> tuple[Session, list[ServerMessage]]:
+def log_in(world: World, name: str) -> tuple[User, list[ServerMessage]]:
     """Log in and return what came after the roster ack (the offline catch-up)."""
     session = world.connect()
     world.post(session, Auth(name, "pw", False))
@@ -183,7 +183,7 @@ def test_history_follows_the_privacy_rule_with_three_users(world: World) -> None
     world.post(carol, Send(3, ("bob",), "c->b"))
     world.post(bob, Send(4, "*", "b->all"))
 
-    def history(session: Session, peer: str) -> list[str]:
+    def history(session: User, peer: str) -> list[str]:
         world.frames(session)
         world.post(session, HistoryRequest("h", peer))
         (page,) = world.frames(session)

@@ -22,7 +22,8 @@ import pytest
 
 from chat.server.crypto.cipher import Cipher, load_cipher
 from chat.server.store import service as history
-from chat.server.store.service import HistoryService
+from chat.server.store.seam import ReadFailed
+from chat.server.store.service import StoreService
 from chat.server.store.sqlite import Kept, MessageStore, Page
 from chat.shared.messages import Msg
 
@@ -40,34 +41,56 @@ def path(tmp_path: Path) -> Path:
 
 
 def service(
-    path: Path, cipher: Cipher, history_days: float = 30.0, **kwargs: object
-) -> HistoryService:
+    path: Path, cipher: Cipher, history_days: float = 30.0, start: bool = True, **kwargs: object
+) -> StoreService:
+    """A store service over the file at `path`, its threads started (unless `start` is off)."""
     args: dict[str, object] = {"offline_max": 1000} | kwargs
     store = MessageStore.open(path, KEY, cipher, history_days * 86400.0)
-    return HistoryService(store, **args)  # type: ignore[arg-type]
+    keeper = StoreService(store, **args)  # type: ignore[arg-type]
+    if start:
+        keeper.start()
+    return keeper
 
 
 @pytest.fixture
-def keeper(path: Path, cipher: Cipher) -> Iterator[HistoryService]:
+def keeper(path: Path, cipher: Cipher) -> Iterator[StoreService]:
     k = service(path, cipher)
     yield k
     k.stop()
 
 
-def msg(keeper: HistoryService, to: str | tuple[str, ...], text: str, sender: str = "alice") -> Msg:
-    return Msg(keeper.ids.take(1), sender, to, text, time.time())
+def take(keeper: StoreService, count: int = 1) -> int:
+    """`count` ids; `take` never waits, so a refusal (the next block not stored yet) is
+    asked again until the writer has stored it."""
+    deadline = time.monotonic() + 10
+    while (first := keeper.ids.take(count)) is None:
+        assert time.monotonic() < deadline, "no ids within 10 s"
+        time.sleep(0.001)
+    return first
 
 
-def wait_reply(call) -> Page | None:  # type: ignore[no-untyped-def]
+def msg(keeper: StoreService, to: str | tuple[str, ...], text: str, sender: str = "alice") -> Msg:
+    return Msg(take(keeper), sender, to, text, time.time())
+
+
+def kept_durably(keeper: StoreService, kept: Kept) -> bool:
+    """Hand `kept` over as a `sent` with queued names does; True once it is on disk."""
+    receipt = keeper.keep(kept, durable=True)
+    assert receipt is not None
+    return bool(receipt.result(5))
+
+
+def wait_reply(call) -> Page | ReadFailed | None:  # type: ignore[no-untyped-def]
     done = threading.Event()
-    box: list[Page | None] = []
+    box: list[Page | ReadFailed | None] = []
 
-    def reply(page: Page | None) -> None:
+    def reply(page: Page | ReadFailed | None) -> None:
         box.append(page)
         done.set()
 
     call(reply)
     assert done.wait(10)
+    assert len(box) == 1  # answered exactly once
     return box[0]
 
 
@@ -81,26 +104,27 @@ def on_disk(path: Path, cipher: Cipher, user: str, peer: str) -> list[str]:
 
 
 # --- durability --------------------------------------------------------------------
-def test_a_durable_keep_calls_back_once_the_message_is_committed(
-    keeper: HistoryService, path: Path, cipher: Cipher
+def test_a_durable_keep_resolves_its_receipt_once_the_message_is_committed(
+    keeper: StoreService, path: Path, cipher: Cipher
 ) -> None:
-    stored = threading.Event()
     results: list[bool] = []
-
-    def on_stored(ok: bool) -> None:
-        results.append(ok)
-        stored.set()
-
     m = msg(keeper, ("bob",), "for bob")
-    keeper.keep([Kept((m,), ("bob",), ("bob",))], on_stored)
-    assert stored.wait(5) and results == [True]
+    receipt = keeper.keep(Kept((m,), ("bob",), ("bob",)), durable=True)
+    assert receipt is not None
+    receipt.add_done_callback(lambda r: results.append(r.result()))
+    assert receipt.result(5) is True
     assert on_disk(path, cipher, "bob", "alice") == ["for bob"]
+    assert results == [True]  # told once
+
+
+def test_a_keep_that_is_not_awaited_gives_no_receipt(keeper: StoreService) -> None:
+    assert keeper.keep(Kept((msg(keeper, "*", "to all"),), (), ())) is None
 
 
 def test_other_messages_reach_the_disk_within_the_flush_delay(path: Path, cipher: Cipher) -> None:
     keeper = service(path, cipher, flush_delay=0.3)
     try:
-        keeper.keep([Kept((msg(keeper, "*", "to all"),), (), ())])
+        keeper.keep(Kept((msg(keeper, "*", "to all"),), (), ()))
         assert on_disk(path, cipher, "bob", "*") == []  # batched: not yet
         deadline = time.monotonic() + 2.0
         while on_disk(path, cipher, "bob", "*") != ["to all"]:
@@ -116,10 +140,11 @@ def test_a_read_sees_every_message_handed_over_before_it_even_with_a_long_flush_
     keeper = service(path, cipher, flush_delay=30.0)
     try:
         for i in range(5):
-            keeper.keep([Kept((msg(keeper, "*", f"m{i}"),), (), ())])
+            keeper.keep(Kept((msg(keeper, "*", f"m{i}"),), (), ()))
         started = time.monotonic()
         page = wait_reply(lambda r: keeper.read_page("bob", "*", None, 50, r))
-        assert page is not None and [m.text for m in page.messages] == [f"m{i}" for i in range(5)]
+        assert isinstance(page, Page)
+        assert [m.text for m in page.messages] == [f"m{i}" for i in range(5)]
         assert time.monotonic() - started < 5  # the barrier forced the commit
     finally:
         keeper.stop()
@@ -138,9 +163,9 @@ def test_messages_are_committed_in_batches(path: Path, cipher: Cipher) -> None:
     keeper._commit = counting  # type: ignore[method-assign]
     try:
         for i in range(500):
-            keeper.keep([Kept((msg(keeper, "*", f"m{i}"),), (), ())])
+            keeper.keep(Kept((msg(keeper, "*", f"m{i}"),), (), ()))
         page = wait_reply(lambda r: keeper.read_page("bob", "*", None, 200, r))
-        assert page is not None and len(page.messages) == 200 and page.more
+        assert isinstance(page, Page) and len(page.messages) == 200 and page.more
         assert commits <= 3, commits
     finally:
         keeper.stop()
@@ -148,7 +173,7 @@ def test_messages_are_committed_in_batches(path: Path, cipher: Cipher) -> None:
 
 def test_stop_stores_what_was_handed_over(path: Path, cipher: Cipher) -> None:
     keeper = service(path, cipher, flush_delay=60.0)
-    keeper.keep([Kept((msg(keeper, "*", "last words"),), (), ())])
+    keeper.keep(Kept((msg(keeper, "*", "last words"),), (), ()))
     keeper.stop()
     assert on_disk(path, cipher, "bob", "*") == ["last words"]
 
@@ -157,28 +182,34 @@ _WRITER = r"""
 import sys, time
 from pathlib import Path
 from chat.server.crypto.cipher import load_cipher
-from chat.server.store.service import HistoryService
+from chat.server.store.service import StoreService
 from chat.server.store.sqlite import Kept, MessageStore
 from chat.shared.messages import Msg
 
-keeper = HistoryService(
+keeper = StoreService(
     MessageStore.open(Path(sys.argv[1]), bytes(range(32)), load_cipher()), 10**7
 )
+keeper.start()
 
 def report(mid):
-    def on_stored(ok):
-        if ok:
+    def on_stored(receipt):
+        if receipt.result():
             print(mid, flush=True)
     return on_stored
+
+def take():
+    while (first := keeper.ids.take(1)) is None:
+        time.sleep(0.001)
+    return first
 
 i = 0
 while True:
     i += 1
-    mid = keeper.ids.take(1)
+    mid = take()
     m = Msg(mid, "alice", ("bob",), f"durable {mid}", time.time())
-    keeper.keep([Kept((m,), ("bob",), ("bob",))], report(mid))
-    other = Msg(keeper.ids.take(1), "carol", "*", "x" * (i % 300), time.time())
-    keeper.keep([Kept((other,), (), ())])
+    keeper.keep(Kept((m,), ("bob",), ("bob",)), durable=True).add_done_callback(report(mid))
+    other = Msg(take(), "carol", "*", "x" * (i % 300), time.time())
+    keeper.keep(Kept((other,), (), ()))
     if i % 50 == 0:
         time.sleep(0.001)
 """
@@ -225,31 +256,27 @@ def test_past_the_quota_the_oldest_offline_messages_go_and_the_log_says_so(
     try:
         with caplog.at_level(logging.WARNING, "chat.server.store"):
             for i in range(5):
-                done = threading.Event()
                 m = msg(keeper, ("bob",), f"m{i}")
-                keeper.keep([Kept((m,), ("bob",), ("bob",))], lambda ok, done=done: done.set())
-                assert done.wait(5)
+                assert kept_durably(keeper, Kept((m,), ("bob",), ("bob",)))
         page = wait_reply(lambda r: keeper.read_offline("bob", 0, r))
-        assert page is not None and [m.text for m in page.messages] == ["m2", "m3", "m4"]
+        assert isinstance(page, Page) and [m.text for m in page.messages] == ["m2", "m3", "m4"]
         assert "offline queue of bob is over --offline-max 3" in caplog.text
         # The history keeps them all: the quota is the offline queue's.
         page = wait_reply(lambda r: keeper.read_page("bob", "alice", None, 50, r))
-        assert page is not None and len(page.messages) == 5
+        assert isinstance(page, Page) and len(page.messages) == 5
     finally:
         keeper.stop()
 
 
-def test_an_ack_empties_the_queue_up_to_its_id(keeper: HistoryService) -> None:
+def test_an_ack_empties_the_queue_up_to_its_id(keeper: StoreService) -> None:
     ids = []
     for i in range(3):
-        done = threading.Event()
         m = msg(keeper, ("bob",), f"m{i}")
         ids.append(m.id)
-        keeper.keep([Kept((m,), ("bob",), ("bob",))], lambda ok, done=done: done.set())
-        assert done.wait(5)
+        assert kept_durably(keeper, Kept((m,), ("bob",), ("bob",)))
     keeper.ack("bob", ids[1])
     page = wait_reply(lambda r: keeper.read_offline("bob", 0, r))
-    assert page is not None and [m.id for m in page.messages] == [ids[2]]
+    assert isinstance(page, Page) and [m.id for m in page.messages] == [ids[2]]
 
 
 # --- retention -----------------------------------------------------------------------
@@ -257,18 +284,16 @@ def test_messages_older_than_history_days_are_gone_after_a_restart(
     path: Path, cipher: Cipher
 ) -> None:
     keeper = service(path, cipher)
-    old = Msg(keeper.ids.take(1), "alice", ("bob",), "old", time.time() - 3 * 86400)
+    old = Msg(take(keeper), "alice", ("bob",), "old", time.time() - 3 * 86400)
     new = msg(keeper, ("bob",), "new")
-    done = threading.Event()
-    keeper.keep([Kept((old, new), ("bob",), ("bob",))], lambda ok: done.set())
-    assert done.wait(5)
+    assert kept_durably(keeper, Kept((old, new), ("bob",), ("bob",)))
     keeper.stop()
     keeper = service(path, cipher, history_days=2.0)
     try:
         page = wait_reply(lambda r: keeper.read_page("bob", "alice", None, 50, r))
-        assert page is not None and [m.text for m in page.messages] == ["new"]
+        assert isinstance(page, Page) and [m.text for m in page.messages] == ["new"]
         page = wait_reply(lambda r: keeper.read_offline("bob", 0, r))
-        assert page is not None and [m.text for m in page.messages] == ["new"]
+        assert isinstance(page, Page) and [m.text for m in page.messages] == ["new"]
     finally:
         keeper.stop()
 
@@ -276,10 +301,10 @@ def test_messages_older_than_history_days_are_gone_after_a_restart(
 def test_history_days_zero_keeps_messages_for_ever(path: Path, cipher: Cipher) -> None:
     keeper = service(path, cipher, history_days=0.0)
     try:
-        ancient = Msg(keeper.ids.take(1), "alice", "*", "ancient", 1_000_000.0)
-        keeper.keep([Kept((ancient,), (), ())])
+        ancient = Msg(take(keeper), "alice", "*", "ancient", 1_000_000.0)
+        keeper.keep(Kept((ancient,), (), ()))
         page = wait_reply(lambda r: keeper.read_page("bob", "*", None, 50, r))
-        assert page is not None and [m.text for m in page.messages] == ["ancient"]
+        assert isinstance(page, Page) and [m.text for m in page.messages] == ["ancient"]
     finally:
         keeper.stop()
 
@@ -289,11 +314,11 @@ def test_ids_after_a_restart_are_above_every_id_given_before_even_unstored_ones(
     path: Path, cipher: Cipher
 ) -> None:
     keeper = service(path, cipher)
-    given = [keeper.ids.take(1) for _ in range(10)]  # given out, never stored
+    given = [take(keeper) for _ in range(10)]  # given out, never stored
     keeper.stop()
     keeper = service(path, cipher)
     try:
-        assert keeper.ids.take(1) > max(given)
+        assert take(keeper) > max(given)
     finally:
         keeper.stop()
 
@@ -303,7 +328,7 @@ def test_the_next_block_is_reserved_on_disk_before_its_ids_are_given(
 ) -> None:
     monkeypatch.setattr(history, "ID_BLOCK", 16)
     keeper = service(path, cipher)
-    given = [keeper.ids.take(3) + 2 for _ in range(40)]  # 120 ids: several blocks
+    given = [take(keeper, 3) + 2 for _ in range(40)]  # 120 ids: several blocks
     assert given == sorted(given) and len(set(given)) == len(given)
     store = MessageStore.open(path, KEY, cipher)
     try:
@@ -313,17 +338,36 @@ def test_the_next_block_is_reserved_on_disk_before_its_ids_are_given(
         keeper.stop()
 
 
-def test_ids_are_unique_and_rise_under_threads(keeper: HistoryService) -> None:
+def test_taking_ids_never_waits_for_the_writer(
+    path: Path, cipher: Cipher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the stored ceiling `take` answers None at once (the send is refused for now),
+    and gives ids again once the writer has stored the next block."""
+    monkeypatch.setattr(history, "ID_BLOCK", 16)
+    keeper = service(path, cipher, start=False)  # no writer yet: nothing more is stored
+    try:
+        given = [keeper.ids.take(1) for _ in range(16)]
+        assert None not in given and len(set(given)) == 16
+        started = time.monotonic()
+        assert keeper.ids.take(1) is None
+        assert time.monotonic() - started < 0.1
+        keeper.start()
+        assert take(keeper) > max(given)  # type: ignore[type-var]
+    finally:
+        keeper.stop()
+
+
+def test_ids_are_unique_and_rise_under_threads(keeper: StoreService) -> None:
     taken: list[int] = []
     lock = threading.Lock()
 
-    def take() -> None:
-        mine = [keeper.ids.take(1) for _ in range(2000)]
+    def take_many() -> None:
+        mine = [take(keeper) for _ in range(2000)]
         assert mine == sorted(mine)
         with lock:
             taken.extend(mine)
 
-    threads = [threading.Thread(target=take) for _ in range(4)]
+    threads = [threading.Thread(target=take_many) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:

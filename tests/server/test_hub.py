@@ -2,22 +2,52 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from chat.server.core.hub import Dirty, Route, Targets
-from chat.shared.messages import Auth, Roster, RosterAck, Send
+from chat.server.app import Engines
+from chat.server.core.hub import Tick
+from chat.server.core.route import Targets
+from chat.server.store.seam import Receipt
+from chat.server.store.sqlite import Kept
+from chat.shared.messages import Auth, Msg, Recipients, Roster, RosterAck, Send
 
-from .harness import World
+from .harness import StoreWrapper, World
+
+
+class WatchedStore(StoreWrapper):
+    """The world's store, noting every hand-over and whether the hub lock was held."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world.keeper)
+        self.world = world
+        self.kept: list[tuple[Kept, bool, bool]] = []  # (kept, durable, hub lock held)
+
+    def keep(self, kept: Kept, durable: bool = False) -> Receipt | None:
+        self.kept.append((kept, durable, self.world.hub._lock.locked()))
+        return super().keep(kept, durable)
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path)
+    w = World(tmp_path, engines=lambda w: Engines(w.store, WatchedStore(w)))
     yield w
     w.close()
+
+
+def watched(world: World) -> WatchedStore:
+    store = world.engines.store
+    assert isinstance(store, WatchedStore)
+    return store
+
+
+def msg(world: World, sender: str, to: Recipients, text: str = "x") -> Msg:
+    first = world.keeper.ids.take(1)
+    assert first is not None
+    return Msg(first, sender, to, text, time.time())
 
 
 def test_a_second_session_of_a_user_is_no_join_and_its_end_no_leave(world: World) -> None:
@@ -27,43 +57,56 @@ def test_a_second_session_of_a_user_is_no_join_and_its_end_no_leave(world: World
     world.post(alice, RosterAck(2))
     bob2 = world.login("bob", register=False)
     assert world.frames(alice) == []
-    dirty: Dirty = None
-    assert world.hub.remove(bob1, dirty) is False and world.frames(alice) == []
-    assert world.hub.remove(bob2, dirty) is True
+    tick: Tick = None
+    assert world.hub.remove(bob1, tick) is False and world.frames(alice) == []
+    assert world.hub.remove(bob2, tick) is True
     assert world.frames(alice) == [Roster(3, False, leave=("bob",))]
-    assert world.hub.remove(bob2, dirty) is False  # idempotent
+    assert world.hub.remove(bob2, tick) is False  # idempotent
 
 
 def test_recipients_name_each_user_once_without_the_sender(world: World) -> None:
     alice, bob = world.login("alice"), world.login("bob")
-    stamped: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
-
-    def stamp(route: Route) -> str:
-        stamped.append((route.delivered, route.missing))
-        return "stamped"
-
-    route, made = world.hub.route("alice", ("bob", "bob", "alice", "zed"), stamp)
-    assert handles(route.targets) == [bob.out.handle] and route.targets.exclude == 0
-    assert route.delivered == ("bob",) and route.missing == ("zed",)
-    assert route.delivered_json == b'["bob"]'
-    assert made == "stamped" and stamped == [(("bob",), ("zed",))]
-    route, _ = world.hub.route("bob", "*", stamp)
-    assert route.delivered == ("alice",) and route.missing == ()
-    assert route.delivered_json == b'["alice"]'
-    assert stamped[-1] == (("alice",), ())
+    to = ("bob", "bob", "alice", "zed")
+    m = msg(world, "alice", to)
+    plan, receipt = world.hub.route("alice", to, (m,), frozenset({"zed"}))
+    assert handles(plan.targets) == [bob.out.handle] and plan.targets.exclude == 0
+    assert plan.targets.users == ("bob",)
+    assert plan.delivered == ("bob",) and plan.missing == ("zed",) and plan.queued == ("zed",)
+    assert plan.delivered_json == b'["bob"]'
+    # The store got the message, filed under both conversations, queued for zed, durably
+    # (a `sent` naming zed as queued waits for it): the receipt says when it is on disk.
+    assert watched(world).kept == [(Kept((m,), ("bob", "zed"), ("zed",)), True, True)]
+    assert receipt is not None and receipt.result(5) is True
+    everyone = msg(world, "bob", "*")
+    plan, receipt = world.hub.route("bob", "*", (everyone,), frozenset())
+    assert plan.delivered == ("alice",) and plan.missing == () and plan.queued == ()
+    assert plan.delivered_json == b'["alice"]'
+    # "*" is kept for the history, queued for nobody, and nobody waits for it.
+    assert watched(world).kept[-1] == (Kept((everyone,), (), ()), False, True)
+    assert receipt is None
     # Everyone's array, less the sender's tag: the library skips bob's own sessions.
-    assert sorted(handles(route.targets)) == sorted([alice.out.handle, bob.out.handle])
-    assert route.targets.exclude not in (0, _tag(world, "alice"))
+    assert sorted(handles(plan.targets)) == sorted([alice.out.handle, bob.out.handle])
+    assert plan.targets.exclude not in (0, _tag(world, "alice"))
+    assert plan.targets.exclude == _tag(world, "bob")
+
+
+def test_a_route_to_nobody_the_history_keeps_hands_the_store_nothing(world: World) -> None:
+    world.login("alice")
+    before = len(watched(world).kept)
+    m = msg(world, "alice", ("zed",))
+    plan, receipt = world.hub.route("alice", ("zed", "alice"), (m,), frozenset())
+    assert plan.missing == ("zed",) and not plan.stores and receipt is None
+    assert len(watched(world).kept) == before
 
 
 def test_the_everyone_else_list_changes_with_the_roster(world: World) -> None:
     world.login("alice")
     world.login("bob")
-    route, _ = world.hub.route("alice", "*", lambda route: None)
-    assert route.delivered == ("bob",)
+    plan, _ = world.hub.route("alice", "*", (), frozenset())
+    assert plan.delivered == ("bob",)
     world.login("carol")
-    route, _ = world.hub.route("alice", "*", lambda route: None)
-    assert route.delivered == ("bob", "carol") and route.delivered_json == b'["bob","carol"]'
+    plan, _ = world.hub.route("alice", "*", (), frozenset())
+    assert plan.delivered == ("bob", "carol") and plan.delivered_json == b'["bob","carol"]'
 
 
 def handles(targets: Targets) -> list[int]:
@@ -84,12 +127,18 @@ def test_a_message_to_everyone_skips_every_session_of_its_sender(world: World) -
     assert world.frames(alice2) == [] and [f.type for f in world.frames(alice1)] == ["sent"]
 
 
-def test_the_stamp_runs_under_the_hub_lock(world: World) -> None:
+def test_the_store_hand_off_happens_under_the_hub_lock(world: World) -> None:
     """What a send hands the store happens before any join or leave can come between."""
     world.login("alice")
-    held: list[bool] = []
-    world.hub.route("alice", "*", lambda route: held.append(world.hub._lock.locked()))
-    assert held == [True]
+    world.login("bob")
+    world.hub.route("alice", "*", (msg(world, "alice", "*"),), frozenset())
+    world.hub.route("alice", ("bob", "zed"), (msg(world, "alice", ("bob", "zed")),), frozenset())
+    assert [held for _, _, held in watched(world).kept] == [True, True]
+    # And through a real send: the fan-out's hand-over too.
+    alice = world.sessions[0]
+    world.post(alice, Send(1, ("bob",), "hi"))
+    assert [held for _, _, held in watched(world).kept] == [True, True, True]
+    assert not world.hub._lock.locked()
 
 
 def test_an_unacknowledged_roster_frame_is_overdue_after_the_ack_timeout(

@@ -50,6 +50,7 @@ def test_a_held_mailbox_keeps_the_rest_until_resume_brings_the_result() -> None:
 def test_per_connection_order_holds_with_many_threads() -> None:
     ticks: list[int] = []
     pool = WorkerPool(4, lambda: ticks.append(1))
+    pool.start()
     try:
         results: dict[int, list[int]] = {c: [] for c in range(8)}
         boxes = [
@@ -70,6 +71,7 @@ def test_per_connection_order_holds_with_many_threads() -> None:
 
 def test_hash_jobs_start_no_earlier_than_their_delay_and_in_start_order() -> None:
     hasher = HashExecutor(1, 8)
+    hasher.start()
     try:
         order: list[str] = []
         done = threading.Event()
@@ -96,6 +98,7 @@ def test_hash_jobs_start_no_earlier_than_their_delay_and_in_start_order() -> Non
 
 def test_a_full_hash_queue_refuses_instead_of_growing() -> None:
     hasher = HashExecutor(1, 2)
+    hasher.start()
     gate = threading.Event()
     try:
         assert hasher.submit(gate.wait)
