@@ -257,7 +257,7 @@ def test_a_deliverer_that_raises_is_logged_and_the_next_published_message_is_del
     first = Outcome()
     a.publish("b", "alice", ["bob"], b"first", first)
     assert first.wait() is True
-    the_traceback(caplog, RuntimeError, "subscriber failed")
+    the_traceback(caplog, RuntimeError, "delivering a message from another node failed")
     # The subscriber may take a moment to be back: until then a publish is not taken.
     wait_until(lambda: subscribers(redis_server, "b") == 0, 1.0)
     assert wait_until(lambda: subscribers(redis_server, "b") == 1)
@@ -267,11 +267,6 @@ def test_a_deliverer_that_raises_is_logged_and_the_next_published_message_is_del
     assert inbox.frames() == [b"second"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core v3: a Deliverer that raises drops the subscription, and with it the "
-    "messages already taken (their publish said taken: 'delivered' lies)",
-)
 def test_messages_taken_while_the_deliverer_failed_are_delivered(
     redis_server: RedisProc, box: Box, parts: list[Any]
 ) -> None:
@@ -336,11 +331,6 @@ def test_a_presence_thread_that_meets_an_unexpected_error_goes_on_announcing(
     assert "carol" in picture.now()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core v3: an announcement the presence thread failed to send is dropped: "
-    "the other nodes never see that user (no retry, no resync)",
-)
 def test_an_announcement_the_presence_thread_failed_to_send_is_made_later(
     redis_server: RedisProc, box: Box, parts: list[Any]
 ) -> None:

@@ -32,6 +32,8 @@ from chat.shared.framing import FrameDecoder
 from chat.shared.messages import (
     Auth,
     ClientMessage,
+    Msg,
+    Recipients,
     RosterAck,
     ServerMessage,
     encode,
@@ -65,6 +67,17 @@ class StoreWrapper:
 
     def keep(self, kept: Kept, durable: bool = False) -> Receipt | None:
         return self.inner.keep(kept, durable)
+
+    def stamp(
+        self,
+        sender: str,
+        to: Recipients,
+        texts: Sequence[str],
+        now: float,
+        keep: tuple[tuple[str, ...], tuple[str, ...]] | None,
+        durable: bool,
+    ) -> tuple[tuple[Msg, ...] | None, Receipt | None]:
+        return self.inner.stamp(sender, to, texts, now, keep, durable)
 
     def ack(self, user: str, upto: int) -> int:
         return self.inner.ack(user, upto)

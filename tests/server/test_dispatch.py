@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_replies_keep_the_order_of_the_frames_they_answer(world: World) -> None:
     bad = encode_frame(b'{"type":"send","id":3.5,"to":["bob"],"text":"x"}')[4:]
     world.post(alice, Send(1, ("bob",), "hi"), bad, Ping())
     sent, error, pong = world.frames(alice)
-    assert sent == Sent(1, ("bob",), ())
+    assert sent == Sent(1, ("bob",), (), msg_id=ANY)
     assert isinstance(error, Error) and error.code == "bad_request" and error.id is None
     assert pong == Pong()
 
@@ -136,8 +137,8 @@ def test_a_message_reaches_every_session_and_sent_names_who_got_it(world: World)
         world.frames(s)
     world.post(alice, Send("m1", "*", "hello"), Send("m2", ("bob", "zed"), "psst"))
     assert world.frames(alice) == [
-        Sent("m1", ("bob", "carol"), ()),
-        Sent("m2", ("bob",), ("zed",)),
+        Sent("m1", ("bob", "carol"), (), msg_id=ANY),
+        Sent("m2", ("bob",), ("zed",), msg_id=ANY),
     ]
     to_bob = world.frames(bob)
     assert [(m.sender, m.to, m.text) for m in to_bob] == [  # type: ignore[union-attr]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -61,7 +62,7 @@ def test_a_registered_offline_user_is_queued_an_unknown_one_only_missing(world: 
     carol = world.login("carol")
     world.frames(alice)
     world.post(alice, Send(1, ("bob", "zed", "carol"), "hi"))
-    assert world.frames(alice) == [Sent(1, ("carol",), ("bob", "zed"), ("bob",))]
+    assert world.frames(alice) == [Sent(1, ("carol",), ("bob", "zed"), ("bob",), msg_id=ANY)]
     assert [m.text for m in msgs(world.frames(carol))] == ["hi"]
 
 
@@ -69,7 +70,7 @@ def test_a_message_to_everyone_queues_nothing(world: World) -> None:
     register(world, "bob")
     alice = world.login("alice")
     world.post(alice, Send(1, "*", "to all"))
-    assert world.frames(alice) == [Sent(1, (), (), ())]
+    assert world.frames(alice) == [Sent(1, (), (), (), msg_id=ANY)]
     _, frames = log_in(world, "bob")
     assert msgs(frames) == []
 
@@ -79,9 +80,9 @@ def test_replies_keep_their_order_while_a_queued_message_is_made_durable(world: 
     alice = world.login("alice")
     world.post(alice, Send(1, ("bob",), "stored"), Ping(), Send(2, "*", "live"), Ping())
     assert world.frames(alice) == [
-        Sent(1, (), ("bob",), ("bob",)),
+        Sent(1, (), ("bob",), ("bob",), msg_id=ANY),
         Pong(),
-        Sent(2, (), (), ()),
+        Sent(2, (), (), (), msg_id=ANY),
         Pong(),
     ]
 
@@ -92,7 +93,10 @@ def test_without_a_store_nothing_is_queued_and_history_is_empty(tmp_path: Path) 
         register(world, "bob")
         alice = world.login("alice")
         world.post(alice, Send(1, ("bob",), "lost"), HistoryRequest("h", "bob"))
-        assert world.frames(alice) == [Sent(1, (), ("bob",), ()), HistoryPage("h", (), False)]
+        assert world.frames(alice) == [
+            Sent(1, (), ("bob",), (), msg_id=ANY),
+            HistoryPage("h", (), False),
+        ]
     finally:
         world.close()
 
@@ -153,7 +157,10 @@ def test_every_offline_message_comes_before_any_live_one_across_many_pages(
     assert world.drain_waits  # the first page is queued, the next waits for the drain
     world.post(alice, Send("live1", ("bob",), "live one"), Send("live2", "*", "live two"))
     sent = [f for f in world.frames(alice) if isinstance(f, Sent)]
-    assert sent == [Sent("live1", ("bob",), (), ()), Sent("live2", ("bob",), (), ())]
+    assert sent == [
+        Sent("live1", ("bob",), (), (), msg_id=ANY),
+        Sent("live2", ("bob",), (), (), msg_id=ANY),
+    ]
     while world.drain_waits:
         world.drain()
     texts = [m.text for m in msgs(world.frames(bob))]
@@ -253,4 +260,4 @@ def test_a_message_the_store_cannot_keep_is_answered_with_nobody_queued(world: W
     alice = world.login("alice")
     world.keeper.stop()  # nothing more is stored: every keep is refused at once
     world.post(alice, Send(1, ("bob",), "not kept"), Ping())
-    assert world.frames(alice) == [Sent(1, (), ("bob",), ()), Pong()]
+    assert world.frames(alice) == [Sent(1, (), ("bob",), (), msg_id=ANY), Pong()]

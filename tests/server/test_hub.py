@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -12,23 +13,33 @@ from chat.server.app import Engines
 from chat.server.core.hub import Tick
 from chat.server.core.route import Targets
 from chat.server.store.seam import Receipt
-from chat.server.store.sqlite import Kept
 from chat.shared.messages import Auth, Msg, Recipients, Roster, RosterAck, Send
 
 from .harness import StoreWrapper, World
 
+Keep = tuple[tuple[str, ...], tuple[str, ...]] | None  # (named, queued), or not kept
+
 
 class WatchedStore(StoreWrapper):
-    """The world's store, noting every hand-over and whether the hub lock was held."""
+    """The world's store, noting every hand-over (the send path's `stamp`: ids, and the
+    messages kept) and whether the hub lock was held."""
 
     def __init__(self, world: World) -> None:
         super().__init__(world.keeper)
         self.world = world
-        self.kept: list[tuple[Kept, bool, bool]] = []  # (kept, durable, hub lock held)
+        self.kept: list[tuple[Keep, bool, bool]] = []  # (keep, durable, hub lock held)
 
-    def keep(self, kept: Kept, durable: bool = False) -> Receipt | None:
-        self.kept.append((kept, durable, self.world.hub._lock.locked()))
-        return super().keep(kept, durable)
+    def stamp(
+        self,
+        sender: str,
+        to: Recipients,
+        texts: Sequence[str],
+        now: float,
+        keep: Keep,
+        durable: bool,
+    ) -> tuple[tuple[Msg, ...] | None, Receipt | None]:
+        self.kept.append((keep, durable, self.world.hub._lock.locked()))
+        return super().stamp(sender, to, texts, now, keep, durable)
 
 
 @pytest.fixture
@@ -44,10 +55,9 @@ def watched(world: World) -> WatchedStore:
     return store
 
 
-def msg(world: World, sender: str, to: Recipients, text: str = "x") -> Msg:
-    first = world.keeper.ids.take(1)
-    assert first is not None
-    return Msg(first, sender, to, text, time.time())
+def names(delivered: bytes | tuple[str, ...]) -> tuple[str, ...]:
+    """`sent.delivered`: JSON encoded once (for "*") or the names (a list's)."""
+    return tuple(json.loads(delivered)) if isinstance(delivered, bytes) else tuple(delivered)
 
 
 def test_a_second_session_of_a_user_is_no_join_and_its_end_no_leave(world: World) -> None:
@@ -67,45 +77,46 @@ def test_a_second_session_of_a_user_is_no_join_and_its_end_no_leave(world: World
 def test_recipients_name_each_user_once_without_the_sender(world: World) -> None:
     alice, bob = world.login("alice"), world.login("bob")
     to = ("bob", "bob", "alice", "zed")
-    m = msg(world, "alice", to)
-    plan, receipt = world.hub.route("alice", to, (m,), frozenset({"zed"}))
+    now = time.time()
+    plan, msgs, receipt = world.hub.route("alice", to, ["x"], frozenset({"zed"}), now)
     assert handles(plan.targets) == [bob.out.handle] and plan.targets.exclude == 0
     assert plan.targets.users == ("bob",)
     assert plan.delivered == ("bob",) and plan.missing == ("zed",) and plan.queued == ("zed",)
-    assert plan.delivered_json == b'["bob"]'
+    assert names(plan.delivered_json) == ("bob",)
+    assert msgs is not None and [(m.sender, m.to, m.text, m.ts) for m in msgs] == [
+        ("alice", to, "x", now)
+    ]
     # The store got the message, filed under both conversations, queued for zed, durably
     # (a `sent` naming zed as queued waits for it): the receipt says when it is on disk.
-    assert watched(world).kept == [(Kept((m,), ("bob", "zed"), ("zed",)), True, True)]
+    assert watched(world).kept == [((("bob", "zed"), ("zed",)), True, True)]
     assert receipt is not None and receipt.result(5) is True
-    everyone = msg(world, "bob", "*")
-    plan, receipt = world.hub.route("bob", "*", (everyone,), frozenset())
+    plan, msgs, receipt = world.hub.route("bob", "*", ["y"], frozenset(), now)
     assert plan.delivered == ("alice",) and plan.missing == () and plan.queued == ()
-    assert plan.delivered_json == b'["alice"]'
+    assert names(plan.delivered_json) == ("alice",)
     # "*" is kept for the history, queued for nobody, and nobody waits for it.
-    assert watched(world).kept[-1] == (Kept((everyone,), (), ()), False, True)
-    assert receipt is None
+    assert watched(world).kept[-1] == (((), ()), False, True)
+    assert msgs is not None and msgs[0].to == "*" and receipt is None
     # Everyone's array, less the sender's tag: the library skips bob's own sessions.
     assert sorted(handles(plan.targets)) == sorted([alice.out.handle, bob.out.handle])
     assert plan.targets.exclude not in (0, _tag(world, "alice"))
     assert plan.targets.exclude == _tag(world, "bob")
 
 
-def test_a_route_to_nobody_the_history_keeps_hands_the_store_nothing(world: World) -> None:
+def test_a_route_to_nobody_the_history_keeps_keeps_nothing(world: World) -> None:
     world.login("alice")
-    before = len(watched(world).kept)
-    m = msg(world, "alice", ("zed",))
-    plan, receipt = world.hub.route("alice", ("zed", "alice"), (m,), frozenset())
+    plan, msgs, receipt = world.hub.route("alice", ("zed", "alice"), ["x"], frozenset(), 0.0)
     assert plan.missing == ("zed",) and not plan.stores and receipt is None
-    assert len(watched(world).kept) == before
+    assert msgs is not None  # ids all the same, but nothing kept
+    assert watched(world).kept[-1] == (None, False, True)
 
 
 def test_the_everyone_else_list_changes_with_the_roster(world: World) -> None:
     world.login("alice")
     world.login("bob")
-    plan, _ = world.hub.route("alice", "*", (), frozenset())
+    plan, _, _ = world.hub.route("alice", "*", ["x"], frozenset(), 0.0)
     assert plan.delivered == ("bob",)
     world.login("carol")
-    plan, _ = world.hub.route("alice", "*", (), frozenset())
+    plan, _, _ = world.hub.route("alice", "*", ["x"], frozenset(), 0.0)
     assert plan.delivered == ("bob", "carol") and plan.delivered_json == b'["bob","carol"]'
 
 
@@ -131,8 +142,8 @@ def test_the_store_hand_off_happens_under_the_hub_lock(world: World) -> None:
     """What a send hands the store happens before any join or leave can come between."""
     world.login("alice")
     world.login("bob")
-    world.hub.route("alice", "*", (msg(world, "alice", "*"),), frozenset())
-    world.hub.route("alice", ("bob", "zed"), (msg(world, "alice", ("bob", "zed")),), frozenset())
+    world.hub.route("alice", "*", ["x"], frozenset(), 0.0)
+    world.hub.route("alice", ("bob", "zed"), ["y"], frozenset(), 0.0)
     assert [held for _, _, held in watched(world).kept] == [True, True]
     # And through a real send: the fan-out's hand-over too.
     alice = world.sessions[0]

@@ -122,6 +122,9 @@ def history(world: World, user: str, peer: str) -> list[str]:
         store.close()
 
 
+NONE: frozenset[str] = frozenset()
+
+
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[ClusterWorld]:
     w = ClusterWorld(tmp_path)
@@ -229,7 +232,7 @@ def test_routes_name_other_nodes_and_count_their_users_delivered(world: ClusterW
     world.elsewhere("bob", "n2")
     world.elsewhere("carol", "n3")
     world.elsewhere("erin", "n3")  # erin is here and on n3
-    plan, _ = world.hub.route("alice", ("bob", "carol", "erin", "zed"), (), frozenset())
+    plan, _, _ = world.hub.route("alice", ("bob", "carol", "erin", "zed"), ["x"], NONE, 0.0)
     assert plan.delivered == ("bob", "carol", "erin") and plan.missing == ("zed",)
     assert plan.nodes == (("n2", ("bob",)), ("n3", ("carol", "erin")))
     assert plan.elsewhere == {"bob": ("n2",), "carol": ("n3",), "erin": ("n3",)}
@@ -240,7 +243,7 @@ def test_routes_name_other_nodes_and_count_their_users_delivered(world: ClusterW
     # n3 did not take it: carol is lost, erin still got it here.
     verdict = route.settle(plan, stored=True, reached=frozenset({"n2"}))
     assert verdict.delivered_json == b'["bob","erin"]' and verdict.missing == ("zed", "carol")
-    everyone, _ = world.hub.route("alice", "*", (), frozenset())
+    everyone, _, _ = world.hub.route("alice", "*", ["x"], NONE, 0.0)
     assert set(everyone.delivered) == {"bob", "carol", "erin"}
     assert everyone.nodes == (("n2", None), ("n3", None))
     assert world.frames(alice) is not None
