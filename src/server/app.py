@@ -32,6 +32,7 @@ from chat.server.accounts.seam import Accounts
 from chat.server.accounts.throttle import LoginThrottle
 from chat.server.accounts.users_file import FolderLock, StoreError, UserStore
 from chat.server.core import native
+from chat.server.core.asks import Asks
 from chat.server.core.broker import Broker, NoBroker
 from chat.server.core.catchup import CatchUp
 from chat.server.core.deadlines import Deadlines
@@ -46,6 +47,7 @@ from chat.server.core.outcomes import Outcomes
 from chat.server.core.pool import WorkerPool
 from chat.server.core.presence import NoPresence, Presence
 from chat.server.core.ratelimit import TokenBucket
+from chat.server.core.rooms import RoomBook
 from chat.server.core.ticks import Ticks
 from chat.server.core.user import User
 from chat.server.crypto.cipher import Cipher
@@ -98,7 +100,9 @@ def build_core(
 ) -> Core:
     """Every part of the core, whole, in the order they need each other (no thread starts).
     The server and the tests without sockets (tests/server/harness.py) both use it."""
-    hub = Hub(config.ack_timeout, engines.presence, engines.store)
+    book = RoomBook(config.max_rooms_per_user, config.max_room_members)
+    book.load(engines.store.load_rooms())
+    hub = Hub(config.ack_timeout, engines.presence, engines.store, table, book=book)
     ticks = Ticks(table, inbox)
     hasher = HashExecutor(config.hash_threads, config.hash_queue)
     deadlines = Deadlines()
@@ -118,8 +122,8 @@ def build_core(
         engines.deadline,
     )
     login = Login(hub, engines.accounts, throttle, inbox, ends, config.min_password)
-    catchup = CatchUp(engines.store, inbox)
-    frames = PeerFrames(hub, engines.store, login, catchup, ends)
+    catchup = CatchUp(engines.store, inbox, hub)
+    frames = PeerFrames(hub, engines.store, login, catchup, ends, Asks(hub, engines.accounts))
     outcomes = Outcomes(login, fanout, catchup, frames, ends)
     dispatcher = Dispatcher(frames, outcomes, fanout, ticks)
     return Core(hub, ticks, fanout, dispatcher, hasher, deadlines, throttle, login)

@@ -273,3 +273,21 @@ WIRE: dict[type, Callable[[Any], dict[str, Any]]] = {
     DeleteAccount: lambda m: {"type": "delete_account", "id": m.id, "password": m.password},
     UserSearch: lambda m: {"type": "user_search", "id": m.id, "prefix": m.prefix},
 }
+
+#: Every v1.2 client frame's class (the server hands these to its v1.2 handlers).
+REQUEST_TYPES: frozenset[type] = frozenset(
+    {
+        RoomCreate,
+        RoomJoin,
+        RoomLeave,
+        RoomInvite,
+        RoomKick,
+        RoomTopic,
+        RoomListRequest,
+        Read,
+        Typing,
+        Passwd,
+        DeleteAccount,
+        UserSearch,
+    }
+)

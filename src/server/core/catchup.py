@@ -19,23 +19,55 @@ from __future__ import annotations
 import logging
 
 from chat.server.core import native
+from chat.server.core.hub import Hub
 from chat.server.core.outbuf import Append
-from chat.server.core.results import Drained, OfflineRead
+from chat.server.core.results import Drained, MarkersRead, OfflineRead
 from chat.server.core.user import User
 from chat.server.net.inbox import LoopInbox
 from chat.server.store.seam import ReadFailed, Store
 from chat.server.store.sqlite import Page
 from chat.shared.errors import Code, RemoteProtocolError, Trouble
+from chat.shared.features import READ
+from chat.shared.messages import encode
+from chat.shared.notices import Marker, Markers
 
 log = logging.getLogger("chat.server")
 
 
 class CatchUp:
-    __slots__ = ("_inbox", "_store")
+    __slots__ = ("_hub", "_inbox", "_store")
 
-    def __init__(self, store: Store, inbox: LoopInbox) -> None:
+    def __init__(self, store: Store, inbox: LoopInbox, hub: Hub) -> None:
         self._store = store
         self._inbox = inbox
+        self._hub = hub
+
+    def begin(self, user: User) -> bool:
+        """A session entered CHAT (its `rooms` frame is queued): its `markers` when it was
+        granted `read` (v1.2 section 3), then its offline messages. False: the mailbox
+        holds until the store answers."""
+        if READ not in user.features:
+            return self.start(user)
+        mailbox, name = user.mailbox, user.name
+
+        def reply(page: Page | ReadFailed | None) -> None:
+            if isinstance(page, Page):
+                mailbox.resume(MarkersRead(page.messages))  # type: ignore[arg-type]
+            else:
+                mailbox.resume(MarkersRead(None))
+
+        self._store.read_markers(name, self._hub.rooms_of(name), reply)
+        return False
+
+    def markers(self, user: User, rows: object, tick: native.Tick) -> bool:
+        """The markers came: the frame first (before the offline messages), then those."""
+        if rows is None:
+            log.warning("read markers of %s not sent: the store could not read them", user.label())
+            rows = ()
+        entries = tuple(Marker(peer, upto, last, unread) for peer, upto, last, unread in rows)  # type: ignore[attr-defined]
+        self._hub.markers_loaded(user.name, {m.peer: m.upto for m in entries if m.upto})
+        user.out.append_first(encode(Markers(entries)), tick)
+        return self.start(user)
 
     def start(self, user: User, after: int = 0) -> bool:
         """Read the next page above `after`; False: the mailbox holds until it comes."""

@@ -35,7 +35,7 @@ from chat.server.core.deadlines import Deadlines
 from chat.server.core.hub import Hub
 from chat.server.core.presence import Presence
 from chat.server.core.results import Answered
-from chat.server.core.route import Plan, Targets, Verdict
+from chat.server.core.route import NOBODY, Plan, Targets, Verdict
 from chat.server.core.ticks import Ticks
 from chat.server.core.user import User
 from chat.server.store.seam import Store
@@ -184,7 +184,10 @@ class Fanout:
         passed = tuple(user.rate is None or user.rate.take() for _ in group)
         texts = [s.text for s, ok in zip(group, passed, strict=True) if ok]
         to, name = group[0].to, user.conn.user or ""
+        if type(to) is str and to != BROADCAST:  # a room (v1.2 section 2)
+            return self._to_room(user, group, passed, texts, to, tick)
         plan = msgs = receipt = None
+        echo = NOBODY
         registered: frozenset[str] = frozenset()
         if texts:
             registered = (
@@ -192,7 +195,7 @@ class Fanout:
                 if to != BROADCAST and self._store.keeps
                 else frozenset()
             )
-            plan, msgs, receipt = self._hub.route(name, to, texts, registered, time.time())
+            plan, msgs, receipt, echo = self._hub.route(user, to, texts, registered, time.time())
         if plan is None or msgs is None:  # over the rate, or no ids now
             user.out.append(_refusals(user.conn, group, NO_IDS if texts else None), tick)
             return False
@@ -201,15 +204,19 @@ class Fanout:
                 msgs, [s.id for s in group], plan.delivered_json, plan.missing, plan.queued
             )
             missed = self._fan(plan.targets, blob, tick) if plan.targets.count else _NOBODY
+            if echo.count:  # the sender's other sessions (v1.2 section 4)
+                self._table.fanout(tick, blob, echo.handles, echo.count, 0)
             if not missed:
                 user.out.append(sents, tick)
                 return False
         else:
             blob = encode_msgs(msgs)
             missed = self._fan(plan.targets, blob, tick) if plan.targets.count else _NOBODY
+            if echo.count:
+                self._table.fanout(tick, blob, echo.handles, echo.count, 0)
             if not plan.nodes and receipt is None and not missed:
                 verdict = Verdict(plan.delivered_json, plan.missing, plan.queued)
-                user.out.append(_sents(user.conn, group, passed, verdict), tick)
+                user.out.append(_sents(user.conn, group, passed, verdict, msgs), tick)
                 return False
         pending = user.pending = Pending(user, group, passed, plan, msgs, registered, missed)
         if receipt is not None:
@@ -271,8 +278,47 @@ class Fanout:
                     return False
             if verdict.store_more:
                 verdict = route.stored_more(verdict, False)
-        user.out.append(_sents(user.conn, pending.sends, pending.passed, verdict), tick)
+        user.out.append(
+            _sents(user.conn, pending.sends, pending.passed, verdict, pending.msgs), tick
+        )
         return True
+
+    def _to_room(
+        self,
+        user: User,
+        group: tuple[Send, ...],
+        passed: tuple[bool, ...],
+        texts: list[str],
+        room: str,
+        tick: native.Tick,
+    ) -> bool:
+        """Sends to a room: routed, stored and fanned out by the hub's desk, in one order
+        with the room's events; `sent` {id, msg_id, room} (no name lists)."""
+        conn = user.conn
+        msgs = None
+        if texts:
+            try:
+                msgs = self._hub.room_send(user, room, texts, time.time(), tick, group[0].id)
+            except RemoteProtocolError as err:  # not a member, no such room: every send
+                refused = b"".join(
+                    conn.error(RemoteProtocolError(err.code, err.message, s.id)) for s in group
+                )
+                user.out.append(refused, tick)
+                return False
+        if msgs is None:
+            user.out.append(_refusals(conn, group, NO_IDS if texts else None), tick)
+            return False
+        ids = iter(m.id for m in msgs)
+        user.out.append(
+            b"".join(
+                conn.room_sent((s.id,), (next(ids),), room)
+                if ok
+                else conn.error(RemoteProtocolError(Code.RATE_LIMITED, msg_id=s.id))
+                for s, ok in zip(group, passed, strict=True)
+            ),
+            tick,
+        )
+        return False
 
     def _time_left(self, pending: Pending) -> float:
         """Seconds left of the deadline of `pending` (no deadline: as long as it takes)."""
@@ -321,14 +367,21 @@ class Fanout:
 
 
 def _sents(
-    conn: ServerConnection, sends: tuple[Send, ...], passed: tuple[bool, ...], verdict: Verdict
+    conn: ServerConnection,
+    sends: tuple[Send, ...],
+    passed: tuple[bool, ...],
+    verdict: Verdict,
+    msgs: tuple[Msg, ...],
 ) -> bytes:
-    """`sent` for every send that passed the rate limit, `rate_limited` for the others."""
+    """`sent` for every send that passed the rate limit (with its message's id), and
+    `rate_limited` for the others."""
     delivered, missing, queued = verdict.delivered_json, verdict.missing, verdict.queued
+    msg_ids = [m.id for m in msgs]
     if all(passed):  # the common case: one encoding of the lists for all
-        return conn.sent((s.id for s in sends), delivered, missing, queued)
+        return conn.sent((s.id for s in sends), delivered, missing, queued, msg_ids)
+    ids = iter(msg_ids)
     return b"".join(
-        conn.sent((s.id,), delivered, missing, queued)
+        conn.sent((s.id,), delivered, missing, queued, (next(ids),))
         if ok
         else conn.error(RemoteProtocolError(Code.RATE_LIMITED, msg_id=s.id))
         for s, ok in zip(sends, passed, strict=True)

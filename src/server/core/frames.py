@@ -10,6 +10,7 @@ mailbox must hold for an answer (a password check, a read, the catch-up).
 from __future__ import annotations
 
 from chat.server.core import native
+from chat.server.core.asks import Asks
 from chat.server.core.catchup import CatchUp
 from chat.server.core.ends import Ends
 from chat.server.core.hub import Hub
@@ -30,11 +31,15 @@ from chat.shared.messages import (
     Pong,
     RosterAck,
 )
+from chat.shared.requests import REQUEST_TYPES as REQUESTS
 from chat.shared.states import State
 
 
 class PeerFrames:
-    def __init__(self, hub: Hub, store: Store, login: Login, catchup: CatchUp, ends: Ends) -> None:
+    def __init__(
+        self, hub: Hub, store: Store, login: Login, catchup: CatchUp, ends: Ends, asks: Asks
+    ) -> None:
+        self._asks = asks
         self._hub = hub
         self._store = store
         self._login = login
@@ -64,6 +69,8 @@ class PeerFrames:
                 return self._login.check(user, frame, tick)
             case ClientBye():
                 return self._bye(user, tick)
+            case _ if type(frame) in REQUESTS:
+                return self._asks.handle(user, frame, tick)  # type: ignore[arg-type]
             case _:
                 raise LocalProtocolError(f"no handler for {frame!r}")
         return True
@@ -85,21 +92,30 @@ class PeerFrames:
         if entering:
             user.out.hold()  # before the join: live messages wait for the catch-up
         try:
-            self._hub.ack_roster(user, seq, entering, tick)
+            rooms = self._hub.ack_roster(user, seq, entering, tick)
         except RemoteProtocolError as err:
             user.out.release(tick)
             user.out.append(user.conn.error(err), tick)
             return True
         if user.conn.roster_acked():
-            return self._catchup.start(user)
+            if rooms:  # v1.2: the user's rooms, before anything else of them (section 2)
+                user.out.append_first(rooms, tick)
+            return self._catchup.begin(user)
         return True
 
     def _history(self, user: User, request: HistoryRequest, tick: native.Tick) -> bool:
-        """Read a page on a reader thread; the mailbox holds until it comes (reply order)."""
+        """Read a page on a reader thread; the mailbox holds until it comes (reply order).
+        A room's history is its members' (v1.2 section 2)."""
         if user.rate is not None and not user.rate.take():
             err = RemoteProtocolError(Code.RATE_LIMITED, msg_id=request.id)
             user.out.append(user.conn.error(err), tick)
             return True
+        if request.peer.startswith("#"):
+            try:
+                self._hub.check_member(user, request.peer, request.id)
+            except RemoteProtocolError as err:
+                user.out.append(user.conn.error(err), tick)
+                return True
         mailbox, msg_id = user.mailbox, request.id
 
         def reply(page: Page | ReadFailed | None) -> None:

@@ -23,11 +23,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 from chat.server.core import native, route
+from chat.server.core.desk import RoomDesk
 from chat.server.core.presence import NoPresence, Presence
+from chat.server.core.rooms import RoomBook
 from chat.server.core.route import NOBODY, Plan, Targets
 from chat.server.core.user import User
 from chat.server.store.seam import Store
-from chat.shared.messages import BROADCAST, Msg, Recipients, Roster, encode, encode_names
+from chat.shared.features import ECHO, ROOMS
+from chat.shared.messages import BROADCAST, Msg, MsgId, Recipients, Roster, encode, encode_names
+from chat.shared.requests import Request
 from chat.shared.roster import ChangeLog, RosterOutbox
 
 _TRIM_MIN = 1024  # roster log entries before the first trim
@@ -43,9 +47,13 @@ class Hub:
         ack_timeout: float,
         presence: Presence,
         store: Store,
+        table: native.OutTable,
         clock: Callable[[], float] = time.monotonic,
+        book: RoomBook | None = None,
     ) -> None:
         self._lock = threading.Lock()
+        #: Rooms, read markers and typing: they work under this lock (core/desk.py).
+        self.desk = RoomDesk(self, store, table, book)
         self._presence = presence
         self._alone = isinstance(presence, NoPresence)  # no other node: no presence to ask
         self._store = store
@@ -84,6 +92,47 @@ class Hub:
         with self._lock:
             return list(self._sessions)
 
+    def sessions_of(self, name: str) -> list[User]:
+        """`name`'s sessions in CHAT on this node (the hub lock is held: the desk's use)."""
+        return self._sessions.get(name, [])
+
+    # ---- rooms, markers, typing (the desk, under this lock) ---------------------------------
+    def room_request(self, user: User, request: Request, registered: bool, tick: Tick) -> bytes:
+        with self._lock:
+            return self.desk.apply(user, request, registered, tick)
+
+    def room_list(self, user: User, msg_id: MsgId) -> bytes:
+        with self._lock:
+            return self.desk.room_list(user, msg_id)
+
+    def room_send(
+        self, user: User, room: str, texts: list[str], now: float, tick: Tick, msg_id: MsgId
+    ) -> tuple[Msg, ...] | None:
+        with self._lock:
+            return self.desk.route_room(user, room, texts, now, tick, msg_id)
+
+    def check_member(self, user: User, room: str, msg_id: MsgId | None) -> None:
+        with self._lock:
+            self.desk.member_room(user, room, msg_id)
+
+    def read(self, user: User, peer: str, upto: int, tick: Tick) -> None:
+        with self._lock:
+            if peer.startswith("#"):
+                self.desk.member_room(user, peer, None)
+            self.desk.read(user, peer, upto, tick)
+
+    def typing(self, user: User, to: str | tuple[str, ...], state: str, tick: Tick) -> None:
+        with self._lock:
+            self.desk.typing(user, to, state, tick)
+
+    def markers_loaded(self, name: str, marks: dict[str, int]) -> None:
+        with self._lock:
+            self.desk.markers_loaded(name, marks)
+
+    def rooms_of(self, name: str) -> list[str]:
+        with self._lock:
+            return [r.name for r in self.desk.book.rooms_of(name)]
+
     def overdue(self, now: float) -> list[User]:
         """Users whose roster frame has waited longer than `--ack-timeout` for its ack."""
         with self._lock:
@@ -94,19 +143,20 @@ class Hub:
     # ---- a send ------------------------------------------------------------------------------
     def route(
         self,
-        sender: str,
+        user: User,
         to: Recipients,
         texts: list[str],
         registered: frozenset[str],
         now: float,
-    ) -> tuple[Plan, tuple[Msg, ...] | None, Future | None]:
+    ) -> tuple[Plan, tuple[Msg, ...] | None, Future | None, Targets]:
         """Where a send goes (the route's plan on a snapshot taken now), and its messages,
         stamped with their ids and handed to the store in the same critical section (a
         queue append that never waits): a login's catch-up, which starts under this lock,
         therefore sees every message that found its user offline (docs/server.md). The
         receipt tells when the copies are durable, when the plan needs that (queued names,
-        other nodes). No messages (None) when the store can give no ids now."""
-        store, presence = self._store, self._presence
+        other nodes). No messages (None) when the store can give no ids now. The last of
+        the four: the sender's other sessions granted `echo` (v1.2 section 4)."""
+        store, presence, sender = self._store, self._presence, user.name
         with self._lock:
             if to == BROADCAST:
                 names, names_json = self._everyone_else(sender)
@@ -124,7 +174,16 @@ class Hub:
             keep = (plan.named, plan.queued) if plan.stores else None
             durable = keep is not None and bool(plan.queued or plan.nodes)
             msgs, receipt = store.stamp(sender, to, texts, now, keep, durable)
-            return plan, msgs, receipt
+            echo = NOBODY
+            if len(self._sessions.get(sender, ())) > 1:
+                echo = Targets.of(
+                    [
+                        (sender, u.out.handle)
+                        for u in self._sessions[sender]
+                        if u is not user and ECHO in u.conn.features
+                    ]
+                )
+            return plan, msgs, receipt, echo
 
     def local_targets(self, sender: str, names: list[str] | None) -> Targets:
         """This node's sessions for a message from another node: `names` (None: everyone
@@ -158,20 +217,24 @@ class Hub:
             full = user.roster.full([n for n in self._visible() if n != name])
             self._queue(user, full, tick, prefix=auth_ok)
 
-    def ack_roster(self, user: User, seq: int, entering: bool, tick: Tick) -> None:
-        """Take a roster_ack (raises bad_request on a wrong seq); `entering`: its first one."""
+    def ack_roster(self, user: User, seq: int, entering: bool, tick: Tick) -> bytes:
+        """Take a roster_ack (raises bad_request on a wrong seq); `entering`: its first one,
+        whose answer is the `rooms` frame when the session was granted `rooms` (taken as it
+        enters, under the lock: every room event after it reaches the session after it)."""
         with self._lock:
             outbox = user.roster
             if outbox is None or user not in self._subscribers:
-                return  # only after close_all: every other end goes through remove
+                return b""  # only after close_all: every other end goes through remove
             delta = outbox.ack(seq)
             user.ack_deadline = None
             if delta is not None:
                 self._queue(user, delta, tick)
             else:
                 self._idle.add(user)
-            if entering:
-                self._enter(user, tick)
+            if not entering:
+                return b""
+            self._enter(user, tick)
+            return self.desk.rooms_frame(user) if ROOMS in user.conn.features else b""
 
     def remove(self, user: User, tick: Tick) -> bool:
         """Take `user` out for good (idempotent). True when its name's last session left."""
@@ -191,6 +254,7 @@ class Hub:
                 return False
             del self._sessions[name]
             del self._tags[name]
+            self.desk.left(name)
             self._presence.departed(name)
             if name in self._elsewhere:  # still visible through another node
                 return False

@@ -23,6 +23,7 @@ from chat.server.core.results import (
     Evict,
     HistoryRead,
     LoginChecked,
+    MarkersRead,
     Notice,
     OfflineRead,
     PeerGone,
@@ -63,6 +64,8 @@ class Outcomes:
                 return self._catchup.page(user, item, tick)
             case Drained(ok):
                 return self._catchup.drained(user, ok, tick)
+            case MarkersRead(rows):
+                return self._catchup.markers(user, rows, tick)
             case AcksStored():
                 self._frames.bye(user, tick)
             case PeerGone(reason, cause):

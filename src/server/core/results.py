@@ -95,14 +95,32 @@ class OfflineRead:
 
 
 @dataclass(frozen=True, slots=True)
+class MarkersRead:
+    """A login's read markers, (peer, upto, last, unread) rows; None when unreadable."""
+
+    rows: tuple[tuple[str, int, int, int], ...] | None
+
+
+@dataclass(frozen=True, slots=True)
 class AcksStored:
     """What the connection acknowledged (`offline_ack`) is stored: its `bye` may go."""
 
 
 Notice = PeerGone | Abort | Evict | Drained
-Result = LoginChecked | Answered | HistoryRead | OfflineRead | AcksStored
+Result = LoginChecked | Answered | HistoryRead | OfflineRead | AcksStored | MarkersRead
 
 #: Every kind of item a mailbox carries that is not the peer's frame.
 OURS: frozenset[type] = frozenset(
-    {PeerGone, Abort, Evict, Drained, LoginChecked, Answered, HistoryRead, OfflineRead, AcksStored}
+    {
+        PeerGone,
+        Abort,
+        Evict,
+        Drained,
+        LoginChecked,
+        Answered,
+        HistoryRead,
+        OfflineRead,
+        AcksStored,
+        MarkersRead,
+    }
 )

@@ -25,7 +25,11 @@ from chat.server.core.outbuf import OutBuffer
 from chat.server.core.pool import Mailbox, Submitter
 from chat.server.core.ratelimit import TokenBucket
 from chat.shared.connection import ServerConnection
+from chat.shared.features import ECHO, READ, ROOMS, TYPING
 from chat.shared.roster import RosterOutbox
+
+#: The v1.2 features this server grants when asked (section 1); `resume` comes with tokens.
+OFFERED: tuple[str, ...] = (ROOMS, READ, ECHO, TYPING)
 
 
 class User:
@@ -36,7 +40,6 @@ class User:
         "cid",
         "conn",
         "fd",
-        "features",
         "ip",
         "mailbox",
         "offline_upto",
@@ -60,11 +63,9 @@ class User:
         self.fd = fd  # for the log only: the loop owns the socket
         self.ip = addr[0]
         self.addr = f"{addr[0]}:{addr[1]}"
-        self.conn = ServerConnection()
+        self.conn = ServerConnection(offered=OFFERED)
         self.out = out
         self.rate = rate
-        #: Features granted at login (protocol v1.2 section 1); none for a v1.1 client.
-        self.features: frozenset[str] = frozenset()
         #: The roster cursor once the full roster is sent, and when its ack is due
         #: (guarded by the hub lock: other users' joins reach it from their threads).
         self.roster: RosterOutbox | None = None
@@ -76,6 +77,11 @@ class User:
         #: The store's number of this connection's last `offline_ack` not known stored.
         self.acked = 0
         self.mailbox = Mailbox(pool, handler, self)
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The v1.2 features granted at login (none for a v1.1 client)."""
+        return self.conn.features
 
     @property
     def name(self) -> str:

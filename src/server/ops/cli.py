@@ -393,6 +393,20 @@ def build_parser() -> argparse.ArgumentParser:
         "alice exists: user_exists); names stay case-sensitive otherwise. Off unless given",
     )
     a(
+        "--max-rooms-per-user",
+        type=_ranged(int, 1),
+        default=d.max_rooms_per_user,
+        metavar="N",
+        help="rooms one user may be in (create or join past it: not_allowed)",
+    )
+    a(
+        "--max-room-members",
+        type=_ranged(int, 1),
+        default=d.max_room_members,
+        metavar="N",
+        help="members one room may have (a join past it: not_allowed)",
+    )
+    a(
         "--login-delay",
         type=_ranged(float, 0, 3600),
         default=d.login_delay,
@@ -506,6 +520,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         min_password=args.min_password,
         refuse_case_variants=args.refuse_case_variants,
         login_delay=args.login_delay,
+        max_rooms_per_user=args.max_rooms_per_user,
+        max_room_members=args.max_room_members,
         shutdown_grace=args.shutdown_grace,
         listen=tuple(args.listen or ()),
     )

@@ -64,6 +64,9 @@ class ServerConfig:
     login_delay: float = 2.0
     shutdown_grace: float = 2.0
     backlog: int = 1024
+    #: Rooms a user may be in, members a room may have (v1.2 section 2; docs/protocol.md).
+    max_rooms_per_user: int = 200
+    max_room_members: int = 10_000
     #: `--listen` (repeatable): every address the server listens on; empty: the short
     #: form, `--host`/`--port`, TLS when `--tls-cert` is given.
     listen: tuple[ListenSpec, ...] = ()

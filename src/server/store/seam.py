@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from chat.server.core.rooms import Room
 from chat.server.store.sqlite import Kept, Page, Unreadable
 from chat.shared.messages import Msg, Recipients
 
@@ -106,6 +107,25 @@ class Store(Protocol):
 
     def read_offline(self, user: str, after: int, reply: Reply) -> None:
         """The next page of `user`'s offline queue above id `after`."""
+        ...
+
+    # ---- v1.2: rooms and read markers ---------------------------------------------------
+    def load_rooms(self) -> list[Room]:
+        """Every room, at start."""
+        ...
+
+    def save_room(self, folded: str, room: Room | None, name: str) -> None:
+        """A room's record as it is now (copied), or its removal with its history."""
+        ...
+
+    def set_marker(self, user: str, peer: str, upto: int) -> None: ...
+
+    def drop_user(self, user: str) -> int:
+        """A deleted account's queue, markers and contacts go."""
+        ...
+
+    def read_markers(self, user: str, rooms: list[str], reply: Reply) -> None:
+        """A login's `markers`: (peer, upto, last, unread) rows in a `Page`."""
         ...
 
 
@@ -193,6 +213,21 @@ class NoStore:
         reply(Page((), False))
 
     def read_offline(self, user: str, after: int, reply: Reply) -> None:
+        reply(Page((), False))
+
+    def load_rooms(self) -> list[Room]:
+        return []  # kept for the life of the process only
+
+    def save_room(self, folded: str, room: Room | None, name: str) -> None:
+        pass
+
+    def set_marker(self, user: str, peer: str, upto: int) -> None:
+        pass
+
+    def drop_user(self, user: str) -> int:
+        return 0
+
+    def read_markers(self, user: str, rooms: list[str], reply: Reply) -> None:
         reply(Page((), False))
 
 

@@ -269,7 +269,8 @@ class StoreService:
     # ---- rooms, markers (v1.2) ----------------------------------------------------------
     def load_rooms(self) -> list[Room]:
         """Every room, at start (before the threads run)."""
-        return self._backend.state.load_rooms()  # type: ignore[attr-defined]
+        state = getattr(self._backend, "state", None)
+        return state.load_rooms() if state is not None else []
 
     def save_room(self, folded: str, room: Room | None, name: str) -> None:
         """A room's record as it is now (a copy: the caller goes on changing it), or its

@@ -1,0 +1,254 @@
+"""Rooms, read markers and typing at work: protocol v1.2 sections 2, 3 and 5, under the hub lock.
+
+The desk applies what a user asks of a room (create, join, leave, invite,
+kick, topic), routes a message to a room, keeps each online user's read
+markers and relays typing notices. It works under the hub's lock, and fans
+out room events and room messages while holding it: that one order is the
+order every member sees, so after a member's `left` or `kicked` no message of
+that room reaches it, and events and messages of a room never overtake each
+other (the contract's section 2). The rules themselves are the room book's
+(core/rooms.py); the desk adds the sessions, the slots and the store.
+
+Who gets what: room events and messages go to every session of every member
+that was granted `rooms` (a room message not to the sending connection);
+`read` goes to the user's other `read` sessions; `typing` to the recipients'
+`typing` sessions, never to the sender's own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from chat.server.core import native
+from chat.server.core.rooms import Change, Room, RoomBook, fold
+from chat.server.core.user import User
+from chat.server.store.seam import Store
+from chat.shared.errors import Code, RemoteProtocolError
+from chat.shared.features import READ, ROOMS, TYPING
+from chat.shared.messages import BROADCAST, Msg, MsgId, encode, encode_msgs, valid_name
+from chat.shared.notices import (
+    Invitation,
+    Ok,
+    ReadNotice,
+    RoomEvent,
+    RoomInfo,
+    RoomList,
+    Rooms,
+    RoomState,
+    TypingNotice,
+)
+from chat.shared.requests import (
+    Request,
+    RoomCreate,
+    RoomInvite,
+    RoomJoin,
+    RoomKick,
+    RoomLeave,
+    RoomTopic,
+)
+
+if TYPE_CHECKING:
+    from chat.server.core.hub import Hub
+
+#: Typing notices relayed per sender and conversation in any one second (v1.2 section 5).
+TYPING_PER_SECOND = 2
+_TYPING_KEYS = 100_000  # windows kept at most (the least recently used go first)
+
+
+class RoomDesk:
+    def __init__(
+        self, hub: Hub, store: Store, table: native.OutTable, book: RoomBook | None = None
+    ) -> None:
+        self._hub = hub
+        self._store = store
+        self._table = table
+        self.book = book or RoomBook()
+        #: Each online user's read markers: peer -> how far read (loaded at its login).
+        self._markers: dict[str, dict[str, int]] = {}
+        self._typing: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self._clock = time.monotonic
+
+    # ---- hub lock held ---------------------------------------------------------------------
+    def rooms_frame(self, user: User) -> bytes:
+        """The `rooms` frame of a session entering CHAT (taken with its entering, under the
+        lock: every room event after it reaches the session after this frame)."""
+        name = user.name
+        book = self.book
+        rooms = tuple(
+            RoomState(r.name, r.topic, r.invite_only, r.owner, tuple(sorted(r.members)), r.last)
+            for r in book.rooms_of(name)
+        )
+        invites = tuple(Invitation(r.name, by) for r, by in book.invites_of(name))
+        return encode(Rooms(rooms, invites))
+
+    def apply(self, user: User, request: Request, registered: bool, tick: native.Tick) -> bytes:
+        """A room request: its answer (`ok`, or the contract's error), its events fanned out."""
+        name, book, now = user.name, self.book, time.time()
+        try:
+            match request:
+                case RoomCreate(msg_id, room, topic, invite_only):
+                    change = book.create(name, room, topic, invite_only, now, msg_id)
+                case RoomJoin(msg_id, room):
+                    change = book.join(name, room, now, msg_id)
+                case RoomLeave(msg_id, room):
+                    change = book.leave(name, room, now, msg_id)
+                case RoomInvite(msg_id, room, target):
+                    change = book.invite(name, room, target, registered, now, msg_id)
+                case RoomKick(msg_id, room, target):
+                    change = book.kick(name, room, target, now, msg_id)
+                case RoomTopic(msg_id, room, topic):
+                    change = book.set_topic(name, room, topic, now, msg_id)
+                case _:
+                    raise RemoteProtocolError(Code.BAD_REQUEST, msg_id=getattr(request, "id", None))
+        except RemoteProtocolError as err:
+            return user.conn.error(err)
+        self._changed(change, tick)
+        return user.conn.reply(Ok(request.id))  # type: ignore[union-attr]
+
+    def apply_changes(self, changes: Iterable[Change], tick: native.Tick) -> None:
+        """Changes made for the server's own reasons (an account deleted)."""
+        for change in changes:
+            self._changed(change, tick)
+
+    def room_list(self, user: User, msg_id: MsgId) -> bytes:
+        name = user.name
+        rooms = tuple(
+            RoomInfo(
+                r.name,
+                r.topic,
+                r.invite_only,
+                r.owner,
+                len(r.members),
+                name in r.members,
+                name in r.invites,
+            )
+            for r in self.book.visible_to(name)
+        )
+        return user.conn.reply(RoomList(msg_id, rooms))
+
+    def member_room(self, user: User, room: str, msg_id: MsgId | None) -> Room:
+        """The room, if `user` may use it as a member (raises the contract's error)."""
+        return self.book.member_room(user.name, room, msg_id)
+
+    def route_room(
+        self,
+        user: User,
+        room: str,
+        texts: Sequence[str],
+        now: float,
+        tick: native.Tick,
+        msg_id: MsgId,
+    ) -> tuple[Msg, ...] | None:
+        """Messages to a room: stamped, stored, fanned out to every member's `rooms`
+        sessions but the sending connection, all under the lock (one order with the room's
+        events). None when the store can give no ids now; the contract's error when
+        `user` may not write there."""
+        r = self.book.member_room(user.name, room, msg_id)
+        # `to` as the sender wrote it (the contract's "that string"; a room's names differ
+        # only in case, and the store files them under the folded one).
+        msgs, _ = self._store.stamp(user.name, room, list(texts), now, ((), ()), False)
+        if msgs is None:
+            return None
+        self.book.posted(r, msgs[-1].id)
+        self._fan(self._members(r, ROOMS), encode_msgs(msgs), tick, skip=user.out.handle)
+        return msgs
+
+    def read(self, user: User, peer: str, upto: int, tick: native.Tick) -> None:
+        """A read marker moves (never back): kept, and told to the user's other `read`
+        sessions (v1.2 section 3)."""
+        name = user.name
+        marks = self._markers.setdefault(name, {})
+        if upto <= marks.get(peer, 0):
+            return
+        marks[peer] = upto
+        self._store.set_marker(name, peer, upto)
+        others = [
+            u.out.handle
+            for u in self._hub.sessions_of(name)
+            if u is not user and READ in u.conn.features
+        ]
+        self._fan(others, encode(ReadNotice(peer, upto)), tick)
+
+    def markers_loaded(self, name: str, marks: dict[str, int]) -> None:
+        """The markers a login read from the store (the newer of the two wins)."""
+        mine = self._markers.setdefault(name, {})
+        for peer, upto in marks.items():
+            if upto > mine.get(peer, 0):
+                mine[peer] = upto
+
+    def left(self, name: str) -> None:
+        """The user's last session left: its markers are kept by the store alone."""
+        self._markers.pop(name, None)
+
+    def typing(self, user: User, to: str | tuple[str, ...], state: str, tick: native.Tick) -> None:
+        """Relay a typing notice (at most 2 a second per sender and conversation); nothing
+        is stored and nothing answers it."""
+        name = user.name
+        if isinstance(to, str) and to != BROADCAST:  # a room
+            r = self.book.member_room(name, to)
+            key, sessions = fold(r.name), self._members(r, TYPING, but=name)
+            to = r.name
+        else:
+            names = [n for n in dict.fromkeys(to) if n != name and valid_name(n)]
+            key = ",".join(sorted(names))
+            sessions = [
+                u.out.handle
+                for n in names
+                for u in self._hub.sessions_of(n)
+                if TYPING in u.conn.features
+            ]
+        if not sessions or not self._within_rate(name, key):
+            return
+        self._fan(sessions, encode(TypingNotice(name, to, state)), tick)
+
+    # ---- parts ----------------------------------------------------------------------------------
+    def _changed(self, change: Change, tick: native.Tick) -> None:
+        """Persist what changed, then tell it: to the room's members (after the change:
+        a joiner hears its own join, a leaver is told apart) and to whom it concerns."""
+        r = change.room
+        if r is not None or change.deleted:
+            name = r.name if r is not None else change.events[-1].room
+            self._store.save_room(change.key, r, name)
+        for event in change.events:
+            frame = encode(
+                RoomEvent(event.room, event.event, event.user, event.ts, event.by, event.topic)
+            )
+            targets = self._members(r, ROOMS) if r is not None else []
+            if event.also is not None and (r is None or event.also not in r.members):
+                targets += [
+                    u.out.handle
+                    for u in self._hub.sessions_of(event.also)
+                    if ROOMS in u.conn.features
+                ]
+            self._fan(targets, frame, tick)
+
+    def _members(self, room: Room, feature: str, but: str | None = None) -> list[int]:
+        sessions_of = self._hub.sessions_of
+        return [
+            u.out.handle
+            for member in room.members
+            if member != but
+            for u in sessions_of(member)
+            if feature in u.conn.features
+        ]
+
+    def _fan(self, handles: list[int], data: bytes, tick: native.Tick, skip: int = 0) -> None:
+        if not handles:
+            return
+        array = native.ffi.new("uint64_t[]", handles)
+        self._table.fanout(tick, data, array, len(handles), 0, native.NULL, skip)
+
+    def _within_rate(self, sender: str, conversation: str) -> bool:
+        key = (sender, conversation)
+        now = self._clock()
+        window = self._typing.pop(key, None) or deque(maxlen=TYPING_PER_SECOND)
+        self._typing[key] = window  # now the most recent key
+        if len(self._typing) > _TYPING_KEYS:
+            self._typing.popitem(last=False)
+        if len(window) == TYPING_PER_SECOND and now - window[0] < 1.0:
+            return False
+        window.append(now)
+        return True
