@@ -126,6 +126,7 @@ def build_core(
     frames = PeerFrames(hub, engines.store, login, catchup, ends, Asks(hub, engines.accounts))
     outcomes = Outcomes(login, fanout, catchup, frames, ends)
     dispatcher = Dispatcher(frames, outcomes, fanout, ticks)
+    hub.windows(deadlines.after, ticks)
     return Core(hub, ticks, fanout, dispatcher, hasher, deadlines, throttle, login)
 
 

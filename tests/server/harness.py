@@ -85,6 +85,10 @@ class StoreWrapper:
     def after(self, seq: int, fn: Callable[[], None]) -> None:
         self.inner.after(seq, fn)
 
+    def __getattr__(self, name: str) -> Any:
+        """Every other call of the seam (rooms, markers, reads) goes to the real store."""
+        return getattr(self.inner, name)
+
     def read_page(self, user: str, peer: str, before: int | None, limit: int, reply: Reply) -> None:
         self.inner.read_page(user, peer, before, limit, reply)
 
@@ -261,6 +265,10 @@ class World:
         )
         self.sessions.append(session)
         return session
+
+    def user(self, name: str) -> User:
+        """The first session logged in as `name`."""
+        return next(s for s in self.sessions if s.conn.user == name)
 
     def post(self, session: User, *items: Any) -> None:
         """Post frames (messages are encoded, payload only) or control items, then settle."""

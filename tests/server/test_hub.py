@@ -78,7 +78,9 @@ def test_recipients_name_each_user_once_without_the_sender(world: World) -> None
     alice, bob = world.login("alice"), world.login("bob")
     to = ("bob", "bob", "alice", "zed")
     now = time.time()
-    plan, msgs, receipt = world.hub.route("alice", to, ["x"], frozenset({"zed"}), now)
+    plan, msgs, receipt, _ = world.hub.route(
+        world.user("alice"), to, ["x"], frozenset({"zed"}), now
+    )
     assert handles(plan.targets) == [bob.out.handle] and plan.targets.exclude == 0
     assert plan.targets.users == ("bob",)
     assert plan.delivered == ("bob",) and plan.missing == ("zed",) and plan.queued == ("zed",)
@@ -90,7 +92,7 @@ def test_recipients_name_each_user_once_without_the_sender(world: World) -> None
     # (a `sent` naming zed as queued waits for it): the receipt says when it is on disk.
     assert watched(world).kept == [((("bob", "zed"), ("zed",)), True, True)]
     assert receipt is not None and receipt.result(5) is True
-    plan, msgs, receipt = world.hub.route("bob", "*", ["y"], frozenset(), now)
+    plan, msgs, receipt, _ = world.hub.route(world.user("bob"), "*", ["y"], frozenset(), now)
     assert plan.delivered == ("alice",) and plan.missing == () and plan.queued == ()
     assert names(plan.delivered_json) == ("alice",)
     # "*" is kept for the history, queued for nobody, and nobody waits for it.
@@ -104,7 +106,9 @@ def test_recipients_name_each_user_once_without_the_sender(world: World) -> None
 
 def test_a_route_to_nobody_the_history_keeps_keeps_nothing(world: World) -> None:
     world.login("alice")
-    plan, msgs, receipt = world.hub.route("alice", ("zed", "alice"), ["x"], frozenset(), 0.0)
+    plan, msgs, receipt, _ = world.hub.route(
+        world.user("alice"), ("zed", "alice"), ["x"], frozenset(), 0.0
+    )
     assert plan.missing == ("zed",) and not plan.stores and receipt is None
     assert msgs is not None  # ids all the same, but nothing kept
     assert watched(world).kept[-1] == (None, False, True)
@@ -113,10 +117,10 @@ def test_a_route_to_nobody_the_history_keeps_keeps_nothing(world: World) -> None
 def test_the_everyone_else_list_changes_with_the_roster(world: World) -> None:
     world.login("alice")
     world.login("bob")
-    plan, _, _ = world.hub.route("alice", "*", ["x"], frozenset(), 0.0)
+    plan, _, _, _ = world.hub.route(world.user("alice"), "*", ["x"], frozenset(), 0.0)
     assert plan.delivered == ("bob",)
     world.login("carol")
-    plan, _, _ = world.hub.route("alice", "*", ["x"], frozenset(), 0.0)
+    plan, _, _, _ = world.hub.route(world.user("alice"), "*", ["x"], frozenset(), 0.0)
     assert plan.delivered == ("bob", "carol") and plan.delivered_json == b'["bob","carol"]'
 
 
@@ -142,8 +146,8 @@ def test_the_store_hand_off_happens_under_the_hub_lock(world: World) -> None:
     """What a send hands the store happens before any join or leave can come between."""
     world.login("alice")
     world.login("bob")
-    world.hub.route("alice", "*", ["x"], frozenset(), 0.0)
-    world.hub.route("alice", ("bob", "zed"), ["y"], frozenset(), 0.0)
+    world.hub.route(world.user("alice"), "*", ["x"], frozenset(), 0.0)
+    world.hub.route(world.user("alice"), ("bob", "zed"), ["y"], frozenset(), 0.0)
     assert [held for _, _, held in watched(world).kept] == [True, True]
     # And through a real send: the fan-out's hand-over too.
     alice = world.sessions[0]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -232,7 +233,9 @@ def test_routes_name_other_nodes_and_count_their_users_delivered(world: ClusterW
     world.elsewhere("bob", "n2")
     world.elsewhere("carol", "n3")
     world.elsewhere("erin", "n3")  # erin is here and on n3
-    plan, _, _ = world.hub.route("alice", ("bob", "carol", "erin", "zed"), ["x"], NONE, 0.0)
+    plan, _, _, _ = world.hub.route(
+        world.user("alice"), ("bob", "carol", "erin", "zed"), ["x"], NONE, 0.0
+    )
     assert plan.delivered == ("bob", "carol", "erin") and plan.missing == ("zed",)
     assert plan.nodes == (("n2", ("bob",)), ("n3", ("carol", "erin")))
     assert plan.elsewhere == {"bob": ("n2",), "carol": ("n3",), "erin": ("n3",)}
@@ -243,7 +246,7 @@ def test_routes_name_other_nodes_and_count_their_users_delivered(world: ClusterW
     # n3 did not take it: carol is lost, erin still got it here.
     verdict = route.settle(plan, stored=True, reached=frozenset({"n2"}))
     assert verdict.delivered_json == b'["bob","erin"]' and verdict.missing == ("zed", "carol")
-    everyone, _, _ = world.hub.route("alice", "*", ["x"], NONE, 0.0)
+    everyone, _, _, _ = world.hub.route(world.user("alice"), "*", ["x"], NONE, 0.0)
     assert set(everyone.delivered) == {"bob", "carol", "erin"}
     assert everyone.nodes == (("n2", None), ("n3", None))
     assert world.frames(alice) is not None
@@ -258,7 +261,7 @@ def test_a_send_to_another_node_is_published_once_stored_and_its_answer_settles_
     on_disk: list[list[str]] = []
     world.broker.on_publish = lambda: on_disk.append(history(world, "bob", "alice"))
     world.post(alice, Send(1, ("bob", "carol"), "hi"))
-    assert replies(world, alice) == [Sent(1, ("bob", "carol"), (), ())]
+    assert replies(world, alice) == [Sent(1, ("bob", "carol"), (), (), msg_id=ANY)]
     # When it went to the other nodes it was on disk: a recipient there may ask for it.
     assert on_disk == [["hi"], ["hi"]]
     published = {node: names for node, _, names, _ in world.broker.published}
@@ -267,7 +270,7 @@ def test_a_send_to_another_node_is_published_once_stored_and_its_answer_settles_
     assert sender == "alice" and b'"text":"hi"' in frames
     world.broker.takes["n3"] = False  # n3 is gone: carol is not delivered
     world.post(alice, Send(2, "*", "all"))
-    assert replies(world, alice) == [Sent(2, ("bob",), ("carol",), ())]
+    assert replies(world, alice) == [Sent(2, ("bob",), ("carol",), (), msg_id=ANY)]
 
 
 def test_a_node_that_does_not_take_a_message_leaves_its_registered_users_queued(
@@ -281,7 +284,7 @@ def test_a_node_that_does_not_take_a_message_leaves_its_registered_users_queued(
     world.elsewhere("zoe", "n3")  # online there, but no account: missing only
     world.broker.takes["n3"] = False
     world.post(alice, Send(1, ("carol", "zoe"), "for you"))
-    assert replies(world, alice) == [Sent(1, (), ("carol", "zoe"), ("carol",))]
+    assert replies(world, alice) == [Sent(1, (), ("carol", "zoe"), ("carol",), msg_id=ANY)]
     # The copy is durable: carol finds it at her next login here.
     world.elsewhere("carol")
     carol = world.connect()
@@ -301,7 +304,7 @@ def test_a_node_that_never_answers_counts_as_not_reached_at_the_deadline(
         world.broker.silent.add("n3")
         started = time.monotonic()
         world.post(alice, Send(1, ("bob", "carol"), "hi"))
-        assert replies(world, alice) == [Sent(1, ("bob",), ("carol",), ())]
+        assert replies(world, alice) == [Sent(1, ("bob",), ("carol",), (), msg_id=ANY)]
         assert 0.25 <= time.monotonic() - started < 5
     finally:
         world.close()

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from typing import Any
 
 from chat.server.core import native, route
 from chat.server.core.desk import RoomDesk
@@ -39,6 +40,35 @@ _CACHED_SENDERS = 256  # encoded "everyone but X" lists kept between roster chan
 
 #: The thread's tick: every append through it is sent at the end of the tick.
 Tick = native.Tick | None
+
+
+class Storm:
+    """Tells a burst of roster changes from the ordinary trickle, and how long to gather.
+
+    More than `threshold` changes within `span` seconds is a burst; its window grows with
+    the rate (0.05 s, up to 0.5 s at thousands of changes a second), so a storm of 10,000
+    logins costs each subscriber a delta per window, not one per login. An ordinary join
+    (below the threshold) is told at once, as before.
+    """
+
+    __slots__ = ("_count", "_since", "span", "threshold", "window")
+
+    def __init__(self, threshold: int = 16, span: float = 0.1) -> None:
+        self.threshold = threshold
+        self.span = span
+        self.window = 0.05
+        self._since = 0.0
+        self._count = 0
+
+    def burst(self, now: float) -> bool:
+        if now - self._since > self.span:
+            self._since, self._count = now, 0
+        self._count += 1
+        if self._count <= self.threshold:
+            return False
+        rate = self._count / max(now - self._since, 1e-3)
+        self.window = min(0.5, max(0.05, rate / 10_000))
+        return True
 
 
 class Hub:
@@ -73,8 +103,19 @@ class Hub:
         self._ack_timeout = ack_timeout
         self._clock = clock
         self._log = ChangeLog()  # every join and leave, shared by all outboxes
+        #: Login storms: a burst of roster changes is told once per window (see `_announce`).
+        self._storm = Storm()
+        self._flush_due = False
+        self._schedule: Callable[[float, Callable[[], None]], None] | None = None
+        self._ticks: Any = None
         self._trim_at = _TRIM_MIN
         self._closed = False  # shutdown: workers still answering frames change nothing
+
+    def windows(self, schedule: Callable[[float, Callable[[], None]], None], ticks: Any) -> None:
+        """How a burst's window is flushed later: a timer (`Deadlines.after`) and the ticks
+        of the thread it runs on. Without them every change is told at once."""
+        self._schedule = schedule
+        self._ticks = ticks
 
     def set_ack_timeout(self, seconds: float) -> None:
         """A reload (SIGHUP): roster frames sent from now on get this long for their ack."""
@@ -345,17 +386,41 @@ class Hub:
         return everyone.but(self._tags.get(sender, 0))
 
     def _announce(self, name: str, joined: bool, tick: Tick) -> None:
-        """Log a join or leave; whoever has no roster frame in flight hears of it now."""
+        """Log a join or leave; whoever has no roster frame in flight hears of it now, or,
+        during a burst of changes (a login storm, a node's users coming back), at the next
+        flush of the burst's window: one delta per subscriber per window instead of one per
+        change (issue "6 of 6": the roster's work per login O(1) during a burst)."""
         self._log.append(name, joined)
-        for other in list(self._idle):
-            outbox = other.roster
-            if outbox is not None and outbox.own != name:
-                self._queue(other, outbox.changed(), tick)
+        if self._storm.burst(self._clock()):
+            if not self._flush_due and self._schedule is not None:
+                self._flush_due = True
+                self._schedule(self._storm.window, self._flush_window)
+                return
+            if self._flush_due:
+                return
+        self._tell_idle(tick)
         if len(self._log) >= self._trim_at:
             log = self._log
             cursors = (u.roster.cursor for u in self._subscribers if u.roster is not None)
             log.trim(min(cursors, default=log.end))
             self._trim_at = max(_TRIM_MIN, 2 * len(log))
+
+    def _tell_idle(self, tick: Tick) -> None:
+        for other in list(self._idle):
+            outbox = other.roster
+            if outbox is not None:
+                self._queue(other, outbox.changed(), tick)
+
+    def _flush_window(self) -> None:
+        """The burst's window is over (the timer's thread): every idle subscriber gets one
+        delta with everything the window changed."""
+        ticks = self._ticks
+        with self._lock:
+            self._flush_due = False
+            if not self._closed and ticks is not None:
+                self._tell_idle(ticks.current())
+        if ticks is not None:
+            ticks.flush()
 
     def _queue(self, user: User, frame: Roster | None, tick: Tick, prefix: bytes = b"") -> None:
         if frame is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,7 @@ class ServerConfig:
     rate_burst: int = 1000
     hash_cost: int = 14  # scrypt log2(N)
     #: Threads that run scrypt, apart from the workers, and the logins that may wait for them.
-    hash_threads: int = 1
+    hash_threads: int = len(os.sched_getaffinity(0)) or 1  # one per core (issue 22)
     hash_queue: int = 256
     #: The shortest password a registration may choose (the contract's bound is 1; an
     #: existing account with a shorter one still logs in).
