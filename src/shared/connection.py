@@ -102,7 +102,9 @@ class ServerConnection:
         """One client frame, checked against the state: the message to act on.
 
         Raises RemoteProtocolError for a frame the contract refuses; answer
-        it with `error()`. An `auth` starts a login: until `login_succeeded`
+        it with `error()`. The order: the state (`CLIENT_RULES`), the feature of
+        the frame's type, the fields, the feature of a field (a room, a token).
+        An `auth` starts a login: until `login_succeeded`
         or `login_failed` no other frame may be fed (the server holds them
         back, so that replies keep the order of the frames they answer).
         """
@@ -120,10 +122,9 @@ class ServerConnection:
             if type(kind) is str and kind not in self._types:  # v1.2 on a v1.1 server
                 raise RemoteProtocolError(Code.BAD_REQUEST, f"unknown type {kind!r}"[:80], msg_id)
             check_client_frame(state, kind, msg_id)  # not accepted here: the contract's error
-        if kind in CHECKED_TYPES:
-            need = FRAME_FEATURES.get(kind)
-            if need is not None and need not in self.features:  # whatever its fields hold
-                raise RemoteProtocolError(Code.BAD_REQUEST, not_granted(need), msg_id)
+        need = FRAME_FEATURES.get(kind)
+        if need is not None and need not in self.features:  # whatever its fields hold
+            raise RemoteProtocolError(Code.BAD_REQUEST, not_granted(need), msg_id)
         if isinstance(message, RemoteProtocolError):
             raise message
         kind_of = type(message)

@@ -69,7 +69,6 @@ SERVER_FRAME_FEATURES: dict[str | tuple[str, str], str] = {
     "room_event": ROOMS,
     ("msg", "to"): ROOMS,
     ("sent", "room"): ROOMS,
-    ("history", "with"): ROOMS,
     "markers": READ,
     "read": READ,
     "typing": TYPING,

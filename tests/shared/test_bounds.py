@@ -21,6 +21,7 @@ from chat.shared.messages import (
     HISTORY_LIMIT_MAX,
     ID_TEXT_MAX,
     LIMIT_BOUNDS,
+    MARKER_BOUNDS,
     MAX_ID,
     MSG_ID_BOUNDS,
     SAFE_INT_BOUNDS,
@@ -31,6 +32,7 @@ from chat.shared.messages import (
     raw_send_id,
     valid_msg_id,
 )
+from chat.shared.notices import COUNT_BOUNDS, UNREAD_BOUNDS
 from chat.shared.states import State, check_client_frame
 
 from .strategies import relaxed
@@ -49,6 +51,8 @@ class IntField(NamedTuple):
     read: Callable[[Any], int]
     echoes: Any = None  # the id every error about this frame carries
     optional: bool = False
+    #: A field inside a list of objects: the whole frame around the object (server frames).
+    wrap: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 HISTORY = {"type": "history", "id": "h1", "with": "*"}
@@ -59,16 +63,72 @@ CLIENT_FIELDS = {
     ),
     "history.before": IntField(HISTORY, "before", SAFE_INT_BOUNDS, lambda m: m.before, "h1", True),
     "history.limit": IntField(HISTORY, "limit", LIMIT_BOUNDS, lambda m: m.limit, "h1", True),
+    # protocol v1.2
+    "read.upto": IntField({"type": "read", "with": "*"}, "upto", SAFE_INT_BOUNDS, lambda m: m.upto),
 }
 MSG = {"type": "msg", "id": 1, "from": "bob", "to": "*", "text": "x", "ts": 1.5}
+MARKER = {"with": "bob", "upto": 0, "last": 1, "unread": 0}
+ROOM_STATE = {"room": "#d", "topic": "", "invite_only": False, "owner": "a", "members": ["a"]}
+ROOM_INFO = {
+    "room": "#d",
+    "topic": "",
+    "invite_only": False,
+    "owner": "a",
+    "member": True,
+    "invited": False,
+}
+
+
+def in_markers(o: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "markers", "markers": [o]}
+
+
 SERVER_FIELDS = {
     "msg.id": IntField(MSG, "id", MSG_ID_BOUNDS, lambda m: m.id),
     "roster.seq": IntField(
         {"type": "roster", "full": True, "users": []}, "seq", SEQ_BOUNDS, lambda m: m.seq
     ),
     "history.messages[].id": IntField(
-        MSG, "id", MSG_ID_BOUNDS, lambda m: m.messages[0].id
-    ),  # wrapped in a page below
+        MSG,
+        "id",
+        MSG_ID_BOUNDS,
+        lambda m: m.messages[0].id,
+        wrap=lambda o: {"type": "history", "id": "h1", "messages": [o], "more": False},
+    ),
+    # protocol v1.2
+    "sent.msg_id": IntField(
+        {"type": "sent", "id": 1, "delivered": [], "missing": [], "queued": []},
+        "msg_id",
+        MSG_ID_BOUNDS,
+        lambda m: m.msg_id,
+    ),
+    "sent(room).msg_id": IntField(
+        {"type": "sent", "id": 1, "room": "#dev"}, "msg_id", MSG_ID_BOUNDS, lambda m: m.msg_id
+    ),
+    "read.upto": IntField({"type": "read", "with": "*"}, "upto", MARKER_BOUNDS, lambda m: m.upto),
+    "markers[].upto": IntField(
+        MARKER, "upto", MARKER_BOUNDS, lambda m: m.markers[0].upto, wrap=in_markers
+    ),
+    "markers[].last": IntField(
+        MARKER, "last", MARKER_BOUNDS, lambda m: m.markers[0].last, wrap=in_markers
+    ),
+    "markers[].unread": IntField(
+        MARKER, "unread", UNREAD_BOUNDS, lambda m: m.markers[0].unread, wrap=in_markers
+    ),
+    "rooms[].last": IntField(
+        ROOM_STATE,
+        "last",
+        MARKER_BOUNDS,
+        lambda m: m.rooms[0].last,
+        wrap=lambda o: {"type": "rooms", "rooms": [o], "invites": []},
+    ),
+    "room_list[].members": IntField(
+        ROOM_INFO,
+        "members",
+        COUNT_BOUNDS,
+        lambda m: m.rooms[0].members,
+        wrap=lambda o: {"type": "room_list", "id": 1, "rooms": [o]},
+    ),
 }
 
 client_fields = st.sampled_from(sorted(CLIENT_FIELDS))
@@ -102,9 +162,7 @@ def outside(draw: st.DrawFn, bounds: tuple[int, int]) -> int:
 def server_frame(name: str, value: Any) -> bytes:
     field = SERVER_FIELDS[name]
     obj = field.frame | {field.key: value}
-    if name.startswith("history."):
-        obj = {"type": "history", "id": "h1", "messages": [obj], "more": False}
-    return raw(obj)
+    return raw(obj if field.wrap is None else field.wrap(obj))
 
 
 def refused(payload: bytes, parse: Callable[[bytes], Any]) -> RemoteProtocolError:
@@ -206,6 +264,8 @@ def test_a_client_id_outside_its_bounds_is_never_echoed(msg_id: Any, kind: str) 
 @relaxed
 @given(st.data(), server_fields)
 def test_a_server_integer_inside_its_bounds_is_taken(data: st.DataObject, name: str) -> None:
+    """v1.2 adds `sent.msg_id` (1..), and markers, `rooms[].last`, `read.upto` (0.., 0 for
+    none), `markers[].unread` (0..1000) and `room_list[].members` (a count)."""
     field = SERVER_FIELDS[name]
     value = data.draw(inside(field.bounds))
     assert field.read(parse_server_message(server_frame(name, value))) == value

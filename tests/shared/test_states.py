@@ -13,7 +13,8 @@ from chat.shared.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from chat.shared.states import State, Transition, check_client_frame, next_state
+from chat.shared.messages import V12_CLIENT_TYPES
+from chat.shared.states import CLIENT_RULES, State, Transition, check_client_frame, next_state
 
 OK = None
 # Written out by hand from the contract, so a change to CLIENT_RULES must be deliberate.
@@ -34,6 +35,26 @@ EXPECTED: dict[State, dict[str, Code | None]] = {
     },
     State.CHAT: {"auth": Code.BAD_REQUEST, "roster_ack": OK, "send": OK, "ping": OK, "bye": OK},
 }
+#: Protocol v1.2: every new request and notice is accepted in CHAT only (sections 2, 7; read
+#: and typing likewise), refused as `history` is elsewhere.
+V12_WITH_ID = [
+    "room_create",
+    "join",
+    "leave",
+    "invite",
+    "kick",
+    "topic",
+    "room_list",
+    "passwd",
+    "delete_account",
+    "user_search",
+]
+V12_WITHOUT_ID = ["read", "typing"]
+V12 = V12_WITH_ID + V12_WITHOUT_ID
+for kind in V12:
+    EXPECTED[State.AUTH][kind] = Code.NOT_AUTHENTICATED
+    EXPECTED[State.ROSTER][kind] = Code.NOT_READY
+    EXPECTED[State.CHAT][kind] = OK
 CASES = [(s, k, c) for s, row in EXPECTED.items() for k, c in row.items()]
 
 
@@ -80,6 +101,34 @@ def test_unknown_type_is_non_fatal_bad_request_in_every_open_state(state: State,
     err = outcome(state, kind, "id-1")
     assert err is not None and err.code is Code.BAD_REQUEST and not err.fatal
     assert err.msg_id == "id-1"
+
+
+def test_the_table_has_a_row_for_every_v12_frame_in_every_open_state() -> None:
+    for state in (State.AUTH, State.ROSTER, State.CHAT):
+        assert set(V12) <= set(CLIENT_RULES[state])
+    assert set(V12) == V12_CLIENT_TYPES
+
+
+@pytest.mark.parametrize(
+    ("state", "code"), [(State.AUTH, Code.NOT_AUTHENTICATED), (State.ROSTER, Code.NOT_READY)]
+)
+@pytest.mark.parametrize("kind", V12_WITH_ID)
+def test_a_v12_request_outside_chat_is_refused_with_its_id(
+    state: State, code: Code, kind: str
+) -> None:
+    err = outcome(state, kind, "r7")
+    assert err is not None and err.code is code and not err.fatal and err.msg_id == "r7"
+
+
+@pytest.mark.parametrize(
+    ("state", "code"), [(State.AUTH, Code.NOT_AUTHENTICATED), (State.ROSTER, Code.NOT_READY)]
+)
+@pytest.mark.parametrize("kind", V12_WITHOUT_ID)
+def test_read_and_typing_outside_chat_are_refused_without_an_id(
+    state: State, code: Code, kind: str
+) -> None:
+    err = outcome(state, kind, "r7")  # an `id` field they should not have is not echoed
+    assert err is not None and err.code is code and err.msg_id is None
 
 
 def test_frames_on_a_closed_connection_are_our_bug() -> None:
