@@ -70,6 +70,10 @@ class RoomDesk:
         self._markers: dict[str, dict[str, int]] = {}
         self._typing: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
         self._clock = time.monotonic
+        #: folded room name -> its members' `rooms` sessions as one native array, built at
+        #: the room's first message after a change (the fan-out of a busy room costs one
+        #: native call, as a message to everyone does).
+        self._arrays: dict[str, tuple[object, int]] = {}
 
     # ---- hub lock held ---------------------------------------------------------------------
     def rooms_frame(self, user: User) -> bytes:
@@ -153,8 +157,21 @@ class RoomDesk:
         if msgs is None:
             return None
         self.book.posted(r, msgs[-1].id)
-        self._fan(self._members(r, ROOMS), encode_msgs(msgs), tick, skip=user.out.handle)
+        key = fold(r.name)
+        cached = self._arrays.get(key)
+        if cached is None:
+            handles = self._members(r, ROOMS)
+            cached = self._arrays[key] = (native.ffi.new("uint64_t[]", handles), len(handles))
+        array, count = cached
+        if count:
+            blob = encode_msgs(msgs)
+            self._table.fanout(tick, blob, array, count, 0, native.NULL, user.out.handle)
         return msgs
+
+    def sessions_changed(self, name: str) -> None:
+        """`name` got or lost a session here: the arrays of its rooms are built anew."""
+        for r in self.book.rooms_of(name):
+            self._arrays.pop(fold(r.name), None)
 
     def read(self, user: User, peer: str, upto: int, tick: native.Tick) -> None:
         """A read marker moves (never back): kept, and told to the user's other `read`
@@ -208,6 +225,7 @@ class RoomDesk:
     def _changed(self, change: Change, tick: native.Tick) -> None:
         """Persist what changed, then tell it: to the room's members (after the change:
         a joiner hears its own join, a leaver is told apart) and to whom it concerns."""
+        self._arrays.pop(change.key, None)
         r = change.room
         if r is not None or change.deleted:
             name = r.name if r is not None else change.events[-1].room

@@ -291,6 +291,7 @@ class Hub:
             sessions.remove(user)
             self._everyone = None
             self._others.clear()
+            self.desk.sessions_changed(name)
             if sessions:
                 return False
             del self._sessions[name]
@@ -358,6 +359,7 @@ class Hub:
         user.out.set_tag(tag)
         self._everyone = None
         self._others.clear()
+        self.desk.sessions_changed(name)
         if len(sessions) == 1:
             self._presence.arrived(name)
             if name not in self._elsewhere:  # not already visible through another node
