@@ -10,6 +10,7 @@ import contextlib
 import socket
 import ssl
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,8 +72,6 @@ def test_a_plain_and_a_tls_listener_serve_one_chat(
 
 
 def test_a_tls_listener_without_a_certificate_is_refused_in_one_line(tmp_path: Path) -> None:
-    from conftest import server_command
-
     result = subprocess.run(
         [
             *server_command(),
@@ -92,15 +91,13 @@ def test_a_tls_listener_without_a_certificate_is_refused_in_one_line(tmp_path: P
 
 
 def test_a_bad_listen_value_is_a_usage_error(tmp_path: Path) -> None:
-    from conftest import server_command
-
     for value, words in (
         ("::1:7777", "brackets"),
         ("127.0.0.1:port", "not a number"),
         ("7777,quic", "unknown option"),
     ):
         result = subprocess.run(
-            [*server_command(), "--data-dir", str(tmp_path), "--listen", value],
+            [sys.executable, "-m", "chat.server", "--data-dir", str(tmp_path), "--listen", value],
             capture_output=True,
             text=True,
             timeout=30,
