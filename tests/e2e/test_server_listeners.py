@@ -74,7 +74,9 @@ def test_a_plain_and_a_tls_listener_serve_one_chat(
 def test_a_tls_listener_without_a_certificate_is_refused_in_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [
-            *server_command(),
+            sys.executable,
+            "-m",
+            "chat.server",
             "--data-dir",
             str(tmp_path),
             "--listen",
