@@ -160,6 +160,22 @@ def test_a_room_name_is_a_hash_and_a_user_name(srv: ServerProc) -> None:
         create(s, room)
 
 
+def test_one_name_one_room_whoever_asks_at_once(srv: ServerProc) -> None:
+    people = [login(srv, uniq("r")) for _ in range(6)]
+    base = "#Race" + uniq("x")
+    names = [base, base.lower(), base.upper(), base, base.lower(), base.upper()]
+    for s, name in zip(people, names, strict=True):
+        s.send({"type": "room_create", "id": "race", "room": name})
+    answers = [s.answer("race") for s in people]
+    assert sorted(a["type"] for a in answers) == ["error"] * 5 + ["ok"], answers
+    for a in answers:
+        if a["type"] == "error":
+            assert_error(a, "room_exists", "race")
+    winner = people[[a["type"] for a in answers].index("ok")]
+    entry = room_entry(people[0].ask({"type": "room_list"}), names[people.index(winner)])
+    assert entry is not None and entry["owner"] == winner.name and entry["members"] == 1
+
+
 # --- join ----------------------------------------------------------------------------------------
 def test_joining_a_public_room_tells_every_member_and_the_joiners_sessions(
     srv: ServerProc,
@@ -806,6 +822,9 @@ def rooms_to_keep(server: ServerProc) -> int:
     bob.ask({"type": "send", "to": pub, "text": "two"})
     cid.ok({"type": "topic", "room": pub, "topic": "second"})
     ann.ok({"type": "leave", "room": pub})  # bob owns it now
+    create(ann, "#order")  # dan joins before cid: dan is next in line, though cid sorts first
+    join(dan, "#order")
+    join(cid, "#order")
     last = ann.ask({"type": "send", "to": priv, "text": "three"})["msg_id"]
     for s in (ann, bob, cid, dan):
         s.close()
@@ -834,6 +853,10 @@ def test_rooms_members_topics_invites_owners_and_history_survive_a_restart(
     stranger.refused({"type": "join", "room": priv}, "no_such_room")
     stranger.refused({"type": "room_create", "room": "#PUB"}, "room_exists")
     assert before["dan"][0]["invites"] == [{"room": priv, "by": "ann"}]  # not #gone's
+    ann = login(server, "ann", register=False)
+    ann.ok({"type": "leave", "room": "#order"})  # the order of joining was kept
+    entry = room_entry(ann.ask({"type": "room_list"}), "#order")
+    assert entry is not None and entry["owner"] == "dan"
     create(stranger, "#gone")  # still free, and empty
     assert stranger.ask({"type": "history", "with": "#gone"})["messages"] == []
 
@@ -867,6 +890,10 @@ def test_room_names_topics_and_members_are_never_in_clear_on_disk(
     owner.ok({"type": "invite", "room": "#Kilimanjaro", "user": invited})
     owner.ok({"type": "topic", "room": "#Kilimanjaro", "topic": "serendipitous platypus"})
     member.ask({"type": "send", "to": "#Zanzibar", "text": "hello"})
+    owner.ask({"type": "send", "to": ["philomena"], "text": "just us"})
+    member.send({"type": "read", "with": "#Zanzibar", "upto": 1})
+    member.send({"type": "read", "with": "marmaduke", "upto": 1})
+    member.sync()
     words = [
         "Zanzibar",
         "zanzibar",
