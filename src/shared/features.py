@@ -25,10 +25,10 @@ RESUME = "resume"  # section 6
 #: Every feature name of protocol v1.2, in the contract's order.
 FEATURES: tuple[str, ...] = (ROOMS, READ, ECHO, TYPING, RESUME)
 
-#: `auth.features`: at most this many names, each of at most this many code points. Unknown
-#: names are kept (the server leaves them out of what it grants, never an error), so the
-#: list is bounded rather than checked against `FEATURES`: 16 is three times the names there
-#: are, 32 the length of a user name.
+#: `auth.features` as parsed: unknown names are kept (the server leaves them out of what it
+#: grants, never an error), at most this many, each of at most this many code points; the
+#: rest are dropped, never refused. 16 is three times the names there are, 32 the length
+#: of a user name.
 FEATURES_MAX = 16
 FEATURE_NAME_MAX = 32
 

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from .errors import Code, RemoteProtocolError
-from .features import FEATURE_NAME_MAX, FEATURES_MAX
+from .features import FEATURE_NAME_MAX, FEATURES, FEATURES_MAX
 from .fields import (
     BROADCAST,
     HISTORY_LIMIT_DEFAULT,
@@ -388,19 +388,24 @@ ServerMessage = (
 # Client -> server parsing (what a server receives)
 # --------------------------------------------------------------------------
 def _features(obj: dict[str, Any]) -> tuple[str, ...] | None:
+    """The names asked for. A name no server could know (longer than any feature) is
+    left out, as are unknown names past the first `FEATURES_MAX`; a known name is always
+    kept: asking for too much, or for the future, is never an error (v1.2 section 1). Only
+    a value that is not a list of strings is."""
     if "features" not in obj:
         return None
     value = obj["features"]
-    if (
-        type(value) is not list
-        or len(value) > FEATURES_MAX
-        or not all(type(f) is str and len(f) <= FEATURE_NAME_MAX for f in value)
-    ):
-        raise bad(
-            f"field 'features' must be a list of at most {FEATURES_MAX} strings"
-            f" of at most {FEATURE_NAME_MAX} characters"
-        )
-    return tuple(value)
+    if type(value) is not list or not all(type(f) is str for f in value):
+        raise bad("field 'features' must be a list of strings")
+    kept: list[str] = []
+    unknown = 0
+    for name in value:
+        if name in FEATURES:
+            kept.append(name)
+        elif len(name) <= FEATURE_NAME_MAX and unknown < FEATURES_MAX:
+            kept.append(name)
+            unknown += 1
+    return tuple(kept)
 
 
 def _parse_auth(obj: dict[str, Any]) -> Auth:

@@ -107,12 +107,6 @@ def notices(s: Session) -> list[Frame]:
     return [f for f in s.drain() if f["type"] == "typing"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='src bug: RoomDesk.typing takes every string `to` but "*" for a room '
-    "(`isinstance(to, str) and to != BROADCAST`): typing to one user name (a string, as "
-    "the contract allows) is answered no_such_room and never relayed",
-)
 def test_typing_to_a_user_name_reaches_that_users_typing_sessions(srv: ServerProc) -> None:
     a, b = uniq("a"), uniq("b")
     a1, a2 = login(srv, a), login(srv, a, features=["typing"], register=False)

@@ -83,13 +83,6 @@ def test_asking_for_nothing_known_gets_an_empty_features_list(
     assert json.loads(payload) == {"type": "auth_ok", "user": name, "features": []}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: `auth.features` is refused (bad_request) past 16 names or with a name "
-    "over 32 characters (chat.shared.features FEATURES_MAX, FEATURE_NAME_MAX), while the "
-    "contract says unknown names are left out, never an error (a frame is bounded by "
-    "--max-frame already)",
-)
 @pytest.mark.parametrize(
     "asked",
     [["x" * 100, "rooms"], [f"future{i}" for i in range(19)] + ["rooms"]],

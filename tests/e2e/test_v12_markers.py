@@ -199,22 +199,14 @@ def test_unread_counts_stop_at_1000_and_the_frame_lists_the_1000_newest(
 
 
 def many_rooms_server(start_server: Start) -> ServerProc:
-    """A server where "una" may be in 1100 rooms, and is in one, "#room0000". (A server that
-    starts with no room ignores --max-rooms-per-user, EMPTY_BOOK in test_v12_rooms.py: one
-    room, and a restart, and the option holds.)"""
+    """A server where "una" may be in 1100 rooms, and is in one, "#room0000" made before a
+    restart (the limit holds on a server that starts with rooms as with none)."""
     options = ("--rate-limit", "0", "--max-rooms-per-user", "1100")
     server = start_server(*options)
     login(server, "una").ok({"type": "room_create", "room": "#room0000"})
     return restart(server, start_server, *options)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: the server's memory of a user's markers is loaded from the markers "
-    "frame's entries (CatchUp.markers -> markers_loaded), which stop at the 1000 newest: a "
-    "marker of an older conversation is not known, so a lower `read` of it is taken (and "
-    "stored, and told to the other sessions): the marker goes back",
-)
 def test_a_marker_past_the_1000_newest_conversations_never_goes_back(
     start_server: Start,
 ) -> None:
@@ -270,13 +262,6 @@ def test_a_marker_with_a_lower_upto_after_a_restart_changes_nothing(start_server
     assert markers_at_login(server, "una") == [entry("pia", ids[2], ids[2], 0)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: a room one has left or been kicked from keeps its entry in one's "
-    "`markers` frame with the room's newest id and unread count (read_markers lists every "
-    "peer with a marker): who is out of a room still learns of its messages (section 2: "
-    "history is for members; after a left or kicked, no message of that room reaches them)",
-)
 @pytest.mark.parametrize("going", ["leave", "kick"])
 def test_a_room_one_is_out_of_tells_nothing_of_its_later_messages(
     srv: ServerProc, going: str

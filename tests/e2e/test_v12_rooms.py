@@ -728,14 +728,6 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     )
 
 
-EMPTY_BOOK = (
-    "src bug: RoomDesk keeps `book or RoomBook()` (core/desk.py); a RoomBook with no room is "
-    "falsy (it has __len__), so a server that starts with no rooms drops the book built with "
-    "--max-rooms-per-user/--max-room-members and applies the defaults (200, 10000)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=EMPTY_BOOK)
 def test_max_rooms_per_user_refuses_a_create_or_join_past_it(limited: ServerProc) -> None:
     a, b = login(limited, uniq("a")), login(limited, uniq("b"))
     mine = [uniq_room() for _ in range(3)]
@@ -751,7 +743,6 @@ def test_max_rooms_per_user_refuses_a_create_or_join_past_it(limited: ServerProc
     join(a, fourth, b)
 
 
-@pytest.mark.xfail(strict=True, reason=EMPTY_BOOK)
 def test_max_room_members_refuses_a_join_past_it(limited: ServerProc) -> None:
     owner = login(limited, uniq("o"))
     others = [login(limited, uniq("m")) for _ in range(3)]
@@ -861,12 +852,6 @@ def test_rooms_members_topics_invites_owners_and_history_survive_a_restart(
     assert stranger.ask({"type": "history", "with": "#gone"})["messages"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: a room's `last` is stored only with the room's record (create, join, "
-    "topic, ...), not when a message is posted: after a restart the `rooms` frame's `last` "
-    "is the value at the room's last change (0 for a room whose messages all came after it)",
-)
 def test_the_rooms_last_message_id_survives_a_restart(start_server: Start) -> None:
     server = start_server()
     last = rooms_to_keep(server)

@@ -29,7 +29,7 @@ from chat.server.store.sqlite import Page
 from chat.shared.errors import Code, RemoteProtocolError, Trouble
 from chat.shared.features import READ
 from chat.shared.messages import encode
-from chat.shared.notices import Marker, Markers
+from chat.shared.notices import MARKERS_MAX, Marker, Markers
 
 log = logging.getLogger("chat.server")
 
@@ -66,7 +66,7 @@ class CatchUp:
             rows = ()
         entries = tuple(Marker(peer, upto, last, unread) for peer, upto, last, unread in rows)  # type: ignore[attr-defined]
         self._hub.markers_loaded(user.name, {m.peer: m.upto for m in entries if m.upto})
-        user.out.append_first(encode(Markers(entries)), tick)
+        user.out.append_first(encode(Markers(entries[:MARKERS_MAX])), tick)
         return self.start(user)
 
     def start(self, user: User, after: int = 0) -> bool:

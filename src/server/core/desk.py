@@ -28,7 +28,7 @@ from chat.server.core.user import User
 from chat.server.store.seam import Store
 from chat.shared.errors import Code, RemoteProtocolError
 from chat.shared.features import READ, ROOMS, TYPING
-from chat.shared.messages import BROADCAST, Msg, MsgId, encode, encode_msgs, valid_name
+from chat.shared.messages import Msg, MsgId, encode, encode_msgs, valid_name
 from chat.shared.notices import (
     Invitation,
     Ok,
@@ -65,7 +65,7 @@ class RoomDesk:
         self._hub = hub
         self._store = store
         self._table = table
-        self.book = book or RoomBook()
+        self.book = book if book is not None else RoomBook()
         #: Each online user's read markers: peer -> how far read (loaded at its login).
         self._markers: dict[str, dict[str, int]] = {}
         self._typing: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
@@ -204,12 +204,13 @@ class RoomDesk:
         """Relay a typing notice (at most 2 a second per sender and conversation); nothing
         is stored and nothing answers it."""
         name = user.name
-        if isinstance(to, str) and to != BROADCAST:  # a room
+        if isinstance(to, str) and to.startswith("#"):  # a room
             r = self.book.member_room(name, to)
             key, sessions = fold(r.name), self._members(r, TYPING, but=name)
             to = r.name
-        else:
-            names = [n for n in dict.fromkeys(to) if n != name and valid_name(n)]
+        else:  # one user name (kept a string in the relayed frame) or a list of them
+            listed = [to] if isinstance(to, str) else to
+            names = [n for n in dict.fromkeys(listed) if n != name and valid_name(n)]
             key = ",".join(sorted(names))
             sessions = [
                 u.out.handle

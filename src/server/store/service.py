@@ -92,8 +92,7 @@ class _DropUser:
 
 _Job = _Put | _Ack | _Reserve | _Room | _Marker | _DropUser
 
-#: Entries of a `markers` frame at most, and the cap of each unread count (v1.2 section 3).
-MARKERS_MAX = 1000
+#: The cap of each unread count of a `markers` frame (v1.2 section 3).
 UNREAD_CAP = 1000
 
 
@@ -268,9 +267,16 @@ class StoreService:
 
     # ---- rooms, markers (v1.2) ----------------------------------------------------------
     def load_rooms(self) -> list[Room]:
-        """Every room, at start (before the threads run)."""
+        """Every room, at start (before the threads run). A room's record is saved when
+        the room changes, not at each message: its `last` is the newest id of its stored
+        conversation."""
         state = getattr(self._backend, "state", None)
-        return state.load_rooms() if state is not None else []
+        if state is None:
+            return []
+        rooms = state.load_rooms()
+        for room in rooms:
+            room.last = max(room.last, self._backend.newest(self._backend.room(room.name)))  # type: ignore[attr-defined]
+        return rooms
 
     def save_room(self, folded: str, room: Room | None, name: str) -> None:
         """A room's record as it is now (a copy: the caller goes on changing it), or its
@@ -288,21 +294,27 @@ class StoreService:
     def read_markers(self, user: str, rooms: list[str], reply: Reply) -> None:
         """The `markers` of a login: every conversation of `user` (its rooms, "*", the
         people it wrote with, every marker), each with the marker, the newest id and the
-        unread count; newest first, at most 1000 (v1.2 section 3). Replies a `Page` whose
-        `messages` are (peer, upto, last, unread) tuples."""
+        unread count; newest first (v1.2 section 3). All of them, not only the 1000 the
+        frame carries: the hub's memory of markers is loaded from these rows, and a marker
+        it did not know could be moved back. A room `user` is no longer in is left out
+        (history is for members). Replies a `Page` whose `messages` are (peer, upto,
+        last, unread) tuples."""
 
         def query(backend: Backend) -> Page:
             state = backend.state  # type: ignore[attr-defined]
             marks: dict[str, int] = state.markers(user)
             peers = dict.fromkeys(["*", *rooms, *state.partners(user), *marks])
+            member = set(rooms)
             rows = []
             for peer in peers:
+                if peer.startswith("#") and peer not in member:
+                    continue
                 upto = marks.get(peer, 0)
                 last, unread = backend.unread(user, peer, upto, UNREAD_CAP)  # type: ignore[attr-defined]
                 if last or peer in marks:
                     rows.append((peer, upto, last, unread))
             rows.sort(key=lambda r: r[2], reverse=True)
-            return Page(tuple(rows[:MARKERS_MAX]), False)  # type: ignore[arg-type]
+            return Page(tuple(rows), False)  # type: ignore[arg-type]
 
         self._read(query, reply, f"the read markers of {user}")
 

@@ -531,6 +531,12 @@ class MessageStore:
                 )
         return Page(tuple(messages), len(entries) > limit, last)
 
+    def newest(self, conv: bytes) -> int:
+        """The newest message id stored in a conversation (0: none): a room's `last` at
+        start, which its record does not follow message by message."""
+        row = self._conn.execute("SELECT MAX(last) FROM chunks WHERE conv = ?", (conv,)).fetchone()
+        return int(row[0] or 0)
+
     def _oldest(self) -> float:
         return time.time() - self.retention if self.retention > 0 else float("-inf")
 
