@@ -117,7 +117,9 @@ def build_core(
         deadlines,
         engines.deadline,
     )
-    login = Login(hub, engines.accounts, throttle, inbox, ends, config.min_password)
+    login = Login(
+        hub, engines.accounts, throttle, inbox, ends, config.min_password, config.registration
+    )
     catchup = CatchUp(engines.store, inbox)
     frames = PeerFrames(hub, engines.store, login, catchup, ends)
     outcomes = Outcomes(login, fanout, catchup, frames, ends)
@@ -185,6 +187,7 @@ class Server:
                 listener.tls = tls  # new connections: a renewed certificate
         self.hub.set_ack_timeout(config.ack_timeout)
         self.core.login.min_password = config.min_password
+        self.core.login.registration = config.registration
 
     # ---- lifetime ----------------------------------------------------------------------
     def run(self) -> int:

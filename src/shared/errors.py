@@ -56,6 +56,13 @@ def password_too_short(minimum: int) -> str:
     return f"password too short: this server wants at least {minimum} characters"
 
 
+def registration_closed(mode: str) -> str:
+    """Why a registration is refused by the server's `--registration` policy."""
+    if mode == "invite":
+        return "registration needs a valid invite code"
+    return "registration is closed on this server"
+
+
 class Why(StrEnum):
     """Why the server ends a connection on its own: the text of a `timeout` error or a `bye`.
 
@@ -69,6 +76,10 @@ class Why(StrEnum):
     LOGIN = "login not completed in time"
     FRAME = "frame not completed in time"
     SHUTDOWN = "shutdown"  # the bye reason on server stop (protocol v1)
+    # v1.2 bye reasons (section 8), as the contract spells them
+    ACCOUNT_DELETED = "account_deleted"  # `chat-server user delete`
+    BANNED = "banned"  # `chat-server user ban`
+    KICKED = "kicked"  # `chat-server user kick`
     BYE = "bye"  # the answer to a client's bye
     STORE_FAILED = "internal error: cannot save the account"
     CHECK_FAILED = "internal error: cannot check the account now, try again later"

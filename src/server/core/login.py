@@ -21,7 +21,13 @@ from chat.server.core.hub import Hub
 from chat.server.core.results import LoginChecked, Outcome
 from chat.server.core.user import User
 from chat.server.net.inbox import Cause, LoopInbox
-from chat.shared.errors import Code, RemoteProtocolError, Why, password_too_short
+from chat.shared.errors import (
+    Code,
+    RemoteProtocolError,
+    Why,
+    password_too_short,
+    registration_closed,
+)
 from chat.shared.messages import Auth
 
 log = logging.getLogger("chat.server")
@@ -52,9 +58,15 @@ class Login:
         inbox: LoopInbox,
         ends: Ends,
         min_password: int = 1,
+        registration: str = "open",
     ) -> None:
         #: `--min-password` for registrations: a plain int, set again by a reload (SIGHUP).
         self.min_password = min_password
+        #: `--registration open|closed|invite` (a reload changes it too).
+        self.registration = registration
+        #: Read by the metrics at scrape time (ops/metrics.py); each is counted by the
+        #: connection's mailbox, and the workers take turns (core/pool.py): plain ints.
+        self.counts = {outcome: 0 for outcome in Outcome} | {"throttled": 0, "refused": 0}
         self._hub = hub
         self._accounts = accounts
         self._throttle = throttle
@@ -69,6 +81,18 @@ class Login:
             err = RemoteProtocolError(Code.BAD_REQUEST, password_too_short(self.min_password))
             user.out.append(user.conn.login_failed(err), tick)
             log.info("registration refused %s: password too short", user.label())
+            self.counts["refused"] += 1
+            return True
+        if auth.register and self.registration != "open":
+            # Not a failed login either. Invite codes reach here with protocol v1.2's
+            # `auth.invite` (docs/operations.md, "Registration"); until then `invite`
+            # refuses every registration, as `closed` does.
+            text = registration_closed(self.registration)
+            user.out.append(
+                user.conn.login_failed(RemoteProtocolError(Code.BAD_REQUEST, text)), tick
+            )
+            log.info("registration refused %s: --registration %s", user.label(), self.registration)
+            self.counts["refused"] += 1
             return True
         accounts, mailbox, throttle, ip = self._accounts, user.mailbox, self._throttle, user.ip
 
@@ -84,6 +108,9 @@ class Login:
                 else:
                     ok = accounts.verify(auth.user, auth.password)
                     outcome = Outcome.OK if ok else Outcome.BAD_CREDENTIALS
+                    # After the password: a wrong one says nothing about the account.
+                    if ok and accounts.banned(auth.user):
+                        outcome = Outcome.BANNED
             except StoreError as exc:  # disk full, Redis away: say so, keep serving others
                 what = "registration" if auth.register else "login"
                 log.error("%s of %s failed: %s", what, auth.user, exc)
@@ -101,12 +128,14 @@ class Login:
         if refused is not None:
             level = logging.WARNING if refused == HASH_QUEUE_FULL else logging.INFO
             log.log(level, "login of %s from %s refused: %s", auth.user, user.addr, refused)
+            self.counts["throttled"] += 1
             user.out.append(user.conn.login_failed(RemoteProtocolError(Code.RATE_LIMITED)), tick)
             return True
         return False
 
     def checked(self, user: User, result: LoginChecked, tick: native.Tick) -> None:
         conn = user.conn
+        self.counts[result.outcome] += 1
         if result.outcome is Outcome.OK:
             self._hub.subscribe(user, conn.login_succeeded(result.user), tick)
             self._inbox.logged_in(user.cid)
@@ -118,6 +147,12 @@ class Login:
                 "login of %s from %s refused: %s", result.user, user.addr, result.outcome.value
             )
             user.out.append(conn.login_failed(RemoteProtocolError(Code.RATE_LIMITED)), tick)
+            return
+        if result.outcome is Outcome.BANNED:
+            # Protocol v1.2 answers `banned` (fatal); until its code is in chat.shared, the
+            # same end said by a `bye` with the reason.
+            log.info("login refused %s: user=%s: banned", user.label(), result.user)
+            self._ends.end(user, conn.login_aborted(Why.BANNED), "banned", Cause.US, tick)
             return
         if result.outcome is Outcome.STORE_FAILED:
             why = Why.STORE_FAILED if result.register else Why.CHECK_FAILED

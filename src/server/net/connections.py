@@ -307,6 +307,18 @@ class Connections:
         self.update_interest(t)
         self.post_end(t, Abort(err, reason))
 
+    def end_user(self, name: str, why: str) -> int:
+        """End every connection logged in as `name` with a `bye` saying `why` (an operator's
+        kick, ban or delete: ops/commands.py), built in its mailbox; how many."""
+        ended = 0
+        for t in list(self.by_cid.values()):
+            if t.open and t.user.name == name:
+                t.move(Move.END)
+                self.update_interest(t)
+                self.post_end(t, Evict(why))
+                ended += 1
+        return ended
+
     def close_after_flush(self, t: Transport, reason: str, cause: Cause) -> None:
         """The connection sent its final frame: close once it is out (lingering close)."""
         if t.phase not in (Phase.OPEN, Phase.ENDING):

@@ -125,6 +125,19 @@ def _ranged(kind: type, lo: float, hi: float | None = None) -> _Ranged:
     return _Ranged(kind, lo, hi)
 
 
+#: `--registration`: who may make an account (protocol v1.2 section 8).
+REGISTRATION_MODES = ("open", "closed", "invite")
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:9100` for IPv6) for `--metrics`; PORT 0 takes a free one."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r} (e.g. 127.0.0.1:9100)")
+    return host, int(port)
+
+
 def _listen_spec(text: str) -> Any:
     try:
         return parse_listen(text)
@@ -393,6 +406,21 @@ def build_parser() -> argparse.ArgumentParser:
         "alice exists: user_exists); names stay case-sensitive otherwise. Off unless given",
     )
     a(
+        "--registration",
+        choices=REGISTRATION_MODES,
+        default=d.registration,
+        help="who may register: open (anyone who reaches the port), closed (no one; the "
+        "accounts there keep logging in), invite (with a code of 'chat-server invite create')",
+    )
+    a(
+        "--metrics",
+        type=_host_port,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve /metrics (Prometheus text format) and /healthz over HTTP here, never on "
+        "the chat port; off unless given (docs/operations.md, 'Metrics')",
+    )
+    a(
         "--login-delay",
         type=_ranged(float, 0, 3600),
         default=d.login_delay,
@@ -508,6 +536,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         login_delay=args.login_delay,
         shutdown_grace=args.shutdown_grace,
         listen=tuple(args.listen or ()),
+        registration=args.registration,
+        metrics=args.metrics,
     )
 
 
