@@ -20,6 +20,7 @@ import os
 import resource
 import signal
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,15 +54,23 @@ from chat.server.crypto.keyfile import KeyFileError, load_or_create_key, loose_m
 from chat.server.net.inbox import LoopInbox
 from chat.server.net.listeners import Listener, ListenError, open_listener
 from chat.server.net.loop import EventLoop
+from chat.server.ops import status
+from chat.server.ops.commands import MAX_ID, Commands, NoPeers, Peers
 from chat.server.ops.config import ServerConfig
+from chat.server.ops.control import ControlError, ControlServer
 from chat.server.ops.reload import Reloader
+from chat.server.ops.status import package_version
 from chat.server.store.seam import NoStore, Store
 from chat.server.store.service import StoreService
 from chat.server.store.sqlite import MessageStore, MessageStoreError, start_floor
+from chat.shared.states import State
 
 log = logging.getLogger("chat.server")
 
 _FD_RESERVE = 64  # descriptors kept for the listeners, epoll, logs, the users file
+#: Seconds an operator's command waits for the loop or the store to carry it out.
+_OPERATOR_WAIT = 5.0
+_LOGGED_IN = (State.ROSTER, State.CHAT)
 
 
 @dataclass
@@ -77,6 +86,10 @@ class Engines:
     #: Extra parts (a cluster's link and control channel): started first, stopped last.
     parts: list[Any] = field(default_factory=list)
     describe: str = "alone"
+    #: The other processes an operator's kick, ban, delete or password reset must reach.
+    peers: Peers = field(default_factory=NoPeers)
+    #: The storage's figures for `chat-server status` and the metrics (ops/status.py).
+    facts: Callable[[], dict[str, Any]] = dict
 
 
 @dataclass
@@ -130,7 +143,13 @@ def build_core(
 class Server:
     """The running server (see the module's docstring)."""
 
-    def __init__(self, config: ServerConfig, listeners: list[Listener], engines: Engines) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        listeners: list[Listener],
+        engines: Engines,
+        control: ControlServer | None = None,
+    ) -> None:
         self.config = config
         self.listeners = listeners
         self.engines = engines
@@ -146,6 +165,21 @@ class Server:
         self.pool = WorkerPool(config.threads, self.ticks.flush)
         self.loop = EventLoop(config, listeners, self.hub, self.inbox, self.table, self._user)
         self._reloader: Reloader | None = None  # install_signal_handlers
+        self.started = time.monotonic()
+        # The operator's side (ops/): commands through the control socket, and what the
+        # other nodes of a cluster tell this one to do.
+        self.control = control
+        self.commands = Commands(
+            engines.accounts,  # type: ignore[arg-type]  # both stores are AccountAdmin
+            self._drop_queue,
+            self._end_sessions,
+            engines.peers,
+            self._facts,
+            config.min_password,
+        )
+        engines.peers.attach(self.commands.act)
+        if control is not None:
+            control.serve(self.commands.run)
 
     def _user(self, cid: int, fd: int, addr: Any, handle: int, direct: bool) -> User:
         """A new connection's `User`, whole: its slot, rate bucket and mailbox."""
@@ -188,6 +222,47 @@ class Server:
         self.hub.set_ack_timeout(config.ack_timeout)
         self.core.login.min_password = config.min_password
         self.core.login.registration = config.registration
+        self.commands.min_password = config.min_password
+
+    # ---- the operator's side (ops/commands.py) --------------------------------------------
+    def _end_sessions(self, name: str, why: str, wait: bool = True) -> int:
+        """End this process's sessions of `name` (the loop does it); how many."""
+        done = threading.Event()
+        ended = [0]
+
+        def then(count: int) -> None:
+            ended[0] = count
+            done.set()
+
+        self.inbox.end_sessions(name, why, then)
+        if wait and not done.wait(_OPERATOR_WAIT):
+            log.warning("ending the sessions of %s: the loop did not answer in time", name)
+        return ended[0]
+
+    def _drop_queue(self, name: str) -> None:
+        """A deleted account's offline queue, gone for good before the command answers."""
+        store = self.engines.store
+        done = threading.Event()
+        store.after(store.ack(name, MAX_ID), done.set)
+        if not done.wait(_OPERATOR_WAIT):
+            log.warning("dropping the offline queue of %s: the store did not answer in time", name)
+
+    def _facts(self) -> dict[str, Any]:
+        """`chat-server status` (ops/status.py): read now, from the tables that hold them."""
+        transports = list(self.loop.connections.by_cid.values())
+        logged_in = sum(1 for t in transports if t.user.conn.state in _LOGGED_IN)
+        return {
+            "version": package_version(),
+            "uptime_seconds": int(time.monotonic() - self.started),
+            "mode": self.engines.describe,
+            "connections": len(transports),
+            "logged_in": logged_in,
+            "users_online": len(self.hub.online()),
+            "users_online_here": len(self.hub.local_names()),
+            "accounts": len(self.engines.accounts),
+            "registration": self.core.login.registration,
+            **self.engines.facts(),
+        }
 
     # ---- lifetime ----------------------------------------------------------------------
     def run(self) -> int:
@@ -204,6 +279,9 @@ class Server:
             started.append(e.presence)
             e.broker.start(self.fanout)
             started.append(e.broker)
+            if self.control is not None:  # last: its commands use every part above
+                self.control.start()
+                started.append(self.control)
             for listener in self.listeners:  # said once every part is up: clients are served
                 log.info(
                     "listening on %s port %d (%s)",
@@ -215,10 +293,13 @@ class Server:
         finally:
             # The loop has said bye to everyone and closed every socket. Threads that may
             # still append or ask the loop for I/O stop before its inbox closes.
-            order = [self.hasher, self.pool, e.broker, e.presence, self.deadlines, e.store]
+            order = [self.control, self.hasher, self.pool, e.broker, e.presence]
+            order += [self.deadlines, e.store]
             for part in [*order, *reversed(e.parts)]:
                 if part in started:
                     _stop(part)
+            if self.control is not None and self.control not in started:
+                _stop(self.control)  # bound but never served: its socket file goes
             for listener in self.listeners:  # closed by the loop's shutdown, unless it never ran
                 listener.close()
             self.inbox.close()
@@ -399,7 +480,9 @@ def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher)
                 history_folder.mkdir(mode=0o700, parents=True, exist_ok=True)
                 locks.append(FolderLock.acquire(history_folder))
             store = _open_store(config, key, cipher, id_floor, accounts)
-        except (OSError, KeyFileError, StoreError, MessageStoreError) as exc:
+            control = ControlServer(folder)
+            control.bind()
+        except (OSError, KeyFileError, StoreError, MessageStoreError, ControlError) as exc:
             for listener in listeners:
                 listener.close()
             text = f"{folder}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
@@ -414,8 +497,19 @@ def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher)
         release()
         raise
     log.info("users file %s: %d accounts", config.users_file, len(accounts))
-    engines = Engines(accounts, store)
-    return Opened(Server(config, listeners, engines), release)
+    engines = Engines(accounts, store, facts=lambda: _file_facts(config))
+    return Opened(Server(config, listeners, engines, control), release)
+
+
+def _file_facts(config: ServerConfig) -> dict[str, Any]:
+    """A server alone's storage, for `status` and the metrics."""
+    counts = status.sqlite_counts(config.history_file) if config.keep_messages else (0, 0)
+    return {
+        "messages_stored": counts[0] if counts else None,
+        "offline_queued": counts[1] if counts else None,
+        "store_bytes": status.files_bytes(config.users_file, config.history_file),
+        "nodes": 1,
+    }
 
 
 def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher) -> Opened:
@@ -431,6 +525,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
     from chat.server.cluster.broker import RedisBroker
     from chat.server.cluster.link import Link
     from chat.server.cluster.messages import RedisIds, RedisMessageStore
+    from chat.server.cluster.moderation import ClusterModeration
     from chat.server.cluster.presence import RedisPresence
     from chat.server.cluster.url import ClusterError
 
@@ -469,14 +564,24 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
             parts.append(ids)
             backend = RedisMessageStore(link, box, config.history_days * 86400)
             store = StoreService(backend, config.offline_max, ids=ids)
+        moderation = ClusterModeration(link, box, node_id, accounts.forgot)
         presence = RedisPresence(
             link,
             box,
             node_id,
-            control={keys.ACCOUNTS: lambda data: accounts.learned(data.decode())},
+            control={
+                keys.ACCOUNTS: lambda data: accounts.learned(data.decode()),
+                keys.CONTROL: moderation.heard,
+            },
             on_resync=[accounts.reload],
         )
         broker = RedisBroker(link, box, node_id)
+        control: ControlServer | None = ControlServer(config.key_file.parent)
+        try:
+            control.bind()  # type: ignore[union-attr]
+        except ControlError as exc:  # nodes may share a folder: the first one has it
+            log.warning("%s; this node has no control socket", exc)
+            control = None
     except (OSError, KeyFileError) as exc:
         for listener in listeners:
             listener.close()
@@ -486,9 +591,33 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
             listener.close()
         raise StartError(EXIT_FAILURE, f"cluster {link.shown}: {_one_line(exc)}") from None
     engines = Engines(
-        accounts, store, presence, broker, CROSSING_DEADLINE, parts, f"node {node_id}"
+        accounts,
+        store,
+        presence,
+        broker,
+        CROSSING_DEADLINE,
+        parts,
+        f"node {node_id}",
+        moderation,
+        lambda: _redis_facts(link),
     )
-    return Opened(Server(config, listeners, engines))
+    return Opened(Server(config, listeners, engines, control))
+
+
+def _redis_facts(link: Any) -> dict[str, Any]:
+    """A node's storage (Redis), for `status` and the metrics: None where it does not answer."""
+    import redis
+
+    from chat.server.cluster import keys
+
+    facts: dict[str, Any] = {"messages_stored": None, "offline_queued": None}
+    try:
+        facts["store_bytes"] = int(link.client.info("memory")["used_memory"])
+        facts["nodes"] = int(link.client.zcard(keys.NODES))
+    except (redis.RedisError, KeyError, ValueError):
+        facts.setdefault("store_bytes", None)
+        facts["nodes"] = None
+    return facts
 
 
 #: Seconds a node's `sent` may wait for Redis (the store and the other nodes): what has not

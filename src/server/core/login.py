@@ -21,6 +21,7 @@ from chat.server.core.hub import Hub
 from chat.server.core.results import LoginChecked, Outcome
 from chat.server.core.user import User
 from chat.server.net.inbox import Cause, LoopInbox
+from chat.server.ops.audit import audit
 from chat.shared.errors import (
     Code,
     RemoteProtocolError,
@@ -141,6 +142,8 @@ class Login:
             self._inbox.logged_in(user.cid)
             what = "registered and logged in" if result.register else "logged in"
             log.info("%s %s", what, user.label())
+            if result.register:
+                audit("register", user=result.user, peer=user.addr)
             return
         if result.outcome is Outcome.WAITED_TOO_LONG:
             log.info(

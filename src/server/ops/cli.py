@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import json
 import logging
 import ssl
@@ -35,13 +34,14 @@ from chat.server.net.tls import (
     generate_self_signed,
     load_server_context,
 )
+from chat.server.ops import admin
 from chat.server.ops.config import ServerConfig
 from chat.server.ops.config_file import SettingsError, read_config_file
 from chat.server.ops.logfile import install, open_handler
 from chat.server.ops.reload import Reloader
+from chat.server.ops.status import package_version
 from chat.shared.framing import MAX_SERVER_FRAME
 from chat.shared.messages import PASSWORD_MAX, valid_name
-from chat.shared.version import VERSION
 
 log = logging.getLogger("chat.server")
 
@@ -86,10 +86,7 @@ def full_auth_frame() -> int:
 
 
 def version() -> str:
-    try:
-        return importlib.metadata.version("chat-epoll")
-    except importlib.metadata.PackageNotFoundError:  # a frozen binary without metadata
-        return VERSION
+    return package_version()
 
 
 class _Ranged:
@@ -168,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chat-server",
         description=(
             "Multi-threaded epoll chat server (protocol v1.1; see docs/protocol.md). "
-            "'chat-server cert generate --help': a self-signed certificate for a first try."
+            "'chat-server cert generate --help': a self-signed certificate for a first try. "
+            "Operator commands, given the server's own options: chat-server user "
+            "list|passwd|delete|ban|unban|kick NAME, invite create, status, backup --out FILE, "
+            "restore --from FILE (docs/operations.md)."
         ),
         formatter_class=_Help,
     )
@@ -570,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["cert"]:
         return cert_main(argv[1:])
+    if argv[:1] and argv[0] in admin.FIRST_WORDS:  # the operator's commands (ops/admin.py)
+        return admin.main(argv)
     args = parse_args(argv)
     config = _config(args)
     # 1. What can be checked without creating anything. The TLS files and the cipher are
