@@ -249,13 +249,13 @@ class Server:
 
     def _facts(self) -> dict[str, Any]:
         """`chat-server status` (ops/status.py): read now, from the tables that hold them."""
-        transports = list(self.loop.connections.by_cid.values())
+        transports = [t for t in list(self.loop.connections.by_cid.values()) if t.open]
         logged_in = sum(1 for t in transports if t.user.conn.state in _LOGGED_IN)
         return {
             "version": package_version(),
             "uptime_seconds": int(time.monotonic() - self.started),
             "mode": self.engines.describe,
-            "connections": len(transports),
+            "connections": len(transports),  # open: not those saying goodbye
             "logged_in": logged_in,
             "users_online": len(self.hub.online()),
             "users_online_here": len(self.hub.local_names()),
