@@ -576,10 +576,11 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
             on_resync=[accounts.reload],
         )
         broker = RedisBroker(link, box, node_id)
-        control: ControlServer | None = ControlServer(config.key_file.parent)
+        control: ControlServer | None = ControlServer(config.data_dir)
         try:
+            config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             control.bind()  # type: ignore[union-attr]
-        except ControlError as exc:  # nodes may share a folder: the first one has it
+        except (ControlError, OSError) as exc:  # nodes may share a folder: the first has it
             log.warning("%s; this node has no control socket", exc)
             control = None
     except (OSError, KeyFileError) as exc:

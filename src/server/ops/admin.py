@@ -104,8 +104,8 @@ def main(argv: list[str]) -> int:
 
 def control_folder(config: ServerConfig) -> Path:
     """Where the server's control socket is: the folder of its users file (the locked
-    data folder); a cluster node's, the folder of its key file."""
-    return (config.key_file if config.cluster else config.users_file).parent
+    data folder); a cluster node's, its --data-dir (each node its own)."""
+    return config.data_dir if config.cluster else config.users_file.parent
 
 
 # ---- no server: the files (or a cluster's Redis) ----------------------------------------------

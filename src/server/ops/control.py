@@ -1,7 +1,7 @@
 """The control socket: how `chat-server user ...` reaches a running server, never the chat port.
 
 A Unix socket in the data folder (the folder of the users file; a cluster
-node's: that of the key file), `control.sock`, mode 0600: file permissions
+node's: its `--data-dir`), `control.sock`, mode 0600: file permissions
 are the authentication, as with Redis' `unixsocketperm 700` and Prosody's
 `prosodyctl shell`. Only the folder's owner (and root) can connect; the
 folder itself is 0700.
