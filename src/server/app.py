@@ -58,6 +58,7 @@ from chat.server.ops import status
 from chat.server.ops.commands import MAX_ID, Commands, NoPeers, Peers
 from chat.server.ops.config import ServerConfig
 from chat.server.ops.control import ControlError, ControlServer
+from chat.server.ops.metrics import MetricsServer, ServerCollector
 from chat.server.ops.reload import Reloader
 from chat.server.ops.status import package_version
 from chat.server.store.seam import NoStore, Store
@@ -90,6 +91,8 @@ class Engines:
     peers: Peers = field(default_factory=NoPeers)
     #: The storage's figures for `chat-server status` and the metrics (ops/status.py).
     facts: Callable[[], dict[str, Any]] = dict
+    #: Whether the storage answers now (a cluster's Redis), for /healthz.
+    up: Callable[[], bool] = lambda: True
 
 
 @dataclass
@@ -149,6 +152,7 @@ class Server:
         listeners: list[Listener],
         engines: Engines,
         control: ControlServer | None = None,
+        metrics: MetricsServer | None = None,
     ) -> None:
         self.config = config
         self.listeners = listeners
@@ -180,6 +184,11 @@ class Server:
         engines.peers.attach(self.commands.act)
         if control is not None:
             control.serve(self.commands.run)
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.serve(ServerCollector(self), self._healthy)
+            if isinstance(engines.store, StoreService):
+                engines.store.on_commit = metrics.commits.observe
 
     def _user(self, cid: int, fd: int, addr: Any, handle: int, direct: bool) -> User:
         """A new connection's `User`, whole: its slot, rate bucket and mailbox."""
@@ -247,6 +256,14 @@ class Server:
         if not done.wait(_OPERATOR_WAIT):
             log.warning("dropping the offline queue of %s: the store did not answer in time", name)
 
+    def _healthy(self) -> tuple[bool, str]:
+        """/healthz: serving; a node whose Redis is away says so (503)."""
+        if self.loop.stopping:
+            return False, "stopping"
+        if not self.engines.up():
+            return False, "redis is away: cross-node traffic has stopped"
+        return True, "ok"
+
     def _facts(self) -> dict[str, Any]:
         """`chat-server status` (ops/status.py): read now, from the tables that hold them."""
         transports = [t for t in list(self.loop.connections.by_cid.values()) if t.open]
@@ -279,9 +296,10 @@ class Server:
             started.append(e.presence)
             e.broker.start(self.fanout)
             started.append(e.broker)
-            if self.control is not None:  # last: its commands use every part above
-                self.control.start()
-                started.append(self.control)
+            for ops_part in (self.metrics, self.control):  # last: they use every part above
+                if ops_part is not None:
+                    ops_part.start()
+                    started.append(ops_part)
             for listener in self.listeners:  # said once every part is up: clients are served
                 log.info(
                     "listening on %s port %d (%s)",
@@ -293,13 +311,14 @@ class Server:
         finally:
             # The loop has said bye to everyone and closed every socket. Threads that may
             # still append or ask the loop for I/O stop before its inbox closes.
-            order = [self.control, self.hasher, self.pool, e.broker, e.presence]
+            order = [self.control, self.metrics, self.hasher, self.pool, e.broker, e.presence]
             order += [self.deadlines, e.store]
             for part in [*order, *reversed(e.parts)]:
                 if part in started:
                     _stop(part)
-            if self.control is not None and self.control not in started:
-                _stop(self.control)  # bound but never served: its socket file goes
+            for ops_part in (self.control, self.metrics):
+                if ops_part is not None and ops_part not in started:
+                    _stop(ops_part)  # bound but never served: its socket goes
             for listener in self.listeners:  # closed by the loop's shutdown, unless it never ran
                 listener.close()
             self.inbox.close()
@@ -418,6 +437,29 @@ def listen(config: ServerConfig, tls: ssl.SSLContext | None) -> list[Listener]:
     return listeners
 
 
+def bind_metrics(config: ServerConfig, listeners: list[Listener]) -> MetricsServer | None:
+    """The metrics' listener (`--metrics`), bound with the chat ports: StartError (exit 1,
+    the chat ports closed again) when its address cannot be had."""
+    if config.metrics is None:
+        return None
+    host, port = config.metrics
+    metrics = MetricsServer(host, port)
+    try:
+        metrics.bind()
+    except OSError as exc:
+        for listener in listeners:
+            listener.close()
+        why = exc.strerror or str(exc)
+        raise StartError(EXIT_FAILURE, f"cannot serve metrics on {host}:{port}: {why}") from None
+    if not is_loopback(host) and host not in ("localhost",):
+        log.warning(
+            "metrics on %s, which is not a loopback address: anyone who reaches it sees the "
+            "server's figures (no names, no messages); keep it behind a firewall",
+            host or "*",
+        )
+    return metrics
+
+
 def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher) -> Opened:
     """A server alone: its key, users file and message store, locked for this process."""
     folder = config.users_file.parent
@@ -461,6 +503,7 @@ def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher)
                         f"the key (without it {what} cannot be read)",
                     )
         listeners = listen(config, tls)
+        metrics = bind_metrics(config, listeners)
         # The checks passed and the ports are ours: now files may be created.
         try:
             if not locks or locks[0].folder != folder:
@@ -485,6 +528,8 @@ def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher)
         except (OSError, KeyFileError, StoreError, MessageStoreError, ControlError) as exc:
             for listener in listeners:
                 listener.close()
+            if metrics is not None:
+                metrics.stop()
             text = f"{folder}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
             raise StartError(EXIT_FAILURE, text) from None
     except KeyFileError as exc:
@@ -498,7 +543,7 @@ def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher)
         raise
     log.info("users file %s: %d accounts", config.users_file, len(accounts))
     engines = Engines(accounts, store, facts=lambda: _file_facts(config))
-    return Opened(Server(config, listeners, engines, control), release)
+    return Opened(Server(config, listeners, engines, control, metrics), release)
 
 
 def _file_facts(config: ServerConfig) -> dict[str, Any]:
@@ -541,6 +586,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
             EXIT_FAILURE, f"cluster {link.shown}: cannot reach redis ({_one_line(exc)})"
         ) from None
     listeners = listen(config, tls)
+    metrics = bind_metrics(config, listeners)
     try:
         if key is None:
             config.key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -601,8 +647,9 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
         f"node {node_id}",
         moderation,
         lambda: _redis_facts(link),
+        lambda: link.up,
     )
-    return Opened(Server(config, listeners, engines, control))
+    return Opened(Server(config, listeners, engines, control, metrics))
 
 
 def _redis_facts(link: Any) -> dict[str, Any]:
@@ -612,12 +659,17 @@ def _redis_facts(link: Any) -> dict[str, Any]:
     from chat.server.cluster import keys
 
     facts: dict[str, Any] = {"messages_stored": None, "offline_queued": None}
+    facts |= {"store_bytes": None, "nodes": None, "redis_rtt_seconds": None}
     try:
-        facts["store_bytes"] = int(link.client.info("memory")["used_memory"])
+        started = time.monotonic()
+        link.client.ping()
+        facts["redis_rtt_seconds"] = time.monotonic() - started
         facts["nodes"] = int(link.client.zcard(keys.NODES))
+        facts["store_bytes"] = int(link.client.info("memory")["used_memory"])
     except (redis.RedisError, KeyError, ValueError):
-        facts.setdefault("store_bytes", None)
-        facts["nodes"] = None
+        pass  # INFO is a @dangerous command an ACL user may not have: the rest stays
+    facts["redis_up"] = int(link.up)
+    facts["redis_outages"] = link.outages
     return facts
 
 

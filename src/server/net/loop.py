@@ -90,6 +90,10 @@ class EventLoop:
         self.admission.config = config
         self.selector.timeout_ms = config.epoll_timeout_ms
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def stop(self) -> None:
         """Ask the loop to shut down (safe from a signal handler)."""
         self._stopping.set()
