@@ -122,3 +122,41 @@ def test_without_a_node_to_ask_the_command_works_on_redis_and_the_nodes_act(
     assert (done.returncode, done.stdout) == (1, "") and "no such user: nobody" in done.stderr
     assert _ok(cli(elsewhere, "user", "unban", "alice")) == ""
     login(a, "alice", False)
+
+
+def test_a_nodes_metrics_tell_of_redis_and_the_other_nodes(
+    tmp_path: Path, redis_server: RedisProc, pair
+) -> None:
+    import re
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _a, _b, _cli = pair
+    folder = tmp_path / "c"
+    folder.mkdir()
+    node = launch(
+        folder,
+        "--cluster",
+        redis_server.url,
+        "--metrics",
+        "127.0.0.1:0",
+        key_file=tmp_path / "cluster.key",
+    )
+    try:
+        found = re.search(r"metrics on (http://\S+)/metrics", node.log())
+        assert found, node.log()
+        with urllib.request.urlopen(f"{found.group(1)}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        samples = {
+            s.name: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if not s.labels
+        }
+        assert samples["chat_redis_up"] == 1 and samples["chat_nodes"] == 3
+        assert 0 < samples["chat_redis_rtt_seconds"] < 1
+        assert samples["chat_redis_outages_total"] == 0
+        assert "chat_messages_stored" not in samples  # no count in a cluster
+    finally:
+        node.stop()

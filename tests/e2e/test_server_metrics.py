@@ -162,3 +162,17 @@ def test_a_bad_metrics_address_is_one_line_exit_2(start_server, bad: str) -> Non
     with pytest.raises(RuntimeError, match="exited with 2") as info:
         start_server("--metrics", bad)
     assert "--metrics" in str(info.value)
+
+
+def test_the_sample_dashboard_and_the_manual_name_only_metrics_that_exist(start_server) -> None:
+    root = Path(__file__).resolve().parents[2]
+    dashboard = (root / "packaging" / "grafana-dashboard.json").read_text()
+    manual = (root / "docs" / "operations.md").read_text()
+    used = set(re.findall(r"\bchat_[a-z_]+", dashboard))
+    assert len(used) >= 15, used
+    server = start_server("--metrics", "127.0.0.1:0")
+    exposed = {name for name, _ in scrape(metrics_url(server))}
+    for name in sorted(used):
+        assert name.removesuffix("_bucket") in manual or name in manual, name
+        if "redis" not in name:  # a node of a cluster's only (tests/cluster)
+            assert name in exposed, name
