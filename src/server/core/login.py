@@ -77,22 +77,22 @@ class Login:
     def check(self, user: User, auth: Auth, tick: native.Tick) -> bool:
         """Queue the password check for its account's turn (the throttle), then on a hash
         thread; False: the mailbox holds until it is done, and no thread waits for the turn."""
-        if auth.register and len(auth.password) < self.min_password:
-            # The server's policy, before any hashing; not a failed login (no throttle).
-            err = RemoteProtocolError(Code.BAD_REQUEST, password_too_short(self.min_password))
-            user.out.append(user.conn.login_failed(err), tick)
-            log.info("registration refused %s: password too short", user.label())
-            self.counts["refused"] += 1
-            return True
         if auth.register and self.registration != "open":
-            # Not a failed login either. Invite codes reach here with protocol v1.2's
-            # `auth.invite` (docs/operations.md, "Registration"); until then `invite`
-            # refuses every registration, as `closed` does.
+            # The server's policy, before any hashing; not a failed login (no throttle).
+            # Invite codes reach here with protocol v1.2's `auth.invite` (docs/operations.md,
+            # "Registration"); until then `invite` refuses every registration, as `closed`.
             text = registration_closed(self.registration)
             user.out.append(
                 user.conn.login_failed(RemoteProtocolError(Code.BAD_REQUEST, text)), tick
             )
             log.info("registration refused %s: --registration %s", user.label(), self.registration)
+            self.counts["refused"] += 1
+            return True
+        if auth.register and len(auth.password) < self.min_password:
+            # The server's policy, before any hashing; not a failed login (no throttle).
+            err = RemoteProtocolError(Code.BAD_REQUEST, password_too_short(self.min_password))
+            user.out.append(user.conn.login_failed(err), tick)
+            log.info("registration refused %s: password too short", user.label())
             self.counts["refused"] += 1
             return True
         accounts, mailbox, throttle, ip = self._accounts, user.mailbox, self._throttle, user.ip
