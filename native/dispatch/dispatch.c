@@ -141,6 +141,7 @@ struct cd_out {
     struct slot *slots;
     size_t limit, soft, total_limit;
     uint64_t total; /* __atomic */
+    uint64_t sent;  /* __atomic: bytes handed to send() or consumed by the caller's write */
 };
 
 struct cd_tick {
@@ -441,6 +442,8 @@ uint32_t cd_state(cd_out *o, uint64_t h) {
 
 uint64_t cd_total(cd_out *o) { return o ? __atomic_load_n(&o->total, __ATOMIC_RELAXED) : 0; }
 
+uint64_t cd_sent(cd_out *o) { return o ? __atomic_load_n(&o->sent, __ATOMIC_RELAXED) : 0; }
+
 /* Send what the slot holds (its lock held): the CD_S_* status. */
 static uint32_t flush_locked(cd_out *o, struct slot *s, int *err) {
     uint32_t status = 0;
@@ -459,6 +462,7 @@ static uint32_t flush_locked(cd_out *o, struct slot *s, int *err) {
         if (sent > 0) {
             b->off += (size_t)sent;
             account(o, -(int64_t)sent);
+            __atomic_add_fetch(&o->sent, (uint64_t)sent, __ATOMIC_RELAXED);
         } else if (sent < 0 && errno == EINTR) {
             continue;
         } else if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -509,6 +513,7 @@ int cd_consume(cd_out *o, uint64_t h, size_t n) {
     }
     s->main.off += n;
     account(o, -(int64_t)n);
+    __atomic_add_fetch(&o->sent, (uint64_t)n, __ATOMIC_RELAXED);
     if (s->main.off == s->main.len) buf_drop(&s->main);
     pthread_mutex_unlock(&s->mu);
     return CD_OK;

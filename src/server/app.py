@@ -20,6 +20,7 @@ import os
 import resource
 import signal
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,15 +56,24 @@ from chat.server.crypto.keyfile import KeyFileError, load_or_create_key, loose_m
 from chat.server.net.inbox import LoopInbox
 from chat.server.net.listeners import Listener, ListenError, open_listener
 from chat.server.net.loop import EventLoop
+from chat.server.ops import status
+from chat.server.ops.commands import MAX_ID, Commands, NoPeers, Peers
 from chat.server.ops.config import ServerConfig
+from chat.server.ops.control import ControlError, ControlServer
+from chat.server.ops.metrics import MetricsServer, ServerCollector
 from chat.server.ops.reload import Reloader
+from chat.server.ops.status import package_version
 from chat.server.store.seam import NoStore, Store
 from chat.server.store.service import StoreService
 from chat.server.store.sqlite import MessageStore, MessageStoreError, start_floor
+from chat.shared.states import State
 
 log = logging.getLogger("chat.server")
 
 _FD_RESERVE = 64  # descriptors kept for the listeners, epoll, logs, the users file
+#: Seconds an operator's command waits for the loop or the store to carry it out.
+_OPERATOR_WAIT = 5.0
+_LOGGED_IN = (State.ROSTER, State.CHAT)
 
 
 @dataclass
@@ -79,6 +89,12 @@ class Engines:
     #: Extra parts (a cluster's link and control channel): started first, stopped last.
     parts: list[Any] = field(default_factory=list)
     describe: str = "alone"
+    #: The other processes an operator's kick, ban, delete or password reset must reach.
+    peers: Peers = field(default_factory=NoPeers)
+    #: The storage's figures for `chat-server status` and the metrics (ops/status.py).
+    facts: Callable[[], dict[str, Any]] = dict
+    #: Whether the storage answers now (a cluster's Redis), for /healthz.
+    up: Callable[[], bool] = lambda: True
 
 
 @dataclass
@@ -121,7 +137,9 @@ def build_core(
         deadlines,
         engines.deadline,
     )
-    login = Login(hub, engines.accounts, throttle, inbox, ends, config.min_password)
+    login = Login(
+        hub, engines.accounts, throttle, inbox, ends, config.min_password, config.registration
+    )
     catchup = CatchUp(engines.store, inbox, hub)
     frames = PeerFrames(hub, engines.store, login, catchup, ends, Asks(hub, engines.accounts))
     outcomes = Outcomes(login, fanout, catchup, frames, ends)
@@ -133,7 +151,14 @@ def build_core(
 class Server:
     """The running server (see the module's docstring)."""
 
-    def __init__(self, config: ServerConfig, listeners: list[Listener], engines: Engines) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        listeners: list[Listener],
+        engines: Engines,
+        control: ControlServer | None = None,
+        metrics: MetricsServer | None = None,
+    ) -> None:
         self.config = config
         self.listeners = listeners
         self.engines = engines
@@ -149,6 +174,26 @@ class Server:
         self.pool = WorkerPool(config.threads, self.ticks.flush)
         self.loop = EventLoop(config, listeners, self.hub, self.inbox, self.table, self._user)
         self._reloader: Reloader | None = None  # install_signal_handlers
+        self.started = time.monotonic()
+        # The operator's side (ops/): commands through the control socket, and what the
+        # other nodes of a cluster tell this one to do.
+        self.control = control
+        self.commands = Commands(
+            engines.accounts,  # type: ignore[arg-type]  # both stores are AccountAdmin
+            self._drop_queue,
+            self._end_sessions,
+            engines.peers,
+            self._facts,
+            config.min_password,
+        )
+        engines.peers.attach(self.commands.act)
+        if control is not None:
+            control.serve(self.commands.run)
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.serve(ServerCollector(self), self._healthy)
+            if isinstance(engines.store, StoreService):
+                engines.store.on_commit = metrics.commits.observe
 
     def _user(self, cid: int, fd: int, addr: Any, handle: int, direct: bool) -> User:
         """A new connection's `User`, whole: its slot, rate bucket and mailbox."""
@@ -190,6 +235,56 @@ class Server:
                 listener.tls = tls  # new connections: a renewed certificate
         self.hub.set_ack_timeout(config.ack_timeout)
         self.core.login.min_password = config.min_password
+        self.core.login.registration = config.registration
+        self.commands.min_password = config.min_password
+
+    # ---- the operator's side (ops/commands.py) --------------------------------------------
+    def _end_sessions(self, name: str, why: str, wait: bool = True) -> int:
+        """End this process's sessions of `name` (the loop does it); how many."""
+        done = threading.Event()
+        ended = [0]
+
+        def then(count: int) -> None:
+            ended[0] = count
+            done.set()
+
+        self.inbox.end_sessions(name, why, then)
+        if wait and not done.wait(_OPERATOR_WAIT):
+            log.warning("ending the sessions of %s: the loop did not answer in time", name)
+        return ended[0]
+
+    def _drop_queue(self, name: str) -> None:
+        """A deleted account's offline queue, gone for good before the command answers."""
+        store = self.engines.store
+        done = threading.Event()
+        store.after(store.ack(name, MAX_ID), done.set)
+        if not done.wait(_OPERATOR_WAIT):
+            log.warning("dropping the offline queue of %s: the store did not answer in time", name)
+
+    def _healthy(self) -> tuple[bool, str]:
+        """/healthz: serving; a node whose Redis is away says so (503)."""
+        if self.loop.stopping:
+            return False, "stopping"
+        if not self.engines.up():
+            return False, "redis is away: cross-node traffic has stopped"
+        return True, "ok"
+
+    def _facts(self) -> dict[str, Any]:
+        """`chat-server status` (ops/status.py): read now, from the tables that hold them."""
+        transports = [t for t in list(self.loop.connections.by_cid.values()) if t.open]
+        logged_in = sum(1 for t in transports if t.user.conn.state in _LOGGED_IN)
+        return {
+            "version": package_version(),
+            "uptime_seconds": int(time.monotonic() - self.started),
+            "mode": self.engines.describe,
+            "connections": len(transports),  # open: not those saying goodbye
+            "logged_in": logged_in,
+            "users_online": len(self.hub.online()),
+            "users_online_here": len(self.hub.local_names()),
+            "accounts": len(self.engines.accounts),
+            "registration": self.core.login.registration,
+            **self.engines.facts(),
+        }
 
     # ---- lifetime ----------------------------------------------------------------------
     def run(self) -> int:
@@ -206,6 +301,10 @@ class Server:
             started.append(e.presence)
             e.broker.start(self.fanout)
             started.append(e.broker)
+            for ops_part in (self.metrics, self.control):  # last: they use every part above
+                if ops_part is not None:
+                    ops_part.start()
+                    started.append(ops_part)
             for listener in self.listeners:  # said once every part is up: clients are served
                 log.info(
                     "listening on %s port %d (%s)",
@@ -217,10 +316,14 @@ class Server:
         finally:
             # The loop has said bye to everyone and closed every socket. Threads that may
             # still append or ask the loop for I/O stop before its inbox closes.
-            order = [self.hasher, self.pool, e.broker, e.presence, self.deadlines, e.store]
+            order = [self.control, self.metrics, self.hasher, self.pool, e.broker, e.presence]
+            order += [self.deadlines, e.store]
             for part in [*order, *reversed(e.parts)]:
                 if part in started:
                     _stop(part)
+            for ops_part in (self.control, self.metrics):
+                if ops_part is not None and ops_part not in started:
+                    _stop(ops_part)  # bound but never served: its socket goes
             for listener in self.listeners:  # closed by the loop's shutdown, unless it never ran
                 listener.close()
             self.inbox.close()
@@ -339,6 +442,29 @@ def listen(config: ServerConfig, tls: ssl.SSLContext | None) -> list[Listener]:
     return listeners
 
 
+def bind_metrics(config: ServerConfig, listeners: list[Listener]) -> MetricsServer | None:
+    """The metrics' listener (`--metrics`), bound with the chat ports: StartError (exit 1,
+    the chat ports closed again) when its address cannot be had."""
+    if config.metrics is None:
+        return None
+    host, port = config.metrics
+    metrics = MetricsServer(host, port)
+    try:
+        metrics.bind()
+    except OSError as exc:
+        for listener in listeners:
+            listener.close()
+        why = exc.strerror or str(exc)
+        raise StartError(EXIT_FAILURE, f"cannot serve metrics on {host}:{port}: {why}") from None
+    if not is_loopback(host) and host not in ("localhost",):
+        log.warning(
+            "metrics on %s, which is not a loopback address: anyone who reaches it sees the "
+            "server's figures (no names, no messages); keep it behind a firewall",
+            host or "*",
+        )
+    return metrics
+
+
 def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher) -> Opened:
     """A server alone: its key, users file and message store, locked for this process."""
     folder = config.users_file.parent
@@ -382,6 +508,7 @@ def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher)
                         f"the key (without it {what} cannot be read)",
                     )
         listeners = listen(config, tls)
+        metrics = bind_metrics(config, listeners)
         # The checks passed and the ports are ours: now files may be created.
         try:
             if not locks or locks[0].folder != folder:
@@ -401,9 +528,13 @@ def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher)
                 history_folder.mkdir(mode=0o700, parents=True, exist_ok=True)
                 locks.append(FolderLock.acquire(history_folder))
             store = _open_store(config, key, cipher, id_floor, accounts)
-        except (OSError, KeyFileError, StoreError, MessageStoreError) as exc:
+            control = ControlServer(folder)
+            control.bind()
+        except (OSError, KeyFileError, StoreError, MessageStoreError, ControlError) as exc:
             for listener in listeners:
                 listener.close()
+            if metrics is not None:
+                metrics.stop()
             text = f"{folder}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
             raise StartError(EXIT_FAILURE, text) from None
     except KeyFileError as exc:
@@ -416,8 +547,19 @@ def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher)
         release()
         raise
     log.info("users file %s: %d accounts", config.users_file, len(accounts))
-    engines = Engines(accounts, store)
-    return Opened(Server(config, listeners, engines), release)
+    engines = Engines(accounts, store, facts=lambda: _file_facts(config))
+    return Opened(Server(config, listeners, engines, control, metrics), release)
+
+
+def _file_facts(config: ServerConfig) -> dict[str, Any]:
+    """A server alone's storage, for `status` and the metrics."""
+    counts = status.sqlite_counts(config.history_file) if config.keep_messages else (0, 0)
+    return {
+        "messages_stored": counts[0] if counts else None,
+        "offline_queued": counts[1] if counts else None,
+        "store_bytes": status.files_bytes(config.users_file, config.history_file),
+        "nodes": 1,
+    }
 
 
 def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher) -> Opened:
@@ -433,6 +575,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
     from chat.server.cluster.broker import RedisBroker
     from chat.server.cluster.link import Link
     from chat.server.cluster.messages import RedisIds, RedisMessageStore
+    from chat.server.cluster.moderation import ClusterModeration
     from chat.server.cluster.presence import RedisPresence
     from chat.server.cluster.url import ClusterError
 
@@ -448,6 +591,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
             EXIT_FAILURE, f"cluster {link.shown}: cannot reach redis ({_one_line(exc)})"
         ) from None
     listeners = listen(config, tls)
+    metrics = bind_metrics(config, listeners)
     try:
         if key is None:
             config.key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -471,14 +615,25 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
             parts.append(ids)
             backend = RedisMessageStore(link, box, config.history_days * 86400)
             store = StoreService(backend, config.offline_max, ids=ids)
+        moderation = ClusterModeration(link, box, node_id, accounts.forgot)
         presence = RedisPresence(
             link,
             box,
             node_id,
-            control={keys.ACCOUNTS: lambda data: accounts.learned(data.decode())},
+            control={
+                keys.ACCOUNTS: lambda data: accounts.learned(data.decode()),
+                keys.CONTROL: moderation.heard,
+            },
             on_resync=[accounts.reload],
         )
         broker = RedisBroker(link, box, node_id)
+        control: ControlServer | None = ControlServer(config.data_dir)
+        try:
+            config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            control.bind()  # type: ignore[union-attr]
+        except (ControlError, OSError) as exc:  # nodes may share a folder: the first has it
+            log.warning("%s; this node has no control socket", exc)
+            control = None
     except (OSError, KeyFileError) as exc:
         for listener in listeners:
             listener.close()
@@ -488,9 +643,39 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
             listener.close()
         raise StartError(EXIT_FAILURE, f"cluster {link.shown}: {_one_line(exc)}") from None
     engines = Engines(
-        accounts, store, presence, broker, CROSSING_DEADLINE, parts, f"node {node_id}"
+        accounts,
+        store,
+        presence,
+        broker,
+        CROSSING_DEADLINE,
+        parts,
+        f"node {node_id}",
+        moderation,
+        lambda: _redis_facts(link),
+        lambda: link.up,
     )
-    return Opened(Server(config, listeners, engines))
+    return Opened(Server(config, listeners, engines, control, metrics))
+
+
+def _redis_facts(link: Any) -> dict[str, Any]:
+    """A node's storage (Redis), for `status` and the metrics: None where it does not answer."""
+    import redis
+
+    from chat.server.cluster import keys
+
+    facts: dict[str, Any] = {"messages_stored": None, "offline_queued": None}
+    facts |= {"store_bytes": None, "nodes": None, "redis_rtt_seconds": None}
+    try:
+        started = time.monotonic()
+        link.client.ping()
+        facts["redis_rtt_seconds"] = time.monotonic() - started
+        facts["nodes"] = int(link.client.zcard(keys.NODES))
+        facts["store_bytes"] = int(link.client.info("memory")["used_memory"])
+    except (redis.RedisError, KeyError, ValueError):
+        pass  # INFO is a @dangerous command an ACL user may not have: the rest stays
+    facts["redis_up"] = int(link.up)
+    facts["redis_outages"] = link.outages
+    return facts
 
 
 #: Seconds a node's `sent` may wait for Redis (the store and the other nodes): what has not

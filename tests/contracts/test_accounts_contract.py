@@ -242,3 +242,77 @@ def test_a_name_told_by_the_channel_alone_is_known_to_a_running_instance(
         assert len(watcher) == 1
     finally:
         keeper.close()
+
+
+# ---- the operator's side (AccountAdmin: ops/commands.py) ------------------------------------
+def test_names_are_every_account_sorted(accounts: Accounts) -> None:
+    assert accounts.names() == []  # type: ignore[attr-defined]
+    for name in ("carol", "Alice", "bob"):
+        accounts.register(name, "pw")
+    assert accounts.names() == ["Alice", "bob", "carol"]  # type: ignore[attr-defined]
+
+
+def test_a_new_password_replaces_the_old_one_durably(keeper: Keeper, accounts: Accounts) -> None:
+    accounts.register(NAMES[0], PASSWORDS[0])
+    assert accounts.set_password(NAMES[0], PASSWORDS[1]) is True  # type: ignore[attr-defined]
+    assert accounts.verify(NAMES[0], PASSWORDS[1]) and not accounts.verify(NAMES[0], PASSWORDS[0])
+    again = keeper.open()
+    assert again.verify(NAMES[0], PASSWORDS[1]) and not again.verify(NAMES[0], PASSWORDS[0])
+    assert accounts.set_password("nobody", "x") is False  # type: ignore[attr-defined]
+    assert "nobody" not in keeper.open()  # not created by the attempt
+
+
+def test_a_deleted_account_is_gone_and_its_name_free(keeper: Keeper, accounts: Accounts) -> None:
+    for name, password in zip(NAMES, PASSWORDS, strict=True):
+        accounts.register(name, password)
+    accounts.ban(NAMES[0])  # type: ignore[attr-defined]
+    assert accounts.delete(NAMES[0]) is True  # type: ignore[attr-defined]
+    assert NAMES[0] not in accounts and len(accounts) == 1
+    assert not accounts.verify(NAMES[0], PASSWORDS[0])
+    again = keeper.open()
+    assert NAMES[0] not in again and NAMES[1] in again and len(again) == 1
+    assert accounts.delete(NAMES[0]) is False  # type: ignore[attr-defined]
+    # Registered again: a new account, with its new password, and not banned.
+    assert accounts.register(NAMES[0], "a new one")
+    assert accounts.verify(NAMES[0], "a new one") and not accounts.banned(NAMES[0])
+
+
+def test_a_ban_is_durable_and_can_be_lifted(keeper: Keeper, accounts: Accounts) -> None:
+    accounts.register(NAMES[0], PASSWORDS[0])
+    assert not accounts.banned(NAMES[0])
+    assert accounts.ban(NAMES[0]) is True and accounts.ban(NAMES[0]) is True  # type: ignore[attr-defined]
+    assert accounts.banned(NAMES[0]) and keeper.open().banned(NAMES[0])
+    assert accounts.verify(NAMES[0], PASSWORDS[0])  # the password is kept: the login refuses
+    assert accounts.unban(NAMES[0]) is True  # type: ignore[attr-defined]
+    assert not accounts.banned(NAMES[0]) and not keeper.open().banned(NAMES[0])
+    assert accounts.ban("nobody") is False and accounts.unban("nobody") is False  # type: ignore[attr-defined]
+    assert not accounts.banned("nobody")
+
+
+def test_an_invite_has_its_uses_and_gives_one_back(keeper: Keeper, accounts: Accounts) -> None:
+    code = accounts.create_invite(2, None)  # type: ignore[attr-defined]
+    assert isinstance(code, str) and len(code) >= 22
+    user = keeper.open()  # durable when made: a new instance (another node) finds it
+    first = user.take_invite(code)
+    assert first is not None and user.take_invite(code) is not None
+    assert user.take_invite(code) is None  # used up
+    user.return_invite(code, first)  # that registration did not happen
+    assert user.take_invite(code) is not None and user.take_invite(code) is None
+    for bad in ("", "x" * 500, code + "x", "nonsense"):
+        assert user.take_invite(bad) is None
+
+
+def test_an_expired_invite_does_not_work(accounts: Accounts) -> None:
+    old = accounts.create_invite(5, time.time() - 1)  # type: ignore[attr-defined]
+    assert accounts.take_invite(old) is None
+    fresh = accounts.create_invite(1, time.time() + 3600)  # type: ignore[attr-defined]
+    taken = accounts.take_invite(fresh)
+    assert taken is not None and taken.expires is not None and taken.expires > time.time()
+
+
+def test_no_invite_code_in_clear_at_rest(keeper: Keeper, accounts: Accounts) -> None:
+    made = [accounts.create_invite(3, None) for _ in range(3)]  # type: ignore[attr-defined]
+    accounts.register(NAMES[0], PASSWORDS[0])
+    blobs = keeper.at_rest()
+    for code in made:
+        assert all(code.encode() not in blob for blob in blobs)

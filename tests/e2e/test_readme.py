@@ -90,7 +90,9 @@ def block(first: str) -> Block:
 #: How each block is covered: the test that runs it, or why it is not run here.
 KNOWN: dict[str, str] = {
     "sha256sum -c": "test_the_download_block (needs CHAT_RELEASE_DIR)",
-    "./chat-server --data-dir ~/.local/share/chat-server --port 7777": "test_the_quick_start",
+    "./chat-server --data-dir ~/.local/share/chat-server --host 127.0.0.1 --port 7777": (
+        "test_the_quick_start"
+    ),
     "./chat-server cert generate": "test_the_quick_start",
     "CHAT_PASSWORD='alice secret' ./chat-client": "test_the_quick_start",
     "./chat-client --host 127.0.0.1 --port 7777 --user alice --tls-ca": "test_the_quick_start",

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from chat.shared.errors import password_too_short
+from chat.shared.errors import DEFAULT_MESSAGES, Code, Refusal, password_too_short
 from wire import WireClient
 
 
@@ -146,3 +146,35 @@ def test_registrations_of_two_variants_at_once_have_one_winner(start_server) -> 
         pair = [results[f"pair{i}"], results[f"PAIR{i}"]]
         assert sorted(r["type"] for r in pair) == ["auth_ok", "error"], pair
         assert any(r.get("code") == "user_exists" for r in pair), pair
+
+
+# --------------------------------------------------------------------------
+# --registration open|closed|invite
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["closed", "invite"])
+def test_a_closed_server_refuses_registrations_and_logs_accounts_in(start_server, mode) -> None:
+    """`invite` without a code is refused like `closed` (protocol v1.2 section 8), each
+    saying why."""
+    before = start_server()
+    assert _register(before, "alice", "a good password") == _ok("alice")
+    assert before.stop() == 0
+    server = start_server("--registration", mode)
+    c = server.client()
+    answer = _auth(c, "bob", "a good password")
+    want = DEFAULT_MESSAGES[Code.REGISTRATION_CLOSED] if mode == "closed" else Refusal.INVITE_NEEDED
+    assert answer == {"type": "error", "code": "registration_closed", "message": want}
+    # Not a failed login: the connection stays in AUTH and may log in to an account.
+    for _ in range(6):
+        assert _auth(c, "bob", "a good password")["code"] == "registration_closed"
+    assert _auth(c, "alice", "a good password", register=False) == _ok("alice")
+    c.close()
+    assert "registration refused fd=" in server.log() and f"--registration {mode}" in server.log()
+    again = server.client()  # bob was never made
+    assert _auth(again, "bob", "a good password", register=False)["code"] == "bad_credentials"
+    again.close()
+
+
+def test_an_unknown_registration_mode_is_one_line_exit_2(start_server) -> None:
+    with pytest.raises(RuntimeError, match="exited with 2") as info:
+        start_server("--registration", "sometimes")
+    assert "--registration" in str(info.value)

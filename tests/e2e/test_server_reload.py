@@ -316,3 +316,22 @@ def test_the_unit_reloads_with_sighup() -> None:
     service = unit.split("[Service]", 1)[1].split("[Install]", 1)[0]
     reloads = [line for line in service.splitlines() if line.startswith("ExecReload=")]
     assert reloads == ["ExecReload=/bin/kill -HUP $MAINPID"]
+
+
+def test_registration_closes_and_opens_on_reload(start) -> None:
+    server = start('registration = "open"\n')
+    c = server.client()
+    c.login("alice", PASSWORD)  # open: anyone registers
+    c.close()
+    assert "reload: registration open -> closed" in server.reload('registration = "closed"\n')
+    c = server.client()
+    c.send({"type": "auth", "user": "bob", "password": PASSWORD, "register": True})
+    answer = c.recv()
+    assert (answer["type"], answer["code"]) == ("error", "bad_request"), answer
+    c.send({"type": "auth", "user": "alice", "password": PASSWORD})  # accounts still log in
+    assert c.recv() == {"type": "auth_ok", "user": "alice"}
+    c.close()
+    server.reload('registration = "open"\n')
+    c = server.client()
+    c.login("bob", PASSWORD)
+    c.close()

@@ -54,6 +54,8 @@ def _sample(action: argparse.Action) -> Any:
     """A valid TOML value for the option."""
     if isinstance(action, argparse._AppendAction):  # repeatable: an array
         return ["127.0.0.1:7777"]
+    if action.dest == "metrics":
+        return "127.0.0.1:9100"
     if action.nargs == 0:  # a flag
         return True
     kind = getattr(action.type, "kind", None)

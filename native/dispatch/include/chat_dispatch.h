@@ -121,6 +121,9 @@ CD_API size_t cd_pending(cd_out *o, uint64_t handle);
 CD_API uint32_t cd_state(cd_out *o, uint64_t handle);
 /* All slots together, bytes. */
 CD_API uint64_t cd_total(cd_out *o);
+/* Bytes sent since the table was made: by cd_flush and cd_tick_flush, and those
+ * the caller wrote itself and consumed (cd_consume); for metrics. */
+CD_API uint64_t cd_sent(cd_out *o);
 
 /* Send one slot's bytes (CD_DIRECT only): a CD_S_* status; *err the errno on
  * CD_S_ERROR; *left the bytes still queued. */

@@ -657,6 +657,7 @@ static void test_flush_socketpair(void) {
     CHECK(err == 0 && left == 0 && cd_pending(o, h) == 0 && cd_total(o) == 0, "drained");
     size_t n = read_now(sv[1], got, sizeof got);
     CHECK(n == 6 && memcmp(got, "abcdef", 6) == 0, "peer got %zu bytes", n);
+    CHECK(cd_sent(o) == 6 && cd_sent(NULL) == 0, "sent %llu", (unsigned long long)cd_sent(o));
 
     /* Sealed: the last frame out gives CD_S_SEALED, every time after too. */
     CHECK(cd_append(o, NULL, h, (const uint8_t *)"x", 1) == CD_OK, "x");
@@ -678,6 +679,7 @@ static void test_flush_socketpair(void) {
     CHECK(read_now(sv[1], got, sizeof got) == 0, "a non-direct slot was sent");
     CHECK(cd_pending(o, h) == 11, "non-direct bytes lost");
     cd_consume(o, h, 11);
+    CHECK(cd_sent(o) == 6 + 4 + 11, "sent with consumed %llu", (unsigned long long)cd_sent(o));
     CHECK(cd_flush(o, h, &err, &left) == 0, "drained non-direct");
     cd_seal(o, NULL, h, NULL, 0);
     CHECK(cd_flush(o, h, &err, &left) == CD_S_LOOP, "sealed non-direct: the loop finishes it");

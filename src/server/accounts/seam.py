@@ -9,11 +9,18 @@ A server alone keeps its accounts in the encrypted users file
 threads, never on a worker; `__contains__` answers from memory at once (the
 route asks it for every named recipient of a send, to know who can be
 queued for).
+
+`AccountAdmin` is what the operator's commands need beyond that
+(ops/commands.py: `chat-server user ...`, `invite create`); both
+implementations provide it, and every change it makes is durable before it
+returns (StoreError otherwise).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
+
+from chat.server.accounts.invites import Invite
 
 
 class Accounts(Protocol):
@@ -31,4 +38,36 @@ class Accounts(Protocol):
 
     def save(self) -> None:
         """Make everything durable (at stop)."""
+        ...
+
+    def banned(self, name: str) -> bool:
+        """Whether the operator banned the account (a login asks after the password)."""
+        ...
+
+    def take_invite(self, code: str) -> Invite | None:
+        """One use of an invite code for a registration (`--registration invite`)."""
+        ...
+
+    def return_invite(self, code: str, taken: Invite) -> None:
+        """The registration did not happen: the use taken is given back."""
+        ...
+
+
+class AccountAdmin(Accounts, Protocol):
+    """The operator's side: each call False for an unknown name, durable when it returns."""
+
+    def names(self) -> list[str]:
+        """Every account, sorted."""
+        ...
+
+    def set_password(self, name: str, password: str) -> bool: ...
+
+    def delete(self, name: str) -> bool: ...
+
+    def ban(self, name: str) -> bool: ...
+
+    def unban(self, name: str) -> bool: ...
+
+    def create_invite(self, uses: int, expires: float | None) -> str:
+        """A new code with `uses` uses until `expires` (Unix time; None: never)."""
         ...

@@ -24,10 +24,12 @@ import stat
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from chat.server.accounts import invites as codes
+from chat.server.accounts.invites import Invite
 from chat.server.crypto.cipher import Cipher, CipherError
 from chat.server.crypto.keyfile import fsync_dir, write_private_temp
 from chat.server.crypto.sealing import MAC_BYTES, NONCE_BYTES, Sealer
@@ -159,25 +161,44 @@ class _Codec:
             raise StoreError(f"{where}: {exc}") from None
 
 
-def _encode_records(records: Iterable[Record], id_mark: int | None = None) -> bytes:
+def _encode_records(
+    records: Iterable[Record],
+    id_mark: int | None = None,
+    banned: Iterable[str] = (),
+    invites: dict[str, Invite] | None = None,
+) -> bytes:
     rows = [
         [rec.name, rec.salt.hex(), rec.hash.hex(), rec.n, rec.r, rec.p, rec.dklen, rec.created]
         for rec in records
     ]
     doc: dict[str, object] = {"format": FORMAT_VERSION, "users": rows}
+    # Keys older servers do not know are ignored by them: the format stays 1.
     if id_mark is not None:
-        doc["ids"] = id_mark  # older servers read "users" only: the format stays 1
+        doc["ids"] = id_mark
+    if banned:
+        doc["banned"] = sorted(banned)
+    if invites:
+        doc["invites"] = [[h, i.uses, i.expires] for h, i in sorted(invites.items())]
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(
         "utf-8", "surrogatepass"
     )
 
 
 def _decode_records(plaintext: bytes, where: str) -> dict[str, Record]:
-    return _decode_file(plaintext, where)[0]
+    return _decode_file(plaintext, where).users
 
 
-def _decode_file(plaintext: bytes, where: str) -> tuple[dict[str, Record], int | None]:
-    """The accounts, and the message id mark (None in a file written before marks)."""
+@dataclass(slots=True)
+class _Contents:
+    """A users file's plaintext, decoded."""
+
+    users: dict[str, Record]
+    id_mark: int | None  # None in a file written before marks
+    banned: set[str]
+    invites: dict[str, Invite]  # digest -> uses left, expiry
+
+
+def _decode_file(plaintext: bytes, where: str) -> _Contents:
     try:
         doc = json.loads(plaintext.decode("utf-8", "surrogatepass"))
         id_mark = doc.get("ids")
@@ -192,9 +213,27 @@ def _decode_file(plaintext: bytes, where: str) -> tuple[dict[str, Record], int |
             users[name] = Record(
                 name, bytes.fromhex(salt), bytes.fromhex(digest), n, r, p, dklen, float(created)
             )
+        banned = {name for name in doc.get("banned", ()) if name in users}
+        invites: dict[str, Invite] = {}
+        for handle, uses, expires in doc.get("invites", ()):
+            if not (isinstance(handle, str) and type(uses) is int and uses > 0):
+                raise ValueError("bad invite")
+            invites[handle] = Invite(uses, None if expires is None else float(expires))
     except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as exc:
         raise StoreError(f"{where}: undecodable content ({exc.__class__.__name__})") from None
-    return users, id_mark
+    return _Contents(users, id_mark, banned, invites)
+
+
+#: Takes back a change made in memory whose write failed.
+_Undo = Callable[[], object]
+
+
+def _nothing() -> None:
+    pass
+
+
+#: A change that was already so: nothing to write.
+_NOTHING: _Undo = _nothing
 
 
 class UserStore:
@@ -232,6 +271,8 @@ class UserStore:
         # Message ids: none at or above this was given out (docs/store.md, "Id mark").
         self._id_mark = id_mark
         self._disk_mark = id_mark  # the mark the file holds
+        self._banned: set[str] = set()  # accounts that may not log in (`user ban`)
+        self._invites: dict[str, Invite] = {}  # invite digest -> uses left, expiry
         # How many records use each scrypt parameter set: an unknown name is hashed
         # with the most common one, so it costs what a typical known name costs.
         self._costs: Counter[Params] = Counter(rec.params for rec in self._users.values())
@@ -256,18 +297,21 @@ class UserStore:
             return cls(path, key, cipher, hash_cost_log2, refuse_case_variants=refuse_case_variants)
         except OSError as exc:
             raise StoreError(f"users file {path}: cannot read ({exc.strerror})") from None
-        users, id_mark = _decode_file(codec.open(blob), f"users file {path}")
+        contents = _decode_file(codec.open(blob), f"users file {path}")
         _warn_if_not_private(path)
         _remove_stale_temps(path)
-        return cls(
+        store = cls(
             path,
             key,
             cipher,
             hash_cost_log2,
-            users,
-            id_mark,
+            contents.users,
+            contents.id_mark,
             refuse_case_variants=refuse_case_variants,
         )
+        store._banned = contents.banned
+        store._invites = contents.invites
+        return store
 
     def __len__(self) -> int:
         with self._lock:
@@ -362,6 +406,137 @@ class UserStore:
     def save(self) -> None:
         with self._write_lock:
             self._write_snapshot()
+
+    # ---- the operator's commands (ops/commands.py): each durable before it returns -------
+    def set_password(self, name: str, password: str) -> bool:
+        """A new password for `name` (False: no such account); the account keeps its age."""
+        with self._lock:
+            old = self._users.get(name)
+        if old is None:
+            return False
+        new = self._new_record(name, password, old.created)  # slow: outside the locks
+
+        def change() -> _Undo | None:
+            current = self._users.get(name)
+            if current is None:
+                return None
+            self._users[name] = new
+            self._uncount(current)
+            self._costs[new.params] += 1
+
+            def undo() -> None:
+                if self._users.get(name) is new:
+                    self._users[name] = current
+                    self._uncount(new)
+                    self._costs[current.params] += 1
+
+            return undo
+
+        done = self._change(change)
+        self._ensure_dummy()
+        return done
+
+    def delete(self, name: str) -> bool:
+        """Remove the account (False: there was none); the name may be registered again."""
+
+        def change() -> _Undo | None:
+            record = self._users.pop(name, None)
+            if record is None:
+                return None
+            was_banned = name in self._banned
+            self._banned.discard(name)
+            self._uncount(record)
+            self._folded[folded(name)] -= 1
+            if self._folded[folded(name)] <= 0:
+                del self._folded[folded(name)]
+
+            def undo() -> None:
+                if name not in self._users:
+                    self._add(record)
+                    if was_banned:
+                        self._banned.add(name)
+
+            return undo
+
+        done = self._change(change)
+        self._ensure_dummy()
+        return done
+
+    def ban(self, name: str) -> bool:
+        """`name` may no longer log in (False: no such account). Its password is kept."""
+        return self._change(lambda: self._set_banned(name, True))
+
+    def unban(self, name: str) -> bool:
+        """`name` may log in again (False: no such account)."""
+        return self._change(lambda: self._set_banned(name, False))
+
+    def banned(self, name: str) -> bool:
+        with self._lock:
+            return name in self._banned
+
+    def create_invite(self, uses: int, expires: float | None) -> str:
+        """A new invite code, on disk before it is handed out."""
+        code = codes.new_code()
+        handle = codes.digest(code)
+
+        def change() -> _Undo:
+            self._invites[handle] = Invite(uses, expires)
+            return lambda: self._invites.pop(handle, None)
+
+        self._change(change)
+        return code
+
+    def take_invite(self, code: str) -> Invite | None:
+        """One use of `code` for a registration about to be made (None: not a valid code).
+        In memory: the registration's own write stores it; `return_invite` if it fails."""
+        if not codes.well_formed(code):
+            return None
+        handle, now = codes.digest(code), time.time()
+        with self._lock:
+            invite = self._invites.get(handle)
+            if invite is None or not invite.valid(now):
+                return None
+            if invite.uses > 1:
+                self._invites[handle] = Invite(invite.uses - 1, invite.expires)
+            else:
+                del self._invites[handle]
+            return invite
+
+    def return_invite(self, code: str, taken: Invite) -> None:
+        """The registration that took a use of `code` did not happen: the use is back."""
+        handle = codes.digest(code)
+        with self._lock:
+            now = self._invites.get(handle)
+            uses = (now.uses if now is not None else 0) + 1
+            self._invites[handle] = Invite(uses, taken.expires)
+
+    def _set_banned(self, name: str, banned: bool) -> _Undo | None:
+        """`_lock` is held."""
+        if name not in self._users:
+            return None
+        if (name in self._banned) == banned:
+            return _NOTHING
+        (self._banned.add if banned else self._banned.discard)(name)
+        return lambda: (self._banned.discard if banned else self._banned.add)(name)
+
+    def _change(self, change: Callable[[], _Undo | None]) -> bool:
+        """Make `change` (run under the lock; None: nothing to change it on) durable before
+        returning True; undone, and StoreError raised, when the file cannot be written."""
+        with self._write_lock:
+            with self._lock:
+                undo = change()
+                if undo is None:
+                    return False
+                if undo is _NOTHING:
+                    return True
+                self._version += 1
+            try:
+                self._write_snapshot()
+            except StoreError:
+                with self._lock:
+                    undo()
+                raise
+        return True
 
     @property
     def id_mark(self) -> int | None:
@@ -507,7 +682,8 @@ class UserStore:
         """Write the file (`_write_lock` is held), with the id mark as it is now."""
         with self._lock:
             id_mark = self._id_mark
-        blob = self._codec.seal(_encode_records(records, id_mark))
+            banned, invites = set(self._banned), dict(self._invites)
+        blob = self._codec.seal(_encode_records(records, id_mark, banned, invites))
         try:
             _write_atomic(self.path, blob)
         except OSError as exc:

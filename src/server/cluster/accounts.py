@@ -16,6 +16,14 @@ script that checks both hashes and writes both, atomically (two nodes
 registering `Bob` and `bob` at once cannot both win). The index is kept
 whether the option is on or not; a node started with the option fills in the
 accounts made before the index existed (`reload`).
+
+The operator's side (ops/commands.py): a ban is a field of `chat:{g}:banned`
+(read by each login after its password, so every node refuses it at once); a
+password reset and a delete are scripts that never bring back an account
+another node deleted meanwhile; invite codes are fields of `chat:{g}:invites`
+under their blind index (the code itself is nowhere in Redis), one use taken
+by a script, atomically. Telling every node to close the sessions concerned
+is cluster/moderation.py's.
 """
 
 from __future__ import annotations
@@ -23,10 +31,13 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import redis
 
+from chat.server.accounts import invites as codes
+from chat.server.accounts.invites import Invite
 from chat.server.accounts.users_file import (
     DEFAULT_COST_LOG2,
     HASH_BYTES,
@@ -48,6 +59,8 @@ log = logging.getLogger("chat.server.cluster")
 
 USERS = keys.USERS
 FOLDED = keys.FOLDED
+BANNED = keys.BANNED
+INVITES = keys.INVITES
 ACCOUNTS_CHANNEL = keys.ACCOUNTS
 
 # KEYS: chat:{g}:users, chat:{g}:folded (one hash tag: one slot). ARGV: blind name, blind
@@ -65,6 +78,53 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 """
 
+# The operator's commands (ops/commands.py). KEYS[1] is chat:{g}:users in each: an account
+# that is not there (deleted meanwhile by another node) is never brought back or banned.
+# ARGV: blind name, sealed record. Returns 1: replaced; 0: no such account.
+_SET_PASSWORD = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+# KEYS: users, folded, banned. ARGV: blind name, blind folded name. Returns 1: deleted.
+_DELETE = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
+"""
+# KEYS: users, banned. ARGV: blind name, "1" to ban or "0" to lift it. Returns 1: done.
+_BAN = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if ARGV[2] == '1' then redis.call('HSET', KEYS[2], ARGV[1], '1')
+else redis.call('HDEL', KEYS[2], ARGV[1]) end
+return 1
+"""
+# KEYS: invites. ARGV: blind code. Takes one use of a valid code: returns its expiry ("-"
+# for none), or false when the code is unknown, used up or expired (then removed).
+_TAKE_INVITE = """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return false end
+local uses, expires = string.match(v, '^(%d+) (%S+)$')
+uses = tonumber(uses)
+local now = tonumber(redis.call('TIME')[1])
+if not uses or uses < 1 or (expires ~= '-' and now >= tonumber(expires)) then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return false
+end
+if uses == 1 then redis.call('HDEL', KEYS[1], ARGV[1])
+else redis.call('HSET', KEYS[1], ARGV[1], (uses - 1) .. ' ' .. expires) end
+return expires
+"""
+# KEYS: invites. ARGV: blind code, its expiry. Gives one use back.
+_RETURN_INVITE = """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+local uses = 0
+if v then uses = tonumber(string.match(v, '^(%d+) ')) or 0 end
+redis.call('HSET', KEYS[1], ARGV[1], (uses + 1) .. ' ' .. ARGV[2])
+return 1
+"""
+
 
 class RedisAccounts:
     """The accounts seam (accounts/seam.py) over Redis."""
@@ -79,7 +139,13 @@ class RedisAccounts:
         self._link = link
         self._box = box
         self._refuse_case_variants = refuse_case_variants
-        self._register = link.client.register_script(_REGISTER)
+        client = link.client
+        self._register = client.register_script(_REGISTER)
+        self._set_password = client.register_script(_SET_PASSWORD)
+        self._delete = client.register_script(_DELETE)
+        self._ban = client.register_script(_BAN)
+        self._take_invite = client.register_script(_TAKE_INVITE)
+        self._return_invite = client.register_script(_RETURN_INVITE)
         self._n = 1 << hash_cost_log2
         self._known: set[str] = set()
         self._lock = threading.Lock()
@@ -118,6 +184,12 @@ class RedisAccounts:
         """Another node registered an account (a message on the accounts channel)."""
         with self._lock:
             self._known.add(blind)
+
+    def forgot(self, blind: str) -> None:
+        """An account was deleted (by this node's operator, or another's: the control
+        channel, cluster/moderation.py)."""
+        with self._lock:
+            self._known.discard(blind)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -200,6 +272,83 @@ class RedisAccounts:
             )
         except redis.RedisError as exc:  # the old record still checks this password
             log.warning("re-hash of one account not saved: %s", exc)
+
+    # ---- the operator's commands (ops/commands.py) -----------------------------------------
+    def names(self) -> list[str]:
+        """Every account's name, sorted (each record opened: an operator's command, O(N))."""
+        found = []
+        for blind, sealed in self._call(lambda c: c.hgetall(USERS)).items():
+            record = self._open(bytes(blind).decode(), sealed)
+            if record is not None:
+                found.append(record.name)
+        return sorted(found)
+
+    def set_password(self, name: str, password: str) -> bool:
+        blind = self._box.blind("user", name)
+        sealed = self._call(lambda c: c.hget(USERS, blind))
+        old = self._open(blind, sealed) if sealed is not None else None
+        if old is None or old.name != name:
+            return False
+        new = new_record(name, password, self._n, old.created)
+        blob = self._box.seal(_context(blind), record_to_json(new))
+        return bool(self._call(lambda c: self._set_password(keys=[USERS], args=[blind, blob])))
+
+    def delete(self, name: str) -> bool:
+        blind = self._box.blind("user", name)
+        done = self._call(
+            lambda c: self._delete(
+                keys=[USERS, FOLDED, BANNED], args=[blind, self._folded_blind(name)]
+            )
+        )
+        self.forgot(blind)
+        return bool(done)
+
+    def ban(self, name: str) -> bool:
+        return self._set_banned(name, True)
+
+    def unban(self, name: str) -> bool:
+        return self._set_banned(name, False)
+
+    def banned(self, name: str) -> bool:
+        """Read from Redis (a login asks it on a hash thread, after the password)."""
+        blind = self._box.blind("user", name)
+        return bool(self._call(lambda c: c.hexists(BANNED, blind)))
+
+    def create_invite(self, uses: int, expires: float | None) -> str:
+        code = codes.new_code()
+        value = f"{uses} {'-' if expires is None else int(expires)}"
+        self._call(lambda c: c.hset(INVITES, self._box.blind("invite", code), value))
+        return code
+
+    def take_invite(self, code: str) -> Invite | None:
+        if not codes.well_formed(code):
+            return None
+        handle = self._box.blind("invite", code)
+        got = self._call(lambda c: self._take_invite(keys=[INVITES], args=[handle]))
+        if got is None:
+            return None
+        expires = bytes(got).decode()
+        return Invite(1, None if expires == "-" else float(expires))
+
+    def return_invite(self, code: str, taken: Invite) -> None:
+        handle = self._box.blind("invite", code)
+        expires = "-" if taken.expires is None else str(int(taken.expires))
+        self._call(lambda c: self._return_invite(keys=[INVITES], args=[handle, expires]))
+
+    def _set_banned(self, name: str, banned: bool) -> bool:
+        blind = self._box.blind("user", name)
+        flag = "1" if banned else "0"
+        return bool(self._call(lambda c: self._ban(keys=[USERS, BANNED], args=[blind, flag])))
+
+    def _call(self, fn: Callable[[redis.Redis], Any]) -> Any:
+        """One Redis call; StoreError (one line) when Redis does not answer."""
+        try:
+            result = fn(self._link.client)
+        except redis.RedisError as exc:
+            self._link.failed(exc)
+            raise StoreError(f"cluster accounts: redis did not answer ({exc})") from None
+        self._link.works()
+        return result
 
     def _open(self, blind: str, sealed: bytes) -> Record | None:
         plain = self._box.open(_context(blind), bytes(sealed))

@@ -72,6 +72,11 @@ class RedisBroker:
         for thread in self._threads:
             thread.start()
 
+    @property
+    def backlog(self) -> int:
+        """Publishes waiting for Redis (for the metrics)."""
+        return len(self._jobs)
+
     def stop(self) -> None:
         """Publish what was handed over (within the link's timeout), then join both threads."""
         with self._cond:

@@ -5,6 +5,8 @@ touches lives in one slot of a Redis Cluster (issue "6 of 6" shards over it):
 
     chat:{g}:users          HASH   blind name -> sealed account            (accounts.py)
     chat:{g}:folded         HASH   blind lower-case name -> blind name     (accounts.py)
+    chat:{g}:banned         HASH   blind name -> "1", accounts that may not log in (accounts.py)
+    chat:{g}:invites        HASH   blind code -> "uses expiry" (`invite create`; accounts.py)
     chat:{g}:check          STRING the key check of the key file           (presence.py)
     chat:{g}:ids            INT    INCRBY: blocks of message ids           (messages.py)
     chat:{g}:nodes          ZSET   node -> expiry of its heartbeat         (presence.py)
@@ -16,6 +18,8 @@ touches lives in one slot of a Redis Cluster (issue "6 of 6" shards over it):
     chat:{g}:presence       channel  a node's user came or went (sealed)
     chat:{g}:accounts       channel  a new account's blind name
     chat:{g}:gone           channel  a node was reaped (its id)
+    chat:{g}:control        channel  an operator's kick, ban, delete or password reset,
+                                     for every node to act on (sealed; moderation.py)
     chat:{n:<node>}:inbox   channel  messages for one node's users (sealed)
 
 `<blind>` is a keyed blind index (box.Box.blind): no user name is in a key.
@@ -29,6 +33,8 @@ GLOBAL = "chat:{g}:"
 
 USERS = GLOBAL + "users"
 FOLDED = GLOBAL + "folded"
+BANNED = GLOBAL + "banned"
+INVITES = GLOBAL + "invites"
 CHECK = GLOBAL + "check"
 IDS = GLOBAL + "ids"
 NODES = GLOBAL + "nodes"
@@ -36,6 +42,7 @@ PURGE_LOCK = GLOBAL + "purge"
 PRESENCE = GLOBAL + "presence"
 ACCOUNTS = GLOBAL + "accounts"
 GONE = GLOBAL + "gone"
+CONTROL = GLOBAL + "control"
 
 #: SCAN patterns of the keys the retention pass walks.
 HISTORY_PATTERN = "chat:{c:*}:h"

@@ -34,6 +34,8 @@ class Link:
         self.client = self.make_client()
         self._up = True
         self._lock = threading.Lock()
+        #: How many times Redis went away (read by the metrics).
+        self.outages = 0
 
     def make_client(self) -> redis.Redis:
         """A new client (its own pool): a thread that blocks (pub/sub) gets its own."""
@@ -53,6 +55,7 @@ class Link:
         """A command failed for want of Redis: say it once, until it is back."""
         with self._lock:
             was, self._up = self._up, False
+            self.outages += was
         if was:
             log.error(
                 "redis %s went away (%s): cross-node traffic stops, local goes on",

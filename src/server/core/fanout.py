@@ -176,6 +176,11 @@ class Fanout:
         self._ticks = ticks
         self._deadlines = deadlines
         self._deadline = deadline
+        #: Read by the metrics at scrape time (ops/metrics.py): messages by kind, copies by
+        #: where they went. Plain ints: the workers take turns (core/pool.py); `from_nodes`
+        #: (frames of other nodes' messages handed to sessions here) is the broker thread's.
+        self.counts = {"direct": 0, "everyone": 0, "room": 0, "local": 0, "queued": 0, "nodes": 0}
+        self.from_nodes = 0
 
     # ---- a group of sends ------------------------------------------------------------------
     def send(self, user: User, sends: list[Send], tick: native.Tick) -> bool:
@@ -199,11 +204,17 @@ class Fanout:
         if plan is None or msgs is None:  # over the rate, or no ids now
             user.out.append(_refusals(user.conn, group, NO_IDS if texts else None), tick)
             return False
+        n, counts = len(msgs), self.counts
+        counts["everyone" if to == BROADCAST else "direct"] += n
+        if plan.queued:
+            counts["queued"] += n * len(plan.queued)
+        if plan.nodes:
+            counts["nodes"] += n * len(plan.nodes)
         if all(passed) and not plan.nodes and receipt is None:  # the common case
             blob, sents = encode_delivery(
                 msgs, [s.id for s in group], plan.delivered_json, plan.missing, plan.queued
             )
-            missed = self._fan(plan.targets, blob, tick) if plan.targets.count else _NOBODY
+            missed = self._fan(plan.targets, blob, tick, n) if plan.targets.count else _NOBODY
             if echo.count:  # the sender's other sessions (v1.2 section 4)
                 self._table.fanout(tick, blob, echo.handles, echo.count, 0)
             if not missed:
@@ -211,7 +222,7 @@ class Fanout:
                 return False
         else:
             blob = encode_msgs(msgs)
-            missed = self._fan(plan.targets, blob, tick) if plan.targets.count else _NOBODY
+            missed = self._fan(plan.targets, blob, tick, n) if plan.targets.count else _NOBODY
             if echo.count:
                 self._table.fanout(tick, blob, echo.handles, echo.count, 0)
             if not plan.nodes and receipt is None and not missed:
@@ -308,6 +319,7 @@ class Fanout:
         if msgs is None:
             user.out.append(_refusals(conn, group, NO_IDS if texts else None), tick)
             return False
+        self.counts["room"] += len(msgs)
         ids = iter(m.id for m in msgs)
         user.out.append(
             b"".join(
@@ -331,18 +343,21 @@ class Fanout:
         targets = self._hub.local_targets(sender, None if names is None else list(names))
         if targets.count:
             tick = self._ticks.current()
-            self._table.fanout(tick, frames, targets.handles, targets.count, targets.exclude)
+            took = self._table.fanout(tick, frames, targets.handles, targets.count, targets.exclude)
+            self.from_nodes += took
 
     def delivered(self) -> None:
         self._ticks.flush()
 
     # ---- parts -------------------------------------------------------------------------------
-    def _fan(self, targets: Targets, blob: bytes, tick: native.Tick) -> frozenset[str]:
-        """One native call, without the GIL: the same bytes to every slot; the users none of
-        whose slots took them (an overflow is also reported by the flush at the tick's end)."""
+    def _fan(self, targets: Targets, blob: bytes, tick: native.Tick, n: int) -> frozenset[str]:
+        """One native call, without the GIL: the same bytes (`n` messages) to every slot; the
+        users none of whose slots took them (an overflow is also reported by the flush at the
+        tick's end)."""
         failed = tick.failed
         count = targets.count
         took = self._table.fanout(tick, blob, targets.handles, count, targets.exclude, failed)
+        self.counts["local"] += took * n
         if took == count:
             return _NOBODY
         marks = native.ffi.buffer(failed, count)[:]

@@ -21,7 +21,8 @@ from chat.server.core.hub import Hub
 from chat.server.core.results import LoginChecked, Outcome
 from chat.server.core.user import User
 from chat.server.net.inbox import Cause, LoopInbox
-from chat.shared.errors import Code, RemoteProtocolError, Why, password_too_short
+from chat.server.ops.audit import audit
+from chat.shared.errors import Code, Refusal, RemoteProtocolError, Why, password_too_short
 from chat.shared.messages import Auth
 
 log = logging.getLogger("chat.server")
@@ -52,9 +53,15 @@ class Login:
         inbox: LoopInbox,
         ends: Ends,
         min_password: int = 1,
+        registration: str = "open",
     ) -> None:
         #: `--min-password` for registrations: a plain int, set again by a reload (SIGHUP).
         self.min_password = min_password
+        #: `--registration open|closed|invite` (a reload changes it too).
+        self.registration = registration
+        #: Read by the metrics at scrape time (ops/metrics.py); each is counted by the
+        #: connection's mailbox, and the workers take turns (core/pool.py): plain ints.
+        self.counts = {outcome: 0 for outcome in Outcome} | {"throttled": 0, "refused": 0}
         self._hub = hub
         self._accounts = accounts
         self._throttle = throttle
@@ -64,11 +71,21 @@ class Login:
     def check(self, user: User, auth: Auth, tick: native.Tick) -> bool:
         """Queue the password check for its account's turn (the throttle), then on a hash
         thread; False: the mailbox holds until it is done, and no thread waits for the turn."""
+        invite_mode = auth.register and self.registration == "invite"
+        if auth.register and (self.registration == "closed" or (invite_mode and not auth.invite)):
+            # The server's policy, before any hashing; not a failed login (no throttle).
+            text = Refusal.INVITE_NEEDED if invite_mode else None
+            err = RemoteProtocolError(Code.REGISTRATION_CLOSED, text)
+            user.out.append(user.conn.login_failed(err), tick)
+            log.info("registration refused %s: --registration %s", user.label(), self.registration)
+            self.counts["refused"] += 1
+            return True
         if auth.register and len(auth.password) < self.min_password:
             # The server's policy, before any hashing; not a failed login (no throttle).
             err = RemoteProtocolError(Code.BAD_REQUEST, password_too_short(self.min_password))
             user.out.append(user.conn.login_failed(err), tick)
             log.info("registration refused %s: password too short", user.label())
+            self.counts["refused"] += 1
             return True
         accounts, mailbox, throttle, ip = self._accounts, user.mailbox, self._throttle, user.ip
 
@@ -77,19 +94,35 @@ class Login:
                 mailbox.resume(LoginChecked(auth.user, auth.register, Outcome.WAITED_TOO_LONG))
                 return
             outcome = Outcome.STORE_FAILED
+            taken = None
             try:
+                if invite_mode:
+                    # One use of the code, taken before the account is made and given
+                    # back when it is not (a name taken, a store that failed).
+                    taken = accounts.take_invite(auth.invite or "")
+                    if taken is None:
+                        outcome = Outcome.NO_INVITE
+                        return
                 if auth.register:
                     created = accounts.register(auth.user, auth.password)
                     outcome = Outcome.OK if created else Outcome.USER_EXISTS
                 else:
                     ok = accounts.verify(auth.user, auth.password)
                     outcome = Outcome.OK if ok else Outcome.BAD_CREDENTIALS
+                    # After the password: a wrong one says nothing about the account.
+                    if ok and accounts.banned(auth.user):
+                        outcome = Outcome.BANNED
             except StoreError as exc:  # disk full, Redis away: say so, keep serving others
                 what = "registration" if auth.register else "login"
                 log.error("%s of %s failed: %s", what, auth.user, exc)
             except Exception:  # a bug: the connection is answered, the hash thread goes on
                 log.exception("checking the login of %s failed", auth.user)
             finally:
+                if taken is not None and outcome is not Outcome.OK:
+                    try:
+                        accounts.return_invite(auth.invite or "", taken)
+                    except Exception:
+                        log.exception("an invite code's use could not be given back")
                 # Counted before the answer: the account's next turn already knows.
                 if outcome is Outcome.OK:
                     throttle.success(auth.user, ip)
@@ -101,23 +134,37 @@ class Login:
         if refused is not None:
             level = logging.WARNING if refused == HASH_QUEUE_FULL else logging.INFO
             log.log(level, "login of %s from %s refused: %s", auth.user, user.addr, refused)
+            self.counts["throttled"] += 1
             user.out.append(user.conn.login_failed(RemoteProtocolError(Code.RATE_LIMITED)), tick)
             return True
         return False
 
     def checked(self, user: User, result: LoginChecked, tick: native.Tick) -> None:
         conn = user.conn
+        self.counts[result.outcome] += 1
         if result.outcome is Outcome.OK:
             self._hub.subscribe(user, conn.login_succeeded(result.user), tick)
             self._inbox.logged_in(user.cid)
             what = "registered and logged in" if result.register else "logged in"
             log.info("%s %s", what, user.label())
+            if result.register:
+                audit("register", user=result.user, peer=user.addr)
             return
         if result.outcome is Outcome.WAITED_TOO_LONG:
             log.info(
                 "login of %s from %s refused: %s", result.user, user.addr, result.outcome.value
             )
             user.out.append(conn.login_failed(RemoteProtocolError(Code.RATE_LIMITED)), tick)
+            return
+        if result.outcome is Outcome.BANNED:  # v1.2 section 8: `banned`, fatal
+            log.info("login refused %s: user=%s: banned", user.label(), result.user)
+            frame = conn.login_failed(RemoteProtocolError(Code.BANNED))
+            self._ends.end(user, frame, "banned", Cause.US, tick)
+            return
+        if result.outcome is Outcome.NO_INVITE:  # missing, unknown or used up: not counted
+            log.info("registration refused %s: no valid invite code", user.label())
+            err = RemoteProtocolError(Code.REGISTRATION_CLOSED, Refusal.INVITE_NEEDED)
+            user.out.append(conn.login_failed(err), tick)
             return
         if result.outcome is Outcome.STORE_FAILED:
             why = Why.STORE_FAILED if result.register else Why.CHECK_FAILED

@@ -45,6 +45,7 @@ int cd_release(cd_out *o, cd_tick *tick, uint64_t handle);
 size_t cd_pending(cd_out *o, uint64_t handle);
 uint32_t cd_state(cd_out *o, uint64_t handle);
 uint64_t cd_total(cd_out *o);
+uint64_t cd_sent(cd_out *o);
 uint32_t cd_flush(cd_out *o, uint64_t handle, int *err, size_t *left);
 size_t cd_peek(cd_out *o, uint64_t handle, uint8_t *dst, size_t max);
 int cd_consume(cd_out *o, uint64_t handle, size_t n);
@@ -143,6 +144,11 @@ class OutTable:
     def total(self) -> int:
         """Bytes queued in every slot together."""
         return int(self._lib.cd_total(self._out))
+
+    @property
+    def sent(self) -> int:
+        """Bytes sent so far, every connection together (read by the metrics)."""
+        return int(self._lib.cd_sent(self._out))
 
     def open(self, slot: int, fd: int, direct: bool) -> int:
         handle = ffi.new("uint64_t *")

@@ -56,6 +56,8 @@ class Outcome(Enum):
     USER_EXISTS = "user name taken"
     STORE_FAILED = "accounts store failed"
     WAITED_TOO_LONG = "waited too long for the account's turn"  # answered rate_limited
+    BANNED = "banned"  # the password was right, the operator banned the account
+    NO_INVITE = "no valid invite code"  # --registration invite: answered registration_closed
 
 
 @dataclass(frozen=True, slots=True)

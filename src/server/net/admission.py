@@ -49,7 +49,7 @@ class Admission:
         self._cids = itertools.count(1)
         self.live = 0  # transports holding one of --max-clients
         self._unauth: NotLoggedIn[Transport] = NotLoggedIn()  # not logged in yet
-        self.stats = {"accepted": 0, "rejected_full": 0}
+        self.stats = {"accepted": 0, "rejected_full": 0, "evicted": 0}
         self.backoff = 0.0
         self.evicted: list[Transport] = []  # made room for a newcomer: the loop ends them
 
@@ -128,6 +128,7 @@ class Admission:
             self._unauth.count(t.user.ip) + 1,
         )
         self.evicted.append(t)
+        self.stats["evicted"] += 1
         return True
 
     def take_evicted(self) -> list[Transport]:

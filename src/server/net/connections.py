@@ -70,6 +70,9 @@ class Connections:
         self._read_again: dict[int, Transport] = {}  # TLS data left in the TLS layer
         self._drain_waits: dict[int, Callable[[bool], None]] = {}  # cid -> catch-up callback
         self.closed_count = 0
+        #: Read by the metrics at scrape time (ops/metrics.py); this thread alone adds.
+        self.bytes_in = 0
+        self.slow_readers = 0
 
     def __len__(self) -> int:
         return len(self.by_cid)
@@ -180,6 +183,7 @@ class Connections:
                 break
         if got:
             t.last_rx = time.monotonic()
+            self.bytes_in += got
         self._cut_frames(t, chunks[0] if len(chunks) == 1 else b"".join(chunks), got, eof)
 
     def _cut_frames(self, t: Transport, data: bytes, got: int, eof: bool) -> None:
@@ -269,6 +273,7 @@ class Connections:
             t.write_pending = True
         if status & native.S_OVERFLOW and t.open:
             t.move(Move.END)
+            self.slow_readers += 1
             self.post_end(t, Evict(Why.SLOW_READER))
         if t.phase is Phase.CLOSING and not t.write_pending:  # the final frame is out
             self._start_draining(t)
@@ -306,6 +311,18 @@ class Connections:
         t.move(Move.END)
         self.update_interest(t)
         self.post_end(t, Abort(err, reason))
+
+    def end_user(self, name: str, why: str) -> int:
+        """End every connection logged in as `name` with a `bye` saying `why` (an operator's
+        kick, ban or delete: ops/commands.py), built in its mailbox; how many."""
+        ended = 0
+        for t in list(self.by_cid.values()):
+            if t.open and t.user.name == name:
+                t.move(Move.END)
+                self.update_interest(t)
+                self.post_end(t, Evict(why))
+                ended += 1
+        return ended
 
     def close_after_flush(self, t: Transport, reason: str, cause: Cause) -> None:
         """The connection sent its final frame: close once it is out (lingering close)."""

@@ -56,7 +56,17 @@ class WhenDrained:
     then: Callable[[bool], None]
 
 
-Request = Flushed | CloseAfterFlush | LoggedIn | WhenDrained
+@dataclass(frozen=True, slots=True)
+class EndSessions:
+    """End every connection logged in as `name` with a `bye` saying `why` (an operator's
+    kick, ban or delete); `then(how many)` once they are told, on the loop thread."""
+
+    name: str
+    why: str
+    then: Callable[[int], None]
+
+
+Request = Flushed | CloseAfterFlush | LoggedIn | WhenDrained | EndSessions
 
 
 class LoopInbox:
@@ -79,6 +89,9 @@ class LoopInbox:
 
     def when_drained(self, cid: int, then: Callable[[bool], None]) -> None:
         self._put(WhenDrained(cid, then))
+
+    def end_sessions(self, name: str, why: str, then: Callable[[int], None]) -> None:
+        self._put(EndSessions(name, why, then))
 
     def wake(self) -> None:
         """Interrupt the loop's wait (safe from a signal handler)."""

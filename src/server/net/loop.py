@@ -24,7 +24,15 @@ from chat.server.core import native
 from chat.server.core.hub import Hub
 from chat.server.net.admission import Admission, MakeUser, eviction_error
 from chat.server.net.connections import Connections
-from chat.server.net.inbox import Cause, CloseAfterFlush, Flushed, LoggedIn, LoopInbox, WhenDrained
+from chat.server.net.inbox import (
+    Cause,
+    CloseAfterFlush,
+    EndSessions,
+    Flushed,
+    LoggedIn,
+    LoopInbox,
+    WhenDrained,
+)
 from chat.server.net.listeners import Listener
 from chat.server.net.memory import release_free_memory
 from chat.server.net.selector import TunedEpollSelector
@@ -81,6 +89,10 @@ class EventLoop:
         self._config = config
         self.admission.config = config
         self.selector.timeout_ms = config.epoll_timeout_ms
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def stop(self) -> None:
         """Ask the loop to shut down (safe from a signal handler)."""
@@ -155,6 +167,12 @@ class EventLoop:
                     self.admission.logged_in(cid)
                 case WhenDrained(cid, then):
                     connections.when_drained(cid, then)
+                case EndSessions(name, why, then):
+                    ended = connections.end_user(name, why)
+                    try:
+                        then(ended)
+                    except Exception:
+                        log.exception("telling who asked to end the sessions of %s failed", name)
                 case _:
                     log.error("unknown loop request %r", request)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import json
 import logging
 import ssl
@@ -35,13 +34,14 @@ from chat.server.net.tls import (
     generate_self_signed,
     load_server_context,
 )
+from chat.server.ops import admin
 from chat.server.ops.config import ServerConfig
 from chat.server.ops.config_file import SettingsError, read_config_file
 from chat.server.ops.logfile import install, open_handler
 from chat.server.ops.reload import Reloader
+from chat.server.ops.status import package_version
 from chat.shared.framing import MAX_SERVER_FRAME
 from chat.shared.messages import PASSWORD_MAX, valid_name
-from chat.shared.version import VERSION
 
 log = logging.getLogger("chat.server")
 
@@ -86,10 +86,7 @@ def full_auth_frame() -> int:
 
 
 def version() -> str:
-    try:
-        return importlib.metadata.version("chat-epoll")
-    except importlib.metadata.PackageNotFoundError:  # a frozen binary without metadata
-        return VERSION
+    return package_version()
 
 
 class _Ranged:
@@ -125,6 +122,19 @@ def _ranged(kind: type, lo: float, hi: float | None = None) -> _Ranged:
     return _Ranged(kind, lo, hi)
 
 
+#: `--registration`: who may make an account (protocol v1.2 section 8).
+REGISTRATION_MODES = ("open", "closed", "invite")
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:9100` for IPv6) for `--metrics`; PORT 0 takes a free one."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r} (e.g. 127.0.0.1:9100)")
+    return host, int(port)
+
+
 def _listen_spec(text: str) -> Any:
     try:
         return parse_listen(text)
@@ -155,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chat-server",
         description=(
             "Multi-threaded epoll chat server (protocol v1.1; see docs/protocol.md). "
-            "'chat-server cert generate --help': a self-signed certificate for a first try."
+            "'chat-server cert generate --help': a self-signed certificate for a first try. "
+            "Operator commands, given the server's own options: chat-server user "
+            "list|passwd|delete|ban|unban|kick NAME, invite create, status, backup --out FILE, "
+            "restore --from FILE (docs/operations.md)."
         ),
         formatter_class=_Help,
     )
@@ -407,6 +420,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="members one room may have (a join past it: not_allowed)",
     )
     a(
+        "--registration",
+        choices=REGISTRATION_MODES,
+        default=d.registration,
+        help="who may register: open (anyone who reaches the port), closed (no one; the "
+        "accounts there keep logging in), invite (with a code of 'chat-server invite create')",
+    )
+    a(
+        "--metrics",
+        type=_host_port,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve /metrics (Prometheus text format) and /healthz over HTTP here, never on "
+        "the chat port; off unless given (docs/operations.md, 'Metrics')",
+    )
+    a(
         "--login-delay",
         type=_ranged(float, 0, 3600),
         default=d.login_delay,
@@ -524,6 +552,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         max_room_members=args.max_room_members,
         shutdown_grace=args.shutdown_grace,
         listen=tuple(args.listen or ()),
+        registration=args.registration,
+        metrics=args.metrics,
     )
 
 
@@ -556,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["cert"]:
         return cert_main(argv[1:])
+    if argv[:1] and argv[0] in admin.FIRST_WORDS:  # the operator's commands (ops/admin.py)
+        return admin.main(argv)
     args = parse_args(argv)
     config = _config(args)
     # 1. What can be checked without creating anything. The TLS files and the cipher are

@@ -71,6 +71,11 @@ class ServerConfig:
     #: `--listen` (repeatable): every address the server listens on; empty: the short
     #: form, `--host`/`--port`, TLS when `--tls-cert` is given.
     listen: tuple[ListenSpec, ...] = ()
+    #: Who may register: `open` (anyone), `closed` (no one), `invite` (with a code made by
+    #: `chat-server invite create`). A reload changes it.
+    registration: str = "open"
+    #: `--metrics HOST:PORT`: where /metrics and /healthz are served (None: nowhere).
+    metrics: tuple[str, int] | None = None
 
     def listeners(self) -> tuple[ListenSpec, ...]:
         """Every listener: the `--listen` ones, or the one of `--host`/`--port`."""

@@ -63,6 +63,7 @@ LIVE = frozenset(
         "max_clients",
         "max_unauth_per_addr",
         "min_password",
+        "registration",
         "tls_cert",
         "tls_key",
     }

@@ -200,6 +200,9 @@ class StoreService:
             ids = MessageIds(floor, ceiling, self._ask_reserve)
         self.ids = ids
         self._reads: queue.Queue[Callable[[Backend], None] | None] = queue.Queue(reader_queue)
+        #: Told how long each commit took, in seconds, on the writer thread (the metrics'
+        #: histogram, ops/metrics.py); None: not measured.
+        self.on_commit: Callable[[float], None] | None = None
         self._reader_count = readers
         self._threads: list[threading.Thread] = []
 
@@ -465,9 +468,20 @@ class StoreService:
             batch = [jobs.popleft() for _ in range(min(len(jobs), MAX_BATCH))]
             return batch, self._stopping and not self._jobs
 
+    @property
+    def backlog(self) -> tuple[int, int]:
+        """Jobs waiting for the writer, and reads waiting for a reader (for the metrics)."""
+        return len(self._jobs), self._reads.qsize()
+
+    @property
+    def dropped(self) -> int:
+        """Jobs refused because the writer was too far behind (back-pressure)."""
+        return self._dropped
+
     def _commit(self, batch: list[tuple[int, float, _Job]]) -> None:
         """Store one batch; whatever happens, answer every job of it and every waiter."""
         backend, ok = self._backend, False
+        started = time.monotonic()
         try:
             with backend.transaction():
                 # Every message of the batch in one put, so each conversation's messages
@@ -491,6 +505,8 @@ class StoreService:
         except Exception:
             log.exception("message store: a batch of %d jobs was not stored", len(batch))
         finally:
+            if self.on_commit is not None:
+                self.on_commit(time.monotonic() - started)
             for _, _, job in batch:
                 _answer(job, ok)
             self._done(batch[-1][0])
