@@ -33,7 +33,7 @@ from chat.server.accounts.throttle import LoginThrottle
 from chat.server.accounts.users_file import FolderLock, StoreError, UserStore
 from chat.server.core import native
 from chat.server.core.asks import Asks
-from chat.server.core.broker import Broker, NoBroker
+from chat.server.core.broker import Broker, NoBroker, RoomBroker
 from chat.server.core.catchup import CatchUp
 from chat.server.core.deadlines import Deadlines
 from chat.server.core.dispatch import Dispatcher
@@ -79,6 +79,8 @@ class Engines:
     #: Extra parts (a cluster's link and control channel): started first, stopped last.
     parts: list[Any] = field(default_factory=list)
     describe: str = "alone"
+    #: A cluster's rooms, decided in Redis (`cluster.rooms.RedisRooms`); None: the hub's.
+    rooms: RoomBroker | None = None
 
 
 @dataclass
@@ -101,7 +103,8 @@ def build_core(
     """Every part of the core, whole, in the order they need each other (no thread starts).
     The server and the tests without sockets (tests/server/harness.py) both use it."""
     book = RoomBook(config.max_rooms_per_user, config.max_room_members)
-    book.load(engines.store.load_rooms())
+    if engines.rooms is None:  # a cluster's rooms are read by their broker, subscribed first
+        book.load(engines.store.load_rooms())
     hub = Hub(config.ack_timeout, engines.presence, engines.store, table, book=book)
     ticks = Ticks(table, inbox)
     hasher = HashExecutor(config.hash_threads, config.hash_queue)
@@ -120,10 +123,20 @@ def build_core(
         ticks,
         deadlines,
         engines.deadline,
+        engines.rooms,
     )
     login = Login(hub, engines.accounts, throttle, inbox, ends, config.min_password)
     catchup = CatchUp(engines.store, inbox, hub)
-    frames = PeerFrames(hub, engines.store, login, catchup, ends, Asks(hub, engines.accounts))
+    alone = isinstance(engines.presence, NoPresence)
+    asks = Asks(
+        hub,
+        engines.accounts,
+        engines.rooms,
+        None if alone else fanout,  # markers and typing relayed to other nodes
+        deadlines,
+        engines.deadline if engines.deadline is not None else CROSSING_DEADLINE,
+    )
+    frames = PeerFrames(hub, engines.store, login, catchup, ends, asks)
     outcomes = Outcomes(login, fanout, catchup, frames, ends)
     dispatcher = Dispatcher(frames, outcomes, fanout, ticks)
     return Core(hub, ticks, fanout, dispatcher, hasher, deadlines, throttle, login)
@@ -205,6 +218,9 @@ class Server:
             started.append(e.presence)
             e.broker.start(self.fanout)
             started.append(e.broker)
+            if e.rooms is not None:  # subscribed, then every room read: the replica
+                e.rooms.start(self.fanout.replica)
+                started.append(e.rooms)
             for listener in self.listeners:  # said once every part is up: clients are served
                 log.info(
                     "listening on %s port %d (%s)",
@@ -216,7 +232,7 @@ class Server:
         finally:
             # The loop has said bye to everyone and closed every socket. Threads that may
             # still append or ask the loop for I/O stop before its inbox closes.
-            order = [self.hasher, self.pool, e.broker, e.presence, self.deadlines, e.store]
+            order = [self.hasher, self.pool, e.rooms, e.broker, e.presence, self.deadlines, e.store]
             for part in [*order, *reversed(e.parts)]:
                 if part in started:
                     _stop(part)
@@ -433,6 +449,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
     from chat.server.cluster.link import Link
     from chat.server.cluster.messages import RedisIds, RedisMessageStore
     from chat.server.cluster.presence import RedisPresence
+    from chat.server.cluster.rooms import RedisRooms
     from chat.server.cluster.url import ClusterError
 
     try:
@@ -478,6 +495,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
             on_resync=[accounts.reload],
         )
         broker = RedisBroker(link, box, node_id)
+        rooms = RedisRooms(link, box, node_id, broker)
     except (OSError, KeyFileError) as exc:
         for listener in listeners:
             listener.close()
@@ -487,7 +505,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
             listener.close()
         raise StartError(EXIT_FAILURE, f"cluster {link.shown}: {_one_line(exc)}") from None
     engines = Engines(
-        accounts, store, presence, broker, CROSSING_DEADLINE, parts, f"node {node_id}"
+        accounts, store, presence, broker, CROSSING_DEADLINE, parts, f"node {node_id}", rooms
     )
     return Opened(Server(config, listeners, engines))
 
