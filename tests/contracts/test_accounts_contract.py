@@ -242,3 +242,23 @@ def test_a_name_told_by_the_channel_alone_is_known_to_a_running_instance(
         assert len(watcher) == 1
     finally:
         keeper.close()
+
+
+def test_names_lists_every_account_sorted_also_those_another_instance_made(
+    keeper: Keeper,
+) -> None:
+    """`user_search` (protocol v1.2 section 7) completes names from `names()`."""
+    if isinstance(keeper, RedisKeeper):
+        keeper.listen()
+    first = keeper.open()
+    for name in ("zoe-account", "Alice-account", "bob-account"):
+        assert first.register(name, PASSWORDS[0])
+    expected = ["Alice-account", "bob-account", "zoe-account"]
+    assert first.names() == expected  # type: ignore[attr-defined]
+    second = keeper.open()
+    assert second.names() == expected  # type: ignore[attr-defined]
+    assert second.register("carl-account", PASSWORDS[1])
+    if isinstance(keeper, RedisKeeper):
+        keeper.told(first)  # as its node's subscriber does: no reload
+        assert first.names() == sorted([*expected, "carl-account"])  # type: ignore[attr-defined]
+    assert keeper.open().names() == sorted([*expected, "carl-account"])  # type: ignore[attr-defined]
