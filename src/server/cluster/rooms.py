@@ -360,7 +360,7 @@ class RedisRooms:
     def _change(self, feed: RoomFeed, item: _Item) -> None:
         folded = fold(item.room)
         have = feed.version(folded)
-        if item.version > have + 1 and have:  # a change was missed: the record as it is
+        if item.version > have + 1:  # a change was missed: the record as it is
             log.warning("cluster: room changes were missed: the room is read again")
             key = self._state.room_key(folded)
             opened = self._state.open_room(key, self._link.client.get(key))
