@@ -23,6 +23,7 @@ import pytest
 from chat.server.cluster.box import Box
 from chat.server.cluster.broker import RedisBroker
 from chat.server.cluster.link import Link
+from chat.server.cluster.presence import RedisPresence
 from chat.server.cluster.rooms import RedisRooms
 from chat.server.core.rooms import Event, Room, RoomBook
 from chat.server.crypto.cipher import load_cipher
@@ -128,17 +129,20 @@ class Node:
     def __init__(self, redis_proc: RedisProc, name: str) -> None:
         box = Box(KEY, load_cipher())
         self.link = Link(redis_proc.url)
+        self.presence = RedisPresence(self.link, box, name)  # its heartbeat sees Redis back
         self.broker = RedisBroker(self.link, box, name)
         self.rooms = RedisRooms(self.link, box, name, self.broker)
         self.feed = Feed()
 
     def start(self) -> None:
-        self.broker.start(_NoDeliverer())  # type: ignore[arg-type]
+        self.presence.start(_Quiet())
+        self.broker.start(_Quiet())  # type: ignore[arg-type]
         self.rooms.start(self.feed)  # type: ignore[arg-type]
 
     def stop(self) -> None:
         self.rooms.stop()
         self.broker.stop()
+        self.presence.stop()
 
     def ask(self, name: str, request: object, timeout: float = 5.0) -> object:
         answer = Answer()
@@ -147,11 +151,22 @@ class Node:
         return answer.wait(timeout + 1)
 
 
-class _NoDeliverer:
+class _Quiet:
+    """Neither messages nor presence matter here."""
+
     def deliver(self, *args: object) -> None:
         pass
 
     def delivered(self) -> None:
+        pass
+
+    def elsewhere(self, name: str, visible: bool) -> None:
+        pass
+
+    def elsewhere_reset(self, names: set[str]) -> None:
+        pass
+
+    def settled(self) -> None:
         pass
 
 
@@ -258,5 +273,5 @@ def test_a_frozen_redis_answers_a_request_without_holding_it(
         assert time.monotonic() - started < 0.3  # Redis known away: at once
     finally:
         redis_server.proc.send_signal(signal.SIGCONT)
-    assert wait_until(lambda: a.link.up, 3)  # the broker's probe saw Redis back
+    assert wait_until(lambda: a.link.up, 3)  # the node's heartbeat saw Redis back
     assert a.ask("alice", RoomCreate(3, "#cold", "")) is None
