@@ -13,6 +13,15 @@ Who gets what: room events and messages go to every session of every member
 that was granted `rooms` (a room message not to the sending connection);
 `read` goes to the user's other `read` sessions; `typing` to the recipients'
 `typing` sessions, never to the sender's own.
+
+In a cluster (protocol v1.2 section 10) the rules are run in Redis by the
+rooms' broker (cluster/rooms.py, with `run_rule` on a scratch book), and this
+desk's book is a replica: every node applies the decided changes and the
+room messages in the rooms channel's one order (`changed_elsewhere`,
+`posted_elsewhere`), under the same lock, with the same fan-out. Markers and
+typing that other nodes relay arrive through `read_elsewhere` and
+`typing_elsewhere`; what must go to other nodes is returned to the caller,
+which hands it to the broker outside the lock.
 """
 
 from __future__ import annotations
