@@ -34,7 +34,7 @@ from chat.server.accounts.throttle import LoginThrottle
 from chat.server.accounts.users_file import FolderLock, StoreError, UserStore
 from chat.server.core import native
 from chat.server.core.asks import Asks
-from chat.server.core.broker import Broker, NoBroker
+from chat.server.core.broker import Broker, NoBroker, RoomBroker
 from chat.server.core.catchup import CatchUp
 from chat.server.core.deadlines import Deadlines
 from chat.server.core.dispatch import Dispatcher
@@ -95,6 +95,8 @@ class Engines:
     facts: Callable[[], dict[str, Any]] = dict
     #: Whether the storage answers now (a cluster's Redis), for /healthz.
     up: Callable[[], bool] = lambda: True
+    #: A cluster's rooms, decided in Redis (`cluster.rooms.RedisRooms`); None: the hub's.
+    rooms: RoomBroker | None = None
 
 
 @dataclass
@@ -117,7 +119,8 @@ def build_core(
     """Every part of the core, whole, in the order they need each other (no thread starts).
     The server and the tests without sockets (tests/server/harness.py) both use it."""
     book = RoomBook(config.max_rooms_per_user, config.max_room_members)
-    book.load(engines.store.load_rooms())
+    if engines.rooms is None:  # a cluster's rooms are read by their broker, subscribed first
+        book.load(engines.store.load_rooms())
     hub = Hub(config.ack_timeout, engines.presence, engines.store, table, book=book)
     ticks = Ticks(table, inbox)
     hasher = HashExecutor(config.hash_threads, config.hash_queue)
@@ -136,12 +139,22 @@ def build_core(
         ticks,
         deadlines,
         engines.deadline,
+        engines.rooms,
     )
     login = Login(
         hub, engines.accounts, throttle, inbox, ends, config.min_password, config.registration
     )
     catchup = CatchUp(engines.store, inbox, hub)
-    frames = PeerFrames(hub, engines.store, login, catchup, ends, Asks(hub, engines.accounts))
+    alone = isinstance(engines.presence, NoPresence)
+    asks = Asks(
+        hub,
+        engines.accounts,
+        engines.rooms,
+        None if alone else fanout,  # markers and typing relayed to other nodes
+        deadlines,
+        engines.deadline if engines.deadline is not None else CROSSING_DEADLINE,
+    )
+    frames = PeerFrames(hub, engines.store, login, catchup, ends, asks)
     outcomes = Outcomes(login, fanout, catchup, frames, ends)
     dispatcher = Dispatcher(frames, outcomes, fanout, ticks)
     hub.windows(deadlines.after, ticks)
@@ -301,6 +314,9 @@ class Server:
             started.append(e.presence)
             e.broker.start(self.fanout)
             started.append(e.broker)
+            if e.rooms is not None:  # subscribed, then every room read: the replica
+                e.rooms.start(self.fanout.replica)
+                started.append(e.rooms)
             for ops_part in (self.metrics, self.control):  # last: they use every part above
                 if ops_part is not None:
                     ops_part.start()
@@ -316,8 +332,8 @@ class Server:
         finally:
             # The loop has said bye to everyone and closed every socket. Threads that may
             # still append or ask the loop for I/O stop before its inbox closes.
-            order = [self.control, self.metrics, self.hasher, self.pool, e.broker, e.presence]
-            order += [self.deadlines, e.store]
+            order = [self.control, self.metrics, self.hasher, self.pool, e.rooms, e.broker]
+            order += [e.presence, self.deadlines, e.store]
             for part in [*order, *reversed(e.parts)]:
                 if part in started:
                     _stop(part)
@@ -577,6 +593,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
     from chat.server.cluster.messages import RedisIds, RedisMessageStore
     from chat.server.cluster.moderation import ClusterModeration
     from chat.server.cluster.presence import RedisPresence
+    from chat.server.cluster.rooms import RedisRooms
     from chat.server.cluster.url import ClusterError
 
     try:
@@ -634,6 +651,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
         except (ControlError, OSError) as exc:  # nodes may share a folder: the first has it
             log.warning("%s; this node has no control socket", exc)
             control = None
+        rooms = RedisRooms(link, box, node_id, broker)
     except (OSError, KeyFileError) as exc:
         for listener in listeners:
             listener.close()
@@ -653,6 +671,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
         moderation,
         lambda: _redis_facts(link),
         lambda: link.up,
+        rooms,
     )
     return Opened(Server(config, listeners, engines, control, metrics))
 

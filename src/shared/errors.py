@@ -134,6 +134,8 @@ class Trouble(StrEnum):
         "offline messages not sent: the server cannot read its message store; they are kept"
     )
     INTERNAL = "internal error: the server could not do this; try again"
+    #: A node of a cluster got no answer from Redis within its deadline (docs/cluster.md).
+    CLUSTER = "the cluster did not answer in time: try again"
 
 
 class ProtocolError(Exception):

@@ -246,10 +246,10 @@ def test_a_name_told_by_the_channel_alone_is_known_to_a_running_instance(
 
 # ---- the operator's side (AccountAdmin: ops/commands.py) ------------------------------------
 def test_names_are_every_account_sorted(accounts: Accounts) -> None:
-    assert accounts.names() == []  # type: ignore[attr-defined]
+    assert accounts.list_names() == []  # type: ignore[attr-defined]
     for name in ("carol", "Alice", "bob"):
         accounts.register(name, "pw")
-    assert accounts.names() == ["Alice", "bob", "carol"]  # type: ignore[attr-defined]
+    assert accounts.list_names() == ["Alice", "bob", "carol"]  # type: ignore[attr-defined]
 
 
 def test_a_new_password_replaces_the_old_one_durably(keeper: Keeper, accounts: Accounts) -> None:
@@ -316,3 +316,23 @@ def test_no_invite_code_in_clear_at_rest(keeper: Keeper, accounts: Accounts) -> 
     blobs = keeper.at_rest()
     for code in made:
         assert all(code.encode() not in blob for blob in blobs)
+
+
+def test_names_lists_every_account_sorted_also_those_another_instance_made(
+    keeper: Keeper,
+) -> None:
+    """`user_search` (protocol v1.2 section 7) completes names from `names()`."""
+    if isinstance(keeper, RedisKeeper):
+        keeper.listen()
+    first = keeper.open()
+    for name in ("zoe-account", "Alice-account", "bob-account"):
+        assert first.register(name, PASSWORDS[0])
+    expected = ["Alice-account", "bob-account", "zoe-account"]
+    assert first.names() == expected  # type: ignore[attr-defined]
+    second = keeper.open()
+    assert second.names() == expected  # type: ignore[attr-defined]
+    assert second.register("carl-account", PASSWORDS[1])
+    if isinstance(keeper, RedisKeeper):
+        keeper.told(first)  # as its node's subscriber does: no reload
+        assert first.names() == sorted([*expected, "carl-account"])  # type: ignore[attr-defined]
+    assert keeper.open().names() == sorted([*expected, "carl-account"])  # type: ignore[attr-defined]

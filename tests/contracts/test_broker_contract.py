@@ -36,6 +36,7 @@ class Deliverer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.got: list[Delivery] = []
+        self.told: list[tuple[object, ...]] = []
         self.batches = 0
 
     def deliver(self, sender: str, names: Sequence[str] | None, frames: bytes) -> None:
@@ -45,6 +46,19 @@ class Deliverer:
     def delivered(self) -> None:
         with self._lock:
             self.batches += 1
+
+    # v1.2: what is told, never answered (echo, read, typing)
+    def echo(self, sender: str, frames: bytes) -> None:
+        with self._lock:
+            self.told.append(("echo", sender, frames))
+
+    def read(self, user: str, peer: str, upto: int) -> None:
+        with self._lock:
+            self.told.append(("read", user, peer, upto))
+
+    def typing(self, sender: str, names: Sequence[str], room: str | None, frame: bytes) -> None:
+        with self._lock:
+            self.told.append(("typing", sender, tuple(names), room, frame))
 
     def count(self) -> int:
         with self._lock:
@@ -163,6 +177,29 @@ def test_messages_arrive_exactly_and_in_order_and_each_is_answered_once(
     assert all(answers.of(n) == [True] for n in range(500))
     assert on_b.batches >= 1
     assert on_c.got == []  # another node's inbox is not this one's
+
+
+def test_echoes_markers_and_typing_arrive_as_what_they_are_in_order(cluster: Brokers) -> None:
+    """v1.2 section 10: a user's own messages, markers and typing reach its (or the
+    recipients') other node, each kind to its own handler, in the order told."""
+    a, _ = cluster.start("node-a")
+    _, on_b = cluster.start("node-b")
+    a.echo("node-b", "alice", b"alice's own msg frames")
+    a.read("node-b", "alice", "#dev", 41)
+    a.typing("node-b", "alice", ["bob", "carol"], None, b"typing to people")
+    a.typing("node-b", "alice", [], "#Dev", b"typing to a room")
+    a.read("node-b", "alice", "*", 2**53)
+    answers = Answers()
+    a.publish("node-b", "alice", ["bob"], b"a message", answers.then(0))
+    assert wait_until(lambda: on_b.count() == 1 and len(on_b.told) == 5)
+    assert on_b.told == [
+        ("echo", "alice", b"alice's own msg frames"),
+        ("read", "alice", "#dev", 41),
+        ("typing", "alice", ("bob", "carol"), None, b"typing to people"),
+        ("typing", "alice", (), "#Dev", b"typing to a room"),
+        ("read", "alice", "*", 2**53),
+    ]
+    assert on_b.got == [("alice", ("bob",), b"a message")] and answers.of(0) == [True]
 
 
 def test_a_publish_to_a_node_nobody_listens_on_is_not_taken(cluster: Brokers) -> None:

@@ -24,6 +24,7 @@ from chat.server.cluster import messages as cluster_messages
 from chat.server.cluster.box import Box
 from chat.server.cluster.link import Link
 from chat.server.cluster.messages import RedisIds, RedisMessageStore
+from chat.server.core.rooms import Room
 from chat.server.crypto.cipher import Cipher
 from chat.server.store import service as store_service
 from chat.server.store.seam import ReadFailed, Store
@@ -158,6 +159,8 @@ class RedisStorage(Storage):
                     found += [k, v]
             elif kind == "zset":
                 found += [m for m, _ in c.zrange(key, 0, -1, withscores=True)]
+            elif kind == "set":
+                found += list(c.smembers(key))
             else:
                 raise AssertionError(f"a {kind} at {key!r}: scan it too")
         return found
@@ -539,3 +542,120 @@ def test_a_new_service_over_the_same_storage_has_everything(storage: Storage) ->
     after = again.ids.take(1)
     assert before is not None and after is not None and after > before
     assert send(again, "alice", ("bob",), "after the restart").id > after
+
+
+# ---- v1.2: rooms, read markers, contacts, unread counts ------------------------------------------
+def a_room(name: str = "#Dev", last: int = 0) -> Room:
+    room = Room(name, "the build", True, "carol", 1_700_000_000.5)
+    room.members = dict.fromkeys(["carol", "alice", "bob"])  # the order they joined
+    room.invites = {"dave": "carol"}
+    room.last = last
+    return room
+
+
+def markers(store: StoreService, user: str, rooms: list[str] | None = None) -> list[tuple]:
+    """A login's `markers` rows: (peer, upto, last, unread), newest first."""
+    return list(read(lambda reply: store.read_markers(user, rooms or [], reply)).messages)
+
+
+def test_a_room_kept_is_loaded_whole_by_the_next_service(storage: Storage) -> None:
+    store = storage.open()
+    store.save_room("#dev", a_room(), "#Dev")
+    gone = a_room("#Gone")
+    store.save_room("#gone", gone, "#Gone")
+    store.save_room("#gone", None, "#Gone")  # deleted: not loaded again
+    settled(store)
+    storage.close(store)
+    again = storage.open()
+    (room,) = again.load_rooms()
+    expected = a_room()
+    assert (room.name, room.topic, room.invite_only, room.owner, room.created) == (
+        expected.name,
+        expected.topic,
+        expected.invite_only,
+        expected.owner,
+        expected.created,
+    )
+    assert list(room.members) == ["carol", "alice", "bob"] and room.invites == {"dave": "carol"}
+
+
+def test_a_rooms_messages_are_its_conversation_and_go_with_it(store: StoreService) -> None:
+    store.save_room("#dev", a_room(), "#Dev")
+    first = send(store, "alice", "#Dev", "in the room")
+    send(store, "bob", "#dev", "another case, the same room")
+    send(store, "alice", BROADCAST, "to everyone")
+    got = page(store, "carol", "#DEV")
+    assert texts(got) == ["in the room", "another case, the same room"]
+    assert got.messages[0].to == "#Dev" and got.messages[0].id == first.id  # as written
+    assert texts(page(store, "carol", BROADCAST)) == ["to everyone"]
+    assert texts(offline(store, "carol")) == []  # a room queues nothing
+    store.save_room("#dev", None, "#Dev")  # the last member left: history goes too
+    assert texts(page(store, "carol", "#dev")) == []
+
+
+def test_markers_list_every_conversation_with_its_last_id_and_unread_count(
+    store: StoreService,
+) -> None:
+    all1 = send(store, "bob", BROADCAST, "b1")
+    send(store, "alice", BROADCAST, "a1")  # her own: never unread
+    all3 = send(store, "bob", BROADCAST, "b2")
+    pair1 = send(store, "bob", ("alice",), "p1")
+    pair2 = send(store, "bob", ("alice",), "p2")
+    send(store, "carol", "#dev", "r1")
+    room2 = send(store, "carol", "#dev", "r2")
+    store.set_marker("alice", BROADCAST, all1.id)
+    store.set_marker("alice", "#dev", room2.id)
+    rows = {r[0]: r[1:] for r in markers(store, "alice", ["#dev"])}
+    assert rows["*"] == (all1.id, all3.id, 1)
+    assert rows["bob"] == (0, pair2.id, 2)  # a contact: listed without a marker
+    assert rows["#dev"] == (room2.id, room2.id, 0)
+    assert pair1.id < pair2.id
+    order = [r[0] for r in markers(store, "alice", ["#dev"])]
+    assert order == sorted(order, key=lambda p: rows[p][1], reverse=True)  # newest first
+    bob = {r[0]: r[1:] for r in markers(store, "bob")}
+    assert bob["alice"] == (0, pair2.id, 0)  # his own messages are not unread to him
+    assert "#dev" not in bob  # not one of his rooms, no marker
+
+
+def test_unread_counts_stop_at_the_cap(
+    store: StoreService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_service, "UNREAD_CAP", 5)
+    sent = [send(store, "bob", ("alice",), f"u{i}") for i in range(12)]
+    rows = {r[0]: r[1:] for r in markers(store, "alice")}
+    assert rows == {"bob": (0, sent[-1].id, 5)}
+    store.set_marker("alice", "bob", sent[8].id)
+    assert {r[0]: r[1:] for r in markers(store, "alice")} == {"bob": (sent[8].id, sent[-1].id, 3)}
+
+
+def test_a_deleted_users_queue_markers_and_contacts_go(store: StoreService) -> None:
+    send(store, "bob", ("alice",), "queued", queued=("alice",))
+    store.set_marker("alice", BROADCAST, 7)
+    assert markers(store, "alice")
+    done = threading.Event()
+    store.after(store.drop_user("alice"), done.set)
+    assert done.wait(5)
+    assert texts(offline(store, "alice")) == []
+    rows = {r[0]: r[1:] for r in markers(store, "alice")}
+    assert "*" not in rows and rows.get("bob", (0,))[0] == 0  # no marker left
+    assert texts(page(store, "bob", "alice")) == ["queued"]  # history stays
+
+
+ROOM_SECRETS = ("#hush-room", "topic-in-the-clear", "marcello", "ludovica")
+
+
+def test_rooms_markers_and_contacts_are_not_in_clear_at_rest(storage: Storage) -> None:
+    store = storage.open()
+    room = Room("#hush-room", "topic-in-the-clear", False, "marcello", time.time())
+    room.members = dict.fromkeys(["marcello", "ludovica"])
+    store.save_room("#hush-room", room, "#hush-room")
+    msg = send(store, "ludovica", ("marcello",), "x")
+    send(store, "ludovica", "#hush-room", "y")
+    store.set_marker("marcello", "#hush-room", msg.id)
+    store.set_marker("marcello", "ludovica", msg.id)
+    settled(store)
+    blobs = storage.at_rest()
+    for blob in blobs:
+        for word in ROOM_SECRETS:
+            assert word.encode() not in blob, f"{word!r} in clear at rest"
+    assert [r[0] for r in markers(store, "marcello", ["#hush-room"])].count("ludovica") == 1

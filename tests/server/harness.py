@@ -177,6 +177,10 @@ class FaultyAccounts:
     def save(self) -> None:
         self.inner.save()
 
+    def __getattr__(self, name: str) -> Any:
+        # The rest of the seam (bans, invites, names) without faults.
+        return getattr(self.inner, name)
+
 
 class InlinePool:
     """A pool whose tasks run when the test says so, then the tick ends."""

@@ -56,8 +56,9 @@ class Accounts(Protocol):
 class AccountAdmin(Accounts, Protocol):
     """The operator's side: each call False for an unknown name, durable when it returns."""
 
-    def names(self) -> list[str]:
-        """Every account, sorted."""
+    def list_names(self) -> list[str]:
+        """Every account, sorted, exactly as stored now (`names()` of a cluster node may
+        lag by a moment: it serves `user_search`)."""
         ...
 
     def set_password(self, name: str, password: str) -> bool: ...

@@ -325,6 +325,10 @@ class UserStore:
         with self._lock:
             return sorted(self._users)
 
+    def list_names(self) -> list[str]:
+        """The operator's `user list`: the file's accounts are all in memory."""
+        return self.names()
+
     def register(self, name: str, password: str) -> bool:
         """True once the account is on disk for good; False if the name is taken (or, with
         `refuse_case_variants`, a name equal to it ignoring case is).

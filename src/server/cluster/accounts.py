@@ -9,6 +9,11 @@ in memory (loaded at start, then told of each new account on
 `chat:{g}:accounts`), because the fan-out asks "is this name an account?" under
 the hub lock, where no Redis round trip may happen.
 
+The names themselves are only inside the sealed records, yet `user_search`
+(protocol v1.2 section 7) completes them from memory: every node also keeps
+blind -> name, each record opened once (all of them at `reload`, a new one
+when it learns of it: one HGET).
+
 `chat:{g}:folded` maps the blind index of each name in lower case to the blind
 name of the account that has it, so that `--refuse-case-variants` can refuse
 `Bob` when `bob` exists without any name in clear: a registration is one
@@ -148,18 +153,36 @@ class RedisAccounts:
         self._return_invite = client.register_script(_RETURN_INVITE)
         self._n = 1 << hash_cost_log2
         self._known: set[str] = set()
+        self._names: dict[str, str] = {}  # blind -> name (user_search)
+        self._sorted: list[str] | None = None  # names(), until the next one is learned
         self._lock = threading.Lock()
         # An unknown name is hashed like a known one, so the time does not tell.
         self._dummy = new_record("", secrets.token_urlsafe(16), self._n)
 
     # ---- what every node knows --------------------------------------------------
     def reload(self) -> None:
-        """Every blind name from Redis (at start, and after an outage)."""
-        names = {bytes(k).decode() for k in self._link.client.hkeys(USERS)}
+        """Every account from Redis (at start, and after an outage): its blind name, and
+        its name from its record (opened once)."""
+        records = {bytes(k).decode(): v for k, v in self._link.client.hgetall(USERS).items()}
+        found = {}
+        for blind, sealed in records.items():
+            record = self._open(blind, sealed)
+            if record is not None:
+                found[blind] = record.name
+        names = set(records)
         with self._lock:
             self._known = names
+            self._names = found
+            self._sorted = None
         if self._refuse_case_variants:
             self._index_folded(names)
+
+    def names(self) -> list[str]:
+        """Every registered name, sorted (`user_search`)."""
+        with self._lock:
+            if self._sorted is None:
+                self._sorted = sorted(self._names.values())
+            return self._sorted
 
     def _index_folded(self, names: set[str]) -> None:
         """Fill the folded-names hash for accounts made before it existed (one read each, once:
@@ -180,10 +203,27 @@ class RedisAccounts:
     def _folded_blind(self, name: str) -> str:
         return self._box.blind("user-folded", folded(name))
 
-    def learned(self, blind: str) -> None:
-        """Another node registered an account (a message on the accounts channel)."""
+    def learned(self, blind: str, name: str | None = None) -> None:
+        """An account was registered: here (`name` known), or by another node (a message
+        on the accounts channel: its record is read for the name)."""
         with self._lock:
             self._known.add(blind)
+            if name is None and blind in self._names:
+                return
+        if name is None:
+            try:
+                sealed = self._link.client.hget(USERS, blind)
+            except redis.RedisError as exc:  # the next reload reads it
+                self._link.failed(exc)
+                return
+            record = self._open(blind, sealed) if sealed is not None else None
+            if record is None:
+                return
+            name = record.name
+        with self._lock:
+            if self._names.get(blind) != name:
+                self._names[blind] = name
+                self._sorted = None
 
     def forgot(self, blind: str) -> None:
         """An account was deleted (by this node's operator, or another's: the control
@@ -223,13 +263,13 @@ class RedisAccounts:
             self._link.failed(exc)
             raise StoreError(f"cluster accounts: cannot save ({exc})") from None
         self._link.works()
-        self.learned(blind)
+        self.learned(blind, name)  # the blind is of this very name, created now or before
         return bool(created)
 
     def register_many(self, accounts: Iterable[tuple[str, str]]) -> int:
         """Create every account whose name is free, in one pipeline (imports, benchmarks)."""
         pipe = self._link.client.pipeline(transaction=False)
-        blinds = []
+        blinds, names = [], []
         for name, password in accounts:
             blind = self._box.blind("user", name)
             record = new_record(name, password, self._n)
@@ -241,10 +281,12 @@ class RedisAccounts:
                 client=pipe,
             )
             blinds.append(blind)
+            names.append(name)
         created = [b for b, ok in zip(blinds, pipe.execute(), strict=True) if ok]
+        named = dict(zip(blinds, names, strict=True))
         for blind in created:
             self._link.client.publish(ACCOUNTS_CHANNEL, blind)
-            self.learned(blind)
+            self.learned(blind, named[blind])
         return len(created)
 
     def verify(self, name: str, password: str) -> bool:
@@ -274,8 +316,9 @@ class RedisAccounts:
             log.warning("re-hash of one account not saved: %s", exc)
 
     # ---- the operator's commands (ops/commands.py) -----------------------------------------
-    def names(self) -> list[str]:
-        """Every account's name, sorted (each record opened: an operator's command, O(N))."""
+    def list_names(self) -> list[str]:
+        """Every account's name, sorted, as Redis has it now (each record opened: an
+        operator's command, O(N)); `names()` is this node's copy, for `user_search`."""
         found = []
         for blind, sealed in self._call(lambda c: c.hgetall(USERS)).items():
             record = self._open(bytes(blind).decode(), sealed)

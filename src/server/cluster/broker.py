@@ -12,6 +12,13 @@ One subscriber thread listens to this node's inbox channel, on a connection
 of its own (presence has another: cluster/presence.py), and hands each
 message to the core's fan-out (`Deliverer`), sending once per batch. Both
 threads start in `start` and are joined by `stop`.
+
+A message carries its kind (protocol v1.2 section 10): `msg` (for names, or
+everyone), `echo` (the sender's own message, for its sessions there granted
+`echo`), `read` (the user's marker moved) and `typing`; only `msg` is
+answered to its sender. The publisher also sends the rooms' messages into
+their channel for the rooms' broker (`send`, cluster/rooms.py), so a node's
+publishes, whatever they carry, leave in the order they were handed over.
 """
 
 from __future__ import annotations
@@ -34,8 +41,20 @@ from chat.server.core.broker import Deliverer
 
 log = logging.getLogger("chat.server.cluster")
 
+
+class _Head(msgspec.Struct, array_like=True, frozen=True):
+    """What precedes the frames of one message between nodes."""
+
+    origin: str
+    kind: str  # msg, echo, read, typing
+    sender: str  # the user who sent, read or types
+    names: list[str] | None = None  # msg: the recipients (None: everyone); typing: them
+    peer: str = ""  # read: the conversation; typing: the room ("" for names)
+    upto: int = 0  # read: how far
+
+
 _encode = msgspec.json.Encoder().encode
-_decode_head = msgspec.json.Decoder(tuple[str, str, list[str] | None]).decode
+_decode_head = msgspec.json.Decoder(_Head).decode
 _RETRY = 0.5  # seconds between attempts to reach Redis again
 # Messages the subscriber takes from its socket before it sends what they fanned out: one
 # send() per recipient per batch instead of per message (a frame each cost 3x the node's CPU).
@@ -48,6 +67,8 @@ class _Publish:
     channel: str
     payload: bytes
     then: Callable[[bool], None]
+    #: Taken only when a subscriber got it (a node's inbox); else when Redis took it.
+    counted: bool = True
 
 
 class RedisBroker:
@@ -98,13 +119,39 @@ class RedisBroker:
     ) -> None:
         """`msg` frames (encoded once, by the sender's node) for `names` (None: everyone
         but the sender) on another node: the receiver only unseals and fans them out."""
+        head = _Head(self.node_id, "msg", sender, None if names is None else list(names))
+        self._to_node(node, head, frames, then)
+
+    def echo(self, node: str, sender: str, frames: bytes) -> None:
+        self._to_node(node, _Head(self.node_id, "echo", sender), frames, _ignore)
+
+    def read(self, node: str, user: str, peer: str, upto: int) -> None:
+        self._to_node(node, _Head(self.node_id, "read", user, None, peer, upto), b"", _ignore)
+
+    def typing(
+        self, node: str, sender: str, names: Sequence[str], room: str | None, frame: bytes
+    ) -> None:
+        head = _Head(self.node_id, "typing", sender, list(names), room or "")
+        self._to_node(node, head, frame, _ignore)
+
+    def send(self, channel: str, payload: bytes, then: Callable[[bool], None]) -> None:
+        """A sealed payload for `channel` (the rooms' broker's), in this publisher's order;
+        `then(published)`: whether Redis took it (not whether anyone listened)."""
+        self._queue(_Publish(channel, payload, then, counted=False))
+
+    def _to_node(self, node: str, head: _Head, frames: bytes, then: Callable[[bool], None]) -> None:
         if not self._link.up:
             then(False)  # Redis is known to be away: no wait for what cannot be taken
             return
         channel = keys.node_inbox(node)
-        head = _encode((self.node_id, sender, None if names is None else list(names)))
-        body = len(head).to_bytes(4, "big") + head + frames
-        job = _Publish(channel, self._box.seal(channel.encode(), body), then)
+        encoded = _encode(head)
+        body = len(encoded).to_bytes(4, "big") + encoded + frames
+        self._queue(_Publish(channel, self._box.seal(channel.encode(), body), then))
+
+    def _queue(self, job: _Publish) -> None:
+        if not self._link.up:
+            _tell(job.then, False)
+            return
         with self._cond:
             if self._stopping:
                 refused = True
@@ -114,7 +161,7 @@ class RedisBroker:
                 if len(self._jobs) == 1:
                     self._cond.notify()
         if refused:
-            then(False)
+            _tell(job.then, False)
 
     # ---- publisher thread ---------------------------------------------------------------------
     def _publish_loop(self) -> None:
@@ -165,7 +212,7 @@ class RedisBroker:
             if not any(isinstance(r, redis.ConnectionError) for r in results):
                 self._link.works()
         for job, result in zip(batch, results, strict=True):
-            _tell(job.then, isinstance(result, int) and result > 0)
+            _tell(job.then, isinstance(result, int) and (result > 0 or not job.counted))
 
     # ---- subscriber thread ----------------------------------------------------------------------
     def _subscribe(self) -> Any:
@@ -219,11 +266,28 @@ class RedisBroker:
             return
         try:
             size = int.from_bytes(plain[:4], "big")
-            _origin, sender, names = _decode_head(plain[4 : 4 + size])
+            head = _decode_head(plain[4 : 4 + size])
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.error("cluster: a message on %s does not decode: dropped", channel)
             return
-        deliverer.deliver(sender, names, plain[4 + size :])
+        frames = plain[4 + size :]
+        match head.kind:
+            case "msg":
+                deliverer.deliver(head.sender, head.names, frames)
+            case "echo":
+                deliverer.echo(head.sender, frames)
+            case "read":
+                deliverer.read(head.sender, head.peer, head.upto)
+            case "typing":
+                deliverer.typing(head.sender, head.names or (), head.peer or None, frames)
+            case _:
+                log.error(
+                    "cluster: a message of unknown kind %r on %s: dropped", head.kind, channel
+                )
+
+
+def _ignore(taken: bool) -> None:
+    """What is told, not answered (echo, read, typing): lost with Redis, like typing."""
 
 
 def _tell(then: Callable[[bool], None], taken: bool) -> None:

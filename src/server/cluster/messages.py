@@ -12,7 +12,12 @@ of `all`; a queue by one of its owner's name. A sealed member holds `[id, ts, fr
 to, text]` and is bound to its key and score, so a member moved to another
 conversation or id does not open. A page is one ZREVRANGEBYSCORE; a queue
 is read with ZRANGEBYSCORE and acknowledged with ZREMRANGEBYSCORE; the quota
-is ZREMRANGEBYRANK.
+is ZREMRANGEBYRANK. A room's messages go into the room's history, next to its
+record (`chat:{r:<blind>}:h`), never into a queue (protocol v1.2 section 2).
+
+Rooms, read markers and contacts are its `state` (cluster/state.py), as the
+SQLite backend's are in its file; `unread` counts a conversation's messages
+after a marker for a login's `markers` frame.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import redis
 from chat.server.cluster import keys
 from chat.server.cluster.box import Box
 from chat.server.cluster.link import Link
+from chat.server.cluster.state import RedisState
+from chat.server.core.rooms import fold
 from chat.server.store.sqlite import Kept, MessageStoreError, Page, visible
 from chat.shared.messages import BROADCAST, Msg
 
@@ -37,6 +44,7 @@ log = logging.getLogger("chat.server.cluster")
 
 ID_BLOCK = 1 << 16  # ids a node takes at once; the next block is fetched at half
 _PURGE_STEP = 200
+_UNREAD_STEP = 500  # members opened per read while counting unread messages
 
 _Row = tuple[int, float, str, "str | list[str]", str]
 _encode = msgspec.json.Encoder().encode
@@ -53,6 +61,8 @@ class RedisMessageStore:
         self._link = link
         self._box = box
         self.retention = retention
+        #: Rooms, read markers, contacts (store.service runs their jobs through it).
+        self.state = RedisState(link, box)
 
     # ---- the parts of MessageStore that mean a file ------------------------------
     def reader(self) -> RedisMessageStore:
@@ -76,13 +86,21 @@ class RedisMessageStore:
     def owner(self, name: str) -> str:
         return keys.queue(self._box.blind("queue", name))
 
+    def conv_of(self, user: str, peer: str) -> str:
+        """The key of the conversation `user` calls `peer`: "*", a room, or a user."""
+        if peer == BROADCAST:
+            return self.broadcast()
+        if peer.startswith("#"):
+            return self.state.history_key(fold(peer))
+        return self.conversation(user, peer)
+
     # ---- sealed members -----------------------------------------------------------------
     def _seal(self, key: str, msg: Msg) -> bytes:
         row: _Row = (
             msg.id,
             msg.ts,
             msg.sender,
-            msg.to if msg.to == BROADCAST else list(msg.to),
+            msg.to if isinstance(msg.to, str) else list(msg.to),  # "*" or a room: a string
             msg.text,
         )
         return self._box.seal(f"{key}:{msg.id}".encode(), _encode(row))
@@ -100,27 +118,35 @@ class RedisMessageStore:
             return None
         if i != msg_id:
             return None
-        return Msg(i, sender, BROADCAST if to == BROADCAST else tuple(to), text, ts)
+        return Msg(i, sender, to if isinstance(to, str) else tuple(to), text, ts)
 
     # ---- writing -------------------------------------------------------------------------
     def put(self, kept: Sequence[Kept]) -> dict[str, str]:
         """Every message into its conversations and offline queues: one pipeline."""
         pipe = self._link.client.pipeline(transaction=False)
         grown: dict[str, str] = {}
+        pairs: set[tuple[str, str]] = set()
         everyone = self.broadcast()
         for k in kept:
             for msg in k.msgs:
                 if msg.to == BROADCAST:
                     pipe.zadd(everyone, {self._seal(everyone, msg): msg.id})
                     continue
+                if isinstance(msg.to, str):  # a room: its history, no queue
+                    room = self.state.history_key(fold(msg.to))
+                    pipe.zadd(room, {self._seal(room, msg): msg.id})
+                    continue
                 for name in k.named:
                     conv = self.conversation(msg.sender, name)
                     pipe.zadd(conv, {self._seal(conv, msg): msg.id})
+                    pairs.add((msg.sender, name))
                 for name in k.queued:
                     queue = self.owner(name)
                     pipe.zadd(queue, {self._seal(queue, msg): msg.id})
                     grown[queue] = name
+        new_contacts = self.state.add_contacts(pipe, sorted(pairs)) if pairs else []
         self._execute(pipe)
+        self.state.contacts_written(new_contacts)
         return grown
 
     def ack(self, owner: str, upto: int) -> int:
@@ -137,7 +163,7 @@ class RedisMessageStore:
             return 0
         removed = 0
         try:
-            for pattern in (keys.HISTORY_PATTERN, keys.QUEUE_PATTERN):
+            for pattern in (keys.HISTORY_PATTERN, keys.ROOM_HISTORY_PATTERN, keys.QUEUE_PATTERN):
                 for key in client.scan_iter(match=pattern, count=500):
                     removed += self._purge_key(key.decode(), cutoff)
         finally:
@@ -163,7 +189,9 @@ class RedisMessageStore:
 
     # ---- reading -------------------------------------------------------------------------
     def page(self, user: str, peer: str, before: int | None, limit: int) -> Page:
-        key = self.broadcast() if peer == BROADCAST else self.conversation(user, peer)
+        """Up to `limit` messages of one conversation older than `before`, oldest first (a
+        room's to members only: the caller has checked)."""
+        key = self.conv_of(user, peer)
         top = "+inf" if before is None else f"({before}"
         rows = self._run(
             lambda c: c.zrevrangebyscore(key, top, "-inf", start=0, num=limit + 1, withscores=True)
@@ -175,6 +203,35 @@ class RedisMessageStore:
             if msg is not None and msg.ts >= oldest and visible(msg, user, peer):
                 messages.append(msg)
         return Page(tuple(messages), len(rows) > limit)
+
+    def unread(self, user: str, peer: str, upto: int, cap: int) -> tuple[int, int]:
+        """(the newest message id of the conversation, how many after `upto` came from
+        someone else, counted up to `cap`): a login's `markers` frame (v1.2 section 3)."""
+        key = self.conv_of(user, peer)
+        newest_rows = self._run(lambda c: c.zrevrange(key, 0, 0, withscores=True))
+        newest = int(newest_rows[0][1]) if newest_rows else 0
+        if newest <= upto:
+            return newest, 0
+        oldest, count, after = self._oldest(), 0, max(upto, 0)
+        while count < cap:
+            rows = self._run(
+                lambda c, a=after: c.zrangebyscore(
+                    key, f"({a}", "+inf", start=0, num=_UNREAD_STEP, withscores=True
+                )
+            )
+            for member, score in rows:
+                msg = self._open(key, member, score)
+                fresh = msg is not None and msg.ts >= oldest and msg.sender != user
+                if fresh and visible(msg, user, peer):  # type: ignore[arg-type]
+                    count += 1
+            if len(rows) < _UNREAD_STEP:
+                break
+            after = int(rows[-1][1])
+        return newest, min(count, cap)
+
+    def drop_conversation(self, peer: str) -> None:
+        """A room deleted: its history goes with it (v1.2 section 2)."""
+        self._run(lambda c: c.delete(self.state.history_key(fold(peer))))
 
     def offline(self, user: str, after: int, limit: int, max_bytes: int) -> Page:
         key = self.owner(user)

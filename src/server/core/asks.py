@@ -5,15 +5,29 @@ checked by `ServerConnection.receive`) and is carried out here: room requests
 and read markers by the hub's desk, under the hub lock (core/desk.py), the
 directory (`user_search`) from the accounts, in memory. Every request with an
 `id` is answered by exactly one frame echoing it (v1.2 section 1).
+
+In a cluster (section 10) a room request is decided in Redis by the rooms'
+broker (cluster/rooms.py): the mailbox holds until it answers, or until the
+cluster's deadline, when `rate_limited` answers instead (a frozen Redis never
+holds a client). Markers and typing go to the user's, or the recipients',
+other nodes through the broker (`Fanout.relay_*`).
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import TYPE_CHECKING
+
 from chat.server.accounts.seam import Accounts
 from chat.server.core import native
+from chat.server.core.broker import RoomBroker
+from chat.server.core.deadlines import Deadlines
 from chat.server.core.hub import Hub
+from chat.server.core.results import RoomDone
 from chat.server.core.user import User
-from chat.shared.errors import Code, RemoteProtocolError
+from chat.shared.errors import Code, RemoteProtocolError, Trouble
+from chat.shared.messages import MsgId
 from chat.shared.notices import Users
 from chat.shared.requests import (
     Read,
@@ -24,36 +38,84 @@ from chat.shared.requests import (
     UserSearch,
 )
 
+if TYPE_CHECKING:
+    from chat.server.core.fanout import Fanout
+
 #: Names a `users` answer lists at most (v1.2 section 7).
 SEARCH_MAX = 50
 
 
+class _Once:
+    """A room request's answer: the first of the broker's and the deadline's."""
+
+    __slots__ = ("_done", "_lock", "_mailbox", "_msg_id")
+
+    def __init__(self, user: User, msg_id: MsgId) -> None:
+        self._mailbox = user.mailbox
+        self._msg_id = msg_id
+        self._lock = threading.Lock()
+        self._done = False
+
+    def answer(self, error: RemoteProtocolError | None) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._mailbox.resume(RoomDone(self._msg_id, error))
+
+    def expire(self) -> None:
+        self.answer(RemoteProtocolError(Code.RATE_LIMITED, Trouble.CLUSTER, self._msg_id))
+
+
 class Asks:
-    def __init__(self, hub: Hub, accounts: Accounts) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        accounts: Accounts,
+        rooms: RoomBroker | None = None,
+        fanout: Fanout | None = None,
+        deadlines: Deadlines | None = None,
+        deadline: float = 0.5,
+    ) -> None:
+        """`rooms`, `fanout`, `deadlines`, `deadline`: a cluster's (None alone)."""
         self._hub = hub
         self._accounts = accounts
+        self._rooms = rooms
+        self._fanout = fanout
+        self._deadlines = deadlines
+        self._deadline = deadline
 
     def handle(self, user: User, request: Request, tick: native.Tick) -> bool:
         conn = user.conn
         match request:
             case Read(peer, upto):
                 try:
-                    self._hub.read(user, peer, upto, tick)
+                    moved = self._hub.read(user, peer, upto, tick)
                 except RemoteProtocolError as err:  # a room it is not in: said, no id
                     user.out.append(conn.error(err), tick)
+                else:
+                    if moved and self._fanout is not None:
+                        self._fanout.relay_read(user.name, peer, upto)
             case Typing(to, state):
                 try:
-                    self._hub.typing(user, to, state, tick)
+                    relay = self._hub.typing(user, to, state, tick)
                 except RemoteProtocolError as err:
                     user.out.append(conn.error(err), tick)
+                else:
+                    if relay is not None and self._fanout is not None:
+                        self._fanout.relay_typing(user.name, relay)
             case RoomListRequest(msg_id):
                 user.out.append(self._hub.room_list(user, msg_id), tick)
             case UserSearch(msg_id, prefix):
                 user.out.append(self._search(user, msg_id, prefix), tick)
             case RoomInvite(_, _, target):
                 registered = target in self._accounts
+                if self._rooms is not None:
+                    return self._in_cluster(user, request, registered)
                 user.out.append(self._hub.room_request(user, request, registered, tick), tick)
             case _ if request.type in _ROOM_REQUESTS:
+                if self._rooms is not None:
+                    return self._in_cluster(user, request, True)
                 user.out.append(self._hub.room_request(user, request, True, tick), tick)
             case _:
                 err = RemoteProtocolError(
@@ -61,6 +123,16 @@ class Asks:
                 )
                 user.out.append(conn.error(err), tick)
         return True
+
+    def _in_cluster(self, user: User, request: Request, registered: bool) -> bool:
+        """Hand a room request to the rooms' broker; the mailbox holds for its answer, at
+        most the cluster's deadline."""
+        assert self._rooms is not None and self._deadlines is not None
+        once = _Once(user, request.id)  # type: ignore[attr-defined]
+        expires = time.monotonic() + self._deadline
+        self._deadlines.after(self._deadline, once.expire)
+        self._rooms.request(user.name, request, registered, expires, once.answer)
+        return False
 
     def _search(self, user: User, msg_id: object, prefix: str) -> bytes:
         """Registered names starting with `prefix`, ignoring case, sorted, at most 50."""

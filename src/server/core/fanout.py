@@ -17,7 +17,11 @@ each (with its own id). What the `sent` frames say is decided by the route
    what has not answered by then counts as not done.
 
 It is also the `Deliverer` of the broker: messages from other nodes fanned
-out to this node's sessions.
+out to this node's sessions, and what v1.2 relays between nodes (echoes,
+markers, typing); and, through `Replica`, the `RoomFeed` of a cluster's rooms'
+broker (cluster/rooms.py). In a cluster a message to a room goes into the
+rooms' one order in Redis (`RoomBroker.post`) and its `sent` waits until it
+comes back with every node's verdict, within the deadline.
 """
 
 from __future__ import annotations
@@ -25,23 +29,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 
 from chat.server.accounts.seam import Accounts
 from chat.server.core import native, route
-from chat.server.core.broker import Broker
+from chat.server.core.broker import Broker, RoomBroker
 from chat.server.core.deadlines import Deadlines
+from chat.server.core.desk import Relay
 from chat.server.core.hub import Hub
-from chat.server.core.presence import Presence
-from chat.server.core.results import Answered
+from chat.server.core.presence import NoPresence, Presence
+from chat.server.core.results import Answered, RoomPosted
+from chat.server.core.rooms import Event, Room, RoomBook
 from chat.server.core.route import NOBODY, Plan, Targets, Verdict
 from chat.server.core.ticks import Ticks
 from chat.server.core.user import User
 from chat.server.store.seam import Store
 from chat.server.store.sqlite import Kept
 from chat.shared.connection import ServerConnection
-from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError
+from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError, Trouble
 from chat.shared.messages import BROADCAST, Msg, Send, encode_delivery, encode_msgs
 
 log = logging.getLogger("chat.server")
@@ -152,6 +158,75 @@ class Pending:
         self._user.mailbox.resume(result)
 
 
+class RoomPending:
+    """A group of sends to a room in a cluster, waiting for its verdict from the rooms'
+    one order (or the deadline): the mailbox resumes once."""
+
+    __slots__ = ("_done", "_lock", "_user", "msgs", "passed", "room", "sends")
+
+    def __init__(
+        self,
+        user: User,
+        sends: tuple[Send, ...],
+        passed: tuple[bool, ...],
+        msgs: tuple[Msg, ...],
+        room: str,
+    ) -> None:
+        self._user = user
+        self.sends = sends
+        self.passed = passed
+        self.msgs = msgs
+        self.room = room
+        self._lock = threading.Lock()
+        self._done = False
+
+    def verdict(self, verdict: Code | bool | None) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._user.mailbox.resume(RoomPosted(verdict))
+
+    def expire(self) -> None:
+        self.verdict(False)
+
+
+class Replica:
+    """The core as the rooms' broker sees it (`RoomFeed`): the hub's replica of the rooms,
+    each call with the calling thread's tick, and the store for this node's messages."""
+
+    __slots__ = ("_hub", "_store", "_ticks")
+
+    def __init__(self, hub: Hub, store: Store, ticks: Ticks) -> None:
+        self._hub = hub
+        self._store = store
+        self._ticks = ticks
+
+    def scratch(self, key: str, room: Room | None, users: Iterable[str]) -> RoomBook:
+        return self._hub.room_scratch(key, room, users)
+
+    def reset(self, rooms: list[Room], versions: dict[str, int]) -> None:
+        self._hub.rooms_reset(rooms, versions)
+
+    def replace(self, key: str, room: Room | None, version: int) -> None:
+        self._hub.room_replace(key, room, version)
+
+    def version(self, key: str) -> int:
+        return self._hub.room_version(key)
+
+    def changed(self, key: str, version: int, events: Sequence[Event]) -> bool:
+        return self._hub.room_changed(key, version, events, self._ticks.current())
+
+    def posted(self, sender: str, room: str, last: int, frames: bytes, skip: int) -> Code | None:
+        return self._hub.room_posted(sender, room, last, frames, skip, self._ticks.current())
+
+    def kept(self, msgs: tuple[Msg, ...]) -> None:
+        self._store.keep(Kept(msgs, (), ()))  # the room's conversation; no queue
+
+    def settled(self) -> None:
+        self._ticks.flush()
+
+
 class Fanout:
     def __init__(
         self,
@@ -164,9 +239,14 @@ class Fanout:
         ticks: Ticks,
         deadlines: Deadlines,
         deadline: float | None = None,
+        rooms: RoomBroker | None = None,
     ) -> None:
         """`deadline`: seconds a `sent` may wait for other nodes and the store (a cluster,
-        where they are behind Redis); None: the store's answer is awaited (a local disk)."""
+        where they are behind Redis); None: the store's answer is awaited (a local disk).
+        `rooms`: a cluster's rooms' broker (None: the hub decides, alone)."""
+        self._cluster = not isinstance(presence, NoPresence)
+        self._rooms = rooms
+        self.replica = Replica(hub, store, ticks)
         self._hub = hub
         self._store = store
         self._accounts = accounts
@@ -217,6 +297,8 @@ class Fanout:
             missed = self._fan(plan.targets, blob, tick, n) if plan.targets.count else _NOBODY
             if echo.count:  # the sender's other sessions (v1.2 section 4)
                 self._table.fanout(tick, blob, echo.handles, echo.count, 0)
+            if self._cluster:
+                self._echo_elsewhere(name, blob)
             if not missed:
                 user.out.append(sents, tick)
                 return False
@@ -225,6 +307,8 @@ class Fanout:
             missed = self._fan(plan.targets, blob, tick, n) if plan.targets.count else _NOBODY
             if echo.count:
                 self._table.fanout(tick, blob, echo.handles, echo.count, 0)
+            if self._cluster:
+                self._echo_elsewhere(name, blob)
             if not plan.nodes and receipt is None and not missed:
                 verdict = Verdict(plan.delivered_json, plan.missing, plan.queued)
                 user.out.append(_sents(user.conn, group, passed, verdict, msgs), tick)
@@ -305,6 +389,8 @@ class Fanout:
     ) -> bool:
         """Sends to a room: routed, stored and fanned out by the hub's desk, in one order
         with the room's events; `sent` {id, msg_id, room} (no name lists)."""
+        if self._rooms is not None:
+            return self._to_room_in_cluster(user, group, passed, texts, room, tick)
         conn = user.conn
         msgs = None
         if texts:
@@ -332,6 +418,89 @@ class Fanout:
         )
         return False
 
+    def _to_room_in_cluster(
+        self,
+        user: User,
+        group: tuple[Send, ...],
+        passed: tuple[bool, ...],
+        texts: list[str],
+        room: str,
+        tick: native.Tick,
+    ) -> bool:
+        """Sends to a room in a cluster: checked here (the replica), given ids, and posted
+        into the rooms' one order; every node (this one too) fans them out when they come
+        back, and the `sent` frames wait for that verdict (True: the mailbox holds)."""
+        assert self._rooms is not None
+        conn = user.conn
+        if not texts:  # every one over the rate
+            user.out.append(_refusals(conn, group, None), tick)
+            return False
+        try:
+            self._hub.check_member(user, room, group[0].id)
+        except RemoteProtocolError as err:  # not a member, no such room: every send
+            refused = b"".join(
+                conn.error(RemoteProtocolError(err.code, err.message, s.id)) for s in group
+            )
+            user.out.append(refused, tick)
+            return False
+        first = self._store.ids.take(len(texts))
+        if first is None:
+            user.out.append(_refusals(conn, group, NO_IDS), tick)
+            return False
+        now, name = time.time(), user.name
+        msgs = tuple(Msg(first + i, name, room, text, now) for i, text in enumerate(texts))
+        pending = user.pending = RoomPending(user, group, passed, msgs, room)
+        self._rooms.post(name, room, msgs, encode_msgs(msgs), user.out.handle, pending.verdict)
+        self._deadlines.after(self._deadline or 0.0, pending.expire)
+        return True
+
+    def room_answered(self, user: User, result: RoomPosted, tick: native.Tick) -> bool:
+        """The verdict on a group of room messages came (or its time ran out): `sent`
+        {id, msg_id, room} each, or the refusal (`not_member` when the sender had just
+        left), or `rate_limited` when no verdict came in time."""
+        pending, user.pending = user.pending, None
+        if not isinstance(pending, RoomPending):
+            raise LocalProtocolError("a room's verdict with no sends awaiting it")
+        conn, verdict = user.conn, result.verdict
+        ids = iter(m.id for m in pending.msgs)
+        frames = []
+        for s, ok in zip(pending.sends, pending.passed, strict=True):
+            if not ok:
+                frames.append(conn.error(RemoteProtocolError(Code.RATE_LIMITED, msg_id=s.id)))
+            elif verdict is None:
+                frames.append(conn.room_sent((s.id,), (next(ids),), pending.room))
+            elif verdict is False or verdict is True:
+                error = RemoteProtocolError(Code.RATE_LIMITED, Trouble.CLUSTER, s.id)
+                frames.append(conn.error(error))
+            else:
+                frames.append(conn.error(RemoteProtocolError(verdict, msg_id=s.id)))  # type: ignore[arg-type]
+        user.out.append(b"".join(frames), tick)
+        return True
+
+    # ---- what v1.2 relays to other nodes (echo, markers, typing) -----------------------------
+    def _echo_elsewhere(self, sender: str, blob: bytes) -> None:
+        """The sender's own message for its sessions on other nodes (v1.2 section 4)."""
+        for node in self._presence.nodes_of(sender):
+            try:
+                self._broker.echo(node, sender, blob)
+            except Exception:  # an echo is never worth a sender's `sent`
+                log.exception("echoing to node %s failed", node)
+
+    def relay_read(self, user: str, peer: str, upto: int) -> None:
+        """A marker moved: the user's other nodes tell its `read` sessions there."""
+        for node in self._presence.nodes_of(user):
+            try:
+                self._broker.read(node, user, peer, upto)
+            except Exception:
+                log.exception("telling node %s of a read marker failed", node)
+
+    def relay_typing(self, sender: str, relay: Relay) -> None:
+        for node in relay.nodes:
+            try:
+                self._broker.typing(node, sender, relay.names, relay.room, relay.frame)
+            except Exception:
+                log.exception("relaying typing to node %s failed", node)
+
     def _time_left(self, pending: Pending) -> float:
         """Seconds left of the deadline of `pending` (no deadline: as long as it takes)."""
         if self._deadline is None:
@@ -348,6 +517,17 @@ class Fanout:
 
     def delivered(self) -> None:
         self._ticks.flush()
+
+    def echo(self, sender: str, frames: bytes) -> None:
+        targets = self._hub.echo_targets(sender)
+        if targets.count:
+            self._table.fanout(self._ticks.current(), frames, targets.handles, targets.count, 0)
+
+    def read(self, user: str, peer: str, upto: int) -> None:
+        self._hub.read_elsewhere(user, peer, upto, self._ticks.current())
+
+    def typing(self, sender: str, names: Sequence[str], room: str | None, frame: bytes) -> None:
+        self._hub.typing_elsewhere(sender, names, room, frame, self._ticks.current())
 
     # ---- parts -------------------------------------------------------------------------------
     def _fan(self, targets: Targets, blob: bytes, tick: native.Tick, n: int) -> frozenset[str]:

@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
 from chat.server.core import native, route
-from chat.server.core.desk import RoomDesk
+from chat.server.core.desk import Relay, RoomDesk
 from chat.server.core.presence import NoPresence, Presence
-from chat.server.core.rooms import RoomBook
+from chat.server.core.rooms import Event, Room, RoomBook
 from chat.server.core.route import NOBODY, Plan, Targets
 from chat.server.core.user import User
 from chat.server.store.seam import Store
+from chat.shared.errors import Code
 from chat.shared.features import ECHO, ROOMS
 from chat.shared.messages import BROADCAST, Msg, MsgId, Recipients, Roster, encode, encode_names
 from chat.shared.requests import Request
@@ -82,10 +83,10 @@ class Hub:
         book: RoomBook | None = None,
     ) -> None:
         self._lock = threading.Lock()
-        #: Rooms, read markers and typing: they work under this lock (core/desk.py).
-        self.desk = RoomDesk(self, store, table, book)
         self._presence = presence
         self._alone = isinstance(presence, NoPresence)  # no other node: no presence to ask
+        #: Rooms, read markers and typing: they work under this lock (core/desk.py).
+        self.desk = RoomDesk(self, store, table, book, None if self._alone else self._nodes_of)
         self._store = store
         self._sessions: dict[str, list[User]] = {}
         self._elsewhere: set[str] = set()
@@ -156,15 +157,73 @@ class Hub:
         with self._lock:
             self.desk.member_room(user, room, msg_id)
 
-    def read(self, user: User, peer: str, upto: int, tick: Tick) -> None:
+    def read(self, user: User, peer: str, upto: int, tick: Tick) -> bool:
+        """True when the marker moved (a cluster tells the user's other nodes)."""
         with self._lock:
             if peer.startswith("#"):
                 self.desk.member_room(user, peer, None)
-            self.desk.read(user, peer, upto, tick)
+            return self.desk.read(user, peer, upto, tick)
 
-    def typing(self, user: User, to: str | tuple[str, ...], state: str, tick: Tick) -> None:
+    def typing(self, user: User, to: str | tuple[str, ...], state: str, tick: Tick) -> Relay | None:
         with self._lock:
-            self.desk.typing(user, to, state, tick)
+            return self.desk.typing(user, to, state, tick)
+
+    # ---- a cluster: rooms as Redis decides them, and what other nodes relay ------------------
+    def room_scratch(self, key: str, room: Room | None, users: Iterable[str]) -> RoomBook:
+        """A book of `room` as Redis has it, with this replica's per-user counts."""
+        with self._lock:
+            return self.desk.book.scratch(key, room, users)
+
+    def rooms_reset(self, rooms: list[Room], versions: dict[str, int]) -> None:
+        with self._lock:
+            self.desk.book.reset(rooms, versions)
+
+    def room_replace(self, key: str, room: Room | None, version: int) -> None:
+        with self._lock:
+            self.desk.book.replace(key, room, version)
+
+    def room_version(self, key: str) -> int:
+        with self._lock:
+            return self.desk.book.versions.get(key, 0)
+
+    def room_changed(self, key: str, version: int, events: Sequence[Event], tick: Tick) -> bool:
+        with self._lock:
+            return self.desk.changed_elsewhere(key, version, events, tick)
+
+    def room_posted(
+        self, sender: str, room: str, last: int, frames: bytes, skip: int, tick: Tick
+    ) -> Code | None:
+        with self._lock:
+            return self.desk.posted_elsewhere(sender, room, last, frames, skip, tick)
+
+    def read_elsewhere(self, name: str, peer: str, upto: int, tick: Tick) -> None:
+        with self._lock:
+            self.desk.read_elsewhere(name, peer, upto, tick)
+
+    def typing_elsewhere(
+        self, sender: str, names: Sequence[str], room: str | None, frame: bytes, tick: Tick
+    ) -> None:
+        with self._lock:
+            self.desk.typing_elsewhere(sender, names, room, frame, tick)
+
+    def echo_targets(self, sender: str) -> Targets:
+        """The sender's sessions here granted `echo` (its message came from another node)."""
+        with self._lock:
+            pairs = [
+                (sender, u.out.handle)
+                for u in self._sessions.get(sender, ())
+                if ECHO in u.conn.features
+            ]
+        return Targets.of(pairs) if pairs else NOBODY
+
+    def _nodes_of(self, names: Iterable[str]) -> tuple[str, ...]:
+        """The other nodes where any of `names` has a session (presence lock, after ours)."""
+        nodes_of = self._presence.nodes_of
+        found: dict[str, None] = {}
+        for name in names:
+            for node in nodes_of(name):
+                found[node] = None
+        return tuple(found)
 
     def markers_loaded(self, name: str, marks: dict[str, int]) -> None:
         with self._lock:

@@ -28,11 +28,14 @@ from chat.server.core.results import (
     OfflineRead,
     PeerGone,
     Result,
+    RoomDone,
+    RoomPosted,
 )
 from chat.server.core.user import User
 from chat.server.net.inbox import Cause
 from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError, Trouble
 from chat.shared.messages import HistoryPage
+from chat.shared.notices import Ok
 
 
 class Outcomes:
@@ -66,6 +69,11 @@ class Outcomes:
                 return self._catchup.drained(user, ok, tick)
             case MarkersRead(rows):
                 return self._catchup.markers(user, rows, tick)
+            case RoomDone(msg_id, error):  # a cluster's room request (cluster/rooms.py)
+                frame = conn.error(error) if error is not None else conn.reply(Ok(msg_id))
+                user.out.append(frame, tick)
+            case RoomPosted():
+                return self._fanout.room_answered(user, item, tick)
             case AcksStored():
                 self._frames.bye(user, tick)
             case PeerGone(reason, cause):

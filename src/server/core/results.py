@@ -104,12 +104,38 @@ class MarkersRead:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomDone:
+    """A cluster's answer to a room request (`id`): None when done (`ok`), else the
+    error (the rule's, or `rate_limited` when Redis did not answer in time)."""
+
+    id: MsgId
+    error: RemoteProtocolError | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPosted:
+    """A cluster's verdict on a group of room messages: None (taken by every node), the
+    refusal's code, or False (no verdict in time)."""
+
+    verdict: object
+
+
+@dataclass(frozen=True, slots=True)
 class AcksStored:
     """What the connection acknowledged (`offline_ack`) is stored: its `bye` may go."""
 
 
 Notice = PeerGone | Abort | Evict | Drained
-Result = LoginChecked | Answered | HistoryRead | OfflineRead | AcksStored | MarkersRead
+Result = (
+    LoginChecked
+    | Answered
+    | HistoryRead
+    | OfflineRead
+    | AcksStored
+    | MarkersRead
+    | RoomDone
+    | RoomPosted
+)
 
 #: Every kind of item a mailbox carries that is not the peer's frame.
 OURS: frozenset[type] = frozenset(
@@ -124,5 +150,7 @@ OURS: frozenset[type] = frozenset(
         OfflineRead,
         AcksStored,
         MarkersRead,
+        RoomDone,
+        RoomPosted,
     }
 )

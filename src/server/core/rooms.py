@@ -8,6 +8,11 @@ applies the change and returns what happened: the room events to fan out and
 the room's new record to persist, or the error code that answers the request.
 Nothing here does I/O; the hub hands the records to the store.
 
+In a cluster the rules run on the node that was asked, on a scratch book
+holding the room as Redis has it (`scratch`), and every node's book is a
+replica that applies what was decided as facts (`apply_events`), each change
+once, in the order of its version (cluster/rooms.py, docs/cluster.md).
+
 Names: a room is `#` then a user name; two rooms never differ only in case,
 so rooms are kept under their case-folded name and shown as created.
 """
@@ -58,6 +63,8 @@ class Event:
     by: str | None = None
     topic: str | None = None
     also: str | None = None
+    #: `created` only: the new room's setting (a replica builds the room from the event).
+    invite_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +97,9 @@ class RoomBook:
         self._rooms: dict[str, Room] = {}
         self._of_user: dict[str, dict[str, None]] = {}  # user -> folded names (member)
         self._invited: dict[str, dict[str, None]] = {}  # user -> folded names (invited)
+        #: A cluster's replica: folded name -> the version of the room's record last
+        #: applied (a deleted room's too, so a late fact about it is known for late).
+        self.versions: dict[str, int] = {}
 
     # ---- loading ------------------------------------------------------------------------
     def load(self, rooms: Iterable[Room]) -> None:
@@ -101,6 +111,38 @@ class RoomBook:
                 self._of_user.setdefault(name, {})[key] = None
             for name in room.invites:
                 self._invited.setdefault(name, {})[key] = None
+
+    def reset(self, rooms: Iterable[Room], versions: dict[str, int]) -> None:
+        """A replica anew: every room and version as Redis has them (a node's start, Redis
+        back after an outage)."""
+        self._rooms.clear()
+        self._of_user.clear()
+        self._invited.clear()
+        self.load(rooms)
+        self.versions = dict(versions)
+
+    def replace(self, key: str, room: Room | None, version: int) -> None:
+        """One room as Redis has it at `version` (a replica that missed a change)."""
+        self._drop(key)
+        if room is not None:
+            self.load([room])
+        self.versions[key] = version
+
+    def scratch(self, key: str, room: Room | None, users: Iterable[str]) -> RoomBook:
+        """A book holding only `room` (as Redis has it), for a rule to run on, with what
+        this book knows of `users`' other rooms and invites: the per-user limits are
+        checked against this node's replica (a small race, docs/cluster.md)."""
+        book = RoomBook(self.max_rooms_per_user, self.max_room_members, self.max_invites_per_user)
+        for user in users:
+            rooms = {k: None for k in self._of_user.get(user, ()) if k != key}
+            invites = {k: None for k in self._invited.get(user, ()) if k != key}
+            if rooms:
+                book._of_user[user] = rooms
+            if invites:
+                book._invited[user] = invites
+        if room is not None:
+            book.load([room])
+        return book
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -155,7 +197,8 @@ class RoomBook:
         r.members[user] = None
         self._rooms[key] = r
         self._of_user.setdefault(user, {})[key] = None
-        return Change((Event(r.name, "created", user, now, topic=topic),), r, key)
+        event = Event(r.name, "created", user, now, topic=topic, invite_only=invite_only)
+        return Change((event,), r, key)
 
     def join(self, user: str, room: str, now: float, msg_id: object) -> Change:
         key = fold(room)
@@ -229,6 +272,63 @@ class RoomBook:
         """A message to the room was given this id (the `last` of the `rooms` frame)."""
         if msg_id > room.last:
             room.last = msg_id
+
+    # ---- a replica: facts, in the order of their versions ------------------------------------
+    def apply_events(self, key: str, version: int, events: Iterable[Event]) -> bool:
+        """A change decided elsewhere (or here), as facts: applied once, and only when
+        `version` is newer than what this book has of the room; no rule is checked (they
+        were, where it was decided). False: already applied, or older."""
+        if version <= self.versions.get(key, 0):
+            return False
+        self.versions[key] = version
+        for event in events:
+            self._fact(key, event)
+        return True
+
+    def _fact(self, key: str, e: Event) -> None:
+        kind, user = e.event, e.user
+        if kind == "created":
+            self._drop(key)
+            r = Room(e.room, e.topic or "", e.invite_only, user, e.ts)
+            r.members[user] = None
+            self._rooms[key] = r
+            self._of_user.setdefault(user, {})[key] = None
+            return
+        r = self._rooms.get(key)
+        if r is None:
+            return
+        if kind == "joined":
+            self._uninvite(r, key, user)
+            r.members[user] = None
+            self._of_user.setdefault(user, {})[key] = None
+        elif kind in ("left", "kicked"):
+            r.members.pop(user, None)
+            self._unmember(user, key)
+        elif kind == "invited":
+            r.invites[user] = e.by or ""
+            self._invited.setdefault(user, {})[key] = None
+        elif kind == "topic":
+            r.topic = e.topic or ""
+        elif kind == "owner":
+            r.owner = user
+        elif kind == "deleted":
+            self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        r = self._rooms.pop(key, None)
+        if r is None:
+            return
+        for member in r.members:
+            self._unmember(member, key)
+        for invited in r.invites:
+            self._uninvite_key(invited, key)
+
+    def _unmember(self, user: str, key: str) -> None:
+        mine = self._of_user.get(user)
+        if mine is not None:
+            mine.pop(key, None)
+            if not mine:
+                del self._of_user[user]
 
     # ---- parts ------------------------------------------------------------------------------
     def _without(self, r: Room, user: str, now: float, event: Event) -> Change:

@@ -117,7 +117,7 @@ class Commands:
 
     # ---- the commands ------------------------------------------------------------------------
     def user_list(self, request: dict[str, Any], by: str) -> list[str]:
-        names = self.accounts.names()
+        names = self.accounts.list_names()
         audit("user_list", by=by)
         return names
 

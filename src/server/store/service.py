@@ -277,8 +277,10 @@ class StoreService:
         if state is None:
             return []
         rooms = state.load_rooms()
-        for room in rooms:
-            room.last = max(room.last, self._backend.newest(self._backend.room(room.name)))  # type: ignore[attr-defined]
+        newest = getattr(self._backend, "newest", None)  # the SQLite backend's
+        if newest is not None:
+            for room in rooms:
+                room.last = max(room.last, newest(self._backend.room(room.name)))  # type: ignore[attr-defined]
         return rooms
 
     def save_room(self, folded: str, room: Room | None, name: str) -> None:
