@@ -1,21 +1,26 @@
-"""The v1.2 requests of the peer: rooms, read markers, typing, the directory.
+"""The v1.2 requests of the peer: rooms, read markers, typing, one's account, the directory.
 
 Each arrives accepted by the connection (its state and its granted features
 checked by `ServerConnection.receive`) and is carried out here: room requests
 and read markers by the hub's desk, under the hub lock (core/desk.py), the
-directory (`user_search`) from the accounts, in memory. Every request with an
-`id` is answered by exactly one frame echoing it (v1.2 section 1).
+account's care (`passwd`, `delete_account`) by core/care.py on a hash thread
+(the mailbox holds: False), the directory (`user_search`) from the accounts,
+in memory. Every request with an `id` is answered by exactly one frame
+echoing it (v1.2 section 1).
 """
 
 from __future__ import annotations
 
 from chat.server.accounts.seam import Accounts
 from chat.server.core import native
+from chat.server.core.care import Care
 from chat.server.core.hub import Hub
 from chat.server.core.user import User
 from chat.shared.errors import Code, RemoteProtocolError
 from chat.shared.notices import Users
 from chat.shared.requests import (
+    DeleteAccount,
+    Passwd,
     Read,
     Request,
     RoomInvite,
@@ -29,11 +34,13 @@ SEARCH_MAX = 50
 
 
 class Asks:
-    def __init__(self, hub: Hub, accounts: Accounts) -> None:
+    def __init__(self, hub: Hub, accounts: Accounts, care: Care) -> None:
         self._hub = hub
         self._accounts = accounts
+        self._care = care
 
     def handle(self, user: User, request: Request, tick: native.Tick) -> bool:
+        """Carry out `request`; False when the mailbox must hold for the answer."""
         conn = user.conn
         match request:
             case Read(peer, upto):
@@ -48,6 +55,10 @@ class Asks:
                     user.out.append(conn.error(err), tick)
             case RoomListRequest(msg_id):
                 user.out.append(self._hub.room_list(user, msg_id), tick)
+            case Passwd():
+                return self._care.passwd(user, request, tick)
+            case DeleteAccount():
+                return self._care.delete(user, request, tick)
             case UserSearch(msg_id, prefix):
                 user.out.append(self._search(user, msg_id, prefix), tick)
             case RoomInvite(_, _, target):

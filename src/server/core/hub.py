@@ -166,6 +166,13 @@ class Hub:
         with self._lock:
             self.desk.typing(user, to, state, tick)
 
+    def remove_account(self, name: str, tick: Tick) -> None:
+        """An account deleted (v1.2 section 7): it leaves every room by the ownership rules,
+        its invites go, the members are told (any thread: `tick` is its own)."""
+        with self._lock:
+            desk = self.desk
+            desk.apply_changes(desk.book.remove_user(name, time.time()), tick)
+
     def markers_loaded(self, name: str, marks: dict[str, int]) -> None:
         with self._lock:
             self.desk.markers_loaded(name, marks)
