@@ -262,8 +262,14 @@ class Hub:
                 return  # the loop has sealed this buffer with bye: nothing follows it
             user.roster = RosterOutbox(self._log, own=name)
             self._subscribers.add(user)
-            full = user.roster.full([n for n in self._visible() if n != name])
-            self._queue(user, full, tick, prefix=auth_ok)
+            # `_visible()` as C builds it: in a reconnect storm each login's snapshot holds
+            # thousands of names, and a generator pass per name was a fifth of its CPU.
+            others = list(self._sessions)
+            if self._elsewhere:
+                others += [n for n in self._elsewhere if n not in self._sessions]
+            if name in self._sessions or name in self._elsewhere:
+                others.remove(name)  # its own other sessions: never told of itself
+            self._queue(user, user.roster.full(others), tick, prefix=auth_ok)
 
     def ack_roster(self, user: User, seq: int, entering: bool, tick: Tick) -> bytes:
         """Take a roster_ack (raises bad_request on a wrong seq); `entering`: its first one,
