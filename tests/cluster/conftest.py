@@ -11,10 +11,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -144,3 +146,32 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
 @pytest.fixture
 def three(redis_server: RedisProc, start_node: Callable[..., ServerProc]) -> list[ServerProc]:
     return [start_node(redis_server.url) for _ in range(3)]
+
+
+@pytest.fixture
+def pair(
+    tmp_path: Path, redis_server: RedisProc
+) -> Iterator[tuple[ServerProc, ServerProc, Callable[..., Any]]]:
+    """Two nodes, each with a data folder (and control socket) of its own, one key file; and
+    `cli(node or folder, *words)`: the real `chat-server` command given to that folder."""
+    key = tmp_path / "cluster.key"
+    nodes = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        nodes.append(launch(folder, "--cluster", redis_server.url, key_file=key))
+
+    def cli(folder: Path | ServerProc, *words: str, stdin: str = "") -> Any:
+        where = folder.users_file.parent if isinstance(folder, ServerProc) else folder
+        where.mkdir(exist_ok=True)
+        args = [sys.executable, "-m", "chat.server", *words, "--cluster", redis_server.url]
+        args += ["--key-file", str(key), "--hash-cost", "10"]
+        return subprocess.run(
+            args, cwd=where, input=stdin, capture_output=True, text=True, timeout=60
+        )
+
+    yield nodes[0], nodes[1], cli
+    for node in nodes:
+        for c in node.clients:
+            c.close()
+        node.stop()

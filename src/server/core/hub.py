@@ -225,6 +225,20 @@ class Hub:
                 found[node] = None
         return tuple(found)
 
+    def remove_account(self, name: str, tick: Tick) -> None:
+        """An account deleted (v1.2 section 7): it leaves every room by the ownership rules,
+        its invites go, the members are told (any thread: `tick` is its own)."""
+        with self._lock:
+            desk = self.desk
+            desk.apply_changes(desk.book.remove_user(name, time.time()), tick)
+
+    def rooms_touching(self, name: str) -> list[str]:
+        """The rooms `name` is a member of or invited to (a deleted account leaves them)."""
+        with self._lock:
+            book = self.desk.book
+            names = [r.name for r in book.rooms_of(name)]
+            return names + [r.name for r, _ in book.invites_of(name) if r.name not in names]
+
     def markers_loaded(self, name: str, marks: dict[str, int]) -> None:
         with self._lock:
             self.desk.markers_loaded(name, marks)
@@ -314,8 +328,14 @@ class Hub:
                 return  # the loop has sealed this buffer with bye: nothing follows it
             user.roster = RosterOutbox(self._log, own=name)
             self._subscribers.add(user)
-            full = user.roster.full([n for n in self._visible() if n != name])
-            self._queue(user, full, tick, prefix=auth_ok)
+            # `_visible()` as C builds it: in a reconnect storm each login's snapshot holds
+            # thousands of names, and a generator pass per name was a fifth of its CPU.
+            others = list(self._sessions)
+            if self._elsewhere:
+                others += [n for n in self._elsewhere if n not in self._sessions]
+            if name in self._sessions or name in self._elsewhere:
+                others.remove(name)  # its own other sessions: never told of itself
+            self._queue(user, user.roster.full(others), tick, prefix=auth_ok)
 
     def ack_roster(self, user: User, seq: int, entering: bool, tick: Tick) -> bytes:
         """Take a roster_ack (raises bad_request on a wrong seq); `entering`: its first one,

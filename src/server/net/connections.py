@@ -312,12 +312,12 @@ class Connections:
         self.update_interest(t)
         self.post_end(t, Abort(err, reason))
 
-    def end_user(self, name: str, why: str) -> int:
-        """End every connection logged in as `name` with a `bye` saying `why` (an operator's
-        kick, ban or delete: ops/commands.py), built in its mailbox; how many."""
+    def end_user(self, name: str, why: str, keep: int | None = None) -> int:
+        """End every connection logged in as `name` but `keep` with a `bye` saying `why`
+        (ops/commands.py), built in its mailbox; how many."""
         ended = 0
         for t in list(self.by_cid.values()):
-            if t.open and t.user.name == name:
+            if t.open and t.user.name == name and t.cid != keep:
                 t.move(Move.END)
                 self.update_interest(t)
                 self.post_end(t, Evict(why))

@@ -167,8 +167,8 @@ class EventLoop:
                     self.admission.logged_in(cid)
                 case WhenDrained(cid, then):
                     connections.when_drained(cid, then)
-                case EndSessions(name, why, then):
-                    ended = connections.end_user(name, why)
+                case EndSessions(name, why, then, keep):
+                    ended = connections.end_user(name, why, keep)
                     try:
                         then(ended)
                     except Exception:

@@ -515,7 +515,11 @@ class StoreService:
 
     @staticmethod
     def _state_job(backend: Backend, job: _Job) -> None:
-        state = backend.state  # type: ignore[attr-defined]
+        state = getattr(backend, "state", None)
+        if state is None:  # a backend without state tables (Redis): a delete drops the queue
+            if isinstance(job, _DropUser):
+                backend.ack(backend.owner(job.user), (1 << 63) - 1)
+            return
         match job:
             case _Room(folded, room, name):
                 state.save_room(folded, room)
