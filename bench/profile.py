@@ -2,13 +2,16 @@
 """py-spy profile of one chat-server during a saturation run, pinned as run.py pins it.
 
     python bench/profile.py EXE OUT [--data DIR] [--clients 100] [--format flamegraph|raw]
-                            [--gil] [--logins N [--seconds S]]
+                            [--gil] [--native] [--by-thread] [--logins N [--seconds S]]
 
 Starts EXE (--threads 4) with run.py's options on core 1, runs the loadgen's closed
 loop (C clients, W = 8, quick ACKs) for 15 s on core 0, and 4 s in records 10 s with
 py-spy (on core 0 too, so it takes nothing from the server's core). Prints the
 run's deliveries/s and each server thread's utime/stime over the profile, which
-py-spy cannot show: it samples Python stacks, not CPU time.
+py-spy cannot show: it samples Python stacks, not CPU time. (With `--gil` a thread that
+waits in epoll without the GIL is still sampled as its holder, py-spy 0.4: the per-thread
+CPU is the figure to trust for how the time splits between threads; `--by-thread`
+without `--gil` puts each sample under its thread.)
 
 With --logins N it profiles a login burst instead: N clients log in (64 in flight, as
 run.py's idle part does) and stay; py-spy records S seconds (default 10) from 4 s in.
@@ -46,6 +49,10 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--format", default="flamegraph")
     ap.add_argument("--gil", action="store_true", help="py-spy --gil: only the GIL holder")
+    ap.add_argument("--native", action="store_true", help="py-spy --native: C frames too")
+    ap.add_argument(
+        "--by-thread", action="store_true", help="py-spy --threads: each stack under its thread"
+    )
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--logins", type=int, default=0, help="profile a burst of N logins")
     ap.add_argument("--seconds", type=int, default=10, help="how long py-spy records")
@@ -64,6 +71,10 @@ def main() -> int:
             cmd = [spy, "record", "-o", opts.out, "--pid", str(pid)]
             cmd += ["--duration", str(opts.seconds)]
             cmd += ["--format", opts.format, *(["--gil"] if opts.gil else [])]
+            cmd += [
+                *(["--native"] if opts.native else []),
+                *(["--threads"] if opts.by_thread else []),
+            ]
             subprocess.run(["taskset", "-c", run.LOADGEN_CPU, *cmd], check=True)
             snap["b"] = thread_ticks(pid)
 
