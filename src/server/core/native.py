@@ -45,6 +45,7 @@ int cd_release(cd_out *o, cd_tick *tick, uint64_t handle);
 size_t cd_pending(cd_out *o, uint64_t handle);
 uint32_t cd_state(cd_out *o, uint64_t handle);
 uint64_t cd_total(cd_out *o);
+size_t cd_trim(cd_out *o);
 uint32_t cd_flush(cd_out *o, uint64_t handle, int *err, size_t *left);
 size_t cd_peek(cd_out *o, uint64_t handle, uint8_t *dst, size_t max);
 int cd_consume(cd_out *o, uint64_t handle, size_t n);
@@ -143,6 +144,11 @@ class OutTable:
     def total(self) -> int:
         """Bytes queued in every slot together."""
         return int(self._lib.cd_total(self._out))
+
+    def trim(self) -> int:
+        """Free the buffers of drained slots that had no append since the last call (the
+        loop, once a second: a busy slot keeps its memory, an idle one holds none)."""
+        return int(self._lib.cd_trim(self._out))
 
     def open(self, slot: int, fd: int, direct: bool) -> int:
         handle = ffi.new("uint64_t *")

@@ -55,6 +55,7 @@ class EventLoop:
         self._listeners = listeners
         self._hub = hub
         self._inbox = inbox
+        self._table = table
         self.selector = TunedEpollSelector(config.max_events, config.epoll_timeout_ms)
         self.admission = Admission(config, table, make_user)
         self.connections = Connections(
@@ -188,6 +189,7 @@ class EventLoop:
         if now >= self._next_scan:
             self._next_scan = now + _SCAN_EVERY
             self._scan(now)
+            self._table.trim()  # a drained buffer idle for a whole scan period goes
         if now >= self._next_trim:
             self._next_trim = now + _TRIM_EVERY
             release_free_memory()
