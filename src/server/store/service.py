@@ -495,7 +495,8 @@ class StoreService:
             log.exception("message store: a batch of %d jobs was not stored", len(batch))
         finally:
             for _, _, job in batch:
-                _answer(job, ok)
+                if type(job) is not _Put or job.receipt is not None:  # else nobody waits
+                    _answer(job, ok)
             self._done(batch[-1][0])
 
     @staticmethod
