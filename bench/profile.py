@@ -2,7 +2,8 @@
 """py-spy profile of one chat-server during a saturation run, pinned as run.py pins it.
 
     python bench/profile.py EXE OUT [--data DIR] [--clients 100] [--format flamegraph|raw]
-                            [--gil] [--native] [--by-thread] [--logins N [--seconds S]]
+                            [--gil] [--native] [--by-thread] [--rate HZ]
+                            [--logins N [--seconds S]]
 
 Starts EXE (--threads 4) with run.py's options on core 1, runs the loadgen's closed
 loop (C clients, W = 8, quick ACKs) for 15 s on core 0, and 4 s in records 10 s with
@@ -50,6 +51,7 @@ def main() -> int:
     ap.add_argument("--format", default="flamegraph")
     ap.add_argument("--gil", action="store_true", help="py-spy --gil: only the GIL holder")
     ap.add_argument("--native", action="store_true", help="py-spy --native: C frames too")
+    ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     ap.add_argument(
         "--by-thread", action="store_true", help="py-spy --threads: each stack under its thread"
     )
@@ -69,7 +71,7 @@ def main() -> int:
             time.sleep(4)
             snap["a"] = thread_ticks(pid)
             cmd = [spy, "record", "-o", opts.out, "--pid", str(pid)]
-            cmd += ["--duration", str(opts.seconds)]
+            cmd += ["--duration", str(opts.seconds), "--rate", str(opts.rate)]
             cmd += ["--format", opts.format, *(["--gil"] if opts.gil else [])]
             cmd += [
                 *(["--native"] if opts.native else []),
