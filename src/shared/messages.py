@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from .errors import Code, RemoteProtocolError
+from .errors import Code, LocalProtocolError, RemoteProtocolError
 from .features import FEATURE_NAME_MAX, FEATURES, FEATURES_MAX
 from .fields import (
     BROADCAST,
@@ -812,9 +812,18 @@ def encode_sents(
         tail += b"}"
         return b"".join([frame(head + enc(i) + tail) for i in ids])
     tail += b',"msg_id":'
-    # `%d` takes nothing but a number: a msg id that is not one stops here, not on the wire.
-    pairs = zip(ids, msg_ids, strict=True)
-    return b"".join([frame(head + enc(i) + tail + b"%d}" % m) for i, m in pairs])
+    # One join for every frame of the group: the tail (to everyone, mostly the list of
+    # every other user) is copied once per frame, not once per concatenation.
+    parts: list[bytes] = []
+    fixed = len(head) + len(tail)
+    for i, m in zip(ids, msg_ids, strict=True):
+        # `%d` takes nothing but a number: a msg id that is not one stops here.
+        own, last = enc(i), b"%d}" % m
+        size = fixed + len(own) + len(last)
+        if size > MAX_SERVER_FRAME:
+            _too_large(size)
+        parts += (_pack(size), head, own, tail, last)
+    return b"".join(parts)
 
 
 def encode_room_sents(ids: Iterable[MsgId], msg_ids: Iterable[int], room: str) -> bytes:
@@ -856,22 +865,35 @@ def encode_msgs(msgs: Iterable[Msg]) -> bytes:
     Byte for byte `encode(msg)` of each. The messages of one group of sends share their
     sender, recipients and time (`Store.stamp`): what lies between `"id"` and `"text"`,
     and the `"ts"` after it, are encoded once and reused while the next message shares
-    them; only the id and the text are encoded per message."""
-    enc, frame = _encoder.encode, _frame
-    out: list[bytes] = []
+    them; only the id and the text are encoded per message, and every part is copied
+    once, into the blob."""
+    enc = _encoder.encode
+    parts: list[bytes] = []
     sender: str | None = None
     to: Any = None
     ts: float | None = None
     middle = tail = b""
+    fixed = 0
     for m in msgs:
         if m.sender is not sender or m.to is not to or m.ts != ts:
             sender, to, ts = m.sender, m.to, m.ts
             wire_to = to if type(to) is str else list(to)
             middle = b',"from":' + enc(sender) + b',"to":' + enc(wire_to) + b',"text":'
             tail = b',"ts":' + enc(float(ts)) + b"}"
+            fixed = len(middle) + len(tail)
         # `%d` takes nothing but a number (never a bool's `True`: a Msg id is an int).
-        out.append(frame(b'{"type":"msg","id":%d' % m.id + middle + enc(m.text) + tail))
-    return b"".join(out)
+        head, text = b'{"type":"msg","id":%d' % m.id, enc(m.text)
+        size = fixed + len(head) + len(text)
+        if size > MAX_SERVER_FRAME:
+            _too_large(size)
+        parts += (_pack(size), head, middle, text, tail)
+    return b"".join(parts)
+
+
+def _too_large(size: int) -> None:
+    """A frame built in parts (`encode_msgs`, `encode_sents`: never empty, they have fixed
+    parts) past what a peer accepts: what `_frame` refuses, refused the same way."""
+    raise LocalProtocolError(f"frame of {size} bytes exceeds {MAX_SERVER_FRAME}")
 
 
 def _frame(payload: bytes) -> bytes:
