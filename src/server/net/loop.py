@@ -113,14 +113,23 @@ class EventLoop:
         connections = self.connections
         for key, events in self.selector.select(self._wait_seconds()):
             data = key.data
-            if data is _WAKE:
+            if type(data) is Transport:  # the common event first
+                connections.on_event(data, events)
+            elif data is _WAKE:
                 self._run_requests()
             elif isinstance(data, Listener):
                 self._accept(data)
             else:
                 connections.on_event(data, events)
-        connections.after_events()
-        self._run_timers()
+        if connections.busy:
+            connections.after_events()
+        now = time.monotonic()
+        if (
+            now >= self._next_scan
+            or now >= self._next_trim
+            or (self._timers and self._timers[0][0] <= now)
+        ):
+            self._run_timers()
         if self._reload_asked:
             self._reload_asked = False
             if self._reload is not None:
@@ -128,10 +137,10 @@ class EventLoop:
 
     def _wait_seconds(self) -> float | None:
         """The configured epoll timeout, cut short only when something is due sooner."""
-        hint = self.connections.wait_hint
-        if hint is not None:
-            return hint
-        if not len(self.connections) and not self._timers:
+        connections = self.connections
+        if connections.busy:
+            return connections.wait_hint
+        if not connections.by_cid and not self._timers:
             return None
         due = min(self._next_scan, self._timers[0][0]) if self._timers else self._next_scan
         left = max(due - time.monotonic(), 0.0)
