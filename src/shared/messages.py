@@ -541,6 +541,7 @@ class _SendWire(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _send_decoder = msgspec.json.Decoder(_SendWire)
+_NAME_MATCH = NAME_RE.fullmatch
 
 
 def read_send(payload: bytes) -> Send | None:
@@ -558,7 +559,8 @@ def read_send(payload: bytes) -> Send | None:
     to = wire.to
     if to == BROADCAST:
         return Send(wire.id, BROADCAST, wire.text)
-    if type(to) is list and to and all(map(valid_name, to)):
+    # The names are strings (the typed decode): `valid_name` is its pattern, matched here.
+    if type(to) is list and to and all(map(_NAME_MATCH, to)):
         return Send(wire.id, tuple(to), wire.text)
     return None
 
