@@ -126,7 +126,9 @@ size_t cd_queue_len(cd_queue *q) {
  * freeing it at every flush and growing it again (256 B, doubling) cost more CPU in page
  * faults and copies than the fan-out itself at saturation (bench/README.md, issue 18).
  * Bigger ones (a full roster of thousands) go at once; cd_trim frees the rest once their
- * slot has gone a whole period without an append, so an idle connection holds none. */
+ * slot has gone a whole period without an append (an idle connection holds none), or
+ * when a buffer is more than four times what the period queued at most (a burst is
+ * over): what is kept follows what is used. */
 #define RETAIN_MAX (256u * 1024u)
 
 struct buf {
@@ -141,6 +143,7 @@ struct slot {
     int fd;
     uint32_t flags;
     uint32_t tag;
+    size_t peak; /* most bytes queued in main since the last cd_trim */
     struct buf main;
     struct buf held;
 };
@@ -269,6 +272,7 @@ int cd_open(cd_out *o, uint32_t slot, int fd, uint32_t flags, uint64_t *handle) 
     s->fd = fd;
     s->flags = flags & CD_DIRECT;
     s->tag = 0;
+    s->peak = 0;
     *handle = handle_of(slot, s->gen);
     pthread_mutex_unlock(&s->mu);
     return CD_OK;
@@ -324,6 +328,7 @@ static int put_locked(cd_out *o, struct slot *s, const uint8_t *data, size_t n, 
     }
     struct buf *b = (s->flags & CD_HOLDING) && !first ? &s->held : &s->main;
     s->flags |= USED;
+    if (buf_size(&s->main) + n > s->peak) s->peak = buf_size(&s->main) + n;
     if (buf_put(b, data, n) != CD_OK) {
         /* No memory for it: the connection cannot get this frame, so it gets nothing more
          * (Redis' rule for a client whose buffer cannot grow): reported like an overflow. */
@@ -463,14 +468,17 @@ size_t cd_trim(cd_out *o) {
     for (uint32_t i = 0; i < o->nslots; i++) {
         struct slot *s = &o->slots[i];
         pthread_mutex_lock(&s->mu);
-        if (s->in_use) {
-            if (s->flags & USED) {
-                s->flags &= ~USED;
-            } else if (s->main.data && s->main.off == s->main.len) {
+        if (s->in_use && s->main.data && s->main.off == s->main.len) {
+            /* Drained: idle for a whole period, or kept far bigger than this period
+             * needed (a burst is over): freed, to grow again to what is used. */
+            size_t need = s->peak > 256 ? s->peak : 256;
+            if (!(s->flags & USED) || s->main.cap / 4 > need) {
                 freed += s->main.cap;
                 buf_drop(&s->main);
             }
         }
+        s->flags &= ~USED;
+        s->peak = 0;
         pthread_mutex_unlock(&s->mu);
     }
     return freed;

@@ -692,6 +692,25 @@ static void test_retain_and_trim(void) {
     }
     cd_trim(o); /* clears what this period used */
     CHECK(cd_trim(o) == 0, "a big drained buffer was kept");
+    /* A burst is over: a buffer four times bigger than what the period queued is freed
+     * even though the slot is in use; one that fits what is used is kept. */
+    static uint8_t burst[64 * 1024];
+    memset(burst, 'u', sizeof burst);
+    CHECK(cd_append(o, NULL, h, burst, sizeof burst) == CD_OK, "burst");
+    CHECK(cd_flush(o, h, &err, &left) == 0 && left == 0, "flush the burst");
+    while (read_now(sv[1], got, sizeof got) > 0) {
+    }
+    cd_trim(o); /* the burst's period: kept (it needed all of it) */
+    CHECK(cd_append(o, NULL, h, hello, 11) == CD_OK, "small");
+    CHECK(cd_flush(o, h, &err, &left) == 0, "flush");
+    freed = cd_trim(o);
+    CHECK(freed == 64 * 1024, "a buffer kept far past what was used: freed %zu", freed);
+    for (int round = 0; round < 2; round++) {
+        CHECK(cd_append(o, NULL, h, burst, 1000) == CD_OK, "steady");
+        CHECK(cd_flush(o, h, &err, &left) == 0, "flush");
+        CHECK(cd_trim(o) == 0, "round %d: a buffer that fits what is used was freed", round);
+    }
+    CHECK(read_now(sv[1], got, sizeof got) == 11 + 2000, "peer got every byte");
     /* Closing frees whatever the slot kept. */
     CHECK(cd_append(o, NULL, h, hello, 11) == CD_OK, "append");
     CHECK(cd_flush(o, h, &err, &left) == 0, "flush");
