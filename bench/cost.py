@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Server CPU per message, split into a fixed part and a part per recipient (issue 18).
 
-    python bench/cost.py [--exe EXE] [--base-exe EXE] [--loads 50:8000,200:3000]
-                         [--mode rate|window] [--reps 3] [--duration 8] [--out FILE]
+    python bench/cost.py [--exe EXE] [--base-exe EXE] [--other NAME=EXE ...]
+                         [--loads 50:0,200:0] [--mode window|rate] [--reps 3]
+                         [--duration 8] [--out FILE]
 
 Throughput on this 2-core machine moves with whatever else runs on it; the server's
 own CPU time (utime + stime of every thread, from /proc, sampled by the loadgen over
 exactly the deliveries it counts) moves far less. So this measures CPU, not speed: each
-chat-server (`--exe`, and `--base-exe` taking turns with it inside every repetition)
-gets the same offered load, pinned like bench/run.py (server on core 1, loadgen on core
-0), and the figure is
+chat-server (`--exe`, and `--base-exe` / `--other` taking turns with it inside every
+repetition) gets the same load, pinned like bench/run.py (server on core 1, loadgen on
+core 0), and the figure is
 
     CPU per message = server CPU / deliveries x (C - 1)
 
@@ -18,11 +19,17 @@ stamp, encode, store, answer) plus r per recipient (its copy in a slot, its shar
 `send()`), so two (or more) values of C give F and r by a least-squares line through
 (C - 1, CPU per message): the method of bench/README.md, "Why the misses".
 
-`--mode rate` (the default) offers a fixed total rate to everyone (`C:R` pairs: R
-messages/s with C clients, every client sending in turn, clients ACK at once); `--mode
-window` is run.py's saturation closed loop (W = 8), where each C gets as much as the
-server takes. Each row also says how the server's CPU split between the loop thread
-(the main thread) and every other thread, over the whole run (logins included).
+`--mode window` (the default) is run.py's saturation closed loop (W = 8, clients ACK
+at once): the issue's method, and the load at which a message's fixed part matters.
+Its CPU per delivery does not follow throughput noise as long as the server is busy:
+a closed loop keeps C x 8 messages in flight whatever the speed, so the batching (how
+many messages share a tick and a `send()`) is the same. `--mode rate` offers a fixed
+total rate instead (`C:R` pairs: R messages/s to everyone with C clients): below
+saturation each message is fanned out nearly alone, one `send()` per recipient, so the
+per-recipient part dominates there and the split says little about Python's share.
+
+Each row also says how the server's CPU split between the loop thread (the main thread)
+and every other thread, over the whole run (logins included).
 """
 
 from __future__ import annotations
@@ -122,7 +129,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--exe", default="", help="chat-server to measure (default: this venv's)")
     ap.add_argument("--base-exe", default="", help="another chat-server, taking turns with it")
-    ap.add_argument("--loads", default="50:8000,200:3000", help="C:messages-per-second pairs")
+    ap.add_argument(
+        "--other",
+        action="append",
+        default=[],
+        metavar="NAME=EXE",
+        help="one more chat-server that reads --exe's users file (e.g. an older commit of "
+        "the same format), as NAME-t<N>; repeatable",
+    )
+    ap.add_argument(
+        "--loads",
+        default="50:0,200:0",
+        help="C:R pairs (R: messages per second, for --mode rate; ignored by window)",
+    )
     ap.add_argument("--mode", choices=("rate", "window"), default="window")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=4)
@@ -140,6 +159,11 @@ def main() -> int:
     if opts.base_exe:
         base = str(Path(opts.base_exe).absolute())
         targets.append(run.Target(f"base-t{opts.threads}", opts.threads, base, run.BASE_STATE))
+    for other in opts.other:
+        name, _, path = other.partition("=")
+        targets.append(
+            run.Target(f"{name}-t{opts.threads}", opts.threads, str(Path(path).absolute()))
+        )
     loads = [(int(c), float(r)) for c, r in (pair.split(":") for pair in opts.loads.split(","))]
     subprocess.run(["make", "-s", "-C", str(run.LOADGEN.parent)], check=True)
     run.STATE.mkdir(mode=0o700, exist_ok=True)
