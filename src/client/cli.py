@@ -105,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--join",
         action="append",
         metavar="ROOM",
-        help="line mode: join this room (#name; created when it does not exist) before "
-        "sending any line; may be given several times",
+        help="join this room (#name) at login, before any line is sent; line mode creates "
+        "it when it does not exist, the TUI asks first; may be given several times",
     )
     parser.add_argument(
         "--tls",
@@ -318,6 +318,7 @@ def tui_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
         bell=args.bell,
         colours=args.colour,
         palette=args.palette,
+        join=tuple(args.join or ()),
     )
     return run_tui(options)
 
