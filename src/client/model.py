@@ -93,6 +93,8 @@ SMART_FILTER_SECONDS = 10 * 60
 TYPING_SHOWN = 6.0
 #: A search fetches at most this many older pages before it says it found nothing.
 SEARCH_PAGES = 20
+#: At login, the people with unread messages (the newest first) whose buffers open.
+OPEN_AT_LOGIN = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -1043,10 +1045,15 @@ class ChatModel:
         for marker in markers:
             key = conversation_key(marker.peer)
             self.markers[key] = max(self.markers.get(key, 0), marker.upto)
-        for marker in markers:
+        opened = 0
+        for marker in markers:  # newest first
             if not marker.unread or marker.last <= marker.upto:
                 continue
             key = conversation_key(marker.peer)
+            if key != ALL_KEY and not is_room(marker.peer) and self.buffers.get(key) is None:
+                opened += 1
+                if opened > OPEN_AT_LOGIN:
+                    continue  # the others open when they write again
             if key == ALL_KEY:
                 buffer = self.buffers.buffers[0]
             elif is_room(marker.peer):

@@ -271,3 +271,12 @@ def test_a_message_of_several_lines_has_its_lines_under_the_first() -> None:
     m.apply(ev.Incoming(Msg(3, "bob", "*", "first\nsecond\nthird", 1.0)))
     rows = [line.text for line in m.current.lines.window(80, 20)][-3:]
     assert rows[0].endswith("bob: first") and rows[1:] == [" " * 9 + "second", " " * 9 + "third"]
+
+
+def test_at_login_the_buffers_of_at_most_30_people_with_unread_messages_open() -> None:
+    m = v12()
+    markers = tuple(Marker(f"user{i:02d}", 0, 100 - i, 1) for i in range(40))  # newest first
+    m.apply(ev.MarkersLoaded(markers))
+    people = [b.name for b in m.buffers if b.kind == "person"]
+    assert people == [f"user{i:02d}" for i in range(30)]
+    assert all(b.counts() == "(1)" for b in m.buffers if b.kind == "person")
