@@ -134,7 +134,10 @@ def test_query_or_at_of_a_name_nobody_has_is_said_at_once(server, tmux) -> None:
     tmux.keys("C-u")
     tmux.type("@bbo are you there")
     tmux.keys("Enter")
-    tmux.wait_for("[all] > @bbo are you there")
+    tmux.wait_until(
+        lambda s: "[all] > @bbo are you there" in s and s.count("no such user: bbo") == 2,
+        "said again, the line kept",
+    )
     no_message_before_pong(bob)
     tmux.keys("C-u")
     tmux.type("/query dave")  # offline, registered: his buffer, marked offline
