@@ -318,3 +318,76 @@ def test_token_logins_are_counted_by_result_in_the_metrics(start_server: Start) 
 
     assert count("ok", "token") == 1 and count("bad_credentials", "token") == 1
     assert count("ok", "password") == 1  # the registration that gave the token
+
+
+# --------------------------------------------------------------------------
+# a restart's reconnect storm (issue 22)
+# --------------------------------------------------------------------------
+def _scrape(server: ServerProc) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    deadline = time.monotonic() + 10
+    while not (found := re.search(r"metrics on (http://\S+)/metrics", server.log())):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with urllib.request.urlopen(f"{found.group(1)}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_after_a_restart_every_user_comes_back_at_once_with_its_token(start_server: Start) -> None:
+    """Every user of a restarted server logs in again with its token, all at once: each gets
+    `auth_ok` without a password hash (the metrics count token logins only), reaches CHAT, and
+    ends with the roster of every other user, each once, whatever coalescing the storm met."""
+    n = 150
+    server = start_server("--metrics", "127.0.0.1:0")
+    names = [uniq("storm") for _ in range(n)]
+    tokens = {name: token_of(server, name) for name in names}
+    server = restart(server, start_server, "--metrics", "127.0.0.1:0")
+
+    clients = {}
+    for name in names:  # every auth on the wire before any answer is read
+        c = server.client()
+        c.send({"type": "auth", "user": name, "token": tokens[name], "features": ["resume"]})
+        clients[name] = c
+    views: dict[str, set[str]] = {}
+    for name, c in clients.items():
+        ok = c.recv(60)
+        assert ok["type"] == "auth_ok" and ok["user"] == name and TOKEN.fullmatch(ok["token"]), ok
+        full = c.recv(60)
+        assert full["type"] == "roster" and full["full"] is True, full
+        assert len(full["users"]) == len(set(full["users"])) and name not in full["users"]
+        views[name] = set(full["users"])
+        c.send({"type": "roster_ack", "seq": full["seq"]})
+
+    def settle(name: str) -> int:
+        """Read up to the pong of a ping, applying and acking every roster change met."""
+        c = clients[name]
+        c.send({"type": "ping"})
+        changes = 0
+        while (f := c.recv(60))["type"] != "pong":
+            assert f["type"] == "roster" and f["full"] is False, f
+            view = views[name]
+            assert not view & set(f["join"]) and set(f["leave"]) <= view, (name, f)
+            view |= set(f["join"])
+            view -= set(f["leave"])
+            c.send({"type": "roster_ack", "seq": f["seq"]})
+            changes += 1
+        return changes
+
+    deadline = time.monotonic() + 60
+    while sum(settle(name) for name in names):  # until a whole round brings no change
+        assert time.monotonic() < deadline, "the rosters never settled"
+        time.sleep(0.3)
+    for name in names:
+        assert views[name] == set(names) - {name}, name
+    samples = _scrape(server)
+    logins = {
+        labels: value
+        for (metric, labels), value in samples.items()
+        if metric == "chat_logins_total"
+    }
+    assert logins[(("kind", "token"), ("result", "ok"))] == n
+    assert logins.get((("kind", "password"), ("result", "ok")), 0) == 0
