@@ -641,6 +641,26 @@ def test_a_deleted_users_queue_markers_and_contacts_go(store: StoreService) -> N
     assert texts(page(store, "bob", "alice")) == ["queued"]  # history stays
 
 
+def test_a_new_account_of_a_deleted_name_never_reads_the_old_ones_private_history(
+    store: StoreService,
+) -> None:
+    send(store, "bob", ("alice",), "to the old alice", queued=("alice",))
+    send(store, "alice", ("bob",), "from the old alice")
+    send(store, "alice", BROADCAST, "to everyone")
+    done = threading.Event()
+    store.after(store.drop_user("alice"), done.set)
+    assert done.wait(5)
+    assert texts(page(store, "alice", "bob")) == []  # the newcomer's side: nothing old
+    assert texts(page(store, "alice", BROADCAST)) == ["to everyone"]  # public stays public
+    assert {r[0]: r[1:] for r in markers(store, "alice")}.get("bob", (0, 0, 0))[2] == 0
+    fresh = send(store, "bob", ("alice",), "to the new alice")
+    assert texts(page(store, "alice", "bob")) == ["to the new alice"]
+    rows = {r[0]: r[1:] for r in markers(store, "alice")}
+    assert rows.get("bob") == (0, fresh.id, 1), rows  # unread: the new one only
+    everything = ["to the old alice", "from the old alice", "to the new alice"]
+    assert texts(page(store, "bob", "alice")) == everything  # bob keeps all
+
+
 ROOM_SECRETS = ("#hush-room", "topic-in-the-clear", "marcello", "ludovica")
 
 

@@ -331,13 +331,22 @@ def _delete_scenario(
     assert fresh.login_frame("markers")["markers"] == []  # her markers and contacts went
     assert not [f for f in fresh.login_frames if f["type"] == "msg"], fresh.login_frames
     assert fresh.drain() == []
-    # Once bob writes to the new alice, the conversation is hers: history included, unread.
+    # Nor the old account's private history: a name is not an identity.
+    assert fresh.ask({"type": "history", "with": bob})["messages"] == []
+    # Once bob writes to the new alice, the conversation is hers from then on: what bob
+    # and the old alice said stays bob's alone (his page above), not in her history or
+    # her unread count.
     sent = b.ask({"type": "send", "to": [alice], "text": "hello, new one"})
     fresh.msgs(1)
+    mine = fresh.ask({"type": "history", "with": bob})["messages"]
+    assert [m["text"] for m in mine] == ["hello, new one"], mine
     fresh.close()
     later = login(server, alice, register=False, password=NEW)
-    mark = {"with": bob, "upto": 0, "last": sent["msg_id"], "unread": 4}
+    mark = {"with": bob, "upto": 0, "last": sent["msg_id"], "unread": 1}
     assert later.login_frame("markers")["markers"] == [mark]
+    page = b.ask({"type": "history", "with": alice})  # bob's side keeps everything
+    texts = ["read this", "queued 0", "queued 1", "hello, new one"]
+    assert [m["text"] for m in page["messages"]] == texts
 
 
 def _by_the_user(server: ServerProc, session: Session, name: str) -> None:

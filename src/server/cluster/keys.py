@@ -16,6 +16,7 @@ touches lives in one slot of a Redis Cluster (issue "6 of 6" shards over it):
     chat:{u:<blind>}:q      ZSET   one user's offline queue (id -> sealed message)
     chat:{u:<blind>}:markers   HASH   conversation key -> sealed (peer, upto): read markers
     chat:{u:<blind>}:contacts  HASH   blind partner -> sealed name: who the user wrote with
+    chat:{u:<blind>}:deleted   STRING sealed time an account of the name was deleted
     chat:{g}:rooms          SET    the blind key of every room name ever used (rooms.py)
     chat:{r:<blind>}:room   STRING a room's sealed record and version (or a tombstone)
     chat:{r:<blind>}:h      ZSET   a room's history (id -> sealed message)
@@ -85,6 +86,11 @@ def markers(blind: str) -> str:
 
 def contacts(blind: str) -> str:
     return f"chat:{{u:{blind}}}:contacts"
+
+
+def deleted(blind: str) -> str:
+    """When an account of the name was deleted: a newcomer's private history starts after."""
+    return f"chat:{{u:{blind}}}:deleted"
 
 
 def room(blind: str) -> str:

@@ -196,7 +196,7 @@ class RedisMessageStore:
         rows = self._run(
             lambda c: c.zrevrangebyscore(key, top, "-inf", start=0, num=limit + 1, withscores=True)
         )
-        oldest = self._oldest()
+        oldest = self._oldest(user, peer)
         messages = []
         for member, score in reversed(rows[:limit]):
             msg = self._open(key, member, score)
@@ -212,7 +212,7 @@ class RedisMessageStore:
         newest = int(newest_rows[0][1]) if newest_rows else 0
         if newest <= upto:
             return newest, 0
-        oldest, count, after = self._oldest(), 0, max(upto, 0)
+        oldest, count, after = self._oldest(user, peer), 0, max(upto, 0)
         while count < cap:
             rows = self._run(
                 lambda c, a=after: c.zrangebyscore(
@@ -255,8 +255,14 @@ class RedisMessageStore:
                 messages.append(Msg(msg.id, msg.sender, msg.to, msg.text, msg.ts, offline=True))
         return Page(tuple(messages), len(rows) > limit, last)
 
-    def _oldest(self) -> float:
-        return time.time() - self.retention if self.retention > 0 else float("-inf")
+    def _oldest(self, user: str = "", peer: str = BROADCAST) -> float:
+        """The time before which a message is not shown: the retention's cutoff, and for a
+        private conversation the deletion of an earlier account of `user`'s name (as the
+        store of a server alone, store/sqlite.py)."""
+        cutoff = time.time() - self.retention if self.retention > 0 else float("-inf")
+        if peer == BROADCAST or peer.startswith("#"):
+            return cutoff
+        return max(cutoff, self._run(lambda c: self.state.deleted_at(user)))
 
     # ---- plumbing ------------------------------------------------------------------------
     def _run(self, command: Any) -> Any:

@@ -14,7 +14,9 @@ does not open) under blind keys (cluster/keys.py):
   room's transaction stay in its own slot, cluster/rooms.py).
 - `chat:{u:<blind>}:markers`: conversation key -> (peer, upto), how far the user
   has read it; `chat:{u:<blind>}:contacts`: blind partner -> name, the people
-  the user exchanged a message with (a login's `markers` frame lists them).
+  the user exchanged a message with (a login's `markers` frame lists them);
+  `chat:{u:<blind>}:deleted`: when an account of the name was deleted (a new
+  account of the name reads its private conversations from then on).
   `<blind>` is the user's queue blind: a user's keys share one slot.
 
 Changes to rooms are made by the rooms' broker (cluster/rooms.py), which
@@ -58,6 +60,7 @@ _encode = msgspec.json.Encoder().encode
 _record_decoder = msgspec.json.Decoder(_RoomRecord)
 _marker_decoder = msgspec.json.Decoder(tuple[str, int])
 _name_decoder = msgspec.json.Decoder(str)
+_time_decoder = msgspec.json.Decoder(float)
 
 
 class RedisState:
@@ -197,11 +200,32 @@ class RedisState:
             out[peer] = upto
         return out
 
-    def drop_user(self, user: str) -> None:
-        """A deleted account's markers and contacts go (v1.2 section 7)."""
+    def drop_user(self, user: str, at: float) -> None:
+        """A deleted account's markers and contacts go (v1.2 section 7), and the time `at`
+        is kept: the name's private history, for a new account, starts after it."""
         blind = self.user_blind(user)
-        self._link.client.delete(keys.markers(blind), keys.contacts(blind))
+        key = keys.deleted(blind)
+        pipe = self._link.client.pipeline(transaction=True)  # one slot: the user's
+        pipe.delete(keys.markers(blind), keys.contacts(blind))
+        pipe.set(key, self._box.seal(key.encode(), _encode(at)))
+        pipe.execute()
         self._known = {pair for pair in self._known if user not in pair}
+
+    def deleted_at(self, user: str) -> float:
+        """When an account of this name was last deleted (-inf: never); a damaged value
+        hides the name's whole private history rather than show the old account's."""
+        key = keys.deleted(self.user_blind(user))
+        sealed = self._link.client.get(key)
+        if sealed is None:
+            return float("-inf")
+        plain = self._box.open(key.encode(), bytes(sealed))
+        if plain is not None:
+            try:
+                return _time_decoder.decode(plain)
+            except msgspec.DecodeError:
+                pass
+        log.error("cluster: an account's deletion time is damaged: its old history is hidden")
+        return float("inf")
 
     # ---- contacts -------------------------------------------------------------------------
     def add_contacts(self, pipe: Any, pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,6 @@ def _forget_in_files(config: ServerConfig, key: bytes, cipher: Any, name: str) -
     its offline queue, markers and contacts, and its place in every room (the same rules as
     a running server's: core/rooms.py; a room it was the last member of goes, with its
     history)."""
-    import time
 
     from chat.server.core.rooms import RoomBook
     from chat.server.store.sqlite import MessageStore, MessageStoreError, is_missing
@@ -173,7 +173,7 @@ def _forget_in_files(config: ServerConfig, key: bytes, cipher: Any, name: str) -
             book.load(store.state.load_rooms())
             with store.transaction():
                 store.ack(store.owner(name), MAX_ID)
-                store.state.drop_user(name)
+                store.state.drop_user(name, time.time())
                 for change in book.remove_user(name, time.time()):
                     store.state.save_room(change.key, change.room)
                     if change.deleted:

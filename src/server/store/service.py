@@ -85,6 +85,7 @@ class _Marker(msgspec.Struct, frozen=True):
 
 class _DropUser(msgspec.Struct, frozen=True):
     user: str
+    at: float  # when: the name's private history for a new account starts after it
 
 
 _Job = _Put | _Ack | _Reserve | _Room | _Marker | _DropUser
@@ -297,7 +298,7 @@ class StoreService:
 
     def drop_user(self, user: str) -> int:
         """A deleted account: its offline queue, markers and contacts go; durable soon."""
-        return self._put(_DropUser(user), urgent=True)
+        return self._put(_DropUser(user, time.time()), urgent=True)
 
     def read_markers(self, user: str, rooms: list[str], reply: Reply) -> None:
         """The `markers` of a login: every conversation of `user` (its rooms, "*", the
@@ -531,9 +532,9 @@ class StoreService:
                     backend.drop_conversation(name)  # type: ignore[attr-defined]
             case _Marker(user, peer, upto):
                 state.set_marker(user, backend.conv_of(user, peer), peer, upto)  # type: ignore[attr-defined]
-            case _DropUser(user):
+            case _DropUser(user, at):
                 backend.ack(backend.owner(user), (1 << 63) - 1)
-                state.drop_user(user)
+                state.drop_user(user, at)
 
     def _done(self, seq: int) -> None:
         with self._cond:

@@ -449,7 +449,7 @@ class MessageStore:
         below = _MAX_ID if before is None else min(before, _MAX_ID)
         found: list[Msg] = []
         seen: set[int] = set()
-        oldest = self._oldest()
+        oldest = self._oldest(user, peer)
         cursor = self._conn.execute(
             "SELECT first, last, ts, body FROM chunks WHERE conv = ? AND first < ? "
             "ORDER BY first DESC",
@@ -472,7 +472,7 @@ class MessageStore:
         """(the newest message id of the conversation, how many after `upto` came from
         someone else, counted up to `cap`): a login's `markers` frame (v1.2 section 3)."""
         conv = self.conv_of(user, peer)
-        oldest = self._oldest()
+        oldest = self._oldest(user, peer)
         newest = count = 0
         cursor = self._conn.execute(
             "SELECT first, last, ts, body FROM chunks WHERE conv = ? AND last > ? "
@@ -539,8 +539,14 @@ class MessageStore:
         row = self._conn.execute("SELECT MAX(last) FROM chunks WHERE conv = ?", (conv,)).fetchone()
         return int(row[0] or 0)
 
-    def _oldest(self) -> float:
-        return time.time() - self.retention if self.retention > 0 else float("-inf")
+    def _oldest(self, user: str = "", peer: str = BROADCAST) -> float:
+        """The time before which a message is not shown: the retention's cutoff, and for a
+        private conversation the deletion of an earlier account of `user`'s name (its
+        messages stay for the other party, never for a newcomer with the same name)."""
+        cutoff = time.time() - self.retention if self.retention > 0 else float("-inf")
+        if peer == BROADCAST or peer.startswith("#"):
+            return cutoff
+        return max(cutoff, self.state.deleted_at(user))
 
     def _find(
         self, conv: bytes, msg_id: int, opened: dict[tuple[bytes, int], dict[int, Msg]]

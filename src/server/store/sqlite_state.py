@@ -11,6 +11,10 @@ its connection; the store's writer thread writes through it, readers read.
 - `markers`: one row per user and conversation: how far the user has read it.
 - `contacts`: one row per user and person they exchanged a message with, so a
   login's `markers` frame knows every conversation of the user.
+- `deleted`: one row per name whose account was deleted: when. Messages already sent
+  stay in history for the other party (v1.2 section 7), but a new account of the same
+  name must not read the old one's private conversations: its pages and unread counts
+  start after that time (docs/store.md).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ CREATE TABLE IF NOT EXISTS contacts (
     body BLOB NOT NULL,
     PRIMARY KEY (owner, other)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deleted (owner BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
 """
 
 TAG_BYTES = 16
@@ -61,6 +66,7 @@ _encode = msgspec.json.Encoder().encode
 _room_decoder = msgspec.json.Decoder(_RoomRow)
 _marker_decoder = msgspec.json.Decoder(tuple[str, int])
 _name_decoder = msgspec.json.Decoder(str)
+_time_decoder = msgspec.json.Decoder(float)
 
 
 class StateTables:
@@ -160,13 +166,37 @@ class StateTables:
             out[peer] = upto
         return out
 
-    def drop_user(self, user: str) -> None:
-        """A deleted account's markers and contacts go (v1.2 section 7)."""
+    def drop_user(self, user: str, at: float) -> None:
+        """A deleted account's markers and contacts go (v1.2 section 7), and the time `at`
+        of its deletion is kept: the name's private history starts after it."""
         owner = self.user_key(user)
         self._conn.execute("DELETE FROM markers WHERE owner = ?", (owner,))
         self._conn.execute("DELETE FROM contacts WHERE owner = ?", (owner,))
+        self._conn.execute(
+            "INSERT OR REPLACE INTO deleted (owner, body) VALUES (?, ?)",
+            (owner, self._seal(b"deleted", owner, _encode(at))),
+        )
         # Written again when the name (a new account) exchanges messages with them.
         self._known = {pair for pair in self._known if user not in pair}
+
+    def deleted_at(self, user: str) -> float:
+        """When an account of this name was last deleted (-inf: never): what a new account
+        of the name may read of its private conversations starts after it. A damaged row
+        hides the name's whole private history rather than show the old account's."""
+        owner = self.user_key(user)
+        row = self._conn.execute("SELECT body FROM deleted WHERE owner = ?", (owner,)).fetchone()
+        if row is None:
+            return float("-inf")
+        plain = self._open(b"deleted", owner, bytes(row[0]))
+        if plain is not None:
+            try:
+                return _time_decoder.decode(plain)
+            except msgspec.DecodeError:
+                pass
+        log.error(
+            "%s: an account's deletion time is damaged: its old history is hidden", self._where
+        )
+        return float("inf")
 
     # ---- contacts ------------------------------------------------------------------------------
     def contacts(self, pairs: Iterable[tuple[str, str]]) -> None:
