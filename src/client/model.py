@@ -870,6 +870,7 @@ class ChatModel:
     ) -> None:
         again = self.state == RECONNECTING
         self.state, self.user, self.status_note = ONLINE, user, ""
+        self.registering = False  # the account exists now: a form that opens later logs in
         self.features = features
         self.directory.available = bool(features)  # a v1.2 server: it answers user_search
         self.directory.searched.clear()

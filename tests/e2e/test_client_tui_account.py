@@ -155,3 +155,18 @@ def test_the_config_files_token_logs_the_tui_in_without_a_password(server, tmux)
     tmux.start_client()  # nothing on the command line: host, user and token from the file
     tmux.wait_for(" online | alice @")
     wait_log(server, r"logged in .*user=alice .* with a token$")
+
+
+def test_logged_out_by_a_password_change_elsewhere_the_form_opens_instead_of_reconnecting(
+    server, tmux
+) -> None:
+    start_online(tmux, server, "alice", "--register")
+    phone = v12(server, "alice", register=False)
+    phone.send({"type": "passwd", "id": "p", "old": PASSWORD, "new": NEW, "logout_others": True})
+    assert phone.recv_type("ok")["id"] == "p"
+    screen = whole_popup(tmux, "Server:", "the password was changed in another session")
+    assert "log in with the new password" in screen, screen
+    assert "reconnecting" not in tmux.screen().splitlines()[0]
+    tmux.type(NEW)
+    tmux.keys("Enter")
+    tmux.wait_for(" online | alice @")
