@@ -785,6 +785,10 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
             app.directory_answered()
             self.input.complete_again()
             self.display()
+        if model.rooms_listed:  # a Tab typed before the login's room list came: now
+            model.rooms_listed = False
+            self.input.complete_again()
+            self.display()
         if not self.editing:
             return
         if app.want_passwd:

@@ -203,6 +203,8 @@ class ChatModel:
     want_rooms: tuple[RoomInfo, ...] | None = None
     #: A `user_search` answer came: the UI runs again what waited for it (a line, a Tab).
     directory_changed: bool = False
+    #: A room list came (the login's too): a Tab on `#...` that found nothing is tried again.
+    rooms_listed: bool = False
     _wants: list[Want] = field(default_factory=list)
     _ack_upto: int | None = None
     _request_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -1127,6 +1129,7 @@ class ChatModel:
                 for info in rooms:
                     self.rooms.listed(info)
                 self._listed = {info.room for info in rooms}
+                self.rooms_listed = True
                 if pending.kind == "room_list":  # the user's /rooms (not one after a join)
                     self.want_rooms = rooms
             case ev.RequestFailed(_, _, Code.NO_SUCH_ROOM, _) if pending.kind == "join":
