@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,7 +126,6 @@ def test_delete_my_account_asks_the_password_then_the_form_says_the_account_is_g
     whole_popup(tmux, "Delete the account alice for good?")
     tmux.keys("Escape")  # changed my mind
     tmux.wait_until(lambda s: "for good" not in s, "the question closed")
-    time.sleep(0.3)
     assert logs_in(server, "alice", PASSWORD)
     tmux.keys("C-x")
     tmux.wait_for("Delete my account")
