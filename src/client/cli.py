@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-config",
         action="store_true",
         help="write host, port, user and the TLS and bell options given into the config file "
-        "(mode 0600), then exit; the password only with --save-password",
+        "(mode 0600), then exit; the password only with --save-password, a login token "
+        "instead with --save-token",
     )
     parser.add_argument(
         "--save-password",
@@ -169,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --passwd: also log out every other session of the account",
     )
-    parser.add_argument("--log-file", help="write a debug log here (never passwords)")
+    parser.add_argument("--log-file", help="write a debug log here (never passwords or tokens)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {client_version()}")
     return parser
 
