@@ -95,10 +95,11 @@ def fetch_token(
     password: str,
     *,
     register: bool = False,
+    invite: str | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> str:
     """Log in once (asking `resume`) and return the token of the `auth_ok`."""
-    short = _Short(host, port, Session(user, password, register), tls)
+    short = _Short(host, port, Session(user, password, register, invite=invite), tls)
     short.net.start()
     try:
         while not isinstance(short.next(), ev.LoggedIn):

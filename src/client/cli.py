@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chat.shared.messages import BROADCAST, PASSWORD_MAX, valid_name
+from chat.shared.messages import BROADCAST, INVITE_MAX, PASSWORD_MAX, valid_name
 from chat.shared.rooms import valid_room
 from chat.shared.version import VERSION
 
@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--user", help="user name (the TUI asks when it is missing)")
     parser.add_argument("--password", help=f"password (prefer ${PASSWORD_ENV}: argv is visible)")
     parser.add_argument("--register", action="store_true", help="create the account, then log in")
+    parser.add_argument(
+        "--invite",
+        metavar="CODE",
+        help="with --register: the invite code the server's operator gave you (a server "
+        "started with --registration invite)",
+    )
     parser.add_argument(
         "--no-tui",
         action="store_true",
@@ -236,6 +242,11 @@ def check_args(args: argparse.Namespace) -> None:
     for option, given in saving:
         if given and not args.save_config:
             raise UsageError(f"{option} only goes with --save-config")
+    if args.invite is not None:
+        if not args.register:
+            raise UsageError("--invite only goes with --register")
+        if not 1 <= len(args.invite) <= INVITE_MAX:
+            raise UsageError(f"--invite must be 1..{INVITE_MAX} characters")
     if args.logout_others and not args.passwd:
         raise UsageError("--logout-others only goes with --passwd")
     if args.passwd:
@@ -292,6 +303,7 @@ def save_config(args: argparse.Namespace) -> int:
                 args.user,
                 password,
                 register=args.register,
+                invite=args.invite,
                 tls=tls_context(args),
             )
         except AccountError as exc:
@@ -361,8 +373,11 @@ def session_for(args: argparse.Namespace, ask: bool = True) -> Session | None:
     if password is None and token is None:
         if not ask:
             return None
-        return Session(args.user, ask_password(args.user), args.register, forget_password=True)
-    return Session(args.user, password, args.register, token=token, on_token=keeper)
+        password = ask_password(args.user)
+        return Session(args.user, password, args.register, forget_password=True, invite=args.invite)
+    return Session(
+        args.user, password, args.register, token=token, on_token=keeper, invite=args.invite
+    )
 
 
 def line_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
@@ -426,6 +441,7 @@ def tui_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
         known_password(args) or "",
         args.register,
         tls,
+        invite=args.invite,
         token=None if args.register or not args.user else args.config_token,
         keep_token=saved_token_keeper(args.config_file) if args.config_token else None,
         bell=args.bell,

@@ -154,6 +154,9 @@ class _Search:
     waiting: bool = False  # a page is on its way
 
 
+#: A server with `--registration invite` refused a registration: where the code goes.
+INVITE_HINT = "an invite code from the operator: chat-client --register --invite CODE"
+
 #: A refused `passwd` or `delete_account`: what did not happen.
 ACCOUNT_REFUSED = {"passwd": "password not changed", "delete_account": "account not deleted"}
 
@@ -165,6 +168,8 @@ def refusal_text(user: str, code: str, message: str, register: bool, exists: boo
         return f"account {user} exists (leave out --register); login refused: {message}"
     if register and code == Code.USER_EXISTS:
         return f"registration refused: {message} (choose another name, or Log in if it is yours)"
+    if register and code == Code.REGISTRATION_CLOSED:
+        return f"registration refused: {message} ({INVITE_HINT})"
     if register:
         return f"registration refused: {message}"
     return f"login refused: {message}"

@@ -207,6 +207,7 @@ class Session:
         token: str | None = None,
         forget_password: bool = False,
         on_token: Callable[[str], None] | None = None,
+        invite: str | None = None,
     ) -> None:
         if not password and not token:
             raise ValueError("a session needs a password or a token")
@@ -215,6 +216,8 @@ class Session:
         #: The login token (v1.2 `resume`): from `auth_ok`, or given (a saved one).
         self._token = token
         self._forget_password = forget_password
+        #: The operator's invite code (v1.2 section 8), sent with a registration only.
+        self._invite = invite
         #: Told each new token (on the network thread): a saved token is replaced by it.
         self._on_token = on_token
         self._by_token = False  # whether this connection's `auth` carries the token
@@ -315,7 +318,8 @@ class Session:
             return Auth(self.user, None, False, features, self._token)
         if self._password is None:
             raise RuntimeError("no password and no token to log in with")
-        return Auth(self.user, self._password, self._registering, features)
+        invite = self._invite if self._registering else None
+        return Auth(self.user, self._password, self._registering, features, invite=invite)
 
     def connection_lost(self) -> list[ev.NetEvent]:
         """The TCP connection is gone: requests in flight can no longer be answered.

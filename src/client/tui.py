@@ -84,6 +84,8 @@ class TuiOptions:
     colours: bool = True
     palette: Mapping[str, str] = field(default_factory=dict)
     join: tuple[str, ...] = ()  # rooms to join after the first login (--join)
+    #: `--invite`: the operator's code for the registration at start (v1.2 section 8).
+    invite: str | None = None
     #: A login token saved in the config file (v1.2 `resume`): the login at start uses it.
     token: str | None = None
     #: What replaces the saved token by each new one (None: the token is not saved).
@@ -133,6 +135,7 @@ class ChatApp(npyscreen.NPSAppManaged):
                 token=options.token,
                 typed=False,
                 on_token=options.keep_token,
+                invite=options.invite,
             )
         elif options.user:  # no password known: the form asks for it (nothing typed is lost)
             key, action = ("r", "register") if options.register else ("l", "log in")
@@ -151,6 +154,7 @@ class ChatApp(npyscreen.NPSAppManaged):
         token: str | None = None,
         typed: bool = True,
         on_token: Callable[[str], None] | None = None,
+        invite: str | None = None,
     ) -> None:
         """Log in (or register) on a new network thread; the password stays in its session
         only (the form never shows it again), and a `typed` one only until the server
@@ -167,6 +171,7 @@ class ChatApp(npyscreen.NPSAppManaged):
             token=token,
             forget_password=typed,
             on_token=on_token,
+            invite=invite,
         )
         self.net = NetworkClient(
             cred.host,

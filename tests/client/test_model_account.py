@@ -74,3 +74,16 @@ def test_passwd_and_delete_are_requests_and_their_answers_are_said() -> None:
     assert isinstance(want.message, DeleteAccount) and want.message.password == "pw"
     m.apply(ev.RequestDone(want.message.id, "delete_account"))
     assert texts(m, "*")[-1].endswith("account alice deleted")
+
+
+def test_a_closed_registration_says_where_an_invite_code_goes() -> None:
+    m = ChatModel("127.0.0.1", 7777)
+    m.begin_login("alice", "127.0.0.1", 7777, register=True)
+    m.apply(
+        ev.LoginFailed(Code.REGISTRATION_CLOSED, "registration needs a valid invite code", True)
+    )
+    assert m.want_login and m.registering  # the Register form again
+    assert m.status_note == (
+        "registration refused: registration needs a valid invite code (an invite code from the "
+        "operator: chat-client --register --invite CODE)"
+    )

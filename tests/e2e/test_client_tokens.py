@@ -248,3 +248,44 @@ def test_passwd_refused_by_the_server_and_bad_input(start_server, tmp_path) -> N
     )
     argv = run_client(*args, "--password", PASSWORD, config_home=tmp_path, stdin="a\nb\n")
     assert argv.returncode == 2 and "reads both passwords from stdin" in argv.stderr
+
+
+def test_a_closed_registration_is_one_line_and_an_invite_code_registers(
+    start_server,
+    tmp_path,
+    clients,  # noqa: F811
+) -> None:
+    """Protocol v1.2 section 8, the client's side: `registration_closed` is a refused
+    registration (it used to leave the client waiting in AUTH), and `--invite CODE` goes
+    with `--register`."""
+    closed = start_server("--registration", "closed")
+    refused = clients(closed, "alice", "--register", password=PASSWORD)
+    rc, _, err = refused.finish(timeout=20)
+    assert rc == 3
+    assert err == (
+        "chat-client: registration refused: registration is closed on this server "
+        "(registration_closed)\n"
+    )
+    assert closed.stop() == 0  # (one server per data folder)
+    server = start_server("--registration", "invite")
+    made = subprocess.run(
+        [sys.executable, "-m", "chat.server", "invite", "create", *server_files(server)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=server.users_file.parent,
+    )
+    assert made.returncode == 0, made.stderr
+    code = made.stdout.strip()
+    without = clients(server, "alice", "--register", password=PASSWORD)
+    rc, _, err = without.finish(timeout=20)
+    assert rc == 3 and "registration needs a valid invite code (registration_closed)" in err
+    joined = clients(server, "alice", "--register", "--invite", code, password=PASSWORD)
+    joined.wait_for(r"\* online:")
+    joined.end_input()
+    rc, _, err = joined.finish()
+    assert rc == 0, err
+    wait_log(server, r"registered and logged in .*user=alice")
+    usage = run_client("--no-tui", "--user", "alice", "--invite", code, config_home=tmp_path)
+    assert usage.returncode == 2
+    assert usage.stderr == "chat-client: --invite only goes with --register\n"

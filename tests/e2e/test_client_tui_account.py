@@ -168,3 +168,14 @@ def test_logged_out_by_a_password_change_elsewhere_the_form_opens_instead_of_rec
     tmux.type(NEW)
     tmux.keys("Enter")
     tmux.wait_for(" online | alice @")
+
+
+def test_a_given_password_is_the_fallback_of_a_refused_token(start_server, tmux) -> None:
+    first = start_server()
+    start_online(tmux, first, "alice", "--register")  # --password: given, so kept
+    revoke_tokens(first, "alice")
+    assert first.stop() == 0
+    second = restarted(start_server, first)
+    tmux.wait_for("logging in with the password", "reconnected as alice", timeout=30)
+    log = wait_log(second, r"logged in .*user=alice peer=\S+$")
+    assert "bad, expired or revoked token" in log
