@@ -108,6 +108,10 @@ FINAL_BYES = frozenset({Why.ACCOUNT_DELETED, Why.BANNED, Why.KICKED, Why.PASSWOR
 #: A login token the server refused, for people: what it means (v1.2 section 6).
 TOKEN_REFUSED = "the login token was refused (expired, or revoked by a password change)"
 
+#: What answers an `auth` with a token that will not do: `bad_credentials` (expired,
+#: revoked), `bad_request` (a server that does not offer `resume` any more).
+TOKEN_REFUSALS = frozenset({Code.BAD_CREDENTIALS, Code.BAD_REQUEST})
+
 #: The v1.2 requests that carry an `id` and get exactly one answer.
 Request = (
     RoomCreate
@@ -481,8 +485,9 @@ class Session:
                 )
             )
         elif self.state is State.AUTH and error.code in LOGIN_REFUSALS:
-            if self._by_token and error.code == Code.BAD_CREDENTIALS:
-                # Expired or revoked: the token is dead whatever happens next.
+            if self._by_token and error.code in TOKEN_REFUSALS:
+                # Expired or revoked (or a server that no longer offers `resume`, which
+                # refuses the field): the token is dead whatever happens next.
                 self._token = None
                 if self._password is not None:  # the connection stays in AUTH: on it
                     events.append(ev.TokenRefused(self.user))

@@ -176,3 +176,12 @@ def test_account_requests_need_a_v12_server() -> None:
     s.receive(wire(AuthOk("alice"), Roster(1, True, users=())))  # v1.1: no features field
     with pytest.raises(ValueError, match="passwd"):
         s.passwd("p1", "pw", "new password")
+
+
+def test_a_server_without_resume_refusing_the_token_field_is_a_refused_token_too() -> None:
+    s = Session("alice", "pw", token="saved")
+    s.start()
+    out, events = s.receive(wire(Error(Code.BAD_REQUEST, "'token' needs the feature 'resume'")))
+    assert events == [ev.TokenRefused("alice")]
+    (auth,) = frames(out)
+    assert (auth.password, auth.token) == ("pw", None)
