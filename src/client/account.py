@@ -29,6 +29,8 @@ from .session import Session
 
 #: The format `--passwd` reads, as --help and docs/client.md say it.
 PASSWD_FORMAT = "two lines on stdin: the old password, then the new one"
+#: `RequestFailed.message` of a request whose connection died before its answer.
+LOST = "connection lost"
 #: How long one of these short sessions may take (a login, one request) before giving up.
 WAIT = 60.0
 
@@ -142,6 +144,12 @@ def run_passwd(
                 case ev.RequestDone(_, "passwd"):
                     printer.emit(event)
                     return 0
+                case ev.RequestFailed(_, "passwd", None, message) if message == LOST:
+                    raise AccountError(
+                        "the connection was lost before the answer: the password may or may "
+                        "not have changed (try to log in with the new one)",
+                        EXIT_LOST,
+                    )
                 case ev.RequestFailed(_, "passwd", code, message):
                     raise AccountError(
                         f"password not changed: {message} ({code or 'not sent'})", EXIT_LOGIN

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -19,6 +21,8 @@ from typing import Any
 from server_support import PASSWORD, register
 from test_client_linemode import clients  # noqa: F401 (a fixture)
 from test_client_linemode_v12 import objects, v12
+
+from tls_peer import Peer
 
 NEW = "a new horse battery"
 
@@ -289,3 +293,41 @@ def test_a_closed_registration_is_one_line_and_an_invite_code_registers(
     usage = run_client("--no-tui", "--user", "alice", "--invite", code, config_home=tmp_path)
     assert usage.returncode == 2
     assert usage.stderr == "chat-client: --invite only goes with --register\n"
+
+
+def _read_frame(conn: socket.socket) -> dict[str, Any]:
+    (length,) = struct.unpack(">I", conn.recv(4, socket.MSG_WAITALL))
+    return json.loads(conn.recv(length, socket.MSG_WAITALL))
+
+
+def _send_frame(conn: socket.socket, obj: dict[str, Any]) -> None:
+    data = json.dumps(obj).encode()
+    conn.sendall(struct.pack(">I", len(data)) + data)
+
+
+def closing_at_passwd(conn: socket.socket) -> None:
+    """A scripted server (for `tls_peer.Peer`) that logs the client in, then closes the
+    connection when the `passwd` comes, before any answer: the change may have happened."""
+    auth = _read_frame(conn)
+    _send_frame(conn, {"type": "auth_ok", "user": auth["user"], "features": []})
+    _send_frame(conn, {"type": "roster", "seq": 1, "full": True, "users": [auth["user"]]})
+    while (frame := _read_frame(conn))["type"] != "passwd":
+        if frame["type"] == "ping":
+            _send_frame(conn, {"type": "pong"})
+    conn.close()
+
+
+def test_passwd_with_the_connection_lost_before_the_answer_says_it_may_have_changed(
+    tmp_path,
+) -> None:
+    peer = Peer(closing_at_passwd, None)
+    try:
+        args = ("--host", peer.host, "--port", str(peer.port), "--user", "alice", "--passwd")
+        done = run_client(*args, config_home=tmp_path, stdin=f"{PASSWORD}\n{NEW}\n")
+    finally:
+        peer.close()
+    assert done.returncode == 4
+    assert done.stderr == (
+        "chat-client: the connection was lost before the answer: the password may or may not "
+        "have changed (try to log in with the new one)\n"
+    )
