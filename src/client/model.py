@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from chat.shared.errors import Code
+from chat.shared.errors import Code, Refusal
 from chat.shared.features import READ, ROOMS
 from chat.shared.messages import (
     BROADCAST,
@@ -168,8 +168,8 @@ def refusal_text(user: str, code: str, message: str, register: bool, exists: boo
         return f"account {user} exists (leave out --register); login refused: {message}"
     if register and code == Code.USER_EXISTS:
         return f"registration refused: {message} (choose another name, or Log in if it is yours)"
-    if register and code == Code.REGISTRATION_CLOSED:
-        return f"registration refused: {message} ({INVITE_HINT})"
+    if register and code == Code.REGISTRATION_CLOSED and message == Refusal.INVITE_NEEDED:
+        return f"registration refused: {message} ({INVITE_HINT})"  # (not when closed to all)
     if register:
         return f"registration refused: {message}"
     return f"login refused: {message}"

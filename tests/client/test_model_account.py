@@ -87,3 +87,10 @@ def test_a_closed_registration_says_where_an_invite_code_goes() -> None:
         "registration refused: registration needs a valid invite code (an invite code from the "
         "operator: chat-client --register --invite CODE)"
     )
+
+    closed = ChatModel("127.0.0.1", 7777)
+    closed.begin_login("alice", "127.0.0.1", 7777, register=True)
+    closed.apply(
+        ev.LoginFailed(Code.REGISTRATION_CLOSED, "registration is closed on this server", True)
+    )
+    assert closed.status_note == "registration refused: registration is closed on this server"
