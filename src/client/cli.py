@@ -362,17 +362,20 @@ def saved_token_keeper(path: Path | None) -> Callable[[str], None] | None:
     return keep
 
 
-def session_for(args: argparse.Namespace, ask: bool = True) -> Session | None:
+def saved_token(args: argparse.Namespace) -> str | None:
+    """The config file's token when it logs this user in (never to register)."""
+    return None if args.register or not args.user else args.config_token
+
+
+def session_for(args: argparse.Namespace) -> Session:
     """The session of the command line's login: the password given (kept as the fallback
     of a refused token: it is in the environment, argv or the file anyway), else the
     config file's token, else the password asked for (forgotten once the server gives a
-    token: it then exists nowhere). None when nothing is known and `ask` is False."""
+    token: it then exists nowhere)."""
     password = known_password(args)
-    token = None if args.register else args.config_token
+    token = saved_token(args)
     keeper = saved_token_keeper(args.config_file) if token is not None else None
     if password is None and token is None:
-        if not ask:
-            return None
         password = ask_password(args.user)
         return Session(args.user, password, args.register, forget_password=True, invite=args.invite)
     return Session(
@@ -386,7 +389,6 @@ def line_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
     if args.passwd:
         return passwd_mode(args, tls)
     session = session_for(args)
-    assert session is not None
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(encoding="utf-8", errors="replace", line_buffering=True)  # type: ignore[union-attr]
     if args.history is not None:
@@ -442,8 +444,8 @@ def tui_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
         args.register,
         tls,
         invite=args.invite,
-        token=None if args.register or not args.user else args.config_token,
-        keep_token=saved_token_keeper(args.config_file) if args.config_token else None,
+        token=saved_token(args),
+        keep_token=saved_token_keeper(args.config_file) if saved_token(args) else None,
         bell=args.bell,
         colours=args.colour,
         palette=args.palette,
