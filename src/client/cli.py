@@ -15,14 +15,16 @@ import logging
 import os
 import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chat.shared.messages import BROADCAST, PASSWORD_MAX, valid_name
+from chat.shared.messages import BROADCAST, INVITE_MAX, PASSWORD_MAX, valid_name
 from chat.shared.rooms import valid_room
 from chat.shared.version import VERSION
 
 from . import config as cfg
+from .account import PASSWD_FORMAT, AccountError, fetch_token, read_passwd_input, run_passwd
 from .lineformat import fatal
 from .linehistory import run_history
 from .linemode import EXIT_INTERRUPTED, run_line_mode
@@ -65,14 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chat client: a full-screen TUI, or line mode (--no-tui) for scripts. "
         "With --user and a password the TUI logs in (--register: registers) at start.",
         epilog=f"The password comes from --password, else ${PASSWORD_ENV}, else the config file, "
-        "else it is asked for without echo. Defaults come from the config file "
-        f"({cfg.default_path()}); the command line wins. See docs/client.md.",
+        "else (no token saved there) it is asked for without echo. Defaults come from the "
+        f"config file ({cfg.default_path()}); the command line wins. See docs/client.md.",
     )
     parser.add_argument("--host", help=f"server address (default: {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, help=f"server port (default: {DEFAULT_PORT})")
     parser.add_argument("--user", help="user name (the TUI asks when it is missing)")
     parser.add_argument("--password", help=f"password (prefer ${PASSWORD_ENV}: argv is visible)")
     parser.add_argument("--register", action="store_true", help="create the account, then log in")
+    parser.add_argument(
+        "--invite",
+        metavar="CODE",
+        help="with --register: the invite code the server's operator gave you (a server "
+        "started with --registration invite)",
+    )
     parser.add_argument(
         "--no-tui",
         action="store_true",
@@ -141,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-config",
         action="store_true",
         help="write host, port, user and the TLS and bell options given into the config file "
-        "(mode 0600), then exit; the password only with --save-password",
+        "(mode 0600), then exit; the password only with --save-password, a login token "
+        "instead with --save-token",
     )
     parser.add_argument(
         "--save-password",
@@ -149,7 +158,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --save-config: store the password in the config file too (readable by "
         "anyone who can read your files as you)",
     )
-    parser.add_argument("--log-file", help="write a debug log here (never passwords)")
+    parser.add_argument(
+        "--save-token",
+        action="store_true",
+        help="with --save-config: log in once and store a login token instead of the "
+        "password (the server's 'resume', protocol v1.2): it logs in without the password, "
+        "for --token-days on the server (renewed at each login), and stops working when "
+        "the password is changed",
+    )
+    parser.add_argument(
+        "--passwd",
+        action="store_true",
+        help=f"change the password, reading {PASSWD_FORMAT}; then exit",
+    )
+    parser.add_argument(
+        "--logout-others",
+        action="store_true",
+        help="with --passwd: also log out every other session of the account",
+    )
+    parser.add_argument("--log-file", help="write a debug log here (never passwords or tokens)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {client_version()}")
     return parser
 
@@ -180,6 +207,9 @@ def apply_config(
     if args.colour is None:
         args.colour = conf.colours is not False and not env.get("NO_COLOR")
     args.config_password = conf.password
+    # A saved token is the config user's: it logs in only as that user.
+    args.config_token = conf.token if conf.user is not None and conf.user == args.user else None
+    args.config_file = conf.path
     args.palette = dict(conf.palette)
     return conf
 
@@ -206,6 +236,24 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--join {room!r} is not a room name (# then a user name)")
     if args.join and args.history is not None:
         raise UsageError("--join does not go with --history (a query reads, it joins nothing)")
+    if args.save_password and args.save_token:
+        raise UsageError("--save-password or --save-token: one of them (a token replaces it)")
+    saving = (("--save-password", args.save_password), ("--save-token", args.save_token))
+    for option, given in saving:
+        if given and not args.save_config:
+            raise UsageError(f"{option} only goes with --save-config")
+    if args.invite is not None:
+        if not args.register:
+            raise UsageError("--invite only goes with --register")
+        if not 1 <= len(args.invite) <= INVITE_MAX:
+            raise UsageError(f"--invite must be 1..{INVITE_MAX} characters")
+    if args.logout_others and not args.passwd:
+        raise UsageError("--logout-others only goes with --passwd")
+    if args.passwd:
+        if args.password is not None:
+            raise UsageError(f"--passwd reads both passwords from stdin ({PASSWD_FORMAT})")
+        if args.register or args.history is not None or args.join or args.save_config:
+            raise UsageError("--passwd goes alone (with --user, the server and --json)")
 
 
 def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -226,7 +274,9 @@ def known_password(args: argparse.Namespace) -> str | None:
 
 
 def save_config(args: argparse.Namespace) -> int:
-    """--save-config: the connection options into the config file (0600), then exit."""
+    """--save-config: the connection options into the config file (0600), then exit.
+    With --save-token: a token from one login, instead of the password (taken out of the
+    file if it was there: the token is what logs in now)."""
     path = Path(args.config) if args.config else cfg.default_path()
     values: dict[str, object] = {"host": args.host, "port": args.port, "user": args.user}
     if args.tls_ca:
@@ -241,8 +291,27 @@ def save_config(args: argparse.Namespace) -> int:
                 raise UsageError("--save-password needs --user (and the password)")
             password = ask_password(args.user)
         values["password"] = password
+    drop: tuple[str, ...] = ()
+    if args.save_token:
+        if not args.user:
+            raise UsageError("--save-token needs --user (and the password)")
+        password = known_password(args) or ask_password(args.user)
+        try:
+            token = fetch_token(
+                args.host,
+                args.port,
+                args.user,
+                password,
+                register=args.register,
+                invite=args.invite,
+                tls=tls_context(args),
+            )
+        except AccountError as exc:
+            print(f"chat-client: no token saved: {exc}", file=sys.stderr)
+            return exc.code
+        values["token"], drop = token, ("password",)
     try:
-        cfg.save(path, values)
+        cfg.save(path, values, drop)
     except (OSError, cfg.ConfigError) as exc:
         raise UsageError(f"cannot write {path}: {exc}") from None
     saved = ", ".join(k for k, v in values.items() if v is not None)
@@ -276,13 +345,52 @@ def setup_logging(path: str | None) -> None:
     root.setLevel(logging.DEBUG)
 
 
+def saved_token_keeper(path: Path | None) -> Callable[[str], None] | None:
+    """What replaces the token saved in the config file by each new one the server gives
+    (so a client used within --token-days never needs the password); called on the
+    network thread. A file that cannot be written keeps its token, said in the log
+    (never the token itself)."""
+    if path is None:
+        return None
+
+    def keep(token: str) -> None:
+        try:
+            cfg.save(path, {"token": token})
+        except (OSError, cfg.ConfigError) as exc:
+            logging.getLogger("chat.client").warning("token not saved to %s: %s", path, exc)
+
+    return keep
+
+
+def saved_token(args: argparse.Namespace) -> str | None:
+    """The config file's token when it logs this user in (never to register)."""
+    return None if args.register or not args.user else args.config_token
+
+
+def session_for(args: argparse.Namespace) -> Session:
+    """The session of the command line's login: the password given (kept as the fallback
+    of a refused token: it is in the environment, argv or the file anyway), else the
+    config file's token, else the password asked for (forgotten once the server gives a
+    token: it then exists nowhere)."""
+    password = known_password(args)
+    token = saved_token(args)
+    keeper = saved_token_keeper(args.config_file) if token is not None else None
+    if password is None and token is None:
+        password = ask_password(args.user)
+        return Session(args.user, password, args.register, forget_password=True, invite=args.invite)
+    return Session(
+        args.user, password, args.register, token=token, on_token=keeper, invite=args.invite
+    )
+
+
 def line_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
     if not args.user:
         raise UsageError("line mode needs --user")
-    password = known_password(args) or ask_password(args.user)
+    if args.passwd:
+        return passwd_mode(args, tls)
+    session = session_for(args)
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(encoding="utf-8", errors="replace", line_buffering=True)  # type: ignore[union-attr]
-    session = Session(args.user, password, args.register)
     if args.history is not None:
         peer = args.peer or BROADCAST
         return run_history(
@@ -296,6 +404,26 @@ def line_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
         tls=tls,
         reconnect=args.reconnect,
         join=args.join,
+    )
+
+
+def passwd_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
+    """--passwd: both passwords from stdin (never argv), one login, the change, exit."""
+    try:
+        old, new = read_passwd_input(sys.stdin.buffer.read(2 * PASSWORD_MAX * 4 + 8))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(encoding="utf-8", errors="replace", line_buffering=True)  # type: ignore[union-attr]
+    return run_passwd(
+        args.host,
+        args.port,
+        args.user,
+        old,
+        new,
+        logout_others=args.logout_others,
+        use_json=args.json,
+        tls=tls,
     )
 
 
@@ -315,6 +443,9 @@ def tui_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
         known_password(args) or "",
         args.register,
         tls,
+        invite=args.invite,
+        token=saved_token(args),
+        keep_token=saved_token_keeper(args.config_file) if saved_token(args) else None,
         bell=args.bell,
         colours=args.colour,
         palette=args.palette,
@@ -328,13 +459,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         apply_config(args)
         check_args(args)
-        if args.save_password and not args.save_config:
-            raise UsageError("--save-password only goes with --save-config")
         if args.save_config:
             return save_config(args)
         tls = tls_context(args)
         setup_logging(args.log_file)
-        if args.no_tui or args.json or args.history is not None:
+        if args.no_tui or args.json or args.history is not None or args.passwd:
             return line_mode(args, tls)
         return tui_mode(args, tls)
     except UsageError as exc:

@@ -87,7 +87,7 @@ class Search:
 @dataclass(frozen=True, slots=True)
 class Simple:
     """A command without arguments: its word (`who`, `help`, `quit`, `close`, `clear`,
-    `names`, `rooms`, `filter`)."""
+    `names`, `rooms`, `filter`, `passwd`)."""
 
     word: str
 
@@ -129,6 +129,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("/search text", "find text in this buffer, older pages too (^R: the next)"),
     ("/filter", "show or hide joins and leaves of people silent for 10 minutes"),
     ("/clear", "empty this buffer on screen"),
+    ("/passwd", "change your password (a form: old, new twice, log out other sessions)"),
     ("/help", "this list"),
     ("/quit", "say bye and leave (also ^X, e)"),
     ("//text", "sends /text; @@text sends @text"),
@@ -148,7 +149,7 @@ KEYS: tuple[tuple[str, str, str], ...] = (
     ("anywhere", "Alt-Left/Right, F5/F6", "the buffer before, after"),
     ("anywhere", "^O", "back to the buffer shown before"),
     ("anywhere", "^N, ^P", "focus: people, history, buffers, message line (^P: back)"),
-    ("anywhere", "^X", "the menu: log in, register, log out, exit"),
+    ("anywhere", "^X", "the menu: log in, register, log out, delete my account, exit"),
     ("people", "Space", "tick a person (ticked people form a group)"),
     ("people", "Enter", "open the ticked people's buffer, or this person's"),
     ("people", "Escape", "back to the message line (with people ticked: their buffer)"),
@@ -158,7 +159,7 @@ KEYS: tuple[tuple[str, str, str], ...] = (
 )
 
 _COMMAND = re.compile(r"/(\S*)(?:\s+(.*))?", re.DOTALL)
-_SIMPLE = {"who", "help", "quit", "close", "clear", "names", "rooms", "filter"}
+_SIMPLE = {"who", "help", "quit", "close", "clear", "names", "rooms", "filter", "passwd"}
 _ALIASES = {"exit": "quit", "j": "join", "q": "query", "leave": "part", "list": "rooms"}
 
 #: Command words, for Tab.

@@ -14,9 +14,11 @@ colours = true            # false: attributes only (bold, reverse); or a table:
 
 The command line wins over the file, the file over the built-in defaults.
 The password belongs in the file only when the user puts it there (by hand,
-or with `--save-config --save-password`); a file that holds one must be
-private (mode 0600): a looser one is refused, as ssh refuses a readable key,
-rather than leaking the password on a shared machine. Unknown keys are
+or with `--save-config --save-password`), and so does a login token (`token`,
+`--save-config --save-token`: protocol v1.2 section 6, revoked by a password
+change); a file that holds either must be private (mode 0600): a looser one is
+refused, as ssh refuses a readable key, rather than leaking it on a shared
+machine. Unknown keys are
 refused too, so a typo is said instead of silently ignored.
 """
 
@@ -31,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chat.shared.messages import TOKEN_MAX
+
 FOLDER = "chat-client"
 FILE = "config.toml"
 #: Colour names accepted in `[colours]` (curses' eight, and the terminal's default).
@@ -42,6 +46,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "port": int,
     "user": str,
     "password": str,
+    "token": str,
     "tls": bool,
     "tls-ca": str,
     "bell": bool,
@@ -61,6 +66,7 @@ class ClientConfig:
     port: int | None = None
     user: str | None = None
     password: str | None = None
+    token: str | None = None
     tls: bool | None = None
     tls_ca: str | None = None
     bell: bool | None = None
@@ -110,11 +116,14 @@ def _check(path: Path, data: dict[str, Any], mode: int) -> ClientConfig:
             value = str(path.parent / Path(value).expanduser())
         values[key.replace("-", "_")] = value
     colours, palette = _colours(path, data.get("colours"))
-    if "password" in values and stat.S_IMODE(mode) & 0o077:
-        raise ConfigError(
-            f"{path} holds a password and others can read it (mode {stat.S_IMODE(mode):04o}): "
-            f"chmod 600 {path}, or remove the password"
-        )
+    for secret in ("password", "token"):
+        if secret in values and stat.S_IMODE(mode) & 0o077:
+            raise ConfigError(
+                f"{path} holds a {secret} and others can read it "
+                f"(mode {stat.S_IMODE(mode):04o}): chmod 600 {path}, or remove the {secret}"
+            )
+    if "token" in values and not 1 <= len(values["token"]) <= TOKEN_MAX:
+        raise ConfigError(f"{path}: token must be 1..{TOKEN_MAX} characters")
     return ClientConfig(path=path, colours=colours, palette=palette, **values)
 
 
@@ -140,8 +149,9 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
     return names.get(kind, str(kind)) if isinstance(kind, type) else "a value"
 
 
-def save(path: Path, values: Mapping[str, Any]) -> None:
-    """Write `values` over what the file held (other keys kept), mode 0600, atomically.
+def save(path: Path, values: Mapping[str, Any], drop: tuple[str, ...] = ()) -> None:
+    """Write `values` over what the file held (other keys kept, those in `drop` taken
+    out), mode 0600, atomically.
 
     The folder is made private (0700) when created. The file is written to a
     temporary name that is 0600 from its first byte, then renamed.
@@ -154,6 +164,8 @@ def save(path: Path, values: Mapping[str, Any]) -> None:
         pass
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot update it: {exc}") from None
+    for key in drop:
+        current.pop(key, None)
     current.update({k: v for k, v in values.items() if v is not None})
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -58,6 +58,17 @@ class LoginFailed:
     code: str
     message: str
     register: bool = False
+    #: The refused `auth` carried a login token (expired, or revoked by a password change
+    #: or a delete) and the session had no password to fall back to: ask for it.
+    token: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRefused:
+    """The login token was refused (expired or revoked); the session logs in with its
+    password instead, on the same connection (a `LoggedIn` or `LoginFailed` follows)."""
+
+    user: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +311,7 @@ NetEvent = (
     | ConnectFailed
     | Connected
     | LoginFailed
+    | TokenRefused
     | AccountExists
     | LoggedIn
     | RosterChanged

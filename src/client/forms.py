@@ -79,7 +79,7 @@ MESSAGE_ROWS = 4
 #: Registering with a shorter password asks once more (the server may have its own minimum).
 PASSWORD_ADVICE = 8
 WEAK_PASSWORD = f"warning: a password under {PASSWORD_ADVICE} characters is easy to guess"
-LOGIN_KEYS = {"login": "l", "register": "r", "logout": "o", "exit": "e"}
+LOGIN_KEYS = {"login": "l", "register": "r", "logout": "o", "delete": "d", "exit": "e"}
 
 
 def help_line(focus: str, width: int) -> str:
@@ -165,6 +165,28 @@ class SubmitPassword(PasswordInput):
 
 class TitleSubmitPassword(npyscreen.TitleText):
     _entry_type = SubmitPassword
+
+
+class PasswordToOk(PasswordInput):
+    """Enter in the password field moves to the form's OK button (Delete), which then
+    needs its own Enter: the password proves who asks, the button says yes."""
+
+    def set_up_handlers(self) -> None:
+        super().set_up_handlers()
+        for key in (curses.ascii.NL, curses.ascii.CR, curses.KEY_ENTER):
+            self.handlers[key] = self.h_to_ok
+
+    def h_to_ok(self, _input: int) -> None:
+        self.editing = False
+        self.how_exited = False
+        form = self.parent
+        button = form._added_buttons["ok_button"]
+        button.how_exited = False  # (a button not visited yet has none)
+        form.editw = form._widgets__.index(button)
+
+
+class TitlePasswordToOk(npyscreen.TitleText):
+    _entry_type = PasswordToOk
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +393,138 @@ class LoginPopup(FitsOrSaysSo, npyscreen.ActionPopup):
             widget.value = line
 
 
+class SubmitCheckbox(UnicodeKeys, npyscreen.Checkbox):
+    """A tick (Space or x) whose Enter submits the form it is in, as the last field does.
+    npyscreen's vi keys (h j k l move the focus) are taken out: a password typed on at the
+    tick must not land in the fields above it."""
+
+    def set_up_handlers(self) -> None:
+        super().set_up_handlers()
+        for key in (curses.ascii.NL, curses.ascii.CR, curses.KEY_ENTER):
+            self.handlers[key] = self.h_submit
+        for letter in "hjkl":
+            self.handlers.pop(ord(letter), None)
+
+    def h_submit(self, _input: int) -> None:
+        self.editing = False
+        self.how_exited = False
+        self.parent._on_ok()
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordChange:
+    old: str
+    new: str
+    logout_others: bool
+
+
+class PasswdPopup(FitsOrSaysSo, npyscreen.ActionPopup):
+    """`/passwd`: the old password, the new one twice, and whether to log out the other
+    sessions. Enter goes from field to field, and on the tick (Space ticks it) submits.
+    The fields start empty and the form keeps nothing once closed."""
+
+    def __init__(
+        self, *args: Any, user: str, backdrop: Callable[[], None] | None = None, **kw: Any
+    ) -> None:
+        self._user = user
+        self._warned: str | None = None
+        self.backdrop = backdrop
+        self.result: PasswordChange | None = None
+        super().__init__(*args, **kw)
+
+    ROWS = 13
+
+    def create(self) -> None:
+        self.add(npyscreen.FixedText, value=f"New password for {self._user}", editable=False)
+        self.old = self.add(TitlePasswordInput, name="Old:", begin_entry_at=12)
+        self.new = self.add(TitlePasswordInput, name="New:", begin_entry_at=12)
+        self.again = self.add(TitlePasswordInput, name="Again:", begin_entry_at=12)
+        self.others = self.add(SubmitCheckbox, name="Log out my other sessions", value=False)
+        self.nextrely += 1
+        self.message = self.add(npyscreen.FixedText, value="", editable=False)
+        self.preserve_selected_widget = True
+        self.editw = 1
+        self.how_exited_handers[wgwidget.EXITED_ESCAPE] = self._on_cancel
+
+    def on_ok(self) -> bool:
+        """Check; True keeps the form open with the reason (and the fields to retype)."""
+        old, new = self.old.value or "", self.new.value or ""
+        if not 1 <= len(old) <= PASSWORD_MAX:
+            return self._complain(f"old password: 1 to {PASSWORD_MAX} characters", self.old)
+        if not 1 <= len(new) <= PASSWORD_MAX:
+            return self._complain(f"new password: 1 to {PASSWORD_MAX} characters", self.new)
+        if (self.again.value or "") != new:
+            self.new.value = self.again.value = ""
+            return self._complain("the two new passwords differ: type them again", self.new)
+        if len(new) < PASSWORD_ADVICE and self._warned != new:
+            self._warned = new  # the same password once more: the user's choice
+            return self._complain(f"{WEAK_PASSWORD}: Enter again to use it anyway", self.others)
+        self.result = PasswordChange(old, new, bool(self.others.value))
+        return False
+
+    def on_cancel(self) -> bool:
+        self.result = None
+        return False
+
+    def _complain(self, text: str, focus: Any) -> bool:
+        self.message.value = ellipsize(text, max(10, self.columns - 6))
+        self.editw = self._widgets__.index(focus)
+        focus.how_exited = False  # its Enter said "next": stay there now
+        self.display()
+        return True
+
+
+class DeletePopup(FitsOrSaysSo, npyscreen.ActionPopup):
+    """ "Delete my account": what it does, and the password to prove it. Enter in the
+    password field moves to Delete, Enter there deletes; Escape (or Cancel) keeps the
+    account. Nothing is deleted without the password, which the server checks."""
+
+    OKBUTTON_TYPE = _KeptKeysOk
+    CANCELBUTTON_TYPE = _KeptKeysCancel
+    OK_BUTTON_TEXT = "Delete"
+    CANCEL_BUTTON_TEXT = "Cancel"
+    CANCEL_BUTTON_BR_OFFSET = (2, 16)
+
+    def __init__(
+        self, *args: Any, text: str, backdrop: Callable[[], None] | None = None, **kw: Any
+    ) -> None:
+        self._text = text
+        self.backdrop = backdrop
+        self.password_given: str | None = None
+        super().__init__(*args, **kw)
+
+    @staticmethod
+    def rows_for(text: str, columns: int) -> int:
+        return len(wrap(text, columns - 6)) + 8
+
+    def create(self) -> None:
+        for line in wrap(self._text, self.columns - 6):
+            self.add(npyscreen.FixedText, value=line, editable=False)
+        self.nextrely += 1
+        self.password = self.add(TitlePasswordToOk, name="Password:", begin_entry_at=12)
+        self.message = self.add(npyscreen.FixedText, value="", editable=False)
+        self.how_exited_handers[wgwidget.EXITED_ESCAPE] = self._on_cancel
+
+    def pre_edit_loop(self) -> None:
+        super().pre_edit_loop()
+        self.editw = self._widgets__.index(self.password)
+
+    def on_ok(self) -> bool:
+        password = self.password.value or ""
+        if not 1 <= len(password) <= PASSWORD_MAX:
+            self.message.value = "type your password to delete the account"
+            self.editw = self._widgets__.index(self.password)
+            self.password.how_exited = False
+            self.display()
+            return True
+        self.password_given = password
+        return False
+
+    def on_cancel(self) -> bool:
+        self.password_given = None
+        return False
+
+
 class _RoomRows(UnicodeKeys, npyscreen.MultiLine):
     """The rooms, one a row; Enter picks the one under the cursor, Escape cancels."""
 
@@ -450,6 +604,7 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         menu.addItem("Log in", lambda: self.h_login(False), LOGIN_KEYS["login"])
         menu.addItem("Register", lambda: self.h_login(True), LOGIN_KEYS["register"])
         menu.addItem("Log out", self.h_logout, LOGIN_KEYS["logout"])
+        menu.addItem("Delete my account", self.h_delete_account, LOGIN_KEYS["delete"])
         menu.addItem("Exit", self.h_exit, LOGIN_KEYS["exit"])
         # ^O is npyscreen's help key; this form has no help text, so it is ours.
         app = self.parentApp
@@ -630,8 +785,15 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
             app.directory_answered()
             self.input.complete_again()
             self.display()
+        if model.rooms_listed:  # a Tab typed before the login's room list came: now
+            model.rooms_listed = False
+            self.input.complete_again()
+            self.display()
         if not self.editing:
             return
+        if app.want_passwd:
+            app.want_passwd = False
+            self.h_passwd()
         if model.want_create is not None:
             room, model.want_create = model.want_create, None
             question = f"There is no room {room}. Create it, with you as its owner?"
@@ -726,6 +888,50 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
 
     def h_logout(self) -> None:
         self.parentApp.logout()
+
+    def h_passwd(self) -> None:
+        """`/passwd`: the form, then the request (its answer is a note)."""
+        app = self.parentApp
+        self.DISPLAY()
+        cols = self._popup_columns()
+        popup = PasswdPopup(
+            name="Change password",
+            user=self.model.user,
+            backdrop=self.DISPLAY,
+            lines=PasswdPopup.ROWS,
+            columns=cols,
+        )
+        popup.edit()
+        if popup.result is not None:
+            app.change_password(popup.result)
+        self.DISPLAY()
+
+    def h_delete_account(self) -> None:
+        """The menu's "Delete my account": only logged in, behind the password."""
+        app = self.parentApp
+        self.DISPLAY()
+        if self.model.state != ONLINE:
+            self.model.status_note = "log in first, to delete your account"
+            self.DISPLAY()
+            return
+        user = self.model.user
+        text = (
+            f"Delete the account {user} for good? Your rooms, read markers and stored "
+            "messages go; what you wrote stays in others' history; the name can be "
+            "registered again. Your password:"
+        )
+        cols = self._popup_columns()
+        popup = DeletePopup(
+            name="Delete my account",
+            text=text,
+            backdrop=self.DISPLAY,
+            lines=DeletePopup.rows_for(text, cols),
+            columns=cols,
+        )
+        popup.edit()
+        if popup.password_given is not None:
+            app.delete_account(popup.password_given)
+        self.DISPLAY()
 
     def h_exit(self) -> None:
         self.parentApp.exit()

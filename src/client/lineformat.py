@@ -28,6 +28,7 @@ from chat.shared.rooms import is_room
 
 from . import events as ev
 from .history import TIME_WIDTH, clock
+from .session import TOKEN_REFUSED
 from .textwidth import printable
 
 
@@ -134,6 +135,8 @@ def json_object(event: ev.NetEvent) -> dict[str, Any] | None:
             return {"event": "unconfirmed", "ids": list(ids)}
         case ev.ServerBye(reason):
             return {"event": "bye", "reason": reason}
+        case ev.TokenRefused(user):
+            return {"event": "token_refused", "user": user}
     return None
 
 
@@ -168,6 +171,10 @@ def human(event: ev.NetEvent, me: str) -> list[str]:
             return [f"{now} * joined {room}"]
         case ev.RequestDone(_, "room_create", room):
             return [f"{now} * created {room}"]
+        case ev.RequestDone(_, "passwd"):
+            return [f"{now} * password changed (your login tokens are revoked)"]
+        case ev.TokenRefused():
+            return [f"{now} * {TOKEN_REFUSED}: logging in with the password"]
         case ev.RequestFailed(_, kind, code, message, room):
             what = f"{kind} {room}" if room else kind
             return [f"{now} ! {what}: {code or 'not sent'}: {message}"]

@@ -41,7 +41,7 @@ from . import events as ev
 from .backoff import Backoff
 from .lineformat import as_json, fatal, human, local_error
 from .net import NetworkClient
-from .session import Session
+from .session import TOKEN_REFUSED, Session
 
 EXIT_OK = 0
 EXIT_CONNECT = 1
@@ -49,6 +49,12 @@ EXIT_LOGIN = 3
 EXIT_LOST = 4
 EXIT_NOT_SENT = 5
 EXIT_INTERRUPTED = 130
+
+#: What to do when the token was the only way in and the server refused it.
+TOKEN_HINT = (
+    "run again with the password ($CHAT_PASSWORD, --password, or asked on the terminal); "
+    "--save-config --save-token saves a new token"
+)
 
 
 def parse_line(line: str) -> tuple[Recipients, str] | None:
@@ -157,6 +163,9 @@ class Printer:
                 return EXIT_LOST if self.logged_in else EXIT_CONNECT
             case ev.LoginFailed(code, message, register) if register and code == Code.USER_EXISTS:
                 self.fail(f"account {self.me} exists: leave out --register ({code})", EXIT_LOGIN)
+                return EXIT_LOGIN
+            case ev.LoginFailed(code, message, register, True):
+                self.fail(f"login refused: {TOKEN_REFUSED}: {TOKEN_HINT} ({code})", EXIT_LOGIN)
                 return EXIT_LOGIN
             case ev.LoginFailed(code, message, register):
                 what = "registration" if register else "login"

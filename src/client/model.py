@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from chat.shared.errors import Code
+from chat.shared.errors import Code, Refusal
 from chat.shared.features import READ, ROOMS
 from chat.shared.messages import (
     BROADCAST,
@@ -50,6 +50,7 @@ from chat.shared.messages import (
     RoomTopic,
     UserSearch,
 )
+from chat.shared.requests import DeleteAccount, Passwd
 from chat.shared.rooms import is_room, room_key
 
 from . import events as ev
@@ -75,7 +76,7 @@ from .history import WAITING, Entry, History
 from .names import FOLDS, MARK, LookAlikes, natural_sorted
 from .participants import Participants
 from .roombook import RoomBook
-from .session import Request
+from .session import FINAL_BYES, TOKEN_REFUSED, Request
 
 OFFLINE = "offline"
 CONNECTING = "connecting"
@@ -140,6 +141,7 @@ class _Pending:
     room: str = ""
     user: str = ""
     switch: bool = False  # a join or a creation the user asked for: go to the room
+    logout_others: bool = False  # a `passwd` that logs out the other sessions
 
 
 @dataclass
@@ -152,6 +154,13 @@ class _Search:
     waiting: bool = False  # a page is on its way
 
 
+#: A server with `--registration invite` refused a registration: where the code goes.
+INVITE_HINT = "an invite code from the operator: chat-client --register --invite CODE"
+
+#: A refused `passwd` or `delete_account`: what did not happen.
+ACCOUNT_REFUSED = {"passwd": "password not changed", "delete_account": "account not deleted"}
+
+
 def refusal_text(user: str, code: str, message: str, register: bool, exists: bool) -> str:
     """Why the login (or registration) was refused, in the words of what was tried; the
     server's own text is always there (e.g. its minimum password length)."""
@@ -159,6 +168,8 @@ def refusal_text(user: str, code: str, message: str, register: bool, exists: boo
         return f"account {user} exists (leave out --register); login refused: {message}"
     if register and code == Code.USER_EXISTS:
         return f"registration refused: {message} (choose another name, or Log in if it is yours)"
+    if register and code == Code.REGISTRATION_CLOSED and message == Refusal.INVITE_NEEDED:
+        return f"registration refused: {message} ({INVITE_HINT})"  # (not when closed to all)
     if register:
         return f"registration refused: {message}"
     return f"login refused: {message}"
@@ -197,6 +208,8 @@ class ChatModel:
     want_rooms: tuple[RoomInfo, ...] | None = None
     #: A `user_search` answer came: the UI runs again what waited for it (a line, a Tab).
     directory_changed: bool = False
+    #: A room list came (the login's too): a Tab on `#...` that found nothing is tried again.
+    rooms_listed: bool = False
     _wants: list[Want] = field(default_factory=list)
     _ack_upto: int | None = None
     _request_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -212,6 +225,7 @@ class ChatModel:
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     _bell: bool = False
+    _bye: str | None = None  # the reason of the server's last `bye`
 
     def __post_init__(self) -> None:
         self.participants.looks = self.looks
@@ -341,6 +355,7 @@ class ChatModel:
         self.state = CONNECTING
         self.tls = None
         self.retry_at = None
+        self._bye = None
         self.registering = register
         self._account_exists = False
         self.status_note = "registering" if register else "logging in"
@@ -779,8 +794,13 @@ class ChatModel:
                 self.registering, self._account_exists = False, True
                 self.status_note = f"account {user} exists: logging in"
                 self.note(f"account {user} exists: leave out --register (logging in instead)")
+            case ev.LoginFailed(code, _, _, True):
+                self._failed(f"login refused: {TOKEN_REFUSED}: type the password ({code})")
             case ev.LoginFailed(code, message, register):
                 self._failed(refusal_text(self.user, code, message, register, self._account_exists))
+            case ev.TokenRefused():
+                self.status_note = "logging in with the password"
+                self.system(f"{TOKEN_REFUSED}: logging in with the password")
             case ev.LoggedIn(user, online, registered, features):
                 self._logged_in(user, online, registered, features)
             case ev.RosterChanged(joined, left, _):
@@ -817,11 +837,16 @@ class ChatModel:
                 self._answer(event)
             case ev.ServerNotice(code, message):
                 self.note(f"server: {message} ({code})", style="error")
-            case ev.ServerBye():
-                pass  # the Disconnected that follows says it, with what happens next
+            case ev.ServerBye(reason):
+                self._bye = reason  # the Disconnected that follows says it, and what's next
             case ev.Disconnected(reason, None) if self.state == CONNECTING:
                 self._network_gone()
                 self._failed(reason)  # never got in: show the login form again
+            case ev.Disconnected(reason, None) if self._bye in FINAL_BYES:
+                # The account was deleted, banned, put out, or its password changed: no
+                # reconnect, the login form (another account, or the new password).
+                self._network_gone()
+                self._failed(f"disconnected: {reason}")
             case ev.Disconnected(reason, None):
                 self._network_gone()
                 if self.state != OFFLINE:
@@ -852,6 +877,7 @@ class ChatModel:
     ) -> None:
         again = self.state == RECONNECTING
         self.state, self.user, self.status_note = ONLINE, user, ""
+        self.registering = False  # the account exists now: a form that opens later logs in
         self.features = features
         self.directory.available = bool(features)  # a v1.2 server: it answers user_search
         self.directory.searched.clear()
@@ -1108,10 +1134,14 @@ class ChatModel:
                 for info in rooms:
                     self.rooms.listed(info)
                 self._listed = {info.room for info in rooms}
+                self.rooms_listed = True
                 if pending.kind == "room_list":  # the user's /rooms (not one after a join)
                     self.want_rooms = rooms
             case ev.RequestFailed(_, _, Code.NO_SUCH_ROOM, _) if pending.kind == "join":
                 self.want_create = pending.room
+            case ev.RequestFailed(_, kind, code, message) if kind in ACCOUNT_REFUSED:
+                why = "the password is wrong" if code == Code.BAD_CREDENTIALS else message
+                self.note(f"{ACCOUNT_REFUSED[kind]}: {why} ({code or 'not sent'})", style="error")
             case ev.RequestFailed(_, kind, code, message):
                 if pending.kind in ("directory", "complete"):
                     return  # nothing the user asked for: Tab simply knows less
@@ -1139,6 +1169,22 @@ class ChatModel:
             self.note(f"{user} is no longer in {room}")
         elif kind == "topic":
             pass  # the room_event says it
+        elif kind == "passwd":
+            others = "; your other sessions are logged out" if pending.logout_others else ""
+            self.note(f"password changed{others} (your login tokens are revoked)")
+        elif kind == "delete_account":
+            self.note(f"account {self.user} deleted")
+
+    def passwd(self, old: str, new: str, logout_others: bool) -> None:
+        """`/passwd`: change the password (the old one proves it is you)."""
+        self.request(
+            lambda i: Passwd(i, old, new, logout_others),
+            _Pending("passwd", logout_others=logout_others),
+        )
+
+    def delete_account(self, password: str) -> None:
+        """The menu's "Delete my account", once confirmed with the password."""
+        self.request(lambda i: DeleteAccount(i, password))
 
     def list_rooms_quietly(self) -> None:
         """A `room_list` to learn the public rooms (Tab completes them) and a room's topic,

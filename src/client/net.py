@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from chat.shared.errors import RemoteProtocolError
+from chat.shared.errors import RemoteProtocolError, Why
 from chat.shared.messages import HISTORY_LIMIT_DEFAULT, MsgId, Recipients
 
 from . import events as ev
@@ -118,6 +118,24 @@ class _ConnectFailed(Exception):
 
 class _Cancelled(Exception):
     """The user said stop while we were still connecting."""
+
+
+#: What a v1.2 `bye` that ends the account's sessions means, for people (section 7, 8).
+BYE_WORDS: dict[str, str] = {
+    Why.ACCOUNT_DELETED: "the account was deleted",
+    Why.BANNED: "the account is banned",
+    Why.KICKED: "an operator closed this account's sessions",
+    Why.PASSWORD_CHANGED: "the password was changed in another session, which logged this "
+    "one out: log in with the new password",
+}
+
+
+def bye_words(reason: str) -> str:
+    """Why the server said bye, in one line: its reason as sent, explained when it is one
+    of the account's ends (nothing to reconnect to)."""
+    said = f"the server said bye ({reason})"
+    words = BYE_WORDS.get(reason)
+    return said if words is None else f"{said}: {words}"
 
 
 def describe_connect_error(host: str, port: int, exc: OSError) -> str:
@@ -292,7 +310,7 @@ class NetworkClient:
         return (
             self._reconnect
             and session.ever_logged_in
-            and not session.login_failed
+            and session.may_reconnect
             and not self._stopping
         )
 
@@ -490,7 +508,7 @@ class NetworkClient:
         if self._stopping:
             return link.bye_reason
         if self._session.server_bye is not None:
-            return f"the server said bye ({self._session.server_bye})"
+            return bye_words(self._session.server_bye)
         if self._session.fatal_error is not None:
             return f"the server closed the connection: {self._session.fatal_error}"
         return default

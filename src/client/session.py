@@ -20,19 +20,35 @@ of a feature that was not granted never reaches the wire: it fails here
 and `read` / `typing` are simply not sent. The v1.2 requests that carry an
 `id` (rooms, `user_search`) are paired with their `ok`, answer or `error`
 like history requests.
+
+Fast reconnects (v1.2 section 6): the `auth` asks for `resume`, and the token of
+`auth_ok` is kept in memory (`token`, never logged: no repr shows it). Every
+later `auth` of the session logs in with it (no password hash on the server).
+A refused token (`bad_credentials`: expired, or revoked by a password change,
+a delete) falls back to the password on the same connection when the session
+still has one, else the login fails with `LoginFailed(token=True)`, so the UI
+asks. `forget_password`: once a token is granted the password is dropped from
+the session (the UI sets it for a password the user typed, which exists
+nowhere else; one from the environment or a file is kept as the fallback).
+`passwd` and `delete_account` (section 7) are requests like the others; a
+changed password is the session's password from then on (every token is dead).
+A server `bye` that says the account's state changed (`FINAL_BYES`) or a refused
+login ends the session: no reconnect (`may_reconnect`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from chat.shared.connection import ClientConnection
-from chat.shared.errors import FATAL_CODES, Code, RemoteProtocolError
-from chat.shared.features import ECHO, READ, ROOMS, TYPING, missing_feature
+from chat.shared.errors import FATAL_CODES, Code, RemoteProtocolError, Why
+from chat.shared.features import ECHO, READ, RESUME, ROOMS, TYPING, missing_feature
 from chat.shared.messages import (
     BROADCAST,
     HISTORY_LIMIT_DEFAULT,
+    PASSWORD_MAX,
     TEXT_MAX,
     Auth,
     AuthOk,
@@ -75,14 +91,26 @@ from chat.shared.messages import (
     valid_name,
 )
 from chat.shared.messages import ServerBye as ServerByeFrame
+from chat.shared.requests import DeleteAccount, Passwd
 from chat.shared.states import State
 
 from . import events as ev
 
 log = logging.getLogger("chat.client.session")
 
-#: The v1.2 features the client asks for at login (resume is not used yet).
-WANTED: tuple[str, ...] = (ROOMS, READ, ECHO, TYPING)
+#: The v1.2 features the client asks for at login.
+WANTED: tuple[str, ...] = (ROOMS, READ, ECHO, TYPING, RESUME)
+
+#: A server `bye` after which reconnecting makes no sense (v1.2 sections 7, 8): the account
+#: is gone, banned, an operator put it out, or its password changed (every token is dead).
+FINAL_BYES = frozenset({Why.ACCOUNT_DELETED, Why.BANNED, Why.KICKED, Why.PASSWORD_CHANGED})
+
+#: A login token the server refused, for people: what it means (v1.2 section 6).
+TOKEN_REFUSED = "the login token was refused (expired, or revoked by a password change)"
+
+#: What answers an `auth` with a token that will not do: `bad_credentials` (expired,
+#: revoked), `bad_request` (a server that does not offer `resume` any more).
+TOKEN_REFUSALS = frozenset({Code.BAD_CREDENTIALS, Code.BAD_REQUEST})
 
 #: The v1.2 requests that carry an `id` and get exactly one answer.
 Request = (
@@ -94,6 +122,8 @@ Request = (
     | RoomTopic
     | RoomListRequest
     | UserSearch
+    | Passwd
+    | DeleteAccount
 )
 _Outgoing = Send | HistoryRequest | Request
 
@@ -107,6 +137,8 @@ LOGIN_REFUSALS = frozenset(
         Code.BAD_REQUEST,
         Code.NOT_AUTHENTICATED,
         Code.RATE_LIMITED,
+        Code.REGISTRATION_CLOSED,
+        Code.BANNED,
     }
 )
 
@@ -171,13 +203,30 @@ class Session:
     def __init__(
         self,
         user: str,
-        password: str,
+        password: str | None,
         register: bool = False,
         login_if_exists: bool = False,
         features: tuple[str, ...] = WANTED,
+        *,
+        token: str | None = None,
+        forget_password: bool = False,
+        on_token: Callable[[str], None] | None = None,
+        invite: str | None = None,
     ) -> None:
+        if not password and not token:
+            raise ValueError("a session needs a password or a token")
         self.user = user
-        self._password = password
+        self._password = password or None
+        #: The login token (v1.2 `resume`): from `auth_ok`, or given (a saved one).
+        self._token = token
+        self._forget_password = forget_password
+        #: The operator's invite code (v1.2 section 8), sent with a registration only.
+        self._invite = invite
+        #: Told each new token (on the network thread): a saved token is replaced by it.
+        self._on_token = on_token
+        self._by_token = False  # whether this connection's `auth` carries the token
+        #: A token was refused and there was no password to fall back to.
+        self.token_refused = False
         self._register = register
         self._wanted = features
         #: Registering and the account exists: log in with the same password instead (once).
@@ -201,6 +250,8 @@ class Session:
         self.bye_sent = False
         self.server_bye: str | None = None
         self.fatal_error: str | None = None  # "message (code)" of a fatal error frame
+        #: The account is gone (our own `delete_account` answered `ok`): never log in again.
+        self.deleted = False
 
     # ------------------------------------------------------------------ state
     @property
@@ -216,6 +267,24 @@ class Session:
     @property
     def online(self) -> frozenset[str]:
         return frozenset(self._conn.roster.online) if self._conn is not None else frozenset()
+
+    @property
+    def token(self) -> str | None:
+        """The token the next login uses (None: the password); for `--save-token` only.
+        Never print or log it."""
+        return self._token
+
+    @property
+    def has_password(self) -> bool:
+        """Whether the session still holds a password (a refused token falls back to it)."""
+        return self._password is not None
+
+    @property
+    def may_reconnect(self) -> bool:
+        """False once the server refused the login or said the account is gone, banned,
+        put out by an operator, or its password changed elsewhere: trying again would be
+        refused (or undo what was done on purpose)."""
+        return not (self.login_failed or self.deleted or self.server_bye in FINAL_BYES)
 
     @property
     def unanswered(self) -> int:
@@ -243,7 +312,18 @@ class Session:
         return self._conn.send(self._auth())
 
     def _auth(self) -> Auth:
-        return Auth(self.user, self._password, self._registering, self._wanted or None)
+        """A login with the token when there is one (never to register, and only asking
+        `resume`, without which the server refuses it), else with the password."""
+        features = self._wanted or None
+        self._by_token = (
+            self._token is not None and not self._registering and RESUME in self._wanted
+        )
+        if self._by_token:
+            return Auth(self.user, None, False, features, self._token)
+        if self._password is None:
+            raise RuntimeError("no password and no token to log in with")
+        invite = self._invite if self._registering else None
+        return Auth(self.user, self._password, self._registering, features, invite=invite)
 
     def connection_lost(self) -> list[ev.NetEvent]:
         """The TCP connection is gone: requests in flight can no longer be answered.
@@ -330,8 +410,14 @@ class Session:
             case Pong():
                 if self._pings and self._pings.popleft():
                     events.append(ev.CaughtUp(self._offline_count))
-            case AuthOk(_, features):
+            case AuthOk(_, features, token):
                 self.v12 = features is not None
+                if token is not None:  # each login that asked `resume` gets a fresh one
+                    self._token = token
+                    if self._forget_password:
+                        self._password = None
+                    if self._on_token is not None:
+                        self._on_token(token)
         return b""
 
     def _on_answer(self, request_id: MsgId, events: list[ev.NetEvent], quiet: bool = False) -> bool:
@@ -341,6 +427,12 @@ class Session:
         if request is None:
             log.warning("answer for an unknown request id %r dropped", request_id)
             return False
+        if isinstance(request, Passwd):
+            # Every token of the user is dead now: the next login needs the new password,
+            # kept (in memory) until that login brings a new token.
+            self._password, self._token = request.new, None
+        elif isinstance(request, DeleteAccount):
+            self.deleted = True  # the server's bye account_deleted follows
         if not quiet:
             events.append(
                 ev.RequestDone(
@@ -393,6 +485,16 @@ class Session:
                 )
             )
         elif self.state is State.AUTH and error.code in LOGIN_REFUSALS:
+            if self._by_token and error.code in TOKEN_REFUSALS:
+                # Expired or revoked (or a server that no longer offers `resume`, which
+                # refuses the field): the token is dead whatever happens next.
+                self._token = None
+                if self._password is not None:  # the connection stays in AUTH: on it
+                    events.append(ev.TokenRefused(self.user))
+                    return self._require_conn().send(self._auth())
+                self.token_refused = self.login_failed = True
+                events.append(ev.LoginFailed(error.code, error.message, False, token=True))
+                return b""
             if error.code == Code.USER_EXISTS and self._registering and self._login_if_exists:
                 # The connection stays in AUTH after a non-fatal error: log in on it.
                 self._registering = self._register = False
@@ -429,6 +531,15 @@ class Session:
         self._check_free(message.id)
         return self._write_or_queue(message)
 
+    def passwd(self, request_id: MsgId, old: str, new: str, logout_others: bool = False) -> bytes:
+        """`passwd` (v1.2 section 7; no feature needed, but a v1.2 server): its answer is a
+        `RequestDone`/`RequestFailed` of kind "passwd". ValueError for a password out of
+        the contract's bounds."""
+        for what, password in (("old", old), ("new", new)):
+            if not 1 <= len(password) <= PASSWORD_MAX:
+                raise ValueError(f"the {what} password must be 1..{PASSWORD_MAX} characters")
+        return self.request(Passwd(request_id, old, new, logout_others))
+
     def read(self, peer: str, upto: int) -> bytes:
         """`read`: this user has read `peer` ("*", a name, a room) up to `upto`. b"" outside
         CHAT or without `read` (nothing is queued: the next login's markers say the rest)."""
@@ -450,8 +561,9 @@ class Session:
 
     def _unsupported(self, message: _Outgoing | Read | Typing) -> str | None:
         """Why the current connection cannot carry `message` (a feature not granted)."""
-        if isinstance(message, UserSearch):  # no feature, but a v1.1 server knows no such frame
-            return None if self.v12 else not_offered("user_search")
+        if isinstance(message, UserSearch | Passwd | DeleteAccount):
+            # no feature, but a v1.1 server knows no such frame
+            return None if self.v12 else not_offered(message.type)
         feature = missing_feature(message, self.features)
         return None if feature is None else not_offered(feature)
 

@@ -17,7 +17,7 @@ import queue
 import signal
 import ssl
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 import npyscreen
@@ -43,7 +43,7 @@ from .commands import (
     help_lines,
     parse_command,
 )
-from .forms import PASSWORD_ADVICE, WEAK_PASSWORD, ChatForm, Credentials
+from .forms import PASSWORD_ADVICE, WEAK_PASSWORD, ChatForm, Credentials, PasswordChange
 from .inputline import word_before
 from .model import (
     CONNECTING,
@@ -84,6 +84,12 @@ class TuiOptions:
     colours: bool = True
     palette: Mapping[str, str] = field(default_factory=dict)
     join: tuple[str, ...] = ()  # rooms to join after the first login (--join)
+    #: `--invite`: the operator's code for the registration at start (v1.2 section 8).
+    invite: str | None = None
+    #: A login token saved in the config file (v1.2 `resume`): the login at start uses it.
+    token: str | None = None
+    #: What replaces the saved token by each new one (None: the token is not saved).
+    keep_token: Callable[[str], None] | None = None
 
 
 class ChatApp(npyscreen.NPSAppManaged):
@@ -101,6 +107,8 @@ class ChatApp(npyscreen.NPSAppManaged):
         #: Typing: where `active` was last sent, and when (monotonic).
         self._typing_to: Recipients | None = None
         self._typing_at = 0.0
+        #: `/passwd` was typed: the form opens after the key (from the form's hooks).
+        self.want_passwd = False
 
     def onStart(self) -> None:
         """Log in (or register) at once when the command line says who and the password is
@@ -113,15 +121,21 @@ class ChatApp(npyscreen.NPSAppManaged):
         self.addForm("MAIN", ChatForm, name="chat")
         self.model.history.note("Welcome. ^X opens the menu (log in, register, log out, exit).")
         self.model.history.note("/help lists the commands and keys.")
-        if options.user and options.password:
+        if options.user and (options.password or options.token):
             if options.register and len(options.password) < PASSWORD_ADVICE:
                 self.model.note(WEAK_PASSWORD, style="error")
             # --register for an account that exists logs in with that password instead.
+            # A password given (environment, argv, file) is kept as a refused token's
+            # fallback: this process holds it anyway.
             self.connect(
                 Credentials(
                     options.host, options.port, options.user, options.password, options.register
                 ),
                 login_if_exists=True,
+                token=options.token,
+                typed=False,
+                on_token=options.keep_token,
+                invite=options.invite,
             )
         elif options.user:  # no password known: the form asks for it (nothing typed is lost)
             key, action = ("r", "register") if options.register else ("l", "log in")
@@ -132,14 +146,33 @@ class ChatApp(npyscreen.NPSAppManaged):
             self.model.history.note("Press ^X, then l to log in or r to register.")
 
     # ------------------------------------------------------ UI-thread API
-    def connect(self, cred: Credentials, login_if_exists: bool = False) -> None:
+    def connect(
+        self,
+        cred: Credentials,
+        login_if_exists: bool = False,
+        *,
+        token: str | None = None,
+        typed: bool = True,
+        on_token: Callable[[str], None] | None = None,
+        invite: str | None = None,
+    ) -> None:
         """Log in (or register) on a new network thread; the password stays in its session
-        only (the form never shows it again)."""
+        only (the form never shows it again), and a `typed` one only until the server
+        gives a login token: reconnects use the token (a refused one: the form asks)."""
         self._stop_network()
         self._generation += 1
         generation = self._generation
         self.model.begin_login(cred.user, cred.host, cred.port, cred.register)
-        session = Session(cred.user, cred.password, cred.register, login_if_exists)
+        session = Session(
+            cred.user,
+            cred.password or None,
+            cred.register,
+            login_if_exists,
+            token=token,
+            forget_password=typed,
+            on_token=on_token,
+            invite=invite,
+        )
         self.net = NetworkClient(
             cred.host,
             cred.port,
@@ -204,6 +237,10 @@ class ChatApp(npyscreen.NPSAppManaged):
             model.names()
         elif word == "help":
             self.help()
+        elif word == "passwd":
+            if not self._online():
+                return False
+            self.want_passwd = True
         elif word == "quit":
             self.quit()
         elif word == "close":
@@ -470,6 +507,21 @@ class ChatApp(npyscreen.NPSAppManaged):
         """/quit: as the menu's Exit (bye to the server, the terminal restored)."""
         form = self.getForm("MAIN")
         form.h_exit()
+
+    def change_password(self, change: PasswordChange) -> None:
+        """The `/passwd` form was filled in: the request (its answer is a note)."""
+        if not self._online():
+            return
+        self.model.passwd(change.old, change.new, change.logout_others)
+        self._send_wants()
+
+    def delete_account(self, password: str) -> None:
+        """ "Delete my account", confirmed with the password: the server says `ok`, then
+        `bye` (account_deleted), and the login form opens saying so."""
+        if not self._online():
+            return
+        self.model.delete_account(password)
+        self._send_wants()
 
     def logout(self) -> None:
         if self.model.state == OFFLINE and self.net is None:

@@ -19,7 +19,9 @@ from chat.shared.messages import (
     Msg,
     RoomCreate,
     RoomEvent,
+    RoomInfo,
     RoomJoin,
+    RoomListRequest,
     RoomState,
     UserSearch,
 )
@@ -280,3 +282,13 @@ def test_at_login_the_buffers_of_at_most_30_people_with_unread_messages_open() -
     people = [b.name for b in m.buffers if b.kind == "person"]
     assert people == [f"user{i:02d}" for i in range(30)]
     assert all(b.counts() == "(1)" for b in m.buffers if b.kind == "person")
+
+
+def test_the_logins_room_list_says_so_so_a_tab_on_a_room_that_found_nothing_runs_again() -> None:
+    m = v12()
+    (ask,) = [w.message for w in m.take_wants() if isinstance(w, SendRequest)
+              and isinstance(w.message, RoomListRequest)]  # fmt: skip
+    assert "#random" not in m.room_names() and not m.rooms_listed  # a Tab now finds nothing
+    info = RoomInfo("#random", "", False, "bob", 1, False, False)
+    m.apply(ev.RoomsListed(ask.id, (info,)))
+    assert m.rooms_listed and "#random" in m.room_names()

@@ -51,7 +51,7 @@ def v12(session: Session, granted: tuple[str, ...] = ALL_FEATURES) -> list[ev.Ne
 def test_the_auth_asks_for_the_features_and_the_login_reports_what_was_granted() -> None:
     s = Session("alice", "pw")
     (auth,) = frames(s.start())
-    assert auth.features == WANTED == ("rooms", "read", "echo", "typing")
+    assert auth.features == WANTED == ("rooms", "read", "echo", "typing", "resume")
     _, events = s.receive(
         wire(AuthOk("alice", features=("rooms", "read")), Roster(1, True, users=()))
     )

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 from server_support import online, register, send_msg
 from test_client_linemode_v12 import answer, v12
-from test_client_tui import Tmux, line_with, next_msg, no_message_before_pong, start_online
+from test_client_tui import (
+    Tmux,
+    line_with,
+    next_msg,
+    no_message_before_pong,
+    shown_line,
+    start_online,
+)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
@@ -27,7 +34,8 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
 
 
 def input_line(screen: str) -> str:
-    return line_with(screen, "] >")
+    """The message line ("" while it is not on the screen: a wait keeps polling)."""
+    return shown_line(screen, "] >")
 
 
 def test_a_multi_line_message_round_trips(server, tmux) -> None:

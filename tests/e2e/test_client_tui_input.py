@@ -3,13 +3,16 @@ history, nick completion, the paste guard, and keys that never turn into text.""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from server_support import online
-from test_client_tui import Tmux, line_with, no_message_before_pong, start_online
+from test_client_tui import Tmux, no_message_before_pong, shown_line, start_online
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
@@ -24,7 +27,8 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
 
 
 def input_line(screen: str) -> str:
-    return line_with(screen, "] > ")
+    """The message line ("" while it is not on the screen: a wait keeps polling)."""
+    return shown_line(screen, "] > ")
 
 
 def test_msg_and_at_name_go_to_those_people_only_whatever_the_buffer(server, tmux) -> None:
@@ -181,3 +185,23 @@ def test_a_pasted_tab_is_sent_as_a_tab_and_shown_as_a_space(server, tmux) -> Non
     tmux.keys("Enter")
     assert bob.recv_type("msg")["text"] == "name\tvalue"
     tmux.wait_for("alice: name value  [delivered: bob]")
+
+
+def test_a_paste_the_client_reads_late_lands_whole_and_the_wait_waits_for_it(server, tmux) -> None:
+    """A loaded machine, made on purpose: the client is stopped while the paste arrives, so
+    the test's first looks see an empty message line. The wait must keep looking (it used to
+    end at once, which made the paste and Tab tests fail now and then), and the client must
+    read the whole bracketed paste from its buffer when it runs again."""
+    bob = online(server, "bob")
+    start_online(tmux, server, "alice", "--register")
+    pid = tmux.client_pid()
+    os.kill(pid, signal.SIGSTOP)
+    resume = threading.Timer(0.5, os.kill, (pid, signal.SIGCONT))
+    resume.start()
+    try:
+        tmux.paste("late\tpaste")
+        tmux.wait_until(lambda s: input_line(s).endswith("> late paste"), "the late paste")
+    finally:
+        resume.join()
+    tmux.keys("Enter")
+    assert bob.recv_type("msg")["text"] == "late\tpaste"

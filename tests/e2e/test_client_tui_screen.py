@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from server_support import register
-from test_client_tui import Tmux, client_args, line_with, start_online
+from test_client_tui import Tmux, client_args, line_with, shown_line, start_online
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
@@ -107,7 +107,7 @@ def test_leaving_the_list_puts_the_message_lines_keys_back_on_the_help_line(
     # Nothing else happens on screen meanwhile: only the focus change can redraw it.
     tmux.wait_until(lambda s: help_line_of(s).startswith(" ^X Menu"), "the message line's keys")
     tmux.type("x")  # and the message line has the focus indeed
-    tmux.wait_until(lambda s: line_with(s, "[all] >").endswith("> x"), "typed text")
+    tmux.wait_until(lambda s: shown_line(s, "[all] >").endswith("> x"), "typed text")
 
 
 @pytest.mark.parametrize("focus_keys", [(), ("C-n",), ("C-n", "C-n")])

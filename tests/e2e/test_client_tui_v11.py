@@ -92,7 +92,7 @@ def test_against_a_v11_server_buffers_work_and_what_v12_adds_is_said_missing(ser
         bob = online(server, "bob")
         register(server, "dave")
         start_online(tmux, relay, "alice", "--register")
-        assert relay.auths[0]["features"] == ["rooms", "read", "echo", "typing"]  # asked
+        assert relay.auths[0]["features"] == ["rooms", "read", "echo", "typing", "resume"]  # asked
         tmux.wait_for("[ ] bob")
         send_msg(bob, ["alice"], "psst", msg_id=1)
         tmux.wait_for("2@bob (1)")  # a person's buffer, as with any server
