@@ -14,7 +14,7 @@ from hypothesis.stateful import (
 )
 
 from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError
-from chat.shared.messages import Roster, encode_name_items
+from chat.shared.messages import Roster, encode, encode_name_items, encode_roster
 from chat.shared.roster import ChangeLog, RosterOutbox, RosterView
 
 
@@ -377,3 +377,27 @@ def test_net_items_are_the_encoded_net_changes_through_appends_and_trims(
             want = (encode_name_items(join), encode_name_items(leave))
             assert log.net_items(since, skip) == want  # type: ignore[arg-type]
             assert log.net_items(since, skip) == want  # type: ignore[arg-type]
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    st.integers(min_value=1, max_value=2**40),
+    st.booleans(),
+    st.lists(st.sampled_from(NAMES), max_size=6),
+    st.lists(st.sampled_from(NAMES), max_size=6),
+)
+def test_roster_frames_from_encoded_names_are_the_encoded_roster(
+    seq: int, full: bool, first: list[str], second: list[str]
+) -> None:
+    """`encode_roster` (names copied as encoded items) writes what `encode(Roster)` does."""
+    if full:
+        want = encode(Roster(seq, True, users=tuple(first)))
+        got = encode_roster(seq, True, users=encode_name_items(first))
+    else:
+        want = encode(Roster(seq, False, join=tuple(first), leave=tuple(second)))
+        got = encode_roster(
+            seq, False, join=encode_name_items(first), leave=encode_name_items(second)
+        )
+    assert got == want
+    if full:  # a login's auth_ok goes ahead of its full roster, in the same append
+        assert encode_roster(seq, True, users=encode_name_items(first), before=b"x") == b"x" + want
