@@ -142,3 +142,26 @@ def test_a_storm_keeps_leaves_and_comebacks_relative_to_the_last_frame(
     assert "u9" not in told_in_window.join + told_in_window.leave
     assert watcher.view.online == {"bob", *(f"u{i}" for i in range(9))}
     assert peers[1].view.online == {"watcher", *(f"u{i}" for i in range(9))}
+
+
+def test_a_full_roster_after_leaves_anywhere_names_exactly_who_is_online(world: World) -> None:
+    """The visible names kept encoded (the full roster's bulk) lose a leaver in place,
+    first, middle, last or only, and take a comeback at the end: each login's full roster
+    is exactly who is online."""
+    online: dict[str, Peer] = {}
+
+    def check() -> None:
+        probe = Peer(world, f"p{len(world.sessions)}")
+        assert set(probe.frames[0].users) == set(online), probe.frames[0].users
+        assert len(probe.frames[0].users) == len(online)
+        world.hub.remove(probe.session, None)
+
+    for name in ("a", "b.c", "b", "bb", "d-e"):
+        online[name] = Peer(world, name)
+    check()
+    for gone in ("b", "a", "d-e", "bb", "b.c"):  # a middle one, the first, the last, ...
+        world.hub.remove(online.pop(gone).session, None)
+        check()
+    for back in ("bb", "a", "b"):
+        online[back] = Peer(world, back, register=False)
+        check()

@@ -86,8 +86,8 @@ class Hub:
         self._ack_timeout = ack_timeout
         self._clock = clock
         self._log = ChangeLog()  # every join and leave, shared by all outboxes
-        #: Every visible name as JSON array items, in the order they appeared: a login's
-        #: full roster is a copy of it (None: rebuilt at the next login, after a leave).
+        #: Every visible name as JSON array items: a login's full roster is a copy of it
+        #: (None: rebuilt at the next login).
         self._visible_items: bytearray | None = bytearray()
         #: Login storms: a burst of roster changes is told once per window (see `_announce`).
         self._storm = Storm()
@@ -483,10 +483,19 @@ class Hub:
         storm; core/storm.py)."""
         self._log.append(name, joined)
         items = self._visible_items
-        if not joined:
-            self._visible_items = None  # rebuilt at the next login
-        elif items is not None:
-            items += b"," + encode_name_items((name,)) if items else encode_name_items((name,))
+        if items is not None:
+            item = encode_name_items((name,))
+            if joined:
+                items += b"," + item if items else item
+            else:  # cut out in place: a rebuild per login after each leave was O(N) each
+                at = items.find(item)  # `"name"`: only ever a whole item (no `"` in names)
+                end = at + len(item)
+                if at < 0:
+                    self._visible_items = None
+                elif end < len(items):
+                    del items[at : end + 1]  # with the comma after it
+                else:
+                    del items[max(at - 1, 0) : end]  # the last: with the comma before it
         if self._schedule is not None and self._storm.change(self._clock()):
             if not self._flush_due:
                 self._flush_due = True
