@@ -319,8 +319,22 @@ def run_burst(args: argparse.Namespace) -> dict[str, Any]:
         server = tokens.Server(folder, args.users, args.server_arg)
         server.start("--new-history-store")  # accounts made by hand: no message store yet
         assert server.proc is not None
+        spy = None
+        if args.profile is not None:  # py-spy on the loadgen's core, as tokens.py --profile
+            record = ["record", "--pid", str(server.proc.pid), "--format", "raw", "--threads"]
+            record += ["--rate", "100", "--nonblocking", "--output", str(args.profile)]
+            spy_exe = str(Path(sys.executable).parent / "py-spy")
+            spy = subprocess.Popen(
+                ["taskset", "-c", tokens.LOADGEN_CPU, spy_exe, *record],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)  # attached
         before = tokens.thread_ticks(server.proc.pid)
         got = tokens.loadgen(server.port, server.proc.pid, args.users, args.in_flight)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         got["server_threads_cpu_s"] = tokens.threads_cpu(
             before, tokens.thread_ticks(server.proc.pid)
         )
@@ -343,6 +357,7 @@ def main() -> None:
     ap.add_argument("--addresses", type=int, default=220, help="full: their source addresses")
     ap.add_argument("--users", type=int, default=10_000, help="burst: accounts that log in")
     ap.add_argument("--in-flight", type=int, default=64, help="burst: logins at a time")
+    ap.add_argument("--profile", type=Path, default=None, help="burst: py-spy raw stacks here")
     ap.add_argument("--server-arg", action="append", default=[], help="one more server option")
     ap.add_argument("--out", type=Path, default=None, help="write the results here (JSON)")
     args = ap.parse_args()
