@@ -68,9 +68,9 @@ class ServerConfig:
     login_delay: float = 2.0
     shutdown_grace: float = 2.0
     #: Connections the kernel holds until the loop accepts them (capped by
-    #: net.core.somaxconn). A restart's reconnect storm is thousands of connects at once:
-    #: past the backlog the kernel drops them and clients retry after 1, 3, 7, 15 s, which
-    #: made a 10,000-user reconnect take 40-72 s instead of 3-10 s (bench/README.md).
+    #: net.core.somaxconn, 4096 by default since Linux 5.4). A restart's reconnect storm is
+    #: thousands of connects at once: past the backlog the kernel drops them and clients
+    #: retry 1, 3, 7, 15 s later (bench/README.md, "Login storms").
     backlog: int = 4096
     #: Rooms a user may be in, members a room may have (v1.2 section 2; docs/protocol.md).
     max_rooms_per_user: int = 200
