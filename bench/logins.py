@@ -6,6 +6,7 @@ meanwhile), and a server full of connections that never log in (and a user arriv
     python bench/logins.py target              # the issue's target, about 4 minutes
     python bench/logins.py full                # 1,100 idle connections from 220 addresses
     python bench/logins.py target --out bench/results/logins-target-YYYYMMDD.json
+    python bench/logins.py burst --users 10000 # 10,000 first logins, 64 in flight (issue 22)
 
 Run by hand, not by the tests (the target takes minutes: 100 wrong passwords must take at
 least 60 s). Each run starts a fresh `chat-server` with its defaults (scrypt cost 14, the
@@ -22,6 +23,9 @@ is answered `bad_credentials` or `too_many_attempts`: that is a password the ser
 - `full`: `--max-clients` (default 1024) filled by 1,100 connections from 220 addresses
   (127.1.0.x) that never log in; then a user from 127.0.0.250 registers: how long until its
   `auth_ok`, and how many tries (a `server_full` is a try; the next one follows at once).
+- `burst`: a login storm, not an attack: `--users` accounts (default 10,000) log in with
+  their passwords right after a start, `--in-flight` at a time (default 64), at
+  `--hash-cost 10`, until every one is in CHAT (bench/tokens.py's server and loadgen).
 """
 
 from __future__ import annotations
@@ -298,15 +302,62 @@ def run_full(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def run_burst(args: argparse.Namespace) -> dict[str, Any]:
+    """N first logins after a start, with passwords, `--in-flight` at a time, until each is
+    in CHAT: the login storm of issue 22's "10,000 first logins, --hash-cost 10" (bench/
+    tokens.py's accounts, server and loadgen: server on core 1, loadgen on core 0)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import tokens  # bench/tokens.py
+
+    if not tokens.LOADGEN.exists():
+        subprocess.run(["make", "-s", "-C", str(tokens.LOADGEN.parent)], check=True)
+    report: dict[str, Any] = {"users": args.users, "in_flight": args.in_flight}
+    report["machine"] = tokens.machine()
+    with tempfile.TemporaryDirectory(prefix="login-burst-") as tmp:
+        folder = Path(tmp)
+        report["accounts_made_s"] = round(tokens.make_accounts(folder, args.users), 1)
+        server = tokens.Server(folder, args.users, args.server_arg)
+        server.start("--new-history-store")  # accounts made by hand: no message store yet
+        assert server.proc is not None
+        spy = None
+        if args.profile is not None:  # py-spy on the loadgen's core, as tokens.py --profile
+            record = ["record", "--pid", str(server.proc.pid), "--format", "raw", "--threads"]
+            record += ["--rate", "100", "--nonblocking", "--output", str(args.profile)]
+            spy_exe = str(Path(sys.executable).parent / "py-spy")
+            spy = subprocess.Popen(
+                ["taskset", "-c", tokens.LOADGEN_CPU, spy_exe, *record],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)  # attached
+        before = tokens.thread_ticks(server.proc.pid)
+        got = tokens.loadgen(server.port, server.proc.pid, args.users, args.in_flight)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        got["server_threads_cpu_s"] = tokens.threads_cpu(
+            before, tokens.thread_ticks(server.proc.pid)
+        )
+        report["logins"] = got
+        server.stop()
+    report["machine"]["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    report["target"] = {"all_in_chat_s": got["login_s"], "all_in_chat_target_s": 45.0}
+    print(json.dumps(report, indent=2), flush=True)
+    return report
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("what", choices=["rate", "target", "full"])
+    ap.add_argument("what", choices=["rate", "target", "full", "burst"])
     ap.add_argument("--guessers", type=int, nargs="+", default=None)
     ap.add_argument("--seconds", type=float, default=30.0, help="rate: each measurement")
     ap.add_argument("--wrong", type=int, default=100, help="target: wrong passwords to wait for")
     ap.add_argument("--owner-every", type=float, default=8.0, help="target: seconds between logins")
     ap.add_argument("--idle", type=int, default=1100, help="full: connections that never log in")
     ap.add_argument("--addresses", type=int, default=220, help="full: their source addresses")
+    ap.add_argument("--users", type=int, default=10_000, help="burst: accounts that log in")
+    ap.add_argument("--in-flight", type=int, default=64, help="burst: logins at a time")
+    ap.add_argument("--profile", type=Path, default=None, help="burst: py-spy raw stacks here")
     ap.add_argument("--server-arg", action="append", default=[], help="one more server option")
     ap.add_argument("--out", type=Path, default=None, help="write the results here (JSON)")
     args = ap.parse_args()
@@ -316,6 +367,8 @@ def main() -> None:
     elif args.what == "target":
         args.guessers = (args.guessers or [28])[0]
         out = run_target(args)
+    elif args.what == "burst":
+        out = run_burst(args)
     else:
         out = run_full(args)
     if args.out is not None:

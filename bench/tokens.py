@@ -181,7 +181,9 @@ def loadgen(port: int, pid: int, users: int, batch: int, *extra: str) -> dict[st
         cmd, capture_output=True, text=True, timeout=1200, preexec_fn=raise_nofile, check=False
     )
     if done.returncode != 0 or not done.stdout.strip():
-        raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        err = done.stderr.strip()
+        told = err if len(err) < 6000 else f"{err[:3000]}\n...\n{err[-3000:]}"
+        raise RuntimeError(f"loadgen failed ({done.returncode}): {told}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     keep = ("login_s", "login_server_cpu_s", "login_retries", "errors", "closed", "reconnects")
     out = {k: result[k] for k in keep}
@@ -241,6 +243,9 @@ def main() -> None:
     parser.add_argument("--server-arg", action="append", default=[], help="one more option")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
     parser.add_argument(
+        "--keep", type=Path, default=None, metavar="DIR", help="work in DIR and keep it (logs)"
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -254,7 +259,8 @@ def main() -> None:
     report: dict[str, Any] = {"users": users, "login_batch": batch, "machine": machine()}
     report["token_check_us"] = round(token_check_us(), 2)
     with tempfile.TemporaryDirectory(prefix="chat-tokens-") as tmp:
-        folder = Path(tmp)
+        folder = Path(tmp) if args.keep is None else args.keep
+        folder.mkdir(parents=True, exist_ok=True)
         report["accounts_made_s"] = round(make_accounts(folder, users), 1)
         tokens = folder / "tokens.txt"
         server = Server(folder, users, args.server_arg)

@@ -167,11 +167,13 @@ __all__ = [
     "encode",
     "encode_delivery",
     "encode_msgs",
+    "encode_name_items",
     "encode_names",
     "encode_object",
     "encode_payload",
     "encode_room_delivery",
     "encode_room_sents",
+    "encode_roster",
     "encode_sents",
     "parse_client_message",
     "parse_client_object",
@@ -780,6 +782,39 @@ def encode(message: ClientMessage | ServerMessage) -> bytes:
 def encode_names(names: Iterable[str]) -> bytes:
     """A JSON array of names, encoded once for many `sent` frames (`encode_sents`)."""
     return _encoder.encode(list(names))
+
+
+def encode_name_items(names: Iterable[str]) -> bytes:
+    """Names as the items of a JSON array without its brackets (`"a","b"`; empty for none):
+    pieces that `encode_roster` joins without encoding them again."""
+    return _encoder.encode(list(names))[1:-1]
+
+
+def encode_roster(
+    seq: int,
+    full: bool,
+    users: bytes = b"",
+    join: bytes = b"",
+    leave: bytes = b"",
+    before: bytes = b"",
+) -> bytes:
+    """One roster frame, byte for byte what `encode(Roster)` writes, from names already
+    encoded as array items (`encode_name_items`): in a login storm the same names go into
+    thousands of frames (every login's full roster, every window's delta), so they are
+    encoded once and copied, not encoded per frame. `before`: frames queued ahead of it in
+    the same append (a login's `auth_ok`)."""
+    if full:
+        parts: tuple[bytes, ...] = (_ROSTER_FULL % seq, users, b"]}")
+    else:
+        parts = (_ROSTER_DELTA % seq, join, b'],"leave":[', leave, b"]}")
+    size = sum(map(len, parts))
+    if size > MAX_SERVER_FRAME:
+        _too_large(size)
+    return b"".join((before, _pack(size), *parts))
+
+
+_ROSTER_FULL = b'{"type":"roster","seq":%d,"full":true,"users":['
+_ROSTER_DELTA = b'{"type":"roster","seq":%d,"full":false,"join":['
 
 
 def encode_sents(

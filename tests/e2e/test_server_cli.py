@@ -175,3 +175,20 @@ def _listening_port(proc: subprocess.Popen[bytes], err_path: Path) -> int:
         assert proc.poll() is None, err_path.read_text()
         time.sleep(0.05)
     raise AssertionError("the server did not start listening")
+
+
+def _hash_threads_help(*prefix: str) -> str:
+    env = {**os.environ, "COLUMNS": "200"}
+    cmd = [*prefix, *SERVER, "--help"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+    return " ".join(out.rsplit("--hash-threads N", 1)[1].split("--hash-queue", 1)[0].split())
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="two cores tell one from all")
+def test_hash_threads_default_to_the_cores_the_server_may_run_on() -> None:
+    """scrypt runs outside the GIL: one hash thread per core the process may run on (its
+    CPU affinity, so `taskset` and cgroup cpusets count), and --help says so (issue 22)."""
+    cores = len(os.sched_getaffinity(0))
+    assert f"one per core this process may run on, {cores} here" in _hash_threads_help()
+    pinned = _hash_threads_help("taskset", "-c", "0")
+    assert "one per core this process may run on, 1 here" in pinned

@@ -14,7 +14,7 @@ from hypothesis.stateful import (
 )
 
 from chat.shared.errors import Code, LocalProtocolError, RemoteProtocolError
-from chat.shared.messages import Roster
+from chat.shared.messages import Roster, encode, encode_name_items, encode_roster
 from chat.shared.roster import ChangeLog, RosterOutbox, RosterView
 
 
@@ -306,8 +306,9 @@ def _reference_net(events: list[tuple[str, bool]], skip: str | None) -> tuple:
         if name != skip:
             first.setdefault(name, joined)
             last[name] = joined
-    join = tuple(sorted(n for n, j in first.items() if j and last[n]))
-    leave = tuple(sorted(n for n, j in first.items() if not j and not last[n]))
+    # In the order of the changes (each name where it first changed): no sort per frame.
+    join = tuple(n for n, j in first.items() if j and last[n])
+    leave = tuple(n for n, j in first.items() if not j and not last[n])
     return join, leave
 
 
@@ -336,3 +337,67 @@ def test_net_changes_match_the_plain_definition_with_and_without_leaves(
     log.trim(trim)
     since = min(since, len(events))
     assert log.net(since, skip) == _reference_net(events[since:], skip)
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("toggle"), st.sampled_from("abcdef"), st.none()),
+            st.tuples(st.just("trim"), st.integers(0, 70), st.none()),
+            st.tuples(st.just("net"), st.integers(0, 70), st.sampled_from([None, "a", "b"])),
+        ),
+        max_size=70,
+    )
+)
+def test_net_items_are_the_encoded_net_changes_through_appends_and_trims(
+    ops: list[tuple[str, object, object]],
+) -> None:
+    """What the server copies into frames (`net_items`: the names kept encoded, sliced)
+    is the encoded definition, asked twice in a row (the slice kept for a window's
+    subscribers) and across trims that drop the front of the buffer."""
+    log = ChangeLog()
+    events: list[tuple[str, bool]] = []
+    online: set[str] = set()
+    trimmed = 0
+    for op, arg, skip in ops:
+        if op == "toggle":
+            name = str(arg)
+            join = name not in online
+            (online.add if join else online.discard)(name)
+            log.append(name, join)
+            events.append((name, join))
+        elif op == "trim":
+            keep = min(int(arg), len(events))  # type: ignore[call-overload]
+            log.trim(keep)
+            trimmed = max(trimmed, keep)
+        else:
+            since = min(max(int(arg), trimmed), len(events))  # type: ignore[call-overload]
+            join, leave = _reference_net(events[since:], skip)  # type: ignore[arg-type]
+            want = (encode_name_items(join), encode_name_items(leave))
+            assert log.net_items(since, skip) == want  # type: ignore[arg-type]
+            assert log.net_items(since, skip) == want  # type: ignore[arg-type]
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    st.integers(min_value=1, max_value=2**40),
+    st.booleans(),
+    st.lists(st.sampled_from(NAMES), max_size=6),
+    st.lists(st.sampled_from(NAMES), max_size=6),
+)
+def test_roster_frames_from_encoded_names_are_the_encoded_roster(
+    seq: int, full: bool, first: list[str], second: list[str]
+) -> None:
+    """`encode_roster` (names copied as encoded items) writes what `encode(Roster)` does."""
+    if full:
+        want = encode(Roster(seq, True, users=tuple(first)))
+        got = encode_roster(seq, True, users=encode_name_items(first))
+    else:
+        want = encode(Roster(seq, False, join=tuple(first), leave=tuple(second)))
+        got = encode_roster(
+            seq, False, join=encode_name_items(first), leave=encode_name_items(second)
+        )
+    assert got == want
+    if full:  # a login's auth_ok goes ahead of its full roster, in the same append
+        assert encode_roster(seq, True, users=encode_name_items(first), before=b"x") == b"x" + want

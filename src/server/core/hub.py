@@ -28,11 +28,19 @@ from chat.server.core.desk import Relay, RoomDesk
 from chat.server.core.presence import NoPresence, Presence
 from chat.server.core.rooms import Event, Room, RoomBook
 from chat.server.core.route import NOBODY, Plan, Targets
+from chat.server.core.storm import Storm
 from chat.server.core.user import User
 from chat.server.store.seam import Store
 from chat.shared.errors import Code
 from chat.shared.features import ECHO, ROOMS
-from chat.shared.messages import BROADCAST, Msg, MsgId, Recipients, Roster, encode, encode_names
+from chat.shared.messages import (
+    BROADCAST,
+    Msg,
+    MsgId,
+    Recipients,
+    encode_name_items,
+    encode_names,
+)
 from chat.shared.requests import Request
 from chat.shared.roster import ChangeLog, RosterOutbox
 
@@ -41,35 +49,6 @@ _CACHED_SENDERS = 256  # encoded "everyone but X" lists kept between roster chan
 
 #: The thread's tick: every append through it is sent at the end of the tick.
 Tick = native.Tick | None
-
-
-class Storm:
-    """Tells a burst of roster changes from the ordinary trickle, and how long to gather.
-
-    More than `threshold` changes within `span` seconds is a burst; its window grows with
-    the rate (0.05 s, up to 0.5 s at thousands of changes a second), so a storm of 10,000
-    logins costs each subscriber a delta per window, not one per login. An ordinary join
-    (below the threshold) is told at once, as before.
-    """
-
-    __slots__ = ("_count", "_since", "span", "threshold", "window")
-
-    def __init__(self, threshold: int = 16, span: float = 0.1) -> None:
-        self.threshold = threshold
-        self.span = span
-        self.window = 0.05
-        self._since = 0.0
-        self._count = 0
-
-    def burst(self, now: float) -> bool:
-        if now - self._since > self.span:
-            self._since, self._count = now, 0
-        self._count += 1
-        if self._count <= self.threshold:
-            return False
-        rate = self._count / max(now - self._since, 1e-3)
-        self.window = min(0.5, max(0.05, rate / 10_000))
-        return True
 
 
 class Hub:
@@ -107,9 +86,12 @@ class Hub:
         self._ack_timeout = ack_timeout
         self._clock = clock
         self._log = ChangeLog()  # every join and leave, shared by all outboxes
+        #: Every visible name as JSON array items: a login's full roster is a copy of it
+        #: (None: rebuilt at the next login).
+        self._visible_items: bytearray | None = bytearray()
         #: Login storms: a burst of roster changes is told once per window (see `_announce`).
         self._storm = Storm()
-        self._flush_due = False
+        self._flush_due = False  # a storm's window is open: changes and acks wait for it
         self._schedule: Callable[[float, Callable[[], None]], None] | None = None
         self._ticks: Any = None
         self._trim_at = _TRIM_MIN
@@ -338,14 +320,14 @@ class Hub:
                 return  # the loop has sealed this buffer with bye: nothing follows it
             user.roster = RosterOutbox(self._log, own=name)
             self._subscribers.add(user)
-            # `_visible()` as C builds it: in a reconnect storm each login's snapshot holds
-            # thousands of names, and a generator pass per name was a fifth of its CPU.
-            others = list(self._sessions)
-            if self._elsewhere:
-                others += [n for n in self._elsewhere if n not in self._sessions]
+            # In a reconnect storm each login's snapshot holds thousands of names: they are
+            # kept encoded (`_visible_items`) and copied, not encoded per login.
             if name in self._sessions or name in self._elsewhere:
-                others.remove(name)  # its own other sessions: never told of itself
-            self._queue(user, user.roster.full(others), tick, prefix=auth_ok)
+                # Its own other sessions: never told of itself (rare, so encoded here).
+                others = encode_name_items(n for n in self._visible() if n != name)
+            else:
+                others = self._visible_json()
+            self._queue(user, user.roster.full_frame(others, before=auth_ok), tick)
 
     def ack_roster(self, user: User, seq: int, entering: bool, tick: Tick) -> bytes:
         """Take a roster_ack (raises bad_request on a wrong seq); `entering`: its first one,
@@ -355,8 +337,11 @@ class Hub:
             outbox = user.roster
             if outbox is None or user not in self._subscribers:
                 return b""  # only after close_all: every other end goes through remove
-            delta = outbox.ack(seq)
+            outbox.take_ack(seq)
             user.ack_deadline = None
+            # In a storm's window what changed meanwhile waits for the window's end, with
+            # everyone else's: one delta per window, not one per round trip.
+            delta = None if self._flush_due else outbox.changed_frame()
             if delta is not None:
                 self._queue(user, delta, tick)
             else:
@@ -401,6 +386,7 @@ class Hub:
         """
         with self._lock:
             self._closed = True
+            self._visible_items = None
             self._subscribers.clear()
             self._idle.clear()
             self._sessions.clear()
@@ -482,46 +468,73 @@ class Hub:
         tag = self._tags.get(sender, 0)
         return everyone.but(tag, len(self._sessions.get(sender, ())) if tag else 0)
 
+    def _visible_json(self) -> bytearray:
+        """Every visible name as JSON array items (the full roster's bulk)."""
+        items = self._visible_items
+        if items is None:
+            items = self._visible_items = bytearray(encode_name_items(self._visible()))
+        return items
+
     def _announce(self, name: str, joined: bool, tick: Tick) -> None:
         """Log a join or leave; whoever has no roster frame in flight hears of it now, or,
-        during a burst of changes (a login storm, a node's users coming back), at the next
-        flush of the burst's window: one delta per subscriber per window instead of one per
-        change (issue "6 of 6": the roster's work per login O(1) during a burst)."""
+        during a storm of changes (a login storm, a node's users coming back), at the end
+        of the storm's window: one delta per subscriber per window instead of one per
+        change or round trip (issue "6 of 6": the roster's work per login O(1) in a
+        storm; core/storm.py)."""
         self._log.append(name, joined)
-        if self._storm.burst(self._clock()):
-            if not self._flush_due and self._schedule is not None:
+        items = self._visible_items
+        if items is not None:
+            item = encode_name_items((name,))
+            if joined:
+                items += b"," + item if items else item
+            else:  # cut out in place: a rebuild per login after each leave was O(N) each
+                at = items.find(item)  # `"name"`: only ever a whole item (no `"` in names)
+                end = at + len(item)
+                if at < 0:
+                    self._visible_items = None
+                elif end < len(items):
+                    del items[at : end + 1]  # with the comma after it
+                else:
+                    del items[max(at - 1, 0) : end]  # the last: with the comma before it
+        if self._schedule is not None and self._storm.change(self._clock()):
+            if not self._flush_due:
                 self._flush_due = True
-                self._schedule(self._storm.window, self._flush_window)
-                return
-            if self._flush_due:
-                return
+                self._schedule(self._storm.window(self._clock()), self._flush_window)
+            return
         self._tell_idle(tick)
+
+    def _tell_idle(self, tick: Tick) -> None:
+        """Every subscriber with nothing in flight gets what changed since its last frame
+        (subscribers that share a cursor share one copy of the names: `ChangeLog`)."""
+        for other in list(self._idle):
+            outbox = other.roster
+            if outbox is not None:
+                self._queue(other, outbox.changed_frame(), tick)
         if len(self._log) >= self._trim_at:
             log = self._log
             cursors = (u.roster.cursor for u in self._subscribers if u.roster is not None)
             log.trim(min(cursors, default=log.end))
             self._trim_at = max(_TRIM_MIN, 2 * len(log))
 
-    def _tell_idle(self, tick: Tick) -> None:
-        for other in list(self._idle):
-            outbox = other.roster
-            if outbox is not None:
-                self._queue(other, outbox.changed(), tick)
-
     def _flush_window(self) -> None:
-        """The burst's window is over (the timer's thread): every idle subscriber gets one
-        delta with everything the window changed."""
+        """A storm's window is over (the timer's thread): every idle subscriber gets one
+        delta with everything the window changed, and the next window opens while the
+        storm goes on."""
         ticks = self._ticks
         with self._lock:
             self._flush_due = False
             if not self._closed and ticks is not None:
                 self._tell_idle(ticks.current())
+            now = self._clock()
+            if not self._closed and self._storm.window_ended(now) and self._schedule:
+                self._flush_due = True
+                self._schedule(self._storm.window(now), self._flush_window)
         if ticks is not None:
             ticks.flush()
 
-    def _queue(self, user: User, frame: Roster | None, tick: Tick, prefix: bytes = b"") -> None:
+    def _queue(self, user: User, frame: bytes | None, tick: Tick) -> None:
         if frame is None:
             return
         self._idle.discard(user)  # a frame in flight until its ack
         user.ack_deadline = self._clock() + self._ack_timeout
-        user.out.append(prefix + encode(frame), tick)  # an overflow is seen at the flush
+        user.out.append(frame, tick)  # an overflow is seen at the flush

@@ -385,7 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_ranged(int, 1, 256),
         default=d.hash_threads,
         metavar="N",
-        help="threads that hash passwords, apart from the workers",
+        help=(
+            "threads that hash passwords and check login tokens, apart from the workers "
+            "(default: one per core this process may run on, %(default)s here)"
+        ),
     )
     a(
         "--hash-queue",

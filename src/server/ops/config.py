@@ -67,7 +67,11 @@ class ServerConfig:
     #: past its free failures; the waits double from 0.25 s up to it (throttle.py).
     login_delay: float = 2.0
     shutdown_grace: float = 2.0
-    backlog: int = 1024
+    #: Connections the kernel holds until the loop accepts them (capped by
+    #: net.core.somaxconn, 4096 by default since Linux 5.4). A restart's reconnect storm is
+    #: thousands of connects at once: past the backlog the kernel drops them and clients
+    #: retry 1, 3, 7, 15 s later (bench/README.md, "Login storms").
+    backlog: int = 4096
     #: Rooms a user may be in, members a room may have (v1.2 section 2; docs/protocol.md).
     max_rooms_per_user: int = 200
     max_room_members: int = 10_000
