@@ -87,6 +87,12 @@ CREATE TABLE IF NOT EXISTS offline (
     conv BLOB NOT NULL,
     PRIMARY KEY (owner, id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS own (
+    id INTEGER PRIMARY KEY,
+    conv BLOB NOT NULL,
+    owner BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS own_by_sender ON own (conv, owner);
 """
     + STATE_SCHEMA
 )
@@ -159,6 +165,7 @@ class MessageStore:
         #: Rooms, read markers and contacts: the same file, the same keys.
         self.state = StateTables(conn, sealer, self._index, f"history file {path}")
         self._where = f"history file {path}"
+        self._own_from: int | None = None  # meta `own_from`, read once (it never changes)
 
     # ---- opening ---------------------------------------------------------
     @classmethod
@@ -195,6 +202,9 @@ class MessageStore:
             store = cls(path, conn, sealer, retention)
             if fresh or store._meta("check") is None:
                 store._init_meta()
+            if store._meta("own_from") is None:  # a file of an older server: see `unread`
+                with store.transaction():
+                    store._set_meta("own_from", str(0 if fresh else store.id_floor()).encode())
                 # Into the main file at once: a key check reads it there (`_read_meta`).
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except (sqlite3.Error, MessageStoreError) as exc:
@@ -350,21 +360,24 @@ class MessageStore:
         """
         by_conv: dict[bytes, list[_Row]] = {}
         offline_rows: list[tuple[bytes, int, bytes]] = []
+        own_rows: list[tuple[int, bytes, bytes]] = []  # who sent each "*" and room message
+        owners: dict[str, bytes] = {}
         grown: dict[bytes, str] = {}
         pairs: set[tuple[str, str]] = set()
         everyone, conversation = self._all, self.conversation
         for k in kept:
             msgs = k.msgs
             to = msgs[0].to
-            if to == BROADCAST:
-                by_conv.setdefault(everyone, []).extend(
-                    [(m.id, m.ts, m.sender, BROADCAST, m.text) for m in msgs]
-                )
-                continue
-            if isinstance(to, str):  # a room: its own conversation, no queue (v1.2 section 2)
-                by_conv.setdefault(self.room(to), []).extend(
+            if isinstance(to, str):  # "*", or a room: its own conversation, no queue (v1.2 §2)
+                conv = everyone if to == BROADCAST else self.room(to)
+                by_conv.setdefault(conv, []).extend(
                     [(m.id, m.ts, m.sender, to, m.text) for m in msgs]
                 )
+                sender = msgs[0].sender
+                owner = owners.get(sender)
+                if owner is None:
+                    owner = owners[sender] = self.owner(sender)
+                own_rows += [(m.id, conv, owner) for m in msgs]
                 continue
             sender = msgs[0].sender
             rows = [(m.id, m.ts, m.sender, list(m.to), m.text) for m in msgs]
@@ -392,6 +405,8 @@ class MessageStore:
         )
         if offline_rows:
             conn.executemany("INSERT OR IGNORE INTO offline VALUES (?, ?, ?)", offline_rows)
+        if own_rows:
+            conn.executemany("INSERT OR IGNORE INTO own VALUES (?, ?, ?)", own_rows)
         return grown
 
     def trim_queue(self, owner: bytes, keep: int) -> int:
@@ -437,6 +452,7 @@ class MessageStore:
             with self.transaction():
                 conn.execute("DELETE FROM chunks WHERE seq <= ?", (old[-1][0],))
                 conn.execute("DELETE FROM offline WHERE id <= ?", (max(r[2] for r in old),))
+                conn.execute("DELETE FROM own WHERE id <= ?", (max(r[2] for r in old),))
             removed += sum(r[3] for r in old)
             if len(old) < len(rows):
                 return removed
@@ -470,7 +486,74 @@ class MessageStore:
 
     def unread(self, user: str, peer: str, upto: int, cap: int) -> tuple[int, int]:
         """(the newest message id of the conversation, how many after `upto` came from
-        someone else, counted up to `cap`): a login's `markers` frame (v1.2 section 3)."""
+        someone else, counted up to `cap`): a login's `markers` frame (v1.2 section 3).
+
+        `"*"` and rooms are counted from the index, without opening their messages: the
+        chunks after the marker say how many messages they hold (`n`), the `own` table
+        which of them the user sent. Only the chunk the marker falls in, and chunks
+        written before the `own` table existed (`own_from`), are opened and counted one
+        by one. A login with 200 rooms of 1,000 unread each opened about 200 x 170
+        chunks before (bench/README.md, "Rooms (issue 19)"); it opens at most one per
+        room now. A conversation with a person is read as before: its pair's chunks
+        hold group messages too, which only the sealed `to` tells apart."""
+        if peer != BROADCAST and not peer.startswith("#"):
+            return self._unread_opened(user, peer, upto, cap)
+        conv = self.conv_of(user, peer)
+        oldest = self._oldest()
+        own_from = self._own_start()
+        upto = max(upto, 0)
+        conn = self._conn
+        newest = opened = summed = mine = 0
+        low = 0  # the oldest chunk counted from `n`: own messages are those from it on
+
+        def own() -> int:
+            if not low:
+                return 0
+            (mine,) = conn.execute(
+                "SELECT count(*) FROM own WHERE conv = ? AND owner = ? AND id >= ?",
+                (conv, self.owner(user), low),
+            ).fetchone()
+            return int(mine)
+
+        cursor = conn.execute(
+            "SELECT seq, first, last, ts, n FROM chunks WHERE conv = ? AND last > ? "
+            "ORDER BY first DESC",
+            (conv, upto),
+        )
+        for seq, first, last, ts, n in cursor:
+            if ts < oldest:  # past the retention (chunks age with their ids): no older one
+                break
+            newest = max(newest, last)
+            if first > upto and first >= own_from:
+                summed += n
+                low = first
+            else:  # the marker's chunk, or one older than the `own` table: opened
+                (body,) = conn.execute("SELECT body FROM chunks WHERE seq = ?", (seq,)).fetchone()
+                for msg in self._open(conv, first, last, ts, bytes(body)):
+                    if msg.id > upto and msg.ts >= oldest and msg.sender != user:
+                        opened += 1
+            # `mine` only grows as `low` goes down: ask again only when the cap may be met.
+            if summed - mine + opened >= cap:
+                mine = own()
+                if summed - mine + opened >= cap:
+                    break
+        cursor.close()
+        if not newest:  # nothing after the marker: the newest id is at or below it
+            row = conn.execute(
+                "SELECT last FROM chunks WHERE conv = ? ORDER BY first DESC LIMIT 1", (conv,)
+            ).fetchone()
+            newest = row[0] if row else 0
+        return newest, min(summed - own() + opened, cap)
+
+    def _own_start(self) -> int:
+        """The first id the `own` table covers (messages below it were stored before it
+        existed; a new file: 0, every message)."""
+        if self._own_from is None:
+            self._own_from = int(self._meta("own_from") or str(_MAX_ID).encode())
+        return self._own_from
+
+    def _unread_opened(self, user: str, peer: str, upto: int, cap: int) -> tuple[int, int]:
+        """`unread` by opening every chunk after the marker (a conversation with a person)."""
         conv = self.conv_of(user, peer)
         oldest = self._oldest()
         newest = count = 0
@@ -502,7 +585,9 @@ class MessageStore:
 
     def drop_conversation(self, peer: str) -> None:
         """A room deleted: its history goes with it (v1.2 section 2)."""
-        self._conn.execute("DELETE FROM chunks WHERE conv = ?", (self.room(peer),))
+        conv = self.room(peer)
+        self._conn.execute("DELETE FROM chunks WHERE conv = ?", (conv,))
+        self._conn.execute("DELETE FROM own WHERE conv = ?", (conv,))
 
     def offline(self, user: str, after: int, limit: int, max_bytes: int) -> Page:
         """The oldest offline messages of `user` with an id above `after`."""
