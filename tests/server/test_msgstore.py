@@ -493,3 +493,30 @@ def test_the_own_index_goes_with_its_room_and_with_retention(store: MessageStore
     assert store.unread("alice", "#ops", 0, 1000) == (20, 5)
     rows = store._conn.execute("SELECT id FROM own ORDER BY id").fetchall()
     assert [r[0] for r in rows] == list(range(16, 21))  # #dev's gone, 11..15 too old
+
+
+def _steps(store: MessageStore, user: str, room: str, upto: int) -> tuple[tuple[int, int], int]:
+    """`unread`'s answer and the SQLite VM steps it took (a proxy for the rows walked)."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    store._conn.set_progress_handler(count, 1)
+    try:
+        return store.unread(user, room, upto, 1000), steps
+    finally:
+        store._conn.set_progress_handler(None, 1)
+
+
+def test_a_read_up_room_costs_the_same_whatever_its_history(store: MessageStore) -> None:
+    _chatter(store, "#small", range(1, 21), set())
+    _chatter(store, "#big", range(21, 821), set())
+    small, small_steps = _steps(store, "alice", "#small", 20)
+    big, big_steps = _steps(store, "alice", "#big", 820)
+    assert small == (20, 0) and big == (820, 0)
+    assert big_steps < 2 * small_steps  # not a walk of the 800 chunks before the marker
+    behind, _ = _steps(store, "alice", "#big", 810)
+    assert behind == (820, 10)

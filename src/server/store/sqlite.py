@@ -492,9 +492,10 @@ class MessageStore:
         chunks after the marker say how many messages they hold (`n`), the `own` table
         which of them the user sent. Only the chunk the marker falls in, and chunks
         written before the `own` table existed (`own_from`), are opened and counted one
-        by one. A login with 200 rooms of 1,000 unread each opened about 200 x 170
-        chunks before (bench/README.md, "Rooms (issue 19)"); it opens at most one per
-        room now. A conversation with a person is read as before: its pair's chunks
+        by one; and only the chunks from the marker on are looked at (a range of
+        `chunks_by_conv`), never the history before it. A login with 200 rooms of 1,000
+        unread each opened about 200 x 170 chunks before (bench/README.md, "Rooms (issue
+        19)"); it opens at most one per room now. A conversation with a person is read as before: its pair's chunks
         hold group messages too, which only the sealed `to` tells apart."""
         if peer != BROADCAST and not peer.startswith("#"):
             return self._unread_opened(user, peer, upto, cap)
@@ -515,34 +516,47 @@ class MessageStore:
             ).fetchone()
             return int(mine)
 
+        def count_opened(seq: int, first: int, last: int, ts: float) -> int:
+            (body,) = conn.execute("SELECT body FROM chunks WHERE seq = ?", (seq,)).fetchone()
+            found = self._open(conv, first, last, ts, bytes(body))
+            return sum(1 for m in found if m.id > upto and m.ts >= oldest and m.sender != user)
+
+        # The chunks that start after the marker (a range of `chunks_by_conv`), newest first;
+        # then the one it falls in, if any: a conversation's chunks never overlap (ids rise
+        # with the write order), so that is the newest chunk that starts at or below it.
         cursor = conn.execute(
-            "SELECT seq, first, last, ts, n FROM chunks WHERE conv = ? AND last > ? "
+            "SELECT seq, first, last, ts, n FROM chunks WHERE conv = ? AND first > ? "
             "ORDER BY first DESC",
             (conv, upto),
         )
+        done = False
         for seq, first, last, ts, n in cursor:
             if ts < oldest:  # past the retention (chunks age with their ids): no older one
+                done = True
                 break
             newest = max(newest, last)
-            if first > upto and first >= own_from:
+            if first >= own_from:
                 summed += n
                 low = first
-            else:  # the marker's chunk, or one older than the `own` table: opened
-                (body,) = conn.execute("SELECT body FROM chunks WHERE seq = ?", (seq,)).fetchone()
-                for msg in self._open(conv, first, last, ts, bytes(body)):
-                    if msg.id > upto and msg.ts >= oldest and msg.sender != user:
-                        opened += 1
+            else:  # written before the `own` table: opened
+                opened += count_opened(seq, first, last, ts)
             # `mine` only grows as `low` goes down: ask again only when the cap may be met.
             if summed - mine + opened >= cap:
                 mine = own()
                 if summed - mine + opened >= cap:
+                    done = True
                     break
         cursor.close()
-        if not newest:  # nothing after the marker: the newest id is at or below it
+        if not done:
             row = conn.execute(
-                "SELECT last FROM chunks WHERE conv = ? ORDER BY first DESC LIMIT 1", (conv,)
+                "SELECT seq, first, last, ts FROM chunks WHERE conv = ? AND first <= ? "
+                "ORDER BY first DESC LIMIT 1",
+                (conv, upto),
             ).fetchone()
-            newest = row[0] if row else 0
+            if row is not None:
+                newest = max(newest, row[2])  # nothing after the marker: it is at or below it
+                if row[2] > upto and row[3] >= oldest:
+                    opened += count_opened(*row)
         return newest, min(summed - own() + opened, cap)
 
     def _own_start(self) -> int:
