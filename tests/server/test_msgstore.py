@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -520,3 +521,25 @@ def test_a_read_up_room_costs_the_same_whatever_its_history(store: MessageStore)
     assert big_steps < 2 * small_steps  # not a walk of the 800 chunks before the marker
     behind, _ = _steps(store, "alice", "#big", 810)
     assert behind == (820, 10)
+
+
+def test_room_unread_goes_past_a_window_of_ones_own_chunks(store: MessageStore) -> None:
+    # 12 chunks of bob's, then 12 of alice's own: the first window of `cap` (5) chunks
+    # holds only hers, so the count goes on to older windows until it has 5 of bob's.
+    _chatter(store, "#dev", range(1, 25), set(range(13, 25)))
+    assert store.unread("alice", "#dev", 0, 5) == (24, 5)
+    assert store.unread("alice", "#dev", 9, 5) == (24, 3)
+    assert store.unread("bob", "#dev", 20, 5) == (24, 4)
+
+
+def test_room_unread_leaves_out_what_the_retention_hides(path: Path, cipher: Cipher) -> None:
+    store = MessageStore.open(path, KEY, cipher, retention=1.0)
+    try:
+        now = time.time()
+        for i in range(1, 11):  # 1..5 an hour old, 6..10 new
+            msg = Msg(i, "bob", "#dev", f"m{i}", now - (3600 if i <= 5 else 0))
+            keep(store, Kept((msg,), (), ()))
+        assert store.unread("alice", "#dev", 0, 1000) == (10, 5)
+        assert store.unread("alice", "#dev", 3, 1000) == (10, 5)
+    finally:
+        store.close()

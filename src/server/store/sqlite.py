@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_conv ON chunks (conv, first);
+CREATE INDEX IF NOT EXISTS chunks_counts ON chunks (conv, first, n, last, ts);
 CREATE TABLE IF NOT EXISTS offline (
     owner BLOB NOT NULL,
     id INTEGER NOT NULL,
@@ -488,15 +489,15 @@ class MessageStore:
         """(the newest message id of the conversation, how many after `upto` came from
         someone else, counted up to `cap`): a login's `markers` frame (v1.2 section 3).
 
-        `"*"` and rooms are counted from the index, without opening their messages: the
-        chunks after the marker say how many messages they hold (`n`), the `own` table
-        which of them the user sent. Only the chunk the marker falls in, and chunks
-        written before the `own` table existed (`own_from`), are opened and counted one
-        by one; and only the chunks from the marker on are looked at (a range of
-        `chunks_by_conv`), never the history before it. A login with 200 rooms of 1,000
-        unread each opened about 200 x 170 chunks before (bench/README.md, "Rooms (issue
-        19)"); it opens at most one per room now. A conversation with a person is read as before: its pair's chunks
-        hold group messages too, which only the sealed `to` tells apart."""
+        `"*"` and rooms are counted from indexes, without opening their messages: the
+        chunks after the marker say how many messages they hold (`n`, summed by SQLite
+        from `chunks_counts`, a range that starts at the marker: never the history before
+        it), the `own` table which of them the user sent. Only the chunk the marker falls
+        in, and chunks written before the `own` table existed (`own_from`), are opened
+        and counted one by one. A login with 200 rooms of 1,000 unread each opened about
+        200 x 170 chunks before (bench/README.md, "Rooms (issue 19)"); it opens at most
+        one per room now. A conversation with a person is read as before: its pair's
+        chunks hold group messages too, which only the sealed `to` tells apart."""
         if peer != BROADCAST and not peer.startswith("#"):
             return self._unread_opened(user, peer, upto, cap)
         conv = self.conv_of(user, peer)
@@ -521,43 +522,58 @@ class MessageStore:
             found = self._open(conv, first, last, ts, bytes(body))
             return sum(1 for m in found if m.id > upto and m.ts >= oldest and m.sender != user)
 
-        # The chunks that start after the marker (a range of `chunks_by_conv`), newest first;
-        # then the one it falls in, if any: a conversation's chunks never overlap (ids rise
-        # with the write order), so that is the newest chunk that starts at or below it.
-        cursor = conn.execute(
-            "SELECT seq, first, last, ts, n FROM chunks WHERE conv = ? AND first > ? "
-            "ORDER BY first DESC",
-            (conv, upto),
-        )
-        done = False
-        for seq, first, last, ts, n in cursor:
-            if ts < oldest:  # past the retention (chunks age with their ids): no older one
-                done = True
-                break
-            newest = max(newest, last)
-            if first >= own_from:
-                summed += n
-                low = first
-            else:  # written before the `own` table: opened
-                opened += count_opened(seq, first, last, ts)
-            # `mine` only grows as `low` goes down: ask again only when the cap may be met.
-            if summed - mine + opened >= cap:
-                mine = own()
-                if summed - mine + opened >= cap:
-                    done = True
-                    break
-        cursor.close()
-        if not done:
-            row = conn.execute(
-                "SELECT seq, first, last, ts FROM chunks WHERE conv = ? AND first <= ? "
-                "ORDER BY first DESC LIMIT 1",
-                (conv, upto),
+        # The chunks that start after the marker, newest first, summed by SQLite from the
+        # covering index `chunks_counts` (a range: never the history before the marker),
+        # `cap` chunks at a time (each holds one message at least): one window answers
+        # unless the user's own messages are many.
+        floor = max(upto, own_from - 1)
+        keep = oldest if oldest != float("-inf") else -1e300
+        below = _MAX_ID
+        while True:
+            chunks, count, lo, hi = conn.execute(
+                "SELECT count(*), sum(n), min(first), max(last) FROM (SELECT n, first, last "
+                "FROM chunks WHERE conv = ? AND first > ? AND first < ? AND ts >= ? "
+                "ORDER BY first DESC LIMIT ?)",
+                (conv, floor, below, keep, cap),
             ).fetchone()
-            if row is not None:
-                newest = max(newest, row[2])  # nothing after the marker: it is at or below it
-                if row[2] > upto and row[3] >= oldest:
-                    opened += count_opened(*row)
-        return newest, min(summed - own() + opened, cap)
+            if not chunks:
+                break
+            summed += count
+            low, below = lo, lo
+            newest = max(newest, hi)
+            mine = own()
+            if summed - mine >= cap:
+                return newest, cap
+            if chunks < cap:
+                break
+        # Chunks written before the `own` table (after the marker): opened, newest first.
+        if own_from - 1 > upto:
+            cursor = conn.execute(
+                "SELECT seq, first, last, ts FROM chunks WHERE conv = ? AND first > ? "
+                "AND first < ? ORDER BY first DESC",
+                (conv, upto, own_from),
+            )
+            for seq, first, last, ts in cursor:
+                if ts < oldest:
+                    break
+                newest = max(newest, last)
+                opened += count_opened(seq, first, last, ts)
+                if summed - mine + opened >= cap:
+                    cursor.close()
+                    return newest, cap
+            cursor.close()
+        # The chunk the marker falls in: a conversation's chunks never overlap (ids rise
+        # with the write order), so it is the newest chunk that starts at or below it.
+        row = conn.execute(
+            "SELECT seq, first, last, ts FROM chunks WHERE conv = ? AND first <= ? "
+            "ORDER BY first DESC LIMIT 1",
+            (conv, upto),
+        ).fetchone()
+        if row is not None:
+            newest = max(newest, row[2])  # nothing after the marker: it is at or below it
+            if row[2] > upto and row[3] >= oldest:
+                opened += count_opened(*row)
+        return newest, min(summed - mine + opened, cap)
 
     def _own_start(self) -> int:
         """The first id the `own` table covers (messages below it were stored before it
