@@ -543,3 +543,22 @@ def test_room_unread_leaves_out_what_the_retention_hides(path: Path, cipher: Cip
         assert store.unread("alice", "#dev", 3, 1000) == (10, 5)
     finally:
         store.close()
+
+
+def test_a_file_with_big_ids_opens_when_the_check_walks_the_read_paths(
+    path: Path, cipher: Cipher
+) -> None:
+    # Ids from an id mark's floor (2**52 and up) summed over a few thousand chunks
+    # overflowed SQLite's sum() in the fallback check: the server refused to start.
+    store = MessageStore.open(path, KEY, cipher)
+    base = 1 << 61
+    for i in range(5):
+        keep(store, room_msg(base + i, "bob"), public(base + 100 + i, "bob", "x"))
+        keep(store, private(base + 200 + i, "bob", ("alice",), "q", ("alice",)))
+    store.close()
+    store = MessageStore.open(path, KEY, cipher, check_budget=0.0)
+    try:
+        assert store.unread("alice", "#dev", 0, 1000) == (base + 4, 5)
+        assert len(store.offline("alice", 0, 100, 1 << 20).messages) == 5
+    finally:
+        store.close()

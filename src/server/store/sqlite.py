@@ -778,12 +778,14 @@ def is_damage(exc: BaseException) -> bool:
 #: What the server reads, walked when `PRAGMA quick_check` does not finish in time: the
 #: meta rows, every offline entry, the conversation index, and the head of every chunk
 #: (without the sealed body, which the chunk's tag checks whenever it is read).
+#: `total()`, not `sum()`: ids reach 2**52 and more (an id mark's floor), and sum() of a few
+#: thousand of them overflows a 64-bit integer, which SQLite raises as an error.
 _READ_PATHS = (
-    "SELECT count(*), sum(length(k) + length(v)) FROM meta",
-    "SELECT count(*), sum(id), sum(length(owner) + length(conv)) FROM offline",
-    "SELECT count(*), sum(first), sum(length(conv)) FROM chunks INDEXED BY chunks_by_conv "
+    "SELECT count(*), total(length(k) + length(v)) FROM meta",
+    "SELECT count(*), total(id), total(length(owner) + length(conv)) FROM offline",
+    "SELECT count(*), total(first), total(length(conv)) FROM chunks INDEXED BY chunks_by_conv "
     "WHERE conv IS NOT NULL",
-    "SELECT count(*), sum(first), sum(last), sum(n), sum(ts) FROM chunks",
+    "SELECT count(*), total(first), total(last), total(n), total(ts) FROM chunks",
 )
 
 
