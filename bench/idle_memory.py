@@ -16,6 +16,7 @@ per connection that a feature can add in Python. bench/README.md, "Rooms (issue 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import re
 import signal
@@ -32,17 +33,31 @@ sys.path.insert(0, str(BENCH))
 import run  # noqa: E402
 
 
+def _rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=2000)
     ap.add_argument("--features", default="rooms,read,echo,typing")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument(
+        "--rss",
+        action="store_true",
+        help="no tracemalloc: VmRSS per connection, then again after glibc's malloc_trim(0) "
+        "(free memory the allocator kept, given back)",
+    )
     opts = ap.parse_args()
     from chat.server.ops.cli import main as server_main
 
     run.raise_nofile()
     run.ensure_registered(opts.clients, run.STATE, run.default_exe())
-    tracemalloc.start(1)
+    if not opts.rss:
+        tracemalloc.start(1)
     out: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         log_file = Path(tmp) / "server.log"
@@ -56,7 +71,8 @@ def main() -> int:
                         raise RuntimeError("the server did not start")
                     time.sleep(0.1)
                 time.sleep(1.0)
-                before = tracemalloc.take_snapshot()
+                rss0 = _rss_kb()
+                before = None if opts.rss else tracemalloc.take_snapshot()
                 cmd = [str(run.LOADGEN), "--proto", "chat", "--port", str(port), "--mode"]
                 cmd += ["idle", "--clients", str(opts.clients), "--hold", "8", "--verbose"]
                 cmd += ["--login-batch", "64", "--src-count", "8"]
@@ -70,9 +86,21 @@ def main() -> int:
                     if "clients ready" in line:
                         break
                 time.sleep(2.0)
+                n = opts.clients
+                if opts.rss:
+                    rss1 = _rss_kb()
+                    ctypes.CDLL("libc.so.6").malloc_trim(0)
+                    rss2 = _rss_kb()
+                    gen.wait(120)
+                    out.append(
+                        f"features={opts.features!r} clients={n}: RSS {rss0} -> {rss1} KB, "
+                        f"{(rss1 - rss0) / n:.2f} KB each; after malloc_trim(0) {rss2} KB, "
+                        f"{(rss2 - rss0) / n:.2f} KB each"
+                    )
+                    return
                 after = tracemalloc.take_snapshot()
                 gen.wait(120)
-                n = opts.clients
+                assert before is not None
                 diff = after.compare_to(before, "lineno")
                 total = sum(d.size_diff for d in diff)
                 out.append(
