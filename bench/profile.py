@@ -3,7 +3,7 @@
 
     python bench/profile.py EXE OUT [--data DIR] [--clients 100] [--format flamegraph|raw]
                             [--gil] [--native] [--by-thread] [--rate HZ] [--perf]
-                            [--logins N [--seconds S]]
+                            [--logins N [--seconds S]] [--room #NAME]
 
 Starts EXE (--threads 4) with run.py's options on core 1, runs the loadgen's closed
 loop (C clients, W = 8, quick ACKs) for 15 s on core 0, and 4 s in records 10 s with
@@ -107,6 +107,11 @@ def main() -> int:
     ap.add_argument("--logins", type=int, default=0, help="profile a burst of N logins")
     ap.add_argument("--seconds", type=int, default=10, help="how long py-spy records")
     ap.add_argument(
+        "--room",
+        default="",
+        help="the saturation run to a room (loadgen --room NAME) instead of '*' (issue 19)",
+    )
+    ap.add_argument(
         "--perf",
         action="store_true",
         help="perf record -g (kernel and native frames) instead of py-spy; OUT gets a table "
@@ -146,6 +151,7 @@ def main() -> int:
         load = [
             *("--mode", "window", "--clients", c, "--senders", c, "--window", "8"),
             *("--quickack", "--login-batch", "10", "--duration", "14", "--warmup", "1"),
+            *(("--room", opts.room) if opts.room else ()),
         ]
         if opts.logins:
             load = [

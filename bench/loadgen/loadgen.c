@@ -37,6 +37,14 @@
  * A login answered `rate_limited` (the server's hash queue is full) is sent
  * again; the JSON says how many times ("login_retries"), and how much CPU the
  * server spent while the clients logged in ("login_server_cpu_s").
+ *
+ * Rooms (protocol v1.2 section 2): --room NAME logs every client in with the
+ * feature `rooms`; client 0 creates the room (public), every other client joins
+ * it once it exists, and a client is ready only when its `room_create` / `join`
+ * is answered `ok`: sending starts when all C are members, and every message goes
+ * to the room instead of "*". --features LIST (comma-separated) asks for those
+ * v1.2 features at login (e.g. rooms,read,echo,typing: the idle memory of a v1.2
+ * client). Without either option every frame is byte for byte what it was.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -88,6 +96,7 @@ typedef struct {
     int read_wants_write; /* TLS: the last SSL_read/handshake needs the socket writable */
     int write_wants_read; /* TLS: the pending SSL_write needs the socket readable */
     char *token;          /* --tokens: this client's token; --resume-out: the one it got */
+    int in_chat;          /* --room: in CHAT (pong seen), its create/join not answered yet */
 } conn_t;
 
 typedef struct {
@@ -123,6 +132,13 @@ static const char *g_resume_out = NULL; /* --resume-out: ask for resume, write t
 static const char *g_tokens = NULL;     /* --tokens: log in with the tokens of this file */
 static uint64_t g_login_retries;        /* logins sent again after rate_limited */
 static double g_login_srv_cpu = NAN;     /* --server-pid: its CPU seconds while logging in */
+static const char *g_room = NULL;       /* --room: the room every client joins and writes to */
+static const char *g_features = NULL;   /* --features: v1.2 features asked for at login */
+static char g_features_json[512];       /* ,"features":[...] of a password auth ("" = none) */
+static char g_features_list[400];       /* the same list's items, for the JSON result */
+static int g_room_created;              /* --room: client 0's room_create was answered */
+static uint64_t g_room_join_s_ns;       /* --room: when the first join was sent, for room_join_s */
+static double g_room_join_s = NAN;      /* --room: from the first create to the last join's ok */
 
 /* ---- state ------------------------------------------------------------- */
 static conn_t *g_conns;
@@ -346,7 +362,7 @@ static int retry_login(conn_t *c) {
     close(c->fd);
     c->retries++;
     g_reconnects++;
-    c->registering = c->got_roster = 0;
+    c->registering = c->got_roster = c->in_chat = 0;
     c->read_wants_write = c->write_wants_read = 0;
     c->carry_len = c->out_len = 0;
     conn_open(c);
@@ -385,7 +401,7 @@ static void login_start(conn_t *c) {
     } else {
         int n = snprintf(buf, sizeof buf, "{\"type\":\"auth\",\"user\":\"%s\",\"password\":\"%s\"%s%s}",
                          name, g_password, c->registering ? ",\"register\":true" : "",
-                         g_resume_out ? ",\"features\":[\"resume\"]" : "");
+                         g_features_json);
         put_frame(c, buf, (size_t)n);
     }
 }
@@ -460,6 +476,38 @@ static void set_ready(conn_t *c) {
     g_ready++;
 }
 
+/* --room: client 0 creates the room, the others join it once it exists (id 1 each). */
+static void room_request(conn_t *c) {
+    char buf[256];
+    int n;
+    if (!g_room_join_s_ns) g_room_join_s_ns = now_ns();
+    if (c->idx == 0 && !g_room_created)
+        n = snprintf(buf, sizeof buf,
+                     "{\"type\":\"room_create\",\"id\":1,\"room\":\"%s\",\"invite_only\":false}", g_room);
+    else
+        n = snprintf(buf, sizeof buf, "{\"type\":\"join\",\"id\":1,\"room\":\"%s\"}", g_room);
+    put_frame(c, buf, (size_t)n);
+}
+
+/* --room: a client in CHAT asks for the room now, or (not client 0) once it exists. */
+static void room_in_chat(conn_t *c) {
+    c->in_chat = 1;
+    if (c->idx == 0 || g_room_created) room_request(c);
+}
+
+/* --room: its create or join was answered ok; the room exists, waiting clients join. */
+static void room_ok(conn_t *c) {
+    if (!c->in_chat) return;
+    c->in_chat = 0;
+    if (c->idx == 0 && !g_room_created) {
+        g_room_created = 1;
+        for (int i = 1; i < g_clients; i++)
+            if (g_conns[i].in_chat && g_conns[i].state == S_LOGIN) room_request(&g_conns[i]);
+    }
+    set_ready(c);
+    if (g_ready == g_clients) g_room_join_s = (double)(now_ns() - g_room_join_s_ns) / 1e9;
+}
+
 /* ---- deliveries --------------------------------------------------------- */
 /* text = "<sender>:<seq>:<t_ns>:xxxx..." */
 static void on_delivery(conn_t *r, const char *text, const char *end, uint64_t t_now) {
@@ -507,8 +555,8 @@ static void send_one(int s) {
         int m = snprintf(buf, sizeof buf, "PRIVMSG #bench :%s\r\n", text);
         put(c, buf, (size_t)m);
     } else {
-        int m = snprintf(buf, sizeof buf, "{\"type\":\"send\",\"id\":%" PRIu64 ",\"to\":\"*\",\"text\":\"%s\"}",
-                         sd->next_seq, text);
+        int m = snprintf(buf, sizeof buf, "{\"type\":\"send\",\"id\":%" PRIu64 ",\"to\":\"%s\",\"text\":\"%s\"}",
+                         sd->next_seq, g_room ? g_room : "*", text);
         put_frame(c, buf, (size_t)m);
     }
     sd->next_seq++;
@@ -551,7 +599,10 @@ static void chat_frame(conn_t *c, const char *p, const char *end, uint64_t t_now
             put_frame(c, "{\"type\":\"ping\"}", 15);
         }
     } else if (!strncmp(ty, "pong\"", 5)) {
-        if (c->got_roster) set_ready(c);
+        if (c->got_roster && g_room && c->state == S_LOGIN && !c->in_chat) room_in_chat(c);
+        else if (c->got_roster && !g_room) set_ready(c);
+    } else if (!strncmp(ty, "ok\"", 3)) {
+        if (g_room && c->state == S_LOGIN) room_ok(c);
     } else if (!strncmp(ty, "auth_ok\"", 8)) {
         /* the full roster follows; with --resume-out, keep the token */
         const char *tk = g_resume_out ? find(p, end, "\"token\":\"") : NULL;
@@ -568,6 +619,15 @@ static void chat_frame(conn_t *c, const char *p, const char *end, uint64_t t_now
         if (c->state == S_LOGIN && find(p, end, "rate_limited")) {
             g_login_retries++; /* the server's hash queue was full: ask again */
             login_start(c);
+            return;
+        }
+        if (g_room && c->state == S_LOGIN && c->in_chat && c->idx == 0 && !g_room_created &&
+            find(p, end, "room_exists")) {
+            c->in_chat = 0; /* a room left from an earlier run: join it instead */
+            g_room_created = 1;
+            room_in_chat(c);
+            for (int i = 1; i < g_clients; i++)
+                if (g_conns[i].in_chat && g_conns[i].state == S_LOGIN) room_request(&g_conns[i]);
             return;
         }
         if (c->state == S_LOGIN && !c->registering && !(c->token && !g_resume_out) &&
@@ -802,6 +862,9 @@ static void print_json(double login_s, double window_s, long srv_ticks, double s
            jnum(g_deliveries_window ? self_cpu * 1e6 / (double)g_deliveries_window : NAN, 4));
     printf("\"server_vmhwm_kb\":%ld,\"server_rss_kb\":%ld,\"server_rss_before_kb\":%ld,", hwm_kb, rss_kb,
            rss0_kb);
+    if (g_room || g_features)
+        printf("\"room\":\"%s\",\"features_asked\":[%s],\"room_join_s\":%s,", g_room ? g_room : "",
+               g_features_list, jnum(g_room_join_s, 3));
     printf("\"rss_per_conn_kb\":%s}\n",
            jnum(rss_kb > 0 && rss0_kb > 0 ? (double)(rss_kb - rss0_kb) / g_clients : NAN, 2));
     fflush(stdout);
@@ -838,6 +901,31 @@ static void write_tokens(void) {
     if (fclose(f)) die("--resume-out %s: %s", g_resume_out, strerror(errno));
 }
 
+/* The features of a password login, as `,"features":[...]` (none: ""): --features, then
+ * "rooms" for --room and "resume" for --resume-out when not listed already. */
+static void features_json(void) {
+    char *list = g_features_list;
+    const char *extra[2] = {g_room ? "rooms" : NULL, g_resume_out ? "resume" : NULL};
+    size_t len = 0, cap = sizeof g_features_list;
+    if (g_features) {
+        char copy[300];
+        if (strlen(g_features) >= sizeof copy) die("--features: too long");
+        strcpy(copy, g_features);
+        for (char *name = strtok(copy, ","); name; name = strtok(NULL, ",")) {
+            if (strpbrk(name, "\"\\")) die("--features: bad name");
+            len += (size_t)snprintf(list + len, cap - len, "%s\"%s\"", len ? "," : "", name);
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        if (!extra[i]) continue;
+        char quoted[32];
+        snprintf(quoted, sizeof quoted, "\"%s\"", extra[i]);
+        if (!strstr(list, quoted))
+            len += (size_t)snprintf(list + len, cap - len, "%s%s", len ? "," : "", quoted);
+    }
+    if (len) snprintf(g_features_json, sizeof g_features_json, ",\"features\":[%s]", list);
+}
+
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen [--proto chat|irc] [--host H] [--port P] [--port2 P2] [--clients C]\n"
@@ -846,7 +934,7 @@ static void usage(void) {
             "  [--drain S] [--hold S] [--msg-len N] [--prefix P] [--password PW] [--quickack]\n"
             "  [--no-nodelay] [--src-count N] [--src-base A.B.C.D] [--server-pid PID]\n"
             "  [--login-batch N] [--no-join] [--login-timeout S] [--tls] [--verbose]\n"
-            "  [--resume-out FILE] [--tokens FILE]\n"
+            "  [--resume-out FILE] [--tokens FILE] [--room #NAME] [--features LIST]\n"
             "  --tls: TLS 1.2+ on every connection; the server's certificate is not verified\n");
     exit(2);
 }
@@ -861,7 +949,8 @@ static void parse_args(int argc, char **argv) {
         {"quickack", 0, 0, 'q'}, {"no-nodelay", 0, 0, 'N'}, {"src-count", 1, 0, 'n'},
         {"src-base", 1, 0, 'b'}, {"server-pid", 1, 0, 'i'}, {"login-batch", 1, 0, 'B'},
         {"no-join", 0, 0, 'J'}, {"login-timeout", 1, 0, 'T'}, {"tls", 0, 0, 't'}, {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'},
-        {"resume-out", 1, 0, 'R'}, {"tokens", 1, 0, 'K'}, {0, 0, 0, 0}};
+        {"resume-out", 1, 0, 'R'}, {"tokens", 1, 0, 'K'}, {"room", 1, 0, 'O'},
+        {"features", 1, 0, 'F'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -896,6 +985,8 @@ static void parse_args(int argc, char **argv) {
         case 'v': g_verbose = 1; break;
         case 'R': g_resume_out = optarg; break;
         case 'K': g_tokens = optarg; break;
+        case 'O': g_room = optarg; break;
+        case 'F': g_features = optarg; break;
         default: usage();
         }
     }
@@ -903,6 +994,9 @@ static void parse_args(int argc, char **argv) {
         g_msg_len > 4000 || g_login_batch < 1)
         usage();
     if (g_mode == M_IDLE) g_senders = 0;
+    if (g_room && (g_proto != P_CHAT || g_room[0] != '#' || strlen(g_room) > 33 || strpbrk(g_room, "\"\\")))
+        die("--room: a room name (#name) of the chat protocol");
+    features_json();
     if (inet_pton(AF_INET, g_src_base, &g_src_base_addr) != 1) die("bad --src-base");
 }
 

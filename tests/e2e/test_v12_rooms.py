@@ -622,6 +622,26 @@ def test_a_room_message_reaches_every_rooms_session_of_every_member_but_the_send
         assert [f for f in s.drain() if f["type"] == "msg"] == [], s.features
 
 
+def test_sends_to_a_room_in_one_write_are_each_answered_in_order_and_delivered_in_order(
+    srv: ServerProc,
+) -> None:
+    # One write: the sends reach the server as one batch, answered by one call (fanout).
+    a, b = login(srv, uniq("a")), login(srv, uniq("b"))
+    room = uniq_room()
+    create(a, room)
+    join(b, room, a)
+    sends = [{"type": "send", "id": f"s{i}", "to": room, "text": f"t{i}"} for i in range(30)]
+    answers = a.pipeline(sends)
+    assert [set(f) for f in answers] == [{"type", "id", "msg_id", "room"}] * 30
+    assert [(f["type"], f["id"], f["room"]) for f in answers] == [
+        ("sent", f"s{i}", room) for i in range(30)
+    ]
+    ids = [f["msg_id"] for f in answers]
+    assert ids == sorted(set(ids))  # one message each, in the order sent
+    got = b.msgs(30)
+    assert [(m["id"], m["text"]) for m in got] == [(ids[i], f"t{i}") for i in range(30)]
+
+
 def test_only_members_send_to_a_room(srv: ServerProc) -> None:
     owner, member, x = login(srv, uniq("o")), login(srv, uniq("m")), login(srv, uniq("x"))
     pub, priv = uniq_room("pub"), uniq_room("priv")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -346,7 +347,8 @@ def test_sqlite_holds_no_name_even_in_its_schema_or_meta(path: Path, cipher: Cip
     conn = sqlite3.connect(path)
     meta = dict(conn.execute("SELECT k, v FROM meta"))
     conn.close()
-    assert set(meta) == {"format", "cipher", "check"}
+    assert set(meta) == {"format", "cipher", "check", "own_from"}
+    assert meta["own_from"] == b"0"  # a new file: its `own` index covers every message
 
 
 # --- a damaged file is refused at open (issue "1 of 6", item 5) ------------------------
@@ -403,4 +405,160 @@ def test_a_damaged_page_met_by_a_read_raises_it_is_never_an_empty_answer(
         assert is_damage(info.value)
     finally:
         reader.close()
+        store.close()
+
+
+# --- unread counts (a login's `markers`, v1.2 section 3) -----------------------------------------
+def room_msg(msg_id: int, sender: str, room: str = "#dev") -> Kept:
+    return Kept((Msg(msg_id, sender, room, f"m{msg_id}", T0 + msg_id),), (), ())
+
+
+def _chatter(store: MessageStore, room: str, ids: range, mine: set[int]) -> None:
+    """One chunk per message (one batch each, as a quiet room has): alice wrote `mine`."""
+    for i in ids:
+        keep(store, room_msg(i, "alice" if i in mine else "bob", room))
+
+
+def _opened(store: MessageStore, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The chunks `store` opens from now on, as (first, last)."""
+    calls: list[tuple[int, int]] = []
+    real = MessageStore._open
+
+    def spy(self: MessageStore, conv: bytes, first: int, last: int, ts: float, body: bytes):
+        calls.append((first, last))
+        return real(self, conv, first, last, ts, body)
+
+    monkeypatch.setattr(MessageStore, "_open", spy)
+    return calls
+
+
+def test_room_and_everyone_unread_come_from_the_index_not_from_opening_chunks(
+    store: MessageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = {5, 17, 40, 41}
+    _chatter(store, "#dev", range(1, 61), mine)
+    keep(store, *(public(100 + i, "alice" if i % 3 == 0 else "bob", "x") for i in range(9)))
+    keep(store, room_msg(70, "bob"), room_msg(71, "alice"), room_msg(72, "bob"))  # one chunk
+    opened = _opened(store, monkeypatch)
+    # alice read up to 10: 11..60 and 70..72 are after it, 17, 40, 41 and 71 hers
+    assert store.unread("alice", "#dev", 10, 1000) == (72, 53 - 4)
+    assert opened == []  # every chunk after the marker counted from its `n`
+    # the marker inside a chunk: that chunk alone is opened
+    assert store.unread("alice", "#DEV", 70, 1000) == (72, 1)
+    assert opened == [(70, 72)]
+    assert store.unread("alice", "*", 0, 1000) == (108, 6)  # 100, 103, 106 are hers
+    assert store.unread("bob", "#dev", 0, 1000) == (72, 5)  # alice's five
+    assert store.unread("alice", "#dev", 72, 1000) == (72, 0)
+    assert store.unread("alice", "#none", 0, 1000) == (0, 0)
+    assert opened == [(70, 72)]  # nothing after the marker: nothing opened
+
+
+def test_room_unread_stops_at_the_cap_and_never_counts_ones_own(
+    store: MessageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = set(range(150, 200))  # the newest 50 are alice's own
+    _chatter(store, "#dev", range(1, 200), mine)
+    opened = _opened(store, monkeypatch)
+    assert store.unread("alice", "#dev", 0, 100) == (199, 100)
+    assert store.unread("alice", "#dev", 60, 100) == (199, 89)  # 61..149: below the cap
+    assert store.unread("bob", "#dev", 0, 1000) == (199, 50)
+    assert opened == []
+
+
+def test_a_file_from_before_the_own_index_counts_its_old_messages_by_opening_them(
+    path: Path, cipher: Cipher
+) -> None:
+    store = MessageStore.open(path, KEY, cipher)
+    _chatter(store, "#dev", range(1, 21), {3, 4})
+    with store.transaction():  # as an older server left it: no `own` rows, no `own_from`
+        store._conn.execute("DELETE FROM own")
+        store._conn.execute("DELETE FROM meta WHERE k = 'own_from'")
+    store.close()
+    store = MessageStore.open(path, KEY, cipher)
+    try:
+        _chatter(store, "#dev", range(21, 31), {25})
+        reader = store.reader()
+        assert reader.unread("alice", "#dev", 0, 1000) == (30, 30 - 3)
+        assert reader.unread("alice", "#dev", 22, 1000) == (30, 7)
+        reader.close()
+    finally:
+        store.close()
+
+
+def test_the_own_index_goes_with_its_room_and_with_retention(store: MessageStore) -> None:
+    _chatter(store, "#dev", range(1, 11), {2, 3})
+    _chatter(store, "#ops", range(11, 21), {12})
+    store.drop_conversation("#dev")
+    assert store.unread("alice", "#dev", 0, 1000) == (0, 0)
+    assert store.purge_before(T0 + 15.5) == 5
+    assert store.unread("alice", "#ops", 0, 1000) == (20, 5)
+    rows = store._conn.execute("SELECT id FROM own ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == list(range(16, 21))  # #dev's gone, 11..15 too old
+
+
+def _steps(store: MessageStore, user: str, room: str, upto: int) -> tuple[tuple[int, int], int]:
+    """`unread`'s answer and the SQLite VM steps it took (a proxy for the rows walked)."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    store._conn.set_progress_handler(count, 1)
+    try:
+        return store.unread(user, room, upto, 1000), steps
+    finally:
+        store._conn.set_progress_handler(None, 1)
+
+
+def test_a_read_up_room_costs_the_same_whatever_its_history(store: MessageStore) -> None:
+    _chatter(store, "#small", range(1, 21), set())
+    _chatter(store, "#big", range(21, 821), set())
+    small, small_steps = _steps(store, "alice", "#small", 20)
+    big, big_steps = _steps(store, "alice", "#big", 820)
+    assert small == (20, 0) and big == (820, 0)
+    assert big_steps < 2 * small_steps  # not a walk of the 800 chunks before the marker
+    behind, _ = _steps(store, "alice", "#big", 810)
+    assert behind == (820, 10)
+
+
+def test_room_unread_goes_past_a_window_of_ones_own_chunks(store: MessageStore) -> None:
+    # 12 chunks of bob's, then 12 of alice's own: the first window of `cap` (5) chunks
+    # holds only hers, so the count goes on to older windows until it has 5 of bob's.
+    _chatter(store, "#dev", range(1, 25), set(range(13, 25)))
+    assert store.unread("alice", "#dev", 0, 5) == (24, 5)
+    assert store.unread("alice", "#dev", 9, 5) == (24, 3)
+    assert store.unread("bob", "#dev", 20, 5) == (24, 4)
+
+
+def test_room_unread_leaves_out_what_the_retention_hides(path: Path, cipher: Cipher) -> None:
+    store = MessageStore.open(path, KEY, cipher, retention=1.0)
+    try:
+        now = time.time()
+        for i in range(1, 11):  # 1..5 an hour old, 6..10 new
+            msg = Msg(i, "bob", "#dev", f"m{i}", now - (3600 if i <= 5 else 0))
+            keep(store, Kept((msg,), (), ()))
+        assert store.unread("alice", "#dev", 0, 1000) == (10, 5)
+        assert store.unread("alice", "#dev", 3, 1000) == (10, 5)
+    finally:
+        store.close()
+
+
+def test_a_file_with_big_ids_opens_when_the_check_walks_the_read_paths(
+    path: Path, cipher: Cipher
+) -> None:
+    # Ids from an id mark's floor (2**52 and up) summed over a few thousand chunks
+    # overflowed SQLite's sum() in the fallback check: the server refused to start.
+    store = MessageStore.open(path, KEY, cipher)
+    base = 1 << 61
+    for i in range(5):
+        keep(store, room_msg(base + i, "bob"), public(base + 100 + i, "bob", "x"))
+        keep(store, private(base + 200 + i, "bob", ("alice",), "q", ("alice",)))
+    store.close()
+    store = MessageStore.open(path, KEY, cipher, check_budget=0.0)
+    try:
+        assert store.unread("alice", "#dev", 0, 1000) == (base + 4, 5)
+        assert len(store.offline("alice", 0, 100, 1 << 20).messages) == 5
+    finally:
         store.close()

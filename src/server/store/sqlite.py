@@ -81,12 +81,19 @@ CREATE TABLE IF NOT EXISTS chunks (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_conv ON chunks (conv, first);
+CREATE INDEX IF NOT EXISTS chunks_counts ON chunks (conv, first, n, last, ts);
 CREATE TABLE IF NOT EXISTS offline (
     owner BLOB NOT NULL,
     id INTEGER NOT NULL,
     conv BLOB NOT NULL,
     PRIMARY KEY (owner, id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS own (
+    id INTEGER PRIMARY KEY,
+    conv BLOB NOT NULL,
+    owner BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS own_by_sender ON own (conv, owner);
 """
     + STATE_SCHEMA
 )
@@ -159,6 +166,7 @@ class MessageStore:
         #: Rooms, read markers and contacts: the same file, the same keys.
         self.state = StateTables(conn, sealer, self._index, f"history file {path}")
         self._where = f"history file {path}"
+        self._own_from: int | None = None  # meta `own_from`, read once (it never changes)
 
     # ---- opening ---------------------------------------------------------
     @classmethod
@@ -195,6 +203,9 @@ class MessageStore:
             store = cls(path, conn, sealer, retention)
             if fresh or store._meta("check") is None:
                 store._init_meta()
+            if store._meta("own_from") is None:  # a file of an older server: see `unread`
+                with store.transaction():
+                    store._set_meta("own_from", str(0 if fresh else store.id_floor()).encode())
                 # Into the main file at once: a key check reads it there (`_read_meta`).
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except (sqlite3.Error, MessageStoreError) as exc:
@@ -350,21 +361,24 @@ class MessageStore:
         """
         by_conv: dict[bytes, list[_Row]] = {}
         offline_rows: list[tuple[bytes, int, bytes]] = []
+        own_rows: list[tuple[int, bytes, bytes]] = []  # who sent each "*" and room message
+        owners: dict[str, bytes] = {}
         grown: dict[bytes, str] = {}
         pairs: set[tuple[str, str]] = set()
         everyone, conversation = self._all, self.conversation
         for k in kept:
             msgs = k.msgs
             to = msgs[0].to
-            if to == BROADCAST:
-                by_conv.setdefault(everyone, []).extend(
-                    [(m.id, m.ts, m.sender, BROADCAST, m.text) for m in msgs]
-                )
-                continue
-            if isinstance(to, str):  # a room: its own conversation, no queue (v1.2 section 2)
-                by_conv.setdefault(self.room(to), []).extend(
+            if isinstance(to, str):  # "*", or a room: its own conversation, no queue (v1.2 §2)
+                conv = everyone if to == BROADCAST else self.room(to)
+                by_conv.setdefault(conv, []).extend(
                     [(m.id, m.ts, m.sender, to, m.text) for m in msgs]
                 )
+                sender = msgs[0].sender
+                owner = owners.get(sender)
+                if owner is None:
+                    owner = owners[sender] = self.owner(sender)
+                own_rows += [(m.id, conv, owner) for m in msgs]
                 continue
             sender = msgs[0].sender
             rows = [(m.id, m.ts, m.sender, list(m.to), m.text) for m in msgs]
@@ -392,6 +406,8 @@ class MessageStore:
         )
         if offline_rows:
             conn.executemany("INSERT OR IGNORE INTO offline VALUES (?, ?, ?)", offline_rows)
+        if own_rows:
+            conn.executemany("INSERT OR IGNORE INTO own VALUES (?, ?, ?)", own_rows)
         return grown
 
     def trim_queue(self, owner: bytes, keep: int) -> int:
@@ -437,6 +453,7 @@ class MessageStore:
             with self.transaction():
                 conn.execute("DELETE FROM chunks WHERE seq <= ?", (old[-1][0],))
                 conn.execute("DELETE FROM offline WHERE id <= ?", (max(r[2] for r in old),))
+                conn.execute("DELETE FROM own WHERE id <= ?", (max(r[2] for r in old),))
             removed += sum(r[3] for r in old)
             if len(old) < len(rows):
                 return removed
@@ -470,7 +487,103 @@ class MessageStore:
 
     def unread(self, user: str, peer: str, upto: int, cap: int) -> tuple[int, int]:
         """(the newest message id of the conversation, how many after `upto` came from
-        someone else, counted up to `cap`): a login's `markers` frame (v1.2 section 3)."""
+        someone else, counted up to `cap`): a login's `markers` frame (v1.2 section 3).
+
+        `"*"` and rooms are counted from indexes, without opening their messages: the
+        chunks after the marker say how many messages they hold (`n`, summed by SQLite
+        from `chunks_counts`, a range that starts at the marker: never the history before
+        it), the `own` table which of them the user sent. Only the chunk the marker falls
+        in, and chunks written before the `own` table existed (`own_from`), are opened
+        and counted one by one. A login with 200 rooms of 1,000 unread each opened about
+        200 x 170 chunks before (bench/README.md, "Rooms (issue 19)"); it opens at most
+        one per room now. A conversation with a person is read as before: its pair's
+        chunks hold group messages too, which only the sealed `to` tells apart."""
+        if peer != BROADCAST and not peer.startswith("#"):
+            return self._unread_opened(user, peer, upto, cap)
+        conv = self.conv_of(user, peer)
+        oldest = self._oldest()
+        own_from = self._own_start()
+        upto = max(upto, 0)
+        conn = self._conn
+        newest = opened = summed = mine = 0
+        low = 0  # the oldest chunk counted from `n`: own messages are those from it on
+
+        def own() -> int:
+            if not low:
+                return 0
+            (mine,) = conn.execute(
+                "SELECT count(*) FROM own WHERE conv = ? AND owner = ? AND id >= ?",
+                (conv, self.owner(user), low),
+            ).fetchone()
+            return int(mine)
+
+        def count_opened(seq: int, first: int, last: int, ts: float) -> int:
+            (body,) = conn.execute("SELECT body FROM chunks WHERE seq = ?", (seq,)).fetchone()
+            found = self._open(conv, first, last, ts, bytes(body))
+            return sum(1 for m in found if m.id > upto and m.ts >= oldest and m.sender != user)
+
+        # The chunks that start after the marker, newest first, summed by SQLite from the
+        # covering index `chunks_counts` (a range: never the history before the marker),
+        # `cap` chunks at a time (each holds one message at least): one window answers
+        # unless the user's own messages are many.
+        floor = max(upto, own_from - 1)
+        keep = oldest if oldest != float("-inf") else -1e300
+        below = _MAX_ID
+        while True:
+            chunks, count, lo, hi = conn.execute(
+                "SELECT count(*), sum(n), min(first), max(last) FROM (SELECT n, first, last "
+                "FROM chunks WHERE conv = ? AND first > ? AND first < ? AND ts >= ? "
+                "ORDER BY first DESC LIMIT ?)",
+                (conv, floor, below, keep, cap),
+            ).fetchone()
+            if not chunks:
+                break
+            summed += count
+            low, below = lo, lo
+            newest = max(newest, hi)
+            mine = own()
+            if summed - mine >= cap:
+                return newest, cap
+            if chunks < cap:
+                break
+        # Chunks written before the `own` table (after the marker): opened, newest first.
+        if own_from - 1 > upto:
+            cursor = conn.execute(
+                "SELECT seq, first, last, ts FROM chunks WHERE conv = ? AND first > ? "
+                "AND first < ? ORDER BY first DESC",
+                (conv, upto, own_from),
+            )
+            for seq, first, last, ts in cursor:
+                if ts < oldest:
+                    break
+                newest = max(newest, last)
+                opened += count_opened(seq, first, last, ts)
+                if summed - mine + opened >= cap:
+                    cursor.close()
+                    return newest, cap
+            cursor.close()
+        # The chunk the marker falls in: a conversation's chunks never overlap (ids rise
+        # with the write order), so it is the newest chunk that starts at or below it.
+        row = conn.execute(
+            "SELECT seq, first, last, ts FROM chunks WHERE conv = ? AND first <= ? "
+            "ORDER BY first DESC LIMIT 1",
+            (conv, upto),
+        ).fetchone()
+        if row is not None:
+            newest = max(newest, row[2])  # nothing after the marker: it is at or below it
+            if row[2] > upto and row[3] >= oldest:
+                opened += count_opened(*row)
+        return newest, min(summed - mine + opened, cap)
+
+    def _own_start(self) -> int:
+        """The first id the `own` table covers (messages below it were stored before it
+        existed; a new file: 0, every message)."""
+        if self._own_from is None:
+            self._own_from = int(self._meta("own_from") or str(_MAX_ID).encode())
+        return self._own_from
+
+    def _unread_opened(self, user: str, peer: str, upto: int, cap: int) -> tuple[int, int]:
+        """`unread` by opening every chunk after the marker (a conversation with a person)."""
         conv = self.conv_of(user, peer)
         oldest = self._oldest(user, peer)
         newest = count = 0
@@ -502,7 +615,9 @@ class MessageStore:
 
     def drop_conversation(self, peer: str) -> None:
         """A room deleted: its history goes with it (v1.2 section 2)."""
-        self._conn.execute("DELETE FROM chunks WHERE conv = ?", (self.room(peer),))
+        conv = self.room(peer)
+        self._conn.execute("DELETE FROM chunks WHERE conv = ?", (conv,))
+        self._conn.execute("DELETE FROM own WHERE conv = ?", (conv,))
 
     def offline(self, user: str, after: int, limit: int, max_bytes: int) -> Page:
         """The oldest offline messages of `user` with an id above `after`."""
@@ -669,12 +784,14 @@ def is_damage(exc: BaseException) -> bool:
 #: What the server reads, walked when `PRAGMA quick_check` does not finish in time: the
 #: meta rows, every offline entry, the conversation index, and the head of every chunk
 #: (without the sealed body, which the chunk's tag checks whenever it is read).
+#: `total()`, not `sum()`: ids reach 2**52 and more (an id mark's floor), and sum() of a few
+#: thousand of them overflows a 64-bit integer, which SQLite raises as an error.
 _READ_PATHS = (
-    "SELECT count(*), sum(length(k) + length(v)) FROM meta",
-    "SELECT count(*), sum(id), sum(length(owner) + length(conv)) FROM offline",
-    "SELECT count(*), sum(first), sum(length(conv)) FROM chunks INDEXED BY chunks_by_conv "
+    "SELECT count(*), total(length(k) + length(v)) FROM meta",
+    "SELECT count(*), total(id), total(length(owner) + length(conv)) FROM offline",
+    "SELECT count(*), total(first), total(length(conv)) FROM chunks INDEXED BY chunks_by_conv "
     "WHERE conv IS NOT NULL",
-    "SELECT count(*), sum(first), sum(last), sum(n), sum(ts) FROM chunks",
+    "SELECT count(*), total(first), total(last), total(n), total(ts) FROM chunks",
 )
 
 
