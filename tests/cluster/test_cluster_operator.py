@@ -20,13 +20,13 @@ import pytest
 from conftest import ServerProc, launch
 from e2e.server_support import PASSWORD, register, request, roster_changes
 
-from .conftest import RedisProc
+from .conftest import AnyRedis
 from .test_cluster import login, send
 
 
 @pytest.fixture
 def pair(
-    tmp_path: Path, redis_server: RedisProc
+    tmp_path: Path, redis_server: AnyRedis
 ) -> Iterator[tuple[ServerProc, ServerProc, Callable[..., Any]]]:
     key = tmp_path / "cluster.key"
     nodes = []
@@ -126,7 +126,7 @@ def test_without_a_node_to_ask_the_command_works_on_redis_and_the_nodes_act(
 
 
 def test_a_nodes_metrics_tell_of_redis_and_the_other_nodes(
-    tmp_path: Path, redis_server: RedisProc, pair
+    tmp_path: Path, redis_server: AnyRedis, pair
 ) -> None:
     import re
     import urllib.request
