@@ -182,10 +182,14 @@ def _port(log_file: Path) -> int:
 
 
 def _segment(
-    events: list[tuple[float, str, str, str, str]], first: str, last: str, after: int = 0
+    events: list[tuple[float, str, str, str, str]],
+    first: str | tuple[str, ...],
+    last: str,
+    after: int = 0,
 ) -> tuple[list[tuple[float, str, str, str, str]], int]:
-    """The events of one thread from the first call ending in `first` (at or after index
-    `after`) to the first call ending in `last` after it, and the index after it."""
+    """The events of one thread from the first call ending in `first` (one of them, when
+    several) at or after index `after`, to the first call ending in `last` after it, and
+    the index after it."""
     i = next(n for n in range(after, len(events)) if events[n][4].endswith(first))
     thread = events[i][1]
     j = next(
@@ -210,7 +214,7 @@ def _module(name: str) -> str:
 def _report(events: list[tuple[float, str, str, str, str]]) -> None:
     """The loop's part (the read of the frame to its post to the mailbox) and the worker's
     (the mailbox's run to the end of its tick), where the message goes from one to the other."""
-    loop, after = _segment(events, "._read", "Mailbox.post")
+    loop, after = _segment(events, ("._read", "._read_tcp"), "Mailbox.post")
     worker, _ = _segment(events, "Mailbox._run", "Tick.flush", after)
     walk = loop + worker
     order: dict[str, None] = {}

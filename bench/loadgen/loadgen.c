@@ -29,6 +29,14 @@
  * server's certificate is NOT verified: the bench talks to its own server over
  * loopback with a throw-away self-signed pair; this measures TLS cost, it
  * authenticates nothing.
+ *
+ * Tokens (protocol v1.2 `resume`): --resume-out FILE asks for `resume` at each
+ * password login and writes the tokens the server gave, one line per client
+ * ("index token"); --tokens FILE logs every client in with its token from such
+ * a file instead of a password (bench/tokens.py: a restart's reconnect storm).
+ * A login answered `rate_limited` (the server's hash queue is full) is sent
+ * again; the JSON says how many times ("login_retries"), and how much CPU the
+ * server spent while the clients logged in ("login_server_cpu_s").
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -79,6 +87,7 @@ typedef struct {
     SSL *ssl;             /* --tls: this connection's TLS object */
     int read_wants_write; /* TLS: the last SSL_read/handshake needs the socket writable */
     int write_wants_read; /* TLS: the pending SSL_write needs the socket readable */
+    char *token;          /* --tokens: this client's token; --resume-out: the one it got */
 } conn_t;
 
 typedef struct {
@@ -110,6 +119,10 @@ static double g_login_timeout = 600.0;
 static int g_tls = 0;
 static SSL_CTX *g_ssl_ctx;
 static const char *g_tls_version = "", *g_tls_cipher = "";
+static const char *g_resume_out = NULL; /* --resume-out: ask for resume, write the tokens here */
+static const char *g_tokens = NULL;     /* --tokens: log in with the tokens of this file */
+static uint64_t g_login_retries;        /* logins sent again after rate_limited */
+static double g_login_srv_cpu = NAN;     /* --server-pid: its CPU seconds while logging in */
 
 /* ---- state ------------------------------------------------------------- */
 static conn_t *g_conns;
@@ -362,9 +375,17 @@ static void login_start(conn_t *c) {
     if (g_proto == P_IRC) {
         snprintf(buf, sizeof buf, "NICK %s\r\nUSER %s 0 * :bench\r\n", name, name);
         put_str(c, buf);
+    } else if (c->token && !g_resume_out) {
+        char tok[1024];
+        int n = snprintf(tok, sizeof tok,
+                         "{\"type\":\"auth\",\"user\":\"%s\",\"token\":\"%s\",\"features\":[\"resume\"]}",
+                         name, c->token);
+        if (n < 0 || (size_t)n >= sizeof tok) die("client %d: token too long", c->idx);
+        put_frame(c, tok, (size_t)n);
     } else {
-        int n = snprintf(buf, sizeof buf, "{\"type\":\"auth\",\"user\":\"%s\",\"password\":\"%s\"}",
-                         name, g_password);
+        int n = snprintf(buf, sizeof buf, "{\"type\":\"auth\",\"user\":\"%s\",\"password\":\"%s\"%s%s}",
+                         name, g_password, c->registering ? ",\"register\":true" : "",
+                         g_resume_out ? ",\"features\":[\"resume\"]" : "");
         put_frame(c, buf, (size_t)n);
     }
 }
@@ -532,16 +553,27 @@ static void chat_frame(conn_t *c, const char *p, const char *end, uint64_t t_now
     } else if (!strncmp(ty, "pong\"", 5)) {
         if (c->got_roster) set_ready(c);
     } else if (!strncmp(ty, "auth_ok\"", 8)) {
-        /* the full roster follows */
+        /* the full roster follows; with --resume-out, keep the token */
+        const char *tk = g_resume_out ? find(p, end, "\"token\":\"") : NULL;
+        if (tk) {
+            tk += 9;
+            const char *q = memchr(tk, '"', (size_t)(end - tk));
+            if (!q) die("client %d: auth_ok with an unterminated token", c->idx);
+            free(c->token);
+            c->token = strndup(tk, (size_t)(q - tk));
+        } else if (g_resume_out) {
+            die("client %d: auth_ok without a token (resume not granted?)", c->idx);
+        }
     } else if (!strncmp(ty, "error\"", 6)) {
-        if (c->state == S_LOGIN && !c->registering && find(p, end, "bad_credentials")) {
-            char name[64], buf[512];
-            name_of(c->idx, name, sizeof name);
-            int n = snprintf(buf, sizeof buf,
-                             "{\"type\":\"auth\",\"user\":\"%s\",\"password\":\"%s\",\"register\":true}",
-                             name, g_password);
+        if (c->state == S_LOGIN && find(p, end, "rate_limited")) {
+            g_login_retries++; /* the server's hash queue was full: ask again */
+            login_start(c);
+            return;
+        }
+        if (c->state == S_LOGIN && !c->registering && !(c->token && !g_resume_out) &&
+            find(p, end, "bad_credentials")) {
             c->registering = 1;
-            put_frame(c, buf, (size_t)n);
+            login_start(c);
             return;
         }
         g_errors++;
@@ -762,6 +794,8 @@ static void print_json(double login_s, double window_s, long srv_ticks, double s
     printf("\"tls\":%d,\"tls_version\":\"%s\",\"tls_cipher\":\"%s\",", g_tls, g_tls_version,
            g_tls_cipher);
     printf("\"server_cpu_s\":%s,", jnum(srv_cpu, 3));
+    printf("\"login_server_cpu_s\":%s,\"login_retries\":%" PRIu64 ",\"tokens\":%d,",
+           jnum(g_login_srv_cpu, 3), g_login_retries, g_tokens != NULL);
     printf("\"server_us_per_delivery\":%s,",
            jnum(g_deliveries_window ? srv_cpu * 1e6 / (double)g_deliveries_window : NAN, 4));
     printf("\"loadgen_cpu_s\":%.3f,\"loadgen_us_per_delivery\":%s,", self_cpu,
@@ -773,6 +807,37 @@ static void print_json(double login_s, double window_s, long srv_ticks, double s
     fflush(stdout);
 }
 
+/* --tokens FILE: "index token" lines, one per client (what --resume-out wrote). */
+static void read_tokens(void) {
+    FILE *f = fopen(g_tokens, "r");
+    if (!f) die("--tokens %s: %s", g_tokens, strerror(errno));
+    char line[1024];
+    int loaded = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *sp = strchr(line, ' ');
+        if (!sp) continue;
+        int idx = atoi(line);
+        sp++;
+        sp[strcspn(sp, "\r\n")] = 0;
+        if (idx < 0 || idx >= g_clients || !*sp) continue;
+        free(g_conns[idx].token);
+        g_conns[idx].token = strdup(sp);
+        loaded++;
+    }
+    fclose(f);
+    for (int i = 0; i < g_clients; i++)
+        if (!g_conns[i].token) die("--tokens %s: no token for client %d", g_tokens, i);
+    if (g_verbose) fprintf(stderr, "loadgen: %d tokens loaded\n", loaded);
+}
+
+static void write_tokens(void) {
+    FILE *f = fopen(g_resume_out, "w");
+    if (!f) die("--resume-out %s: %s", g_resume_out, strerror(errno));
+    for (int i = 0; i < g_clients; i++)
+        if (g_conns[i].token) fprintf(f, "%d %s\n", i, g_conns[i].token);
+    if (fclose(f)) die("--resume-out %s: %s", g_resume_out, strerror(errno));
+}
+
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen [--proto chat|irc] [--host H] [--port P] [--port2 P2] [--clients C]\n"
@@ -781,6 +846,7 @@ static void usage(void) {
             "  [--drain S] [--hold S] [--msg-len N] [--prefix P] [--password PW] [--quickack]\n"
             "  [--no-nodelay] [--src-count N] [--src-base A.B.C.D] [--server-pid PID]\n"
             "  [--login-batch N] [--no-join] [--login-timeout S] [--tls] [--verbose]\n"
+            "  [--resume-out FILE] [--tokens FILE]\n"
             "  --tls: TLS 1.2+ on every connection; the server's certificate is not verified\n");
     exit(2);
 }
@@ -794,7 +860,8 @@ static void parse_args(int argc, char **argv) {
         {"msg-len", 1, 0, 'l'}, {"prefix", 1, 0, 'x'}, {"password", 1, 0, 'W'},
         {"quickack", 0, 0, 'q'}, {"no-nodelay", 0, 0, 'N'}, {"src-count", 1, 0, 'n'},
         {"src-base", 1, 0, 'b'}, {"server-pid", 1, 0, 'i'}, {"login-batch", 1, 0, 'B'},
-        {"no-join", 0, 0, 'J'}, {"login-timeout", 1, 0, 'T'}, {"tls", 0, 0, 't'}, {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"no-join", 0, 0, 'J'}, {"login-timeout", 1, 0, 'T'}, {"tls", 0, 0, 't'}, {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'},
+        {"resume-out", 1, 0, 'R'}, {"tokens", 1, 0, 'K'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -827,6 +894,8 @@ static void parse_args(int argc, char **argv) {
         case 'T': g_login_timeout = atof(optarg); break;
         case 't': g_tls = 1; break;
         case 'v': g_verbose = 1; break;
+        case 'R': g_resume_out = optarg; break;
+        case 'K': g_tokens = optarg; break;
         default: usage();
         }
     }
@@ -868,9 +937,14 @@ int main(int argc, char **argv) {
     }
     long rss0 = g_server_pid ? proc_status_kb(g_server_pid, "VmRSS") : -1;
 
+    if (g_tokens) read_tokens();
+    long login_ticks0 = g_server_pid ? proc_cpu_ticks(g_server_pid) : -1;
     uint64_t t_login = now_ns();
     login_all();
     double login_s = (double)(now_ns() - t_login) / 1e9;
+    if (login_ticks0 >= 0)
+        g_login_srv_cpu = (double)(proc_cpu_ticks(g_server_pid) - login_ticks0) / (double)sysconf(_SC_CLK_TCK);
+    if (g_resume_out) write_tokens();
     if (g_verbose) fprintf(stderr, "loadgen: %d clients ready in %.2fs\n", g_ready, login_s);
 
     if (g_mode == M_IDLE) {

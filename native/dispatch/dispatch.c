@@ -119,6 +119,17 @@ size_t cd_queue_len(cd_queue *q) {
  * outbound buffers
  * ------------------------------------------------------------------------- */
 #define REPORTED 0x100u /* internal: this overflow was reported once */
+#define USED 0x200u     /* internal: appended to since the last cd_trim */
+#define INTERNAL (REPORTED | USED)
+
+/* A drained buffer keeps its memory up to this capacity, for the next tick's frames:
+ * freeing it at every flush and growing it again (256 B, doubling) cost more CPU in page
+ * faults and copies than the fan-out itself at saturation (bench/README.md, issue 18).
+ * Bigger ones (a full roster of thousands) go at once; cd_trim frees the rest once their
+ * slot has gone a whole period without an append (an idle connection holds none), or
+ * when a buffer is more than four times what the period queued at most (a burst is
+ * over): what is kept follows what is used. */
+#define RETAIN_MAX (256u * 1024u)
 
 struct buf {
     uint8_t *data;
@@ -132,6 +143,7 @@ struct slot {
     int fd;
     uint32_t flags;
     uint32_t tag;
+    size_t peak; /* most bytes queued in main since the last cd_trim */
     struct buf main;
     struct buf held;
 };
@@ -159,6 +171,12 @@ static void buf_drop(struct buf *b) {
     free(b->data);
     b->data = NULL;
     b->off = b->len = b->cap = 0;
+}
+
+/* Everything is out: keep the memory for the next frames, unless it is big. */
+static void buf_drained(struct buf *b) {
+    if (b->cap > RETAIN_MAX) buf_drop(b);
+    else b->off = b->len = 0;
 }
 
 static int buf_put(struct buf *b, const uint8_t *data, size_t n) {
@@ -255,6 +273,7 @@ int cd_open(cd_out *o, uint32_t slot, int fd, uint32_t flags, uint64_t *handle) 
     s->fd = fd;
     s->flags = flags & CD_DIRECT;
     s->tag = 0;
+    s->peak = 0;
     *handle = handle_of(slot, s->gen);
     pthread_mutex_unlock(&s->mu);
     return CD_OK;
@@ -309,6 +328,8 @@ static int put_locked(cd_out *o, struct slot *s, const uint8_t *data, size_t n, 
         return CD_OVERFLOW;
     }
     struct buf *b = (s->flags & CD_HOLDING) && !first ? &s->held : &s->main;
+    s->flags |= USED;
+    if (buf_size(&s->main) + n > s->peak) s->peak = buf_size(&s->main) + n;
     if (buf_put(b, data, n) != CD_OK) {
         /* No memory for it: the connection cannot get this frame, so it gets nothing more
          * (Redis' rule for a client whose buffer cannot grow): reported like an overflow. */
@@ -435,7 +456,7 @@ size_t cd_pending(cd_out *o, uint64_t h) {
 uint32_t cd_state(cd_out *o, uint64_t h) {
     struct slot *s = lock_live(o, h);
     if (!s) return CD_CLOSED;
-    uint32_t flags = s->flags & ~REPORTED;
+    uint32_t flags = s->flags & ~INTERNAL;
     pthread_mutex_unlock(&s->mu);
     return flags;
 }
@@ -443,6 +464,27 @@ uint32_t cd_state(cd_out *o, uint64_t h) {
 uint64_t cd_total(cd_out *o) { return o ? __atomic_load_n(&o->total, __ATOMIC_RELAXED) : 0; }
 
 uint64_t cd_sent(cd_out *o) { return o ? __atomic_load_n(&o->sent, __ATOMIC_RELAXED) : 0; }
+size_t cd_trim(cd_out *o) {
+    if (!o) return 0;
+    size_t freed = 0;
+    for (uint32_t i = 0; i < o->nslots; i++) {
+        struct slot *s = &o->slots[i];
+        pthread_mutex_lock(&s->mu);
+        if (s->in_use && s->main.data && s->main.off == s->main.len) {
+            /* Drained: idle for a whole period, or kept far bigger than this period
+             * needed (a burst is over): freed, to grow again to what is used. */
+            size_t need = s->peak > 256 ? s->peak : 256;
+            if (!(s->flags & USED) || s->main.cap / 4 > need) {
+                freed += s->main.cap;
+                buf_drop(&s->main);
+            }
+        }
+        s->flags &= ~USED;
+        s->peak = 0;
+        pthread_mutex_unlock(&s->mu);
+    }
+    return freed;
+}
 
 /* Send what the slot holds (its lock held): the CD_S_* status. */
 static uint32_t flush_locked(cd_out *o, struct slot *s, int *err) {
@@ -472,7 +514,7 @@ static uint32_t flush_locked(cd_out *o, struct slot *s, int *err) {
             return status | CD_S_ERROR;
         }
     }
-    buf_drop(b); /* drained: an idle connection holds no buffer */
+    buf_drained(b); /* its memory serves the next tick; cd_trim frees an idle one's */
     if (s->flags & CD_SEALED) status |= CD_S_SEALED;
     return status;
 }
@@ -514,7 +556,7 @@ int cd_consume(cd_out *o, uint64_t h, size_t n) {
     s->main.off += n;
     account(o, -(int64_t)n);
     __atomic_add_fetch(&o->sent, (uint64_t)n, __ATOMIC_RELAXED);
-    if (s->main.off == s->main.len) buf_drop(&s->main);
+    if (s->main.off == s->main.len) buf_drained(&s->main);
     pthread_mutex_unlock(&s->mu);
     return CD_OK;
 }

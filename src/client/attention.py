@@ -13,6 +13,7 @@ import re
 from functools import lru_cache
 
 from chat.shared.messages import BROADCAST, Msg
+from chat.shared.rooms import is_room
 
 
 @lru_cache(maxsize=8)
@@ -27,7 +28,10 @@ def mentions(text: str, name: str) -> bool:
 
 
 def is_for_me(msg: Msg, me: str) -> bool:
-    """A message that calls for attention: to me (alone or in a group), or naming me."""
+    """A message that calls for attention: to me (alone or in a group), or naming me (in a
+    message to everyone or to a room)."""
     if msg.sender == me:
         return False
-    return msg.to != BROADCAST or mentions(msg.text, me)
+    if msg.to == BROADCAST or is_room(msg.to):
+        return mentions(msg.text, me)
+    return True

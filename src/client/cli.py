@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from chat.shared.messages import BROADCAST, PASSWORD_MAX, valid_name
+from chat.shared.rooms import valid_room
 from chat.shared.version import VERSION
 
 from . import config as cfg
+from .lineformat import fatal
 from .linehistory import run_history
 from .linemode import EXIT_INTERRUPTED, run_line_mode
 from .session import Session
@@ -90,7 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--with",
         dest="peer",
         metavar="NAME",
-        help='the conversation --history prints: a user name, or "*" for everyone (default)',
+        help='the conversation --history prints: a user name, a room (#name), or "*" for '
+        "everyone (default)",
+    )
+    parser.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="line mode: when the connection is lost, connect again (backoff 0.5 s to 15 s) "
+        "instead of exiting 4",
+    )
+    parser.add_argument(
+        "--join",
+        action="append",
+        metavar="ROOM",
+        help="join this room (#name) at login, before any line is sent; line mode creates "
+        "it when it does not exist, the TUI asks first; may be given several times",
     )
     parser.add_argument(
         "--tls",
@@ -183,8 +199,13 @@ def check_args(args: argparse.Namespace) -> None:
     if args.peer is not None:
         if args.history is None:
             raise UsageError("--with only goes with --history N")
-        if args.peer != BROADCAST and not valid_name(args.peer):
-            raise UsageError(f'--with {args.peer!r} is not a user name (nor "*")')
+        if args.peer != BROADCAST and not valid_name(args.peer) and not valid_room(args.peer):
+            raise UsageError(f'--with {args.peer!r} is not a user name (nor a #room, nor "*")')
+    for room in args.join or ():
+        if not valid_room(room):
+            raise UsageError(f"--join {room!r} is not a room name (# then a user name)")
+    if args.join and args.history is not None:
+        raise UsageError("--join does not go with --history (a query reads, it joins nothing)")
 
 
 def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -267,7 +288,15 @@ def line_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
         return run_history(
             args.host, args.port, session, args.history, peer, use_json=args.json, tls=tls
         )
-    return run_line_mode(args.host, args.port, session, use_json=args.json, tls=tls)
+    return run_line_mode(
+        args.host,
+        args.port,
+        session,
+        use_json=args.json,
+        tls=tls,
+        reconnect=args.reconnect,
+        join=args.join,
+    )
 
 
 def tui_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
@@ -289,6 +318,7 @@ def tui_mode(args: argparse.Namespace, tls: ssl.SSLContext | None) -> int:
         bell=args.bell,
         colours=args.colour,
         palette=args.palette,
+        join=tuple(args.join or ()),
     )
     return run_tui(options)
 
@@ -309,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         return tui_mode(args, tls)
     except UsageError as exc:
         print(f"chat-client: {exc}", file=sys.stderr)
+        if getattr(args, "json", False):  # a script reading only the JSON stream learns it
+            print(fatal(str(exc), EXIT_USAGE), flush=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

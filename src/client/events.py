@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chat.shared.messages import Msg, MsgId
+from chat.shared.messages import (
+    Invitation,
+    Marker,
+    Msg,
+    MsgId,
+    RoomEvent,
+    RoomInfo,
+    RoomState,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +70,16 @@ class AccountExists:
 
 @dataclass(frozen=True, slots=True)
 class LoggedIn:
-    """The first (full) roster was received and acknowledged: chat may start."""
+    """The first (full) roster was received and acknowledged: chat may start.
+
+    `features` are the v1.2 features the server granted (none: a v1.1 server, or one
+    that offers none of those asked for): rooms, read markers, echo, typing.
+    """
 
     user: str
     online: tuple[str, ...]
     registered: bool
+    features: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +128,104 @@ class Delivered:
     delivered: tuple[str, ...]
     missing: tuple[str, ...]
     queued: tuple[str, ...] = ()
+    #: v1.2: the id of the stored message (its `msg.id` elsewhere); None from a v1.1 server.
+    msg_id: int | None = None
 
     @property
     def unknown(self) -> tuple[str, ...]:
         """Missing and not queued: not online and not stored (e.g. no such user)."""
         return tuple(name for name in self.missing if name not in self.queued)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomDelivered:
+    """The server's `sent` for one of our messages to a room (v1.2): no name lists, the
+    members who are offline read it from the room's history."""
+
+    id: MsgId
+    msg_id: int
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomsState:
+    """The full state of our rooms and invites, once per login (v1.2 `rooms`)."""
+
+    rooms: tuple[RoomState, ...]
+    invites: tuple[Invitation, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomNotice:
+    """Something happened in a room (v1.2 `room_event`), in the room's own order."""
+
+    event: RoomEvent
+
+
+@dataclass(frozen=True, slots=True)
+class MarkersLoaded:
+    """How far each conversation was read, once per login (v1.2 `markers`), newest first."""
+
+    markers: tuple[Marker, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMoved:
+    """Another session of ours read `peer` up to `upto` (v1.2 `read`)."""
+
+    peer: str
+    upto: int
+
+
+@dataclass(frozen=True, slots=True)
+class TypingSeen:
+    """`sender` is typing (`state`) to `to`: us, a list with us, or a room (v1.2 `typing`)."""
+
+    sender: str
+    to: str | tuple[str, ...]
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDone:
+    """A v1.2 request `id` was answered `ok` (its `kind`: "join", "leave", ...; `room` and
+    `user` repeated from it when it had them)."""
+
+    id: MsgId
+    kind: str
+    room: str = ""
+    user: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed:
+    """A v1.2 request `id` got an `error` (`code`), or none: the connection died, or the
+    server does not offer what it needs (`code` None; `message` says which)."""
+
+    id: MsgId
+    kind: str
+    code: str | None
+    message: str
+    room: str = ""
+    user: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomsListed:
+    """The answer to our `room_list` request `id`."""
+
+    id: MsgId
+    rooms: tuple[RoomInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UsersFound:
+    """The answer to our `user_search` request `id` for `prefix`."""
+
+    id: MsgId
+    prefix: str
+    users: tuple[str, ...]
+    more: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +306,16 @@ NetEvent = (
     | Incoming
     | CaughtUp
     | Delivered
+    | RoomDelivered
+    | RoomsState
+    | RoomNotice
+    | MarkersLoaded
+    | ReadMoved
+    | TypingSeen
+    | RequestDone
+    | RequestFailed
+    | RoomsListed
+    | UsersFound
     | HistoryLoaded
     | HistoryFailed
     | SendRefused

@@ -1,10 +1,12 @@
-"""The two npyscreen forms: the chat screen and the login popup.
+"""The npyscreen forms: the chat screen, the login popup, a question, the room list.
 
-`ChatForm` draws a `ChatModel` (status line, participants, history, message
-line, key help) and lays itself out again on every resize. Network events
-are applied only here, on the UI thread, from the app's FIFO inbox, drained
-both when idle (`while_waiting`) and after every key (`adjust_widgets`),
-since npyscreen stops calling the idle hook while someone types.
+`ChatForm` draws a `ChatModel` (status line, the current buffer's people, the
+buffer list, the buffer's history, message line, key help) and lays itself
+out again on every resize, and whenever the message line grows (a message of
+several lines) or the buffer list does. Network events are applied only here,
+on the UI thread, from the app's FIFO inbox, drained both when idle
+(`while_waiting`) and after every key (`adjust_widgets`), since npyscreen stops
+calling the idle hook while someone types.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ import npyscreen
 from npyscreen import wgwidget
 from npyscreen.wgNMenuDisplay import HasMenus
 
-from chat.shared.messages import PASSWORD_MAX, valid_name
+from chat.shared.messages import PASSWORD_MAX, RoomInfo, valid_name
 
+from . import keys
 from .history import History
 from .model import ONLINE, RECONNECTING
-from .textwidth import text_width, wrap
+from .textwidth import ellipsize, text_width, wrap
 from .widgets import (
     Box,
+    BufferListView,
     HistoryView,
     InputLine,
     ParticipantsView,
@@ -44,23 +48,27 @@ HINTS: dict[str, tuple[tuple[str, int], ...]] = {
     "input": (
         ("^X Menu", 9),
         ("Enter send", 8),
-        ("Tab nick", 4),
+        ("Alt-1..9 buffers", 6),
+        ("Tab complete", 4),
         ("Up/Down typed", 2),
         ("PgUp/PgDn scroll", 3),
-        ("^N list", 6),
-        ("^O history", 5),
+        ("^N lists", 5),
         ("/help", 7),
     ),
     "list": (
         ("list: Up/Down move", 9),
         ("Space tick", 6),
-        ("Enter pick", 7),
-        ("^O history", 5),
+        ("Enter open", 7),
         ("Esc: back to typing", 8),
     ),
     "history": (
         ("history: Up/Down/PgUp/PgDn scroll", 9),
         ("Home/End", 6),
+        ("Esc: back to typing", 8),
+    ),
+    "buffers": (
+        ("buffers: Up/Down move", 9),
+        ("Enter go", 7),
         ("Esc: back to typing", 8),
     ),
 }
@@ -92,20 +100,28 @@ class Layout:
     history: Box
     input: Box
     fits: bool
+    buffers: Box
 
 
-def layout(lines: int, columns: int) -> Layout:
-    """Where everything goes on a lines x columns screen (pure, so it is tested)."""
+def layout(lines: int, columns: int, input_rows: int = 1, buffers: int = 1) -> Layout:
+    """Where everything goes on a lines x columns screen (pure, so it is tested): the
+    status line on top, the key help at the bottom, the message line above it
+    (`input_rows` high), and between them the people over the buffer list (`buffers`
+    rows and a title, at most half the height) on the left, the history on the right."""
     if lines < MIN_LINES or columns < MIN_COLUMNS:
         nothing = Box(0, 0, 0, 0)
-        return Layout(nothing, nothing, nothing, False)
-    body = lines - 3  # status line on top, message line and key help below
+        return Layout(nothing, nothing, nothing, False, nothing)
+    input_rows = max(1, min(input_rows, lines - MIN_LINES + 1))
+    body = lines - 2 - input_rows
     side = max(12, min(24, columns // 4))
+    listed = min(buffers + 1, max(2, body // 2))
+    people = body - listed
     return Layout(
-        Box(1, 0, body, side),
+        Box(1, 0, people, side),
         Box(1, side + 1, body, columns - side - 1),
-        Box(lines - 2, 0, 1, columns - 1),
+        Box(lines - 1 - input_rows, 0, input_rows, columns - 1),
         True,
+        Box(1 + people, 0, listed, side),
     )
 
 
@@ -258,6 +274,12 @@ class ConfirmPopup(FitsOrSaysSo, npyscreen.ActionPopup):
         return False
 
 
+class CreatePopup(ConfirmPopup):
+    """`/join` of a room that does not exist: create it? (Cancel has the focus.)"""
+
+    OK_BUTTON_TEXT = "Create"
+
+
 class LoginPopup(FitsOrSaysSo, npyscreen.ActionPopup):
     """Server, user and password (twice to register); OK logs in (or registers), Cancel goes
     back. The password field always starts empty: the form never shows a password again."""
@@ -349,6 +371,71 @@ class LoginPopup(FitsOrSaysSo, npyscreen.ActionPopup):
             widget.value = line
 
 
+class _RoomRows(UnicodeKeys, npyscreen.MultiLine):
+    """The rooms, one a row; Enter picks the one under the cursor, Escape cancels."""
+
+    def set_up_handlers(self) -> None:
+        super().set_up_handlers()
+        for key in (curses.ascii.NL, curses.ascii.CR, curses.KEY_ENTER):
+            self.handlers[key] = self.h_pick
+        self.handlers[curses.ascii.ESC] = self.h_cancel
+
+    def h_pick(self, _input: int) -> None:
+        self.parent.picked = self.cursor_line
+        self.parent.editing = False
+        self.editing = False
+
+    def h_cancel(self, _input: int) -> None:
+        self.parent.picked = None
+        self.parent.editing = False
+        self.editing = False
+
+
+def room_row(info: RoomInfo, width: int) -> str:
+    """One room of the `/rooms` form: name, members, what we are to it, topic."""
+    marks = [f"{info.members} member{'s' if info.members != 1 else ''}"]
+    if info.member:
+        marks.append("joined")
+    if info.invited:
+        marks.append("invited")
+    if info.invite_only:
+        marks.append("invite only")
+    text = f"{info.room}  ({', '.join(marks)})  {info.topic}".rstrip()
+    return ellipsize(text, max(1, width))
+
+
+class RoomsPopup(FitsOrSaysSo, npyscreen.Popup):
+    """`/rooms`: the public rooms, and those we are in or invited to; Enter joins the
+    one under the cursor, Escape closes."""
+
+    def __init__(
+        self,
+        *args: Any,
+        rooms: tuple[RoomInfo, ...],
+        backdrop: Callable[[], None] | None = None,
+        **kw: Any,
+    ) -> None:
+        self._rooms = rooms
+        self.backdrop = backdrop
+        self.picked: int | None = None
+        super().__init__(*args, **kw)
+
+    def create(self) -> None:
+        width = self.columns - 6
+        self.add(
+            npyscreen.FixedText,
+            value=ellipsize("Enter: join the room  Escape: close", width),
+            editable=False,
+        )
+        values = [room_row(r, width) for r in self._rooms] or ["(no rooms: /join #name makes one)"]
+        self.rows = self.add(_RoomRows, values=values, max_height=self.lines - 5)
+
+    def choice(self) -> RoomInfo | None:
+        if self.picked is None or not self._rooms or not 0 <= self.picked < len(self._rooms):
+            return None
+        return self._rooms[self.picked]
+
+
 class ChatForm(npyscreen.FormBaseNew, HasMenus):
     FRAMED = False
     FIX_MINIMUM_SIZE_WHEN_CREATED = False
@@ -365,7 +452,17 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         menu.addItem("Log out", self.h_logout, LOGIN_KEYS["logout"])
         menu.addItem("Exit", self.h_exit, LOGIN_KEYS["exit"])
         # ^O is npyscreen's help key; this form has no help text, so it is ours.
-        self.add_handlers({"^O": lambda _: self.parentApp.toggle_history()})
+        app = self.parentApp
+        handlers: dict[Any, Callable[[Any], None]] = {
+            "^O": lambda _: app.go_back(),
+            keys.ALT_LEFT: lambda _: app.step(-1),
+            keys.ALT_RIGHT: lambda _: app.step(1),
+            curses.KEY_F5: lambda _: app.step(-1),
+            curses.KEY_F6: lambda _: app.step(1),
+        }
+        for digit in range(1, 10):  # Alt-1..9: Escape then the digit
+            handlers[curses.ascii.alt(ord(str(digit)))] = lambda _, n=digit: app.go_to(n)
+        self.add_handlers(handlers)
 
     # ----------------------------------------------------------- building
     def create(self) -> None:
@@ -373,31 +470,54 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         self.model = self.parentApp.model
         self._status = ""  # the status line as last drawn
         self._help = "input"  # whose keys the help line shows
-        boxes = layout(self.lines, self.columns)
+        app = self.parentApp
+        boxes = self._layout()
+        # Added in the order ^N visits them, from the message line (the last) round.
         self.participants = self.add(
             ParticipantsView,
             box=boxes.participants,
             model=self.model.participants,
-            on_history=lambda: self.parentApp.show_history(None),
+            on_pick=app.pick_people,
         )
-        self.history = self.add(HistoryView, box=boxes.history, view=self.view_lines)
+        self.history = self.add(
+            HistoryView, box=boxes.history, view=self.view_lines, title=self.model.title
+        )
+        self.buffer_list = self.add(
+            BufferListView,
+            box=boxes.buffers,
+            buffers=lambda: self.model.buffers,
+            on_pick=app.switch,
+        )
         self.input = self.add(
             InputLine,
             box=boxes.input,
             prompt=self.prompt,
-            on_submit=self.parentApp.submit,
-            on_paste=self.parentApp.send_pasted,
+            on_submit=app.submit,
+            on_paste=app.send_pasted,
             history=self.view_lines,
-            names=self.parentApp.completion_names,
+            names=app.completions,
+            on_typing=app.typing,
+            on_search=app.search_key,
         )
         self.editw = self._widgets__.index(self.input)
         self.how_exited_handers[wgwidget.EXITED_ESCAPE] = self.focus_input
 
+    def _layout(self) -> Layout:
+        rows = self.input.rows_wanted() if hasattr(self, "input") else 1
+        return layout(self.lines, self.columns, rows, len(self.model.buffers))
+
     def resize(self) -> None:
-        boxes = layout(self.lines, self.columns)
+        boxes = self._layout()
         self.participants.place(boxes.participants)
         self.history.place(boxes.history)
+        self.buffer_list.place(boxes.buffers)
         self.input.place(boxes.input)
+
+    def _relayout(self) -> None:
+        """The message line grew or shrank, or a buffer came or went: lay out again."""
+        boxes = self._layout()
+        if boxes.input != self.input.box or boxes.buffers != self.buffer_list.box:
+            self.resize()
 
     def size_changed(self) -> bool:
         """True when the terminal's size is not the form's (a popup ate the KEY_RESIZE)."""
@@ -423,6 +543,8 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
             return "list"
         if self.editw == self._widgets__.index(self.history):
             return "history"
+        if self.editw == self._widgets__.index(self.buffer_list):
+            return "buffers"
         return "input"
 
     def type_into_input(self, text: str) -> None:
@@ -434,7 +556,7 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
 
     def target(self) -> str:
         """Who gets a message typed now, for people."""
-        return self.model.participants.describe_target()
+        return self.model.describe_target()
 
     def history_height(self) -> int:
         return self.history.height
@@ -444,13 +566,15 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         return self.model.view.lines
 
     def prompt(self) -> str:
-        """`[bob, carol (offline)] > `: exactly who gets the text. A group too long for half
-        the line names as many as fit and counts the others (all are ticked in the list)."""
-        participants = self.model.participants
-        to = participants.recipients()
-        if isinstance(to, str):
-            return "[all] > "
-        return f"[{group_label([participants.describe([n]) for n in to], self.columns // 2)}] > "
+        """`[bob, carol (offline)] > `, `[#dev] > `, `[all] > `: exactly who gets the text
+        (the current buffer). A group too long for half the line names as many as fit and
+        counts the others (`/names` lists them)."""
+        model = self.model
+        buffer = model.current
+        if not buffer.private:
+            return f"[{model.describe_target()}] > "
+        named = [model.participants.describe([n]) for n in buffer.people]
+        return f"[{group_label(named, self.columns // 2)}] > "
 
     # ------------------------------------------------------------ drawing
     def draw_form(self) -> None:
@@ -483,15 +607,61 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         if self.size_changed():
             self._resize()
         if self.parentApp.drain() or self.model.status_text() != self._status:
+            self._relayout()
             self.display()  # new events, or the reconnect countdown ticked
         self._attention()
         self._maybe_login_again()
+        self._maybe_ask()
 
     def adjust_widgets(self) -> None:
         self.parentApp.drain()
+        self._relayout()
         self.display()
         self._attention()
         self._maybe_login_again()
+        self._maybe_ask()
+
+    def _maybe_ask(self) -> None:
+        """What an answer asks of the user: create a room that is not there, pick a room
+        from the list; and what waited for the directory (a line, a Tab) is tried again."""
+        app, model = self.parentApp, self.model
+        if model.directory_changed:
+            model.directory_changed = False
+            app.directory_answered()
+            self.input.complete_again()
+            self.display()
+        if not self.editing:
+            return
+        if model.want_create is not None:
+            room, model.want_create = model.want_create, None
+            question = f"There is no room {room}. Create it, with you as its owner?"
+            if self._confirm(question):
+                app.create_room(room)
+            self.DISPLAY()
+        rooms = model.take_room_list()
+        if rooms is not None:
+            cols = self._popup_columns()
+            rows = max(6, min(self.lines - 2, len(rooms) + 6))
+            popup = RoomsPopup(
+                name="Rooms", rooms=rooms, backdrop=self.DISPLAY, lines=rows, columns=cols
+            )
+            popup.edit()
+            chosen = popup.choice()
+            if chosen is not None:
+                app.join_room(chosen.room, joined=chosen.member)
+            self.DISPLAY()
+
+    def _confirm(self, text: str) -> bool:
+        cols = self._popup_columns()
+        popup = CreatePopup(
+            name="Question",
+            text=text,
+            backdrop=self.DISPLAY,
+            lines=ConfirmPopup.rows_for(text, cols),
+            columns=cols,
+        )
+        popup.edit()
+        return popup.confirmed
 
     def _attention(self) -> None:
         if self.model.take_bell() and self.parentApp.options.bell:

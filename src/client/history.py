@@ -13,6 +13,12 @@ Messages from the server are merged by id, so the same message shown live,
 from the offline queue and in a history page is one line. A page that is
 newer than everything shown goes before `anchor` (the note of the login
 that asked for it); an older one goes above the oldest message.
+
+A message of several lines is shown with each of its lines under the first,
+indented as a wrapped line is. An action (`/me waves`, see `actions`) is
+shown `* alice waves`. Joins and leaves of people who have not spoken
+lately are kept but hidden (`hidden`, WeeChat's smart filter) while
+`hide_smart` is on. A line found by a search is marked (`found`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chat.shared.messages import BROADCAST, Msg, MsgId, Recipients
+from chat.shared.rooms import is_room
 
+from .actions import action_text
 from .attention import mentions
 from .names import LookAlikes
 from .textwidth import printable, wrap
@@ -36,6 +44,9 @@ AWAY = "(while you were away)"
 UNREAD = "-- new messages --"
 #: The status of our own message typed while the connection is down.
 WAITING = "queued until reconnected"
+#: The status of our own message to a room once the server has it (no name lists: members
+#: who are offline read it from the room's history).
+ROOM_SENT = "sent"
 
 
 def clock(ts: float) -> str:
@@ -54,11 +65,14 @@ def day_separator(ts: float) -> str:
 @dataclass(frozen=True, slots=True)
 class Line:
     text: str
-    style: str  # normal | own | private | mention | note | error | more | day | unread
+    style: str  # normal | own | private | mention | note | error | more | day | unread | found
     #: The entry this line belongs to (None: the banner), and its index in the entry's block
     #: (date separator, marker, then the wrapped text): what a pinned view holds on to.
     entry: Entry | None = field(default=None, compare=False, repr=False)
     part: int = field(default=0, compare=False)
+    #: Where the sender's name is in `text` (start, end: character offsets), to draw it in
+    #: the sender's colour; None on lines without it.
+    nick: tuple[int, int] | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)
@@ -77,9 +91,13 @@ class Entry:
     #: names as `LookAlikes.show` gives them at the time (a look-alike may come later).
     names: tuple[str, ...] = ()
     template: str = ""
+    #: A join or a leave of someone who has not spoken lately: hidden by the smart filter.
+    hidden: bool = False
+    raw: str = ""  # own messages: the text as sent (an action's `/me ...` too)
     #: Caches: a window is laid out at every key and every event, over thousands of entries.
     _wrapped: tuple[str, int, list[str]] | None = field(default=None, compare=False, repr=False)
     _rendered: tuple[str, bool, int, str] | None = field(default=None, compare=False, repr=False)
+    _nick: tuple[int, int] | None = field(default=None, compare=False, repr=False)
     _day: str = field(default="", compare=False, repr=False)
 
     @property
@@ -89,11 +107,22 @@ class Entry:
         return self._day
 
     def wrapped(self, width: int, looks: LookAlikes | None = None) -> list[str]:
+        """The rows of the entry at `width` columns: each line of the text under the first,
+        indented as a wrapped row is."""
         text = self.render(looks)
         cached = self._wrapped
         if cached is None or cached[0] is not text or cached[1] != width:
-            cached = self._wrapped = (text, width, wrap(text, width, TIME_WIDTH))
+            first, *more = text.split("\n")
+            rows = wrap(first, width, TIME_WIDTH)
+            for line in more:
+                rows += wrap(" " * TIME_WIDTH + line, width, TIME_WIDTH)
+            cached = self._wrapped = (text, width, rows)
         return cached[2]
+
+    def nick_span(self, looks: LookAlikes | None = None) -> tuple[int, int] | None:
+        """Where the sender's name is in the first row (character offsets)."""
+        self.render(looks)
+        return self._nick
 
     def render(self, looks: LookAlikes | None = None) -> str:
         """The entry as one line of text (the same object while nothing changed)."""
@@ -110,9 +139,18 @@ class Entry:
         if self.away:
             tail += f"  {AWAY}"
         head = self.head
+        shown = self.names
         if looks is not None and self.names:
-            head = self.template.format(*map(looks.show, self.names))
-        text = f"{clock(self.ts)} {head}{printable(self.text)}{tail}"
+            shown = tuple(map(looks.show, self.names))
+            head = self.template.format(*shown)
+        lines = self.text.split("\n")
+        body = "\n".join(printable(line) for line in lines)
+        text = f"{clock(self.ts)} {head}{body}{tail}"
+        self._nick = None
+        if self.sender and shown:  # the sender is the template's last name
+            before = self.template[: self.template.rindex("{")].format(*shown)
+            start = len(clock(self.ts)) + 1 + len(before)
+            self._nick = (start, start + len(shown[-1]))
         self._rendered = (self.status, self.away, version, text)
         return text
 
@@ -147,6 +185,9 @@ class History:
     entries: deque[Entry] = field(default_factory=deque)
     own: dict[MsgId, Entry] = field(default_factory=dict)
     ids: dict[int, Entry] = field(default_factory=dict)  # server message ids shown
+    #: Hide the entries the smart filter marks (`/filter` turns it off and on).
+    hide_smart: bool = True
+    found: Entry | None = None  # the entry a search jumped to (shown marked)
     #: The line at the bottom of the view while scrolled up; None: following the newest.
     pin: tuple[Entry, int] | None = None
     anchor: Entry | None = None  # newer history goes before this entry (None: at the end)
@@ -168,6 +209,8 @@ class History:
         return entry
 
     def _forget(self, old: Entry) -> None:
+        if old is self.found:
+            self.found = None
         self.own = {k: v for k, v in self.own.items() if v is not old}
         if old.msg_id is not None:
             self.ids.pop(old.msg_id, None)
@@ -179,8 +222,32 @@ class History:
             self.pin = (self.entries[0], 0) if self.entries else None
 
     # --------------------------------------------------------------- adding
-    def note(self, text: str, ts: float | None = None, style: str = "note") -> Entry:
-        return self._add(Entry(ts if ts is not None else time.time(), style, "* ", text))
+    def note(
+        self, text: str, ts: float | None = None, style: str = "note", hidden: bool = False
+    ) -> Entry:
+        """A line of our own (`* text`); `hidden`: one the smart filter hides."""
+        entry = Entry(ts if ts is not None else time.time(), style, "* ", text, hidden=hidden)
+        return self._add(entry)
+
+    def shown_entries(self) -> Iterable[Entry]:
+        """The entries on screen: all, or without the hidden ones while the filter is on."""
+        if not self.hide_smart:
+            return self.entries
+        return (e for e in self.entries if not e.hidden)
+
+    def clear(self) -> None:
+        """`/clear`: nothing shown any more (what was shown stays known by id: a repeat of an
+        old message is not shown again; scrolling up fetches the older ones again)."""
+        self.entries.clear()
+        self.own.clear()
+        self.anchor = self.unread_mark = self.found = None
+        self.pin, self._scroll = None, 0
+        self._seen_since_mark = True
+
+    @property
+    def newest_id(self) -> int:
+        """The highest server id shown (0: none)."""
+        return max(self.ids, default=0)
 
     def anchor_at(self, entry: Entry | None) -> None:
         """History newer than what is shown will go before `entry` (None: at the end)."""
@@ -212,6 +279,25 @@ class History:
         """The user wrote something: everything above is read, the marker goes."""
         self.unread_mark, self._seen_since_mark = None, True
 
+    def mark_unread_from(self, msg_id: int) -> None:
+        """The "new messages" line above message `msg_id` (read markers said so), unless it
+        stands above an older one already."""
+        entry = self.ids.get(msg_id)
+        if entry is None:
+            return
+        mark = self.unread_mark
+        if mark is None or (mark.msg_id is not None and mark.msg_id > msg_id):
+            self.unread_mark, self._seen_since_mark = entry, False
+
+    def read_upto(self, upto: int) -> None:
+        """Read elsewhere (another session) up to `upto`: a marker above that goes."""
+        mark = self.unread_mark
+        if mark is not None and mark.msg_id is not None and mark.msg_id <= upto:
+            newer = [e for e in self.entries if e.msg_id is not None and e.msg_id > upto]
+            unread = [e for e in newer if not e.mine]
+            self.unread_mark = unread[0] if unread else None
+            self._seen_since_mark = not unread
+
     def outgoing(
         self,
         msg_id: MsgId,
@@ -220,16 +306,34 @@ class History:
         ts: float | None = None,
         status: str = "sending",
     ) -> None:
+        action = action_text(text)
         entry = Entry(
             ts if ts is not None else time.time(),
             "own",
-            text=text,
+            text=text if action is None else action,
             status=status,
             to=to,
             mine=True,
-            **_head(*_own_marker(to), self.me),
+            sender=self.me,
+            **_head(*_own_marker(to), self.me, action is not None),
         )
+        entry.raw = text
         self.own[msg_id] = self._add(entry)
+
+    def delivered_room(self, msg_id: MsgId, stored: int) -> None:
+        """The server's `sent` for our message to a room: it is stored, with that id."""
+        entry = self.own.pop(msg_id, None)
+        if entry is None:
+            return
+        entry.status = ROOM_SENT
+        self._takes_id(entry, stored)
+
+    def _takes_id(self, entry: Entry, stored: int | None) -> None:
+        """Our own line is the message `stored` (v1.2 `sent.msg_id`): a page or an echo of
+        it is the same line."""
+        if stored is not None and stored not in self.ids:
+            entry.msg_id = stored
+            self.ids[stored] = entry
 
     def reconnected(self) -> None:
         """Messages that waited for the connection are being sent now."""
@@ -285,27 +389,30 @@ class History:
                 entry.mine
                 and entry.msg_id is None
                 and entry.to == msg.to
-                and entry.text == msg.text
+                and (entry.raw or entry.text) == msg.text
             ):
                 return entry
         return None
 
     def _message_entry(self, msg: Msg) -> Entry:
-        if msg.sender == self.me:  # our own, from a history page
-            head = _head(*_own_marker(msg.to), self.me)
+        action = action_text(msg.text)
+        text = msg.text if action is None else action
+        if msg.sender == self.me:  # our own: from a history page, or from another session
+            head = _head(*_own_marker(msg.to), self.me, action is not None)
             return Entry(
-                msg.ts, "own", text=msg.text, msg_id=msg.id, to=msg.to, mine=True,
+                msg.ts, "own", text=text, msg_id=msg.id, to=msg.to, mine=True,
                 sender=self.me, **head,
             )  # fmt: skip
-        if msg.to == BROADCAST:
-            head = _head("", (), msg.sender)
+        if msg.to == BROADCAST or is_room(msg.to):
+            head = _head("", (), msg.sender, action is not None)
             style = "mention" if mentions(msg.text, self.me) else "normal"
         elif tuple(msg.to) == (self.me,):
-            head, style = _head("[private] ", (), msg.sender), "private"
+            head, style = _head("[private] ", (), msg.sender, action is not None), "private"
         else:
-            head, style = _head(*_own_marker(msg.to, "group"), msg.sender), "private"
+            marker = _own_marker(msg.to, "group")
+            head, style = _head(*marker, msg.sender, action is not None), "private"
         return Entry(
-            msg.ts, style, text=msg.text, msg_id=msg.id, away=msg.offline, sender=msg.sender,
+            msg.ts, style, text=text, msg_id=msg.id, away=msg.offline, sender=msg.sender,
             **head,
         )  # fmt: skip
 
@@ -316,6 +423,7 @@ class History:
         delivered: Iterable[str],
         missing: Iterable[str],
         queued: Iterable[str] = (),
+        stored: int | None = None,
     ) -> None:
         entry = self.own.pop(msg_id, None)
         if entry is None:
@@ -323,6 +431,7 @@ class History:
         entry.status, bad = delivery_status(delivered, missing, queued)
         if bad:
             entry.style = "error"
+        self._takes_id(entry, stored)
 
     def refused(self, msg_id: MsgId, message: str) -> None:
         entry = self.own.pop(msg_id, None)
@@ -343,7 +452,7 @@ class History:
         (its date separator when the day changes, the unread marker, its wrapped text)."""
         lines = [self._banner_line(width)] if self.banner else []
         previous_day = None
-        for entry in self.entries:
+        for entry in self.shown_entries():
             lines += self._block(entry, previous_day, width)
             previous_day = entry.day
         return lines
@@ -357,8 +466,14 @@ class History:
             heads.append((clip_line(day_separator(entry.ts), width), "day"))
         if entry is self.unread_mark:
             heads.append((clip_line(UNREAD, width), "unread"))
-        texts = [*heads, *((text, entry.style) for text in entry.wrapped(width, self.looks))]
-        return [Line(text, style, entry, part) for part, (text, style) in enumerate(texts)]
+        style = "found" if entry is self.found else entry.style
+        rows = entry.wrapped(width, self.looks)
+        lines = [Line(text, kind, entry, part) for part, (text, kind) in enumerate(heads)]
+        nick = entry.nick_span(self.looks)
+        for i, text in enumerate(rows):
+            span = nick if i == 0 and nick is not None and nick[1] <= len(text) else None
+            lines.append(Line(text, style, entry, len(heads) + i, span))
+        return lines
 
     def _block_size(self, entry: Entry, previous_day: str | None, width: int) -> int:
         extra = (entry.day != previous_day) + (entry is self.unread_mark)
@@ -377,7 +492,7 @@ class History:
         total = 1 if self.banner else 0
         pinned: int | None = None  # one past the pinned line
         previous_day = None
-        for entry in self.entries:
+        for entry in self.shown_entries():
             size = self._block_size(entry, previous_day, width)
             previous_day = entry.day
             if self.pin is not None and entry is self.pin[0]:
@@ -416,7 +531,7 @@ class History:
                 out.append(self._banner_line(width))
             position = 1
         previous_day = None
-        for entry in self.entries:
+        for entry in self.shown_entries():
             if position >= end:
                 break
             size = self._block_size(entry, previous_day, width)
@@ -458,8 +573,9 @@ def clip_line(text: str, width: int) -> str:
 
 def _own_marker(to: Recipients, group: str = "") -> tuple[str, tuple[str, ...]]:
     """The marker before the sender as a template and its names: `[private to {0}] `, or
-    `[group: {0}, {1}] ` (always a group when `group` is set: a message to us and others)."""
-    if to == BROADCAST:
+    `[group: {0}, {1}] ` (always a group when `group` is set: a message to us and others);
+    none for everyone or a room (the buffer says which)."""
+    if to == BROADCAST or is_room(to):
         return "", ()
     names = tuple(to)
     if len(names) == 1 and not group:
@@ -467,8 +583,9 @@ def _own_marker(to: Recipients, group: str = "") -> tuple[str, tuple[str, ...]]:
     return "[group: " + ", ".join(f"{{{i}}}" for i in range(len(names))) + "] ", names
 
 
-def _head(marker: str, names: tuple[str, ...], sender: str) -> dict[str, Any]:
-    """An entry's head (plain), its names and its template: the marker, then the sender."""
-    template = f"{marker}{{{len(names)}}}: "
+def _head(marker: str, names: tuple[str, ...], sender: str, action: bool = False) -> dict[str, Any]:
+    """An entry's head (plain), its names and its template: the marker, then the sender
+    (`* alice ` for an action, `alice: ` otherwise)."""
+    template = f"{marker}* {{{len(names)}}} " if action else f"{marker}{{{len(names)}}}: "
     everyone = (*names, sender)
     return {"head": template.format(*everyone), "names": everyone, "template": template}

@@ -33,6 +33,11 @@ class InputHistory:
     _pos: int | None = None  # index into `lines` while walking; None at the draft
     _draft: str = ""
 
+    def reset(self) -> None:
+        """The line was emptied (`^U`): the next Up starts again from the newest line."""
+        self._pos = None
+        self._draft = ""
+
     def add(self, line: str) -> None:
         """A line was sent (or a command run): the newest entry; the walk starts over."""
         self._pos = None
@@ -68,12 +73,14 @@ class Completer:
 
     Candidates are matched case-insensitively by prefix, in natural order; another Tab
     right after (nothing typed in between) replaces it with the next one.
-    At the start of the line the name is followed by ": " (addressing
+    At the start of the line a name is followed by ": " (addressing
     someone, as in IRC); after `@` or elsewhere by a space. `@bo` completes to
-    `@bob `, so Tab also helps with the `@name text` form.
+    `@bob `, so Tab also helps with the `@name text` form. The caller gives
+    the candidates for the word: commands (`/jo`), rooms (`#d`) or names.
     """
 
     _last: tuple[str, int] | None = None  # (value, cursor) our last completion produced
+    prefix: str = ""  # the word the last Tab completed (or found nothing for)
     _start: int = 0
     _prefix: str = ""
     _tail: str = ""  # what stood right of the cursor when the completion began
@@ -85,10 +92,8 @@ class Completer:
         if self._last == (value, cursor) and self._choices:
             self._index = (self._index + 1) % len(self._choices)
         else:
-            start = cursor
-            while start > 0 and not value[start - 1].isspace() and value[start - 1] not in "@,":
-                start -= 1
-            prefix = value[start:cursor]
+            start, prefix = word_before(value, cursor)
+            self.prefix = prefix
             choices = natural_sorted(n for n in set(names) if n.lower().startswith(prefix.lower()))
             if not prefix or not choices:
                 self._last = None
@@ -97,11 +102,22 @@ class Completer:
             self._tail = value[cursor:]
         name = self._choices[self._index]
         head = value[: self._start]
-        suffix = COMPLETION_SUFFIX if not head else "" if self._tail.startswith(" ") else " "
+        addressing = not head and name[:1] not in "/#"
+        space = "" if self._tail.startswith(" ") else " "
+        suffix = COMPLETION_SUFFIX if addressing else space
         new_value = head + name + suffix + self._tail
         new_cursor = len(head) + len(name) + len(suffix)
         self._last = (new_value, new_cursor)
         return new_value, new_cursor
+
+
+def word_before(value: str, cursor: int) -> tuple[int, str]:
+    """Where the word before the cursor starts, and the word (what Tab completes): back to
+    a space, an `@` or a `,`."""
+    start = cursor
+    while start > 0 and not value[start - 1].isspace() and value[start - 1] not in "@,":
+        start -= 1
+    return start, value[start:cursor]
 
 
 @dataclass(frozen=True, slots=True)

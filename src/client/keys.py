@@ -19,6 +19,11 @@ PASTE_START = 0x10_0000
 PASTE_END = PASTE_START + 1
 #: A sequence that was read whole and means nothing to us: ignore it.
 IGNORED = PASTE_START + 2
+#: Alt-Left and Alt-Right (`ESC [ 1 ; 3 D`, or Escape then Left as some terminals send).
+ALT_LEFT = PASTE_START + 3
+ALT_RIGHT = PASTE_START + 4
+#: Alt with the arrow's modifier number (xterm: 3 Alt, 9 Meta; with Shift/Ctrl: 4, 7, 8).
+_ALT_MODIFIERS = frozenset({"3", "4", "7", "8", "9", "10"})
 
 #: The final byte of `ESC [ ... X` / `ESC O X` (modifiers ignored).
 _FINAL = {
@@ -40,6 +45,8 @@ _TILDE = {
     "3": curses.KEY_DC,
     "5": curses.KEY_PPAGE,
     "6": curses.KEY_NPAGE,
+    "15": curses.KEY_F5,
+    "17": curses.KEY_F6,
     "200": PASTE_START,
     "201": PASTE_END,
 }
@@ -60,5 +67,29 @@ def decode(sequence: str) -> int:
     if final == "~" and sequence[0] == "[":
         return _TILDE.get(body.split(";", 1)[0], IGNORED)
     if final in _FINAL and all(c in "0123456789;" for c in body):
+        modifier = body.rpartition(";")[2] if ";" in body else ""
+        if final in "CD" and modifier in _ALT_MODIFIERS:
+            return ALT_RIGHT if final == "C" else ALT_LEFT
         return _FINAL[final]
     return IGNORED
+
+
+def with_alt(key: int) -> int:
+    """An arrow read after an extra Escape (`ESC ESC [ D`): Alt and that arrow."""
+    return {curses.KEY_LEFT: ALT_LEFT, curses.KEY_RIGHT: ALT_RIGHT}.get(key, key)
+
+
+#: Keys a terminfo entry names beyond the standard set (ncurses' extended keys, e.g.
+#: `kLFT3` for Alt-Left under TERM=tmux-256color), by name: curses gives them codes of
+#: its own, known only through `curses.keyname`.
+_EXTENDED = {
+    b"kLFT3": ALT_LEFT,
+    b"kLFT9": ALT_LEFT,
+    b"kRIT3": ALT_RIGHT,
+    b"kRIT9": ALT_RIGHT,
+}
+
+
+def extended(name: bytes) -> int | None:
+    """Our key for an extended terminfo key's name (`kLFT3`), None when it is not one."""
+    return _EXTENDED.get(name)

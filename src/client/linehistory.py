@@ -30,6 +30,9 @@ from .linemode import EXIT_INTERRUPTED, EXIT_NOT_SENT, EXIT_OK, Printer
 from .net import NetworkClient
 from .session import Session
 
+#: A history request that failed with the connection (a Disconnected follows and says it).
+LOST = "connection lost"
+
 
 @dataclass
 class HistoryFetch:
@@ -102,8 +105,11 @@ def run_history(
                     for msg in fetch.result():
                         printer.emit(ev.Incoming(msg))
                     return EXIT_OK
-                case ev.HistoryFailed(_, _, _, str(code), message):  # None: Disconnected follows
+                case ev.HistoryFailed(_, _, _, code, message) if code is not None:
                     printer.emit(ev.ServerNotice(code, message))
+                    return EXIT_NOT_SENT
+                case ev.HistoryFailed(_, _, _, None, message) if message != LOST:
+                    printer.fail(message, EXIT_NOT_SENT)  # e.g. a room on a server without rooms
                     return EXIT_NOT_SENT
                 case ev.ServerNotice() | ev.ServerBye():
                     printer.emit(event)

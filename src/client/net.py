@@ -43,7 +43,7 @@ from chat.shared.messages import HISTORY_LIMIT_DEFAULT, MsgId, Recipients
 
 from . import events as ev
 from .backoff import Backoff
-from .session import Session, check_history, check_outgoing
+from .session import Request, Session, check_history, check_outgoing, check_request
 from .tls import describe_tls_error, looks_like_tls, maybe_tls, speaks_tls, ssl_words
 
 log = logging.getLogger("chat.client.net")
@@ -84,11 +84,28 @@ class _AckCmd:
     upto: int
 
 
+@dataclass(frozen=True, slots=True)
+class _RequestCmd:
+    message: Request
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadCmd:
+    peer: str
+    upto: int
+
+
+@dataclass(frozen=True, slots=True)
+class _TypingCmd:
+    to: str | tuple[str, ...]
+    state: str
+
+
 class _ByeCmd:
     """Say `bye` and stop (no reconnect)."""
 
 
-_Command = _SendCmd | _HistoryCmd | _AckCmd | _ByeCmd
+_Command = _SendCmd | _HistoryCmd | _AckCmd | _RequestCmd | _ReadCmd | _TypingCmd | _ByeCmd
 
 
 class _Ended(Exception):
@@ -196,6 +213,24 @@ class NetworkClient:
         Dropped when the connection that delivered them is gone (they come again).
         """
         self._command(_AckCmd(upto))
+
+    def request(self, message: Request) -> None:
+        """A v1.2 request with an `id` (rooms, `user_search`); its answer is an event with
+        that id (`RequestDone`, `RoomsListed`, `UsersFound`, `RequestFailed`). Asked before
+        the login it waits for it. ValueError for fields the server would refuse."""
+        problem = check_request(message)
+        if problem is not None:
+            raise ValueError(problem)
+        self._command(_RequestCmd(message))
+
+    def read(self, peer: str, upto: int) -> None:
+        """Tell the server (and so our other sessions) that `peer` is read up to `upto`;
+        dropped without a connection or without the `read` feature."""
+        self._command(_ReadCmd(peer, upto))
+
+    def typing(self, to: str | tuple[str, ...], state: str) -> None:
+        """A typing notice; dropped without a connection or without the `typing` feature."""
+        self._command(_TypingCmd(to, state))
 
     def close(self, timeout: float = BYE_GRACE + 1.0) -> None:
         """Say `bye` (when connected) and wait for the thread to end."""
@@ -328,16 +363,36 @@ class NetworkClient:
             if isinstance(cmd, _ByeCmd):
                 self._stopping = True
                 return False
-            self._session_bytes(cmd)  # queued for the next login (an ack: dropped)
+            self._session_bytes(cmd)  # queued for the next login (an ack, read, typing: dropped)
         return True
 
-    def _session_bytes(self, cmd: _SendCmd | _HistoryCmd | _AckCmd) -> bytes:
-        """What the session writes for one command (b"" when it waits for the chat)."""
+    def _session_bytes(self, cmd: _Command) -> bytes:
+        """What the session writes for one command (b"" when it waits for the chat).
+
+        A command the session refuses (a feature this server does not offer, an id still
+        in use: the caller's mistake) is answered by its failure event, never raised."""
+        session = self._session
         match cmd:
             case _SendCmd(msg_id, to, text):
-                return self._session.send(msg_id, to, text)
+                try:
+                    return session.send(msg_id, to, text)
+                except ValueError as exc:
+                    self._sink(ev.SendRefused(msg_id, "bad_request", str(exc)))
+                    return b""
             case _AckCmd(upto):
-                return self._session.offline_ack(upto)
+                return session.offline_ack(upto)
+            case _RequestCmd(message):
+                try:
+                    return session.request(message)
+                except ValueError as exc:
+                    room, user = getattr(message, "room", ""), getattr(message, "user", "")
+                    failed = ev.RequestFailed(message.id, message.type, None, str(exc), room, user)
+                    self._sink(failed)
+                    return b""
+            case _ReadCmd(peer, upto):
+                return _quietly(lambda: session.read(peer, upto))
+            case _TypingCmd(to, state):
+                return _quietly(lambda: session.typing(to, state))
             case _HistoryCmd(request_id, peer, before, limit):
                 try:
                     return self._session.history(request_id, peer, before, limit)
@@ -551,6 +606,15 @@ class _Link:
             self.last_read = time.monotonic()
             self.received += total
         return b"".join(chunks), end
+
+
+def _quietly(write: Callable[[], bytes]) -> bytes:
+    """A notice nobody answers (`read`, `typing`): one the core refuses is logged, not sent."""
+    try:
+        return write()
+    except ValueError as exc:
+        log.warning("notice not sent: %s", exc)
+        return b""
 
 
 def _words(exc: OSError) -> str:

@@ -1,24 +1,19 @@
-"""The participants list as pure data: "All" on top, people, the selection, unread counts.
+"""The participant list as pure data: the current buffer's people, and ticks to form a group.
 
-The selection is whom the next message goes to, and only the user changes
-it: nobody leaving, no reconnect, no roster ever widens it. A selected
-person who goes offline stays selected and stays in the list, shown as
-offline (a message to them is stored by the server, protocol v1.1 section
-3), so the prompt always names exactly who gets the text. Nothing selected
-means "All". It is kept by name, not by row, so people joining and leaving
-around it never shift it onto someone else.
+The top row names the current buffer (`All`, `#dev`, `bob`, `bob, carol`); below it
+are its people: in All everyone online, in a room its members (online first), in
+a person's or a group's buffer those people. Each row has a checkbox. Ticking
+people (Space) and leaving the list opens the buffer of the ticked people, one
+person's or a group's; Enter on a person with nothing ticked opens theirs. The
+top row is ticked while nobody is: what is typed goes to the buffer.
 
-Unread counts work like a query window's activity in irssi: messages to you
-from a person (privately or in a group) count until you turn to that
-person (select them, write to them, or open their history). Someone with
-unread messages stays listed after going offline, until read.
+Who is online is kept here too (the roster), with whether the connection is
+up: while it is down the list is the last one known, shown greyed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from chat.shared.messages import BROADCAST, Recipients
 
 from .names import LookAlikes, natural_sorted
 from .textwidth import ellipsize, text_width
@@ -31,16 +26,19 @@ class Participants:
         #: Names that look alike are marked wherever they are shown (see `names`).
         self.looks = looks if looks is not None else LookAlikes()
         self.online: list[str] = []
-        self.selected: set[str] = set()
-        self.unread: dict[str, int] = {}
-        self.cursor = 0  # row index; row 0 is "All"
+        self.title = ALL  # the current buffer's name: the top row
+        self.people: list[str] = []  # the current buffer's people, in the order shown
+        self.everyone = True  # the people are whoever is online (the buffer All)
+        self.ticked: set[str] = set()
+        self.cursor = 0  # row index; row 0 is the buffer
         #: False while not connected: the list is the last one known, shown greyed.
         self.connected = False
         #: Whether a roster ever came: before the first login nobody is offline, just unknown.
         self.connected_once = False
 
     def rows(self) -> list[str]:
-        return [ALL, *natural_sorted(set(self.online) | self.selected | set(self.unread))]
+        people = natural_sorted(self.online) if self.everyone else self.people
+        return [self.title, *people]
 
     def is_online(self, name: str) -> bool:
         return name in self.online
@@ -48,100 +46,97 @@ class Participants:
     def is_checked(self, row: int) -> bool:
         rows = self.rows()
         if row == 0:
-            return not self.selected
-        return 0 < row < len(rows) and rows[row] in self.selected
+            return not self.ticked
+        return 0 < row < len(rows) and rows[row] in self.ticked
 
     # ------------------------------------------------------------ roster
-    def reset(self, online: Iterable[str]) -> list[str]:
-        """Replace who is online (a full roster); returns the selected people not online."""
+    def reset(self, online: Iterable[str]) -> None:
+        """Replace who is online (a full roster)."""
         self._update(set(online))
         self.connected = self.connected_once = True
-        return self.selected_offline()
 
-    def apply(self, joined: Iterable[str], left: Iterable[str]) -> list[str]:
-        """Apply a roster delta; returns the selected people among those who left."""
-        gone = set(left)
-        self._update((set(self.online) - gone) | set(joined))
-        return sorted(self.selected & (gone - set(self.online)))
+    def apply(self, joined: Iterable[str], left: Iterable[str]) -> None:
+        """Apply a roster delta."""
+        self._update((set(self.online) - set(left)) | set(joined))
 
     def disconnected(self) -> None:
         """The connection is gone: the list stays (greyed) until the next login says more."""
         self.connected = False
 
     def clear(self) -> None:
-        """Logged out: nobody is known to be online; the selection stays."""
+        """Logged out: nobody is known to be online."""
         self._update(set())
         self.connected = False
 
     def forget(self) -> None:
         """Another user logs in in this window: nothing of the last one's stays."""
-        self.selected.clear()
-        self.unread.clear()
+        self.ticked.clear()
         self._update(set())
 
-    def selected_offline(self) -> list[str]:
-        return sorted(self.selected - set(self.online))
+    def show(self, title: str, people: Iterable[str] | None) -> None:
+        """The current buffer's name and people (None: everyone online, for All); online
+        people first, in natural order, then the others."""
+        under = self._under_cursor()
+        self.title = title
+        self.everyone = people is None
+        if people is not None:
+            names = set(people)
+            self.people = natural_sorted(names & set(self.online)) + natural_sorted(
+                names - set(self.online)
+            )
+        self.ticked &= set(self.rows()[1:])
+        self._keep_cursor_on(under)
+
+    def _under_cursor(self) -> str:
+        rows = self.rows()
+        return rows[self.cursor] if self.cursor < len(rows) else self.title
 
     def _update(self, names: set[str]) -> None:
-        rows = self.rows()
-        under_cursor = rows[self.cursor] if self.cursor < len(rows) else ALL
+        under = self._under_cursor()
         self.online = sorted(names)
+        if not self.everyone:  # online first: the order may change
+            self.show(self.title, self.people)
+        self._keep_cursor_on(under)
+
+    def _keep_cursor_on(self, name: str) -> None:
         rows = self.rows()
-        if under_cursor in rows:
-            self.cursor = rows.index(under_cursor)
+        if self.cursor > 0 and name in rows[1:]:
+            self.cursor = rows.index(name, 1)
         else:
-            self.cursor = min(self.cursor, len(rows) - 1)
+            self.cursor = max(0, min(self.cursor, len(rows) - 1))
 
     # ---------------------------------------------------------- keyboard
     def move(self, delta: int) -> None:
         self.cursor = max(0, min(len(self.rows()) - 1, self.cursor + delta))
 
     def toggle(self, row: int | None = None) -> None:
-        """Space on a row: "All" clears the selection; a person is added or removed."""
+        """Space on a row: the top row clears the ticks; a person is ticked or not."""
         rows = self.rows()
         row = self.cursor if row is None else row
         if row == 0:
-            self.selected.clear()
+            self.ticked.clear()
         elif 0 < row < len(rows):
-            name = rows[row]
-            if name in self.selected:
-                self.selected.discard(name)
-            else:
-                self.selected.add(name)
-                self.read(name)
-            self._keep_cursor_on(name)
+            self.ticked ^= {rows[row]}
 
-    def select_only(self, row: int | None = None) -> None:
-        """Enter on a row: only that person (or "All": nobody) selected."""
+    def picked(self, row: int | None = None) -> tuple[str, ...] | None:
+        """Enter on a row: the people whose buffer to open (the ticked ones, else the one
+        under the cursor), or None for the top row with nobody ticked. The ticks go."""
         rows = self.rows()
         row = self.cursor if row is None else row
-        name = rows[row] if 0 <= row < len(rows) else ALL
-        self.select(() if name == ALL else (name,))
+        ticked, self.ticked = self.ticked, set()
+        if ticked:
+            return tuple(natural_sorted(ticked))
+        if 0 < row < len(rows):
+            return (rows[row],)
+        return None
 
-    def select(self, names: Iterable[str]) -> None:
-        """Exactly these people (none: everyone), online or not; their messages are read."""
-        under_cursor = self.rows()[self.cursor] if self.cursor < len(self.rows()) else ALL
-        self.selected = set(names)
-        self.read(*self.selected)
-        self._keep_cursor_on(under_cursor)
-
-    def _keep_cursor_on(self, name: str) -> None:
-        rows = self.rows()
-        self.cursor = rows.index(name) if name in rows else min(self.cursor, len(rows) - 1)
-
-    # ----------------------------------------------------------- unread
-    def add_unread(self, name: str) -> None:
-        self.unread[name] = self.unread.get(name, 0) + 1
-
-    def read(self, *names: str) -> None:
-        for name in names:
-            self.unread.pop(name, None)
+    def take_ticked(self) -> tuple[str, ...] | None:
+        """Leaving the list: the ticked people (their buffer opens), or None."""
+        if not self.ticked:
+            return None
+        return self.picked()
 
     # ------------------------------------------------------- recipients
-    def recipients(self) -> Recipients:
-        """What a message typed now goes to: "*" or the selected names, sorted."""
-        return tuple(sorted(self.selected)) if self.selected else BROADCAST
-
     def describe(self, names: Iterable[str]) -> str:
         """Names for people, each offline one marked: "bob, carol (offline)"."""
         show = self.looks.show
@@ -152,25 +147,16 @@ class Participants:
             for name in names
         )
 
-    def describe_target(self) -> str:
-        to = self.recipients()
-        return "all" if to == BROADCAST else self.describe(to)
-
     def label(self, row: int, width: int | None = None) -> str:
         """A row's text after its checkbox: the name (marked when it looks like another),
-        its unread count, offline or not. In `width` columns a long name is cut with "…"
-        and what follows it stays whole."""
+        offline or not. In `width` columns a long name is cut with "…" and what follows
+        it stays whole."""
         rows = self.rows()
         name = rows[row]
         if row == 0:
-            return name
-        marks = []
-        if self.unread.get(name):
-            marks.append(str(self.unread[name]))
-        if self.connected_once and not self.is_online(name):
-            marks.append("offline")
+            return name if width is None else ellipsize(name, width)
         shown = self.looks.show(name)
-        tail = f" ({', '.join(marks)})" if marks else ""
+        tail = " (offline)" if self.connected_once and not self.is_online(name) else ""
         if width is None or text_width(shown + tail) <= width:
             return shown + tail
         room = width - text_width(tail)

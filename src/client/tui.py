@@ -16,29 +16,46 @@ import os
 import queue
 import signal
 import ssl
+import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import npyscreen
 
+from chat.shared.features import TYPING
 from chat.shared.messages import BROADCAST, Recipients
 
 from . import events as ev
 from .commands import (
-    HELP,
-    Help,
+    COMMAND_WORDS,
+    Invite,
+    Join,
+    Kick,
+    Part,
     Query,
-    Quit,
+    Search,
     SendText,
     SendTo,
-    ShowAll,
-    ShowHistory,
-    Who,
+    ShowBuffer,
+    Simple,
+    Topic,
+    Whois,
+    help_lines,
     parse_command,
 )
-from .forms import HELP as KEY_HELP
 from .forms import PASSWORD_ADVICE, WEAK_PASSWORD, ChatForm, Credentials
-from .model import CONNECTING, OFFLINE, ONLINE, RECONNECTING, AckOffline, AskHistory, ChatModel
+from .inputline import word_before
+from .model import (
+    CONNECTING,
+    OFFLINE,
+    ONLINE,
+    RECONNECTING,
+    AckOffline,
+    AskHistory,
+    ChatModel,
+    MarkRead,
+    SendRequest,
+)
 from .names import FOLDS, MARK
 from .net import NetworkClient
 from .session import Session
@@ -50,6 +67,9 @@ PASTE_MODE_ON, PASTE_MODE_OFF = b"\x1b[?2004h", b"\x1b[?2004l"
 
 #: Events applied per drain, so a flood can't freeze the keyboard.
 DRAIN_BATCH = 500
+#: `typing: active` is sent again at most this often while typing (v1.2 section 5 relays
+#: at most 2 a second; a receiver shows it for 6 s).
+TYPING_EVERY = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +83,7 @@ class TuiOptions:
     bell: bool = True  # ring the terminal bell on a private message or a mention
     colours: bool = True
     palette: Mapping[str, str] = field(default_factory=dict)
+    join: tuple[str, ...] = ()  # rooms to join after the first login (--join)
 
 
 class ChatApp(npyscreen.NPSAppManaged):
@@ -75,11 +96,18 @@ class ChatApp(npyscreen.NPSAppManaged):
         self.net: NetworkClient | None = None
         self._generation = 0
         self._ids = itertools.count(1)  # message ids stay unique across logins
+        #: A line that waits for the directory (`@bbo hi` with bbo not known yet).
+        self._waiting_line: str | None = None
+        #: Typing: where `active` was last sent, and when (monotonic).
+        self._typing_to: Recipients | None = None
+        self._typing_at = 0.0
 
     def onStart(self) -> None:
         """Log in (or register) at once when the command line says who and the password is
         known, as an IRC client given a server and a nick; else the welcome hints say how."""
         curses.mousemask(0)  # npyscreen grabs the mouse; give text selection back
+        with contextlib.suppress(curses.error):
+            curses.nonl()  # Enter is CR and ^J is LF: one sends, the other is a new line
         self.theme.setup()
         options = self.options
         self.addForm("MAIN", ChatForm, name="chat")
@@ -124,41 +152,202 @@ class ChatApp(npyscreen.NPSAppManaged):
         self.net.start()
 
     def submit(self, text: str) -> bool:
-        """Enter on the message line: a command, or a message to the selection
-        (nothing selected = All).
+        """Enter on the message line: a command, or a message to the current buffer.
 
-        False when nothing was done; the text then stays in the line.
+        False when nothing was done; the text then stays in the line (a line that waits
+        for the directory is run again when it answers).
         """
         model = self.model
+        line = text
         try:
-            command = parse_command(text)
+            command = parse_command(line)
         except ValueError as exc:
             model.note(str(exc), style="error")
             return False
-        to: Recipients = model.participants.recipients()
+        to: Recipients = model.target()
         match command:
-            case ShowHistory(peers):
-                return self.show_history(peers)
-            case ShowAll():
-                model.show_all()
-                return True
             case Query(names):
-                model.select(names or ())
+                return self._query(line, names)
+            case ShowBuffer(name):
+                return self.show_buffer(name)
+            case Simple(word):
+                return self._simple(word)
+            case Join(room):
+                return self._online() and self.join_room(room)
+            case Part(room):
+                return self._in_room(room, "/part") and self._part(room)
+            case Invite(user, room):
+                return self._in_room(room, "/invite") and self._invite(user, room)
+            case Kick(user, room):
+                return self._in_room(room, "/kick") and self._kick(user, room)
+            case Topic(topic):
+                return self._topic(topic)
+            case Whois(name):
+                return self._whois(line, name)
+            case Search(needle):
+                model.search(needle)
+                self._send_wants()
                 return True
-            case Who():
-                model.who()
-                return True
-            case Help():
-                self.help()
-                return True
-            case Quit():
-                self.quit()
-                return True
-            case SendTo(names, text):
-                to = names
+            case SendTo(target, text):
+                if not self._exist(line, target):
+                    return False
+                to = target
             case SendText(text):
                 pass
         return self.send(to, text)
+
+    def _simple(self, word: str) -> bool:
+        model = self.model
+        if word == "who":
+            model.who()
+        elif word == "names":
+            model.names()
+        elif word == "help":
+            self.help()
+        elif word == "quit":
+            self.quit()
+        elif word == "close":
+            why = model.close()
+            if why is not None:
+                model.note(why, style="error")
+                return False
+        elif word == "clear":
+            model.clear()
+        elif word == "filter":
+            model.toggle_filter()
+        elif word == "rooms":
+            if not self._online() or not self._rooms_offered():
+                return False
+            model.list_rooms()
+            self._send_wants()
+        return True
+
+    def _online(self) -> bool:
+        if self.net is None or self.model.state != ONLINE:
+            self.model.note("not connected: that needs the server", style="error")
+            return False
+        return True
+
+    def _rooms_offered(self) -> bool:
+        if "rooms" not in self.model.features:
+            self.model.note("this server has no rooms (protocol v1.2)", style="error")
+            return False
+        return True
+
+    def _in_room(self, room: str | None, command: str) -> bool:
+        if not self._online() or not self._rooms_offered():
+            return False
+        if room is None and self.model.current.kind != "room":
+            self.model.note(f"{command}: not in a room's buffer (name the room)", style="error")
+            return False
+        return True
+
+    def _room(self, room: str | None) -> str:
+        return room if room is not None else self.model.current.name
+
+    def _part(self, room: str | None) -> bool:
+        self.model.part(self._room(room))
+        self._send_wants()
+        return True
+
+    def _invite(self, user: str, room: str | None) -> bool:
+        self.model.invite(self._room(room), user)
+        self._send_wants()
+        return True
+
+    def _kick(self, user: str, room: str | None) -> bool:
+        self.model.kick(self._room(room), user)
+        self._send_wants()
+        return True
+
+    def _topic(self, topic: str | None) -> bool:
+        model = self.model
+        buffer = model.current
+        if buffer.kind != "room":
+            model.note("/topic: not in a room's buffer", style="error")
+            return False
+        if topic is None:
+            room = model.rooms.get(buffer.name)
+            said = room.topic if room is not None and room.topic else "(no topic)"
+            model.note(f"topic of {buffer.name}: {said}")
+            return True
+        if not self._online():
+            return False
+        model.set_topic(buffer.name, topic)
+        self._send_wants()
+        return True
+
+    def join_room(self, room: str, joined: bool = False) -> bool:
+        """`/join #room`, or a room picked in the `/rooms` form."""
+        if not self._rooms_offered():
+            return False
+        model = self.model
+        known = model.rooms.get(room)
+        if joined or (known is not None and known.joined):
+            model.open_room(room)
+            return True
+        model.join(room)
+        self._send_wants()
+        return True
+
+    def create_room(self, room: str) -> None:
+        self.model.join(room, create=True)
+        self._send_wants()
+
+    def _whois(self, line: str, name: str) -> bool:
+        if not self._exist(line, (name,), quiet=True):
+            return False
+        self.model.whois(name)
+        return True
+
+    def _query(self, line: str, names: tuple[str, ...] | None) -> bool:
+        if names is None:
+            self.model.switch("*")
+            return True
+        if not self._exist(line, names):
+            return False
+        self.model.open_query(names)
+        self._send_wants()
+        return True
+
+    def _exist(self, line: str, names: Recipients, quiet: bool = False) -> bool:
+        """Whether every name is a registered user. An unknown one is said at once; one not
+        known yet is asked of the directory, and the line waits in the message line (it
+        runs again when the answer comes). A server without `user_search` (v1.1) cannot
+        tell: the names are taken as they are."""
+        model = self.model
+        if isinstance(names, str) or not model.directory.available:
+            return True
+        verdicts = {n: model.directory.exists(n) for n in names if n != BROADCAST}
+        missing = [n for n, known in verdicts.items() if known is False]
+        if missing:
+            for name in missing:
+                close = model.directory.suggest(name)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                model.note(f"no such user: {name}{hint}", style="error")
+            return False
+        unknown = [n for n, known in verdicts.items() if known is None]
+        if not unknown:
+            return True
+        if model.state != ONLINE:
+            return True  # nobody to ask: as a v1.1 client, the server will say `missing`
+        for name in unknown:
+            model.lookup(name)
+        self._send_wants()
+        self._waiting_line = line
+        if not quiet:
+            model.note(f"looking up {', '.join(unknown)}...")
+        return False
+
+    def directory_answered(self) -> None:
+        """The directory answered: the line that waited for it runs, when it is still the
+        line being typed (and leaves it when it went)."""
+        line, self._waiting_line = self._waiting_line, None
+        form = self.getForm("MAIN")
+        if line is None or (form.input.value or "") != line:
+            return
+        if self.submit(line):
+            form.input.set_text("")
 
     def send(self, to: Recipients, text: str) -> bool:
         """A message to `to`; False (and the reason on screen) when it cannot go."""
@@ -166,35 +355,112 @@ class ChatApp(npyscreen.NPSAppManaged):
         if self.net is None or model.state not in (ONLINE, RECONNECTING, CONNECTING):
             model.note("not logged in: press ^X, then Log in", style="error")
             return False
+        buffer = model.current
+        room = isinstance(to, str) and to != BROADCAST
+        if room and model.state == ONLINE and not self._rooms_offered():
+            return False  # a v1.1 server: said here, no buffer opened
+        if to == buffer.target and buffer.kind == "room" and not buffer.joined:
+            model.note(f"not a member of {buffer.name}: /join {buffer.name}", style="error")
+            return False
+        self._typing_done()  # before the message: a receiver never sees typing after it
         try:
             msg_id = self.net.send(to, text)
         except ValueError as exc:
             model.note(f"not sent: {exc}", style="error")
             return False
         model.sending(msg_id, to, text)
+        self._send_wants()
         return True
 
     def send_pasted(self, lines: tuple[str, ...]) -> None:
-        """Pasted lines: each a message to the selection, as text (a pasted "/quit" is not a
-        command), in order; a line that cannot go is said and the rest still go."""
-        to = self.model.participants.recipients()
+        """Pasted lines: each a message to the current buffer, as text (a pasted "/quit" is
+        not a command), in order; a line that cannot go is said and the rest still go."""
+        to = self.model.target()
         for line in lines:
             self.send(to, line)
 
-    def completion_names(self) -> list[str]:
-        """Who Tab can complete to: everyone in the list, and anyone heard from."""
+    def completions(self, value: str, cursor: int) -> list[str]:
+        """What Tab can complete the word before the cursor to: a command at the start of
+        the line, a room after `#`, else a name (everyone known to exist: online, heard
+        from, a room member, or found by the directory, whose answer for this prefix is
+        asked for when it could tell more)."""
         model = self.model
-        heard = {entry.sender for entry in model.history.entries if entry.sender}
-        names = set(model.participants.rows()[1:]) | heard
-        return sorted(names - {model.user})
+        start, word = word_before(value, cursor)
+        if start == 0 and word.startswith("/"):
+            return [f"/{w}" for w in COMMAND_WORDS]
+        if word.startswith("#"):
+            return model.room_names()
+        if word:
+            model.lookup(word, "complete")
+            self._send_wants()
+        return sorted(model.directory.known - {model.user})
+
+    def typing(self, value: str) -> None:
+        """The message line changed: `typing: active` to the current buffer's people or
+        room (never to All), at most every 3 s; `done` when the line is emptied."""
+        model = self.model
+        buffer = model.current
+        if self.net is None or TYPING not in model.features or model.state != ONLINE:
+            return
+        text = value.strip()
+        if not text or text.startswith("/"):
+            self._typing_done()
+            return
+        if buffer.kind == "all" or (buffer.kind == "room" and not buffer.joined):
+            return
+        now = time.monotonic()
+        if self._typing_to == buffer.target and now - self._typing_at < TYPING_EVERY:
+            return
+        if self._typing_to != buffer.target:
+            self._typing_done()  # typing elsewhere now
+        self._typing_to, self._typing_at = buffer.target, now
+        self.net.typing(_typing_to(buffer.target), "active")
+
+    def _typing_done(self) -> None:
+        if self._typing_to is not None and self.net is not None:
+            self.net.typing(_typing_to(self._typing_to), "done")
+        self._typing_to = None
+
+    def search_key(self, value: str) -> None:
+        """^R: search the buffer for the line's text (empty: the last search, older)."""
+        self.model.search(value or None)
+        self._send_wants()
+
+    def pick_people(self, names: tuple[str, ...] | None) -> None:
+        """Enter in the participant list: that person's buffer, or the ticked people's."""
+        if names is None:
+            return
+        self._query("", names)
+
+    def switch(self, key: str) -> None:
+        self.model.switch(key)
+        self._send_wants()
+
+    def go_to(self, number: int) -> None:
+        self.model.switch_number(number)
+        self._send_wants()
+
+    def step(self, delta: int) -> None:
+        self.model.step(delta)
+        self._send_wants()
+
+    def go_back(self) -> None:
+        self.model.back()
+        self._send_wants()
+
+    def show_buffer(self, name: str) -> bool:
+        buffer = self.model.buffers.find(name)
+        if buffer is None:
+            why = f"no buffer {name} (/query NAME or /join #room opens one)"
+            self.model.note(why, style="error")
+            return False
+        self.switch(buffer.key)
+        return True
 
     def help(self) -> None:
         model = self.model
-        for usage, meaning in HELP:
-            model.note(f"{usage}  {meaning}")
-        model.note(f"keys:{KEY_HELP['input']}")
-        model.note(f"list (^N):{KEY_HELP['list'].removeprefix(' list:')}")
-        model.note("history (^N twice): Home/End, Up/Down; ^O: history of the selection")
+        for line in help_lines():
+            model.note(line)
         model.note(
             f"{MARK}name: looks like another name (differs only in {FOLDS}); /who lists them"
         )
@@ -204,31 +470,6 @@ class ChatApp(npyscreen.NPSAppManaged):
         """/quit: as the menu's Exit (bye to the server, the terminal restored)."""
         form = self.getForm("MAIN")
         form.h_exit()
-
-    def show_history(self, peers: tuple[str, ...] | None) -> bool:
-        """The history with `peers` (None: the selection; nobody selected: the view of all)."""
-        model = self.model
-        names = peers if peers is not None else model.participants.recipients()
-        if names == BROADCAST:
-            model.show_all()
-            return True
-        if self.net is None:
-            model.note("not logged in: press ^X, then Log in", style="error")
-            return False
-        model.open_history(tuple(names))
-        self._send_wants()
-        return True
-
-    def toggle_history(self) -> None:
-        """^O: the selection's history; again (or with All selected): the view of all."""
-        model = self.model
-        selection = model.participants.recipients()
-        if model.convo is not None and (selection == BROADCAST or model.convo.peers == selection):
-            model.show_all()
-        elif selection == BROADCAST:
-            model.note("^O shows the history of the people selected (Tab, then Enter or Space)")
-        else:
-            self.show_history(None)
 
     def logout(self) -> None:
         if self.model.state == OFFLINE and self.net is None:
@@ -251,10 +492,22 @@ class ChatApp(npyscreen.NPSAppManaged):
             if generation == self._generation:
                 self.model.apply(event)
                 changed = True
+                if isinstance(event, ev.LoggedIn) and self.options.join:
+                    self._join_at_start()
         return self._send_wants() or changed
 
+    def _join_at_start(self) -> None:
+        """`--join`: the rooms to be in, once, after the first login (one that does not exist
+        asks first, as `/join` does)."""
+        rooms, self.options = self.options.join, replace(self.options, join=())
+        for room in rooms:
+            known = self.model.rooms.get(room)
+            if known is None or not known.joined:
+                self.join_room(room)
+
     def _send_wants(self) -> bool:
-        """Hand what the model wants sent (history pages, the offline ack) to the network."""
+        """Hand what the model wants sent (history pages, the offline ack, read markers,
+        requests) to the network."""
         wants = self.model.take_wants()
         if self.net is None:
             return bool(wants)
@@ -264,6 +517,10 @@ class ChatApp(npyscreen.NPSAppManaged):
                     self.net.history(request_id, peer, before, limit)
                 case AckOffline(upto):
                     self.net.offline_ack(upto)
+                case MarkRead(peer, upto):
+                    self.net.read(peer, upto)
+                case SendRequest(message):
+                    self.net.request(message)
         return bool(wants)
 
     def _stop_network(self) -> None:
@@ -272,6 +529,12 @@ class ChatApp(npyscreen.NPSAppManaged):
             self._generation += 1
             self.net.close()
             self.net = None
+
+
+def _typing_to(target: Recipients) -> str | tuple[str, ...]:
+    """`typing.to`: a room as a string, people as a list (one person too: core-v3's server
+    takes every string `to` for a room, and answers a name with `no_such_room`)."""
+    return target if isinstance(target, str) else tuple(target)
 
 
 class _Terminated(Exception):
@@ -303,6 +566,8 @@ def _write_terminal(data: bytes) -> None:
 
 def run_tui(options: TuiOptions) -> int:
     prepare_terminal()
+    if not options.colours:  # NO_COLOR, --no-colour: npyscreen's own theme draws none either
+        npyscreen.disableColor()
     app = ChatApp(options)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_terminated)

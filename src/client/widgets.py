@@ -25,10 +25,11 @@ import npyscreen
 from npyscreen import wgwidget
 
 from . import keys
+from .buffers import BufferList
 from .history import History
 from .inputline import Completer, InputHistory, Pasted, split_paste
 from .participants import Participants
-from .textwidth import clip, printable, text_width
+from .textwidth import clip, ellipsize, printable, text_width
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,9 @@ class UnicodeKeys:
         if isinstance(ch, str) and len(ch) == 1 and ord(ch) < 128:
             self._last_get_ch_was_unicode = False
             return ord(ch)  # handlers are keyed by int for ASCII and control keys
+        if isinstance(ch, int) and ch > curses.KEY_MAX:  # a terminfo extended key (kLFT3)
+            with contextlib.suppress(ValueError, curses.error):
+                ch = keys.extended(curses.keyname(ch)) or ch
         self._last_get_ch_was_unicode = isinstance(ch, str)
         return ch
 
@@ -121,6 +125,17 @@ class UnicodeKeys:
                 self.handle_paste(self._read_paste())
                 return keys.IGNORED
             return key
+        if follow == "\x1b":  # Escape, then a sequence: Alt and that key (Alt-Left)
+            pad.timeout(SEQUENCE_WAIT_MS)
+            try:
+                again = pad.get_wch()
+            except curses.error:
+                return curses.ascii.ESC
+            finally:
+                pad.timeout(-1)
+            if again in ("[", "O"):
+                return keys.with_alt(self._sequence(str(again)))
+            return keys.IGNORED
         if isinstance(follow, str) and len(follow) == 1 and ord(follow) < 128:
             return curses.ascii.alt(ord(follow))
         if isinstance(follow, str):
@@ -192,6 +207,13 @@ class UnicodeKeys:
             return True
         if isinstance(_input, str):
             return self.text_input(_input)
+        if _input > 255:  # a curses key (or one of ours): never through npyscreen's `unctrl`,
+            # which takes its low 7 bits for a control key (F6, 270, would be ^N)
+            handlers: dict[Any, Any] = getattr(self, "handlers", {})
+            handler = handlers.get(_input) or getattr(self.parent, "handlers", {}).get(_input)
+            if handler is not None:
+                handler(_input)
+            return True  # a key nothing here knows: dropped, never taken for another
         return super().handle_input(_input)  # type: ignore[misc]
 
     def text_input(self, ch: str) -> bool:
@@ -271,14 +293,27 @@ class TitlePasswordInput(npyscreen.TitleText):
     _entry_type = PasswordInput
 
 
+#: The message line grows to at most this many rows for a message of several lines.
+MAX_INPUT_ROWS = 5
+#: Alt-Enter (Escape then Enter) and Alt-^J: a new line in the message, as ^J is.
+ALT_ENTER = (curses.ascii.alt(curses.ascii.CR), curses.ascii.alt(curses.ascii.NL))
+
+
+def input_rows(value: str) -> int:
+    """The rows the message line takes for `value` (one per line, at most 5)."""
+    return min(MAX_INPUT_ROWS, value.count("\n") + 1)
+
+
 class InputLine(Placed, TextInput):
     """The message line: a prompt naming the recipients, then the text being typed.
 
-    Enter hands the text to `on_submit`; Up/Down walk through what was typed;
-    Tab completes a nickname; PgUp/PgDn scroll the history, and End at the
-    end of the line goes back to the newest message, so the hands never
-    leave the line. ^N/^P (and Shift-Tab) move the focus. A paste of more
-    than a few lines waits here for Enter (send them) or Escape (drop them).
+    Enter hands the text to `on_submit`; Alt-Enter and ^J put a new line in the
+    message (the line grows to show it, up to 5 rows); Up/Down walk through what was
+    typed (after ^U from the newest again); Tab completes a command, a name or a
+    room; PgUp/PgDn scroll the history, and End at the end of the line goes back to
+    the newest message, so the hands never leave the line. ^N/^P (and Shift-Tab)
+    move the focus. A paste of more than a few lines waits here for Enter (send
+    them) or Escape (drop them).
     """
 
     def __init__(
@@ -289,15 +324,20 @@ class InputLine(Placed, TextInput):
         on_submit: Callable[[str], bool],
         on_paste: Callable[[tuple[str, ...]], None],
         history: Callable[[], History],
-        names: Callable[[], list[str]],
+        names: Callable[[str, int], list[str]],
+        on_typing: Callable[[str], None] = lambda _: None,
+        on_search: Callable[[str], None] = lambda _: None,
         **kw: Any,
     ) -> None:
         self.box = box
         self._prompt, self._on_submit, self._on_paste = prompt, on_submit, on_paste
         self._history, self._names = history, names
+        self._on_typing, self._on_search = on_typing, on_search
         self.typed = InputHistory()
         self.completer = Completer()
         self.pending_paste: Pasted | None = None
+        #: (value, cursor) after a Tab that found nothing yet (the directory may answer).
+        self.tab_waits: tuple[str, int] | None = None
         super().__init__(screen, **kw)
 
     def set_up_handlers(self) -> None:
@@ -305,9 +345,11 @@ class InputLine(Placed, TextInput):
         page = lambda: max(1, self.parent.history_height() - 1)  # noqa: E731
         self.handlers.update(
             {
-                curses.ascii.NL: self.h_submit,
+                curses.ascii.NL: self.h_newline,  # ^J (Enter is CR: the form sets nonl)
                 curses.ascii.CR: self.h_submit,
                 curses.KEY_ENTER: self.h_submit,
+                ALT_ENTER[0]: self.h_newline,
+                ALT_ENTER[1]: self.h_newline,
                 curses.ascii.TAB: self.h_complete,
                 curses.KEY_UP: self.h_older,
                 curses.KEY_DOWN: self.h_newer,
@@ -319,6 +361,8 @@ class InputLine(Placed, TextInput):
                 "^A": self.h_home,
                 "^E": self.h_end,
                 "^W": self.h_erase_word,
+                "^U": self.h_erase_left,
+                "^R": lambda _: self._on_search(self.value or ""),
             }
         )
 
@@ -332,7 +376,11 @@ class InputLine(Placed, TextInput):
             keys.IGNORED,
         ):
             return True  # the question on the line waits for Enter or Escape
-        return super().handle_input(_input)
+        before = self.value or ""
+        done = super().handle_input(_input)
+        if (self.value or "") != before:
+            self._on_typing(self.value or "")
+        return done
 
     def h_submit(self, _input: int) -> None:
         """Send; the text stays in the line when it could not be sent (e.g. not logged in).
@@ -351,11 +399,24 @@ class InputLine(Placed, TextInput):
         if self._on_submit(text):
             self._set("")
 
+    def h_newline(self, _input: int) -> None:
+        """A new line in the message (Alt-Enter, ^J): sent with it, as one message."""
+        if self.pending_paste is None:
+            self.insert("\n")
+
+    def h_erase_left(self, _input: int) -> None:
+        """^U: what is left of the cursor goes; the next Up starts from the newest line."""
+        value, pos = self.value or "", self._cursor()
+        self.value, self.cursor_position, self.begin_at = value[pos:], 0, 0
+        self.typed.reset()
+
     def h_escape(self, _input: int) -> None:
         if self.pending_paste is not None:
             count = len(self.pending_paste.lines)
             self.pending_paste = None
             self.parent.parentApp.model.note(f"paste of {count} lines dropped")
+            return
+        self.parent.parentApp.model.end_search()
 
     def handle_paste(self, text: str) -> None:
         value, pos = self.value or "", self._cursor()
@@ -378,9 +439,20 @@ class InputLine(Placed, TextInput):
         )
 
     def h_complete(self, _input: int) -> None:
-        done = self.completer.complete(self.value or "", self._cursor(), self._names())
+        value, cursor = self.value or "", self._cursor()
+        done = self.completer.complete(value, cursor, self._names(value, cursor))
         if done is not None:
             self.value, self.cursor_position = done
+            self.tab_waits = None
+        else:
+            self.tab_waits = (value, cursor)  # the directory may answer: Tab again then
+
+    def complete_again(self) -> None:
+        """The directory answered after a Tab that found nothing: try it again, when the
+        line is still as that Tab left it."""
+        if self.tab_waits == (self.value or "", self._cursor()):
+            self.tab_waits = None
+            self.h_complete(curses.ascii.TAB)
 
     def h_older(self, _input: int) -> None:
         line = self.typed.older(self.value or "")
@@ -400,12 +472,13 @@ class InputLine(Placed, TextInput):
         end = len(self.value or "")
         if self._cursor() >= end:
             self._history().scroll_to_end()
+            self.parent.parentApp.model.end_search()
         self.cursor_position = end
 
     def h_erase_word(self, _input: int) -> None:
         value, pos = self.value or "", self._cursor()
         start = len(value[:pos].rstrip(" "))
-        while start > 0 and value[start - 1] != " ":
+        while start > 0 and value[start - 1] not in " \n":
             start -= 1
         self.value, self.cursor_position = value[:start] + value[pos:], start
 
@@ -414,6 +487,9 @@ class InputLine(Placed, TextInput):
         value, pos = self.value or "", self._cursor()
         self.value = value[:pos] + text + value[pos:]
         self.cursor_position = pos + len(text)
+
+    def set_text(self, value: str) -> None:
+        self._set(value)
 
     def _cursor(self) -> int:
         value = self.value or ""
@@ -424,10 +500,15 @@ class InputLine(Placed, TextInput):
         self.value, self.begin_at = value, 0
         self.cursor_position = len(value) if at_end else 0
 
+    def rows_wanted(self) -> int:
+        if self.pending_paste is not None:
+            return 1
+        return input_rows(self.value or "")
+
     def update(self, clear: bool = True, cursor: bool = True) -> None:
         if clear:
             self.clear()
-        if self.hidden or self.width <= 0:
+        if self.hidden or self.width <= 0 or self.height <= 0:
             return
         pad, y, x = self.parent.curses_pad, self.rely, self.relx
         if self.pending_paste is not None:
@@ -444,32 +525,50 @@ class InputLine(Placed, TextInput):
         pos = max(0, min(self.cursor_position if editing_pos else len(value), len(value)))
         if self.editing:
             self.cursor_position = pos
-        begin = max(0, min(self.begin_at, pos))
-        # Measured as drawn: a tab (or another control character) takes one column.
-        while begin < pos and text_width(printable(value[begin:pos])) > room - 1:
-            begin += 1
-        self.begin_at = begin
+        # The line of the message the cursor is on, and the rows around it.
+        starts = [0] + [i + 1 for i, ch in enumerate(value) if ch == "\n"]
+        row = value.count("\n", 0, pos)
+        rows = max(1, self.height)
+        first = max(0, min(row, len(starts) - rows))
+        if row >= first + rows:
+            first = row - rows + 1
         left = x + prompt_w
-        put(pad, y, left, printable(value[begin:]), 0, room)
-        if self.editing and cursor:
-            under = printable(value[pos]) if pos < len(value) else " "
-            put(pad, y, left + text_width(printable(value[begin:pos])), under, curses.A_REVERSE)
+        for r in range(rows):
+            i = first + r
+            if i >= len(starts):
+                break
+            start = starts[i]
+            end = starts[i + 1] - 1 if i + 1 < len(starts) else len(value)
+            if i != row:
+                put(pad, y + r, left, printable(value[start:end]), 0, room)
+                continue
+            begin = max(start, min(self.begin_at, pos))
+            # Measured as drawn: a tab (or another control character) takes one column.
+            while begin < pos and text_width(printable(value[begin:pos])) > room - 1:
+                begin += 1
+            self.begin_at = begin
+            put(pad, y + r, left, printable(value[begin:end]), 0, room)
+            if self.editing and cursor:
+                under = printable(value[pos]) if pos < end else " "
+                column = left + text_width(printable(value[begin:pos]))
+                put(pad, y + r, column, under, curses.A_REVERSE)
 
 
 class ParticipantsView(TypingGoesToInput, UnicodeKeys, Placed, wgwidget.Widget):
-    """ "All" then the people (online, selected, or with unread messages), each with a
-    checkbox; Space toggles, Enter picks one. Greyed, under "Disconnected", while the
-    connection is down."""
+    """The current buffer on top, then its people, each with a checkbox: Space ticks,
+    Enter opens the buffer of the ticked people (or of the one under the cursor);
+    leaving the list with people ticked opens theirs. Greyed, under "Disconnected",
+    while the connection is down."""
 
     def __init__(
         self,
         screen: Any,
         box: Box,
         model: Participants,
-        on_history: Callable[[], None],
+        on_pick: Callable[[tuple[str, ...] | None], None],
         **kw: Any,
     ) -> None:
-        self.box, self.model, self._on_history = box, model, on_history
+        self.box, self.model, self._on_pick = box, model, on_pick
         self._top = 0
         super().__init__(screen, **kw)
 
@@ -487,27 +586,23 @@ class ParticipantsView(TypingGoesToInput, UnicodeKeys, Placed, wgwidget.Widget):
                 curses.ascii.NL: self.h_pick,
                 curses.ascii.CR: self.h_pick,
                 curses.KEY_ENTER: self.h_pick,
-                curses.ascii.ESC: self.h_pick_nothing,
-                curses.KEY_LEFT: self.h_pick_nothing,
-                curses.KEY_RIGHT: self.h_pick_nothing,
-                "^O": self.h_history,
+                curses.ascii.ESC: self.h_leave,
+                curses.KEY_LEFT: self.h_leave,
+                curses.KEY_RIGHT: self.h_leave,
             }
         )
         self.complex_handlers.append((self.t_typed, self.h_typed))
 
-    def h_history(self, _input: int) -> None:
-        """^O here: the history of the ticked people, or of the one under the cursor."""
-        if not self.model.selected and self.model.cursor > 0:
-            self.model.select_only()
-        self._on_history()
-        self.h_exit_escape(_input)
-
     def h_pick(self, _input: int) -> None:
-        """Enter: only this row selected, back to the message line (the form maps escape so)."""
-        self.model.select_only()
+        """Enter: the ticked people's buffer, or this person's; back to the message line."""
+        self._on_pick(self.model.picked())
         self.h_exit_escape(_input)
 
-    def h_pick_nothing(self, _input: int) -> None:
+    def h_leave(self, _input: int) -> None:
+        """Back to the message line; people ticked: their buffer."""
+        ticked = self.model.take_ticked()
+        if ticked is not None:
+            self._on_pick(ticked)
         self.h_exit_escape(_input)
 
     def update(self, clear: bool = True) -> None:
@@ -541,27 +636,127 @@ class ParticipantsView(TypingGoesToInput, UnicodeKeys, Placed, wgwidget.Widget):
                 attr |= curses.A_BOLD
             elif not self.model.is_online(name) or not connected:
                 attr |= theme.attr("offline")
-            elif self.model.unread.get(name):
-                attr |= curses.A_BOLD
             if not connected:
                 attr |= curses.A_DIM
             text = f"{mark} {self.model.label(row, self.width - len(mark) - 1)}"
             put(pad, self.rely + 1 + i, self.relx, text.ljust(self.width), attr, self.width)
 
 
+class BufferListView(TypingGoesToInput, UnicodeKeys, Placed, wgwidget.Widget):
+    """The buffers, numbered (Alt-1 is All), each with its activity mark (`@` a private
+    message or a mention, `+` messages, `.` joins and other events) and counts
+    (`(5)` unread, `(5, @1)` with a mention); the current one is marked `>`.
+    Up/Down move, Enter goes to the buffer."""
+
+    def __init__(
+        self,
+        screen: Any,
+        box: Box,
+        buffers: Callable[[], BufferList],
+        on_pick: Callable[[str], None],
+        **kw: Any,
+    ) -> None:
+        self.box, self._buffers, self._on_pick = box, buffers, on_pick
+        self.cursor = 0
+        self._top = 0
+        super().__init__(screen, **kw)
+
+    def set_up_handlers(self) -> None:
+        super().set_up_handlers()
+        self.handlers.update(
+            {
+                curses.KEY_UP: lambda _: self.move(-1),
+                curses.KEY_DOWN: lambda _: self.move(1),
+                curses.KEY_HOME: lambda _: self.move(-(10**6)),
+                curses.KEY_END: lambda _: self.move(10**6),
+                curses.ascii.NL: self.h_pick,
+                curses.ascii.CR: self.h_pick,
+                curses.KEY_ENTER: self.h_pick,
+                curses.ascii.ESC: self.h_exit_escape,
+                curses.KEY_LEFT: self.h_exit_escape,
+                curses.KEY_RIGHT: self.h_exit_escape,
+            }
+        )
+        self.complex_handlers.append((self.t_typed, self.h_typed))
+
+    def edit(self) -> None:
+        """The focus comes here: the cursor starts on the current buffer."""
+        buffers = self._buffers()
+        self.cursor = buffers.number(buffers.current) - 1
+        super().edit()  # type: ignore[misc]
+
+    def move(self, delta: int) -> None:
+        self.cursor = max(0, min(len(self._buffers()) - 1, self.cursor + delta))
+
+    def h_pick(self, _input: int) -> None:
+        buffers = self._buffers()
+        chosen = buffers.by_number(self.cursor + 1)
+        if chosen is not None:
+            self._on_pick(chosen.key)
+        self.h_exit_escape(_input)
+
+    def update(self, clear: bool = True) -> None:
+        if clear:
+            self.clear()
+        if self.hidden or self.height <= 0 or self.width <= 0:
+            return
+        pad = self.parent.curses_pad
+        theme = self.parent.parentApp.theme
+        title_attr = (curses.A_REVERSE if self.editing else curses.A_UNDERLINE) | curses.A_BOLD
+        put(pad, self.rely, self.relx, "Buffers".ljust(self.width), title_attr, self.width)
+        buffers = self._buffers()
+        visible = self.height - 1
+        if visible <= 0:
+            return
+        items = list(buffers)
+        self.cursor = max(0, min(self.cursor, len(items) - 1))
+        current = buffers.current
+        focus = self.cursor if self.editing else items.index(current)
+        self._top = max(0, min(self._top, focus, len(items) - visible))
+        if focus >= self._top + visible:
+            self._top = focus - visible + 1
+        for i, buffer in enumerate(items[self._top : self._top + visible]):
+            row = self._top + i
+            mark = ">" if buffer is current else buffer.activity()
+            head = f"{row + 1:>2}{mark}"
+            counts = buffer.counts()
+            tail = f" {counts}" if counts else ""
+            room = self.width - text_width(head) - text_width(tail)
+            name = self.parent.model.buffer_name(buffer)
+            text = f"{head}{ellipsize(name, max(1, room))}{tail}"
+            attr = 0
+            if buffer is current:
+                attr |= curses.A_BOLD
+            elif mark == "@":
+                attr |= theme.attr("mention")
+            elif mark == "+":
+                attr |= curses.A_BOLD
+            elif buffer.kind == "room" and not buffer.joined:
+                attr |= curses.A_DIM
+            if self.editing and row == self.cursor:
+                attr |= curses.A_REVERSE
+            put(pad, self.rely + 1 + i, self.relx, text.ljust(self.width), attr, self.width)
+
+
 class HistoryView(TypingGoesToInput, UnicodeKeys, Placed, wgwidget.Widget):
-    """The scrollable message history; Up/Down/PgUp/PgDn/Home/End when focused."""
+    """The scrollable message history of the current buffer, under its title (a room and
+    its topic, a person); Up/Down/PgUp/PgDn/Home/End when focused. Each sender's name
+    is drawn in its own colour (the theme's; none without colours)."""
 
-    #: After a conversation view's title: how to get back.
-    BACK_HINT = "  (^O or /all: back to all)"
-
-    def __init__(self, screen: Any, box: Box, view: Callable[[], History], **kw: Any) -> None:
-        self.box, self._view = box, view
+    def __init__(
+        self,
+        screen: Any,
+        box: Box,
+        view: Callable[[], History],
+        title: Callable[[], str] = lambda: "",
+        **kw: Any,
+    ) -> None:
+        self.box, self._view, self._title = box, view, title
         super().__init__(screen, **kw)
 
     @property
     def model(self) -> History:
-        """The lines of the view on screen (the view of all or a conversation's)."""
+        """The lines of the buffer on screen."""
         return self._view()
 
     def set_up_handlers(self) -> None:
@@ -593,8 +788,8 @@ class HistoryView(TypingGoesToInput, UnicodeKeys, Placed, wgwidget.Widget):
         theme = self.parent.parentApp.theme
         history = self.model
         rows, first = self.height, self.rely
-        if history.title and rows > 1:  # a conversation: say which, and how to leave it
-            title = f"{history.title}{self.BACK_HINT}"
+        title = self._title()
+        if title and rows > 1:  # a buffer other than All: say which (a room: its topic)
             put(pad, first, self.relx, title, curses.A_BOLD | curses.A_UNDERLINE, self.width)
             rows, first = rows - 1, first + 1
         lines = history.window(self.width, rows)
@@ -604,3 +799,11 @@ class HistoryView(TypingGoesToInput, UnicodeKeys, Placed, wgwidget.Widget):
             if self.editing and i == len(lines) - 1:
                 attr |= curses.A_REVERSE
             put(pad, top + i, self.relx, line.text, attr, self.width)
+            if line.nick is not None and line.style != "found":
+                start, end = line.nick
+                colour = theme.nick(line.text[start:end].lstrip("!"))
+                if colour:
+                    column = self.relx + text_width(line.text[:start])
+                    room = self.width - (column - self.relx)
+                    if room > 0:
+                        put(pad, top + i, column, line.text[start:end], attr | colour, room)

@@ -18,9 +18,9 @@ import ipaddress
 import logging
 import os
 import resource
+import secrets
 import signal
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,10 +31,12 @@ from typing import Any
 from chat.server.accounts.hashing import HashExecutor
 from chat.server.accounts.seam import Accounts
 from chat.server.accounts.throttle import LoginThrottle
+from chat.server.accounts.tokens import Tokens
 from chat.server.accounts.users_file import FolderLock, StoreError, UserStore
 from chat.server.core import native
 from chat.server.core.asks import Asks
 from chat.server.core.broker import Broker, NoBroker, RoomBroker
+from chat.server.core.care import Care
 from chat.server.core.catchup import CatchUp
 from chat.server.core.deadlines import Deadlines
 from chat.server.core.dispatch import Dispatcher
@@ -57,11 +59,12 @@ from chat.server.net.inbox import LoopInbox
 from chat.server.net.listeners import Listener, ListenError, open_listener
 from chat.server.net.loop import EventLoop
 from chat.server.ops import status
-from chat.server.ops.commands import MAX_ID, Commands, NoPeers, Peers
+from chat.server.ops.commands import Commands, NoPeers, Peers
 from chat.server.ops.config import ServerConfig
 from chat.server.ops.control import ControlError, ControlServer
 from chat.server.ops.metrics import MetricsServer, ServerCollector
 from chat.server.ops.reload import Reloader
+from chat.server.ops.running import Forget, SessionEnds
 from chat.server.ops.status import package_version
 from chat.server.store.seam import NoStore, Store
 from chat.server.store.service import StoreService
@@ -71,8 +74,6 @@ from chat.shared.states import State
 log = logging.getLogger("chat.server")
 
 _FD_RESERVE = 64  # descriptors kept for the listeners, epoll, logs, the users file
-#: Seconds an operator's command waits for the loop or the store to carry it out.
-_OPERATOR_WAIT = 5.0
 _LOGGED_IN = (State.ROSTER, State.CHAT)
 
 
@@ -97,6 +98,9 @@ class Engines:
     up: Callable[[], bool] = lambda: True
     #: A cluster's rooms, decided in Redis (`cluster.rooms.RedisRooms`); None: the hub's.
     rooms: RoomBroker | None = None
+    #: The server's key (the key file): login tokens are made with a key derived from it,
+    #: so they hold across restarts and on every node. None: a key of this process's own.
+    key: bytes | None = None
 
 
 @dataclass
@@ -111,6 +115,9 @@ class Core:
     deadlines: Deadlines
     throttle: LoginThrottle
     login: Login
+    #: The account commands (the operator's, and a user's own `passwd`/`delete_account`).
+    commands: Commands
+    care: Care
 
 
 def build_core(
@@ -141,24 +148,41 @@ def build_core(
         engines.deadline,
         engines.rooms,
     )
+    tokens = Tokens(engines.key or secrets.token_bytes(32), config.token_days)
     login = Login(
-        hub, engines.accounts, throttle, inbox, ends, config.min_password, config.registration
+        hub,
+        engines.accounts,
+        throttle,
+        inbox,
+        ends,
+        tokens,
+        config.min_password,
+        config.registration,
     )
+    commands = Commands(
+        engines.accounts,  # type: ignore[arg-type]  # both stores are AccountAdmin
+        Forget(hub, ticks, engines.store, engines.rooms),
+        SessionEnds(inbox),
+        engines.peers,
+        min_password=config.min_password,
+    )
+    care = Care(engines.accounts, throttle, commands, ends, config.min_password)
     catchup = CatchUp(engines.store, inbox, hub)
     alone = isinstance(engines.presence, NoPresence)
     asks = Asks(
         hub,
         engines.accounts,
+        care,
         engines.rooms,
         None if alone else fanout,  # markers and typing relayed to other nodes
         deadlines,
         engines.deadline if engines.deadline is not None else CROSSING_DEADLINE,
     )
     frames = PeerFrames(hub, engines.store, login, catchup, ends, asks)
-    outcomes = Outcomes(login, fanout, catchup, frames, ends)
+    outcomes = Outcomes(login, fanout, catchup, frames, ends, care)
     dispatcher = Dispatcher(frames, outcomes, fanout, ticks)
     hub.windows(deadlines.after, ticks)
-    return Core(hub, ticks, fanout, dispatcher, hasher, deadlines, throttle, login)
+    return Core(hub, ticks, fanout, dispatcher, hasher, deadlines, throttle, login, commands, care)
 
 
 class Server:
@@ -191,14 +215,8 @@ class Server:
         # The operator's side (ops/): commands through the control socket, and what the
         # other nodes of a cluster tell this one to do.
         self.control = control
-        self.commands = Commands(
-            engines.accounts,  # type: ignore[arg-type]  # both stores are AccountAdmin
-            self._drop_queue,
-            self._end_sessions,
-            engines.peers,
-            self._facts,
-            config.min_password,
-        )
+        self.commands = core.commands
+        self.commands.facts = self._facts
         engines.peers.attach(self.commands.act)
         if control is not None:
             control.serve(self.commands.run)
@@ -249,31 +267,11 @@ class Server:
         self.hub.set_ack_timeout(config.ack_timeout)
         self.core.login.min_password = config.min_password
         self.core.login.registration = config.registration
+        self.core.login.tokens.days = config.token_days
+        self.core.care.min_password = config.min_password
         self.commands.min_password = config.min_password
 
     # ---- the operator's side (ops/commands.py) --------------------------------------------
-    def _end_sessions(self, name: str, why: str, wait: bool = True) -> int:
-        """End this process's sessions of `name` (the loop does it); how many."""
-        done = threading.Event()
-        ended = [0]
-
-        def then(count: int) -> None:
-            ended[0] = count
-            done.set()
-
-        self.inbox.end_sessions(name, why, then)
-        if wait and not done.wait(_OPERATOR_WAIT):
-            log.warning("ending the sessions of %s: the loop did not answer in time", name)
-        return ended[0]
-
-    def _drop_queue(self, name: str) -> None:
-        """A deleted account's offline queue, gone for good before the command answers."""
-        store = self.engines.store
-        done = threading.Event()
-        store.after(store.ack(name, MAX_ID), done.set)
-        if not done.wait(_OPERATOR_WAIT):
-            log.warning("dropping the offline queue of %s: the store did not answer in time", name)
-
     def _healthy(self) -> tuple[bool, str]:
         """/healthz: serving; a node whose Redis is away says so (503)."""
         if self.loop.stopping:
@@ -563,7 +561,7 @@ def open_alone(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher)
         release()
         raise
     log.info("users file %s: %d accounts", config.users_file, len(accounts))
-    engines = Engines(accounts, store, facts=lambda: _file_facts(config))
+    engines = Engines(accounts, store, facts=lambda: _file_facts(config), key=key)
     return Opened(Server(config, listeners, engines, control, metrics), release)
 
 
@@ -581,8 +579,6 @@ def _file_facts(config: ServerConfig) -> dict[str, Any]:
 def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Cipher) -> Opened:
     """A node of a cluster: accounts, history and presence in Redis, nothing on disk but
     the key file (the same on every node), so several nodes may share a data folder."""
-    import secrets
-
     import redis  # only a node of a cluster loads Redis' client library
 
     from chat.server.cluster import keys
@@ -671,7 +667,8 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
         moderation,
         lambda: _redis_facts(link),
         lambda: link.up,
-        rooms,
+        rooms=rooms,
+        key=key,
     )
     return Opened(Server(config, listeners, engines, control, metrics))
 

@@ -39,6 +39,7 @@ from .messages import (
     encode_sents,
     parse_server_message,
     read_client,
+    read_send,
 )
 from .roster import RosterView
 from .states import CLIENT_RULES, State, Transition, check_client_frame, next_state
@@ -109,7 +110,11 @@ class ServerConnection:
         back, so that replies keep the order of the frames they answer).
         """
         state = self.state
-        if state is State.CLOSED:
+        if state is State.CHAT:  # the hot path: a send to "*" or to names, allowed here
+            send = read_send(payload)
+            if send is not None:
+                return send
+        elif state is State.CLOSED:
             raise LocalProtocolError("frame fed to a closed connection")
         if self._login_pending:
             raise LocalProtocolError("frame fed while a login is being checked")

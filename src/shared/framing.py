@@ -55,18 +55,48 @@ class FrameDecoder:
             self._off = 0
         self._buf += data
 
-    def cut(self, data: bytes) -> tuple[list[bytes], RemoteProtocolError | None, int]:
+    def cut(
+        self, data: bytes | bytearray | memoryview
+    ) -> tuple[list[bytes], RemoteProtocolError | None, int]:
         """Feed `data`, then every whole payload now buffered, the error that stopped the
         cut (fatal: the stream cannot be resynchronised) if any, and the bytes still
-        buffered (a frame begun). One call per read: the loop's hot path."""
-        self.feed(data)
-        frames: list[bytes] = []
-        try:
-            while (payload := self.next_frame()) is not None:
-                frames.append(payload)
-        except RemoteProtocolError as err:
-            return frames, err, len(self._buf) - self._off
-        return frames, None, len(self._buf) - self._off
+        buffered (a frame begun). One call per read: the loop's hot path.
+
+        `data` may be a view of the caller's read buffer, reused after the call: what is
+        kept (a frame begun) is copied. When nothing is buffered (the common case: a read
+        ends where a frame ends) the payloads are cut straight from `data`, and only
+        what is left of it is buffered, so a read's bytes are not copied twice."""
+        if self._off < len(self._buf):  # a frame begun before: join it, then cut
+            self.feed(data)
+            frames: list[bytes] = []
+            try:
+                while (payload := self.next_frame()) is not None:
+                    frames.append(payload)
+            except RemoteProtocolError as err:
+                return frames, err, len(self._buf) - self._off
+            return frames, None, len(self._buf) - self._off
+        frames = []
+        size, off, max_frame, unpack = len(data), 0, self._max_frame, HEADER.unpack_from
+        err = None
+        while size - off >= HEADER_SIZE:
+            (length,) = unpack(data, off)
+            if length == 0:
+                err = RemoteProtocolError(Code.BAD_FRAME, "zero-length frame")
+                break
+            if length > max_frame:
+                err = RemoteProtocolError(
+                    Code.FRAME_TOO_LARGE, f"frame of {length} bytes exceeds {max_frame}"
+                )
+                break
+            end = off + HEADER_SIZE + length
+            if end > size:
+                break
+            frames.append(bytes(data[off + HEADER_SIZE : end]))
+            off = end
+        # What is left (a frame begun, or the bytes from a bad header on) is buffered.
+        self._buf[:] = data[off:]
+        self._off = 0
+        return frames, err, size - off
 
     def next_frame(self) -> bytes | None:
         """Return the next complete payload, or None until more bytes arrive.

@@ -21,11 +21,11 @@ bounds, and nowhere else (docs/protocol.md section 3a).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
-from .errors import Code, RemoteProtocolError
+from .errors import Code, LocalProtocolError, RemoteProtocolError
 from .features import FEATURE_NAME_MAX, FEATURES, FEATURES_MAX
 from .fields import (
     BROADCAST,
@@ -178,6 +178,7 @@ __all__ = [
     "parse_server_message",
     "raw_send_id",
     "read_client",
+    "read_send",
     "to_wire",
     "valid_msg_id",
     "valid_name",
@@ -523,6 +524,47 @@ def read_client(payload: bytes) -> tuple[Any, MsgId | None, ClientMessage | Remo
         return kind, raw_send_id(obj), err
 
 
+class _SendWire(msgspec.Struct, forbid_unknown_fields=True):
+    """A `send` with exactly its four fields, each within the bounds `_parse_send` applies
+    (an id that `valid_msg_id` takes, a text of 1..TEXT_MAX code points: msgspec counts
+    code points too), decoded in one typed pass. Duplicate keys: the last one wins, as in
+    the dict `decode_object` makes. No other field: an unknown one could hold nesting
+    that the dict decode refuses (`bad_frame`) and a typed skip might not."""
+
+    type: str
+    id: (
+        Annotated[int, msgspec.Meta(ge=SAFE_INT_BOUNDS[0], le=SAFE_INT_BOUNDS[1])]
+        | Annotated[str, msgspec.Meta(max_length=ID_TEXT_MAX)]
+    )
+    to: str | list[str]
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=TEXT_MAX)]
+
+
+_send_decoder = msgspec.json.Decoder(_SendWire)
+_NAME_MATCH = NAME_RE.fullmatch
+
+
+def read_send(payload: bytes) -> Send | None:
+    """The common frame, a well-formed `send` to `"*"` or to user names, in one typed
+    decode (the server's hot path, for a connection in CHAT); or None for anything else
+    (another type, a room, any field `read_client` would refuse or must judge), which
+    then goes through `read_client`: every error is decided there, so a frame either
+    path takes gives the same `Send`, and no frame is refused here."""
+    try:
+        wire = _send_decoder.decode(payload)
+    except Exception:  # not this frame's shape: read_client decides what it is
+        return None
+    if wire.type != "send":
+        return None
+    to = wire.to
+    if to == BROADCAST:
+        return Send(wire.id, BROADCAST, wire.text)
+    # The names are strings (the typed decode): `valid_name` is its pattern, matched here.
+    if type(to) is list and to and all(map(_NAME_MATCH, to)):
+        return Send(wire.id, tuple(to), wire.text)
+    return None
+
+
 def parse_client_object(obj: dict[str, Any]) -> ClientMessage:
     """Validate a decoded client object whose state was already checked."""
     kind = obj["type"]
@@ -757,16 +799,33 @@ def encode_sents(
     those of v1.1. None: no `msg_id` (a v1.1 server's `sent`)."""
     if not isinstance(delivered, bytes):
         delivered = _encoder.encode(list(delivered))
-    tail = b',"delivered":' + delivered + b',"missing":' + encode_names(missing)
-    tail += b',"queued":' + encode_names(queued)
+    tail = b"".join(
+        (
+            b',"delivered":',
+            delivered,
+            b',"missing":',
+            encode_names(missing) if missing else b"[]",
+            b',"queued":',
+            encode_names(queued) if queued else b"[]",
+        )
+    )
     enc, frame, head = _encoder.encode, _frame, b'{"type":"sent","id":'
     if msg_ids is None:
         tail += b"}"
         return b"".join([frame(head + enc(i) + tail) for i in ids])
     tail += b',"msg_id":'
-    # `%d` takes nothing but a number: a msg id that is not one stops here, not on the wire.
-    pairs = zip(ids, msg_ids, strict=True)
-    return b"".join([frame(head + enc(i) + tail + b"%d}" % m) for i, m in pairs])
+    # One join for every frame of the group: the tail (to everyone, mostly the list of
+    # every other user) is copied once per frame, not once per concatenation.
+    parts: list[bytes] = []
+    fixed = len(head) + len(tail)
+    for i, m in zip(ids, msg_ids, strict=True):
+        # `%d` takes nothing but a number: a msg id that is not one stops here.
+        own, last = enc(i), b"%d}" % m
+        size = fixed + len(own) + len(last)
+        if size > MAX_SERVER_FRAME:
+            _too_large(size)
+        parts += (_pack(size), head, own, tail, last)
+    return b"".join(parts)
 
 
 def encode_room_sents(ids: Iterable[MsgId], msg_ids: Iterable[int], room: str) -> bytes:
@@ -803,25 +862,40 @@ def encode_room_delivery(
 
 
 def encode_msgs(msgs: Iterable[Msg]) -> bytes:
-    """The `msg` frames of several messages, one blob (live: no `offline` field)."""
-    enc, frame = _encoder.encode, _frame
-    return b"".join(
-        [
-            frame(
-                enc(
-                    {
-                        "type": "msg",
-                        "id": m.id,
-                        "from": m.sender,
-                        "to": m.to if type(m.to) is str else list(m.to),
-                        "text": m.text,
-                        "ts": float(m.ts),
-                    }
-                )
-            )
-            for m in msgs
-        ]
-    )
+    """The `msg` frames of several messages, one blob (live: no `offline` field).
+
+    Byte for byte `encode(msg)` of each. The messages of one group of sends share their
+    sender, recipients and time (`Store.stamp`): what lies between `"id"` and `"text"`,
+    and the `"ts"` after it, are encoded once and reused while the next message shares
+    them; only the id and the text are encoded per message, and every part is copied
+    once, into the blob."""
+    enc = _encoder.encode
+    parts: list[bytes] = []
+    sender: str | None = None
+    to: Any = None
+    ts: float | None = None
+    middle = tail = b""
+    fixed = 0
+    for m in msgs:
+        if m.sender is not sender or m.to is not to or m.ts != ts:
+            sender, to, ts = m.sender, m.to, m.ts
+            wire_to = to if type(to) is str else list(to)
+            middle = b',"from":' + enc(sender) + b',"to":' + enc(wire_to) + b',"text":'
+            tail = b',"ts":' + enc(float(ts)) + b"}"
+            fixed = len(middle) + len(tail)
+        # `%d` takes nothing but a number (never a bool's `True`: a Msg id is an int).
+        head, text = b'{"type":"msg","id":%d' % m.id, enc(m.text)
+        size = fixed + len(head) + len(text)
+        if size > MAX_SERVER_FRAME:
+            _too_large(size)
+        parts += (_pack(size), head, middle, text, tail)
+    return b"".join(parts)
+
+
+def _too_large(size: int) -> None:
+    """A frame built in parts (`encode_msgs`, `encode_sents`: never empty, they have fixed
+    parts) past what a peer accepts: what `_frame` refuses, refused the same way."""
+    raise LocalProtocolError(f"frame of {size} bytes exceeds {MAX_SERVER_FRAME}")
 
 
 def _frame(payload: bytes) -> bytes:

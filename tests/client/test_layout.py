@@ -8,13 +8,30 @@ from chat.client.forms import MIN_COLUMNS, MIN_LINES, group_label, layout, parse
 
 
 @pytest.mark.parametrize(("lines", "columns"), [(6, 30), (24, 80), (50, 200), (10, 31)])
-def test_boxes_fit_the_screen_and_do_not_overlap(lines: int, columns: int) -> None:
-    out = layout(lines, columns)
+@pytest.mark.parametrize("buffers", [1, 3, 40])
+def test_boxes_fit_the_screen_and_do_not_overlap(lines: int, columns: int, buffers: int) -> None:
+    out = layout(lines, columns, buffers=buffers)
     assert out.fits
-    p, h, i = out.participants, out.history, out.input
-    assert p.y == h.y == 1 and p.height == h.height == lines - 3
-    assert p.x + p.width < h.x and h.x + h.width <= columns
+    p, b, h, i = out.participants, out.buffers, out.history, out.input
+    assert p.y == h.y == 1 and h.height == lines - 3
+    # The people over the buffers, in the left column, at most half of it buffers.
+    assert p.height + b.height == h.height and b.y == p.y + p.height
+    assert 2 <= b.height <= max(2, h.height // 2) and b.height <= buffers + 1
+    assert p.x == b.x == 0 and p.width == b.width and p.x + p.width < h.x
+    assert h.x + h.width <= columns
     assert i.y == lines - 2 and i.width <= columns - 1
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5])
+def test_a_message_of_several_lines_grows_the_message_line_upwards(rows: int) -> None:
+    out = layout(30, 100, input_rows=rows)
+    assert (out.input.y, out.input.height) == (30 - 1 - rows, rows)
+    assert out.history.y + out.history.height == out.input.y
+
+
+def test_on_a_short_screen_the_message_line_grows_only_as_far_as_it_can() -> None:
+    out = layout(7, 40, input_rows=5)
+    assert out.fits and out.input.height == 2 and out.history.height == 3
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from chat.client import events as ev
 from chat.client.lineformat import as_json, human, message_line, stamp
 from chat.client.linemode import parse_line
-from chat.shared.messages import Msg
+from chat.shared.messages import Msg, RoomEvent
 
 
 @pytest.mark.parametrize(
@@ -24,6 +24,7 @@ from chat.shared.messages import Msg
         ("@@not an address", ("*", "@not an address")),
         ("  leading spaces kept", ("*", "  leading spaces kept")),
         ("привет", ("*", "привет")),
+        ("@#dev standup?", ("#dev", "standup?")),
     ],
 )
 def test_parse_line(line: str, expected: tuple) -> None:
@@ -41,6 +42,8 @@ def test_blank_lines_are_skipped(line: str) -> None:
         ("@bob", "nothing to send"),
         ("@bob,,carol x", "not a valid user name"),
         ("@bad!name x", "not a valid user name"),
+        ("@#bad! x", "not a valid room name"),
+        ("@# x", "not a valid room name"),
     ],
 )
 def test_bad_addresses_are_refused(line: str, reason: str) -> None:
@@ -101,7 +104,45 @@ def test_sent_shows_queued_names_as_queued_and_only_unknown_ones_as_not_delivere
         "delivered": ["carol"],
         "missing": ["bob", "ghost"],
         "queued": ["bob"],
+        "unknown": ["ghost"],  # issue 4 of 6: queued and missing apart in JSON too
     }
+
+
+def test_a_room_message_its_sent_and_its_events_in_both_formats() -> None:
+    msg = Msg(5, "bob", "#dev", "hi room", 100.0)
+    assert message_line(msg, "alice", today=100.0).endswith(" <bob> [#dev] hi room")
+    assert json.loads(as_json(ev.Incoming(msg)) or "")["to"] == "#dev"
+    sent = ev.RoomDelivered(2, 41, "#dev")
+    assert human(sent, "alice")[0].endswith(" > #2 sent to #dev")
+    assert json.loads(as_json(sent) or "") == {
+        "event": "sent",
+        "id": 2,
+        "msg_id": 41,
+        "room": "#dev",
+    }
+    topic = ev.RoomNotice(RoomEvent("#dev", "topic", "bob", 100.0, by="bob", topic="ship"))
+    assert human(topic, "alice")[0].endswith(" * bob set the topic of #dev: ship")
+    assert json.loads(as_json(topic) or "") == {
+        "event": "room_event",
+        "room": "#dev",
+        "kind": "topic",
+        "user": "bob",
+        "ts": 100.0,
+        "by": "bob",
+        "topic": "ship",
+    }
+    assert human(ev.ReadMoved("#dev", 3), "alice") == []  # JSON only: noise for people
+    assert json.loads(as_json(ev.ReadMoved("#dev", 3)) or "") == {
+        "event": "read",
+        "with": "#dev",
+        "upto": 3,
+    }
+
+
+def test_a_message_of_several_lines_has_its_lines_under_the_first() -> None:
+    msg = Msg(5, "bob", "*", "one\ntwo", 100.0)
+    first, second = message_line(msg, "alice", today=100.0).split("\n")
+    assert first.endswith(" <bob> one") and second == " " * 9 + "two"
 
 
 def test_our_own_messages_from_the_history_say_to_whom() -> None:

@@ -30,16 +30,17 @@ def test_roster_changes_update_the_list_and_leave_notes() -> None:
     m = online_model("bob")
     m.apply(ev.RosterChanged(("carol",), ("bob",), ("carol",)))
     assert m.participants.online == ["carol"]
-    assert notes(m)[-2:] == ["carol joined", "bob left"]
+    assert notes(m)[-2:] == ["carol joined", "bob left"]  # kept (shown with /filter off)
+    assert all(e.hidden for e in m.history.entries if e.text in ("carol joined", "bob left"))
 
 
-def test_a_selected_user_who_leaves_stays_selected_with_a_note() -> None:
+def test_the_person_on_screen_who_leaves_stays_the_recipient_with_a_note() -> None:
     m = online_model("bob", "carol")
-    m.participants.toggle(1)  # bob
+    m.open_query(("bob",))
     m.apply(ev.RosterChanged((), ("bob",), ("carol",)))
-    assert m.participants.recipients() == ("bob",)
-    assert m.participants.describe_target() == "bob (offline)"
-    assert notes(m)[-1] == "bob left (still selected: messages are kept for bob)"
+    assert m.target() == ("bob",)
+    assert m.describe_target() == "bob (offline)"
+    assert m.current.lines.entries[-1].text == "bob is offline (messages are kept for them)"
 
 
 def test_refused_login_asks_for_the_form_again_with_the_reason() -> None:
@@ -98,10 +99,12 @@ def test_own_message_lifecycle() -> None:
     assert entry.status == "delivered: bob"
 
 
-def test_incoming_message_goes_to_history() -> None:
+def test_incoming_message_goes_to_its_buffer() -> None:
     m = online_model("bob")
     m.apply(ev.Incoming(Msg(1, "bob", ("alice",), "psst", 0.0)))
-    assert m.history.entries[-1].head == "[private] bob: "
+    buffer = m.buffers.get("bob")
+    assert buffer is not None and buffer.lines.entries[-1].head == "[private] bob: "
+    assert m.target() == "*"  # the buffer on screen did not change
 
 
 def test_ipv6_address_is_bracketed() -> None:

@@ -1,4 +1,4 @@
-"""The screen model and the user's attention: the selection, the bell, unread counts,
+"""The screen model and the user's attention: the recipients, the bell, unread counts,
 the reconnect countdown, and messages typed while disconnected."""
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ def notes(m: ChatModel) -> list[str]:
     return [e.text for e in m.history.entries]
 
 
-def test_a_reconnect_keeps_the_selection_whoever_is_back() -> None:
+def test_a_reconnect_keeps_the_buffer_on_screen_whoever_is_back() -> None:
     m = online_model("bob", "carol")
-    m.participants.select(["bob", "carol"])
+    m.open_query(("bob", "carol"))
     m.apply(ev.Disconnected("the server said bye (shutdown)", 1.0))
     assert not m.participants.connected
     m.apply(ev.LoggedIn("alice", ("carol",), False))
-    assert m.participants.recipients() == ("bob", "carol")
-    assert m.participants.describe_target() == "bob (offline), carol"
-    assert notes(m)[-1] == "selected and offline: bob (messages are kept for them)"
+    assert m.target() == ("bob", "carol")
+    assert m.describe_target() == "bob (offline), carol"
+    assert m.current.lines.entries[-1].text == "offline: bob (messages are kept for them)"
 
 
 def test_the_bell_rings_for_private_group_and_mentions_once_per_message() -> None:
@@ -53,32 +53,47 @@ def test_the_bell_rings_for_private_group_and_mentions_once_per_message() -> Non
     assert m.take_bell()
 
 
-def test_history_pages_never_ring_nor_count_as_unread() -> None:
+def test_history_pages_never_ring_nor_count_as_unread_without_read_markers() -> None:
     m = online_model("bob")
-    m.open_history(("bob",))
+    m.open_query(("bob",), switch=False)
     for want in m.take_wants():
         m.apply(
             ev.HistoryLoaded(want.id, "bob", None, (Msg(9, "bob", ("alice",), "old", 0.0),), False)  # type: ignore[union-attr]
         )
-    assert not m.take_bell() and m.participants.unread == {}
+    assert not m.take_bell() and m.buffers.get("bob").unread_count() == 0  # type: ignore[union-attr]
 
 
-def test_unread_counts_until_the_user_turns_to_that_person() -> None:
+def test_unread_counts_per_buffer_until_the_user_looks_at_it() -> None:
     m = online_model("bob", "carol")
     m.apply(ev.Incoming(Msg(1, "bob", ("alice",), "one", 0.0)))
     m.apply(ev.Incoming(Msg(2, "bob", ("alice",), "two", 0.0)))
     m.apply(ev.Incoming(Msg(3, "carol", ("alice", "bob"), "three", 0.0)))
-    assert m.participants.unread == {"bob": 2, "carol": 1}
-    m.sending(7, ("carol",), "hi")  # writing to carol: carol is read
-    assert m.participants.unread == {"bob": 2}
-    m.open_history(("bob",))
-    assert m.participants.unread == {}
+    bob, group = m.buffers.get("bob"), m.buffers.get("bob,carol")
+    assert bob is not None and group is not None
+    assert (bob.counts(), group.counts(), bob.activity()) == ("(2)", "(1)", "@")
+    m.sending(7, ("bob", "carol"), "hi")  # writing to the group: the group is read
+    assert (bob.unread_count(), group.unread_count()) == (2, 0)
+    m.switch("bob")
+    m.take_wants()  # the buffer on screen shows its newest line: read
+    assert bob.unread_count() == 0
     m.apply(ev.Incoming(Msg(4, "bob", ("alice",), "in view", 0.0)))
-    assert m.participants.unread == {}  # bob's conversation is on screen
-    m.show_all()
-    m.participants.select(["carol"])
-    m.apply(ev.Incoming(Msg(5, "carol", ("alice",), "selected", 0.0)))
-    assert m.participants.unread == {}
+    assert bob.unread_count() == 0  # on screen, at its newest line
+    bob.lines.window(80, 5)
+    bob.lines.scroll_by(1)  # scrolled up: not looking at the newest line
+    bob.lines.window(80, 5)
+    m.apply(ev.Incoming(Msg(5, "bob", ("alice",), "while scrolled up", 0.0)))
+    m.take_wants()
+    assert bob.unread_count() == 1
+
+
+def test_mentions_are_counted_apart_in_all_and_rooms() -> None:
+    m = online_model("bob")
+    m.open_query(("bob",))
+    m.apply(ev.Incoming(Msg(1, "bob", "*", "lunch?", 0.0)))
+    m.apply(ev.Incoming(Msg(2, "bob", "*", "alice, you too?", 0.0)))
+    everyone = m.buffers.get("*")
+    assert everyone is not None and everyone.counts() == "(2, @1)"
+    assert everyone.activity() == "@"
 
 
 def test_the_status_line_counts_down_to_the_next_attempt_first() -> None:
@@ -101,7 +116,7 @@ def test_a_message_typed_while_disconnected_waits_and_goes_at_the_login() -> Non
     m = online_model("bob")
     m.apply(ev.Disconnected("connection lost", 1.0))
     m.sending(1, ("bob",), "later")
-    entry = m.history.entries[-1]
+    entry = m.history.entries[-1]  # said in All, on screen, too
     assert entry.status == WAITING
     m.apply(ev.LoggedIn("alice", ("bob",), False))
     assert entry.status == "sending"
@@ -109,27 +124,26 @@ def test_a_message_typed_while_disconnected_waits_and_goes_at_the_login() -> Non
     assert entry.status == "delivered: bob"
 
 
-def test_select_and_who_say_what_they_did() -> None:
+def test_query_and_who_say_what_they_did() -> None:
     m = online_model("bob", "carol")
-    m.select(("dave", "alice", "bob"))
-    assert m.participants.recipients() == ("bob", "dave")
-    assert notes(m)[-1] == "selected: bob, dave (offline)"
+    m.open_query(("dave", "alice", "bob"))
+    assert m.target() == ("bob", "dave")
     m.who()
-    assert notes(m)[-2:] == [
+    assert [e.text for e in m.current.lines.entries][-2:] == [
         "online (3): alice, bob, carol",
         "messages go to: bob, dave (offline)",
     ]
-    m.select(())
-    assert m.participants.recipients() == "*" and notes(m)[-1] == "selected: everyone"
+    m.switch("*")
+    assert m.target() == "*"
 
 
-def test_another_user_in_the_same_window_starts_with_no_selection() -> None:
+def test_another_user_in_the_same_window_starts_with_only_all() -> None:
     m = online_model("bob")
-    m.participants.select(["bob"])
+    m.open_query(("bob",))
     m.logged_out()
-    assert m.participants.recipients() == ("bob",)  # a log out is not a change of mind
+    assert m.target() == ("bob",)  # a log out is not a change of mind
     m.begin_login("carol", "127.0.0.1", 7777, register=False)
-    assert m.participants.recipients() == "*"
+    assert m.target() == "*" and len(m.buffers) == 1
 
 
 def test_messages_waiting_for_a_reconnect_that_will_not_come_say_not_sent() -> None:

@@ -1,18 +1,22 @@
-"""The TUI model's side of v1.1: backfill, offline messages and their ack, history views."""
+"""The TUI model's side of v1.1: backfill, offline messages and their ack, each buffer's
+history (a person's, a group's: each member's conversation merged by id, only the group's
+messages kept)."""
 
 from __future__ import annotations
 
 from chat.client import events as ev
-from chat.client.history import AWAY
+from chat.client.history import AWAY, UNREAD
 from chat.client.model import BEGINNING, LOADING, AckOffline, AskHistory, ChatModel
 from chat.shared.messages import Msg
 
 
-def shown(m: ChatModel) -> list[str]:
-    """The lines of the view on screen, without their time; no date separators."""
-    lines = m.view.lines.window(200, 100)
+def shown(m: ChatModel, key: str | None = None) -> list[str]:
+    """The lines of the buffer on screen (or of buffer `key`), without their time; no date
+    separators."""
+    view = m.view if key is None else m.buffers.get(key).view  # type: ignore[union-attr]
+    lines = view.lines.window(200, 100)
     return [
-        line.text if line.style == "more" else line.text[9:]
+        line.text if line.style in ("more", "unread") else line.text[9:]
         for line in lines
         if line.style != "day"
     ]
@@ -44,19 +48,25 @@ def test_login_backfills_the_last_page_of_all_and_then_shows_offline_messages_ma
     m.apply(ev.Incoming(private(30, offline=True)))
     m.apply(ev.Incoming(private(31, "carol", offline=True)))
     m.apply(ev.CaughtUp(2))
-    ask, ack = m.take_wants()
-    assert ask == AskHistory(ask.id, "*", None, 50)
-    assert ack == AckOffline(31)  # the highest offline id, once they are in the view
+    wants = m.take_wants()
+    asks = [w for w in wants if isinstance(w, AskHistory)]
+    assert [(a.peer, a.before, a.limit) for a in asks] == [
+        ("*", None, 50),
+        ("bob", None, 50),  # the buffers the offline messages opened
+        ("carol", None, 50),
+    ]
+    assert wants[-1] == AckOffline(31)  # the highest offline id, once they are in a buffer
     assert m.take_wants() == []  # acknowledged once
-    answer(m, ask, bcast(10), bcast(12, "alice"), more=True)
+    answer(m, asks[0], bcast(10), bcast(12, "alice"), more=True)
     assert shown(m) == [
         "bob: m10",
         "alice: m12",
         "* welcome",
         "* logged in as alice; online: nobody else",
-        f"[private] bob: p30  {AWAY}",
-        f"[private] carol: p31  {AWAY}",
     ]
+    # Not on screen when it came: the "new messages" line stands above it.
+    assert shown(m, "bob") == [f"-- {LOADING} --", UNREAD, f"[private] bob: p30  {AWAY}"]
+    assert shown(m, "carol")[-1] == f"[private] carol: p31  {AWAY}"
 
 
 def test_a_reconnect_merges_by_id_and_puts_what_was_missed_before_its_note() -> None:
@@ -91,13 +101,14 @@ def test_an_offline_message_delivered_again_is_one_line_and_acked_again() -> Non
     m.apply(ev.LoggedIn("alice", (), False))
     m.apply(ev.Incoming(private(30, offline=True)))
     assert m.take_wants()[-1] == AckOffline(30)
-    assert sum("p30" in line for line in shown(m)) == 1
+    assert sum("p30" in line for line in shown(m, "bob")) == 1
 
 
 def test_scrolling_past_the_top_asks_for_the_page_before_the_oldest_message_of_all() -> None:
     m = logged_in()
     (ask,) = m.take_wants()
-    m.apply(ev.Incoming(private(3)))  # an older private message must not be the `before`
+    m.apply(ev.Incoming(private(3)))  # an older private message (another buffer)
+    m.take_wants()
     answer(m, ask, *[bcast(i) for i in range(10, 60)], more=True)
     lines = m.view.lines
     lines.scroll_by(10**6)
@@ -124,14 +135,15 @@ def test_no_history_is_asked_for_while_offline() -> None:
     assert m.take_wants() == []
 
 
-def test_a_persons_history_view_shows_its_conversation_and_live_messages_of_it() -> None:
+def test_a_persons_buffer_shows_its_conversation_and_its_live_messages() -> None:
     m = logged_in(None, "bob", "carol")
     m.take_wants()
-    m.open_history(("bob",))
+    m.open_query(("bob",))
     (ask,) = m.take_wants()
     assert (ask.peer, ask.before) == ("bob", None)
-    assert m.view.lines.title == "history with bob" and m.view.lines.banner == LOADING
-    answer(m, ask, private(5), Msg(6, "alice", ("bob",), "hi bob", 6.0))
+    assert m.title() == "bob" and m.view.lines.banner == LOADING
+    group = Msg(4, "bob", ("alice", "carol"), "a group's", 4.0)  # the group's buffer, not bob's
+    answer(m, ask, group, private(5), Msg(6, "alice", ("bob",), "hi bob", 6.0))
     m.apply(ev.Incoming(bcast(20)))  # to all: not part of the conversation
     m.apply(ev.Incoming(private(21, "carol")))
     m.apply(ev.Incoming(private(22)))
@@ -144,44 +156,40 @@ def test_a_persons_history_view_shows_its_conversation_and_live_messages_of_it()
         "[private] bob: p22",
         "[private to bob] alice: yo  [queued for bob (offline)]",
     ]
-    m.show_all()
-    assert m.view is m.main and "[private] carol: p21" in shown(m)
-    assert shown(m)[-1] == "[private to bob] alice: yo  [queued for bob (offline)]"
+    m.switch("*")
+    assert m.view is m.main and "bob: m20" in shown(m) and "p21" not in " ".join(shown(m))
+    assert shown(m, "carol")[-1] == "[private] carol: p21"
 
 
-def test_a_groups_history_is_each_members_conversation_merged_by_id() -> None:
+def test_a_groups_buffer_is_each_members_conversation_merged_by_id_its_messages_only() -> None:
     m = logged_in()
     m.take_wants()
-    m.open_history(("carol", "bob", "alice"))  # our own name is not a conversation
+    m.open_query(("carol", "bob", "alice"))  # our own name is not a conversation
     asks = m.take_wants()
     assert [(a.peer, a.before) for a in asks] == [("bob", None), ("carol", None)]
-    assert m.view.lines.title == "history with bob, carol"
+    assert m.title() == "bob (offline), carol (offline)"
     group = Msg(7, "bob", ("alice", "carol"), "all three", 7.0)
     answer(m, asks[0], private(5), group)
     assert shown(m) == [f"-- {LOADING} --"]  # carol's page may hold messages between
     answer(m, asks[1], private(6, "carol"), group)
-    assert shown(m)[1:] == [
-        "[private] bob: p5",
-        "[private] carol: p6",
-        "[group: alice, carol] bob: all three",
-    ]
+    assert shown(m)[1:] == ["[group: alice, carol] bob: all three"]
 
 
-def test_answers_for_a_closed_view_are_dropped() -> None:
+def test_answers_for_a_closed_buffer_are_dropped() -> None:
     m = logged_in()
     m.take_wants()
-    m.open_history(("bob",))
+    m.open_query(("bob",))
     (ask,) = m.take_wants()
-    m.show_all()
+    assert m.close() is None
     before = shown(m)
     answer(m, ask, private(5))
-    assert shown(m) == before
+    assert shown(m) == before and m.buffers.get("bob") is None
 
 
-def test_a_refused_history_request_is_told_in_its_view() -> None:
+def test_a_refused_history_request_is_told_in_its_buffer() -> None:
     m = logged_in()
     m.take_wants()
-    m.open_history(("bob",))
+    m.open_query(("bob",))
     (ask,) = m.take_wants()
     m.apply(ev.HistoryFailed(ask.id, "bob", None, "bad_request", "nope"))
     assert shown(m)[-1] == "* no history of bob: nope (bad_request)"

@@ -1,4 +1,4 @@
-"""The participants list: "All" on top; a selection kept by name that never widens by itself."""
+"""The participant list: the current buffer on top, its people below, ticks to form a group."""
 
 from __future__ import annotations
 
@@ -11,66 +11,52 @@ def people(*names: str) -> Participants:
     return p
 
 
-def test_all_is_on_top_and_users_are_sorted() -> None:
-    assert people("carol", "bob").rows() == [ALL, "bob", "carol"]
+def test_in_all_the_buffer_is_on_top_and_everyone_online_below_sorted() -> None:
+    p = people("carol", "bob")
+    assert p.rows() == [ALL, "bob", "carol"]
+    assert p.is_checked(0) and not p.is_checked(1)  # nobody ticked: to the buffer
 
 
-def test_nothing_selected_means_all() -> None:
-    p = people("bob")
-    assert p.recipients() == "*"
-    assert p.is_checked(0) and not p.is_checked(1)
+def test_a_rooms_members_online_first_then_offline() -> None:
+    p = people("carol", "bob")
+    p.show("#dev", ["dave", "bob", "carol", "abe"])
+    assert p.rows() == ["#dev", "bob", "carol", "abe", "dave"]
+    assert p.label(3) == "abe (offline)"
+    p.apply(joined=("dave",), left=("carol",))
+    assert p.rows() == ["#dev", "bob", "dave", "abe", "carol"]
 
 
-def test_one_selected_user_is_a_private_message_and_several_a_group() -> None:
+def test_ticking_people_then_enter_picks_them_and_the_ticks_go() -> None:
     p = people("bob", "carol", "dave")
     p.toggle(1)
-    assert p.recipients() == ("bob",)
     p.toggle(3)
-    assert p.recipients() == ("bob", "dave")
-    assert not p.is_checked(0)
+    assert not p.is_checked(0) and p.is_checked(1) and p.is_checked(3)
+    assert p.picked() == ("bob", "dave")
+    assert p.ticked == set() and p.is_checked(0)
 
 
-def test_toggling_all_clears_the_selection() -> None:
+def test_enter_with_nothing_ticked_picks_the_row_or_nothing_on_top() -> None:
+    p = people("bob", "carol")
+    p.cursor = 2
+    assert p.picked() == ("carol",)
+    p.cursor = 0
+    assert p.picked() is None
+
+
+def test_space_on_the_top_row_clears_the_ticks_and_leaving_takes_them() -> None:
     p = people("bob", "carol")
     p.toggle(1)
     p.toggle(0)
-    assert p.recipients() == "*"
-
-
-def test_select_only_replaces_the_selection() -> None:
-    p = people("bob", "carol")
-    p.toggle(1)
-    p.cursor = 2
-    p.select_only()
-    assert p.recipients() == ("carol",)
-
-
-def test_a_selected_user_who_leaves_stays_selected_and_listed_as_offline() -> None:
-    p = people("bob", "carol")
-    p.toggle(1)
+    assert p.take_ticked() is None
     p.toggle(2)
-    assert p.apply(joined=(), left=("bob",)) == ["bob"]
-    assert p.recipients() == ("bob", "carol")
-    assert p.describe_target() == "bob (offline), carol"
-    assert p.rows() == [ALL, "bob", "carol"] and p.label(1) == "bob (offline)"
-    assert p.apply(joined=("erin",), left=()) == []
-    assert p.apply(joined=("bob",), left=()) == []
-    assert p.describe_target() == "bob, carol"
+    assert p.take_ticked() == ("carol",) and p.take_ticked() is None
 
 
-def test_someone_who_leaves_unselected_goes_from_the_list() -> None:
-    p = people("bob", "carol")
-    assert p.apply(joined=(), left=("bob",)) == []
-    assert p.rows() == [ALL, "carol"]
-
-
-def test_selection_follows_the_name_when_rows_shift() -> None:
+def test_the_cursor_follows_its_name_when_rows_shift() -> None:
     p = people("bob", "carol")
     p.cursor = 2  # carol
-    p.toggle()
     p.apply(joined=("alice", "aaron"), left=())
     assert p.rows()[p.cursor] == "carol"
-    assert p.recipients() == ("carol",)
 
 
 def test_cursor_stays_in_range_when_its_user_leaves() -> None:
@@ -84,42 +70,28 @@ def test_cursor_stays_in_range_when_its_user_leaves() -> None:
     assert p.cursor == 0
 
 
-def test_a_full_roster_after_a_reconnect_keeps_the_group() -> None:
-    p = people("alice", "bob")
-    p.toggle(1)
-    p.toggle(2)
-    p.disconnected()
-    assert not p.connected and p.recipients() == ("alice", "bob")
-    assert p.reset(["bob"]) == ["alice"]
-    assert p.connected and p.recipients() == ("alice", "bob")
-    assert p.describe_target() == "alice (offline), bob"
-
-
-def test_log_out_keeps_the_selection_another_user_forgets_it() -> None:
-    p = people("bob")
-    p.toggle(1)
-    p.clear()
-    assert p.recipients() == ("bob",) and p.online == []
-    p.forget()
-    assert p.rows() == [ALL] and p.recipients() == "*"
-
-
-def test_unread_counts_until_the_person_is_selected() -> None:
+def test_ticks_of_people_no_longer_shown_go() -> None:
     p = people("bob", "carol")
-    p.add_unread("bob")
-    p.add_unread("bob")
-    assert p.label(1) == "bob (2)"
-    p.apply(joined=(), left=("bob",))
-    assert p.rows() == [ALL, "bob", "carol"] and p.label(1) == "bob (2, offline)"
-    p.select_only(1)
-    assert p.recipients() == ("bob",) and p.label(1) == "bob (offline)"
-    p.select(())
-    assert p.rows() == [ALL, "carol"]
+    p.toggle(1)
+    p.show("#dev", ["carol"])
+    assert p.ticked == set()
 
 
-def test_select_names_people_who_are_not_listed() -> None:
+def test_offline_is_said_only_after_a_roster_came() -> None:
+    p = Participants()
+    p.show("bob", ["bob"])
+    assert p.describe(["bob"]) == "bob"  # not known yet: not "offline"
+    p.reset(["carol"])
+    assert p.describe(["bob", "carol"]) == "bob (offline), carol"
+
+
+def test_disconnected_keeps_the_list_log_out_empties_it_another_user_forgets_ticks() -> None:
     p = people("bob")
-    p.select(["dave"])
-    assert p.rows() == [ALL, "bob", "dave"] and p.describe_target() == "dave (offline)"
-    p.select([])
-    assert p.recipients() == "*" and p.rows() == [ALL, "bob"]
+    p.disconnected()
+    assert not p.connected and p.rows() == [ALL, "bob"]
+    p.clear()
+    assert p.rows() == [ALL]
+    p.reset(["bob"])
+    p.toggle(1)
+    p.forget()
+    assert p.ticked == set() and p.rows() == [ALL]

@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -493,3 +494,32 @@ def at_rest(client: Any) -> list[bytes]:
         else:
             raise AssertionError(f"a {kind} at {key!r}: scan it too")
     return found
+
+
+@pytest.fixture
+def pair(
+    tmp_path: Path, redis_server: AnyRedis
+) -> Iterator[tuple[ServerProc, ServerProc, Callable[..., Any]]]:
+    """Two nodes, each with a data folder (and control socket) of its own, one key file; and
+    `cli(node or folder, *words)`: the real `chat-server` command given to that folder."""
+    key = tmp_path / "cluster.key"
+    nodes = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        nodes.append(launch(folder, "--cluster", redis_server.url, key_file=key))
+
+    def cli(folder: Path | ServerProc, *words: str, stdin: str = "") -> Any:
+        where = folder.users_file.parent if isinstance(folder, ServerProc) else folder
+        where.mkdir(exist_ok=True)
+        args = [sys.executable, "-m", "chat.server", *words, "--cluster", redis_server.url]
+        args += ["--key-file", str(key), "--hash-cost", "10"]
+        return subprocess.run(
+            args, cwd=where, input=stdin, capture_output=True, text=True, timeout=60
+        )
+
+    yield nodes[0], nodes[1], cli
+    for node in nodes:
+        for c in node.clients:
+            c.close()
+        node.stop()

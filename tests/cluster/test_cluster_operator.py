@@ -10,45 +10,13 @@ the nodes are told.
 from __future__ import annotations
 
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from conftest import ServerProc, launch
+from conftest import launch
 from e2e.server_support import PASSWORD, register, request, roster_changes
 
 from .conftest import AnyRedis
 from .test_cluster import login, send
-
-
-@pytest.fixture
-def pair(
-    tmp_path: Path, redis_server: AnyRedis
-) -> Iterator[tuple[ServerProc, ServerProc, Callable[..., Any]]]:
-    key = tmp_path / "cluster.key"
-    nodes = []
-    for name in ("a", "b"):
-        folder = tmp_path / name
-        folder.mkdir()
-        nodes.append(launch(folder, "--cluster", redis_server.url, key_file=key))
-
-    def cli(folder: Path | ServerProc, *words: str, stdin: str = "") -> Any:
-        where = folder.users_file.parent if isinstance(folder, ServerProc) else folder
-        where.mkdir(exist_ok=True)
-        args = [sys.executable, "-m", "chat.server", *words, "--cluster", redis_server.url]
-        args += ["--key-file", str(key), "--hash-cost", "10"]
-        return subprocess.run(
-            args, cwd=where, input=stdin, capture_output=True, text=True, timeout=60
-        )
-
-    yield nodes[0], nodes[1], cli
-    for node in nodes:
-        for c in node.clients:
-            c.close()
-        node.stop()
 
 
 def _ok(done: subprocess.CompletedProcess[str]) -> str:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from conftest import ServerProc
-from e2e.server_support import register
+from e2e.server_support import PASSWORD, register
 
 from .conftest import AnyRedis, at_rest
 from .v12 import Session, err, ok, room_items, wait_until
@@ -448,3 +448,37 @@ def test_a_frozen_redis_answers_room_requests_and_room_sends_within_a_second(
         10,
     )
     assert bob.expect("room_event", event="topic", topic="warm")
+
+
+# --- a deleted account (v1.2 section 7) ----------------------------------------------------------
+def test_a_deleted_account_leaves_its_rooms_on_every_node_and_its_invites_go(
+    three: list[ServerProc],
+) -> None:
+    """The rooms are decided in Redis: the deletion runs there as a room request would, so
+    every node's members hear the account leave and ownership pass, and a new account of
+    that name finds no membership and no invite of the old one."""
+    a, b, c = three
+    people(a, "alice", "bob", "carol")
+    alice, bob, carol = Session(a, "alice"), Session(b, "bob"), Session(c, "carol")
+    ok(alice.ask({"type": "room_create", "id": 1, "room": "#team"}))
+    ok(bob.ask({"type": "join", "id": 2, "room": "#team"}))
+    joined(alice, "#team", "bob")
+    ok(carol.ask({"type": "room_create", "id": 3, "room": "#vault", "invite_only": True}))
+    ok(carol.ask({"type": "invite", "id": 4, "room": "#vault", "user": "alice"}))
+    alice.expect("room_event", event="invited", room="#vault")
+    ok(alice.ask({"type": "delete_account", "id": 5, "password": PASSWORD}))
+    left = bob.expect("room_event", event="left", room="#team")
+    assert left["user"] == "alice"
+    assert bob.expect("room_event", event="owner", room="#team")["user"] == "bob"
+    listed = carol.ask({"type": "room_list", "id": 6})["rooms"]
+    assert [(r["room"], r["owner"], r["members"]) for r in listed if r["room"] == "#team"] == [
+        ("#team", "bob", 1)
+    ]
+    # The name again, a new account: not a member, not invited, on any node.
+    register(c, "alice")
+    for node in (a, b, c):
+        again = Session(node, "alice")
+        frame = again.rooms
+        assert frame is not None and frame["rooms"] == [] and frame["invites"] == [], frame
+        err(again.ask({"type": "join", "id": 7, "room": "#vault"}), "no_such_room")
+        again.close()

@@ -33,8 +33,9 @@ PASSWORDS = ("wonderland-pass-1", "builder-pass-22")
 class Keeper:
     """One implementation's storage, and instances of the seam over it."""
 
-    def open(self) -> Accounts:
-        """An instance over the storage, ready as the server makes it."""
+    def open(self, cost: int = 0) -> Accounts:
+        """An instance over the storage, ready as the server makes it (`--hash-cost`: `cost`,
+        else the tests' own)."""
         raise NotImplementedError
 
     def at_rest(self) -> list[bytes]:
@@ -57,8 +58,8 @@ class FileKeeper(Keeper):
         self.path = path
         self._cipher = cipher
 
-    def open(self) -> UserStore:
-        return UserStore.open(self.path, KEY, self._cipher, hash_cost_log2=COST)
+    def open(self, cost: int = 0) -> UserStore:
+        return UserStore.open(self.path, KEY, self._cipher, hash_cost_log2=cost or COST)
 
     def at_rest(self) -> list[bytes]:
         return [p.read_bytes() for p in sorted(self.path.parent.iterdir()) if p.is_file()]
@@ -77,8 +78,8 @@ class RedisKeeper(Keeper):
         self._client = redis_proc.client()
         self._pubsub: Subscriber | None = None
 
-    def open(self) -> RedisAccounts:
-        accounts = RedisAccounts(Link(self._redis.url), self._box, COST)
+    def open(self, cost: int = 0) -> RedisAccounts:
+        accounts = RedisAccounts(Link(self._redis.url), self._box, cost or COST)
         accounts.reload()
         return accounts
 
@@ -325,3 +326,58 @@ def test_names_lists_every_account_sorted_also_those_another_instance_made(
         keeper.told(first)  # as its node's subscriber does: no reload
         assert first.names() == sorted([*expected, "carl-account"])  # type: ignore[attr-defined]
     assert keeper.open().names() == sorted([*expected, "carl-account"])  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------
+# token nonces (protocol v1.2 section 6: what a login token is bound to)
+# --------------------------------------------------------------------------
+def test_a_token_nonce_is_the_account_s_own_and_lasts(keeper: Keeper, accounts: Accounts) -> None:
+    for name, password in zip(NAMES, PASSWORDS, strict=True):
+        accounts.register(name, password)
+    first, second = (accounts.token_nonce(n) for n in NAMES)
+    assert first is not None and second is not None and len(first) == 16
+    assert first != second
+    assert accounts.token_nonce("nobody") is None
+    assert keeper.open().token_nonce(NAMES[0]) == first  # durable, and read alike
+    assert accounts.verify(NAMES[0], PASSWORDS[0])  # a login changes nothing
+    assert accounts.token_nonce(NAMES[0]) == first
+
+
+def test_a_new_password_and_an_unban_replace_the_nonce_a_ban_does_not(
+    keeper: Keeper, accounts: Accounts
+) -> None:
+    accounts.register(NAMES[0], PASSWORDS[0])
+    before = accounts.token_nonce(NAMES[0])
+    assert accounts.set_password(NAMES[0], PASSWORDS[1])  # type: ignore[attr-defined]
+    changed = accounts.token_nonce(NAMES[0])
+    assert changed not in (None, before)
+    assert accounts.ban(NAMES[0])  # type: ignore[attr-defined]
+    assert accounts.token_nonce(NAMES[0]) == changed  # banned: its logins say `banned`
+    assert accounts.unban(NAMES[0])  # type: ignore[attr-defined]
+    lifted = accounts.token_nonce(NAMES[0])
+    assert lifted not in (None, before, changed)
+    assert keeper.open().token_nonce(NAMES[0]) == lifted and not accounts.banned(NAMES[0])
+    assert accounts.verify(NAMES[0], PASSWORDS[1])  # the password stays
+    assert accounts.unban(NAMES[0])  # type: ignore[attr-defined]  # not banned: nothing to lift
+    assert accounts.token_nonce(NAMES[0]) == lifted
+
+
+def test_a_re_registered_name_has_a_new_nonce(keeper: Keeper, accounts: Accounts) -> None:
+    accounts.register(NAMES[0], PASSWORDS[0])
+    old = accounts.token_nonce(NAMES[0])
+    assert accounts.delete(NAMES[0])  # type: ignore[attr-defined]
+    assert accounts.token_nonce(NAMES[0]) is None
+    assert accounts.register(NAMES[0], PASSWORDS[0])
+    assert accounts.token_nonce(NAMES[0]) not in (None, old)
+
+
+def test_a_rehash_at_a_new_cost_keeps_the_nonce(keeper: Keeper, accounts: Accounts) -> None:
+    accounts.register(NAMES[0], PASSWORDS[0])
+    nonce = accounts.token_nonce(NAMES[0])
+    dearer = keeper.open(cost=COST + 1)  # the server restarted with a higher --hash-cost
+    assert dearer.verify(NAMES[0], PASSWORDS[0])  # re-hashed and stored at the new cost
+    [record] = [r for r in keeper.records() if r.name == NAMES[0]]
+    assert record.n == 1 << (COST + 1)
+    again = keeper.open(cost=COST + 1)
+    assert again.token_nonce(NAMES[0]) == nonce  # a re-hash is not a new password
+    assert again.verify(NAMES[0], PASSWORDS[0])

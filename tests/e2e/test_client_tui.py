@@ -239,10 +239,11 @@ def test_register_chat_with_all_a_group_and_one_person_then_resize_and_exit(serv
     tmux.wait_for("registered and logged in as alice", " online | alice @ 127.0.0.1")
 
     bob, carol = online(server, "bob"), online(server, "carol")
-    screen = tmux.wait_for("[ ] bob", "[ ] carol", "bob joined", "carol joined", "| 3 online")
+    screen = tmux.wait_for("[ ] bob", "[ ] carol", "| 3 online")
     assert screen.index("[x] All") < screen.index("[ ] bob") < screen.index("[ ] carol")
+    # (their joins are not said: the smart filter hides joins of people who did not speak)
 
-    # Nothing selected: to All.
+    # In the buffer All: to everyone.
     tmux.type("hello everyone")
     tmux.keys("Enter")
     for peer in (bob, carol):
@@ -255,9 +256,9 @@ def test_register_chat_with_all_a_group_and_one_person_then_resize_and_exit(serv
         )
     tmux.wait_re(r"alice: hello everyone  \[delivered: bob, carol\]")
 
-    # A group: ^N to the list, Space on bob and carol, Escape back to the message line.
+    # A group: ^N to the list, Space on bob and carol, Escape: their buffer, back to typing.
     tmux.keys("C-n", "Down", "Space", "Down", "Space", "Escape")
-    tmux.wait_for("[x] bob", "[x] carol", "[ ] All", "[bob, carol] >")
+    tmux.wait_for("[x] bob, carol", "[bob, carol] >", "2>bob, carol")
     tmux.type("привет группа")
     tmux.keys("Enter")
     for peer in (bob, carol):
@@ -265,9 +266,9 @@ def test_register_chat_with_all_a_group_and_one_person_then_resize_and_exit(serv
         assert (msg["to"], msg["text"]) == (["bob", "carol"], "привет группа")
     tmux.wait_re(r"\[group: bob, carol\] alice: привет группа  \[delivered: bob, carol\]")
 
-    # One person: Enter on a row selects only that user.
+    # One person: Enter on a row opens that person's buffer.
     tmux.keys("C-n", "Up", "Enter")
-    tmux.wait_for("[bob] >", "[ ] carol")
+    tmux.wait_for("[bob] >", "3>bob")
     tmux.type("только Бобу 你好")
     tmux.keys("Enter")
     msg = next_msg(bob)
@@ -275,22 +276,27 @@ def test_register_chat_with_all_a_group_and_one_person_then_resize_and_exit(serv
     tmux.wait_re(r"\[private to bob\] alice: только Бобу 你好  \[delivered: bob\]")
     assert carol.silent(0.3)
 
-    # Incoming private message.
+    # Incoming private message: in bob's buffer, the one on screen.
     bob.send({"type": "send", "id": 1, "to": ["alice"], "text": "hi alice, от Боба"})
     tmux.wait_re(r"\[private\] bob: hi alice, от Боба")
 
-    # A long message wraps inside the history pane.
+    # A long message to everyone wraps inside the history pane of All (Alt-1).
     long_text = " ".join(f"word{i}" for i in range(60))
     carol.send({"type": "send", "id": 1, "to": "*", "text": long_text})
-    screen = tmux.wait_for("word59")
+    tmux.wait_for("1+All (1)")
+    tmux.keys("M-1")
+    screen = tmux.wait_for("word59", "[all] >")
     assert "word0" in screen and all(len(line) <= 100 for line in screen.splitlines())
 
-    # The selected user leaves: still selected, marked offline; /query alone: everyone.
+    # In bob's buffer when bob leaves: still bob's, marked offline; /query alone: All.
+    tmux.type("/buffer bob")
+    tmux.keys("Enter")
+    tmux.wait_for("[bob] >")
     bob.close()
-    tmux.wait_for("bob left (still selected", "[bob (offline)] >", "| 2 online")
+    tmux.wait_for("bob is offline (messages are kept for them)", "[bob (offline)] >", "| 2 online")
     tmux.type("/query")
     tmux.keys("Enter")
-    tmux.wait_for("[all] >", "selected: everyone")
+    tmux.wait_for("[all] >", "1>All")
     assert "bob" not in line_with(tmux.screen(), "[x] All")
 
     # Resize: smaller, tiny, and back; the client keeps working.
@@ -377,6 +383,8 @@ def test_c_locale_without_coercion_still_types_and_shows_cyrillic(server, tmux) 
     assert next_msg(bob)["text"] == "Иван 你好"
     tmux.wait_for("alice: Иван 你好  [delivered: bob]")
     bob.send({"type": "send", "id": 1, "to": ["alice"], "text": "ответ 世界"})
+    tmux.wait_for("2@bob (1)")  # its own buffer
+    tmux.keys("M-2")
     tmux.wait_for("[private] bob: ответ 世界")
 
 
@@ -419,7 +427,7 @@ def test_login_backfills_all_under_a_date_separator_then_shows_offline_messages_
     tmux.start_client(*client_args(server, "alice"))
     separator = f"-- {time.strftime('%a %Y-%m-%d')} --"
     marked = "[private] bob: psst while away  (while you were away)"
-    screen = tmux.wait_for(separator, "bob: before you came 2", "logged in as alice", marked)
+    screen = tmux.wait_for(separator, "bob: before you came 2", "logged in as alice", "@bob (1)")
     order = [
         row_of(screen, needle)
         for needle in (
@@ -428,10 +436,11 @@ def test_login_backfills_all_under_a_date_separator_then_shows_offline_messages_
             "bob: before you came 1",
             "bob: before you came 2",
             "logged in as alice",
-            marked,
         )
     ]
     assert order == sorted(order) and order[0] < order[1], screen
+    tmux.keys("M-2")  # the private message stored for alice is in bob's buffer
+    tmux.wait_for(marked, "[bob] >")
 
     # Acknowledged once shown: after leaving, a new session of alice gets nothing stored.
     tmux.keys("C-x")
@@ -453,20 +462,19 @@ def test_a_message_to_someone_offline_shows_queued_for_them_and_unknown_names_mi
     tmux.wait_for(" online | alice")
     tmux.type("/msg bob see you later")
     tmux.keys("Enter")
+    tmux.wait_for("2 bob")  # its buffer opens, the current one stays
+    tmux.keys("M-2")
     tmux.wait_for("[private to bob] alice: see you later  [queued for bob (offline)]")
-    tmux.type("/msg bob,ghost both of you")
+    tmux.type("@ghost are you there")  # a name nobody has: said at once, nothing sent
     tmux.keys("Enter")
-    screen = tmux.wait_for(
-        "[group: bob, ghost] alice: both of you  [queued for bob (offline) | missing: ghost]"
-    )
-    assert "missing: bob" not in screen
+    tmux.wait_for("no such user: ghost")
     bob = server.client()
     bob.login("bob", PASSWORD, register=False)
-    texts = [bob.recv_type("msg")["text"] for _ in range(2)]
-    assert texts == ["see you later", "both of you"]
+    assert bob.recv_type("msg")["text"] == "see you later"
+    no_message_before_pong(bob)
 
 
-def test_the_history_key_shows_one_persons_conversation_and_goes_back_to_all(server, tmux) -> None:
+def test_each_conversation_has_its_buffer_with_its_history_and_o_goes_back(server, tmux) -> None:
     register(server, "alice")
     bob, carol = online(server, "bob"), online(server, "carol")
     send_msg(bob, ["alice"], "bob to alice", msg_id=1)
@@ -474,26 +482,22 @@ def test_the_history_key_shows_one_persons_conversation_and_goes_back_to_all(ser
     carol.send({"type": "send", "id": 3, "to": ["alice"], "text": "carol to alice"})
     assert carol.recv_type("sent")["id"] == 3  # bob's message to all comes first
     tmux.start_client(*client_args(server, "alice"))
-    screen = tmux.wait_for("[ ] bob", "[ ] carol", "bob: bob to everyone", "carol to alice")
-    assert "^O history" in line_with(screen, "^X Menu")  # the key is on the help line
+    screen = tmux.wait_for("[ ] bob", "[ ] carol", "bob: bob to everyone", "@bob (1)", "@carol (1)")
+    assert "bob to alice" not in screen and "carol to alice" not in screen
 
-    tmux.keys("C-n", "Down", "C-o")  # bob under the cursor in the list, then the key
-    screen = tmux.wait_for("history with bob", "[private] bob: bob to alice", "[bob] >")
+    tmux.keys("C-n", "Down", "Enter")  # bob under the cursor in the list: his buffer
+    screen = tmux.wait_for("[private] bob: bob to alice", "[bob] >")
     assert "bob to everyone" not in screen and "carol to alice" not in screen
-    tmux.keys("C-o")  # again: back to the view of all
-    tmux.wait_until(
-        lambda s: "history with" not in s and "bob: bob to everyone" in s, "the view of all"
-    )
+    tmux.keys("C-o")  # back to the buffer shown before: All
+    tmux.wait_until(lambda s: "[all] >" in s and "bob: bob to everyone" in s, "the buffer All")
 
-    tmux.type("/history carol")
+    tmux.type("/history carol")  # v1.1's command: the buffer of that conversation
     tmux.keys("Enter")
-    screen = tmux.wait_for("history with carol", "[private] carol: carol to alice")
+    screen = tmux.wait_for("[private] carol: carol to alice", "[carol] >")
     assert "bob to alice" not in screen and "bob to everyone" not in screen
     tmux.type("/all")
     tmux.keys("Enter")
-    tmux.wait_until(
-        lambda s: "history with" not in s and "bob: bob to everyone" in s, "the view of all"
-    )
+    tmux.wait_until(lambda s: "[all] >" in s and "bob: bob to everyone" in s, "the buffer All")
 
 
 def test_scrolling_up_past_the_oldest_line_fetches_the_page_before_it_in_place(

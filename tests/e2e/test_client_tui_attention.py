@@ -55,7 +55,7 @@ def test_the_bell_rings_for_a_private_message_and_a_mention_not_for_other_talk(
     mark = len(tmux.output())
     bob.send({"type": "send", "id": 2, "to": ["alice"], "text": "psst"})
     assert wait_bytes(tmux, mark, BELL), "no bell for a private message"
-    tmux.wait_for("[private] bob: psst")
+    tmux.wait_for("2@bob (1)")  # in bob's buffer, which is marked
     mark = len(tmux.output())
     send_msg(carol, "*", "what does Alice think?", msg_id=3)
     assert wait_bytes(tmux, mark, BELL), "no bell for a mention"
@@ -69,21 +69,21 @@ def test_no_bell_when_the_config_file_says_so(server, tmux) -> None:
     start_online(tmux, server, "alice", "--register")
     mark = len(tmux.output())
     send_msg(bob, ["alice"], "psst", msg_id=1)
-    tmux.wait_settled("[private] bob: psst")
+    tmux.wait_settled("2@bob (1)")
     assert BELL not in tmux.output()[mark:]
 
 
-def test_unread_counts_per_person_until_that_person_is_selected(server, tmux) -> None:
+def test_unread_counts_per_buffer_until_that_buffer_is_looked_at(server, tmux) -> None:
     bob, carol = online(server, "bob"), online(server, "carol")
     start_online(tmux, server, "alice", "--register")
     tmux.wait_for("[ ] bob", "[ ] carol")
     send_msg(bob, ["alice"], "one", msg_id=1)
     send_msg(bob, ["alice"], "two", msg_id=2)
     send_msg(carol, ["alice", "carol", "bob"], "group hi", msg_id=3)
-    tmux.wait_for("[ ] bob (2)", "[ ] carol (1)")
-    tmux.keys("C-n", "Down", "Enter")  # bob selected: read
-    screen = tmux.wait_for("[bob] >", "[ ] carol (1)")
-    assert "bob (" not in line_with(screen, "[x] bob")
+    tmux.wait_for("2@bob (2)", "3@bob, carol (1)")
+    tmux.keys("C-n", "Down", "Enter")  # bob's buffer from the list: read
+    screen = tmux.wait_for("[bob] >", "3@bob, carol (1)")
+    assert "bob (2)" not in screen and "2>bob" in screen
 
 
 def test_scrolled_up_the_view_stays_put_and_a_marker_shows_what_is_new(server, tmux) -> None:
@@ -134,3 +134,37 @@ def test_while_disconnected_the_list_is_marked_and_typed_messages_wait_in_order(
     assert texts == ["one", "two", "three"]
     tmux.wait_settled("Online")
     assert "Disconnected" not in tmux.wait_settled("Online")
+
+
+def test_counts_go_once_read_stay_gone_at_the_next_login_and_mentions_count(server, tmux) -> None:
+    """Finding 5: unread counts stayed after the messages were read; mentions were not
+    counted. Read is what was on screen; the server keeps it (read markers), so the next
+    login agrees."""
+    bob, carol = online(server, "bob"), online(server, "carol")
+    start_online(tmux, server, "alice", "--register")
+    tmux.type("/query bob")
+    tmux.keys("Enter")
+    tmux.wait_for("[bob] >")
+    send_msg(carol, "*", "lunch?", msg_id=1)
+    send_msg(carol, "*", "alice, lunch?", msg_id=2)
+    tmux.wait_for("1@All (2, @1)")
+    tmux.keys("M-1")
+    screen = tmux.wait_for("carol: alice, lunch?", "1>All")
+    assert "All (" not in screen
+    tmux.keys("M-2")
+    screen = tmux.wait_for("[bob] >")
+    assert "All (" not in screen  # read stays read
+    tmux.keys("C-x")
+    tmux.wait_for("Exit")
+    tmux.keys("e")
+    assert tmux.exit_code() == 0
+    again = Tmux(tmux.folder / "again")
+    again.folder.mkdir()
+    try:
+        bob.send({"type": "send", "id": 3, "to": ["alice"], "text": "while you were away"})
+        assert bob.recv_type("sent")["queued"] == ["alice"]
+        start_online(again, server, "alice")
+        screen = again.wait_for("@bob (1)", "1>All")
+        assert "All (" not in screen  # read on the last session: not unread now
+    finally:
+        again.kill()

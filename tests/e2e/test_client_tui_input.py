@@ -27,11 +27,11 @@ def input_line(screen: str) -> str:
     return line_with(screen, "] > ")
 
 
-def test_msg_and_at_name_go_to_those_people_only_whatever_the_selection(server, tmux) -> None:
+def test_msg_and_at_name_go_to_those_people_only_whatever_the_buffer(server, tmux) -> None:
     bob, carol = online(server, "bob"), online(server, "carol")
     start_online(tmux, server, "alice", "--register")
     tmux.wait_for("[ ] bob", "[ ] carol")
-    tmux.keys("C-n", "Down", "Enter")  # bob selected
+    tmux.keys("C-n", "Down", "Enter")  # bob's buffer
     tmux.wait_for("[bob] >")
     tmux.type("/msg carol hello")
     tmux.keys("Enter")
@@ -41,7 +41,10 @@ def test_msg_and_at_name_go_to_those_people_only_whatever_the_selection(server, 
     tmux.keys("Enter")
     frame = carol.recv_type("msg")
     assert (frame["to"], frame["text"]) == (["carol"], "again, privately")
-    tmux.wait_for("[private to carol] alice: again, privately  [delivered: carol]", "[bob] >")
+    # Said in the buffer on screen too (it stays bob's), and carol's buffer opens.
+    tmux.wait_for(
+        "[private to carol] alice: again, privately  [delivered: carol]", "[bob] >", "3 carol"
+    )
     no_message_before_pong(bob)
     tmux.type("//etc/hosts is a path")  # a doubled slash sends the text with one
     tmux.keys("Enter")
@@ -61,14 +64,14 @@ def test_an_unknown_command_is_an_error_on_screen_and_never_sent(server, tmux) -
 
 def test_who_help_and_quit(server, tmux) -> None:
     online(server, "bob"), online(server, "carol")
-    start_online(tmux, server, "alice", "--register", width=120)
+    start_online(tmux, server, "alice", "--register", width=150, height=70)
     tmux.wait_for("[ ] bob", "[ ] carol")
     tmux.type("/who")
     tmux.keys("Enter")
     tmux.wait_for("online (3): alice, bob, carol")
     tmux.type("/help")
     tmux.keys("Enter")
-    tmux.wait_for("/msg NAME[,NAME...] text", "/quit", "Tab", "^N")
+    tmux.wait_for("/msg NAME[,NAME...]|#room text -- as @NAME text", "/quit", "Tab", "^N")
     tmux.type("/quit")
     tmux.keys("Enter")
     assert tmux.exit_code() == 0

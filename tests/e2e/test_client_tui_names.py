@@ -37,11 +37,14 @@ def test_names_that_look_alike_are_marked_in_the_list_the_messages_and_who(serve
     assert "look-alike names: alice looks like a1ice; each is marked !" in screen
     impostor.send({"type": "send", "id": 1, "to": "*", "text": "it is me, alice"})
     alice.send({"type": "send", "id": 1, "to": ["bob"], "text": "the real one"})
-    screen = tmux.wait_for("!a1ice: it is me, alice", "[private] !alice: the real one")
+    tmux.wait_for("!a1ice: it is me, alice", "2@!alice (1)")  # in the list of buffers too
+    tmux.keys("M-2")
+    screen = tmux.wait_for("[private] !alice: the real one", "[!alice] >")
     third = online(server, "Alice")
-    screen = tmux.wait_for("!Alice joined", "[ ] !Alice")
     third.send({"type": "send", "id": 1, "to": ["bob", "alice"], "text": "me too"})
-    tmux.wait_for("[group: bob, !alice] !Alice: me too")
+    tmux.wait_for("3@!Alice, !alice (1)")
+    tmux.keys("M-3")
+    tmux.wait_for("[group: bob, !alice] !Alice: me too", "[ ] !Alice")
     tmux.type("/who")
     tmux.keys("Enter")
     screen = tmux.wait_for("look-alike names, each marked !")

@@ -65,8 +65,9 @@ def test_metrics_count_what_the_server_did(start_server) -> None:
     samples = scrape(base)
     assert value(samples, "chat_connections", state="chat") == 2
     assert value(samples, "chat_connections", state="auth") == 1  # `wrong`, still in AUTH
-    assert value(samples, "chat_logins_total", result="ok") == len(NAMES) + 2
-    assert value(samples, "chat_logins_total", result="bad_credentials") == 1
+    assert value(samples, "chat_logins_total", result="ok", kind="password") == len(NAMES) + 2
+    assert value(samples, "chat_logins_total", result="bad_credentials", kind="password") == 1
+    assert value(samples, "chat_logins_total", result="ok", kind="token") == 0
     assert value(samples, "chat_messages_total", kind="direct") == 6
     assert value(samples, "chat_messages_total", kind="everyone") == 1
     assert value(samples, "chat_deliveries_total", kind="local") == 6  # 5 + 1 to bob

@@ -327,7 +327,7 @@ def test_registration_closes_and_opens_on_reload(start) -> None:
     c = server.client()
     c.send({"type": "auth", "user": "bob", "password": PASSWORD, "register": True})
     answer = c.recv()
-    assert (answer["type"], answer["code"]) == ("error", "bad_request"), answer
+    assert (answer["type"], answer["code"]) == ("error", "registration_closed"), answer
     c.send({"type": "auth", "user": "alice", "password": PASSWORD})  # accounts still log in
     assert c.recv() == {"type": "auth_ok", "user": "alice"}
     c.close()

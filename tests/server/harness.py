@@ -178,7 +178,7 @@ class FaultyAccounts:
         self.inner.save()
 
     def __getattr__(self, name: str) -> Any:
-        # The rest of the seam (bans, invites, names) without faults.
+        """Every other call of the seam (bans, token nonces, invites) goes to the real store."""
         return getattr(self.inner, name)
 
 

@@ -13,7 +13,7 @@ from chat.server.app import Engines
 from chat.server.core.hub import Tick
 from chat.server.core.route import Targets
 from chat.server.store.seam import Receipt
-from chat.shared.messages import Auth, Msg, Recipients, Roster, RosterAck, Send
+from chat.shared.messages import Auth, Msg, Recipients, Roster, RosterAck, Send, encode
 
 from .harness import StoreWrapper, World
 
@@ -140,6 +140,39 @@ def test_a_message_to_everyone_skips_every_session_of_its_sender(world: World) -
     world.post(alice1, Send(1, "*", "hi all"))
     assert [f.type for f in world.frames(bob)] == ["msg"]
     assert world.frames(alice2) == [] and [f.type for f in world.frames(alice1)] == ["sent"]
+
+
+def test_a_message_to_everyone_from_a_sender_with_two_sessions_is_answered_at_once(
+    world: World,
+) -> None:
+    """The fan-out reached every slot but the sender's own (`Targets.reach`): nobody is
+    missing and the `sent` goes out in the same batch, without a hold."""
+    alice1, bob, carol = world.login("alice"), world.login("bob"), world.login("carol")
+    alice2 = world.login("alice", register=False)
+    for s in (alice1, alice2, bob, carol):
+        world.frames(s)
+    plan, _, _, _ = world.hub.route(alice1, "*", ["x"], frozenset(), 0.0)
+    assert plan.targets.count == 4 and plan.targets.reach == 2
+    world.frames(bob), world.frames(carol)
+    alice1.mailbox.post([encode(Send(1, "*", "hi all"))[4:]])
+    world.pool.run()  # one batch, one tick: no waiting for anything
+    [sent] = world.frames(alice1)
+    assert sent.type == "sent" and sorted(sent.delivered) == ["bob", "carol"]
+    assert sent.missing == () and not alice1.mailbox.held and alice1.pending is None
+    assert [f.type for f in world.frames(bob)] == ["msg"] and world.frames(alice2) == []
+
+
+def test_a_recipient_of_everyone_whose_slot_is_gone_is_missing(world: World) -> None:
+    """A slot closed between the plan and the fan-out took nothing: its user is missing,
+    not delivered ("delivered never lies"), and the others got the message."""
+    alice, bob, carol = world.login("alice"), world.login("bob"), world.login("carol")
+    for s in (alice, bob, carol):
+        world.frames(s)
+    bob.out.close()  # the loop closed it; the hub has not been told yet
+    world.post(alice, Send(1, "*", "hi all"))
+    [sent] = world.frames(alice)
+    assert sent.type == "sent" and sent.delivered == ("carol",) and sent.missing == ("bob",)
+    assert [f.type for f in world.frames(carol)] == ["msg"]
 
 
 def test_the_store_hand_off_happens_under_the_hub_lock(world: World) -> None:

@@ -124,6 +124,12 @@ CD_API uint64_t cd_total(cd_out *o);
 /* Bytes sent since the table was made: by cd_flush and cd_tick_flush, and those
  * the caller wrote itself and consumed (cd_consume); for metrics. */
 CD_API uint64_t cd_sent(cd_out *o);
+/* A drained slot keeps its buffer's memory (up to 256 KiB) for its next frames; call
+ * this periodically (the event loop: once a second): it frees the buffer of every slot
+ * with nothing queued and either no append since the previous call, or a buffer more
+ * than four times the most it held queued since then (and past 1 KiB). Returns the
+ * bytes freed. */
+CD_API size_t cd_trim(cd_out *o);
 
 /* Send one slot's bytes (CD_DIRECT only): a CD_S_* status; *err the errno on
  * CD_S_ERROR; *left the bytes still queued. */

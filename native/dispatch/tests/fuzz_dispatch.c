@@ -19,8 +19,11 @@
  *   - an overflow is reported once; the queue is FIFO with the model's length.
  *
  * Memory is bounded: at every DRAIN call (and at the end of each input) all
- * slots are emptied and the heap must be no larger than it was once the cd_out,
- * its ticks and the queue were made (an idle connection holds no buffer); after
+ * slots are emptied, cd_trim runs twice (a drained buffer is kept for the next
+ * frames until a whole trim period passes without an append), and the heap must
+ * be no larger than it was once the cd_out, its ticks and the queue were made (an
+ * idle connection holds no buffer); every TICK_FLUSH also calls cd_trim, which
+ * must change nothing the model sees; after
  * freeing everything, no larger than before (no leak; LeakSanitizer checks
  * that too, at exit and, in libFuzzer, after inputs that malloc more than they
  * free). The heap is
@@ -649,6 +652,7 @@ static void op_tick_flush(struct input *in) {
     memmove(mt->idx, mt->idx + i, sizeof mt->idx[0] * (mt->n - i));
     memmove(mt->h, mt->h + i, sizeof mt->h[0] * (mt->n - i));
     mt->n -= i;
+    cd_trim(G.o); /* the loop's periodic trim: frees drained memory, changes nothing seen */
 }
 
 static void op_peer_read(struct input *in) {
@@ -709,7 +713,9 @@ static void op_null_out(struct input *in) {
     case 2: EXPECT(cd_seal(NULL, NULL, h, buf, 8) == CD_DROPPED, "seal"); break;
     case 3: EXPECT(cd_close(NULL, h) == CD_EINVAL, "close"); break;
     case 4: EXPECT(cd_state(NULL, h) == CD_CLOSED, "state"); break;
-    case 5: EXPECT(cd_pending(NULL, h) == 0 && cd_total(NULL) == 0, "pending"); break;
+    case 5:
+        EXPECT(cd_pending(NULL, h) == 0 && cd_total(NULL) == 0 && cd_trim(NULL) == 0, "pending");
+        break;
     case 6:
         EXPECT(cd_flush(NULL, h, &err, &left) == 0 && err == 0 && left == 0, "flush");
         break;
@@ -746,6 +752,9 @@ static void drain_all(void) {
     }
     check_all();
     EXPECT(cd_total(G.o) == 0, "total %llu after draining", (unsigned long long)cd_total(G.o));
+    cd_trim(G.o); /* a whole period without an append: the second frees every buffer */
+    cd_trim(G.o);
+    EXPECT(cd_trim(G.o) == 0, "a third trim found something to free");
 #ifdef CD_HEAP_STATS
     /* Not above (libFuzzer itself may free something meanwhile): a buffer held is. */
     long long held = heap_above(G.heap_idle);

@@ -639,6 +639,90 @@ static void test_accounting(void) {
     cd_out_free(o);
 }
 
+/* A drained buffer keeps its memory for the next frames; cd_trim frees it once its slot
+ * went a whole period without an append (never one with bytes queued, never a big one
+ * kept in the first place). Observed through cd_trim's count of bytes freed. */
+static void test_retain_and_trim(void) {
+    cd_out *o = cd_out_new(4, 4u << 20, 4u << 20, 64u << 20);
+    REQUIRE(o != NULL, "cd_out_new");
+    CHECK(cd_trim(NULL) == 0, "cd_trim(NULL)");
+    CHECK(cd_trim(o) == 0, "nothing open: nothing to free");
+    int sv[2];
+    unix_pair(sv, 0);
+    uint64_t h = open_ok(o, 0, sv[0], CD_DIRECT);
+    uint64_t loop = open_ok(o, 1, -1, 0); /* written by the loop: peek/consume */
+    uint8_t got[4096];
+    int err = 0;
+    size_t left = 0;
+    CHECK(cd_append(o, NULL, h, hello, 11) == CD_OK, "append");
+    CHECK(cd_append(o, NULL, loop, hello, 11) == CD_OK, "append");
+    CHECK(cd_flush(o, h, &err, &left) == 0 && left == 0, "flush");
+    CHECK(cd_consume(o, loop, 11) == CD_OK, "consume");
+    CHECK(read_now(sv[1], got, sizeof got) == 11, "peer got the bytes");
+    CHECK(cd_total(o) == 0, "total %llu", (unsigned long long)cd_total(o));
+    /* Appended to since the last trim: kept this time, freed the next. */
+    CHECK(cd_trim(o) == 0, "a buffer used in this period was freed");
+    size_t freed = cd_trim(o);
+    CHECK(freed == 2 * 256, "idle drained buffers not freed: %zu", freed);
+    CHECK(cd_trim(o) == 0, "freed twice");
+    /* The memory is reused: the same bytes again, in order, after a flush. */
+    for (int round = 0; round < 3; round++) {
+        CHECK(cd_append(o, NULL, h, (const uint8_t *)"abc", 3) == CD_OK, "abc");
+        CHECK(cd_flush(o, h, &err, &left) == 0 && left == 0, "flush %d", round);
+        CHECK(read_now(sv[1], got, sizeof got) == 3 && memcmp(got, "abc", 3) == 0, "abc out");
+    }
+    /* Bytes still queued: never freed, however long the slot is idle. */
+    CHECK(cd_append(o, NULL, loop, hello, 11) == CD_OK, "append");
+    cd_trim(o);
+    cd_trim(o);
+    cd_trim(o);
+    CHECK(cd_pending(o, loop) == 11 && cd_total(o) == 11, "queued bytes lost to a trim");
+    CHECK(cd_peek(o, loop, got, sizeof got) == 11 && memcmp(got, hello, 11) == 0, "bytes");
+    CHECK(cd_consume(o, loop, 11) == CD_OK, "consume");
+    /* A big buffer (past 256 KiB) is freed as soon as it is drained: nothing to trim. */
+    static uint8_t big[300 * 1024];
+    memset(big, 'b', sizeof big);
+    CHECK(cd_append(o, NULL, loop, big, sizeof big) == CD_OK, "big append");
+    size_t off = 0;
+    while (off < sizeof big) {
+        size_t n = cd_peek(o, loop, got, sizeof got);
+        CHECK(n > 0, "peek");
+        CHECK(cd_consume(o, loop, n) == CD_OK, "consume");
+        off += n;
+    }
+    cd_trim(o); /* clears what this period used */
+    CHECK(cd_trim(o) == 0, "a big drained buffer was kept");
+    /* A burst is over: a buffer four times bigger than what the period queued is freed
+     * even though the slot is in use; one that fits what is used is kept. */
+    static uint8_t burst[64 * 1024];
+    memset(burst, 'u', sizeof burst);
+    CHECK(cd_append(o, NULL, h, burst, sizeof burst) == CD_OK, "burst");
+    CHECK(cd_flush(o, h, &err, &left) == 0 && left == 0, "flush the burst");
+    while (read_now(sv[1], got, sizeof got) > 0) {
+    }
+    cd_trim(o); /* the burst's period: kept (it needed all of it) */
+    CHECK(cd_append(o, NULL, h, hello, 11) == CD_OK, "small");
+    CHECK(cd_flush(o, h, &err, &left) == 0, "flush");
+    freed = cd_trim(o);
+    CHECK(freed == 64 * 1024, "a buffer kept far past what was used: freed %zu", freed);
+    for (int round = 0; round < 2; round++) {
+        CHECK(cd_append(o, NULL, h, burst, 1000) == CD_OK, "steady");
+        CHECK(cd_flush(o, h, &err, &left) == 0, "flush");
+        CHECK(cd_trim(o) == 0, "round %d: a buffer that fits what is used was freed", round);
+    }
+    CHECK(read_now(sv[1], got, sizeof got) == 11 + 2000, "peer got every byte");
+    /* Closing frees whatever the slot kept. */
+    CHECK(cd_append(o, NULL, h, hello, 11) == CD_OK, "append");
+    CHECK(cd_flush(o, h, &err, &left) == 0, "flush");
+    CHECK(cd_close(o, h) == CD_OK, "close");
+    cd_trim(o);
+    CHECK(cd_trim(o) == 0, "a closed slot's buffer counted");
+    cd_close(o, loop);
+    close(sv[0]);
+    close(sv[1]);
+    cd_out_free(o);
+}
+
 /* ---- sends ---------------------------------------------------------------------------- */
 
 static void test_flush_socketpair(void) {
@@ -1070,6 +1154,7 @@ int main(void) {
     test_fanout_and_tags();
     test_peek_consume();
     test_accounting();
+    test_retain_and_trim();
     test_flush_socketpair();
     test_full_socket_unix();
     test_flush_closed_peer_unix();

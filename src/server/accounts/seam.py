@@ -6,7 +6,8 @@ A server alone keeps its accounts in the encrypted users file
 (tests/contracts/test_accounts_contract.py).
 
 `verify` and `register` are slow (one scrypt each) and run on the hash
-threads, never on a worker; `__contains__` answers from memory at once (the
+threads, never on a worker, and so does `token_nonce` (a Redis round trip in a
+cluster); `__contains__` answers from memory at once (the
 route asks it for every named recipient of a send, to know who can be
 queued for).
 
@@ -30,6 +31,12 @@ class Accounts(Protocol):
 
     def register(self, name: str, password: str) -> bool:
         """True once the new account is durable; False when the name is taken."""
+        ...
+
+    def token_nonce(self, name: str) -> bytes | None:
+        """What `name`'s login tokens are bound to (accounts/tokens.py); None for no such
+        account. Read at each token login (a hash thread): a new password or an unban
+        replaces it, so every token issued before stops working on every process at once."""
         ...
 
     def __contains__(self, name: object) -> bool: ...
@@ -67,7 +74,9 @@ class AccountAdmin(Accounts, Protocol):
 
     def ban(self, name: str) -> bool: ...
 
-    def unban(self, name: str) -> bool: ...
+    def unban(self, name: str) -> bool:
+        """Lift a ban; the token nonce is replaced first, so no token from before works."""
+        ...
 
     def create_invite(self, uses: int, expires: float | None) -> str:
         """A new code with `uses` uses until `expires` (Unix time; None: never)."""

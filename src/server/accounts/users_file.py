@@ -7,6 +7,11 @@ Layout (docs/store.md has the reasoning):
 
 The MAC is checked before anything is decrypted or parsed, so a wrong key or
 a damaged file is reported as such and never read as garbage.
+
+Each account also has a *token nonce*, 16 random bytes that go into the MAC of
+its login tokens (accounts/tokens.py): replacing it (a new password, an unban)
+kills every token issued before. A record written before tokens has none; its
+nonce is derived from its salt until the file is next written, which stores it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chat.server.accounts import invites as codes
@@ -45,6 +50,8 @@ MIN_COST_LOG2 = 1
 MAX_COST_LOG2 = 20
 SCRYPT_R = 8
 SCRYPT_P = 1
+TOKEN_NONCE_BYTES = 16
+_NONCE_FROM_SALT = b"chat token nonce v1"
 _HKDF_SALT = b"chat-users-file-v1"
 _STREAM = b"chat-users-stream-v1"
 
@@ -65,10 +72,26 @@ class Record:
     p: int
     dklen: int
     created: float
+    #: The token nonce as stored; empty in a record written before tokens (see `nonce`).
+    token_nonce: bytes = b""
 
     @property
     def params(self) -> Params:
         return (self.n, self.r, self.p, self.dklen)
+
+    @property
+    def nonce(self) -> bytes:
+        """What the account's tokens are bound to (accounts/tokens.py). A record from before
+        tokens gets one derived from its salt (secret like it: the salt is only ever in the
+        sealed file or the sealed Redis record), so it stays the same until the record is
+        next written, which stores it."""
+        if self.token_nonce:
+            return self.token_nonce
+        return hashlib.sha256(_NONCE_FROM_SALT + self.salt).digest()[:TOKEN_NONCE_BYTES]
+
+    def with_new_nonce(self) -> Record:
+        """The same account whose every token issued so far stops working (an unban)."""
+        return replace(self, token_nonce=secrets.token_bytes(TOKEN_NONCE_BYTES))
 
 
 #: scrypt parameters of a record: (n, r, p, dklen).
@@ -82,12 +105,16 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> b
     return hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=maxmem)
 
 
-def new_record(name: str, password: str, n: int, created: float | None = None) -> Record:
-    """A salted scrypt record of `password` at cost `n` (slow: run off the chat path)."""
+def new_record(
+    name: str, password: str, n: int, created: float | None = None, nonce: bytes | None = None
+) -> Record:
+    """A salted scrypt record of `password` at cost `n` (slow: run off the chat path), with
+    a fresh token nonce unless `nonce` keeps the old one (a re-hash is not a new password)."""
     salt = secrets.token_bytes(SALT_BYTES)
     digest = _scrypt(password, salt, n, SCRYPT_R, SCRYPT_P, HASH_BYTES)
     when = time.time() if created is None else created
-    return Record(name, salt, digest, n, SCRYPT_R, SCRYPT_P, HASH_BYTES, when)
+    token_nonce = secrets.token_bytes(TOKEN_NONCE_BYTES) if nonce is None else nonce
+    return Record(name, salt, digest, n, SCRYPT_R, SCRYPT_P, HASH_BYTES, when, token_nonce)
 
 
 def folded(name: str) -> str:
@@ -167,12 +194,16 @@ def _encode_records(
     banned: Iterable[str] = (),
     invites: dict[str, Invite] | None = None,
 ) -> bytes:
+    records = list(records)
     rows = [
         [rec.name, rec.salt.hex(), rec.hash.hex(), rec.n, rec.r, rec.p, rec.dklen, rec.created]
         for rec in records
     ]
     doc: dict[str, object] = {"format": FORMAT_VERSION, "users": rows}
-    # Keys older servers do not know are ignored by them: the format stays 1.
+    # Keys older servers do not know are ignored by them: the format stays 1. The token
+    # nonces are a map of their own for that reason (a fifth column would not be ignored);
+    # a derived one is written too, so from the first write on every record has its own.
+    doc["nonces"] = {rec.name: rec.nonce.hex() for rec in records}
     if id_mark is not None:
         doc["ids"] = id_mark
     if banned:
@@ -205,13 +236,27 @@ def _decode_file(plaintext: bytes, where: str) -> _Contents:
         if id_mark is not None and not (type(id_mark) is int and id_mark > 0):
             raise ValueError("bad id mark")
         users: dict[str, Record] = {}
+        nonces = doc.get("nonces", {})
+        if not isinstance(nonces, dict):
+            raise ValueError("bad token nonces")
         for name, salt, digest, n, r, p, dklen, created in doc["users"]:
             if not isinstance(name, str) or name in users:
                 raise ValueError("bad or duplicate name")
             if not all(type(v) is int and v > 0 for v in (n, r, p, dklen)):
                 raise ValueError("bad hash parameters")
+            nonce = bytes.fromhex(nonces.get(name, ""))
+            if len(nonce) not in (0, TOKEN_NONCE_BYTES):
+                raise ValueError("bad token nonce")
             users[name] = Record(
-                name, bytes.fromhex(salt), bytes.fromhex(digest), n, r, p, dklen, float(created)
+                name,
+                bytes.fromhex(salt),
+                bytes.fromhex(digest),
+                n,
+                r,
+                p,
+                dklen,
+                float(created),
+                nonce,
             )
         banned = {name for name in doc.get("banned", ()) if name in users}
         invites: dict[str, Invite] = {}
@@ -396,6 +441,12 @@ class UserStore:
             self._rehash(record, password)
         return True
 
+    def token_nonce(self, name: str) -> bytes | None:
+        """What `name`'s tokens are bound to (None: no such account, or not on disk yet)."""
+        with self._lock:
+            record = None if name in self._pending else self._users.get(name)
+            return record.nonce if record is not None else None
+
     def hash_params(self, name: str) -> Params | None:
         """(n, r, p, dklen) of an account's stored hash, None for an unknown name."""
         with self._lock:
@@ -471,8 +522,23 @@ class UserStore:
         return self._change(lambda: self._set_banned(name, True))
 
     def unban(self, name: str) -> bool:
-        """`name` may log in again (False: no such account)."""
-        return self._change(lambda: self._set_banned(name, False))
+        """`name` may log in again (False: no such account). Its token nonce is replaced in
+        the same write, so no token issued before the ban works after it."""
+
+        def change() -> _Undo | None:
+            record = self._users.get(name)
+            undo = self._set_banned(name, False)
+            if record is None or undo is None or undo is _NOTHING:
+                return undo
+            self._users[name] = record.with_new_nonce()
+
+            def undo_both() -> None:
+                undo()
+                self._users[name] = record
+
+            return undo_both
+
+        return self._change(change)
 
     def banned(self, name: str) -> bool:
         with self._lock:
@@ -617,10 +683,10 @@ class UserStore:
         the same password) and goes to disk with the next write; the login is
         not refused for it.
         """
-        new = self._new_record(old.name, password, old.created)
+        new = new_record(old.name, password, self._n, old.created, old.nonce)  # same tokens
         with self._lock:
             if self._users.get(old.name) is not old:
-                return  # another thread re-hashed it first
+                return  # another thread re-hashed it first (or a new password came)
             self._users[old.name] = new
             self._uncount(old)
             self._costs[new.params] += 1

@@ -25,10 +25,11 @@ accounts made before the index existed (`reload`).
 The operator's side (ops/commands.py): a ban is a field of `chat:{g}:banned`
 (read by each login after its password, so every node refuses it at once); a
 password reset and a delete are scripts that never bring back an account
-another node deleted meanwhile; invite codes are fields of `chat:{g}:invites`
-under their blind index (the code itself is nowhere in Redis), one use taken
-by a script, atomically. Telling every node to close the sessions concerned
-is cluster/moderation.py's.
+another node deleted meanwhile, and an unban replaces the account's token
+nonce in the same script that lifts it (tokens: accounts/tokens.py); invite
+codes are fields of `chat:{g}:invites` under their blind index (the code
+itself is nowhere in Redis), one use taken by a script, atomically. Telling
+every node to close the sessions concerned is cluster/moderation.py's.
 """
 
 from __future__ import annotations
@@ -105,6 +106,28 @@ if ARGV[2] == '1' then redis.call('HSET', KEYS[2], ARGV[1], '1')
 else redis.call('HDEL', KEYS[2], ARGV[1]) end
 return 1
 """
+# KEYS: users, banned. ARGV: blind name, the sealed record as read, the same account with a
+# new token nonce. Lifts a ban, replacing the record first (no token from before the ban
+# works after it). Returns 1: done (or not banned: nothing to do); 0: no such account;
+# -1: the record changed since it was read (a new password): read it again.
+_UNBAN = """
+local now = redis.call('HGET', KEYS[1], ARGV[1])
+if not now then return 0 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 1 end
+if now ~= ARGV[2] then return -1 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+# KEYS: users. ARGV: blind name, the sealed record as read, its replacement. A re-hash: it
+# never overwrites a record another node changed meanwhile (a new password, a new nonce).
+_REPLACE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+#: Reads and retries of an unban whose record another node changes meanwhile.
+_UNBAN_TRIES = 5
 # KEYS: invites. ARGV: blind code. Takes one use of a valid code: returns its expiry ("-"
 # for none), or false when the code is unknown, used up or expired (then removed).
 _TAKE_INVITE = """
@@ -149,6 +172,8 @@ class RedisAccounts:
         self._set_password = client.register_script(_SET_PASSWORD)
         self._delete = client.register_script(_DELETE)
         self._ban = client.register_script(_BAN)
+        self._unban = client.register_script(_UNBAN)
+        self._replace = client.register_script(_REPLACE)
         self._take_invite = client.register_script(_TAKE_INVITE)
         self._return_invite = client.register_script(_RETURN_INVITE)
         self._n = 1 << hash_cost_log2
@@ -304,15 +329,22 @@ class RedisAccounts:
         if not matches(record, password):
             return False
         if record.params != (self._n, SCRYPT_R, SCRYPT_P, HASH_BYTES):
-            self._rehash(blind, record, password)
+            self._rehash(blind, bytes(sealed), record, password)
         return True
 
-    def _rehash(self, blind: str, old: Record, password: str) -> None:
-        new = new_record(old.name, password, self._n, old.created)
+    def token_nonce(self, name: str) -> bytes | None:
+        """Read from Redis at each token login (a hash thread): a new password or an unban on
+        any node replaces it, so no node can go on taking a revoked token."""
+        blind = self._box.blind("user", name)
+        sealed = self._call(lambda c: c.hget(USERS, blind))
+        record = self._open(blind, sealed) if sealed is not None else None
+        return record.nonce if record is not None and record.name == name else None
+
+    def _rehash(self, blind: str, sealed: bytes, old: Record, password: str) -> None:
+        new = new_record(old.name, password, self._n, old.created, old.nonce)  # same tokens
+        blob = self._box.seal(_context(blind), record_to_json(new))
         try:
-            self._link.client.hset(
-                USERS, blind, self._box.seal(_context(blind), record_to_json(new))
-            )
+            self._replace(keys=[USERS], args=[blind, sealed, blob])
         except redis.RedisError as exc:  # the old record still checks this password
             log.warning("re-hash of one account not saved: %s", exc)
 
@@ -351,7 +383,23 @@ class RedisAccounts:
         return self._set_banned(name, True)
 
     def unban(self, name: str) -> bool:
-        return self._set_banned(name, False)
+        """Lift the ban, and replace the token nonce in the same script (a banned user's
+        tokens stay dead after the unban)."""
+        blind = self._box.blind("user", name)
+        for _ in range(_UNBAN_TRIES):
+            sealed = self._call(lambda c: c.hget(USERS, blind))
+            record = self._open(blind, sealed) if sealed is not None else None
+            if record is None or record.name != name:
+                return False
+            blob = self._box.seal(_context(blind), record_to_json(record.with_new_nonce()))
+            done = self._call(
+                lambda c, old=bytes(sealed), new=blob: self._unban(
+                    keys=[USERS, BANNED], args=[blind, old, new]
+                )
+            )
+            if done != -1:
+                return bool(done)
+        raise StoreError(f"cluster accounts: {name} kept changing; unban not done, try again")
 
     def banned(self, name: str) -> bool:
         """Read from Redis (a login asks it on a hash thread, after the password)."""

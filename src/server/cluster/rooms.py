@@ -57,7 +57,7 @@ from chat.server.cluster.link import Link
 from chat.server.cluster.state import RedisState
 from chat.server.cluster.url import ClusterError
 from chat.server.core.broker import RoomAnswer, RoomFeed, RoomVerdict
-from chat.server.core.desk import run_rule
+from chat.server.core.desk import AccountGone, run_rule
 from chat.server.core.rooms import Event, fold
 from chat.shared.errors import Code, RemoteProtocolError, Trouble
 from chat.shared.messages import Msg
@@ -272,11 +272,12 @@ class RedisRooms:
                     version, room = (opened[0], opened[1]) if opened is not None else (0, None)
                     book = feed.scratch(folded, room, users)
                     change = run_rule(book, job.name, request, job.registered, time.time())
-                    if not change.events:  # nothing happens (a member joins again): ok
+                    gone = isinstance(request, AccountGone) and change.room is not None
+                    if not change.events and not gone:  # nothing happens (joins again): ok
                         self._link.works()
                         _answer(job.done, None)
                         return
-                    name = change.events[0].room
+                    name = change.events[0].room if change.events else change.room.name  # type: ignore[union-attr]
                     if room is None:  # a new room: indexed first (the index only grows)
                         client.sadd(keys.ROOMS, state.room_blind(folded))
                     new = version + 1
@@ -400,8 +401,11 @@ class RedisRooms:
     def _change(self, feed: RoomFeed, item: _Item) -> None:
         folded = fold(item.room)
         have = feed.version(folded)
-        if item.version > have + 1:  # a change was missed: the record as it is
-            log.warning("cluster: room changes were missed: the room is read again")
+        if item.version > have + 1 or (not item.facts and item.version > have):
+            # A change was missed, or one no event tells (a deleted account's invite gone):
+            # the record as it is.
+            if item.facts:
+                log.warning("cluster: room changes were missed: the room is read again")
             key = self._state.room_key(folded)
             opened = self._state.open_room(key, self._link.client.get(key))
             if opened is not None:

@@ -1,10 +1,12 @@
-"""The v1.2 requests of the peer: rooms, read markers, typing, the directory.
+"""The v1.2 requests of the peer: rooms, read markers, typing, one's account, the directory.
 
 Each arrives accepted by the connection (its state and its granted features
 checked by `ServerConnection.receive`) and is carried out here: room requests
 and read markers by the hub's desk, under the hub lock (core/desk.py), the
-directory (`user_search`) from the accounts, in memory. Every request with an
-`id` is answered by exactly one frame echoing it (v1.2 section 1).
+directory (`user_search`) from the accounts, in memory, and the account's care
+(`passwd`, `delete_account`) by core/care.py on a hash thread (the mailbox
+holds: False). Every request with an `id` is answered by exactly one frame
+echoing it (v1.2 section 1).
 
 In a cluster (section 10) a room request is decided in Redis by the rooms'
 broker (cluster/rooms.py): the mailbox holds until it answers, or until the
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 from chat.server.accounts.seam import Accounts
 from chat.server.core import native
 from chat.server.core.broker import RoomBroker
+from chat.server.core.care import Care
 from chat.server.core.deadlines import Deadlines
 from chat.server.core.hub import Hub
 from chat.server.core.results import RoomDone
@@ -30,6 +33,8 @@ from chat.shared.errors import Code, RemoteProtocolError, Trouble
 from chat.shared.messages import MsgId
 from chat.shared.notices import Users
 from chat.shared.requests import (
+    DeleteAccount,
+    Passwd,
     Read,
     Request,
     RoomInvite,
@@ -72,6 +77,7 @@ class Asks:
         self,
         hub: Hub,
         accounts: Accounts,
+        care: Care,
         rooms: RoomBroker | None = None,
         fanout: Fanout | None = None,
         deadlines: Deadlines | None = None,
@@ -84,8 +90,10 @@ class Asks:
         self._fanout = fanout
         self._deadlines = deadlines
         self._deadline = deadline
+        self._care = care
 
     def handle(self, user: User, request: Request, tick: native.Tick) -> bool:
+        """Carry out `request`; False when the mailbox must hold for the answer."""
         conn = user.conn
         match request:
             case Read(peer, upto):
@@ -106,6 +114,10 @@ class Asks:
                         self._fanout.relay_typing(user.name, relay)
             case RoomListRequest(msg_id):
                 user.out.append(self._hub.room_list(user, msg_id), tick)
+            case Passwd():
+                return self._care.passwd(user, request, tick)
+            case DeleteAccount():
+                return self._care.delete(user, request, tick)
             case UserSearch(msg_id, prefix):
                 user.out.append(self._search(user, msg_id, prefix), tick)
             case RoomInvite(_, _, target):

@@ -79,7 +79,21 @@ class Relay:
     frame: bytes
 
 
-def run_rule(book: RoomBook, name: str, request: Request, registered: bool, now: float) -> Change:
+@dataclass(frozen=True, slots=True)
+class AccountGone:
+    """Not a peer's request: a deleted account leaves one room (member or invited), by the
+    ownership rules of a leave (v1.2 section 7). A cluster runs it in Redis as it runs the
+    peer's room requests (cluster/rooms.py), so every node's replica applies it in the
+    room's one order."""
+
+    room: str
+    id: None = None
+    type: str = "account_gone"
+
+
+def run_rule(
+    book: RoomBook, name: str, request: Request | AccountGone, registered: bool, now: float
+) -> Change:
     """The room book's rule for one room request of `name` (raises the contract's error):
     the server alone's book, or in a cluster a scratch book of the room as Redis has it."""
     match request:
@@ -95,6 +109,8 @@ def run_rule(book: RoomBook, name: str, request: Request, registered: bool, now:
             return book.kick(name, room, target, now, msg_id)
         case RoomTopic(msg_id, room, topic):
             return book.set_topic(name, room, topic, now, msg_id)
+        case AccountGone(room):
+            return book.remove_user_from(name, room, now)
     raise RemoteProtocolError(Code.BAD_REQUEST, msg_id=getattr(request, "id", None))
 
 

@@ -266,20 +266,23 @@ class Fanout:
     def send(self, user: User, sends: list[Send], tick: native.Tick) -> bool:
         """Route and fan out; True when the `sent` frames wait (the mailbox holds)."""
         group = tuple(sends)
-        passed = tuple(user.rate is None or user.rate.take() for _ in group)
-        texts = [s.text for s, ok in zip(group, passed, strict=True) if ok]
+        rate = user.rate
+        if rate is None:  # no limit (--rate-limit 0): every send passes
+            passed = (True,) * len(group)
+            texts = [s.text for s in group]
+        else:
+            passed = tuple(rate.take() for _ in group)
+            texts = [s.text for s, ok in zip(group, passed, strict=True) if ok]
         to, name = group[0].to, user.conn.user or ""
-        if type(to) is str and to != BROADCAST:  # a room (v1.2 section 2)
-            return self._to_room(user, group, passed, texts, to, tick)
+        registered = _NOBODY
+        if type(to) is str:
+            if to != BROADCAST:  # a room (v1.2 section 2)
+                return self._to_room(user, group, passed, texts, to, tick)
+        elif self._store.keeps:
+            registered = frozenset(n for n in to if n in self._accounts)
         plan = msgs = receipt = None
         echo = NOBODY
-        registered: frozenset[str] = frozenset()
         if texts:
-            registered = (
-                frozenset(n for n in to if n in self._accounts)
-                if to != BROADCAST and self._store.keeps
-                else frozenset()
-            )
             plan, msgs, receipt, echo = self._hub.route(user, to, texts, registered, time.time())
         if plan is None or msgs is None:  # over the rate, or no ids now
             user.out.append(_refusals(user.conn, group, NO_IDS if texts else None), tick)
@@ -290,7 +293,7 @@ class Fanout:
             counts["queued"] += n * len(plan.queued)
         if plan.nodes:
             counts["nodes"] += n * len(plan.nodes)
-        if all(passed) and not plan.nodes and receipt is None:  # the common case
+        if len(texts) == len(group) and not plan.nodes and receipt is None:  # the common case
             blob, sents = encode_delivery(
                 msgs, [s.id for s in group], plan.delivered_json, plan.missing, plan.queued
             )
@@ -317,6 +320,7 @@ class Fanout:
         if receipt is not None:
             pending.expect_store(receipt)
         if plan.nodes:
+            name = user.conn.user or ""
             thens = [(node, names, pending.expect_node(node)) for node, names in plan.nodes]
             if receipt is None:
                 self._publish(name, thens, blob)
@@ -538,7 +542,7 @@ class Fanout:
         count = targets.count
         took = self._table.fanout(tick, blob, targets.handles, count, targets.exclude, failed)
         self.counts["local"] += took * n
-        if took == count:
+        if took == targets.reach:  # every slot but the sender's own took it
             return _NOBODY
         marks = native.ffi.buffer(failed, count)[:]
         if 1 not in marks:

@@ -101,6 +101,9 @@ class Hub:
         #: sender -> (every other visible name, its JSON): a `sent` to everyone is mostly
         #: that list, the same for every message until someone joins or leaves.
         self._others: dict[str, tuple[tuple[str, ...], bytes]] = {}
+        #: sender -> (the other nodes it was made for, the plan of a send to "*"): the same
+        #: for every message until someone joins or leaves (cleared with `_others`).
+        self._plans: dict[str, tuple[tuple[str, ...], Plan]] = {}
         self._ack_timeout = ack_timeout
         self._clock = clock
         self._log = ChangeLog()  # every join and leave, shared by all outboxes
@@ -225,6 +228,20 @@ class Hub:
                 found[node] = None
         return tuple(found)
 
+    def remove_account(self, name: str, tick: Tick) -> None:
+        """An account deleted (v1.2 section 7): it leaves every room by the ownership rules,
+        its invites go, the members are told (any thread: `tick` is its own)."""
+        with self._lock:
+            desk = self.desk
+            desk.apply_changes(desk.book.remove_user(name, time.time()), tick)
+
+    def rooms_touching(self, name: str) -> list[str]:
+        """The rooms `name` is a member of or invited to (a deleted account leaves them)."""
+        with self._lock:
+            book = self.desk.book
+            names = [r.name for r in book.rooms_of(name)]
+            return names + [r.name for r, _ in book.invites_of(name) if r.name not in names]
+
     def markers_loaded(self, name: str, marks: dict[str, int]) -> None:
         with self._lock:
             self.desk.markers_loaded(name, marks)
@@ -259,11 +276,18 @@ class Hub:
         store, presence, sender = self._store, self._presence, user.name
         with self._lock:
             if to == BROADCAST:
-                names, names_json = self._everyone_else(sender)
                 nodes = () if self._alone else presence.nodes()
-                plan = route.plan_everyone(
-                    sender, self._everyone_but(sender), names, names_json, nodes
-                )
+                cached = self._plans.get(sender)
+                if cached is not None and cached[0] == nodes:
+                    plan = cached[1]
+                else:
+                    names, names_json = self._everyone_else(sender)
+                    plan = route.plan_everyone(
+                        sender, self._everyone_but(sender), names, names_json, nodes
+                    )
+                    if len(self._plans) >= _CACHED_SENDERS:
+                        self._plans.clear()
+                    self._plans[sender] = (nodes, plan)
             else:
                 sessions = self._sessions
                 local = {n: [u.out.handle for u in sessions[n]] for n in to if n in sessions}
@@ -314,8 +338,14 @@ class Hub:
                 return  # the loop has sealed this buffer with bye: nothing follows it
             user.roster = RosterOutbox(self._log, own=name)
             self._subscribers.add(user)
-            full = user.roster.full([n for n in self._visible() if n != name])
-            self._queue(user, full, tick, prefix=auth_ok)
+            # `_visible()` as C builds it: in a reconnect storm each login's snapshot holds
+            # thousands of names, and a generator pass per name was a fifth of its CPU.
+            others = list(self._sessions)
+            if self._elsewhere:
+                others += [n for n in self._elsewhere if n not in self._sessions]
+            if name in self._sessions or name in self._elsewhere:
+                others.remove(name)  # its own other sessions: never told of itself
+            self._queue(user, user.roster.full(others), tick, prefix=auth_ok)
 
     def ack_roster(self, user: User, seq: int, entering: bool, tick: Tick) -> bytes:
         """Take a roster_ack (raises bad_request on a wrong seq); `entering`: its first one,
@@ -350,6 +380,7 @@ class Hub:
             sessions.remove(user)
             self._everyone = None
             self._others.clear()
+            self._plans.clear()
             self.desk.sessions_changed(name)
             if sessions:
                 return False
@@ -377,6 +408,7 @@ class Hub:
             self._elsewhere.clear()
             self._everyone = None
             self._others.clear()
+            self._plans.clear()
 
     # ---- the other nodes (PresenceListener: the presence's thread) ------------------------
     def elsewhere(self, name: str, visible: bool, tick: Tick) -> None:
@@ -388,6 +420,7 @@ class Hub:
             else:
                 self._elsewhere.discard(name)
             self._others.clear()
+            self._plans.clear()
             if name not in self._sessions:
                 self._announce(name, visible, tick)
 
@@ -398,6 +431,7 @@ class Hub:
             gone, came = self._elsewhere - names, names - self._elsewhere
             self._elsewhere = set(names)
             self._others.clear()
+            self._plans.clear()
             for name in sorted(gone):
                 if name not in self._sessions:
                     self._announce(name, False, tick)
@@ -418,6 +452,7 @@ class Hub:
         user.out.set_tag(tag)
         self._everyone = None
         self._others.clear()
+        self._plans.clear()
         self.desk.sessions_changed(name)
         if len(sessions) == 1:
             self._presence.arrived(name)
@@ -444,7 +479,8 @@ class Hub:
         if everyone is None:
             pairs = [(n, u.out.handle) for n, us in self._sessions.items() for u in us]
             everyone = self._everyone = Targets.of(pairs) if pairs else NOBODY
-        return everyone.but(self._tags.get(sender, 0))
+        tag = self._tags.get(sender, 0)
+        return everyone.but(tag, len(self._sessions.get(sender, ())) if tag else 0)
 
     def _announce(self, name: str, joined: bool, tick: Tick) -> None:
         """Log a join or leave; whoever has no roster frame in flight hears of it now, or,

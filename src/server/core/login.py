@@ -1,9 +1,15 @@
-"""A login: the password checked on a hash thread, then `auth_ok` and the full roster.
+"""A login: the password (or token) checked on a hash thread, then `auth_ok` and the full roster.
 
 While the password is checked the mailbox holds: later frames wait, so the
 replies keep the order of the frames they answer (protocol v1.1 section 7).
 The check is delayed by the login throttle (on the hash executor's timer,
 never on a thread), and a flood of logins waits in a bounded queue.
+
+A login with a token (protocol v1.2 section 6, accounts/tokens.py) goes the
+same way, through the same throttle (a bad, expired or revoked token counts
+as a wrong password), and costs one HMAC instead of a scrypt. A login that
+asked for `resume` gets a new token in its `auth_ok`, made on the hash thread
+from the account's nonce as it is then.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Protocol
 
 from chat.server.accounts.seam import Accounts
 from chat.server.accounts.throttle import HASH_QUEUE_FULL
+from chat.server.accounts.tokens import Tokens
 from chat.server.accounts.users_file import StoreError
 from chat.server.core import native
 from chat.server.core.ends import Ends
@@ -23,6 +30,7 @@ from chat.server.core.user import User
 from chat.server.net.inbox import Cause, LoopInbox
 from chat.server.ops.audit import audit
 from chat.shared.errors import Code, Refusal, RemoteProtocolError, Why, password_too_short
+from chat.shared.features import RESUME
 from chat.shared.messages import Auth
 
 log = logging.getLogger("chat.server")
@@ -52,6 +60,7 @@ class Login:
         throttle: Throttle,
         inbox: LoopInbox,
         ends: Ends,
+        tokens: Tokens,
         min_password: int = 1,
         registration: str = "open",
     ) -> None:
@@ -62,6 +71,10 @@ class Login:
         #: Read by the metrics at scrape time (ops/metrics.py); each is counted by the
         #: connection's mailbox, and the workers take turns (core/pool.py): plain ints.
         self.counts = {outcome: 0 for outcome in Outcome} | {"throttled": 0, "refused": 0}
+        #: The same for logins made with a token (the metrics' kind="token").
+        self.token_counts = {outcome: 0 for outcome in Outcome} | {"throttled": 0}
+        #: Issues and checks tokens; its `days` is `--token-days` (a reload sets it).
+        self.tokens = tokens
         self._hub = hub
         self._accounts = accounts
         self._throttle = throttle
@@ -88,13 +101,18 @@ class Login:
             self.counts["refused"] += 1
             return True
         accounts, mailbox, throttle, ip = self._accounts, user.mailbox, self._throttle, user.ip
+        tokens, by_token = self.tokens, auth.token is not None
+        # `resume` is offered (core/user.py): asked for is granted, and its auth_ok has a token.
+        wants_token = RESUME in (auth.features or ())
 
         def check(now: bool) -> None:
             if not now:  # it waited half the login deadline for its account's turn
-                mailbox.resume(LoginChecked(auth.user, auth.register, Outcome.WAITED_TOO_LONG))
+                outcome = Outcome.WAITED_TOO_LONG
+                mailbox.resume(LoginChecked(auth.user, auth.register, outcome, by_token=by_token))
                 return
             outcome = Outcome.STORE_FAILED
             taken = None
+            token = None
             try:
                 if invite_mode:
                     # One use of the code, taken before the account is made and given
@@ -103,15 +121,24 @@ class Login:
                     if taken is None:
                         outcome = Outcome.NO_INVITE
                         return
-                if auth.register:
-                    created = accounts.register(auth.user, auth.password)
+                if auth.token is not None:
+                    nonce = accounts.token_nonce(auth.user)
+                    ok = tokens.check(auth.token, auth.user, nonce)
+                    outcome = Outcome.OK if ok else Outcome.BAD_CREDENTIALS
+                    if ok and accounts.banned(auth.user):
+                        outcome = Outcome.BANNED
+                elif auth.register:
+                    created = accounts.register(auth.user, auth.password or "")
                     outcome = Outcome.OK if created else Outcome.USER_EXISTS
                 else:
-                    ok = accounts.verify(auth.user, auth.password)
+                    ok = accounts.verify(auth.user, auth.password or "")
                     outcome = Outcome.OK if ok else Outcome.BAD_CREDENTIALS
                     # After the password: a wrong one says nothing about the account.
                     if ok and accounts.banned(auth.user):
                         outcome = Outcome.BANNED
+                if outcome is Outcome.OK and wants_token:
+                    nonce = accounts.token_nonce(auth.user)
+                    token = tokens.issue(auth.user, nonce) if nonce is not None else None
             except StoreError as exc:  # disk full, Redis away: say so, keep serving others
                 what = "registration" if auth.register else "login"
                 log.error("%s of %s failed: %s", what, auth.user, exc)
@@ -128,25 +155,25 @@ class Login:
                     throttle.success(auth.user, ip)
                 elif outcome in _FAILURES:
                     throttle.failure(auth.user, ip)
-                mailbox.resume(LoginChecked(auth.user, auth.register, outcome))
+                mailbox.resume(LoginChecked(auth.user, auth.register, outcome, token, by_token))
 
         refused = throttle.submit(auth.user, ip, check)
         if refused is not None:
             level = logging.WARNING if refused == HASH_QUEUE_FULL else logging.INFO
             log.log(level, "login of %s from %s refused: %s", auth.user, user.addr, refused)
-            self.counts["throttled"] += 1
+            (self.token_counts if by_token else self.counts)["throttled"] += 1
             user.out.append(user.conn.login_failed(RemoteProtocolError(Code.RATE_LIMITED)), tick)
             return True
         return False
 
     def checked(self, user: User, result: LoginChecked, tick: native.Tick) -> None:
         conn = user.conn
-        self.counts[result.outcome] += 1
+        (self.token_counts if result.by_token else self.counts)[result.outcome] += 1
         if result.outcome is Outcome.OK:
-            self._hub.subscribe(user, conn.login_succeeded(result.user), tick)
+            self._hub.subscribe(user, conn.login_succeeded(result.user, result.token), tick)
             self._inbox.logged_in(user.cid)
             what = "registered and logged in" if result.register else "logged in"
-            log.info("%s %s", what, user.label())
+            log.info("%s %s%s", what, user.label(), " with a token" if result.by_token else "")
             if result.register:
                 audit("register", user=result.user, peer=user.addr)
             return
@@ -175,7 +202,7 @@ class Login:
             "login failed %s: user=%s: %s%s",
             user.label(),
             result.user,
-            result.outcome.value,
+            "bad, expired or revoked token" if result.by_token else result.outcome.value,
             " (too many attempts)" if conn.closed else "",
         )
         if conn.closed:

@@ -46,6 +46,7 @@ size_t cd_pending(cd_out *o, uint64_t handle);
 uint32_t cd_state(cd_out *o, uint64_t handle);
 uint64_t cd_total(cd_out *o);
 uint64_t cd_sent(cd_out *o);
+size_t cd_trim(cd_out *o);
 uint32_t cd_flush(cd_out *o, uint64_t handle, int *err, size_t *left);
 size_t cd_peek(cd_out *o, uint64_t handle, uint8_t *dst, size_t max);
 int cd_consume(cd_out *o, uint64_t handle, size_t n);
@@ -149,6 +150,11 @@ class OutTable:
     def sent(self) -> int:
         """Bytes sent so far, every connection together (read by the metrics)."""
         return int(self._lib.cd_sent(self._out))
+
+    def trim(self) -> int:
+        """Free the buffers of drained slots that had no append since the last call (the
+        loop, once a second: a busy slot keeps its memory, an idle one holds none)."""
+        return int(self._lib.cd_trim(self._out))
 
     def open(self, slot: int, fd: int, direct: bool) -> int:
         handle = ffi.new("uint64_t *")

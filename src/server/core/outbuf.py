@@ -82,7 +82,9 @@ class OutBuffer:
         return bool(self._state() & native.OVERFLOWED)
 
     def append(self, data: bytes, tick: native.Tick | None = None) -> Append:
-        return _result(self._lib.cd_append(self._out, _tick(tick), self.handle, data, len(data)))
+        ptr = _NO_TICK if tick is None else tick.ptr
+        rc = self._lib.cd_append(self._out, ptr, self.handle, data, len(data))
+        return Append.OK if rc == native.OK else _result(rc)
 
     def set_tag(self, tag: int) -> None:
         """Name the slot's user for the fan-out (a message to everyone skips its sender's)."""

@@ -1,15 +1,16 @@
 """The results of our own work and the loop's notices, each carried out in its mailbox.
 
 What the connection asked for and waited on comes back here (a password
-checked, a group of sends answered, a page read, the catch-up drained, the
-acknowledged messages stored), and so does what the loop tells it (the peer
-went away, a deadline passed, the client does not read). A handler returns
-False when the mailbox must hold again.
+or a token checked, an account changed, a group of sends answered, a page
+read, the catch-up drained, the acknowledged messages stored), and so does
+what the loop tells it (the peer went away, a deadline passed, the client
+does not read). A handler returns False when the mailbox must hold again.
 """
 
 from __future__ import annotations
 
 from chat.server.core import native
+from chat.server.core.care import Care
 from chat.server.core.catchup import CatchUp
 from chat.server.core.ends import Ends
 from chat.server.core.fanout import Fanout
@@ -19,6 +20,7 @@ from chat.server.core.results import (
     Abort,
     AcksStored,
     Answered,
+    CareChecked,
     Drained,
     Evict,
     HistoryRead,
@@ -40,9 +42,16 @@ from chat.shared.notices import Ok
 
 class Outcomes:
     def __init__(
-        self, login: Login, fanout: Fanout, catchup: CatchUp, frames: PeerFrames, ends: Ends
+        self,
+        login: Login,
+        fanout: Fanout,
+        catchup: CatchUp,
+        frames: PeerFrames,
+        ends: Ends,
+        care: Care,
     ) -> None:
         self._login = login
+        self._care = care
         self._fanout = fanout
         self._catchup = catchup
         self._frames = frames
@@ -55,6 +64,8 @@ class Outcomes:
                 return self._fanout.answered(user, item, tick)
             case LoginChecked():
                 self._login.checked(user, item, tick)
+            case CareChecked():
+                self._care.checked(user, item, tick)
             case HistoryRead(msg_id, page, failed):
                 if page is None:
                     text = Trouble.HISTORY_UNREADABLE if failed is not None else None

@@ -3,13 +3,14 @@
 The peer's frames arrive as payload bytes. Everything else a mailbox runs is
 one of these frozen records: a notice from the loop (the peer went away, a
 deadline passed, the client does not read) or the result of work the
-connection asked for and waited on (a password checked, messages stored, a
-page read). Each is handled by `core.dispatch` in the connection's order.
+connection asked for and waited on (a password or a token checked, an
+account changed, messages stored, a page read). Each is handled by
+`core.dispatch` in the connection's order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from chat.server.net.inbox import Cause
@@ -62,11 +63,32 @@ class Outcome(Enum):
 
 @dataclass(frozen=True, slots=True)
 class LoginChecked:
-    """The hash thread's answer to one `auth`."""
+    """The hash thread's answer to one `auth`: with `resume` asked, the new token for its
+    `auth_ok` (never in a repr, so never in a log line)."""
 
     user: str
     register: bool
     outcome: Outcome
+    token: str | None = field(default=None, repr=False)
+    by_token: bool = False  # the login was made with a token (the metrics' `kind`)
+
+
+class CareOutcome(Enum):
+    """What a `passwd` or `delete_account` came to (core/care.py)."""
+
+    OK = "ok"
+    BAD_CREDENTIALS = "bad credentials"  # the password given is not the account's
+    WAITED_TOO_LONG = "waited too long for the account's turn"  # rate_limited
+    FAILED = "could not be done"  # the store failed: rate_limited, nothing changed
+
+
+@dataclass(frozen=True, slots=True)
+class CareChecked:
+    """The hash thread's answer to a `passwd` or `delete_account` (the request's `id`)."""
+
+    id: MsgId
+    kind: str  # "passwd" or "delete_account"
+    outcome: CareOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +150,7 @@ class AcksStored:
 Notice = PeerGone | Abort | Evict | Drained
 Result = (
     LoginChecked
+    | CareChecked
     | Answered
     | HistoryRead
     | OfflineRead
@@ -145,6 +168,7 @@ OURS: frozenset[type] = frozenset(
         Evict,
         Drained,
         LoginChecked,
+        CareChecked,
         Answered,
         HistoryRead,
         OfflineRead,

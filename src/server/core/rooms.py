@@ -257,16 +257,25 @@ class RoomBook:
     def remove_user(self, user: str, now: float) -> list[Change]:
         """An account deleted (v1.2 section 7): it leaves every room (ownership rules as for
         a leave) and its invites go."""
-        changes = [
-            self._without(r, user, now, Event(r.name, "left", user, now))
-            for r in self.rooms_of(user)
-        ]
-        for key in list(self._invited.pop(user, ())):
-            r = self._rooms.get(key)
-            if r is not None:
-                r.invites.pop(user, None)
-                changes.append(Change((), r, key))
-        return changes
+        keys = [*self._of_user.get(user, ()), *self._invited.get(user, ())]
+        changes = [self.remove_user_from(user, key, now) for key in dict.fromkeys(keys)]
+        return [c for c in changes if c.room is not None or c.events]
+
+    def remove_user_from(self, user: str, room: str, now: float) -> Change:
+        """A deleted account out of one room: a member leaves it (ownership rules as for a
+        leave), an invite goes; nothing when it is neither (a cluster's scratch book holds
+        only this room)."""
+        key = fold(room)
+        r = self._rooms.get(key)
+        if r is None:
+            return Change((), None, key)
+        if user in r.members:
+            return self._without(r, user, now, Event(r.name, "left", user, now))
+        if user in r.invites:
+            r.invites.pop(user, None)
+            self._uninvite_key(user, key)
+            return Change((), r, key)
+        return Change((), None, key)
 
     def posted(self, room: Room, msg_id: int) -> None:
         """A message to the room was given this id (the `last` of the `rooms` frame)."""

@@ -25,11 +25,11 @@ from chat.server.core.outbuf import OutBuffer
 from chat.server.core.pool import Mailbox, Submitter
 from chat.server.core.ratelimit import TokenBucket
 from chat.shared.connection import ServerConnection
-from chat.shared.features import ECHO, READ, ROOMS, TYPING
+from chat.shared.features import ECHO, READ, RESUME, ROOMS, TYPING
 from chat.shared.roster import RosterOutbox
 
-#: The v1.2 features this server grants when asked (section 1); `resume` comes with tokens.
-OFFERED: tuple[str, ...] = (ROOMS, READ, ECHO, TYPING)
+#: The v1.2 features this server grants when asked (section 1): all of them.
+OFFERED: tuple[str, ...] = (ROOMS, READ, ECHO, TYPING, RESUME)
 
 
 class User:

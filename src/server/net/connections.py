@@ -45,6 +45,7 @@ _BACKLOG_BYTES = 256 * 1024  # or payload bytes: inbound memory is bounded too
 _DRAINED = 64 * 1024  # a catch-up's next page is read once its buffer is down to this
 _HUP_ERR = select.EPOLLHUP | select.EPOLLERR
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+_OPEN, _CLOSED = Phase.OPEN, Phase.CLOSED
 
 
 def errname(exc: OSError) -> str:
@@ -73,6 +74,10 @@ class Connections:
         #: Read by the metrics at scrape time (ops/metrics.py); this thread alone adds.
         self.bytes_in = 0
         self.slow_readers = 0
+        #: One read buffer for every plain-TCP read (the loop's thread alone reads): the
+        #: decoder copies out what it keeps, so nothing of it outlives a read.
+        self._rbuf = bytearray(_RECV_SIZE)
+        self._rview = memoryview(self._rbuf)
 
     def __len__(self) -> int:
         return len(self.by_cid)
@@ -98,14 +103,21 @@ class Connections:
 
     # ---- events --------------------------------------------------------------------
     def on_event(self, t: Transport, events: int) -> None:
-        if t.closed:
+        phase = t.phase
+        if phase is _CLOSED:
             return
         if t.handshaking:
             self.handshake(t)
             return
         if events & _READ or (events & _WRITE and t.read_wants_write):
-            self._on_readable(t)
-        if events & _WRITE and not t.closed:
+            if phase is _OPEN and not t.paused:  # the common case: frames to read
+                if t.tls:
+                    self._read(t)
+                else:
+                    self._read_tcp(t)
+            else:
+                self._on_readable(t)
+        if events & _WRITE and t.phase is not _CLOSED:
             self.write(t)
 
     def after_events(self) -> None:
@@ -149,6 +161,23 @@ class Connections:
         elif self._selector.last_masks.get(t.fd, 0) & _HUP_ERR:
             self.close_now(t, "connection reset", Cause.BROKEN)
 
+    def _read_tcp(self, t: Transport) -> None:
+        """Plain TCP: one recv into the loop's buffer (level-triggered: epoll reports the
+        rest), cut where it lies."""
+        try:
+            got = t.sock.recv_into(self._rbuf)
+        except (BlockingIOError, InterruptedError):
+            self._cut_frames(t, b"", 0, False)
+            return
+        except OSError as exc:
+            self.close_now(t, errname(exc), Cause.BROKEN)
+            return
+        if got:
+            t.last_rx = time.monotonic()
+            self._cut_frames(t, self._rview[:got], got, False)
+        else:
+            self._cut_frames(t, b"", 0, True)
+
     def _read(self, t: Transport) -> None:
         """Read what is there: one recv for TCP, until the TLS layer is empty for TLS."""
         sock = t.sock
@@ -186,7 +215,7 @@ class Connections:
             self.bytes_in += got
         self._cut_frames(t, chunks[0] if len(chunks) == 1 else b"".join(chunks), got, eof)
 
-    def _cut_frames(self, t: Transport, data: bytes, got: int, eof: bool) -> None:
+    def _cut_frames(self, t: Transport, data: bytes | memoryview, got: int, eof: bool) -> None:
         decoder, mailbox = t.decoder, t.user.mailbox
         payloads, err, buffered = decoder.cut(data)
         items: list[Any] = payloads
@@ -206,10 +235,13 @@ class Connections:
                 t.move(Move.END)
                 self._cancel_drain_wait(t)
             mailbox.post(items, nbytes)
-            if t.open and (len(mailbox) > _BACKLOG_ITEMS or mailbox.size > _BACKLOG_BYTES):
+            if t.phase is _OPEN and (
+                mailbox.size > _BACKLOG_BYTES or len(mailbox) > _BACKLOG_ITEMS
+            ):
                 t.paused = True
                 self._paused[t.cid] = t
-        self.update_interest(t)
+        if t.events != _READ or not t.reading or t.paused or t.write_pending or t.read_wants_write:
+            self.update_interest(t)  # else: reading, nothing to write: nothing changes
 
     def _check_paused(self) -> None:
         for cid, t in list(self._paused.items()):
@@ -312,12 +344,12 @@ class Connections:
         self.update_interest(t)
         self.post_end(t, Abort(err, reason))
 
-    def end_user(self, name: str, why: str) -> int:
-        """End every connection logged in as `name` with a `bye` saying `why` (an operator's
-        kick, ban or delete: ops/commands.py), built in its mailbox; how many."""
+    def end_user(self, name: str, why: str, keep: int | None = None) -> int:
+        """End every connection logged in as `name` but `keep` with a `bye` saying `why`
+        (ops/commands.py), built in its mailbox; how many."""
         ended = 0
         for t in list(self.by_cid.values()):
-            if t.open and t.user.name == name:
+            if t.open and t.user.name == name and t.cid != keep:
                 t.move(Move.END)
                 self.update_interest(t)
                 self.post_end(t, Evict(why))

@@ -59,11 +59,14 @@ class WhenDrained:
 @dataclass(frozen=True, slots=True)
 class EndSessions:
     """End every connection logged in as `name` with a `bye` saying `why` (an operator's
-    kick, ban or delete); `then(how many)` once they are told, on the loop thread."""
+    kick, ban or delete; a user's `passwd` or `delete_account`), but the one numbered
+    `keep` (the session that asked: it ends itself, or stays); `then(how many)` once they
+    are told, on the loop thread."""
 
     name: str
     why: str
     then: Callable[[int], None]
+    keep: int | None = None
 
 
 Request = Flushed | CloseAfterFlush | LoggedIn | WhenDrained | EndSessions
@@ -90,8 +93,10 @@ class LoopInbox:
     def when_drained(self, cid: int, then: Callable[[bool], None]) -> None:
         self._put(WhenDrained(cid, then))
 
-    def end_sessions(self, name: str, why: str, then: Callable[[int], None]) -> None:
-        self._put(EndSessions(name, why, then))
+    def end_sessions(
+        self, name: str, why: str, then: Callable[[int], None], keep: int | None = None
+    ) -> None:
+        self._put(EndSessions(name, why, then, keep))
 
     def wake(self) -> None:
         """Interrupt the loop's wait (safe from a signal handler)."""

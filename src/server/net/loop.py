@@ -63,6 +63,7 @@ class EventLoop:
         self._listeners = listeners
         self._hub = hub
         self._inbox = inbox
+        self._table = table
         self.selector = TunedEpollSelector(config.max_events, config.epoll_timeout_ms)
         self.admission = Admission(config, table, make_user)
         self.connections = Connections(
@@ -124,14 +125,23 @@ class EventLoop:
         connections = self.connections
         for key, events in self.selector.select(self._wait_seconds()):
             data = key.data
-            if data is _WAKE:
+            if type(data) is Transport:  # the common event first
+                connections.on_event(data, events)
+            elif data is _WAKE:
                 self._run_requests()
             elif isinstance(data, Listener):
                 self._accept(data)
             else:
                 connections.on_event(data, events)
-        connections.after_events()
-        self._run_timers()
+        if connections.busy:
+            connections.after_events()
+        now = time.monotonic()
+        if (
+            now >= self._next_scan
+            or now >= self._next_trim
+            or (self._timers and self._timers[0][0] <= now)
+        ):
+            self._run_timers()
         if self._reload_asked:
             self._reload_asked = False
             if self._reload is not None:
@@ -139,10 +149,10 @@ class EventLoop:
 
     def _wait_seconds(self) -> float | None:
         """The configured epoll timeout, cut short only when something is due sooner."""
-        hint = self.connections.wait_hint
-        if hint is not None:
-            return hint
-        if not len(self.connections) and not self._timers:
+        connections = self.connections
+        if connections.busy:
+            return connections.wait_hint
+        if not connections.by_cid and not self._timers:
             return None
         due = min(self._next_scan, self._timers[0][0]) if self._timers else self._next_scan
         left = max(due - time.monotonic(), 0.0)
@@ -167,8 +177,8 @@ class EventLoop:
                     self.admission.logged_in(cid)
                 case WhenDrained(cid, then):
                     connections.when_drained(cid, then)
-                case EndSessions(name, why, then):
-                    ended = connections.end_user(name, why)
+                case EndSessions(name, why, then, keep):
+                    ended = connections.end_user(name, why, keep)
                     try:
                         then(ended)
                     except Exception:
@@ -206,6 +216,7 @@ class EventLoop:
         if now >= self._next_scan:
             self._next_scan = now + _SCAN_EVERY
             self._scan(now)
+            self._table.trim()  # a drained buffer idle for a whole scan period goes
         if now >= self._next_trim:
             self._next_trim = now + _TRIM_EVERY
             release_free_memory()

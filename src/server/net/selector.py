@@ -54,6 +54,12 @@ def _from_epoll(mask: int) -> int:
     return events
 
 
+#: The bits `_from_epoll` looks at, and its answer for each combination of them: `select`
+#: looks the events of a mask up here instead of calling it once per ready descriptor.
+_EVENT_BITS = select.EPOLLIN | select.EPOLLPRI | select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
+_EVENTS = [_from_epoll(mask) for mask in range(_EVENT_BITS + 1)]
+
+
 class _KeyMap(Mapping[Any, selectors.SelectorKey]):
     def __init__(self, keys: dict[int, selectors.SelectorKey]) -> None:
         self._keys = keys
@@ -124,23 +130,24 @@ class TunedEpollSelector(selectors.BaseSelector):
             ready = self._epoll.poll(wait_s, self.max_events)
         except InterruptedError:
             ready = []
-        debug = log.isEnabledFor(logging.DEBUG)
-        if debug:
+        masks = self.last_masks
+        masks.clear()
+        if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "epoll_wait(maxevents=%d, timeout=%dms) -> %d events",
                 self.max_events,
                 int(wait_s * 1000),
                 len(ready),
             )
-        out = []
-        self.last_masks.clear()
-        for fd, mask in ready:
-            if debug:
+            for fd, mask in ready:
                 log.debug("  fd=%d %s", fd, epoll_names(mask))
-            key = self._keys.get(fd)
+        out = []
+        keys, events = self._keys, _EVENTS
+        for fd, mask in ready:
+            key = keys.get(fd)
             if key is not None:
-                self.last_masks[fd] = mask
-                out.append((key, _from_epoll(mask)))
+                masks[fd] = mask
+                out.append((key, events[mask & _EVENT_BITS]))
         return out
 
     def close(self) -> None:

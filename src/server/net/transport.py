@@ -40,12 +40,14 @@ class Transport:
         "paused",
         "phase",
         "read_wants_write",
+        "reading",
         "send",
         "slot",
         "sock",
         "tls",
         "user",
         "write_pending",
+        "writing",
     )
 
     def __init__(
@@ -65,6 +67,10 @@ class Transport:
         self.send = sock.send  # bound once: the loop writes on every tick of the workers
         self.chunk = _TLS_CHUNK if self.tls else _SEND_CHUNK
         self.phase = Phase.OPEN
+        #: `phase in READING` and `phase in WRITING`, kept beside the phase by `move` (the
+        #: loop asks on every read; a set lookup hashes an Enum in Python).
+        self.reading = True
+        self.writing = True
         self.handshaking = self.tls  # the TLS layer is not ready yet
         self.handshake_wants = 1  # selectors.EVENT_READ: a ClientHello comes first
         self.counted = counted  # holds one of --max-clients (a refused one does not)
@@ -82,8 +88,10 @@ class Transport:
         self.write_pending = False
 
     def move(self, move: Move) -> Phase:
-        self.phase = next_phase(self.phase, move)
-        return self.phase
+        phase = self.phase = next_phase(self.phase, move)
+        self.reading = phase in READING
+        self.writing = phase in WRITING
+        return phase
 
     @property
     def open(self) -> bool:
@@ -100,11 +108,11 @@ class Transport:
 
     @property
     def reads(self) -> bool:
-        return self.phase in READING and not self.paused
+        return self.reading and not self.paused
 
     @property
     def writes(self) -> bool:
-        return self.phase in WRITING and not self.handshaking
+        return self.writing and not self.handshaking
 
     @property
     def cid(self) -> int:

@@ -142,10 +142,10 @@ def on_files(config: ServerConfig, message: dict[str, Any]) -> list[str]:
         except StoreError as exc:
             raise Refused(str(exc)) from None
 
-        def drop_queue(name: str) -> None:
-            _drop_file_queue(config, key, cipher, name)
+        def forget(name: str) -> None:
+            _forget_in_files(config, key, cipher, name)
 
-        commands = Commands(accounts, drop_queue, min_password=config.min_password)
+        commands = Commands(accounts, forget, min_password=config.min_password)
         try:
             return commands.run(message, by)
         finally:
@@ -154,7 +154,14 @@ def on_files(config: ServerConfig, message: dict[str, Any]) -> list[str]:
         lock.release()
 
 
-def _drop_file_queue(config: ServerConfig, key: bytes, cipher: Any, name: str) -> None:
+def _forget_in_files(config: ServerConfig, key: bytes, cipher: Any, name: str) -> None:
+    """What a deleted account had, in a stopped server's message store, in one transaction:
+    its offline queue, markers and contacts, and its place in every room (the same rules as
+    a running server's: core/rooms.py; a room it was the last member of goes, with its
+    history)."""
+    import time
+
+    from chat.server.core.rooms import RoomBook
     from chat.server.store.sqlite import MessageStore, MessageStoreError, is_missing
 
     if not config.keep_messages or is_missing(config.history_file):
@@ -162,12 +169,19 @@ def _drop_file_queue(config: ServerConfig, key: bytes, cipher: Any, name: str) -
     try:
         store = MessageStore.open(config.history_file, key, cipher)
         try:
+            book = RoomBook()
+            book.load(store.state.load_rooms())
             with store.transaction():
                 store.ack(store.owner(name), MAX_ID)
+                store.state.drop_user(name)
+                for change in book.remove_user(name, time.time()):
+                    store.state.save_room(change.key, change.room)
+                    if change.deleted:
+                        store.drop_conversation(change.events[-1].room)
         finally:
             store.close()
     except MessageStoreError as exc:
-        raise Refused(f"the account is deleted but its offline queue is not: {exc}") from None
+        raise Refused(f"the account is deleted but what it had is not: {exc}") from None
 
 
 def _on_redis(config: ServerConfig, message: dict[str, Any], by: str) -> list[str]:
@@ -195,14 +209,14 @@ def _on_redis(config: ServerConfig, message: dict[str, Any], by: str) -> list[st
     accounts = RedisAccounts(link, box, config.hash_cost, config.refuse_case_variants)
     queues = RedisMessageStore(link, box, config.history_days * 86400)
 
-    def drop_queue(name: str) -> None:
+    def forget(name: str) -> None:
         try:
             queues.ack(queues.owner(name), MAX_ID)
         except redis.RedisError as exc:
             raise Refused(f"the account is deleted but its offline queue is not: {exc}") from None
 
     peers = ClusterModeration(link, box, f"operator-{secrets.token_hex(4)}")
-    commands = Commands(accounts, drop_queue, peers=peers, min_password=config.min_password)
+    commands = Commands(accounts, forget, peers=peers, min_password=config.min_password)
     try:
         accounts.reload()
     except redis.RedisError as exc:

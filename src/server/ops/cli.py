@@ -122,6 +122,9 @@ def _ranged(kind: type, lo: float, hi: float | None = None) -> _Ranged:
     return _Ranged(kind, lo, hi)
 
 
+#: `--token-days` at least: one second (fractions of a day are fine: tests use seconds).
+TOKEN_DAYS_MIN = 1 / 86400
+
 #: `--registration`: who may make an account (protocol v1.2 section 8).
 REGISTRATION_MODES = ("open", "closed", "invite")
 
@@ -435,6 +438,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the chat port; off unless given (docs/operations.md, 'Metrics')",
     )
     a(
+        "--token-days",
+        type=_ranged(float, TOKEN_DAYS_MIN, 36500),
+        default=d.token_days,
+        metavar="DAYS",
+        help="a login token (clients that ask for 'resume') is good this long after it was "
+        "issued; a reload applies the new value to tokens already issued too",
+    )
+    a(
         "--login-delay",
         type=_ranged(float, 0, 3600),
         default=d.login_delay,
@@ -548,6 +559,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         min_password=args.min_password,
         refuse_case_variants=args.refuse_case_variants,
         login_delay=args.login_delay,
+        token_days=args.token_days,
         max_rooms_per_user=args.max_rooms_per_user,
         max_room_members=args.max_room_members,
         shutdown_grace=args.shutdown_grace,

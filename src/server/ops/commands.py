@@ -4,10 +4,17 @@ One implementation for the three places they run (ops/admin.py chooses):
 a running server, asked through its control socket (ops/control.py); the
 files of a stopped server, under its folder lock; a cluster's Redis when no
 node answers here. What differs is handed in: the accounts (users file or
-Redis), how a user's offline queue is dropped, how this process's sessions
-end (`end_sessions`: the loop's; none on files) and who else must act
-(`peers`: every other node of a cluster, told on its control channel,
-cluster/moderation.py).
+Redis), how what a deleted account had is dropped (`forget`), how this
+process's sessions end (`end_sessions`: the loop's; none on files) and who
+else must act (`peers`: every other node of a cluster, told on its control
+channel, cluster/moderation.py).
+
+A user's own `passwd` and `delete_account` (protocol v1.2 section 7,
+core/care.py) are carried out by the same two functions as the operator's
+`user passwd` and `user delete` (`change_password`, `delete_account`), so
+that both do exactly the same, on every process. Tokens need no step of
+their own: each is bound to the account's token nonce, which a new password
+or an unban replaces and a delete removes (accounts/tokens.py).
 
 Every change is durable before the command answers, and written to the audit
 log (ops/audit.py) with who asked. A name that is not an account is refused
@@ -35,14 +42,26 @@ log = logging.getLogger("chat.server")
 #: Above every message id: an `offline_ack` up to it empties a queue.
 MAX_ID = 2**63 - 1
 
-#: What each action does to the user's sessions on every process (the `bye` reason).
-ENDS = {"kick": Why.KICKED, "ban": Why.BANNED, "delete": Why.ACCOUNT_DELETED}
-#: The actions every process of a cluster carries out (the password: its tokens).
+#: What each action does to the user's sessions on every process (the `bye` reason);
+#: `logout` is a `passwd` with `logout_others`.
+ENDS = {
+    "kick": Why.KICKED,
+    "ban": Why.BANNED,
+    "delete": Why.ACCOUNT_DELETED,
+    "logout": Why.PASSWORD_CHANGED,
+}
+#: The actions every process of a cluster is told of (a new password ends no session: it
+#: is told for the log; its tokens are dead everywhere with the account's nonce).
 ACTIONS = (*ENDS, "passwd")
 
 
 class Refused(Exception):
     """The command cannot be done: one line for stderr, exit 1."""
+
+
+class Unreached(Refused):
+    """The change is done and stored here, but the other processes were not told (Redis
+    away): the operator is told to run the command again; a user's own request is done."""
 
 
 class Peers(Protocol):
@@ -68,27 +87,25 @@ class NoPeers:
         pass
 
 
-def _no_sessions(name: str, why: str, wait: bool = True) -> int:
+def _no_sessions(name: str, why: str, wait: bool = True, keep: int | None = None) -> int:
     return 0
 
 
 @dataclass
 class Commands:
     accounts: AccountAdmin
-    #: Drop a user's offline queue, durably (a delete).
-    drop_queue: Callable[[str], None]
-    #: End this process's sessions of a user with a `bye` saying why; how many (with
-    #: `wait`: once they are told, else 0 at once).
-    end_sessions: Callable[[str, str, bool], int] = _no_sessions
+    #: Drop what a deleted account had besides its record, durably before it returns: its
+    #: offline queue, read markers and contacts, its place in every room (ownership passes
+    #: on, the members are told). Messages it sent stay in the others' history.
+    forget: Callable[[str], None]
+    #: End this process's sessions of a user with a `bye` saying why, but the one numbered
+    #: `keep`; how many (with `wait`: once they are told, else 0 at once).
+    end_sessions: Callable[[str, str, bool, int | None], int] = _no_sessions
     peers: Peers = field(default_factory=NoPeers)
     #: The running server's facts (`status`); None on files.
     facts: Callable[[], dict[str, Any]] | None = None
     #: `--min-password`: a password the operator sets follows the same rule.
     min_password: int = 1
-    #: Told a user's credentials changed (a new password, a ban, a delete): every token of
-    #: the user must stop working (protocol v1.2 section 8). Tokens come with `resume`
-    #: (v1.2 section 6): their store registers itself here.
-    revoke_tokens: list[Callable[[str], None]] = field(default_factory=list)
 
     def run(self, request: dict[str, Any], by: str) -> list[str]:
         """Carry out one request; the lines for stdout. Refused (one line) otherwise."""
@@ -107,13 +124,50 @@ class Commands:
         raise refused
 
     # ---- what every process does (here, and told by a peer) ----------------------------------
-    def act(self, action: str, name: str, wait: bool = True) -> int:
-        """`action` on `name` in this process: its sessions ended, its tokens revoked."""
-        if action in ("passwd", "ban", "delete"):
-            for revoke in self.revoke_tokens:
-                revoke(name)
+    def act(self, action: str, name: str, wait: bool = True, keep: int | None = None) -> int:
+        """`action` on `name` in this process: its sessions (but `keep`) ended."""
         why = ENDS.get(action)
-        return self.end_sessions(name, why, wait) if why is not None else 0
+        return self.end_sessions(name, why, wait, keep) if why is not None else 0
+
+    # ---- an account's care: the operator's and the user's own ---------------------------------
+    def change_password(
+        self,
+        name: str,
+        password: str,
+        by: str,
+        logout: bool = False,
+        keep: int | None = None,
+        peer: str | None = None,
+    ) -> int:
+        """A new password for `name`, durable before it returns; its tokens stop working on
+        every process (a new nonce). With `logout`, every session of `name` on every
+        process but `keep` gets `bye` `password_changed`; how many here."""
+        if not self.accounts.set_password(name, password):
+            raise _unknown(name)
+        action = "logout" if logout else "passwd"
+        ended = self.act(action, name, keep=keep)
+        unreached = self._tell(action, name)
+        audit("passwd", user=name, by=by, peer=peer, sessions=ended if logout else None)
+        if unreached is not None:
+            raise unreached
+        return ended
+
+    def delete_account(
+        self, name: str, by: str, keep: int | None = None, peer: str | None = None
+    ) -> int:
+        """Delete the account `name`, as protocol v1.2 sections 7 and 8 say: the record
+        (with it the tokens) first, durably, so nobody logs in meanwhile; every session on
+        every process but `keep` gets `bye` `account_deleted`; then what it had goes
+        (`forget`). The name may be registered again. How many sessions ended here."""
+        if not self.accounts.delete(name):
+            raise _unknown(name)
+        ended = self.act("delete", name, keep=keep)
+        self.forget(name)
+        unreached = self._tell("delete", name)
+        audit("delete", user=name, by=by, peer=peer, sessions=ended)
+        if unreached is not None:
+            raise unreached
+        return ended
 
     # ---- the commands ------------------------------------------------------------------------
     def user_list(self, request: dict[str, Any], by: str) -> list[str]:
@@ -130,19 +184,11 @@ class Commands:
             raise Refused(f"the password is longer than {PASSWORD_MAX} characters")
         if len(password) < self.min_password:
             raise Refused(f"the password is shorter than --min-password {self.min_password}")
-        if not self.accounts.set_password(name, password):
-            raise _unknown(name)
-        self._everywhere("passwd", name)
-        audit("passwd", user=name, by=by)
+        self.change_password(name, password, by)
         return []
 
     def user_delete(self, request: dict[str, Any], by: str) -> list[str]:
-        name = _name(request)
-        if not self.accounts.delete(name):
-            raise _unknown(name)
-        self.drop_queue(name)
-        ended = self._everywhere("delete", name)
-        audit("delete", user=name, by=by, sessions=ended)
+        self.delete_account(_name(request), by)
         return []
 
     def user_ban(self, request: dict[str, Any], by: str) -> list[str]:
@@ -195,14 +241,22 @@ class Commands:
     def _everywhere(self, action: str, name: str) -> int:
         """`action` here, then on every other process; this process's sessions ended."""
         ended = self.act(action, name)
+        unreached = self._tell(action, name)
+        if unreached is not None:
+            raise unreached
+        return ended
+
+    def _tell(self, action: str, name: str) -> Unreached | None:
+        """Every other process carries out `action`; what to say when they could not be told
+        (the change itself is done and stored)."""
         try:
             self.peers.tell(action, name)
         except Exception as exc:
-            raise Refused(
+            return Unreached(
                 f"{action} {name}: done here and stored, but the other nodes were not told "
                 f"({exc}); run the command again when redis is back"
-            ) from None
-        return ended
+            )
+        return None
 
 
 def _name(request: dict[str, Any]) -> str:

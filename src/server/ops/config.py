@@ -60,6 +60,9 @@ class ServerConfig:
     #: Refuse a new name equal to an existing one ignoring case (`Alice` when `alice`
     #: exists); names stay case-sensitive for everything else.
     refuse_case_variants: bool = False
+    #: Days a login token is good for (`resume`, protocol v1.2 section 6), from its issue;
+    #: checked against the value at each token login, so a reload shortens old tokens too.
+    token_days: float = 30.0
     #: The longest wait between two password checks of one account (or one address) once
     #: past its free failures; the waits double from 0.25 s up to it (throttle.py).
     login_delay: float = 2.0

@@ -185,13 +185,16 @@ class ServerCollector:
             "Connections dropped because they did not read (send buffer full).",
             loop.connections.slow_readers,
         )
-        logins = {
-            (k.name.lower() if isinstance(k, Outcome) else k): v
-            for k, v in s.core.login.counts.items()
-        }
-        yield _counter(
-            "chat_logins", "Logins and registrations, by result.", logins, label="result"
+        login = s.core.login
+        logins = CounterMetricFamily(
+            "chat_logins",
+            "Logins and registrations, by result and kind (password or token).",
+            labels=["result", "kind"],
         )
+        for kind, counts in (("password", login.counts), ("token", login.token_counts)):
+            for k, v in counts.items():
+                logins.add_metric([k.name.lower() if isinstance(k, Outcome) else k, kind], v)
+        yield logins
         counts = s.fanout.counts
         yield _counter(
             "chat_messages",

@@ -19,6 +19,7 @@ WARNING line, since they need a restart, and keep their running values.
 - `idle-timeout`, `auth-timeout`, `frame-timeout`: from the next deadline scan,
   for every connection; `ack-timeout`: for roster frames sent from now on;
 - `max-unauth-per-addr`, `min-password`: from the next connection or registration;
+- `token-days`: from the next token login, for every token, those issued before too;
 - `max-clients`: lower, or higher up to its value at start, which sized the
   table of outbound slots (2 x max-clients + 64); past that, a restart. Lowering
   it closes nobody: new connections are refused until fewer are connected;
@@ -64,6 +65,7 @@ LIVE = frozenset(
         "max_unauth_per_addr",
         "min_password",
         "registration",
+        "token_days",
         "tls_cert",
         "tls_key",
     }

@@ -33,7 +33,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+
+import msgspec
 
 from chat.server.core.rooms import Room
 from chat.server.store.seam import Backend, ReadFailed, Receipt, Reply
@@ -53,40 +54,36 @@ OFFLINE_PAGE_BYTES = 256 * 1024  # and sealed bytes per page
 _JOIN_TIMEOUT = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Put:
+# The writer's jobs: frozen msgspec Structs, made on the send path (under the hub lock),
+# where a frozen dataclass's __init__ costs one `object.__setattr__` per field.
+class _Put(msgspec.Struct, frozen=True):
     kept: Kept
     receipt: Receipt | None
 
 
-@dataclass(frozen=True, slots=True)
-class _Ack:
+class _Ack(msgspec.Struct, frozen=True):
     user: str
     upto: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Reserve:
+class _Reserve(msgspec.Struct, frozen=True):
     ceiling: int
     then: Callable[[bool], None]
 
 
-@dataclass(frozen=True, slots=True)
-class _Room:
+class _Room(msgspec.Struct, frozen=True):
     folded: str
     room: Room | None  # a copy made at hand-over; None: deleted (with its history)
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Marker:
+class _Marker(msgspec.Struct, frozen=True):
     user: str
     peer: str
     upto: int
 
 
-@dataclass(frozen=True, slots=True)
-class _DropUser:
+class _DropUser(msgspec.Struct, frozen=True):
     user: str
 
 
@@ -169,7 +166,10 @@ class StoreService:
         self._retention = backend.retention  # seconds; 0 keeps everything
         self._flush_delay = flush_delay
         self._clock = clock
-        self._cond = threading.Condition(threading.Lock())
+        #: `_put` takes the lock itself (a C context manager; `Condition.__enter__` is a
+        #: Python call on every message).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._jobs: deque[tuple[int, float, _Job]] = deque()
         self._seq = 0  # jobs handed over so far
         self._committed = 0  # every job up to this one is done (stored, or failed and logged)
@@ -263,7 +263,10 @@ class StoreService:
         first = self.ids.take(len(texts))  # type: ignore[attr-defined]
         if first is None:
             return None, None
-        msgs = tuple(Msg(first + i, sender, to, text, now) for i, text in enumerate(texts))
+        if len(texts) == 1:
+            msgs: tuple[Msg, ...] = (Msg(first, sender, to, texts[0], now),)
+        else:
+            msgs = tuple(Msg(first + i, sender, to, text, now) for i, text in enumerate(texts))
         if keep is None:
             return msgs, None
         return msgs, self.keep(Kept(msgs, keep[0], keep[1]), durable)
@@ -355,7 +358,7 @@ class StoreService:
 
     # ---- hand-over -----------------------------------------------------------------------
     def _put(self, job: _Job, urgent: bool) -> int:
-        with self._cond:
+        with self._lock:  # the condition's lock: notify() below is allowed
             refused = self._stopping or len(self._jobs) >= MAX_BACKLOG
             if refused:
                 self._dropped += 1
@@ -510,12 +513,17 @@ class StoreService:
             if self.on_commit is not None:
                 self.on_commit(time.monotonic() - started)
             for _, _, job in batch:
-                _answer(job, ok)
+                if type(job) is not _Put or job.receipt is not None:  # else nobody waits
+                    _answer(job, ok)
             self._done(batch[-1][0])
 
     @staticmethod
     def _state_job(backend: Backend, job: _Job) -> None:
-        state = backend.state  # type: ignore[attr-defined]
+        state = getattr(backend, "state", None)
+        if state is None:  # a backend without state tables (Redis): a delete drops the queue
+            if isinstance(job, _DropUser):
+                backend.ack(backend.owner(job.user), (1 << 63) - 1)
+            return
         match job:
             case _Room(folded, room, name):
                 state.save_room(folded, room)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import operator
 import os
 import shutil
 import sqlite3
@@ -91,6 +92,7 @@ CREATE TABLE IF NOT EXISTS offline (
 )
 
 _Row = tuple[int, float, str, "str | list[str]", str]  # id, ts, from, to, text
+_TEXT = operator.itemgetter(4)
 _body_encoder = msgspec.json.Encoder()
 _body_decoder = msgspec.json.Decoder(list[tuple[int, float, str, str | list[str], str]])
 
@@ -562,6 +564,9 @@ class MessageStore:
 
 def _split(rows: list[_Row]) -> Iterator[list[_Row]]:
     """Chunks of at most CHUNK_MESSAGES rows and CHUNK_TEXT characters (at least one row)."""
+    if len(rows) <= CHUNK_MESSAGES and sum(map(len, map(_TEXT, rows))) <= CHUNK_TEXT:
+        yield rows  # the writer's common case: a batch's conversation fits one chunk
+        return
     part: list[_Row] = []
     size = 0
     for row in rows:

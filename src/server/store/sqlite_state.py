@@ -165,6 +165,8 @@ class StateTables:
         owner = self.user_key(user)
         self._conn.execute("DELETE FROM markers WHERE owner = ?", (owner,))
         self._conn.execute("DELETE FROM contacts WHERE owner = ?", (owner,))
+        # Written again when the name (a new account) exchanges messages with them.
+        self._known = {pair for pair in self._known if user not in pair}
 
     # ---- contacts ------------------------------------------------------------------------------
     def contacts(self, pairs: Iterable[tuple[str, str]]) -> None:
