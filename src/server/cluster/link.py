@@ -109,6 +109,7 @@ class Link:
         self._lock = threading.Lock()  # the scripts and the failed nodes
         self._making = threading.Lock()  # the cluster's client, made once
         self._client: Any = None
+        self._refresh_now: Callable[[], None] | None = None  # a cluster's: `refresh`
         self._scripts: dict[str, Script] = {}
         self._down: dict[str, float] = {}  # node ("*": any) -> since when it fails
         #: How many times Redis (a node of it) went away (read by the metrics).
@@ -150,7 +151,7 @@ class Link:
     def _make_cluster(self) -> _Cluster:
         rest = [ClusterNode(host, port) for host, port in self._target.nodes[1:]]
         try:
-            return _Cluster(
+            client = _Cluster(
                 url=self._target.first,
                 startup_nodes=rest,
                 socket_timeout=TIMEOUT,
@@ -162,6 +163,18 @@ class Link:
             raise ClusterError(f"--cluster {self.shown}: {exc}") from None
         except RedisClusterException as exc:
             raise ClusterUnavailable(" ".join(str(exc).split()[:12])) from None
+        self._refresh_now = _own_refreshes(client)
+        return client
+
+    def refresh(self) -> None:
+        """Read the cluster's slots again if a failure or a redirection asked for it (the
+        presence thread, once a second: cluster/presence.py; never a client's path)."""
+        run = self._refresh_now
+        if run is not None and self._client is not None:
+            try:
+                run()
+            except Exception as exc:  # a topology that cannot be read now: next time
+                log.debug("redis %s: reading the slots failed: %s", self.shown, _one_line(exc))
 
     def node_client(self, node: Any) -> redis.Redis:
         """The client of one node of a cluster (its pool)."""
@@ -271,6 +284,7 @@ class Link:
                 return False
             self.works()
             return True
+        self.refresh()
         try:
             nodes = self.primaries()
         except redis.RedisError as exc:
@@ -288,6 +302,29 @@ class Link:
         if every:
             self.works(_ANY)
         return every
+
+
+def _own_refreshes(client: RedisCluster) -> Callable[[], None] | None:
+    """Take the slot map's refresh off the callers' paths; the function that runs it.
+
+    redis-py reads the slot map again after a connection error, from inside the next
+    command of whichever thread comes next, asking each node in turn with the link's
+    timeout: with every master frozen that is one timeout per master, held by a login or
+    a sender (a second each here). Here the request is only noted; `Link.refresh` runs
+    it on the presence thread. (A version of redis-py without that hook keeps its own
+    way: slower under a frozen cluster, as correct.)
+    """
+    manager = client.nodes_manager
+    run = getattr(manager, "_run_requested_refresh", None)
+    if run is None:
+        return None
+    retry = client.retry
+
+    def noted(*_args: Any, **_kwargs: Any) -> None:
+        """Left for `Link.refresh`."""
+
+    manager._run_requested_refresh = noted
+    return lambda: run(retry)
 
 
 def _node_of_error(exc: BaseException) -> str:

@@ -82,6 +82,8 @@ class RedisPresence:
         self._where: dict[str, dict[str, None]] = {}  # name -> nodes (arrival order)
         self._names: dict[str, set[str]] = {}  # node -> names
         self._local: set[str] = set()  # this node's users, to announce again after an outage
+        #: Waited on by two threads (the subscriber's retries too): every notify is a
+        #: notify_all, or one could wake the wrong thread and leave the other asleep.
         self._cond = threading.Condition(threading.Lock())
         self._jobs: deque[tuple[bool, str]] = deque()  # (up, name) to announce, in order
         self._stopping = False
@@ -137,7 +139,7 @@ class RedisPresence:
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
-            self._cond.notify()
+            self._cond.notify_all()
         for thread in self._threads:
             thread.join(_JOIN)
             if thread.is_alive():
@@ -177,7 +179,7 @@ class RedisPresence:
             else:
                 self._local.discard(name)
             self._jobs.append((up, name))
-            self._cond.notify()
+            self._cond.notify_all()
 
     # ---- presence thread: announcements and heartbeats ------------------------------------------
     def _presence_loop(self) -> None:
@@ -201,6 +203,8 @@ class RedisPresence:
                     next_beat = time.monotonic() + BEAT_EVERY
                     if not self._link.up:  # a node of a Redis Cluster failed: is it back?
                         self._link.check()
+                    else:  # a slot map a redirection or a failure asked to read again
+                        self._link.refresh()
                     self._beat(keys=[keys.NODES], args=[self.id, EXPIRES])
                     self._reap()
                 self._link.works()
@@ -340,7 +344,7 @@ class RedisPresence:
             fn()
         with self._cond:
             self._jobs.extendleft((True, n) for n in sorted(self._local, reverse=True))
-            self._cond.notify()
+            self._cond.notify_all()
         self._beat(keys=[keys.NODES], args=[self.id, EXPIRES])
         self._reset(self._snapshot())
         self._settled()
