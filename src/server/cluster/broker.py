@@ -103,6 +103,8 @@ class RedisBroker:
         self._unsettled: list[_Unsettled] = []  # the publisher thread's own
         self._logs: dict[str, bus.Log] = {}
         self._inbox = bus.Log(link, keys.node_inbox(node_id), INBOX_KEEPS, settles=True)
+        #: Waited on by two threads (the subscriber's retries too): every notify is a
+        #: notify_all, or one could wake the wrong thread and leave the other asleep.
         self._cond = threading.Condition(threading.Lock())
         self._stopping = False
         self._threads: list[threading.Thread] = []
@@ -134,7 +136,7 @@ class RedisBroker:
         """Publish what was handed over (within the link's timeout), then join both threads."""
         with self._cond:
             self._stopping = True
-            self._cond.notify()
+            self._cond.notify_all()
         for thread in self._threads:
             thread.join(_JOIN)
             if thread.is_alive():
@@ -197,7 +199,7 @@ class RedisBroker:
                 refused = False
                 self._jobs.append(job)
                 if len(self._jobs) == 1:
-                    self._cond.notify()
+                    self._cond.notify_all()
         if refused:
             _tell(job.then, False)
 

@@ -130,6 +130,8 @@ class RedisRooms:
         self._state = RedisState(link, box)
         self._logs = {c: bus.Log(link, c, ROOMS_KEEPS) for c in keys.room_channels()}
         self._feed: RoomFeed | None = None
+        #: Waited on by two threads (the subscriber's retries too): every notify is a
+        #: notify_all, or one could wake the wrong thread and leave the other asleep.
         self._cond = threading.Condition(threading.Lock())
         self._jobs: deque[_Job] = deque()
         self._stopping = False
@@ -189,7 +191,7 @@ class RedisRooms:
         with self._cond:
             if not self._stopping:
                 self._jobs.append(_Job(name, request, registered, expires, done))
-                self._cond.notify()
+                self._cond.notify_all()
                 return
         _answer(done, _trouble(request))
 
