@@ -324,3 +324,30 @@ class _QuietListener:
 
     def settled(self) -> None:
         pass
+
+
+def test_an_inbox_redis_lost_is_read_from_its_new_start_and_never_lies(
+    cluster: Brokers, redis_server: AnyRedis
+) -> None:
+    """A master restarted empty (a lost shard back, no persistence) starts a node's inbox
+    anew, numbered from 1 again: what the receiver takes of it is delivered, never dropped
+    for a number it had already seen, so a `True` answer is never a message lost."""
+    a, _ = cluster.start("node-a")
+    _, on_b = cluster.start("node-b")
+    answers = Answers()
+    for n in range(30):
+        a.publish("node-b", "alice", ["bob"], f"before {n}".encode(), answers.then(n))
+    assert wait_until(lambda: on_b.count() == 30)
+    client = redis_server.client()
+    for key in client.scan_iter(match="chat:{n:node-b}:inbox:*"):  # what a restart loses
+        client.delete(key)
+    for n in range(30, 35):
+        a.publish("node-b", "alice", ["bob"], f"after {n}".encode(), answers.then(n))
+    assert wait_until(lambda: all(answers.of(n) for n in range(30, 35)))
+    taken = [n for n in range(30, 35) if answers.of(n) == [True]]
+    assert taken, "nothing was taken after the loss"
+    assert wait_until(
+        lambda: {f"after {n}".encode() for n in taken} <= {g[2] for g in on_b.got}, 3.0
+    ), "a message answered as taken never arrived"
+    got = [g[2] for g in on_b.got]
+    assert len(got) == len(set(got)), "a message arrived twice"

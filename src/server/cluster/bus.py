@@ -61,27 +61,48 @@ RETRY = 0.5
 CONTROL_KEEPS = 100
 _CATCH_UP = 500  # stream entries read per call while catching up
 
+# The log's epoch: made (from Redis' clock) when its state is, so a log that starts anew
+# (a Redis, or the master of its slot, that lost its data) is told from the old one whose
+# numbers its own repeat. Lua, shared by the scripts below: `e` holds it.
+_EPOCH = """
+local e = redis.call('HGET', KEYS[2], 'e')
+if not e then
+  local t = redis.call('TIME')
+  e = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('HSET', KEYS[2], 'e', e)
+end
+"""
 # KEYS: the log's stream, its state hash. ARGV: the payload, the channel, the stream's
 # length (approximate), "1" to note a message no subscriber took (`settle`). The number
-# leads the published message ("<n> <payload>"); the stream keeps the payload under it.
-_PUBLISH = """
+# and the epoch lead the published message ("<n>.<epoch> <payload>"); the stream keeps
+# the payload under the number.
+_PUBLISH = (
+    """
 local n = redis.call('HINCRBY', KEYS[2], 's', 1)
-local got = redis.call('{pub}', ARGV[2], n .. ' ' .. ARGV[1])
+"""
+    + _EPOCH
+    + """
+local got = redis.call('{pub}', ARGV[2], n .. '.' .. e .. ' ' .. ARGV[1])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], n .. '-0', 'd', ARGV[1])
 if got == 0 and ARGV[4] == '1' then redis.call('HSET', KEYS[2], 'p' .. n, 1) end
 return {n, got}
 """
+)
 # KEYS: stream, state. ARGV: the last number taken, how many entries at most. Returns the
-# newest number, the oldest the stream still has, the last number looked at, then number
-# and payload of each entry after the one taken (those given up skipped; those noted
-# untaken now marked taken).
-_CATCH_UP_SCRIPT = """
+# newest number, the oldest the stream still has, the last number looked at, the epoch,
+# then number and payload of each entry after the one taken (those given up skipped;
+# those noted untaken now marked taken).
+_CATCH_UP_SCRIPT = (
+    """
 local now = tonumber(redis.call('HGET', KEYS[2], 's') or '0')
+"""
+    + _EPOCH
+    + """
 local low = now + 1
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 if #first > 0 then low = tonumber(string.match(first[1][1], '^(%d+)')) end
 local after = tonumber(ARGV[1])
-local out = {now, low, after}
+local out = {now, low, after, e}
 if after >= now then return out end
 local rows = redis.call('XRANGE', KEYS[1], (after + 1) .. '-0', '+', 'COUNT', ARGV[2])
 for _, row in ipairs(rows) do
@@ -95,6 +116,7 @@ for _, row in ipairs(rows) do
 end
 return out
 """
+)
 # KEYS: state. ARGV: a number noted untaken, "1" for the publisher's last word.
 # 1: a catch-up took it; 0: given up (or the log is gone); -1: not yet. Asked twice, the
 # same answer.
@@ -109,15 +131,20 @@ redis.call('HSET', KEYS[1], 'v' .. ARGV[1], 1)
 return 0
 """
 # KEYS: stream, state. Makes both exist (a slot that migrates answers TRYAGAIN to a script
-# naming a key that is nowhere yet) and returns the newest number.
-_ENSURE = """
+# naming a key that is nowhere yet) and returns the newest number and the epoch.
+_ENSURE = (
+    """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('XADD', KEYS[1], '0-1', 'd', '')
   redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
 end
 redis.call('HSETNX', KEYS[2], 's', 0)
-return tonumber(redis.call('HGET', KEYS[2], 's'))
 """
+    + _EPOCH
+    + """
+return {tonumber(redis.call('HGET', KEYS[2], 's')), e}
+"""
+)
 
 
 class Log:
@@ -169,15 +196,18 @@ class Log:
         return self._settle(keys=[self.state], args=[number, "1" if final else "0"], client=target)
 
     def ensure(self, target: Any) -> Any:
+        """[newest number, epoch], the log made to exist."""
         return self._ensure(keys=[self.stream, self.state], client=target)
 
-    def read_after(self, client: Any, after: int) -> tuple[int, int, int, list[tuple[int, bytes]]]:
-        """(newest number, oldest kept, last looked at, [(number, payload)] after `after`),
-        a few hundred entries at most per call."""
+    def read_after(
+        self, client: Any, after: int
+    ) -> tuple[int, int, int, bytes, list[tuple[int, bytes]]]:
+        """(newest number, oldest kept, last looked at, epoch, [(number, payload)] after
+        `after`), a few hundred entries at most per call."""
         out = self._catch_up(keys=[self.stream, self.state], args=[after, _CATCH_UP], client=client)
-        now, low, seen = int(out[0]), int(out[1]), int(out[2])
-        rows = [(int(out[i]), bytes(out[i + 1])) for i in range(3, len(out), 2)]
-        return now, low, seen, rows
+        now, low, seen, epoch = int(out[0]), int(out[1]), int(out[2]), bytes(out[3])
+        rows = [(int(out[i]), bytes(out[i + 1])) for i in range(4, len(out), 2)]
+        return now, low, seen, epoch, rows
 
 
 class Follower:
@@ -194,6 +224,7 @@ class Follower:
         self._link = link
         self._logs = {one.channel: one for one in logs}
         self._last: dict[str, int] = {}
+        self._epoch: dict[str, bytes] = {}
         self.broken: set[str] = set()
 
     def channels(self) -> list[str]:
@@ -207,8 +238,9 @@ class Follower:
             pipe = self._link.client.pipeline(transaction=False)
             for one in group:
                 one.ensure(pipe)
-            for one, now in zip(group, self._execute(pipe, group), strict=True):
+            for one, (now, epoch) in zip(group, self._execute(pipe, group), strict=True):
                 self._last[one.channel] = int(now)
+                self._epoch[one.channel] = bytes(epoch)
 
     def _execute(self, pipe: Any, group: list[Log]) -> list[Any]:
         try:
@@ -219,14 +251,17 @@ class Follower:
 
     def take(self, channel: str, data: bytes) -> list[bytes]:
         head, _, payload = data.partition(b" ")
+        number_text, _, epoch = head.partition(b".")
         try:
-            number = int(head)
+            number = int(number_text)
         except ValueError:
             log.error("cluster: a message on %s has no number: dropped", channel)
             return []
         last = self._last.get(channel)
         if last is None:
             return [payload]  # not a log of this reader's
+        if epoch != self._epoch.get(channel):
+            return self.again(channel)  # the log started anew: read from its stream
         if number <= last:
             return []  # had it (from a catch-up)
         if number == last + 1:
@@ -243,14 +278,22 @@ class Follower:
         last = self._last[channel]
         out: list[bytes] = []
         while True:
-            now, low, seen, rows = one.read_after(self._link.client, last)
-            if now < last:
+            now, low, seen, epoch, rows = one.read_after(self._link.client, last)
+            if epoch != self._epoch.get(channel):
+                # Redis (the master of its slot) lost the log and began a new one: what the
+                # old one held past `last` is gone; the new one is read from its start.
                 log.error(
-                    "cluster: the log of %s went back from %d to %d (redis lost its data?)",
+                    "cluster: the log of %s started anew after number %d (redis lost its "
+                    "data?): what was not read of it is lost",
                     channel,
                     last,
-                    now,
                 )
+                self.broken.add(channel)
+                self._epoch[channel] = epoch
+                last = self._last[channel] = 0
+                continue
+            if now < last:  # the same epoch never goes back: a bug, or a hand-edited state
+                log.error("cluster: the log of %s went back from %d to %d", channel, last, now)
                 self.broken.add(channel)
                 self._last[channel] = now
                 return out
