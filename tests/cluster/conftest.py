@@ -296,6 +296,37 @@ class RedisClusterProc:
             timeout=timeout,
         )
 
+    def slot_owner(self, slot: int) -> int:
+        """The port of the master that serves `slot` now (asked of the cluster)."""
+        for lo, hi, master, *_ in self.node_client(self.ports[0]).execute_command(
+            "CLUSTER", "SLOTS"
+        ):
+            if lo <= slot <= hi:
+                return int(master[1])
+        raise LookupError(f"slot {slot} is served by no master")
+
+    def move_slot(self, slot: int, to_port: int, pause: float = 0.0) -> None:
+        """Move one slot and its keys to another master, as `redis-cli --cluster reshard`
+        does (IMPORTING, MIGRATING, MIGRATE key by key, SETSLOT NODE on every master), with
+        `pause` seconds after each key: a wider window in which clients meet ASK and
+        TRYAGAIN."""
+        from_port = self.slot_owner(slot)
+        if from_port == to_port:
+            return
+        src, dst = self.node_client(from_port), self.node_client(to_port)
+        src_id, dst_id = self.node_id(from_port), self.node_id(to_port)
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        auth = ["AUTH", self.password] if self.password else []
+        while True:
+            names = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1)
+            if not names:
+                break
+            src.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, *auth, "KEYS", *names)
+            time.sleep(pause)
+        for port in (to_port, from_port, *self.ports):
+            self.node_client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+
     def healthy(self) -> bool:
         try:
             for c in self.node_clients():
