@@ -153,6 +153,7 @@ def node(exe: str, port: int, redis_port: int | str | None) -> subprocess.Popen[
         "600",
         "--history-file",
         str(STATE / f"history-{port}.db"),
+        *run._new_store_option(exe),  # a fresh file beside the users file: meant
     ]
     if isinstance(redis_port, str):
         cmd += ["--cluster", redis_port]
@@ -235,7 +236,13 @@ def one(
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
-            p.wait(15)
+        for p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:  # said, and not waited for longer
+                print(f"node {p.pid} did not stop within 60 s of SIGTERM: killed", flush=True)
+                p.kill()
+                p.wait()
     hz = os.sysconf("SC_CLK_TCK")
     msgs = max(result.get("sent", 0), 1)
     net = sum(
@@ -345,7 +352,7 @@ def main() -> int:
                     continue
                 for setup in opts.setups.split(","):
                     users = opts.lat_clients if part == "lat" else opts.clients
-                    spy = opts.profile if part == "sat" and setup == "two-nodes" else None
+                    spy = opts.profile if part != "lat" and setup == "two-nodes" else None
                     result = one(setup, opts.exe, redis_port, args, users, spy, rc_ports)
                     result.update(part=part, rep=rep)
                     rows.append(result)
