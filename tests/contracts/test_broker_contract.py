@@ -351,3 +351,22 @@ def test_an_inbox_redis_lost_is_read_from_its_new_start_and_never_lies(
     ), "a message answered as taken never arrived"
     got = [g[2] for g in on_b.got]
     assert len(got) == len(set(got)), "a message arrived twice"
+
+
+def test_what_waits_for_one_node_goes_in_few_publishes(
+    cluster: Brokers, redis_server: AnyRedis
+) -> None:
+    """Issue "6 of 6", cheaper crossings: messages handed over faster than Redis answers are
+    packed, one publish per node per publisher turn (the inbox's stream has an entry per
+    publish), and still arrive each once, in order, each answered."""
+    a, _ = cluster.start("node-a")
+    _, on_b = cluster.start("node-b")
+    answers = Answers()
+    sent = [f"packed {n}".encode() for n in range(500)]
+    for n, frames in enumerate(sent):
+        a.publish("node-b", "alice", ["bob"], frames, answers.then(n))
+    assert wait_until(lambda: answers.answered() == 500 and on_b.count() == 500, 10.0)
+    assert [g[2] for g in on_b.got] == sent
+    assert all(answers.of(n) == [True] for n in range(500))
+    publishes = int(redis_server.client().xlen("chat:{n:node-b}:inbox:log"))
+    assert 0 < publishes < 250, publishes
