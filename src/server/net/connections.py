@@ -174,6 +174,7 @@ class Connections:
             return
         if got:
             t.last_rx = time.monotonic()
+            self.bytes_in += got
             self._cut_frames(t, self._rview[:got], got, False)
         else:
             self._cut_frames(t, b"", 0, True)
