@@ -9,7 +9,10 @@ fsyncs), then, taking turns in each repetition:
 
   alone     chat-server without --cluster (the reference: no Redis at all);
   one-node  one node of a cluster, every client on it;
-  two-nodes two nodes, odd clients on the second (loadgen --port2).
+  two-nodes two nodes, odd clients on the second (loadgen --port2);
+  two-nodes-rc  the same two nodes on a Redis Cluster of three masters (three more
+            redis-servers, `redis+cluster://`; Redis CPU and bytes summed over the
+            three, and the spread: the busiest master's CPU over the idlest's).
 
 The servers share core 1 (two nodes: both on core 1, so the figure is what the cluster
 costs, not what a second core buys); the load generator and redis-server share core 0.
@@ -86,7 +89,45 @@ def start_redis(port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("redis-server did not start")
 
 
-def node(exe: str, port: int, redis_port: int | None) -> subprocess.Popen[bytes]:
+def start_redis_cluster(ports: list[int]) -> list[subprocess.Popen[bytes]]:
+    """Three masters (no replicas) on AUX_CPU, made a cluster by redis-cli."""
+    procs = []
+    for port in ports:
+        folder = STATE / f"rc-{port}"
+        folder.mkdir(exist_ok=True)
+        procs.append(
+            subprocess.Popen(
+                [
+                    *("taskset", "-c", AUX_CPU, "redis-server", "--port", str(port)),
+                    *("--bind", "127.0.0.1", "--cluster-enabled", "yes"),
+                    *("--cluster-config-file", f"nodes-{port}.conf", "--save", ""),
+                    *("--appendonly", "no", "--dir", str(folder)),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    for port in ports:
+        client = redis.Redis(port=port)
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                time.sleep(0.05)
+    cli = ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports]]
+    subprocess.run(
+        [*cli, "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True
+    )
+    for _ in range(200):
+        infos = [redis.Redis(port=p).execute_command("CLUSTER", "INFO").decode() for p in ports]
+        if all("cluster_state:ok" in i for i in infos):
+            return procs
+        time.sleep(0.05)
+    raise RuntimeError("the Redis Cluster is not ok")
+
+
+def node(exe: str, port: int, redis_port: int | str | None) -> subprocess.Popen[bytes]:
     cmd = [
         "taskset",
         "-c",
@@ -112,8 +153,11 @@ def node(exe: str, port: int, redis_port: int | None) -> subprocess.Popen[bytes]
         "600",
         "--history-file",
         str(STATE / f"history-{port}.db"),
+        *run._new_store_option(exe),  # a fresh file beside the users file: meant
     ]
-    if redis_port is not None:
+    if isinstance(redis_port, str):
+        cmd += ["--cluster", redis_port]
+    elif redis_port is not None:
         cmd += ["--cluster", f"redis://127.0.0.1:{redis_port}/0"]
     log = open(STATE / f"node-{port}.log", "wb")  # noqa: SIM115 - the process writes it
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, preexec_fn=run.raise_nofile)
@@ -160,49 +204,70 @@ def profile(pid: int, out: Path) -> threading.Thread:
 
 
 def one(
-    setup: str, exe: str, redis_port: int, args: list[str], users: int, spy: Path | None = None
+    setup: str,
+    exe: str,
+    redis_port: int,
+    args: list[str],
+    users: int,
+    spy: Path | None = None,
+    rc_ports: list[int] | None = None,
 ) -> dict[str, Any]:
-    cluster = None if setup == "alone" else redis_port
-    ports = [run.free_port()] + ([run.free_port()] if setup == "two-nodes" else [])
+    on_rc = setup.endswith("-rc")
+    rc_url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in rc_ports or [])
+    cluster: int | str | None = None if setup == "alone" else rc_url if on_rc else redis_port
+    ports = [run.free_port()] + ([run.free_port()] if setup.startswith("two-nodes") else [])
     procs = [node(exe, p, cluster) for p in ports]
     spying = None
     try:
         if spy is not None:
             spying = profile(procs[-1].pid, spy)
         time.sleep(0.5)
-        r = redis.Redis(port=redis_port)
-        stats0 = r.info("stats")
-        redis_pid = int(r.info("server")["process_id"])
-        before = [ticks(p.pid) for p in procs] + [ticks(redis_pid)]
+        servers = [redis.Redis(port=p) for p in (rc_ports if on_rc and rc_ports else [redis_port])]
+        stats0 = [r.info("stats") for r in servers]
+        redis_pids = [int(r.info("server")["process_id"]) for r in servers]
+        before = [ticks(p.pid) for p in procs]
+        before_redis = [ticks(pid) for pid in redis_pids]
         result = loadgen(ports[0], ports[1] if len(ports) > 1 else None, procs[0].pid, args)
-        after = [ticks(p.pid) for p in procs] + [ticks(redis_pid)]
-        stats1 = r.info("stats")
+        after = [ticks(p.pid) for p in procs]
+        after_redis = [ticks(pid) for pid in redis_pids]
+        stats1 = [r.info("stats") for r in servers]
         if spying is not None:
             spying.join()
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
-            p.wait(15)
+        for p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:  # said, and not waited for longer
+                print(f"node {p.pid} did not stop within 60 s of SIGTERM: killed", flush=True)
+                p.kill()
+                p.wait()
     hz = os.sysconf("SC_CLK_TCK")
     msgs = max(result.get("sent", 0), 1)
-    net = (stats1["total_net_input_bytes"] - stats0["total_net_input_bytes"]) + (
-        stats1["total_net_output_bytes"] - stats0["total_net_output_bytes"]
+    net = sum(
+        (s1["total_net_input_bytes"] - s0["total_net_input_bytes"])
+        + (s1["total_net_output_bytes"] - s0["total_net_output_bytes"])
+        for s0, s1 in zip(stats0, stats1, strict=True)
     )
+    each = [a - b for a, b in zip(after_redis, before_redis, strict=True)]
     result.update(
         setup=setup,
-        nodes_cpu_s=round(sum(a - b for a, b in zip(after[:-1], before[:-1], strict=True)) / hz, 2),
-        redis_cpu_s=round((after[-1] - before[-1]) / hz, 2),
-        redis_us_per_msg=round((after[-1] - before[-1]) / hz / msgs * 1e6, 2),
+        nodes_cpu_s=round(sum(a - b for a, b in zip(after, before, strict=True)) / hz, 2),
+        redis_cpu_s=round(sum(each) / hz, 2),
+        redis_cpu_each_s=[round(t / hz, 2) for t in each],
+        redis_spread=round(max(each) / max(min(each), 1), 2),
+        redis_us_per_msg=round(sum(each) / hz / msgs * 1e6, 2),
         redis_bytes_per_msg=round(net / msgs, 1),
         users=users,
     )
     return result
 
 
-def ensure_users(redis_port: int, count: int) -> None:
+def ensure_users(url: str, count: int) -> None:
     """The loadgen's users (b00000.., bench-password) in the cluster's accounts."""
     key, _ = load_or_create_key(STATE / "server.key")
-    link = Link(f"redis://127.0.0.1:{redis_port}/0")
+    link = Link(url)
     RedisAccounts(link, Box(key, load_cipher()), 10).register_many(
         (f"b{i:05d}", "bench-password") for i in range(count)
     )
@@ -216,7 +281,7 @@ def main() -> int:
     ap.add_argument("--lat-clients", type=int, default=200)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--setups", default="alone,one-node,two-nodes")
-    ap.add_argument("--parts", default="sat,lat")
+    ap.add_argument("--parts", default="sat,pairs,lat")
     ap.add_argument("--profile", type=Path, default=None, help="py-spy of node 2 (two-nodes)")
     opts = ap.parse_args()
     STATE.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -224,10 +289,23 @@ def main() -> int:
     run.raise_nofile()
     redis_port = run.free_port()
     redis_proc = start_redis(redis_port)
+    rc_ports: list[int] = []
+    rc_procs: list[subprocess.Popen[bytes]] = []
+    if any(s.endswith("-rc") for s in opts.setups.split(",")):
+        for _ in range(3):  # a port whose cluster bus port (+10000) is free too
+            while True:
+                port = run.free_port()
+                if port + 10000 < 65536 and port not in rc_ports:
+                    rc_ports.append(port)
+                    break
+        rc_procs = start_redis_cluster(rc_ports)
     rows: list[dict[str, Any]] = []
     out = opts.out or run.BENCH / "results" / time.strftime("cluster-%Y%m%d-%H%M%S.jsonl")
     try:
-        ensure_users(redis_port, max(opts.clients, opts.lat_clients))
+        ensure_users(f"redis://127.0.0.1:{redis_port}/0", max(opts.clients, opts.lat_clients))
+        if rc_ports:
+            rc_url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in rc_ports)
+            ensure_users(rc_url, max(opts.clients, opts.lat_clients))
         for users in (Path(STATE / "users.db"),):  # alone: its own users file, made once
             if not users.exists():
                 run.ensure_registered(max(opts.clients, opts.lat_clients), STATE, opts.exe)
@@ -265,14 +343,17 @@ def main() -> int:
             "--warmup",
             "1",
         ]
+        # Private messages at saturation: each client to its partner (loadgen --pairs:
+        # with two nodes every message crosses; on one node none does).
+        pairs = [*sat, "--pairs"]
         for rep in range(opts.reps):
-            for part, args in (("sat", sat), ("lat", lat)):
+            for part, args in (("sat", sat), ("pairs", pairs), ("lat", lat)):
                 if part not in opts.parts.split(","):
                     continue
                 for setup in opts.setups.split(","):
-                    users = opts.clients if part == "sat" else opts.lat_clients
-                    spy = opts.profile if part == "sat" and setup == "two-nodes" else None
-                    result = one(setup, opts.exe, redis_port, args, users, spy)
+                    users = opts.lat_clients if part == "lat" else opts.clients
+                    spy = opts.profile if part != "lat" and setup == "two-nodes" else None
+                    result = one(setup, opts.exe, redis_port, args, users, spy, rc_ports)
                     result.update(part=part, rep=rep)
                     rows.append(result)
                     with out.open("a") as f:
@@ -285,15 +366,16 @@ def main() -> int:
                         flush=True,
                     )
     finally:
-        redis_proc.send_signal(signal.SIGTERM)
-        redis_proc.wait(10)
+        for proc in (redis_proc, *rc_procs):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
     print(
         "| part | setup | deliveries/s | p50 ms | p99 ms | nodes CPU us/delivery "
-        "| redis CPU us/msg | redis bytes/msg |"
+        "| redis CPU us/msg | redis bytes/msg | redis spread |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for part in ("sat", "lat"):
-        for setup in ("alone", "one-node", "two-nodes"):
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for part in ("sat", "pairs", "lat"):
+        for setup in ("alone", "one-node", "two-nodes", "two-nodes-rc"):
             mine = [r for r in rows if r["part"] == part and r["setup"] == setup]
             if not mine:
                 continue
@@ -305,7 +387,8 @@ def main() -> int:
             print(
                 f"| {part} | {setup} | {med('deliveries_per_s') / 1e6:.2f} M | "
                 f"{med('lat_p50_us') / 1000:.2f} | {med('lat_p99_us') / 1000:.2f} | {per:.3f} | "
-                f"{med('redis_us_per_msg'):.2f} | {med('redis_bytes_per_msg'):.0f} |"
+                f"{med('redis_us_per_msg'):.2f} | {med('redis_bytes_per_msg'):.0f} | "
+                f"{med('redis_spread'):.2f} |"
             )
     print(f"results -> {out}")
     return 0

@@ -13,6 +13,8 @@
  *           delivered to every other client (saturation);
  *   rate    a fixed total rate R msg/s spread round-robin over the senders;
  *   idle    log in, hold, and report the server's RSS per connection.
+ * --pairs: each sender writes to its partner (client idx ^ 1) instead of everyone; with
+ * --port2 the partner is always on the other server (every message crosses).
  *
  * With --server-pid it samples the server's utime+stime and VmHWM/VmRSS at the
  * start and end of the measured window, so CPU per delivery covers exactly
@@ -116,6 +118,9 @@ static double g_rate = 100.0, g_duration = 10.0, g_warmup = 2.0, g_hold = 3.0;
 static double g_drain = 10.0;
 static int g_msg_len = 100;
 static const char *g_prefix = "b";
+/* --pairs: each sender writes to one person, its partner (client idx ^ 1: with --port2,
+ * always on the other server), instead of to everyone. */
+static int g_pairs = 0;
 static const char *g_password = "bench-password";
 static int g_quickack = 0, g_nodelay = 1;
 static int g_src_count = 0;
@@ -536,7 +541,7 @@ static void on_delivery(conn_t *r, const char *text, const char *end, uint64_t t
     if (g_mode == M_WINDOW) {
         sender_t *sd = &g_send[s];
         uint32_t *slot = &sd->ring[q % (uint64_t)g_window];
-        if (++*slot >= (uint32_t)(g_clients - 1 - g_dead)) {
+        if (++*slot >= (uint32_t)(g_pairs ? 1 : g_clients - 1 - g_dead)) {
             *slot = 0;
             sd->completed++;
         }
@@ -555,8 +560,16 @@ static void send_one(int s) {
         int m = snprintf(buf, sizeof buf, "PRIVMSG #bench :%s\r\n", text);
         put(c, buf, (size_t)m);
     } else {
-        int m = snprintf(buf, sizeof buf, "{\"type\":\"send\",\"id\":%" PRIu64 ",\"to\":\"%s\",\"text\":\"%s\"}",
-                         sd->next_seq, g_room ? g_room : "*", text);
+        char to[96] = "\"*\"";
+        if (g_room) {
+            snprintf(to, sizeof to, "\"%s\"", g_room);
+        } else if (g_pairs) {
+            char partner[32];
+            name_of(s ^ 1, partner, sizeof partner);
+            snprintf(to, sizeof to, "[\"%s\"]", partner);
+        }
+        int m = snprintf(buf, sizeof buf, "{\"type\":\"send\",\"id\":%" PRIu64 ",\"to\":%s,\"text\":\"%s\"}",
+                         sd->next_seq, to, text);
         put_frame(c, buf, (size_t)m);
     }
     sd->next_seq++;
@@ -934,7 +947,7 @@ static void usage(void) {
             "  [--drain S] [--hold S] [--msg-len N] [--prefix P] [--password PW] [--quickack]\n"
             "  [--no-nodelay] [--src-count N] [--src-base A.B.C.D] [--server-pid PID]\n"
             "  [--login-batch N] [--no-join] [--login-timeout S] [--tls] [--verbose]\n"
-            "  [--resume-out FILE] [--tokens FILE] [--room #NAME] [--features LIST]\n"
+            "  [--resume-out FILE] [--tokens FILE] [--room #NAME] [--features LIST] [--pairs]\n"
             "  --tls: TLS 1.2+ on every connection; the server's certificate is not verified\n");
     exit(2);
 }
@@ -950,7 +963,7 @@ static void parse_args(int argc, char **argv) {
         {"src-base", 1, 0, 'b'}, {"server-pid", 1, 0, 'i'}, {"login-batch", 1, 0, 'B'},
         {"no-join", 0, 0, 'J'}, {"login-timeout", 1, 0, 'T'}, {"tls", 0, 0, 't'}, {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'},
         {"resume-out", 1, 0, 'R'}, {"tokens", 1, 0, 'K'}, {"room", 1, 0, 'O'},
-        {"features", 1, 0, 'F'}, {0, 0, 0, 0}};
+        {"features", 1, 0, 'F'}, {"pairs", 0, 0, 'y'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -987,6 +1000,7 @@ static void parse_args(int argc, char **argv) {
         case 'K': g_tokens = optarg; break;
         case 'O': g_room = optarg; break;
         case 'F': g_features = optarg; break;
+        case 'y': g_pairs = 1; break;
         default: usage();
         }
     }

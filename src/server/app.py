@@ -686,7 +686,11 @@ def _redis_facts(link: Any) -> dict[str, Any]:
         link.client.ping()
         facts["redis_rtt_seconds"] = time.monotonic() - started
         facts["nodes"] = int(link.client.zcard(keys.NODES))
-        facts["store_bytes"] = int(link.client.info("memory")["used_memory"])
+        if link.cluster:  # every master's memory
+            infos = link.client.info("memory", target_nodes=link.client.PRIMARIES)
+            facts["store_bytes"] = sum(int(i["used_memory"]) for i in infos.values())
+        else:
+            facts["store_bytes"] = int(link.client.info("memory")["used_memory"])
     except (redis.RedisError, KeyError, ValueError):
         pass  # INFO is a @dangerous command an ACL user may not have: the rest stays
     facts["redis_up"] = int(link.up)

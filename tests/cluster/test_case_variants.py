@@ -14,7 +14,7 @@ from typing import Any
 
 from conftest import ServerProc
 
-from .conftest import RedisProc
+from .conftest import AnyRedis
 
 Start = Callable[..., ServerProc]
 PASSWORD = "a good password"
@@ -30,7 +30,7 @@ def _register(node: ServerProc, name: str, register: bool = True) -> dict[str, A
 
 
 def test_a_case_variant_registered_on_another_node_is_user_exists(
-    redis_server: RedisProc, start_node: Start
+    redis_server: AnyRedis, start_node: Start
 ) -> None:
     a = start_node(redis_server.url, "--refuse-case-variants")
     b = start_node(redis_server.url, "--refuse-case-variants")
@@ -43,7 +43,7 @@ def test_a_case_variant_registered_on_another_node_is_user_exists(
 
 
 def test_without_the_option_the_cluster_keeps_names_case_sensitive(
-    redis_server: RedisProc, start_node: Start
+    redis_server: AnyRedis, start_node: Start
 ) -> None:
     a = start_node(redis_server.url)
     b = start_node(redis_server.url)
@@ -52,7 +52,7 @@ def test_without_the_option_the_cluster_keeps_names_case_sensitive(
 
 
 def test_accounts_made_before_the_index_are_indexed_by_a_node_with_the_option(
-    redis_server: RedisProc, start_node: Start
+    redis_server: AnyRedis, start_node: Start
 ) -> None:
     old = start_node(redis_server.url)
     assert _register(old, "carol") == {"type": "auth_ok", "user": "carol"}
@@ -71,7 +71,7 @@ def test_accounts_made_before_the_index_are_indexed_by_a_node_with_the_option(
 
 
 def test_two_nodes_registering_two_variants_at_once_have_one_winner(
-    redis_server: RedisProc, start_node: Start
+    redis_server: AnyRedis, start_node: Start
 ) -> None:
     a = start_node(redis_server.url, "--refuse-case-variants", "--hash-threads", "4")
     b = start_node(redis_server.url, "--refuse-case-variants", "--hash-threads", "4")

@@ -21,7 +21,7 @@ from e2e.server_support import (
     roster_changes,
 )
 
-from .conftest import RedisProc
+from .conftest import AnyRedis, at_rest
 
 Start = Callable[..., ServerProc]
 
@@ -208,8 +208,9 @@ def test_a_node_killed_costs_only_its_own_users_who_leave_within_ten_seconds(
 
 
 def test_redis_going_away_keeps_local_chat_and_cross_node_traffic_comes_back(
-    redis_server: RedisProc, start_node: Start
+    start_redis: Callable[..., AnyRedis], start_node: Start
 ) -> None:
+    redis_server = start_redis()  # its own: it is killed and started again, empty
     a, b = start_node(redis_server.url), start_node(redis_server.url)
     alice, carol = login(a, "alice"), login(a, "carol")
     bob = login(b, "bob")
@@ -240,20 +241,20 @@ SECRETS = ["alice", "bob", "carol", "the door code is 4711", "встреча"]
 
 
 def test_nothing_in_redis_and_nothing_it_carries_is_in_clear(
-    redis_server: RedisProc, start_node: Start
+    redis_server: AnyRedis, start_node: Start
 ) -> None:
     seen: list[bytes] = []
-    monitor_client = redis_server.client()
     stop = threading.Event()
 
-    def watch() -> None:
+    def watch(monitor_client: Any) -> None:  # every server of a Redis Cluster
         with monitor_client.monitor() as m:
             for command in m.listen():
                 seen.append(command["command"].encode("utf-8", "surrogateescape"))
                 if stop.is_set():
                     return
 
-    threading.Thread(target=watch, daemon=True).start()
+    for node_client in redis_server.node_clients():
+        threading.Thread(target=watch, args=(node_client,), daemon=True).start()
     time.sleep(0.3)
     a, b = start_node(redis_server.url), start_node(redis_server.url)
     register(a, "carol")
@@ -265,20 +266,9 @@ def test_nothing_in_redis_and_nothing_it_carries_is_in_clear(
     request(alice, {"type": "history", "id": "h", "with": "bob"})
     time.sleep(0.5)
     stop.set()
-    redis_server.client().ping()  # one more command, so the monitor loop sees `stop`
-    client = redis_server.client()
-    stored = b""
-    for key in client.scan_iter(count=1000):
-        stored += key
-        kind = client.type(key).decode()
-        if kind == "string":
-            stored += client.get(key) or b""
-        elif kind == "hash":
-            for k, v in client.hgetall(key).items():
-                stored += k + v
-        elif kind == "zset":
-            for member, _ in client.zrange(key, 0, -1, withscores=True):
-                stored += member
+    for node_client in redis_server.node_clients():
+        node_client.ping()  # one more command, so each monitor loop sees `stop`
+    stored = b"".join(at_rest(redis_server.client()))
     assert len(seen) > 20 and stored
     for secret in SECRETS:
         for encoding in ("utf-8", "utf-16-le"):
@@ -293,7 +283,7 @@ def test_nothing_in_redis_and_nothing_it_carries_is_in_clear(
 
 
 def test_a_password_in_the_url_works_and_never_reaches_the_log(
-    start_redis: Callable[..., RedisProc], start_node: Start
+    start_redis: Callable[..., AnyRedis], start_node: Start
 ) -> None:
     secured = start_redis(password="s3cr3t-redis-pw")
     a, b = start_node(secured.url), start_node(secured.url)
@@ -304,25 +294,26 @@ def test_a_password_in_the_url_works_and_never_reaches_the_log(
     for node in (a, b):
         text = node.log()
         assert "s3cr3t-redis-pw" not in text
-        assert re.search(r"redis://:\*\*\*@127\.0\.0\.1:\d+/0", text)
+        assert re.search(r"redis(\+cluster)?://:\*\*\*@127\.0\.0\.1:\d+", text)
 
 
 def test_an_acl_user_limited_to_the_chat_keys_works_and_its_password_never_shows(
-    start_redis: Callable[..., RedisProc], start_node: Start
+    start_redis: Callable[..., AnyRedis], start_node: Start
 ) -> None:
     """`redis://user:password@host`: an ACL user who may touch only `chat:*` keys and
     channels and no @dangerous command (so not CONFIG: the durability check says it cannot
     look), as an operator would give a chat node."""
     secured = start_redis(password="admin-pw-not-for-nodes")
-    secured.client().acl_setuser(
-        "chatnode",
-        enabled=True,
-        passwords=["+n0de-s3cret"],
-        keys=["chat:*"],
-        channels=["chat:*"],
-        commands=["+@all", "-@dangerous"],
-    )
-    url = f"redis://chatnode:n0de-s3cret@127.0.0.1:{secured.port}/0"
+    for node_client in secured.node_clients():  # every server of a Redis Cluster
+        node_client.acl_setuser(
+            "chatnode",
+            enabled=True,
+            passwords=["+n0de-s3cret"],
+            keys=["chat:*"],
+            channels=["chat:*"],
+            commands=["+@all", "-@dangerous"],
+        )
+    url = secured.url_as("chatnode", "n0de-s3cret")
     a, b = start_node(url), start_node(url)
     alice, bob = login(a, "alice"), login(b, "bob")
     roster_changes(alice, join=["bob"])
@@ -331,9 +322,9 @@ def test_an_acl_user_limited_to_the_chat_keys_works_and_its_password_never_shows
     for node in (a, b):
         text = node.log()
         assert "n0de-s3cret" not in text
-        assert re.search(r"redis://chatnode:\*\*\*@127\.0\.0\.1:\d+/0", text)
+        assert re.search(r"redis(\+cluster)?://chatnode:\*\*\*@127\.0\.0\.1:\d+", text)
         assert "cannot read redis' persistence settings" in text
-    assert all(key.startswith(b"chat:") for key in secured.client().keys("*"))
+    assert all(key.startswith(b"chat:") for key in secured.client().scan_iter(count=1000))
 
 
 def test_a_node_warns_when_redis_keeps_nothing_durably(three: list[ServerProc]) -> None:
@@ -341,7 +332,7 @@ def test_a_node_warns_when_redis_keeps_nothing_durably(three: list[ServerProc]) 
 
 
 def test_a_node_with_another_key_file_refuses_to_join(
-    redis_server: RedisProc, start_node: Start, tmp_path: Any
+    redis_server: AnyRedis, start_node: Start, tmp_path: Any
 ) -> None:
     start_node(redis_server.url)
     other_key = tmp_path / "other.key"
@@ -353,7 +344,17 @@ def test_a_node_with_another_key_file_refuses_to_join(
     assert err.count("\n") == 1 and "same key" in err
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:6379/0", "redis://"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:6379/0",
+        "redis://",
+        "redis+cluster://",
+        "redis+cluster://127.0.0.1:7000,:7001",
+        "rediss+cluster://127.0.0.1:notaport",
+        "redis+cluster://127.0.0.1:7000/3",  # a Redis Cluster has database 0 only
+    ],
+)
 def test_a_url_that_is_not_redis_is_one_line_and_exit_2(start_node: Start, url: str) -> None:
     node = start_node(url, wait=False)
     assert node.proc.wait(15) == 2
@@ -361,27 +362,33 @@ def test_a_url_that_is_not_redis_is_one_line_and_exit_2(start_node: Start, url: 
 
 
 def test_a_redis_over_tls_verified_against_its_certificate(
-    start_redis: Callable[..., RedisProc], start_node: Start, tmp_path: Any
+    start_redis: Callable[..., AnyRedis], start_node: Start, tmp_path: Any, redis_kind: str
 ) -> None:
     from certs import make_pair
 
     cert, key = make_pair(tmp_path / "tls", "redis")
-    port = _free_port()
-    tls = start_redis(
-        *("--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)),
-        *("--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"),
-        tls_port=port,
-        tls_ca=str(cert),
-    )
-    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    if redis_kind == "redis":
+        port = _free_port()
+        tls = start_redis(
+            *("--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)),
+            *("--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"),
+            tls_port=port,
+            tls_ca=str(cert),
+        )
+        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+        untrusted = f"rediss://127.0.0.1:{port}/0"
+    else:  # rediss+cluster://: every master TLS only, the cluster bus too
+        tls = start_redis(tls=(str(cert), str(key)))
+        url = tls.url
+        assert url.startswith("rediss+cluster://")
+        untrusted = url.partition("?")[0]
     a, b = start_node(url), start_node(url)
     alice, bob = login(a, "alice"), login(b, "bob")
     roster_changes(alice, join=["bob"])
     send(alice, ["bob"], "over tls", "t")
     assert [m["text"] for m in messages(bob, 1)] == ["over tls"]
-    assert tls.port == port
     # Without the CA the certificate is not trusted: one line, no start.
-    refused = start_node(f"rediss://127.0.0.1:{port}/0", wait=False)
+    refused = start_node(untrusted, wait=False)
     assert refused.proc.wait(15) != 0
     assert refused.proc.stderr.read().decode().count("\n") == 1  # type: ignore[union-attr]
 

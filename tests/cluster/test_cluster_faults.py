@@ -17,14 +17,14 @@ from collections.abc import Callable
 from conftest import ServerProc
 from e2e.server_support import PASSWORD, messages, next_frame, register, request
 
-from .conftest import RedisProc
+from .conftest import AnyRedis
 from .test_cluster import login, send, wait_until
 
 Start = Callable[..., ServerProc]
 
 
 def test_a_frozen_redis_never_holds_a_send_more_than_a_second(
-    redis_server: RedisProc, start_node: Start
+    redis_server: AnyRedis, start_node: Start
 ) -> None:
     a, b = start_node(redis_server.url), start_node(redis_server.url)
     alice, bob, carol = login(a, "alice"), login(b, "bob"), login(a, "carol")
@@ -63,7 +63,7 @@ def test_a_frozen_redis_never_holds_a_send_more_than_a_second(
 
 
 def test_an_acknowledged_message_never_comes_again_on_another_node(
-    redis_server: RedisProc, start_node: Start
+    redis_server: AnyRedis, start_node: Start
 ) -> None:
     a, b = start_node(redis_server.url), start_node(redis_server.url)
     register(b, "bob")

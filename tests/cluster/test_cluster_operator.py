@@ -15,7 +15,7 @@ from pathlib import Path
 from conftest import launch
 from e2e.server_support import PASSWORD, register, request, roster_changes
 
-from .conftest import RedisProc
+from .conftest import AnyRedis
 from .test_cluster import login, send
 
 
@@ -94,7 +94,7 @@ def test_without_a_node_to_ask_the_command_works_on_redis_and_the_nodes_act(
 
 
 def test_a_nodes_metrics_tell_of_redis_and_the_other_nodes(
-    tmp_path: Path, redis_server: RedisProc, pair
+    tmp_path: Path, redis_server: AnyRedis, pair
 ) -> None:
     import re
     import urllib.request

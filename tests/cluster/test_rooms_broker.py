@@ -31,7 +31,7 @@ from chat.shared.errors import Code, RemoteProtocolError, Trouble
 from chat.shared.messages import Msg
 from chat.shared.requests import RoomCreate, RoomJoin, RoomTopic
 
-from .conftest import RedisProc
+from .conftest import AnyRedis
 
 KEY = bytes(range(32))
 
@@ -126,7 +126,7 @@ class Answer:
 
 
 class Node:
-    def __init__(self, redis_proc: RedisProc, name: str) -> None:
+    def __init__(self, redis_proc: AnyRedis, name: str) -> None:
         box = Box(KEY, load_cipher())
         self.link = Link(redis_proc.url)
         self.presence = RedisPresence(self.link, box, name)  # its heartbeat sees Redis back
@@ -175,7 +175,7 @@ def room_threads() -> list[str]:
 
 
 @pytest.fixture
-def nodes(redis_server: RedisProc) -> Iterator[tuple[Node, Node]]:
+def nodes(redis_server: AnyRedis) -> Iterator[tuple[Node, Node]]:
     before = room_threads()
     a, b = Node(redis_server, "node-a"), Node(redis_server, "node-b")
     a.start()
@@ -187,7 +187,7 @@ def nodes(redis_server: RedisProc) -> Iterator[tuple[Node, Node]]:
 
 
 def test_a_change_made_on_one_node_is_applied_by_both_once_in_version_order(
-    nodes: tuple[Node, Node], redis_server: RedisProc
+    nodes: tuple[Node, Node], redis_server: AnyRedis
 ) -> None:
     a, b = nodes
     assert a.ask("alice", RoomCreate(1, "#Dev", "t")) is None
@@ -257,7 +257,7 @@ def test_a_failure_in_the_feed_is_logged_once_and_the_next_change_goes_through(
 
 
 def test_a_frozen_redis_answers_a_request_without_holding_it(
-    nodes: tuple[Node, Node], redis_server: RedisProc
+    nodes: tuple[Node, Node], redis_server: AnyRedis
 ) -> None:
     a, _ = nodes
     assert redis_server.proc is not None

@@ -27,7 +27,7 @@ from chat.server.cluster.link import Link
 from chat.server.cluster.presence import RedisPresence
 from chat.server.crypto.cipher import load_cipher
 
-from .conftest import RedisProc
+from .conftest import AnyRedis
 
 KEY = bytes(range(32))
 
@@ -196,13 +196,11 @@ def parts() -> Iterator[list[Any]]:
         part.stop()
 
 
-def subscribers(server: RedisProc, node: str) -> int:
-    return int(
-        dict(server.client().pubsub_numsub(keys.node_inbox(node)))[keys.node_inbox(node).encode()]
-    )
+def subscribers(server: AnyRedis, node: str) -> int:
+    return server.subscribers(keys.node_inbox(node))
 
 
-def broker(server: RedisProc, box: Any, node: str, inbox: Inbox, parts: list[Any]) -> RedisBroker:
+def broker(server: AnyRedis, box: Any, node: str, inbox: Inbox, parts: list[Any]) -> RedisBroker:
     b = RedisBroker(Link(server.url), box, node)
     b.start(inbox)
     parts.append(b)
@@ -211,7 +209,7 @@ def broker(server: RedisProc, box: Any, node: str, inbox: Inbox, parts: list[Any
 
 # ---- the broker: publisher -----------------------------------------------------------------
 def test_a_publish_whose_then_raises_is_logged_and_the_next_publish_is_answered(
-    redis_server: RedisProc, box: Box, parts: list[Any], caplog: pytest.LogCaptureFixture
+    redis_server: AnyRedis, box: Box, parts: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     inbox = Inbox()
     a = broker(redis_server, box, "a", Inbox(), parts)
@@ -226,7 +224,7 @@ def test_a_publish_whose_then_raises_is_logged_and_the_next_publish_is_answered(
 
 
 def test_a_publisher_that_meets_an_unexpected_error_answers_not_taken_and_goes_on(
-    redis_server: RedisProc, box: Box, parts: list[Any], caplog: pytest.LogCaptureFixture
+    redis_server: AnyRedis, box: Box, parts: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     inbox = Inbox()
     link = Link(redis_server.url)
@@ -249,7 +247,7 @@ def test_a_publisher_that_meets_an_unexpected_error_answers_not_taken_and_goes_o
 
 # ---- the broker: subscriber ----------------------------------------------------------------
 def test_a_deliverer_that_raises_is_logged_and_the_next_published_message_is_delivered(
-    redis_server: RedisProc, box: Box, parts: list[Any], caplog: pytest.LogCaptureFixture
+    redis_server: AnyRedis, box: Box, parts: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     inbox = Inbox(fail=True)
     a = broker(redis_server, box, "a", Inbox(), parts)
@@ -268,7 +266,7 @@ def test_a_deliverer_that_raises_is_logged_and_the_next_published_message_is_del
 
 
 def test_messages_taken_while_the_deliverer_failed_are_delivered(
-    redis_server: RedisProc, box: Box, parts: list[Any]
+    redis_server: AnyRedis, box: Box, parts: list[Any]
 ) -> None:
     hold = threading.Event()
     inbox = Inbox(fail=True, hold=hold)
@@ -289,7 +287,7 @@ def test_messages_taken_while_the_deliverer_failed_are_delivered(
 
 # ---- the presence ----------------------------------------------------------------------------
 def presence(
-    server: RedisProc, box: Any, node: str, listener: Picture, parts: list[Any]
+    server: AnyRedis, box: Any, node: str, listener: Picture, parts: list[Any]
 ) -> RedisPresence:
     p = RedisPresence(Link(server.url), box, node)
     p.start(listener)
@@ -298,7 +296,7 @@ def presence(
 
 
 def test_a_presence_listener_that_raises_is_logged_and_the_picture_comes_right(
-    redis_server: RedisProc, box: Box, parts: list[Any], caplog: pytest.LogCaptureFixture
+    redis_server: AnyRedis, box: Box, parts: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     picture = Picture(fail=True)
     presence(redis_server, box, "a", picture, parts)
@@ -315,7 +313,7 @@ def test_a_presence_listener_that_raises_is_logged_and_the_picture_comes_right(
 
 
 def test_a_presence_thread_that_meets_an_unexpected_error_goes_on_announcing(
-    redis_server: RedisProc, box: Box, parts: list[Any], caplog: pytest.LogCaptureFixture
+    redis_server: AnyRedis, box: Box, parts: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     picture = Picture()
     presence(redis_server, box, "a", picture, parts)
@@ -332,7 +330,7 @@ def test_a_presence_thread_that_meets_an_unexpected_error_goes_on_announcing(
 
 
 def test_an_announcement_the_presence_thread_failed_to_send_is_made_later(
-    redis_server: RedisProc, box: Box, parts: list[Any]
+    redis_server: AnyRedis, box: Box, parts: list[Any]
 ) -> None:
     picture = Picture()
     presence(redis_server, box, "a", picture, parts)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from conftest import ServerProc
 from e2e.server_support import PASSWORD, register
 
-from .conftest import RedisProc
+from .conftest import AnyRedis, at_rest
 from .v12 import Session, err, ok, room_items, wait_until
 
 Start = Callable[..., ServerProc]
@@ -341,7 +341,7 @@ def test_user_search_finds_names_registered_on_other_nodes(three: list[ServerPro
 
 # --- restarts, at rest, a frozen Redis ----------------------------------------------------------
 def test_rooms_and_markers_survive_a_node_restart_and_the_whole_cluster_restart(
-    redis_server: RedisProc, start_node: Start
+    redis_server: AnyRedis, start_node: Start
 ) -> None:
     a, b = start_node(redis_server.url), start_node(redis_server.url)
     people(a, "alice", "bob")
@@ -388,7 +388,7 @@ SECRETS = ("#hush-hush", "zanzibar-plan", "quentin", "xavier", "topic-of-secrets
 
 
 def test_nothing_of_rooms_markers_or_names_is_in_clear_in_redis(
-    redis_server: RedisProc, three: list[ServerProc]
+    redis_server: AnyRedis, three: list[ServerProc]
 ) -> None:
     a, b, _ = three
     people(a, "quentin", "xavier")
@@ -403,33 +403,19 @@ def test_nothing_of_rooms_markers_or_names_is_in_clear_in_redis(
     q.sync()
     time.sleep(1.2)
     client = redis_server.client()
-    blobs: list[bytes] = []
-    kinds: set[str] = set()
-    for key in client.scan_iter(count=1000):
-        blobs.append(key)
-        kind = client.type(key).decode()
-        kinds.add(kind)
-        if kind == "string":
-            blobs.append(client.get(key))
-        elif kind == "hash":
-            for k, v in client.hgetall(key).items():
-                blobs += [k, v]
-        elif kind == "zset":
-            blobs += list(client.zrange(key, 0, -1))
-        elif kind == "set":
-            blobs += list(client.smembers(key))
-        else:
-            raise AssertionError(f"a {kind} at {key!r}: scan it too")
+    blobs = at_rest(client)
     keys = {k.decode() for k in client.scan_iter(count=1000)}
-    assert any(k.endswith(":room") for k in keys) and any(k.endswith(":markers") for k in keys)
-    assert any(k.endswith(":contacts") for k in keys) and "set" in kinds
+    kinds = {client.type(k).decode() for k in keys}
+    assert any(k.endswith(":room") or ":room:" in k for k in keys)
+    assert any(k.endswith(":markers") for k in keys)
+    assert any(k.endswith(":contacts") for k in keys) and "set" in kinds and "stream" in kinds
     for blob in blobs:
         for word in SECRETS:
             assert word.encode() not in blob.lower(), f"{word!r} in clear in redis"
 
 
 def test_a_frozen_redis_answers_room_requests_and_room_sends_within_a_second(
-    redis_server: RedisProc, three: list[ServerProc]
+    redis_server: AnyRedis, three: list[ServerProc]
 ) -> None:
     a, b, _ = three
     people(a, "alice", "bob")

@@ -18,8 +18,22 @@ import pytest
 from chat.server.cluster.box import Box
 from chat.server.crypto.cipher import Cipher, load_cipher
 
-# The fixtures of tests/cluster/conftest.py, imported so that pytest offers them here.
-from cluster.conftest import RedisProc, redis_server, start_redis  # noqa: F401
+# The fixtures of tests/cluster/conftest.py, imported so that pytest offers them here: each
+# suite's Redis part runs against one redis-server and against a Redis Cluster.
+from cluster.conftest import (  # noqa: F401
+    KINDS,
+    AnyRedis,
+    RedisProc,
+    _shared_cluster,
+    at_rest,
+    redis_kind,
+    redis_of,
+    redis_server,
+    start_redis,
+)
+
+#: A seam's implementations: the server alone's, and the Redis one on each kind of Redis.
+IMPLEMENTATIONS = ("alone", *KINDS)
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -61,7 +75,7 @@ def no_thread_left() -> Iterator[None]:
     assert own_threads() == before, "a part's thread outlived its stop()"
 
 
-def freeze(redis: RedisProc) -> Callable[[], None]:
+def freeze(redis: AnyRedis) -> Callable[[], None]:
     """SIGSTOP the redis-server (it neither answers nor closes); the function thaws it."""
     import signal
 

@@ -13,17 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from chat.server.accounts.seam import Accounts
 from chat.server.accounts.users_file import Record, UserStore, record_from_json
 from chat.server.cluster import keys
 from chat.server.cluster.accounts import RedisAccounts
 from chat.server.cluster.box import Box
+from chat.server.cluster.bus import Message, Subscriber
 from chat.server.cluster.link import Link
 from chat.server.crypto.cipher import Cipher
 
-from .conftest import KEY, RedisProc, wait_until
+from .conftest import IMPLEMENTATIONS, KEY, AnyRedis, at_rest, wait_until
 
 COST = 10  # fast hashes for tests; the server default is 14
 NAMES = ("alice-account", "bob-account")
@@ -72,11 +72,11 @@ class FileKeeper(Keeper):
 
 
 class RedisKeeper(Keeper):
-    def __init__(self, redis_proc: RedisProc, box: Box) -> None:
+    def __init__(self, redis_proc: AnyRedis, box: Box) -> None:
         self._redis = redis_proc
         self._box = box
         self._client = redis_proc.client()
-        self._pubsub: redis.client.PubSub | None = None
+        self._pubsub: Subscriber | None = None
 
     def open(self, cost: int = 0) -> RedisAccounts:
         accounts = RedisAccounts(Link(self._redis.url), self._box, cost or COST)
@@ -84,18 +84,7 @@ class RedisKeeper(Keeper):
         return accounts
 
     def at_rest(self) -> list[bytes]:
-        found: list[bytes] = []
-        for key in self._client.scan_iter(count=1000):
-            found.append(key)
-            kind = self._client.type(key).decode()
-            if kind == "hash":
-                for k, v in self._client.hgetall(key).items():
-                    found += [k, v]
-            elif kind == "string":
-                found.append(self._client.get(key))
-            else:
-                raise AssertionError(f"a {kind} at {key!r}: scan it too")
-        return found
+        return at_rest(self._client)
 
     def records(self) -> list[Record]:
         out = []
@@ -107,8 +96,8 @@ class RedisKeeper(Keeper):
 
     def listen(self) -> None:
         """Subscribe to the accounts channel now, as a node does before it serves."""
-        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(keys.ACCOUNTS)
+        self._pubsub = Subscriber(Link(self._redis.url), [keys.ACCOUNTS])
+        self._pubsub.open()
 
     def told(self, learner: Accounts) -> None:
         """Hand what the accounts channel said to `learner.learned`, as the node's control
@@ -116,21 +105,21 @@ class RedisKeeper(Keeper):
         assert self._pubsub is not None and isinstance(learner, RedisAccounts)
         deadline = time.monotonic() + 0.5  # what was published by now has come by then
         while (left := deadline - time.monotonic()) > 0:
-            message = self._pubsub.get_message(timeout=left)  # None: a subscribe reply
-            if message is not None:
-                learner.learned(message["data"].decode())
+            for event in self._pubsub.poll(left):
+                if isinstance(event, Message):
+                    learner.learned(event.data.decode())
 
     def close(self) -> None:
         if self._pubsub is not None:
             self._pubsub.close()
 
 
-@pytest.fixture(params=["alone", "cluster"])
+@pytest.fixture(params=IMPLEMENTATIONS)
 def keeper(request: pytest.FixtureRequest, tmp_path: Path, cipher: Cipher) -> Iterator[Keeper]:
     if request.param == "alone":
         made: Keeper = FileKeeper(tmp_path / "data" / "users.db", cipher)
     else:
-        made = RedisKeeper(request.getfixturevalue("redis_server"), Box(KEY, cipher))
+        made = RedisKeeper(request.getfixturevalue("redis_of")(request.param), Box(KEY, cipher))
     yield made
     made.close()
 
@@ -228,7 +217,7 @@ def test_a_second_instance_over_the_same_storage_sees_the_registrations(keeper: 
 
 
 def test_a_name_told_by_the_channel_alone_is_known_to_a_running_instance(
-    redis_server: RedisProc, cipher: Cipher
+    redis_server: AnyRedis, cipher: Cipher
 ) -> None:
     """Cluster only: a node that did not register the name learns it without a reload."""
     keeper = RedisKeeper(redis_server, Box(KEY, cipher))

@@ -25,7 +25,7 @@ from chat.server.core.broker import Broker, NoBroker
 from chat.server.crypto.cipher import Cipher
 from chat.shared.errors import LocalProtocolError
 
-from .conftest import KEY, OTHER_KEY, RedisProc, freeze, own_threads, wait_until
+from .conftest import IMPLEMENTATIONS, KEY, OTHER_KEY, AnyRedis, freeze, own_threads, wait_until
 
 Delivery = tuple[str, tuple[str, ...] | None, bytes]
 
@@ -115,12 +115,12 @@ class Brokers:
             thread.join()
 
 
-@pytest.fixture(params=["alone", "cluster"])
+@pytest.fixture(params=IMPLEMENTATIONS)
 def brokers(request: pytest.FixtureRequest, cipher: Cipher) -> Iterator[Brokers]:
     if request.param == "alone":
         made = Brokers(lambda _id: NoBroker())
     else:
-        redis_proc: RedisProc = request.getfixturevalue("redis_server")
+        redis_proc: AnyRedis = request.getfixturevalue("redis_of")(request.param)
         box = Box(KEY, cipher)
         made = Brokers(lambda node_id: RedisBroker(Link(redis_proc.url), box, node_id))
     yield made
@@ -128,7 +128,7 @@ def brokers(request: pytest.FixtureRequest, cipher: Cipher) -> Iterator[Brokers]
 
 
 @pytest.fixture
-def cluster(redis_server: RedisProc, cipher: Cipher) -> Iterator[Brokers]:
+def cluster(redis_server: AnyRedis, cipher: Cipher) -> Iterator[Brokers]:
     box = Box(KEY, cipher)
     made = Brokers(lambda node_id: RedisBroker(Link(redis_server.url), box, node_id))
     yield made
@@ -224,7 +224,7 @@ def test_after_the_publisher_stopped_a_publish_is_refused_at_once(cluster: Broke
 
 
 def test_a_message_that_does_not_open_is_dropped_and_delivery_goes_on(
-    cluster: Brokers, redis_server: RedisProc, cipher: Cipher
+    cluster: Brokers, redis_server: AnyRedis, cipher: Cipher
 ) -> None:
     _, on_b = cluster.start("node-b")
     stranger = RedisBroker(Link(redis_server.url), Box(OTHER_KEY, cipher), "node-x")
@@ -241,7 +241,7 @@ def test_a_message_that_does_not_open_is_dropped_and_delivery_goes_on(
     assert on_b.got == [("alice", ("bob",), b"genuine")]
 
 
-def frozen_publishes(redis_server: RedisProc, a: Broker) -> Answers:
+def frozen_publishes(redis_server: AnyRedis, a: Broker) -> Answers:
     """Publish while Redis is frozen; every publish answered False, the first within the
     link's timeout, the later ones at once. Redis is thawed on return."""
     answers = Answers()
@@ -277,7 +277,7 @@ def recovers(a: Broker, on_b: Deliverer, within: float) -> bool:
 
 
 def test_a_frozen_redis_is_answered_within_the_links_timeout(
-    cluster: Brokers, redis_server: RedisProc
+    cluster: Brokers, redis_server: AnyRedis
 ) -> None:
     a, _ = cluster.start("node-a")
     _, on_b = cluster.start("node-b")
@@ -289,7 +289,7 @@ def test_a_frozen_redis_is_answered_within_the_links_timeout(
 
 
 def test_a_node_recovers_after_a_freeze(
-    redis_server: RedisProc, cipher: Cipher, cluster: Brokers
+    redis_server: AnyRedis, cipher: Cipher, cluster: Brokers
 ) -> None:
     """The broker on a link shared with the node's presence, as app.open_cluster builds it:
     the heartbeat tells the link Redis is back."""
@@ -308,9 +308,7 @@ def test_a_node_recovers_after_a_freeze(
         presence.stop()
 
 
-def test_the_broker_alone_recovers_after_a_freeze(
-    cluster: Brokers, redis_server: RedisProc
-) -> None:
+def test_the_broker_alone_recovers_after_a_freeze(cluster: Brokers, redis_server: AnyRedis) -> None:
     a, _ = cluster.start("node-a")
     _, on_b = cluster.start("node-b")
     frozen_publishes(redis_server, a)
@@ -326,3 +324,49 @@ class _QuietListener:
 
     def settled(self) -> None:
         pass
+
+
+def test_an_inbox_redis_lost_is_read_from_its_new_start_and_never_lies(
+    cluster: Brokers, redis_server: AnyRedis
+) -> None:
+    """A master restarted empty (a lost shard back, no persistence) starts a node's inbox
+    anew, numbered from 1 again: what the receiver takes of it is delivered, never dropped
+    for a number it had already seen, so a `True` answer is never a message lost."""
+    a, _ = cluster.start("node-a")
+    _, on_b = cluster.start("node-b")
+    answers = Answers()
+    for n in range(30):
+        a.publish("node-b", "alice", ["bob"], f"before {n}".encode(), answers.then(n))
+    assert wait_until(lambda: on_b.count() == 30)
+    client = redis_server.client()
+    for key in client.scan_iter(match="chat:{n:node-b}:inbox:*"):  # what a restart loses
+        client.delete(key)
+    for n in range(30, 35):
+        a.publish("node-b", "alice", ["bob"], f"after {n}".encode(), answers.then(n))
+    assert wait_until(lambda: all(answers.of(n) for n in range(30, 35)))
+    taken = [n for n in range(30, 35) if answers.of(n) == [True]]
+    assert taken, "nothing was taken after the loss"
+    assert wait_until(
+        lambda: {f"after {n}".encode() for n in taken} <= {g[2] for g in on_b.got}, 3.0
+    ), "a message answered as taken never arrived"
+    got = [g[2] for g in on_b.got]
+    assert len(got) == len(set(got)), "a message arrived twice"
+
+
+def test_what_waits_for_one_node_goes_in_few_publishes(
+    cluster: Brokers, redis_server: AnyRedis
+) -> None:
+    """Issue "6 of 6", cheaper crossings: messages handed over faster than Redis answers are
+    packed, one publish per node per publisher turn (the inbox's stream has an entry per
+    publish), and still arrive each once, in order, each answered."""
+    a, _ = cluster.start("node-a")
+    _, on_b = cluster.start("node-b")
+    answers = Answers()
+    sent = [f"packed {n}".encode() for n in range(500)]
+    for n, frames in enumerate(sent):
+        a.publish("node-b", "alice", ["bob"], frames, answers.then(n))
+    assert wait_until(lambda: answers.answered() == 500 and on_b.count() == 500, 10.0)
+    assert [g[2] for g in on_b.got] == sent
+    assert all(answers.of(n) == [True] for n in range(500))
+    publishes = int(redis_server.client().xlen("chat:{n:node-b}:inbox:log"))
+    assert 0 < publishes < 250, publishes

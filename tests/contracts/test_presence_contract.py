@@ -26,7 +26,7 @@ from chat.server.cluster.url import ClusterError
 from chat.server.core.presence import NoPresence, Presence
 from chat.server.crypto.cipher import Cipher
 
-from .conftest import KEY, OTHER_KEY, RedisProc, freeze, own_threads, wait_until
+from .conftest import IMPLEMENTATIONS, KEY, OTHER_KEY, AnyRedis, freeze, own_threads, wait_until
 
 
 class Listener:
@@ -77,7 +77,7 @@ class Nodes:
             thread.join()
 
 
-def held(redis_proc: RedisProc, presence: Presence) -> int:
+def held(redis_proc: AnyRedis, presence: Presence) -> int:
     """How many users the node's entry in Redis holds (its announcements went out)."""
     assert isinstance(presence, RedisPresence)
     return int(redis_proc.client().hlen(keys.node_users(presence.id)))
@@ -92,7 +92,7 @@ def consistent(presence: Presence) -> None:
     assert set(presence.nodes()) == {node for where in everyone.values() for node in where}
 
 
-@pytest.fixture(params=["alone", "cluster"])
+@pytest.fixture(params=IMPLEMENTATIONS)
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -102,7 +102,7 @@ def nodes(kind: str, request: pytest.FixtureRequest, cipher: Cipher) -> Iterator
     if kind == "alone":
         made = Nodes(lambda _id: NoPresence())
     else:
-        redis_proc: RedisProc = request.getfixturevalue("redis_server")
+        redis_proc: AnyRedis = request.getfixturevalue("redis_of")(kind)
         box = Box(KEY, cipher)
         made = Nodes(lambda node_id: RedisPresence(Link(redis_proc.url), box, node_id))
     yield made
@@ -110,7 +110,7 @@ def nodes(kind: str, request: pytest.FixtureRequest, cipher: Cipher) -> Iterator
 
 
 @pytest.fixture
-def cluster(redis_server: RedisProc, cipher: Cipher) -> Iterator[Nodes]:
+def cluster(redis_server: AnyRedis, cipher: Cipher) -> Iterator[Nodes]:
     box = Box(KEY, cipher)
     made = Nodes(lambda node_id: RedisPresence(Link(redis_server.url), box, node_id))
     yield made
@@ -138,8 +138,8 @@ def test_the_cores_calls_never_wait_and_own_users_are_never_elsewhere(
     for name in names[:50]:
         presence.departed(name)
     assert time.monotonic() - started < 0.5, "arrived/departed waited"
-    if kind == "cluster":  # the announcements went out and came back on the channel
-        redis_proc: RedisProc = request.getfixturevalue("redis_server")
+    if kind != "alone":  # the announcements went out and came back on the channel
+        redis_proc: AnyRedis = request.getfixturevalue("redis_of")(kind)
         assert wait_until(lambda: held(redis_proc, presence) == 150)
         time.sleep(0.2)
     for name in names:
@@ -188,9 +188,7 @@ def test_a_name_on_two_nodes_is_elsewhere_once_until_its_last_node_lets_it_go(
     assert on_c.about("alice") == [True, False]
 
 
-def test_a_node_that_joins_later_reads_who_is_where(
-    cluster: Nodes, redis_server: RedisProc
-) -> None:
+def test_a_node_that_joins_later_reads_who_is_where(cluster: Nodes, redis_server: AnyRedis) -> None:
     a, _ = cluster.start("node-a")
     for name in ("alice", "bob"):
         a.arrived(name)
@@ -232,7 +230,7 @@ time.sleep(120)
 
 
 def test_a_node_killed_without_leaving_is_reaped_and_its_users_leave(
-    cluster: Nodes, redis_server: RedisProc
+    cluster: Nodes, redis_server: AnyRedis
 ) -> None:
     b, on_b = cluster.start("node-b")
     dead = subprocess.Popen(
@@ -258,7 +256,7 @@ def test_a_node_killed_without_leaving_is_reaped_and_its_users_leave(
 
 
 def test_a_node_with_another_key_is_refused(
-    cluster: Nodes, redis_server: RedisProc, cipher: Cipher
+    cluster: Nodes, redis_server: AnyRedis, cipher: Cipher
 ) -> None:
     a, _ = cluster.start("node-a")
     a.arrived("alice")
@@ -273,7 +271,7 @@ def test_a_node_with_another_key_is_refused(
 
 
 def test_the_cores_calls_never_wait_for_a_frozen_redis(
-    cluster: Nodes, redis_server: RedisProc
+    cluster: Nodes, redis_server: AnyRedis
 ) -> None:
     a, _ = cluster.start("node-a")
     thaw = freeze(redis_server)
@@ -292,7 +290,7 @@ def test_the_cores_calls_never_wait_for_a_frozen_redis(
 
 
 def test_arrivals_while_redis_is_frozen_reach_the_other_nodes_after_it_thaws(
-    cluster: Nodes, redis_server: RedisProc
+    cluster: Nodes, redis_server: AnyRedis
 ) -> None:
     a, _ = cluster.start("node-a")
     b, on_b = cluster.start("node-b")

@@ -32,7 +32,7 @@ from chat.server.store.service import OFFLINE_PAGE, StoreService
 from chat.server.store.sqlite import Kept, MessageStore, Page
 from chat.shared.messages import BROADCAST, Msg
 
-from .conftest import KEY, RedisProc
+from .conftest import IMPLEMENTATIONS, KEY, AnyRedis, at_rest
 
 #: Names and texts that must never be found in clear at rest (distinctive enough that
 #: random sealed bytes never hold them by chance).
@@ -126,7 +126,7 @@ class SqliteStorage(Storage):
 class RedisStorage(Storage):
     id_block = cluster_messages.ID_BLOCK
 
-    def __init__(self, redis: RedisProc, box: Box) -> None:
+    def __init__(self, redis: AnyRedis, box: Box) -> None:
         super().__init__()
         self._redis = redis
         self._box = box
@@ -148,22 +148,7 @@ class RedisStorage(Storage):
         self._ids.pop(id(service)).stop()
 
     def at_rest(self) -> list[bytes]:
-        c, found = self._client, []
-        for key in c.scan_iter(count=1000):
-            found.append(key)
-            kind = c.type(key).decode()
-            if kind == "string":
-                found.append(c.get(key))
-            elif kind == "hash":
-                for k, v in c.hgetall(key).items():
-                    found += [k, v]
-            elif kind == "zset":
-                found += [m for m, _ in c.zrange(key, 0, -1, withscores=True)]
-            elif kind == "set":
-                found += list(c.smembers(key))
-            else:
-                raise AssertionError(f"a {kind} at {key!r}: scan it too")
-        return found
+        return at_rest(self._client)
 
     def _keys(self) -> RedisMessageStore:
         return RedisMessageStore(Link(self._redis.url), self._box)  # its key names only
@@ -187,12 +172,12 @@ class RedisStorage(Storage):
         self._move(k.owner(src), k.owner(dst))
 
 
-@pytest.fixture(params=["alone", "cluster"])
+@pytest.fixture(params=IMPLEMENTATIONS)
 def storage(request: pytest.FixtureRequest, tmp_path: Path, cipher: Cipher) -> Iterator[Storage]:
     if request.param == "alone":
         made: Storage = SqliteStorage(tmp_path / "data" / "history.db", cipher)
     else:
-        redis_server: RedisProc = request.getfixturevalue("redis_server")
+        redis_server: AnyRedis = request.getfixturevalue("redis_of")(request.param)
         made = RedisStorage(redis_server, Box(KEY, cipher))
     yield made
     made.close_all()

@@ -283,7 +283,7 @@ class RedisAccounts:
                 args=[blind, self._folded_blind(name), sealed, int(self._refuse_case_variants)],
             )
             if created:
-                self._link.client.publish(ACCOUNTS_CHANNEL, blind)
+                self._link.publish(self._link.client, ACCOUNTS_CHANNEL, blind)
         except redis.RedisError as exc:
             self._link.failed(exc)
             raise StoreError(f"cluster accounts: cannot save ({exc})") from None
@@ -293,6 +293,7 @@ class RedisAccounts:
 
     def register_many(self, accounts: Iterable[tuple[str, str]]) -> int:
         """Create every account whose name is free, in one pipeline (imports, benchmarks)."""
+        self._link.client.script_load(_REGISTER)  # a cluster's pipeline does not load it
         pipe = self._link.client.pipeline(transaction=False)
         blinds, names = [], []
         for name, password in accounts:
@@ -310,7 +311,7 @@ class RedisAccounts:
         created = [b for b, ok in zip(blinds, pipe.execute(), strict=True) if ok]
         named = dict(zip(blinds, names, strict=True))
         for blind in created:
-            self._link.client.publish(ACCOUNTS_CHANNEL, blind)
+            self._link.publish(self._link.client, ACCOUNTS_CHANNEL, blind)
             self.learned(blind, named[blind])
         return len(created)
 

@@ -1,40 +1,52 @@
 """The broker seam over Redis: messages for other nodes' users, and messages for ours.
 
-One publisher thread sends, in the order they were handed over, every message
-for another node; what waits when it wakes goes in one pipeline (one round
-trip). One thread on one connection is what keeps a sender's messages in
-order at every other node (Redis delivers a connection's PUBLISHes in order).
-Each PUBLISH answers how many subscribers took it: a message for a node that
-is gone reaches nobody, and its recipients are then not `delivered`. While
-Redis is known to be away, a publish is answered "not taken" at once.
+Each node has an inbox, a log (cluster/bus.py: a channel whose messages are
+numbered and kept for a while beside it, in one slot). One publisher thread
+sends, in the order they were handed over, every message for another node;
+what waits when it wakes for one node is packed into one sealed publish (one
+seal, one script, one message through Redis per node per turn: a busy sender's
+messages share them), and those go in one pipeline per Redis node (one round
+trip each, and a node that is away costs only what it serves). One thread on one
+connection per Redis node is what keeps a sender's messages in order at every
+other node, and the numbers keep them in order whatever the subscription
+missed.
 
-One subscriber thread listens to this node's inbox channel, on a connection
-of its own (presence has another: cluster/presence.py), and hands each
-message to the core's fan-out (`Deliverer`), sending once per batch. Both
-threads start in `start` and are joined by `stop`.
+Whether the other node took a message: the publish script answers how many
+subscribers took it live. One (its node) is `delivered`. None means the node is
+gone, or its subscription is moving with its slot (a Redis Cluster reshard):
+the message waits, noted in the log, for at most `SETTLE` seconds; if the node
+catches up meanwhile (it reads its log again once subscribed again) it is
+`delivered`, else it is given up, which a catch-up then skips: its recipients
+are not `delivered` (queued), and never get it twice. While Redis is known to
+be away, a publish is answered "not taken" at once.
+
+One subscriber thread listens to this node's inbox, on connections of its own
+(presence has others: cluster/presence.py), takes each message once, in order
+(`bus.Follower`), and hands it to the core's fan-out (`Deliverer`), sending once
+per batch. Both threads start in `start` and are joined by `stop`.
 
 A message carries its kind (protocol v1.2 section 10): `msg` (for names, or
 everyone), `echo` (the sender's own message, for its sessions there granted
 `echo`), `read` (the user's marker moved) and `typing`; only `msg` is
 answered to its sender. The publisher also sends the rooms' messages into
-their channel for the rooms' broker (`send`, cluster/rooms.py), so a node's
+their logs for the rooms' broker (`send`, cluster/rooms.py), so a node's
 publishes, whatever they carry, leave in the order they were handed over.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import redis
 
-from chat.server.cluster import keys
+from chat.server.cluster import bus, keys
 from chat.server.cluster.box import Box
 from chat.server.cluster.link import Link
 from chat.server.core.broker import Deliverer
@@ -42,33 +54,69 @@ from chat.server.core.broker import Deliverer
 log = logging.getLogger("chat.server.cluster")
 
 
-class _Head(msgspec.Struct, array_like=True, frozen=True):
-    """What precedes the frames of one message between nodes."""
+class _Head(msgspec.Struct, array_like=True, frozen=True, omit_defaults=True):
+    """What precedes the frames of one message between nodes (compact: a message to
+    everyone is `["m","alice"]`; the sending node is the batch's, not each message's)."""
 
-    origin: str
-    kind: str  # msg, echo, read, typing
+    kind: str  # MSG, ECHO, READ, TYPING
     sender: str  # the user who sent, read or types
     names: list[str] | None = None  # msg: the recipients (None: everyone); typing: them
     peer: str = ""  # read: the conversation; typing: the room ("" for names)
     upto: int = 0  # read: how far
 
 
+MSG, ECHO, READ, TYPING = "m", "e", "r", "t"
+#: The first byte of an inbox payload: a batch of items, each `<4-byte length><item>`, an
+#: item `<4-byte head length><head><frames>`.
+_PACKED = b"\x01"
+#: Bytes of items packed into one publish at most (a burst is split in several).
+PACK_BYTES = 256 * 1024
+
 _encode = msgspec.json.Encoder().encode
 _decode_head = msgspec.json.Decoder(_Head).decode
 _RETRY = 0.5  # seconds between attempts to reach Redis again
-# Messages the subscriber takes from its socket before it sends what they fanned out: one
-# send() per recipient per batch instead of per message (a frame each cost 3x the node's CPU).
+# Messages the subscriber takes before it sends what they fanned out: one send() per
+# recipient per batch instead of per message (a frame each cost 3x the node's CPU).
 _BATCH = 256
 _JOIN = 5.0
+#: Seconds a message no subscriber took waits for its node to catch up before it is given
+#: up (below the `sent`'s deadline, app.CROSSING_DEADLINE, so the `sent` can say which).
+SETTLE = 0.3
+_SETTLE_EVERY = 0.05
+#: Messages an inbox's stream keeps for a catch-up (a node subscribing again after a slot
+#: move reads what it missed from there).
+INBOX_KEEPS = 2000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Publish:
-    channel: str
+    log: bus.Log
     payload: bytes
     then: Callable[[bool], None]
-    #: Taken only when a subscriber got it (a node's inbox); else when Redis took it.
-    counted: bool = True
+    #: An inbox item not sealed yet: packed with the others for its node into one sealed
+    #: publish by the publisher thread (`_pack`).
+    item: bool = False
+
+
+class _Together:
+    """The `then` of a packed publish: each of its messages told the one outcome."""
+
+    __slots__ = ("thens",)
+
+    def __init__(self, thens: list[Callable[[bool], None]]) -> None:
+        self.thens = thens
+
+    def __call__(self, taken: bool) -> None:
+        for then in self.thens:
+            _tell(then, taken)
+
+
+@dataclass(slots=True)
+class _Unsettled:
+    log: bus.Log
+    number: int
+    then: Callable[[bool], None]
+    since: float = field(default_factory=time.monotonic)
 
 
 class RedisBroker:
@@ -77,17 +125,28 @@ class RedisBroker:
         self._box = box
         self.node_id = node_id
         self._jobs: deque[_Publish] = deque()
+        self._unsettled: list[_Unsettled] = []  # the publisher thread's own
+        self._logs: dict[str, bus.Log] = {}
+        self._inbox = bus.Log(link, keys.node_inbox(node_id), INBOX_KEEPS, settles=True)
+        #: Waited on by two threads (the subscriber's retries too): every notify is a
+        #: notify_all, or one could wake the wrong thread and leave the other asleep.
         self._cond = threading.Condition(threading.Lock())
         self._stopping = False
         self._threads: list[threading.Thread] = []
 
     def start(self, deliverer: Deliverer) -> None:
-        # Subscribed before the node serves anyone: nothing sent to it is missed.
-        pubsub = self._subscribe()
+        """Subscribed before the node serves anyone (RedisError when Redis does not answer):
+        nothing sent to it is missed."""
+        follower = bus.Follower(self._link, [self._inbox])
+        follower.start()
+        subscriber = bus.Subscriber(self._link, [self._inbox.channel])
+        subscriber.open()
         self._threads = [
             threading.Thread(target=self._publish_loop, name="cluster-pub"),
             threading.Thread(
-                target=self._subscribe_loop, args=(deliverer, pubsub), name="cluster-sub"
+                target=self._subscribe_loop,
+                args=(deliverer, subscriber, follower),
+                name="cluster-sub",
             ),
         ]
         for thread in self._threads:
@@ -102,7 +161,7 @@ class RedisBroker:
         """Publish what was handed over (within the link's timeout), then join both threads."""
         with self._cond:
             self._stopping = True
-            self._cond.notify()
+            self._cond.notify_all()
         for thread in self._threads:
             thread.join(_JOIN)
             if thread.is_alive():
@@ -119,37 +178,44 @@ class RedisBroker:
     ) -> None:
         """`msg` frames (encoded once, by the sender's node) for `names` (None: everyone
         but the sender) on another node: the receiver only unseals and fans them out."""
-        head = _Head(self.node_id, "msg", sender, None if names is None else list(names))
+        head = _Head(MSG, sender, None if names is None else list(names))
         self._to_node(node, head, frames, then)
 
     def echo(self, node: str, sender: str, frames: bytes) -> None:
-        self._to_node(node, _Head(self.node_id, "echo", sender), frames, _ignore)
+        self._to_node(node, _Head(ECHO, sender), frames, _ignore)
 
     def read(self, node: str, user: str, peer: str, upto: int) -> None:
-        self._to_node(node, _Head(self.node_id, "read", user, None, peer, upto), b"", _ignore)
+        self._to_node(node, _Head(READ, user, None, peer, upto), b"", _ignore)
 
     def typing(
         self, node: str, sender: str, names: Sequence[str], room: str | None, frame: bytes
     ) -> None:
-        head = _Head(self.node_id, "typing", sender, list(names), room or "")
+        head = _Head(TYPING, sender, list(names), room or "")
         self._to_node(node, head, frame, _ignore)
 
-    def send(self, channel: str, payload: bytes, then: Callable[[bool], None]) -> None:
-        """A sealed payload for `channel` (the rooms' broker's), in this publisher's order;
+    def send(self, target: bus.Log, payload: bytes, then: Callable[[bool], None]) -> None:
+        """A sealed payload for a log (the rooms' broker's), in this publisher's order;
         `then(published)`: whether Redis took it (not whether anyone listened)."""
-        self._queue(_Publish(channel, payload, then, counted=False))
+        self._queue(_Publish(target, payload, then))
 
     def _to_node(self, node: str, head: _Head, frames: bytes, then: Callable[[bool], None]) -> None:
-        if not self._link.up:
+        channel = keys.node_inbox(node)
+        if not self._link.reachable(channel):
             then(False)  # Redis is known to be away: no wait for what cannot be taken
             return
-        channel = keys.node_inbox(node)
         encoded = _encode(head)
-        body = len(encoded).to_bytes(4, "big") + encoded + frames
-        self._queue(_Publish(channel, self._box.seal(channel.encode(), body), then))
+        size = 4 + len(encoded) + len(frames)
+        item = b"".join((size.to_bytes(4, "big"), len(encoded).to_bytes(4, "big"), encoded, frames))
+        self._queue(_Publish(self._log(channel), item, then, True))
+
+    def _log(self, channel: str) -> bus.Log:
+        found = self._logs.get(channel)
+        if found is None:
+            found = self._logs[channel] = bus.Log(self._link, channel, INBOX_KEEPS, settles=True)
+        return found
 
     def _queue(self, job: _Publish) -> None:
-        if not self._link.up:
+        if not self._link.reachable(job.log.channel):
             _tell(job.then, False)
             return
         with self._cond:
@@ -159,7 +225,7 @@ class RedisBroker:
                 refused = False
                 self._jobs.append(job)
                 if len(self._jobs) == 1:
-                    self._cond.notify()
+                    self._cond.notify_all()
         if refused:
             _tell(job.then, False)
 
@@ -168,6 +234,9 @@ class RedisBroker:
         while True:
             with self._cond:
                 while not self._jobs and not self._stopping:
+                    if self._unsettled:
+                        self._cond.wait(_SETTLE_EVERY)
+                        break
                     if self._link.up:
                         self._cond.wait()
                     else:  # publishes are refused while Redis is away: look for its return
@@ -175,14 +244,19 @@ class RedisBroker:
                         if not self._jobs and not self._stopping:
                             break
                 if self._stopping and not self._jobs:
+                    for left in self._unsettled:  # no time left to wait: not taken
+                        _tell(left.then, False)
+                    self._unsettled.clear()
                     return
                 batch = list(self._jobs)
                 self._jobs.clear()
-            if not batch:
-                self._probe()
-                continue
             try:
-                self._run(batch)
+                if batch:
+                    self._run(batch)
+                elif not self._link.up:
+                    self._probe()
+                if self._unsettled:
+                    self._settle()
             except Exception:  # a bug must not stop cross-node delivery, nor leave a sender
                 log.exception("cluster: publishing a batch failed")
                 for job in batch:
@@ -191,99 +265,217 @@ class RedisBroker:
     def _probe(self) -> None:
         """Is Redis back? (Nothing else tells this broker while it refuses to publish.)"""
         try:
-            self._link.client.ping()
-        except redis.RedisError:
-            return
+            self._link.check()
         except Exception:
             log.exception("cluster: probing redis failed")
-            return
-        self._link.works()
+
+    def _pack(self, batch: list[_Publish]) -> list[_Publish]:
+        """What waits for each node's inbox as one sealed publish (a few when a burst is
+        big): one script, one XADD, one message through Redis and one seal per node per
+        turn, not per message (issue "6 of 6", cheaper crossings). Each inbox keeps its
+        order; the rooms' payloads, sealed already, go as they are."""
+        out: list[_Publish] = []
+        packs: dict[str, list[_Publish]] = {}
+        for job in batch:
+            if job.item:
+                packs.setdefault(job.log.channel, []).append(job)
+            else:
+                out.append(job)
+        for channel, jobs in packs.items():
+            start = 0
+            while start < len(jobs):
+                size, end = 0, start
+                while end < len(jobs) and (
+                    end == start or size + len(jobs[end].payload) <= PACK_BYTES
+                ):
+                    size += len(jobs[end].payload)
+                    end += 1
+                part = jobs[start:end]
+                plain = _PACKED + b"".join(j.payload for j in part)
+                sealed = self._box.seal(channel.encode(), plain)
+                then = part[0].then if len(part) == 1 else _Together([j.then for j in part])
+                out.append(_Publish(part[0].log, sealed, then))
+                start = end
+        return out
 
     def _run(self, batch: list[_Publish]) -> None:
+        batch = self._pack(batch)
+        for node, group in bus.by_node(self._link, batch, _log_of):
+            results = self._pipeline(node, group)
+            for job, result in zip(group, results, strict=True):
+                self._outcome(node, job, result)
+
+    def _pipeline(self, node: str, group: list[_Publish]) -> list[Any]:
+        """One pipeline for one Redis node, each publish sent once (one that timed out may
+        have run: sent again, it would come twice). A script the node lacks is loaded and
+        what it refused sent again; so is what a moving slot redirected (not run either)."""
         pipe = self._link.client.pipeline(transaction=False)
-        for job in batch:
-            pipe.publish(job.channel, job.payload)
+        for job in group:
+            job.log.publish(pipe, job.payload)
         try:
-            results = pipe.execute(raise_on_error=False)
+            results = self._link.execute_once(pipe)
         except redis.RedisError as exc:
-            self._link.failed(exc)
-            results = [exc] * len(batch)
-        else:
-            if not any(isinstance(r, redis.ConnectionError) for r in results):
-                self._link.works()
-        for job, result in zip(batch, results, strict=True):
-            _tell(job.then, isinstance(result, int) and (result > 0 or not job.counted))
+            self._link.failed(exc, node or None)
+            return [exc] * len(group)
+        if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
+            try:
+                self._link.load_scripts()
+            except redis.RedisError as exc:
+                self._link.failed(exc, node or None)
+        for i, result in enumerate(results):
+            if isinstance(result, _NOT_RUN):  # again, alone: redis-py follows a redirection
+                try:
+                    results[i] = group[i].log.publish(self._link.client, group[i].payload)
+                except redis.RedisError as exc:
+                    results[i] = exc
+        if not any(isinstance(r, redis.ConnectionError | redis.TimeoutError) for r in results):
+            self._link.works(node or None)
+        return results
+
+    def _outcome(self, node: str, job: _Publish, result: Any) -> None:
+        if isinstance(result, Exception):
+            if isinstance(result, redis.ConnectionError | redis.TimeoutError):
+                self._link.failed(result, node or None)
+            _tell(job.then, False)
+            return
+        number, took = int(result[0]), int(result[1])
+        if took > 0 or not job.log.settles:
+            _tell(job.then, True)
+        else:  # nobody took it live: its node may be catching up (a slot moving)
+            self._unsettled.append(_Unsettled(job.log, number, job.then))
+
+    def _settle(self) -> None:
+        """Ask about the messages nobody took: taken by a catch-up since, or given up now
+        (their time is over), or not yet."""
+        now = time.monotonic()
+        ask = [u for u in self._unsettled if now - u.since >= _SETTLE_EVERY]
+        if not ask:
+            return
+        for node, group in bus.by_node(self._link, ask, _log_of):
+            pipe = self._link.client.pipeline(transaction=False)
+            for u in group:
+                u.log.settle(pipe, u.number, now - u.since >= SETTLE)
+            try:
+                results = self._link.execute_once(pipe)
+            except redis.RedisError as exc:
+                self._link.failed(exc, node or None)
+                results = [exc] * len(group)
+            for u, result in zip(group, results, strict=True):
+                if isinstance(result, Exception):
+                    if now - u.since < SETTLE:
+                        continue  # asked again at the next turn
+                    if isinstance(result, redis.exceptions.NoScriptError):
+                        self._link.load_scripts()
+                        continue
+                    result = 0
+                if int(result) == -1:
+                    continue
+                self._unsettled.remove(u)
+                _tell(u.then, int(result) == 1)
 
     # ---- subscriber thread ----------------------------------------------------------------------
-    def _subscribe(self) -> Any:
-        pubsub = self._link.make_client().pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(keys.node_inbox(self.node_id))
-        return pubsub
+    def _subscribe_loop(
+        self, deliverer: Deliverer, subscriber: bus.Subscriber, follower: bus.Follower
+    ) -> None:
+        behind = True  # read the inbox from the last number first: what came before the start
+        try:
+            while not self._stopping:
+                taken = 0
+                try:
+                    payloads: list[bytes] = []
+                    if behind:
+                        payloads = follower.again(self._inbox.channel)
+                        behind = False
+                    for event in subscriber.poll(0.0 if payloads else 1.0):
+                        if isinstance(event, bus.Again):
+                            payloads += follower.again(self._inbox.channel)
+                        else:
+                            payloads += follower.take(event.channel, event.data)
+                    follower.broken.clear()  # lost messages were logged: nothing to read anew
+                    for payload in payloads:
+                        before = taken
+                        taken += self._handle(deliverer, payload)
+                        if taken // _BATCH != before // _BATCH:
+                            self._delivered(deliverer)
+                except redis.RedisError as exc:
+                    self._link.failed(exc)
+                    behind = True
+                    with self._cond:
+                        if not self._stopping:
+                            self._cond.wait(_RETRY)
+                except Exception:  # a bug must not end cross-node delivery for good
+                    log.exception("cluster: the message subscriber failed; it goes on")
+                    behind = True
+                finally:
+                    if taken % _BATCH:
+                        self._delivered(deliverer)
+        finally:
+            subscriber.close()
 
-    def _subscribe_loop(self, deliverer: Deliverer, pubsub: Any) -> None:
-        while not self._stopping:
-            try:
-                if pubsub is None:
-                    pubsub = self._subscribe()
-                self._link.works()
-                while not self._stopping:
-                    message = pubsub.get_message(timeout=1.0)
-                    taken = 0
-                    try:
-                        while message is not None:
-                            try:
-                                self._handle(deliverer, message)
-                            except Exception:  # one message's bug: the next ones still come
-                                log.exception(
-                                    "cluster: delivering a message from another node failed"
-                                )
-                            taken += 1
-                            message = pubsub.get_message(timeout=0.0) if taken < _BATCH else None
-                    finally:
-                        if taken:
-                            try:
-                                deliverer.delivered()
-                            except Exception:
-                                log.exception("cluster: sending a batch from another node failed")
-            except redis.RedisError as exc:
-                self._link.failed(exc)
-            except Exception:  # a bug must not end cross-node delivery for good
-                log.exception("cluster: the message subscriber failed; it goes on")
-            finally:
-                if pubsub is not None:
-                    with contextlib.suppress(redis.RedisError):
-                        pubsub.close()
-                pubsub = None
-            with self._cond:
-                if not self._stopping:
-                    self._cond.wait(_RETRY)
+    @staticmethod
+    def _delivered(deliverer: Deliverer) -> None:
+        try:
+            deliverer.delivered()
+        except Exception:
+            log.exception("cluster: sending a batch from another node failed")
 
-    def _handle(self, deliverer: Deliverer, message: dict[str, Any]) -> None:
-        channel = message["channel"].decode()
-        plain = self._box.open(channel.encode(), bytes(message["data"]))
+    def _handle(self, deliverer: Deliverer, data: bytes) -> int:
+        """Hand over every item of one inbox payload; how many there were."""
+        channel = self._inbox.channel
+        plain = self._box.open(channel.encode(), data)
         if plain is None:
             log.error("cluster: a message on %s does not open (another key?): dropped", channel)
-            return
+            return 0
+        if plain[:1] != _PACKED:
+            log.error("cluster: a message on %s is of an unknown format: dropped", channel)
+            return 0
+        view = memoryview(plain)
+        at, end, count = 1, len(plain), 0
+        while at + 4 <= end:
+            size = int.from_bytes(view[at : at + 4], "big")
+            item = plain[at + 4 : at + 4 + size]
+            at += 4 + size
+            count += 1
+            try:
+                self._item(deliverer, item)
+            except Exception:  # one message's bug: the next ones still come
+                log.exception("cluster: delivering a message from another node failed")
+        return count
+
+    def _item(self, deliverer: Deliverer, item: bytes) -> None:
+        channel = self._inbox.channel
         try:
-            size = int.from_bytes(plain[:4], "big")
-            head = _decode_head(plain[4 : 4 + size])
+            size = int.from_bytes(item[:4], "big")
+            head = _decode_head(item[4 : 4 + size])
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.error("cluster: a message on %s does not decode: dropped", channel)
             return
-        frames = plain[4 + size :]
+        frames = item[4 + size :]
         match head.kind:
-            case "msg":
+            case "m":
                 deliverer.deliver(head.sender, head.names, frames)
-            case "echo":
+            case "e":
                 deliverer.echo(head.sender, frames)
-            case "read":
+            case "r":
                 deliverer.read(head.sender, head.peer, head.upto)
-            case "typing":
+            case "t":
                 deliverer.typing(head.sender, head.names or (), head.peer or None, frames)
             case _:
                 log.error(
                     "cluster: a message of unknown kind %r on %s: dropped", head.kind, channel
                 )
+
+
+#: What a pipeline's command met that means it did not run (sent again, alone).
+_NOT_RUN = (
+    redis.exceptions.NoScriptError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+)
+
+
+def _log_of(item: _Publish | _Unsettled) -> bus.Log:
+    return item.log
 
 
 def _ignore(taken: bool) -> None:

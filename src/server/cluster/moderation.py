@@ -4,8 +4,9 @@ The account's change itself is in Redis (cluster/accounts.py: a ban is read
 by every login, a delete removes the record), so it holds on every node at
 once. What each node must still do with its own sessions (close them with a
 `bye` saying why, forget a deleted name, revoke tokens) is told on
-`chat:{g}:control` (cluster/keys.py), sealed like every value a node puts in
-Redis: `(action, node that acted, name)`. The node's presence control
+`chat:{g}:control` (cluster/keys.py), a log (cluster/bus.py: what a node's
+subscription missed while its slot moved is read again), sealed like every value
+a node puts in Redis: `(action, node that acted, name)`. The node's presence control
 subscriber (cluster/presence.py) hands each message here; a node ignores its
 own, having acted before it published. The operator's command running with
 no node to ask (ops/admin.py) publishes with an origin no node has.
@@ -19,7 +20,7 @@ from collections.abc import Callable
 import msgspec
 import redis
 
-from chat.server.cluster import keys
+from chat.server.cluster import bus, keys
 from chat.server.cluster.box import Box
 from chat.server.cluster.link import Link
 from chat.server.ops.commands import ACTIONS
@@ -51,7 +52,7 @@ class ClusterModeration:
         not take it)."""
         event = self._box.seal(keys.CONTROL.encode(), _encode((action, self._node, name)))
         try:
-            self._link.client.publish(keys.CONTROL, event)
+            bus.Log(self._link, keys.CONTROL, bus.CONTROL_KEEPS).publish(self._link.client, event)
         except redis.RedisError as exc:
             self._link.failed(exc)
             raise

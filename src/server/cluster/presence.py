@@ -12,10 +12,16 @@ about six seconds (the contract allows ten).
 Two threads, started by `start` and joined by `stop`: the *control*
 subscriber, and the *presence* thread, which sends this node's announcements
 (a user's first session here, its last one leaving: HSET or HDEL of the
-node's user hash and a PUBLISH, one script each, in the order the hub decided
-them) and the heartbeat. When Redis comes back after an outage the
-subscriber resynchronises: this node's users announced again, the others'
-read anew (`elsewhere_reset`).
+node's user hash and a PUBLISH on the presence channel, in the order the hub
+decided them) and the heartbeat. The hash is in the node's slot and the
+channel in the global one, so in a Redis Cluster they are two commands, not
+one script: a node reading the picture subscribes first and reads the hashes
+after, so either order of the two comes to the same picture. When Redis comes
+back after an outage, or the global slot moved to another node of a Redis
+Cluster (the subscriptions end with it: cluster/bus.py), the subscriber
+resynchronises: this node's users announced again, the others' read anew
+(`elsewhere_reset`). The operators' channel is a log (bus.py): what was said on
+it while the subscription moved is read again, not lost.
 
 Every script names its keys in KEYS (cluster/keys.py); none spans two hash
 tags, so all of it runs on a Redis Cluster too.
@@ -23,18 +29,16 @@ tags, so all of it runs on a Redis Cluster too.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 import redis
 
-from chat.server.cluster import keys
+from chat.server.cluster import bus, keys
 from chat.server.cluster.box import Box
 from chat.server.cluster.link import Link
 from chat.server.cluster.url import ClusterError
@@ -47,16 +51,6 @@ EXPIRES = 5  # seconds after its last heartbeat a node counts as dead
 _RETRY = 0.5
 _JOIN = 5.0
 
-_UP = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 1
-"""
-_DOWN = """
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
-"""
 _BEAT = """
 local now = redis.call('TIME')
 redis.call('ZADD', KEYS[1], tonumber(now[1]) + tonumber(ARGV[2]), ARGV[1])
@@ -88,15 +82,16 @@ class RedisPresence:
         self._where: dict[str, dict[str, None]] = {}  # name -> nodes (arrival order)
         self._names: dict[str, set[str]] = {}  # node -> names
         self._local: set[str] = set()  # this node's users, to announce again after an outage
+        #: Waited on by two threads (the subscriber's retries too): every notify is a
+        #: notify_all, or one could wake the wrong thread and leave the other asleep.
         self._cond = threading.Condition(threading.Lock())
         self._jobs: deque[tuple[bool, str]] = deque()  # (up, name) to announce, in order
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self._listener: PresenceListener | None = None
-        client = link.client
-        self._up = client.register_script(_UP)
-        self._down = client.register_script(_DOWN)
-        self._beat = client.register_script(_BEAT)
+        self._beat = link.script(_BEAT)
+        logged = [keys.CONTROL] if keys.CONTROL in self._control else []
+        self._follower = bus.Follower(link, [bus.Log(link, c, bus.CONTROL_KEEPS) for c in logged])
 
     # ---- lifetime ---------------------------------------------------------------------------
     def start(self, listener: PresenceListener) -> None:
@@ -113,16 +108,22 @@ class RedisPresence:
                 )
             self._warn_without_persistence()
             # Subscribed before anything is read, so nothing said meanwhile is missed.
-            pubsub = self._subscribe()
-            for fn in self._on_resync:
-                fn()
-            self._beat(keys=[keys.NODES], args=[self.id, EXPIRES])
-            snapshot = self._snapshot()
+            self._follower.start()
+            subscriber = bus.Subscriber(self._link, [keys.PRESENCE, keys.GONE, *self._control])
+            subscriber.open()
+            try:
+                for fn in self._on_resync:
+                    fn()
+                self._beat(keys=[keys.NODES], args=[self.id, EXPIRES])
+                snapshot = self._snapshot()
+            except BaseException:
+                subscriber.close()
+                raise
         except redis.RedisError as exc:
             raise ClusterError(f"cluster {self._link.shown}: {_one_line(exc)}") from None
         self._reset(snapshot)
         self._threads = [
-            threading.Thread(target=self._control_loop, args=(pubsub,), name="cluster-control"),
+            threading.Thread(target=self._control_loop, args=(subscriber,), name="cluster-control"),
             threading.Thread(target=self._presence_loop, name="cluster-presence"),
         ]
         for thread in self._threads:
@@ -138,7 +139,7 @@ class RedisPresence:
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
-            self._cond.notify()
+            self._cond.notify_all()
         for thread in self._threads:
             thread.join(_JOIN)
             if thread.is_alive():
@@ -146,8 +147,8 @@ class RedisPresence:
         try:  # leave at once rather than after the heartbeat expires
             client = self._link.client
             client.zrem(keys.NODES, self.id)
-            client.delete(self._users_key)
-            client.publish(keys.GONE, self.id)
+            client.delete(self._users_key, *keys.log_keys(keys.node_inbox(self.id)))
+            self._link.publish(client, keys.GONE, self.id)
         except redis.RedisError:
             pass
 
@@ -178,7 +179,7 @@ class RedisPresence:
             else:
                 self._local.discard(name)
             self._jobs.append((up, name))
-            self._cond.notify()
+            self._cond.notify_all()
 
     # ---- presence thread: announcements and heartbeats ------------------------------------------
     def _presence_loop(self) -> None:
@@ -200,6 +201,10 @@ class RedisPresence:
                     jobs = []
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + BEAT_EVERY
+                    if not self._link.up:  # a node of a Redis Cluster failed: is it back?
+                        self._link.check()
+                    else:  # a slot map a redirection or a failure asked to read again
+                        self._link.refresh()
                     self._beat(keys=[keys.NODES], args=[self.id, EXPIRES])
                     self._reap()
                 self._link.works()
@@ -214,6 +219,8 @@ class RedisPresence:
                         self._cond.wait(_RETRY)
 
     def _send(self, jobs: list[tuple[bool, str]]) -> None:
+        """HSET or HDEL of this node's hash and the change on the presence channel, in order
+        (two slots in a Redis Cluster: a pipeline, not a script)."""
         pipe = self._link.client.pipeline(transaction=False)
         for up, name in jobs:
             blind = self._box.blind("user", name)
@@ -222,11 +229,10 @@ class RedisPresence:
             )
             if up:
                 sealed = self._box.seal(self._users_key.encode(), _encode(name))
-                self._up(
-                    keys=[self._users_key], args=[blind, sealed, keys.PRESENCE, event], client=pipe
-                )
+                pipe.hset(self._users_key, blind, sealed)
             else:
-                self._down(keys=[self._users_key], args=[blind, keys.PRESENCE, event], client=pipe)
+                pipe.hdel(self._users_key, blind)
+            self._link.publish(pipe, keys.PRESENCE, event)
         pipe.execute()
 
     def _reap(self) -> None:
@@ -236,48 +242,53 @@ class RedisPresence:
         for raw in client.zrangebyscore(keys.NODES, "-inf", now):
             node = raw.decode()
             if node != self.id and client.zrem(keys.NODES, node) == 1:
-                client.delete(keys.node_users(node))
-                client.publish(keys.GONE, node)
+                client.delete(keys.node_users(node), *keys.log_keys(keys.node_inbox(node)))
+                self._link.publish(client, keys.GONE, node)
 
     # ---- control thread: what the other nodes say ----------------------------------------------
-    def _subscribe(self) -> Any:
-        pubsub = self._link.make_client().pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(keys.PRESENCE, keys.GONE, *self._control)
-        return pubsub
-
-    def _control_loop(self, pubsub: Any) -> None:
-        while not self._stopping:
-            try:
-                if pubsub is None:
-                    pubsub = self._subscribe()
-                    self._resync()  # what happened while Redis was away
-                self._link.works()
-                while not self._stopping:
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is None:
+    def _control_loop(self, subscriber: bus.Subscriber) -> None:
+        behind = False  # the operators' log is read again, and the picture, once Redis answers
+        try:
+            while not self._stopping:
+                try:
+                    if behind:
+                        behind = False
+                        self._resync()
+                        self._heard(self._follower.again(keys.CONTROL), keys.CONTROL)
+                        self._follower.broken.clear()
+                    events = subscriber.poll(1.0)
+                    if not events:
                         continue
                     try:
-                        while message is not None:
-                            self._handle(message)
-                            message = pubsub.get_message(timeout=0.0)
+                        for event in events:
+                            if isinstance(event, bus.Again):  # subscribed again: what was missed
+                                behind = True
+                            elif event.channel in self._follower.channels():
+                                taken = self._follower.take(event.channel, event.data)
+                                self._heard(taken, event.channel)
+                            else:
+                                self._handle(event.channel, event.data)
                     finally:
                         self._settled()
-            except redis.RedisError as exc:
-                self._link.failed(exc)
-            except Exception:
-                log.exception("cluster: the control subscriber failed; it goes on")
-            finally:
-                if pubsub is not None:
-                    with contextlib.suppress(redis.RedisError):
-                        pubsub.close()
-                pubsub = None
-            with self._cond:
-                if not self._stopping:
-                    self._cond.wait(_RETRY)
+                except redis.RedisError as exc:
+                    self._link.failed(exc)
+                    behind = True
+                    with self._cond:
+                        if not self._stopping:
+                            self._cond.wait(_RETRY)
+                except Exception:
+                    log.exception("cluster: the control subscriber failed; it goes on")
+                    behind = True
+        finally:
+            subscriber.close()
 
-    def _handle(self, message: dict[str, Any]) -> None:
-        channel = message["channel"].decode()
-        data = bytes(message["data"])
+    def _heard(self, payloads: list[bytes], channel: str) -> None:
+        handler = self._control.get(channel)
+        for payload in payloads:
+            if handler is not None:
+                handler(payload)
+
+    def _handle(self, channel: str, data: bytes) -> None:
         handler = self._control.get(channel)
         if handler is not None:
             handler(data)
@@ -333,7 +344,7 @@ class RedisPresence:
             fn()
         with self._cond:
             self._jobs.extendleft((True, n) for n in sorted(self._local, reverse=True))
-            self._cond.notify()
+            self._cond.notify_all()
         self._beat(keys=[keys.NODES], args=[self.id, EXPIRES])
         self._reset(self._snapshot())
         self._settled()

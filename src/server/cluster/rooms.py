@@ -2,21 +2,25 @@
 
 Protocol v1.2 section 10: a room's events and messages reach every member, on
 every node, in one order. Redis is the authority on rooms (records and their
-versions, cluster/state.py) and its rooms channel is that order (one channel,
-one Redis: one total order; `keys.room_channel`):
+versions, cluster/state.py) and the log of the room's shard is that order
+(`keys.room_channel`: rooms are spread over a fixed number of shards, each a
+log of cluster/bus.py in the slot of its rooms' keys; one order per shard is one
+order per room, and a log's numbers keep it whatever a subscription missed):
 
 - A room request (create, join, leave, invite, kick, topic) runs on this
   node's *rooms* thread: WATCH the room's record, read it, run the room book's
   rule on a scratch book holding it (core/rooms.py; the per-user limits come
   from this node's replica), then MULTI: the new record (version + 1, or a
-  tombstone with the history deleted) and the PUBLISH of the change's events,
-  EXEC. Another node's change in between fails the EXEC and the request runs
-  again on what it did (a few times). The requester is answered once this
+  tombstone with the history deleted) and the change's events into the shard's
+  log (numbered, kept, published: one script, EVAL), EXEC; all in one slot.
+  Another node's change in between fails the EXEC and the request runs again
+  on what it did (a few times; while the slot moves to another node of a Redis
+  Cluster, until the request's deadline). The requester is answered once this
   node's replica has applied the change (its own subscriber saw it come back),
   so a `send` right after a `join`'s `ok` finds the sender a member here.
 - A room message is checked against the replica, given its ids, and published
-  into the same channel by the broker's publisher (cluster/broker.py `send`).
-- The *rooms-sub* thread takes the channel in order and hands everything to
+  into the same log by the broker's publisher (cluster/broker.py `send`).
+- The *rooms-sub* thread takes the logs in order and hands everything to
   the core (`RoomFeed`): a change is applied as facts when its version is
   newer than the replica's (so what came while the node loaded its replica is
   not applied twice), and told to the members here; a message gets the same
@@ -25,15 +29,16 @@ one Redis: one total order; `keys.room_channel`):
   the sender's node it is stored and its `sent` (or `not_member`) answered.
 
 A node subscribes first, then reads every record (`start`): nothing published
-meanwhile is missed. When the subscription breaks (Redis went away), it reads
-every record again once subscribed again. Both threads start in `start` and
+meanwhile is missed. When a subscription breaks (a slot moved, Redis went
+away), the shard's log is read again from the last number taken; only when the
+log cannot make it good (Redis lost its data, or the stream no longer reaches
+back) are every record read again. Both threads start in `start` and
 are joined in `stop`; every Redis call has the link's timeout and no retry, and
 the caller's deadline answers whoever waits (core/asks.py, core/fanout.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -43,8 +48,9 @@ from typing import Any
 
 import msgspec
 import redis
+from redis.exceptions import TryAgainError
 
-from chat.server.cluster import keys
+from chat.server.cluster import bus, keys
 from chat.server.cluster.box import Box
 from chat.server.cluster.broker import RedisBroker
 from chat.server.cluster.link import Link
@@ -64,6 +70,10 @@ _RETRY = 0.5
 _JOIN = 5.0
 _POSTED_FOR = 60.0  # seconds this node remembers a message of its own not yet back
 _BATCH = 256  # channel items handled before what they queued is sent
+#: Items each shard's stream keeps for a node that subscribes again (about a minute of a
+#: busy shard: 256 shards of 200 are some 50,000 items in Redis at most).
+ROOMS_KEEPS = 200
+_MOVING = 0.02  # seconds between runs of a request whose slot is moving
 
 
 class _Fact(msgspec.Struct, array_like=True, frozen=True):
@@ -118,8 +128,10 @@ class RedisRooms:
         self.node_id = node_id
         self._broker = broker
         self._state = RedisState(link, box)
-        self._channel = keys.room_channel("")
+        self._logs = {c: bus.Log(link, c, ROOMS_KEEPS) for c in keys.room_channels()}
         self._feed: RoomFeed | None = None
+        #: Waited on by two threads (the subscriber's retries too): every notify is a
+        #: notify_all, or one could wake the wrong thread and leave the other asleep.
         self._cond = threading.Condition(threading.Lock())
         self._jobs: deque[_Job] = deque()
         self._stopping = False
@@ -135,18 +147,23 @@ class RedisRooms:
         """Subscribe, then read every room into the replica, then start both threads;
         ClusterError when Redis cannot be had (the node does not start)."""
         self._feed = feed
+        follower = bus.Follower(self._link, self._logs.values())
         try:
-            pubsub = self._subscribe()
+            follower.start()
+            subscriber = bus.Subscriber(self._link, list(self._logs))
+            subscriber.open()
             try:
                 self._load(feed)
             except BaseException:
-                pubsub.close()
+                subscriber.close()
                 raise
         except redis.RedisError as exc:
             raise ClusterError(f"cluster {self._link.shown}: rooms: {exc}") from None
         self._threads = [
             threading.Thread(target=self._request_loop, name="cluster-rooms"),
-            threading.Thread(target=self._channel_loop, args=(pubsub,), name="cluster-rooms-sub"),
+            threading.Thread(
+                target=self._channel_loop, args=(subscriber, follower), name="cluster-rooms-sub"
+            ),
         ]
         for thread in self._threads:
             thread.start()
@@ -174,7 +191,7 @@ class RedisRooms:
         with self._cond:
             if not self._stopping:
                 self._jobs.append(_Job(name, request, registered, expires, done))
-                self._cond.notify()
+                self._cond.notify_all()
                 return
         _answer(done, _trouble(request))
 
@@ -188,6 +205,7 @@ class RedisRooms:
         done: RoomVerdict,
     ) -> None:
         first = msgs[0].id
+        channel = keys.room_channel(self._state.room_blind(fold(room)))
         head = _encode(
             _Item(
                 "post", self.node_id, room, sender=sender, skip=skip, first=first, last=msgs[-1].id
@@ -204,7 +222,8 @@ class RedisRooms:
                 if lost is not None:
                     _answer(lost.done, False)
 
-        self._broker.send(self._channel, self._box.seal(self._channel.encode(), body), published)
+        sealed = self._box.seal(channel.encode(), body)
+        self._broker.send(self._logs[channel], sealed, published)
 
     # ---- rooms thread: requests, one at a time ----------------------------------------------
     def _request_loop(self) -> None:
@@ -233,16 +252,21 @@ class RedisRooms:
                 _answer(job.done, error)
 
     def _run(self, job: _Job) -> None:
-        """WATCH, read, decide, MULTI/EXEC; again when another node changed the room."""
+        """WATCH, read, decide, MULTI/EXEC; again when another node changed the room (or
+        its slot is moving to another node of a Redis Cluster: until the request's time is
+        up)."""
         feed, state, request = self._feed, self._state, job.request
         assert feed is not None
         folded = fold(request.room)  # type: ignore[attr-defined]
         key = state.room_key(folded)
+        room_log = self._logs[keys.room_channel(state.room_blind(folded))]
         users = [job.name]
         if isinstance(request, RoomInvite):
             users.append(request.user)  # its invites are counted
         client = self._link.client
-        for _ in range(ATTEMPTS):
+        runs = 0
+        while runs < ATTEMPTS:
+            runs += 1
             with client.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(key)
@@ -257,29 +281,37 @@ class RedisRooms:
                         return
                     name = change.events[0].room if change.events else change.room.name  # type: ignore[union-attr]
                     if room is None:  # a new room: indexed first (the index only grows)
-                        pipe.sadd(keys.ROOMS, state.room_blind(folded))
+                        client.sadd(keys.ROOMS, state.room_blind(folded))
                     new = version + 1
                     pipe.multi()
                     pipe.set(key, state.seal_room(key, new, change.room, name))
                     if change.deleted:
                         pipe.delete(state.history_key(folded))
-                    pipe.publish(self._channel, self._seal_change(name, new, change.events))
+                    room_log.publish_in(pipe, self._seal_change(room_log, name, new, change.events))
                     pipe.execute()
-                except redis.WatchError:
+                except (redis.WatchError, TryAgainError) as exc:
+                    cause = exc.__cause__ if isinstance(exc, redis.WatchError) else exc
+                    if isinstance(cause, redis.ConnectionError | redis.TimeoutError):
+                        raise cause from None
+                    if isinstance(cause, redis.ResponseError):  # the slot is moving
+                        if time.monotonic() + _MOVING >= job.expires:
+                            break
+                        runs -= 1
+                        time.sleep(_MOVING)
                     continue
             self._link.works()
             self._when_applied(folded, new, job.done)
             return
-        log.warning(
-            "cluster: a room request gave up after %d runs (its room kept changing)", ATTEMPTS
-        )
+        log.warning("cluster: a room request gave up after %d runs (its room kept changing)", runs)
         _answer(job.done, _trouble(request))
 
-    def _seal_change(self, room: str, version: int, events: tuple[Event, ...]) -> bytes:
+    def _seal_change(
+        self, room_log: bus.Log, room: str, version: int, events: tuple[Event, ...]
+    ) -> bytes:
         facts = [_Fact(e.event, e.user, e.ts, e.by, e.topic, e.also, e.invite_only) for e in events]
         head = _encode(_Item("change", self.node_id, room, version, facts))
         body = len(head).to_bytes(4, "big") + head
-        return self._box.seal(self._channel.encode(), body)
+        return self._box.seal(room_log.channel.encode(), body)
 
     def _when_applied(self, folded: str, version: int, done: RoomAnswer) -> None:
         """Answer once this node's replica has the change (its subscriber saw it)."""
@@ -289,59 +321,69 @@ class RedisRooms:
                 return
         _answer(done, None)
 
-    # ---- rooms-sub thread: the channel, in order -----------------------------------------------
-    def _subscribe(self) -> Any:
-        pubsub = self._link.make_client().pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(self._channel)
-        return pubsub
-
+    # ---- rooms-sub thread: the logs, in order ------------------------------------------------
     def _load(self, feed: RoomFeed) -> None:
         rooms, versions = self._state.load_records()
         feed.reset(rooms, versions)
         self._saw(versions)
         log.info("cluster: %d rooms read", len(rooms))
 
-    def _channel_loop(self, pubsub: Any) -> None:
+    def _channel_loop(self, subscriber: bus.Subscriber, follower: bus.Follower) -> None:
         feed = self._feed
         assert feed is not None
-        while not self._stopping:
-            try:
-                if pubsub is None:
-                    pubsub = self._subscribe()
-                    self._load(feed)  # what changed while the channel was away
-                while not self._stopping:
-                    message = pubsub.get_message(timeout=1.0)
-                    taken = 0
-                    try:
-                        while message is not None:
-                            try:
-                                self._handle(feed, message)
-                            except Exception:  # one item's bug: the next ones still come
-                                log.exception("cluster: a rooms channel item failed")
-                            taken += 1
-                            message = pubsub.get_message(timeout=0.0) if taken < _BATCH else None
-                    finally:
-                        if taken:
-                            try:
-                                feed.settled()
-                            except Exception:
-                                log.exception("cluster: sending a batch of room items failed")
+        behind = set(follower.channels())  # what came between the start's reads and now
+        try:
+            while not self._stopping:
+                taken = 0
+                try:
+                    items: list[tuple[str, bytes]] = []
+                    while behind:  # logs to read again (each removed once read)
+                        channel = next(iter(behind))
+                        items += [(channel, p) for p in follower.again(channel)]
+                        behind.discard(channel)
+                    for event in subscriber.poll(0.0 if items else 1.0):
+                        if isinstance(event, bus.Again):
+                            for channel in event.channels:
+                                items += [(channel, p) for p in follower.again(channel)]
+                        else:
+                            items += [
+                                (event.channel, p) for p in follower.take(event.channel, event.data)
+                            ]
+                    if follower.broken:  # the logs could not make good what was missed
+                        follower.broken.clear()
+                        self._load(feed)
+                    for channel, payload in items:
+                        try:
+                            self._handle(feed, channel, payload)
+                        except Exception:  # one item's bug: the next ones still come
+                            log.exception("cluster: a rooms channel item failed")
+                        taken += 1
+                        if taken % _BATCH == 0:
+                            self._settled(feed)
                     self._forget_old()
-            except redis.RedisError as exc:
-                self._link.failed(exc)
-            except Exception:
-                log.exception("cluster: the rooms subscriber failed; it goes on")
-            finally:
-                if pubsub is not None:
-                    with contextlib.suppress(redis.RedisError):
-                        pubsub.close()
-                pubsub = None
-            with self._cond:
-                if not self._stopping:
-                    self._cond.wait(_RETRY)
+                except redis.RedisError as exc:
+                    self._link.failed(exc)
+                    behind = set(follower.channels())
+                    with self._cond:
+                        if not self._stopping:
+                            self._cond.wait(_RETRY)
+                except Exception:
+                    log.exception("cluster: the rooms subscriber failed; it goes on")
+                finally:
+                    if taken % _BATCH:
+                        self._settled(feed)
+        finally:
+            subscriber.close()
 
-    def _handle(self, feed: RoomFeed, message: dict[str, Any]) -> None:
-        plain = self._box.open(self._channel.encode(), bytes(message["data"]))
+    @staticmethod
+    def _settled(feed: RoomFeed) -> None:
+        try:
+            feed.settled()
+        except Exception:
+            log.exception("cluster: sending a batch of room items failed")
+
+    def _handle(self, feed: RoomFeed, channel: str, data: bytes) -> None:
+        plain = self._box.open(channel.encode(), data)
         if plain is None:
             log.error("cluster: a rooms channel item does not open (another key?): dropped")
             return

@@ -280,8 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--cluster",
         default=None,
         metavar="URL",
-        help="join a cluster over Redis: redis://[user:password@]HOST:PORT/DB or rediss://... "
-        "(every node with the same URL and key file is one server; docs/cluster.md)",
+        help="join a cluster over Redis: redis://[user:password@]HOST:PORT/DB or rediss://..., "
+        "or a Redis Cluster: redis+cluster://[user:password@]HOST:PORT[,HOST:PORT...] or "
+        "rediss+cluster://... (every node with the same URL and key file is one server; "
+        "docs/cluster.md)",
     )
     a(
         "--cipher-lib",

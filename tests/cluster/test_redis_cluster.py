@@ -1,0 +1,211 @@
+"""What only a Redis Cluster does to the cluster: slots that move under traffic, a lost shard.
+
+Issue "6 of 6": a reshard (the slots of every key and channel in use moved to
+other masters, key by key, as `redis-cli --cluster reshard` does) while users
+on two nodes talk, privately and in a room, loses no acknowledged message,
+duplicates none and keeps each conversation's and the room's order; a master
+killed is reported as an outage of its keys (v1.1: `missing`, or `queued` where
+the queue still answers), no thread dies, and the node serves again once the
+master is back. A private Redis Cluster of three masters each (the test moves
+its slots and kills its processes).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from redis.crc import key_slot
+
+from chat.server.cluster import keys
+from conftest import ServerProc
+from e2e.server_support import register
+
+from .conftest import RedisClusterProc
+from .test_cluster import wait_until
+from .v12 import Session, ok
+
+Start = Callable[..., ServerProc]
+only_cluster = pytest.mark.parametrize("redis_kind", ["redis-cluster"])
+
+
+def node_ids(rc: RedisClusterProc) -> list[str]:
+    return sorted(m.decode() for m in rc.client().zrange(keys.NODES, 0, -1))
+
+
+def busy_slots(rc: RedisClusterProc, channels: list[str]) -> list[int]:
+    """The slots of every key the cluster holds now, and of `channels`."""
+    found = {key_slot(c.encode()) for c in channels}
+    for c in rc.node_clients():
+        found |= {key_slot(k) for k in c.scan_iter(count=1000)}
+    return sorted(found)
+
+
+def node_with_users(rc: RedisClusterProc, count: int) -> str:
+    """The id of the node with `count` users in CHAT (each test puts a different number on
+    each node)."""
+    found = [n for n in node_ids(rc) if rc.client().hlen(keys.node_users(n)) == count]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@only_cluster
+def test_a_reshard_during_traffic_loses_nothing_duplicates_nothing_and_keeps_order(
+    start_redis: Callable[..., Any], start_node: Start
+) -> None:
+    rc: RedisClusterProc = start_redis()
+    a, b = start_node(rc.url), start_node(rc.url)
+    alice = Session(a, "alice", register=True)
+    bob = Session(b, "bob", register=True)
+    carol = Session(b, "carol", register=True)
+    ok(alice.ask({"type": "room_create", "id": "c", "room": "#moving"}))
+    ok(carol.ask({"type": "join", "id": "j", "room": "#moving"}))
+    ok(bob.ask({"type": "join", "id": "j", "room": "#moving"}))
+    assert wait_until(lambda: len(node_ids(rc)) == 2)
+    assert bob.ask({"type": "send", "id": "w", "to": ["bob"], "text": "warm"})["type"] == "sent"
+
+    answers: dict[str, dict[str, Any]] = {}
+    moving = threading.Event()
+    moving.set()
+    failures: list[BaseException] = []
+
+    def talk() -> None:
+        try:
+            i = 0
+            while moving.is_set() or i < 200:
+                for kind, to in (("p", ["bob"]), ("r", "#moving")):
+                    sid = f"{kind}{i}"
+                    answers[sid] = alice.ask(
+                        {"type": "send", "id": sid, "to": to, "text": sid}, timeout=10
+                    )
+                i += 1
+        except BaseException as exc:  # the main thread reports it
+            failures.append(exc)
+
+    talker = threading.Thread(target=talk)
+    talker.start()
+    try:
+        time.sleep(0.3)  # traffic first
+        # Every slot in use moves to the next master, key by key, while alice talks: the
+        # nodes' inboxes, the room's shard, alice's and bob's keys, the global keys.
+        used = busy_slots(rc, [keys.node_inbox(n) for n in node_ids(rc)])
+        before = {slot: rc.slot_owner(slot) for slot in used}
+        for n, slot in enumerate(used):
+            owner = before[slot]
+            target = rc.ports[(rc.ports.index(owner) + 1 + n % 2) % len(rc.ports)]
+            rc.move_slot(slot, target, pause=0.02)
+        rc.wait_ok()
+        assert all(rc.slot_owner(slot) != before[slot] for slot in used)
+    finally:
+        time.sleep(0.3)  # traffic after the moves too
+        moving.clear()
+        talker.join(120)
+    assert not failures, failures
+    assert not talker.is_alive()
+
+    sent = {sid: f for sid, f in answers.items() if f["type"] == "sent"}
+    private = [sid for sid in sent if sid.startswith("p")]
+    delivered = [sid for sid in private if "bob" in sent[sid]["delivered"]]
+    queued = [sid for sid in private if "bob" in sent[sid]["queued"]]
+    room = [sid for sid in sent if sid.startswith("r")]
+    assert len(delivered) + len(queued) == len(private), (
+        "a private message neither delivered nor queued"
+    )
+    assert len(private) >= 200 and len(room) >= 150, (len(private), len(room))
+
+    def texts(s: Session, room_msgs: bool) -> list[str]:
+        return [
+            m["text"] for m in s.inbox if m["type"] == "msg" and (m["to"] == "#moving") == room_msgs
+        ]
+
+    # Bob: every private message acknowledged as delivered, once each, in the order sent.
+    assert wait_until(
+        lambda: (bob.pump(0.2), set(delivered) <= set(texts(bob, False)))[1], timeout=20
+    ), sorted(set(delivered) - set(texts(bob, False)))
+    got = [t for t in texts(bob, False) if t.startswith("p")]
+    assert len(got) == len(set(got)), "a message came twice"
+    assert got == sorted(got, key=lambda t: int(t[1:])), "out of order"
+    assert not set(got) & set(queued), "a message said queued came live as well"
+    # Carol and bob (the room, on node b): every room message acknowledged, once, in order.
+    for member in (carol, bob):
+        assert wait_until(
+            lambda m=member: (m.pump(0.2), set(room) <= set(texts(m, True)))[1], timeout=20
+        ), (member.name, sorted(set(room) - set(texts(member, True))))
+        seen = texts(member, True)
+        assert len(seen) == len(set(seen)), "a room message came twice"
+        assert seen == sorted(seen, key=lambda t: int(t[1:])), "room order broken"
+    assert a.proc.poll() is None and b.proc.poll() is None
+    for node in (a, b):
+        assert "Traceback" not in node.log(), node.log()[-3000:]
+
+
+@only_cluster
+def test_a_lost_shard_is_missing_or_queued_no_thread_dies_and_the_node_recovers(
+    start_redis: Callable[..., Any], start_node: Start
+) -> None:
+    rc: RedisClusterProc = start_redis()
+    a, b = start_node(rc.url), start_node(rc.url)
+    register(b, "bob")
+    alice = Session(a, "alice", register=True)
+    carol = Session(a, "carol", register=True)
+    bob = Session(b, "bob")
+    assert wait_until(lambda: len(node_ids(rc)) == 2)
+    assert wait_until(
+        lambda: (
+            "bob" in alice.ask({"type": "send", "id": "w", "to": ["bob"], "text": "w"})["delivered"]
+        )
+    )
+    for n in range(30):  # node b's inbox numbered well past where a restart begins again
+        sent = alice.ask({"type": "send", "id": n, "to": ["bob"], "text": f"w{n}"})
+        assert "bob" in sent["delivered"], sent
+    # The master to lose serves node b's inbox; the global keys (accounts, heartbeats) and
+    # node a's inbox are moved off it first: what is lost is b's inbox and whatever else of
+    # the users' keys that master holds.
+    b_inbox = keys.node_inbox(node_with_users(rc, 1))
+    a_inbox = keys.node_inbox(node_with_users(rc, 2))
+    victim = rc.owner_port(b_inbox)
+    others = [p for p in rc.ports if p != victim]
+    for key in (keys.NODES, a_inbox):
+        if rc.owner_port(key) == victim:
+            rc.move_slot(key_slot(key.encode()), others[0])
+    i = rc.ports.index(victim)
+    rc.procs[i].send_signal(signal.SIGKILL)
+    rc.procs[i].wait(10)
+    try:
+        for n in range(3):
+            started = time.monotonic()
+            answer = alice.ask({"type": "send", "id": f"l{n}", "to": ["bob"], "text": f"l{n}"})
+            took = time.monotonic() - started
+            assert answer["type"] == "sent", answer
+            assert took < 1.0, f"answered after {took:.2f}s"
+            assert "bob" not in answer["delivered"], answer
+            assert "bob" in answer["missing"], answer
+        # Local chat goes on, at once.
+        answer = carol.ask({"type": "send", "id": "loc", "to": ["alice"], "text": "local"})
+        assert answer["delivered"] == ["alice"], answer
+        alice.expect("msg", text="local")
+    finally:
+        rc.restart_node(i)
+    # The master is back (empty: no persistence): crossing works again, both ways, and a
+    # message said delivered arrives (node b's inbox starts again from number 1).
+    tries: list[str] = []
+
+    def back() -> bool:
+        tries.append(f"back{len(tries)}")
+        sent = alice.ask({"type": "send", "id": tries[-1], "to": ["bob"], "text": tries[-1]})
+        return "bob" in sent["delivered"]
+
+    assert wait_until(back, timeout=30)
+    bob.expect("msg", text=tries[-1], timeout=10)
+    answer = bob.ask({"type": "send", "id": "b2", "to": ["alice"], "text": "from b"})
+    assert answer["delivered"] == ["alice"], answer
+    alice.expect("msg", text="from b")
+    assert a.proc.poll() is None and b.proc.poll() is None
+    for node in (a, b):
+        text = node.log()
+        assert "Traceback" not in text and "died" not in text, text[-3000:]
+        assert "went away" in text or node is a
