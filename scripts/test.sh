@@ -33,5 +33,9 @@ echo "== lint (ruff) =="
 "$VENV/bin/ruff" check src tests bench
 "$VENV/bin/ruff" format --check src tests bench
 
-echo "== Python tests (pytest) =="
-exec env -u LINES -u COLUMNS "$VENV/bin/python" -m pytest "$@"
+# Most tests wait on real servers, terminals and timeouts rather than compute: four
+# workers (pytest-xdist) take about a third of the serial time even on two cores (the
+# release build is made once for all of them: tests/packaging/conftest.py).
+# PYTEST_WORKERS=0 runs everything in this process.
+echo "== Python tests (pytest, ${PYTEST_WORKERS:-4} workers) =="
+exec env -u LINES -u COLUMNS "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-4}" "$@"

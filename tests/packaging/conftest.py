@@ -6,10 +6,16 @@ installs it to opt in); elsewhere they are skipped with that reason.
 
 CHAT_RELEASE_DIR=dist/<version>/<target> tests binaries already built instead
 (the release workflow tests exactly what it publishes).
+
+Under pytest-xdist (scripts/test.sh runs workers) each worker has its own session:
+the first to need the release builds it, holding a lock in the folder all workers'
+temporary folders share, and the others wait for it and test the same build
+(release.sh's build folder is one per checkout: two builds at once would collide).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
 import shutil
@@ -77,7 +83,19 @@ def release(opted_in: None, tmp_path_factory: pytest.TempPathFactory) -> Release
     if PREBUILT:
         return read_release(Path(PREBUILT).resolve())
     extra = ["--static"] if _static_possible() else []
-    return run_release(tmp_path_factory.mktemp("dist"), *extra)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return run_release(tmp_path_factory.mktemp("dist"), *extra)
+    shared = tmp_path_factory.getbasetemp().parent  # every worker's base is in it
+    done = shared / "release-built"
+    with (shared / "release.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return read_release(Path(done.read_text()))
+        out = shared / "release-dist"
+        out.mkdir(exist_ok=True)
+        built = run_release(out, *extra)
+        done.write_text(str(built.folder))
+        return built
 
 
 @pytest.fixture(scope="session")
