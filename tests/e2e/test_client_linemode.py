@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +39,8 @@ class LineClient:
     ) -> None:
         args = [
             sys.executable,
+            "-X",
+            "faulthandler",  # SIGABRT prints every thread's stack (see `_why`)
             "-m",
             "chat.client",
             "--no-tui",
@@ -93,7 +96,21 @@ class LineClient:
             self.seen.append(line)
             if regex.search(line):
                 return line
-        raise AssertionError(f"no line matching {pattern!r}; got {self.seen}")
+        raise AssertionError(f"no line matching {pattern!r}; got {self.seen}{self._why()}")
+
+    def _why(self) -> str:
+        """What the client was doing: its exit code and stderr, or, still running, every
+        thread's stack (faulthandler on SIGABRT), so a rare hang says where it hung."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGABRT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        assert self.proc.stderr is not None
+        err = self.proc.stderr.read().decode("utf-8", "replace")
+        return f"\nclient exit {self.proc.returncode}, stderr:\n{err}"
 
     def finish(self, timeout: float = 15.0) -> tuple[int, list[str], str]:
         """Exit code, every stdout line, stderr text."""

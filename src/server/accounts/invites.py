@@ -1,7 +1,10 @@
 """Invite codes for `--registration invite`: made by the operator, used up by registrations.
 
-A code is 128 random bits in URL-safe base64 (22 characters): short enough
-to paste into a chat client, far too many to guess. Neither store keeps the
+A code is 22 letters and digits (130 random bits): short enough to paste
+into a chat client, far too many to guess, and safe on a command line. (It
+was URL-safe base64 until a code began with `-` once in 64 and
+`chat-client --invite CODE` took it for an option: the letters and digits
+alone keep any code one word in every shell and argument parser.) Neither store keeps the
 code itself, only a keyed digest of it (the users file: SHA-256 inside the
 sealed file; Redis: the node's blind index), so a copy of the storage gives
 nobody a code that works. Each code has a number of uses and may expire; a
@@ -15,11 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import string
 import time
 from dataclasses import dataclass
 
-#: Bytes of randomness in a code (base64: 22 characters).
-CODE_BYTES = 16
+#: What a code is made of, and how long it is: log2(62) * 22 = 130.99 bits.
+CODE_ALPHABET = string.ascii_letters + string.digits
+CODE_LENGTH = 22
 #: The longest code a store looks up (the contract's `auth.invite` bound is 128).
 CODE_MAX = 128
 #: Most uses one code may have, and its longest life (`invite create --uses/--days`).
@@ -39,7 +44,7 @@ class Invite:
 
 
 def new_code() -> str:
-    return secrets.token_urlsafe(CODE_BYTES)
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
 
 
 def digest(code: str) -> str:
