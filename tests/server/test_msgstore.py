@@ -471,7 +471,7 @@ def test_a_file_from_before_the_own_index_counts_its_old_messages_by_opening_the
     store = MessageStore.open(path, KEY, cipher)
     _chatter(store, "#dev", range(1, 21), {3, 4})
     with store.transaction():  # as an older server left it: no `own` rows, no `own_from`
-        store._conn.execute("DELETE FROM own")
+        store._conn.execute("DELETE FROM own_runs")
         store._conn.execute("DELETE FROM meta WHERE k = 'own_from'")
     store.close()
     store = MessageStore.open(path, KEY, cipher)
@@ -492,8 +492,57 @@ def test_the_own_index_goes_with_its_room_and_with_retention(store: MessageStore
     assert store.unread("alice", "#dev", 0, 1000) == (0, 0)
     assert store.purge_before(T0 + 15.5) == 5
     assert store.unread("alice", "#ops", 0, 1000) == (20, 5)
-    rows = store._conn.execute("SELECT id FROM own ORDER BY id").fetchall()
-    assert [r[0] for r in rows] == list(range(16, 21))  # #dev's gone, 11..15 too old
+    rows = store._conn.execute("SELECT first, n FROM own_runs ORDER BY first").fetchall()
+    assert rows == [(i, 1) for i in range(16, 21)]  # #dev's gone, 11..15 too old
+
+
+def test_a_busy_batch_keeps_a_row_per_sender_and_chunk_not_per_message(
+    store: MessageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy room's batch: 600 messages of three people in one transaction, split into
+    three chunks (256 messages at most each): one `own_runs` row per sender per chunk, and
+    the counts the same as a row per message gave, with the marker anywhere."""
+    senders = ("alice", "bob", "carol")
+    keep(store, *(room_msg(i, senders[i % 3]) for i in range(1, 601)))
+    runs = store._conn.execute("SELECT first, n FROM own_runs ORDER BY first").fetchall()
+    assert len(runs) == 3 * 3 and sum(n for _, n in runs) == 600
+    opened = _opened(store, monkeypatch)
+    for upto in (0, 1, 255, 256, 257, 300, 512, 513, 599, 600):
+        after = range(upto + 1, 601)
+        for who in senders:
+            others = sum(1 for i in after if senders[i % 3] != who)
+            opened.clear()
+            assert store.unread(who, "#dev", upto, 1000) == (600, others), (who, upto)
+            assert len(opened) <= 1  # the chunk the marker falls in, at most
+    assert store.unread("alice", "#dev", 0, 100) == (600, 100)  # the cap
+
+
+def test_a_file_with_a_row_per_own_message_is_moved_to_runs_once(
+    path: Path, cipher: Cipher
+) -> None:
+    """A file of the server before `own_runs` (`own`: a row per message) opens with its
+    rows moved over, runs of one, the old table gone, the counts unchanged."""
+    store = MessageStore.open(path, KEY, cipher)
+    _chatter(store, "#dev", range(1, 21), {3, 4, 15})
+    with store.transaction():  # as that server left it
+        rows = store._conn.execute("SELECT first, conv, owner FROM own_runs").fetchall()
+        store._conn.execute("DROP TABLE own_runs")
+        store._conn.execute(
+            "CREATE TABLE own (id INTEGER PRIMARY KEY, conv BLOB NOT NULL, owner BLOB NOT NULL)"
+        )
+        store._conn.executemany("INSERT INTO own VALUES (?, ?, ?)", rows)
+    store.close()
+    store = MessageStore.open(path, KEY, cipher)
+    try:
+        tables = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")}
+        assert "own" not in tables and "own_runs" in tables
+        moved = store._conn.execute("SELECT first, n FROM own_runs ORDER BY first").fetchall()
+        assert moved == [(i, 1) for i in range(1, 21)]
+        assert store.unread("alice", "#dev", 0, 1000) == (20, 17)
+        assert store.unread("bob", "#dev", 0, 1000) == (20, 3)
+        assert store.unread("alice", "#dev", 10, 1000) == (20, 9)
+    finally:
+        store.close()
 
 
 def _steps(store: MessageStore, user: str, room: str, upto: int) -> tuple[tuple[int, int], int]:
