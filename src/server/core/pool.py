@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from _thread import LockType
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -54,7 +55,12 @@ class WorkerPool:
         # sends did no better; bench/README.md). A second core still serves the loop thread,
         # the hash and store threads, and the sends, which run in C without the GIL.
         self.active = min(threads, active)
-        self._gate = threading.Semaphore(self.active)
+        # One at a time is a plain lock: its release is one C call, where a Semaphore's is
+        # Python (a Condition's notify under its own lock) and was a fifth of the workers'
+        # samples at saturation (py-spy, C = 50; bench/README.md, "Core v3 (issue 18)").
+        self._gate: threading.Semaphore | LockType = (
+            threading.Lock() if self.active == 1 else threading.Semaphore(self.active)
+        )
         self._queue = native.DispatchQueue()
         self._tasks: dict[int, Callable[[], None]] = {}  # number -> callable, until popped
         self._numbers = itertools.count(1)
