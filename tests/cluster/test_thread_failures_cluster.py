@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 
-from chat.server.cluster import keys
+from chat.server.cluster import bus, keys
 from chat.server.cluster.box import Box
 from chat.server.cluster.broker import RedisBroker
 from chat.server.cluster.link import Link
@@ -339,3 +339,51 @@ def test_an_announcement_the_presence_thread_failed_to_send_is_made_later(
     flaky.armed = True
     b.arrived("bob")
     assert wait_until(lambda: "bob" in picture.now(), 8.0), picture.now()
+
+
+# ---- lifetimes: a stop does not wait out a subscriber's poll ----------------------------------
+def test_a_subscribers_poll_ends_at_once_when_woken_and_hears_what_comes_next(
+    redis_server: AnyRedis,
+) -> None:
+    """`wake` ends a poll under way: a node's stop used to wait out each subscriber's poll
+    (a second apiece, one after the other: 2 s for an idle node). Waking after `close`
+    does nothing (the pipe's numbers may be another file's by then)."""
+    link = Link(redis_server.url)
+    channel = keys.node_inbox("wake-test")
+    sub = bus.Subscriber(link, [channel])
+    sub.open()
+    got: list[Any] = []
+    poller = threading.Thread(target=lambda: got.append(sub.poll(60.0)))
+    poller.start()
+    time.sleep(0.2)  # in its select (if not yet, the wake is kept for it)
+    sub.wake()
+    poller.join(10)
+    assert not poller.is_alive() and got == [[]]  # woken, well before its 60 s
+    link.publish(link.client, channel, b"after the wake")
+    events = sub.poll(10.0)
+    assert [e.data for e in events if isinstance(e, bus.Message)] == [b"after the wake"]
+    sub.close()
+    sub.wake()  # after close: nothing, no error
+
+
+def test_stopping_a_broker_and_a_presence_wakes_their_subscribers(
+    redis_server: AnyRedis, box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    woken: list[bus.Subscriber] = []
+    real = bus.Subscriber.wake
+
+    def counting(self: bus.Subscriber) -> None:
+        woken.append(self)
+        real(self)
+
+    monkeypatch.setattr(bus.Subscriber, "wake", counting)
+    b = RedisBroker(Link(redis_server.url), box, "a")
+    b.start(Inbox())
+    p = RedisPresence(Link(redis_server.url), box, "a")
+    p.start(Picture())
+    threads = [t for t in threading.enumerate() if t.name in ("cluster-sub", "cluster-control")]
+    assert len(threads) >= 2
+    b.stop()
+    p.stop()
+    assert len(set(map(id, woken))) == 2
+    assert not any(t.is_alive() for t in threads)

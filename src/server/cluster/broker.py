@@ -133,13 +133,15 @@ class RedisBroker:
         self._cond = threading.Condition(threading.Lock())
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        #: The subscribing thread's, woken by `stop` (its poll would wait out its second).
+        self._subscriber: bus.Subscriber | None = None
 
     def start(self, deliverer: Deliverer) -> None:
         """Subscribed before the node serves anyone (RedisError when Redis does not answer):
         nothing sent to it is missed."""
         follower = bus.Follower(self._link, [self._inbox])
         follower.start()
-        subscriber = bus.Subscriber(self._link, [self._inbox.channel])
+        subscriber = self._subscriber = bus.Subscriber(self._link, [self._inbox.channel])
         subscriber.open()
         self._threads = [
             threading.Thread(target=self._publish_loop, name="cluster-pub"),
@@ -162,6 +164,8 @@ class RedisBroker:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        if self._subscriber is not None:
+            self._subscriber.wake()
         for thread in self._threads:
             thread.join(_JOIN)
             if thread.is_alive():

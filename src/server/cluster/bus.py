@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -345,6 +347,10 @@ class Subscriber:
         self._detached: set[str] = set()
         self._retry_at = 0.0
         self._events: list[Event] = []  # in the order they happened, until `poll` hands them
+        # `wake` ends a `poll` at once (its owner is stopping): without it a node's stop
+        # waited out each subscriber's poll, about a second apiece, one after the other.
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._fds_lock = threading.Lock()  # `wake` (any thread) against `close` (the owner's)
 
     # ---- lifetime -----------------------------------------------------------------------
     def open(self) -> None:
@@ -362,6 +368,19 @@ class Subscriber:
         self._subs.clear()
         self._owners.clear()
         self._where.clear()
+        with self._fds_lock:
+            if self._wake_w >= 0:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1
+
+    def wake(self) -> None:
+        """End the `poll` under way (or the next one) now; any thread, also after `close`
+        (then nothing: the descriptor's number may be another file's by now)."""
+        with self._fds_lock:
+            if self._wake_w >= 0:
+                with contextlib.suppress(BlockingIOError):  # full: a wake is pending anyway
+                    os.write(self._wake_w, b"\0")
 
     @property
     def attached(self) -> bool:
@@ -378,20 +397,21 @@ class Subscriber:
         if not self._events:
             if self._detached:
                 timeout = min(timeout, max(0.0, self._retry_at - time.monotonic()))
-            socks = [
+            socks: list[Any] = [
                 sock
                 for pubsub in self._subs.values()
                 if (sock := getattr(pubsub.connection, "_sock", None)) is not None
             ]
-            if not socks:
-                time.sleep(timeout)
-            else:
-                try:
-                    ready, _, _ = select.select(socks, [], [], timeout)
-                except (OSError, ValueError):  # a socket closed under us: reading says why
-                    ready = socks
-                if ready:
-                    self._drain()
+            woken = self._wake_r
+            try:
+                ready, _, _ = select.select([*socks, woken], [], [], timeout)
+            except (OSError, ValueError):  # a socket closed under us: reading says why
+                ready = socks
+            if woken in ready:
+                with contextlib.suppress(OSError):
+                    os.read(woken, 64)
+            if any(r is not woken for r in ready):
+                self._drain()
         out, self._events = self._events, []
         return out
 

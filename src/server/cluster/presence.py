@@ -88,6 +88,8 @@ class RedisPresence:
         self._jobs: deque[tuple[bool, str]] = deque()  # (up, name) to announce, in order
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        #: The subscribing thread's, woken by `stop` (its poll would wait out its second).
+        self._subscriber: bus.Subscriber | None = None
         self._listener: PresenceListener | None = None
         self._beat = link.script(_BEAT)
         logged = [keys.CONTROL] if keys.CONTROL in self._control else []
@@ -110,6 +112,7 @@ class RedisPresence:
             # Subscribed before anything is read, so nothing said meanwhile is missed.
             self._follower.start()
             subscriber = bus.Subscriber(self._link, [keys.PRESENCE, keys.GONE, *self._control])
+            self._subscriber = subscriber
             subscriber.open()
             try:
                 for fn in self._on_resync:
@@ -140,6 +143,8 @@ class RedisPresence:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        if self._subscriber is not None:
+            self._subscriber.wake()
         for thread in self._threads:
             thread.join(_JOIN)
             if thread.is_alive():

@@ -136,6 +136,8 @@ class RedisRooms:
         self._jobs: deque[_Job] = deque()
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        #: The subscribing thread's, woken by `stop` (its poll would wait out its second).
+        self._subscriber: bus.Subscriber | None = None
         self._lock = threading.Lock()  # what follows
         self._seen: dict[str, int] = {}  # folded name -> newest version applied here
         self._waiting: dict[str, list[tuple[int, RoomAnswer]]] = {}
@@ -150,7 +152,7 @@ class RedisRooms:
         follower = bus.Follower(self._link, self._logs.values())
         try:
             follower.start()
-            subscriber = bus.Subscriber(self._link, list(self._logs))
+            subscriber = self._subscriber = bus.Subscriber(self._link, list(self._logs))
             subscriber.open()
             try:
                 self._load(feed)
@@ -174,6 +176,8 @@ class RedisRooms:
             left = list(self._jobs)
             self._jobs.clear()
             self._cond.notify_all()
+        if self._subscriber is not None:
+            self._subscriber.wake()
         for job in left:
             _answer(job.done, _trouble(job.request))
         for thread in self._threads:
