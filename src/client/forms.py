@@ -255,33 +255,45 @@ class _KeptKeysCancel(UnicodeKeys, npyscreen.ActionPopup.Cancel_Button):
     pass
 
 
-class ConfirmPopup(FitsOrSaysSo, npyscreen.ActionPopup):
-    """A question with two buttons; every key stays in it until it closes: letters typed
-    at it do nothing, Enter presses the button that has the focus (Cancel at first, so a
-    password typed blindly after the menu key goes nowhere), Escape cancels."""
+class _TextPopup(FitsOrSaysSo, npyscreen.ActionPopup):
+    """A popup that says `text` (wrapped to its width) above what a subclass adds, with two
+    buttons that keep every key in it until it closes; Escape cancels. Sized by `rows_for`
+    before it is made (the caller needs the height to place it)."""
 
     OKBUTTON_TYPE = _KeptKeysOk
     CANCELBUTTON_TYPE = _KeptKeysCancel
-    OK_BUTTON_TEXT = "Log out"
     CANCEL_BUTTON_TEXT = "Cancel"
-    CANCEL_BUTTON_BR_OFFSET = (2, 18)  # left of the wider OK button
+    #: Rows beyond the text's: borders, buttons, and what the subclass adds.
+    EXTRA_ROWS = 5
 
     def __init__(
         self, *args: Any, text: str, backdrop: Callable[[], None] | None = None, **kw: Any
     ) -> None:
         self._text = text
         self.backdrop = backdrop
-        self.confirmed = False
         super().__init__(*args, **kw)
 
-    @staticmethod
-    def rows_for(text: str, columns: int) -> int:
-        return len(wrap(text, columns - 6)) + 5
+    @classmethod
+    def rows_for(cls, text: str, columns: int) -> int:
+        return len(wrap(text, columns - 6)) + cls.EXTRA_ROWS
 
     def create(self) -> None:
         for line in wrap(self._text, self.columns - 6):
             self.add(npyscreen.FixedText, value=line, editable=False)
         self.how_exited_handers[wgwidget.EXITED_ESCAPE] = self._on_cancel
+
+
+class ConfirmPopup(_TextPopup):
+    """A question with two buttons: letters typed at it do nothing, Enter presses the
+    button that has the focus (Cancel at first, so a password typed blindly after the menu
+    key goes nowhere)."""
+
+    OK_BUTTON_TEXT = "Log out"
+    CANCEL_BUTTON_BR_OFFSET = (2, 18)  # left of the wider OK button
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        self.confirmed = False
+        super().__init__(*args, **kw)
 
     def pre_edit_loop(self) -> None:
         super().pre_edit_loop()
@@ -474,36 +486,24 @@ class PasswdPopup(FitsOrSaysSo, npyscreen.ActionPopup):
         return True
 
 
-class DeletePopup(FitsOrSaysSo, npyscreen.ActionPopup):
+class DeletePopup(_TextPopup):
     """ "Delete my account": what it does, and the password to prove it. Enter in the
     password field moves to Delete, Enter there deletes; Escape (or Cancel) keeps the
     account. Nothing is deleted without the password, which the server checks."""
 
-    OKBUTTON_TYPE = _KeptKeysOk
-    CANCELBUTTON_TYPE = _KeptKeysCancel
     OK_BUTTON_TEXT = "Delete"
-    CANCEL_BUTTON_TEXT = "Cancel"
     CANCEL_BUTTON_BR_OFFSET = (2, 16)
+    EXTRA_ROWS = 8  # a blank row, the password, the message
 
-    def __init__(
-        self, *args: Any, text: str, backdrop: Callable[[], None] | None = None, **kw: Any
-    ) -> None:
-        self._text = text
-        self.backdrop = backdrop
+    def __init__(self, *args: Any, **kw: Any) -> None:
         self.password_given: str | None = None
         super().__init__(*args, **kw)
 
-    @staticmethod
-    def rows_for(text: str, columns: int) -> int:
-        return len(wrap(text, columns - 6)) + 8
-
     def create(self) -> None:
-        for line in wrap(self._text, self.columns - 6):
-            self.add(npyscreen.FixedText, value=line, editable=False)
+        super().create()
         self.nextrely += 1
         self.password = self.add(TitlePasswordToOk, name="Password:", begin_entry_at=12)
         self.message = self.add(npyscreen.FixedText, value="", editable=False)
-        self.how_exited_handers[wgwidget.EXITED_ESCAPE] = self._on_cancel
 
     def pre_edit_loop(self) -> None:
         super().pre_edit_loop()
