@@ -23,6 +23,11 @@ as frames and a JSON head: it crosses Redis twice (in, and out to the node).
 Nothing is compressed: several users' texts compressed together leak through
 the sealed size how alike they are (CRIME, BREACH).
 
+A room's messages cross the same way, in the room shard's log (cluster/rooms.py):
+a payload `POST` (the byte 2: a rooms item of format 1 begins with its 4-byte
+length, so with 0) then `[origin, room, sender, skip, ts, first, [text, ...]]`
+(`Post`), read by every node; the room is the `to` of each frame.
+
 Every number and count is bounded where it is decoded (msgspec's `Meta` and
 `__post_init__`): ids within `MSG_ID_BOUNDS` (the last one too), times within
 `TS_BOUNDS`, markers within `MARKER_BOUNDS`, names by the name rule, texts by
@@ -67,6 +72,10 @@ Texts = Annotated[
     list[Annotated[str, Meta(max_length=TEXT_MAX)]], Meta(min_length=1, max_length=TEXTS_MAX)
 ]
 Index = Annotated[int, Meta(ge=0, lt=NAMES_MAX)]
+#: A node's id (`secrets.token_hex(8)` in app.py; tests name theirs).
+NodeId = Annotated[str, Meta(min_length=1, max_length=64)]
+#: A connection's slot on its node (native/dispatch: a 32-bit handle).
+Slot = Annotated[int, Meta(ge=0, le=2**32 - 1)]
 Upto = Annotated[int, Meta(ge=MARKER_BOUNDS[0], le=MARKER_BOUNDS[1])]
 
 
@@ -132,11 +141,42 @@ class Typing(msgspec.Struct, array_like=True, frozen=True, tag="t"):
 
 Item = Msgs | Echo | Read | Typing
 
+
+class Post(msgspec.Struct, array_like=True, frozen=True):
+    """A room's messages `first`.. (one group of sends: consecutive ids, one time) from
+    `sender`, posted by node `origin` (whose connection `skip` sent them)."""
+
+    origin: NodeId
+    room: Room
+    sender: Name
+    skip: Slot
+    ts: Ts
+    first: Id
+    texts: Texts
+
+    def __post_init__(self) -> None:
+        if self.first + len(self.texts) - 1 > MAX_ID:
+            raise ValueError(f"message ids past {MAX_ID}")
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.texts) - 1
+
+    def frames(self) -> bytes:
+        """The `msg` frames (`to` the room as written), byte for byte the sender's node's."""
+        room, sender, ts, first = self.room, self.sender, self.ts, self.first
+        return encode_msgs([Msg(first + i, sender, room, t, ts) for i, t in enumerate(self.texts)])
+
+
+#: The first byte of a rooms item in this encoding.
+POST = b"\x02"
+
 _encode = msgspec.msgpack.Encoder().encode
 _decode_items = msgspec.msgpack.Decoder(
     Annotated[list[msgspec.Raw], Meta(max_length=ITEMS_MAX)]
 ).decode
 _decode_item = msgspec.msgpack.Decoder(Item).decode
+_decode_post = msgspec.msgpack.Decoder(Post).decode
 
 
 def msgs(sender: str, names: Sequence[str] | None, batch: Sequence[Msg]) -> list[bytes]:
@@ -180,6 +220,26 @@ def item(raw: msgspec.Raw) -> Item:
     """One item; msgspec.DecodeError or ValidationError when it does not decode or a field
     is out of its bounds."""
     return _decode_item(raw)
+
+
+def post(origin: str, room: str, skip: int, batch: Sequence[Msg]) -> bytes | None:
+    """A rooms item (before sealing) of a group of sends to `room`; None when `batch` is not
+    one run (ids not consecutive, times or senders apart: cluster/rooms.py then sends the
+    frames as format 1 does)."""
+    if not batch:
+        return None
+    m0 = batch[0]
+    sender, ts, first = m0.sender, m0.ts, m0.id
+    for i, m in enumerate(batch):
+        if m.sender != sender or m.ts != ts or m.id != first + i or m.to != room:
+            return None
+    texts = [m.text for m in batch]
+    return POST + _encode(Post(origin, room, sender, skip, float(ts), first, texts))
+
+
+def posted(body: bytes | memoryview) -> Post:
+    """A rooms item after its `POST` byte; msgspec.DecodeError or ValidationError."""
+    return _decode_post(body)
 
 
 def _runs(
