@@ -132,8 +132,9 @@ BAD: list[tuple[list[Any], str]] = [
     (["m", "alice", ["bob"], float("nan"), 7, ["hi"]], ""),
     (["m", "alice", ["bob"], TS, 7, []], "length >= 1"),  # no message
     (["m", "alice", ["bob"], TS, 7, ["x" * (TEXT_MAX + 1)]], f"length <= {TEXT_MAX}"),
-    (["m", "al ice", ["bob"], TS, 7, ["hi"]], "match"),  # not a name
-    (["m", "alice", ["bob", "-x"], TS, 7, ["hi"]], "match"),
+    (["m", "", ["bob"], TS, 7, ["hi"]], "length >= 1"),  # no name
+    (["m", "alice", ["bob", "x" * 33], TS, 7, ["hi"]], "length <= 32"),
+    (["r", "al ice", "*", 5], "match"),  # not a name
     (["m", "alice", "#dev", TS, 7, ["hi"]], ""),  # a room is not an inbox's
     (["m", "alice", ["bob"], TS, 7, ["hi"], [1]], "index past"),
     (["m", "alice", ["bob"], TS, 7, ["hi"], [-1]], ">= 0"),
