@@ -158,6 +158,25 @@ def test_every_number_and_name_is_bounded_where_it_is_decoded(bad: list[Any], sa
         crossing.item(raw)
 
 
+@pytest.mark.parametrize("skip", [0, 7, 2**32, 2**64 - 1])  # a native handle is a uint64_t
+def test_a_rooms_post_crosses_as_its_parts_with_any_connection_handle(skip: int) -> None:
+    msgs = made("alice", "#Dev", "h\u00e9", "x" * TEXT_MAX, first=MAX_ID - 1)
+    body = crossing.post("0123456789abcdef", "#Dev", skip, msgs)
+    assert body is not None and body[:1] == crossing.POST
+    got = crossing.posted(body[1:])
+    assert (got.origin, got.room, got.sender, got.skip) == (
+        "0123456789abcdef",
+        "#Dev",
+        "alice",
+        skip,
+    )
+    assert (got.first, got.last, got.frames()) == (MAX_ID - 1, MAX_ID, encode_msgs(msgs))
+    with pytest.raises(msgspec.ValidationError, match=">= 0"):
+        crossing.posted(_enc(["n", "#Dev", "alice", -1, TS, 5, ["x"]]))
+    with pytest.raises(OverflowError):  # msgpack holds no larger integer: nothing to check
+        _enc(["n", "#Dev", "alice", crossing.SLOT_MAX + 1, TS, 5, ["x"]])
+
+
 def test_a_body_that_is_not_a_bounded_array_does_not_decode() -> None:
     for body in (b"", b"\xc1", _enc({"m": 1}), _enc([1] * (crossing.ITEMS_MAX + 1))):
         with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)):

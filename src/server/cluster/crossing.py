@@ -79,8 +79,11 @@ Texts = Annotated[
 Index = Annotated[int, Meta(ge=0, lt=NAMES_MAX)]
 #: A node's id (`secrets.token_hex(8)` in app.py; tests name theirs).
 NodeId = Annotated[str, Meta(min_length=1, max_length=64)]
-#: A connection's slot on its node (native/dispatch: a 32-bit handle).
-Slot = Annotated[int, Meta(ge=0, le=2**32 - 1)]
+#: A connection's handle on its node (native/dispatch: a uint64_t, `cd_open`): at most
+#: `SLOT_MAX`, which msgspec's `Meta` cannot say (its bounds are int64's); msgpack holds no
+#: larger integer, and `Post` checks it for the JSON of format 1 (cluster/rooms.py).
+SLOT_MAX = 2**64 - 1
+Slot = Annotated[int, Meta(ge=0)]
 Upto = Annotated[int, Meta(ge=MARKER_BOUNDS[0], le=MARKER_BOUNDS[1])]
 
 
@@ -162,6 +165,8 @@ class Post(msgspec.Struct, array_like=True, frozen=True):
     def __post_init__(self) -> None:
         if self.first + len(self.texts) - 1 > MAX_ID:
             raise ValueError(f"message ids past {MAX_ID}")
+        if self.skip > SLOT_MAX:
+            raise ValueError(f"a connection's handle past {SLOT_MAX}")
 
     @property
     def last(self) -> int:

@@ -107,6 +107,10 @@ class _Item(msgspec.Struct, array_like=True, frozen=True):
     first: _Count = 0
     last: _Count = 0
 
+    def __post_init__(self) -> None:
+        if self.skip > crossing.SLOT_MAX:
+            raise ValueError(f"a connection's handle past {crossing.SLOT_MAX}")
+
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(_Item).decode
