@@ -18,8 +18,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+import msgspec
 import pytest
 
+from chat.server.cluster import bus, crossing, keys
 from chat.server.cluster.box import Box
 from chat.server.cluster.broker import RedisBroker
 from chat.server.cluster.link import Link
@@ -28,7 +30,7 @@ from chat.server.cluster.rooms import RedisRooms
 from chat.server.core.rooms import Event, Room, RoomBook
 from chat.server.crypto.cipher import load_cipher
 from chat.shared.errors import Code, RemoteProtocolError, Trouble
-from chat.shared.messages import Msg
+from chat.shared.messages import Msg, encode_msgs
 from chat.shared.requests import RoomCreate, RoomJoin, RoomTopic
 
 from .conftest import AnyRedis
@@ -53,6 +55,7 @@ class Feed:
         self.lock = threading.Lock()
         self.applied: list[tuple[str, int, tuple[str, ...]]] = []
         self.posts: list[tuple[str, str, Code | None]] = []
+        self.frames: list[tuple[str, int, bytes, int]] = []  # (room, last, frames, skip) taken
         self._kept: list[tuple[Msg, ...]] = []
         self.fail_changed = False
         self.fail_scratch = False
@@ -95,6 +98,7 @@ class Feed:
                 return err.code
             self.book.posted(r, last)
             self.posts.append((sender, room, None))
+            self.frames.append((room, last, frames, skip))
             return None
 
     def kept_msgs(self) -> list[tuple[Msg, ...]]:
@@ -275,3 +279,69 @@ def test_a_frozen_redis_answers_a_request_without_holding_it(
         redis_server.proc.send_signal(signal.SIGCONT)
     assert wait_until(lambda: a.link.up, 3)  # the node's heartbeat saw Redis back
     assert a.ask("alice", RoomCreate(3, "#cold", "")) is None
+
+
+def test_a_rooms_messages_cross_as_their_parts_and_every_node_rebuilds_the_same_frames(
+    nodes: tuple[Node, Node], redis_server: AnyRedis
+) -> None:
+    """Issue 22, cheaper crossings: a room's group of sends goes into the shard's log as
+    `crossing.Post` (no frames), and each node fans out `encode_msgs` of it, the frames
+    the sender's node made; a post that is not one group (never from the core) still
+    crosses, as its frames."""
+    a, b = nodes
+    assert a.ask("alice", RoomCreate(1, "#Dev", "")) is None
+    assert b.ask("bob", RoomJoin(2, "#dev")) is None
+    now = time.time()
+    texts = ['h\u00e9 "q" \\ \u2028', "\U0001f600" * 30, "x" * 100]
+    msgs = tuple(Msg(20 + i, "alice", "#Dev", t, now) for i, t in enumerate(texts))
+    verdict = Answer()
+    a.rooms.post("alice", "#Dev", msgs, encode_msgs(msgs), 7, verdict)
+    assert verdict.wait() is None
+    assert wait_until(lambda: len(b.feed.frames) == 1)
+    assert a.feed.frames == [("#Dev", 22, encode_msgs(msgs), 7)]
+    assert b.feed.frames == [("#Dev", 22, encode_msgs(msgs), 0)]  # skip: the sender's node's
+    stream = redis_server.client().xrange(
+        keys.log_keys(keys.room_channel(a.rooms._state.room_blind("#dev")))[0]
+    )
+    sizes = [len(v) for _, fields in stream for v in fields.values()]
+    assert max(sizes) < len(encode_msgs(msgs)), (sizes, len(encode_msgs(msgs)))
+    apart = (Msg(30, "alice", "#Dev", "one", now), Msg(31, "alice", "#Dev", "two", now + 1))
+    verdict = Answer()
+    a.rooms.post("alice", "#Dev", apart, encode_msgs(apart), 7, verdict)
+    assert verdict.wait() is None
+    assert wait_until(lambda: len(b.feed.frames) == 2)
+    assert b.feed.frames[1] == ("#Dev", 31, encode_msgs(apart), 0)
+
+
+def test_a_rooms_post_that_does_not_decode_is_logged_and_the_next_one_is_taken(
+    nodes: tuple[Node, Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = nodes
+    assert a.ask("alice", RoomCreate(1, "#bad", "")) is None
+    channel = keys.room_channel(a.rooms._state.room_blind("#bad"))
+    box = Box(KEY, load_cipher())
+    room_log = bus.Log(a.link, channel, 200)
+    now = time.time()
+    good = crossing.post("node-x", "#bad", 0, (Msg(50, "alice", "#bad", "ok", now),))
+    assert good is not None
+    bad = [
+        crossing.POST + b"\xc1",
+        crossing.POST + good[1:-4],  # cut short
+        crossing.POST + msgspec.msgpack.encode(["n", "#bad", "alice", 0, now, 0, ["x"]]),
+        crossing.POST + msgspec.msgpack.encode(["n", "#bad", "alice", -1, now, 5, ["x"]]),
+        crossing.POST + msgspec.msgpack.encode(["n", "#bad", "alice", 0, -5.0, 5, ["x"]]),
+        crossing.POST + msgspec.msgpack.encode(["n", "bad", "alice", 0, now, 5, ["x"]]),
+    ]
+    with caplog.at_level(logging.ERROR, logger="chat.server.cluster"):
+        for plain in [*bad, good]:
+            room_log.publish(a.link.client, box.seal(channel.encode(), plain))
+        assert wait_until(lambda: len(b.feed.frames) == 1 and len(a.feed.frames) == 1)
+        time.sleep(0.2)
+    assert (
+        a.feed.frames
+        == b.feed.frames
+        == [("#bad", 50, encode_msgs((Msg(50, "alice", "#bad", "ok", now),)), 0)]
+    )
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    # Once per item and node (both read the shard), and both go on.
+    assert len(said) == 2 * len(bad) and all("do not decode" in m for m in said), said

@@ -26,10 +26,21 @@ from chat.server.cluster.broker import RedisBroker
 from chat.server.cluster.link import Link
 from chat.server.cluster.presence import RedisPresence
 from chat.server.crypto.cipher import load_cipher
+from chat.shared.messages import Msg, encode_msgs
 
 from .conftest import AnyRedis
 
 KEY = bytes(range(32))
+
+
+def one(text: str, to: str | tuple[str, ...] = ("bob",)) -> tuple[Msg, ...]:
+    """A message from alice, as the send path hands it to the broker."""
+    return (Msg(7, "alice", to, text, 1765000000.5),)
+
+
+def framed(text: str, to: str | tuple[str, ...] = ("bob",)) -> bytes:
+    """Its frame, as a recipient gets it (rebuilt by the receiving node)."""
+    return encode_msgs(one(text, to))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -215,12 +226,12 @@ def test_a_publish_whose_then_raises_is_logged_and_the_next_publish_is_answered(
     a = broker(redis_server, box, "a", Inbox(), parts)
     broker(redis_server, box, "b", inbox, parts)
     first = Outcome(raises=True)
-    a.publish("b", "alice", ["bob"], b"first", first)
+    a.publish("b", "alice", ["bob"], one("first"), first)
     assert first.wait() is True
     the_traceback(caplog, RuntimeError, "telling a publish's outcome failed")
     second = Outcome()
-    a.publish("b", "alice", ["bob"], b"second", second)
-    assert second.wait() is True and inbox.wait_for(b"second")
+    a.publish("b", "alice", ["bob"], one("second"), second)
+    assert second.wait() is True and inbox.wait_for(framed("second"))
 
 
 def test_a_publisher_that_meets_an_unexpected_error_answers_not_taken_and_goes_on(
@@ -236,13 +247,13 @@ def test_a_publisher_that_meets_an_unexpected_error_answers_not_taken_and_goes_o
     broker(redis_server, box, "b", inbox, parts)
     flaky.armed = True
     first = Outcome()
-    a.publish("b", "alice", ["bob"], b"first", first)
+    a.publish("b", "alice", ["bob"], one("first"), first)
     assert first.wait() is False  # answered: not taken, so not `delivered`
     the_traceback(caplog, RuntimeError, "publishing a batch failed")
     second = Outcome()
-    a.publish("b", "alice", None, b"second", second)
-    assert second.wait() is True and inbox.wait_for(b"second")
-    assert inbox.got[-1] == ("alice", None, b"second")
+    a.publish("b", "alice", None, one("second", "*"), second)
+    assert second.wait() is True and inbox.wait_for(framed("second", "*"))
+    assert inbox.got[-1] == ("alice", None, framed("second", "*"))
 
 
 # ---- the broker: subscriber ----------------------------------------------------------------
@@ -253,16 +264,16 @@ def test_a_deliverer_that_raises_is_logged_and_the_next_published_message_is_del
     a = broker(redis_server, box, "a", Inbox(), parts)
     broker(redis_server, box, "b", inbox, parts)
     first = Outcome()
-    a.publish("b", "alice", ["bob"], b"first", first)
+    a.publish("b", "alice", ["bob"], one("first"), first)
     assert first.wait() is True
     the_traceback(caplog, RuntimeError, "delivering a message from another node failed")
     # The subscriber may take a moment to be back: until then a publish is not taken.
     wait_until(lambda: subscribers(redis_server, "b") == 0, 1.0)
     assert wait_until(lambda: subscribers(redis_server, "b") == 1)
     second = Outcome()
-    a.publish("b", "alice", ["bob"], b"second", second)
-    assert second.wait() is True and inbox.wait_for(b"second")
-    assert inbox.frames() == [b"second"]
+    a.publish("b", "alice", ["bob"], one("second"), second)
+    assert second.wait() is True and inbox.wait_for(framed("second"))
+    assert inbox.frames() == [framed("second")]
 
 
 def test_messages_taken_while_the_deliverer_failed_are_delivered(
@@ -273,16 +284,16 @@ def test_messages_taken_while_the_deliverer_failed_are_delivered(
     a = broker(redis_server, box, "a", Inbox(), parts)
     broker(redis_server, box, "b", inbox, parts)
     first = Outcome()
-    a.publish("b", "alice", ["bob"], b"first", first)
+    a.publish("b", "alice", ["bob"], one("first"), first)
     assert inbox.entered.wait(5)  # the subscriber is in the deliverer, which will raise
     later = [Outcome() for _ in range(2)]
     for i, then in enumerate(later):
-        a.publish("b", "alice", ["bob"], b"later %d" % i, then)
+        a.publish("b", "alice", ["bob"], one(f"later {i}"), then)
     assert [then.wait() for then in later] == [True, True]  # taken by node b
     hold.set()
     # "delivered never lies": what node b took reaches its users.
-    assert inbox.wait_for(b"later 1", 3.0), inbox.frames()
-    assert inbox.frames() == [b"later 0", b"later 1"]
+    assert inbox.wait_for(framed("later 1"), 3.0), inbox.frames()
+    assert inbox.frames() == [framed("later 0"), framed("later 1")]
 
 
 # ---- the presence ----------------------------------------------------------------------------

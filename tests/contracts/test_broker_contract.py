@@ -24,10 +24,26 @@ from chat.server.cluster.presence import RedisPresence
 from chat.server.core.broker import Broker, NoBroker
 from chat.server.crypto.cipher import Cipher
 from chat.shared.errors import LocalProtocolError
+from chat.shared.messages import BROADCAST, Msg, encode_msgs
 
 from .conftest import IMPLEMENTATIONS, KEY, OTHER_KEY, AnyRedis, freeze, own_threads, wait_until
 
 Delivery = tuple[str, tuple[str, ...] | None, bytes]
+TS = 1765000000.123456
+
+
+def made(
+    sender: str, to: str | tuple[str, ...], *texts: str, first: int = 1, ts: float = TS
+) -> tuple[Msg, ...]:
+    """Messages as a group of sends makes them (consecutive ids, one time)."""
+    return tuple(Msg(first + i, sender, to, text, ts) for i, text in enumerate(texts))
+
+
+def frames(
+    sender: str, to: str | tuple[str, ...], *texts: str, first: int = 1, ts: float = TS
+) -> bytes:
+    """What a recipient gets of `made(...)`: the frames the sending node fans out."""
+    return encode_msgs(made(sender, to, *texts, first=first, ts=ts))
 
 
 class Deliverer:
@@ -151,7 +167,7 @@ def test_a_server_alone_never_routes_to_another_node() -> None:
     broker.start(Deliverer())
     answers = Answers()
     with pytest.raises(LocalProtocolError):
-        broker.publish("node-b", "alice", ["bob"], b"frames", answers.then(0))
+        broker.publish("node-b", "alice", ["bob"], made("alice", ("bob",), "x"), answers.then(0))
     assert answers.of(0) == []  # refused at once: nothing will ever be told
     broker.stop()
 
@@ -168,9 +184,11 @@ def test_messages_arrive_exactly_and_in_order_and_each_is_answered_once(
     for n in range(500):
         sender = ("alice", "carol")[n % 2]
         names = None if n % 5 == 0 else tuple(f"user{k}" for k in range(n % 4 + 1))
-        frames = n.to_bytes(4, "big") + os.urandom(n % 97)  # any bytes, empty-ish too
-        sent.append((sender, names, frames))
-        a.publish("node-b", sender, names, frames, answers.then(n))
+        to = BROADCAST if names is None else (*names, "dave")  # dave is elsewhere
+        texts = [os.urandom(n % 97).hex() + '\u00e9\U0001f600"\\' for _ in range(n % 3 + 1)]
+        sent.append((sender, names, frames(sender, to, *texts, first=n * 10 + 1, ts=TS + n)))
+        msgs = made(sender, to, *texts, first=n * 10 + 1, ts=TS + n)
+        a.publish("node-b", sender, names, msgs, answers.then(n))
     assert wait_until(lambda: answers.answered() == 500 and on_b.count() == 500, 10.0)
     time.sleep(0.2)  # nothing more comes
     assert on_b.got == sent
@@ -184,29 +202,30 @@ def test_echoes_markers_and_typing_arrive_as_what_they_are_in_order(cluster: Bro
     recipients') other node, each kind to its own handler, in the order told."""
     a, _ = cluster.start("node-a")
     _, on_b = cluster.start("node-b")
-    a.echo("node-b", "alice", b"alice's own msg frames")
+    a.echo("node-b", "alice", made("alice", ("bob",), "alice's own"))
     a.read("node-b", "alice", "#dev", 41)
     a.typing("node-b", "alice", ["bob", "carol"], None, b"typing to people")
     a.typing("node-b", "alice", [], "#Dev", b"typing to a room")
-    a.read("node-b", "alice", "*", 2**53)
+    a.read("node-b", "alice", "*", 2**53 - 1)
     answers = Answers()
-    a.publish("node-b", "alice", ["bob"], b"a message", answers.then(0))
+    a.publish("node-b", "alice", ["bob"], made("alice", ("bob",), "a message"), answers.then(0))
     assert wait_until(lambda: on_b.count() == 1 and len(on_b.told) == 5)
     assert on_b.told == [
-        ("echo", "alice", b"alice's own msg frames"),
+        ("echo", "alice", frames("alice", ("bob",), "alice's own")),
         ("read", "alice", "#dev", 41),
         ("typing", "alice", ("bob", "carol"), None, b"typing to people"),
         ("typing", "alice", (), "#Dev", b"typing to a room"),
-        ("read", "alice", "*", 2**53),
+        ("read", "alice", "*", 2**53 - 1),
     ]
-    assert on_b.got == [("alice", ("bob",), b"a message")] and answers.of(0) == [True]
+    assert on_b.got == [("alice", ("bob",), frames("alice", ("bob",), "a message"))]
+    assert answers.of(0) == [True]
 
 
 def test_a_publish_to_a_node_nobody_listens_on_is_not_taken(cluster: Brokers) -> None:
     a, _ = cluster.start("node-a")
     answers = Answers()
-    a.publish("node-gone", "alice", ["bob"], b"frames", answers.then(0))
-    a.publish("node-a-typo", "alice", None, b"frames", answers.then(1))
+    a.publish("node-gone", "alice", ["bob"], made("alice", ("bob",), "x"), answers.then(0))
+    a.publish("node-a-typo", "alice", None, made("alice", "*", "x"), answers.then(1))
     assert wait_until(lambda: answers.answered() == 2)
     time.sleep(0.1)
     assert answers.of(0) == [False] and answers.of(1) == [False]
@@ -217,7 +236,7 @@ def test_after_the_publisher_stopped_a_publish_is_refused_at_once(cluster: Broke
     _, on_b = cluster.start("node-b")
     a.stop()
     answers = Answers()
-    a.publish("node-b", "alice", ["bob"], b"late", answers.then(0))
+    a.publish("node-b", "alice", ["bob"], made("alice", ("bob",), "late"), answers.then(0))
     assert answers.of(0) == [False]  # within the call: nothing is left waiting
     time.sleep(0.2)
     assert answers.of(0) == [False] and on_b.got == []
@@ -231,14 +250,15 @@ def test_a_message_that_does_not_open_is_dropped_and_delivery_goes_on(
     answers = Answers()
     stranger.start(Deliverer())
     try:
-        stranger.publish("node-b", "mallory", ["bob"], b"forged", answers.then(0))
+        forged = made("mallory", ("bob",), "forged")
+        stranger.publish("node-b", "mallory", ["bob"], forged, answers.then(0))
         assert wait_until(lambda: answers.answered() == 1)
     finally:
         stranger.stop()
     a, _ = cluster.start("node-a")
-    a.publish("node-b", "alice", ["bob"], b"genuine", answers.then(1))
+    a.publish("node-b", "alice", ["bob"], made("alice", ("bob",), "genuine"), answers.then(1))
     assert wait_until(lambda: on_b.count() == 1)
-    assert on_b.got == [("alice", ("bob",), b"genuine")]
+    assert on_b.got == [("alice", ("bob",), frames("alice", ("bob",), "genuine"))]
 
 
 def frozen_publishes(redis_server: AnyRedis, a: Broker) -> Answers:
@@ -248,12 +268,13 @@ def frozen_publishes(redis_server: AnyRedis, a: Broker) -> Answers:
     thaw = freeze(redis_server)
     try:
         started = time.monotonic()
-        a.publish("node-b", "alice", ["bob"], b"frozen 0", answers.then(0))
+        a.publish("node-b", "alice", ["bob"], made("alice", ("bob",), "frozen 0"), answers.then(0))
         assert wait_until(lambda: answers.answered() == 1, TIMEOUT + 2.0)
         assert answers.when[0] - started < TIMEOUT + 1.0
         for n in range(1, 4):
             asked = time.monotonic()
-            a.publish("node-b", "alice", ["bob"], f"frozen {n}".encode(), answers.then(n))
+            frozen = made("alice", ("bob",), f"frozen {n}")
+            a.publish("node-b", "alice", ["bob"], frozen, answers.then(n))
             assert wait_until(lambda n=n: answers.of(n) != [], 1.0)
             assert answers.when[n] - asked < 0.5, "a publish waited for the frozen Redis"
     finally:
@@ -268,9 +289,12 @@ def recovers(a: Broker, on_b: Deliverer, within: float) -> bool:
     deadline = time.monotonic() + within
     n = 0
     while time.monotonic() < deadline:
-        a.publish("node-b", "alice", ["bob"], f"after {n}".encode(), answers.then(n))
+        a.publish(
+            "node-b", "alice", ["bob"], made("alice", ("bob",), f"after {n}"), answers.then(n)
+        )
         if wait_until(lambda n=n: answers.of(n) != [], 2.0) and answers.of(n) == [True]:
-            return wait_until(lambda n=n: any(g[2] == f"after {n}".encode() for g in on_b.got))
+            after = frames("alice", ("bob",), f"after {n}")
+            return wait_until(lambda after=after: any(g[2] == after for g in on_b.got))
         n += 1
         time.sleep(0.2)
     return False
@@ -285,7 +309,8 @@ def test_a_frozen_redis_is_answered_within_the_links_timeout(
     time.sleep(0.5)
     # Those answered at once were never sent: "not taken" is not a copy arriving later.
     # (The first one was on its way when the link gave up: it may or may not arrive.)
-    assert [g[2] for g in on_b.got if g[2] != b"frozen 0"] == []
+    first = frames("alice", ("bob",), "frozen 0")
+    assert [g[2] for g in on_b.got if g[2] != first] == []
 
 
 def test_a_node_recovers_after_a_freeze(
@@ -336,18 +361,25 @@ def test_an_inbox_redis_lost_is_read_from_its_new_start_and_never_lies(
     _, on_b = cluster.start("node-b")
     answers = Answers()
     for n in range(30):
-        a.publish("node-b", "alice", ["bob"], f"before {n}".encode(), answers.then(n))
+        a.publish(
+            "node-b", "alice", ["bob"], made("alice", ("bob",), f"before {n}"), answers.then(n)
+        )
     assert wait_until(lambda: on_b.count() == 30)
     client = redis_server.client()
     for key in client.scan_iter(match="chat:{n:node-b}:inbox:*"):  # what a restart loses
         client.delete(key)
     for n in range(30, 35):
-        a.publish("node-b", "alice", ["bob"], f"after {n}".encode(), answers.then(n))
+        a.publish(
+            "node-b", "alice", ["bob"], made("alice", ("bob",), f"after {n}"), answers.then(n)
+        )
     assert wait_until(lambda: all(answers.of(n) for n in range(30, 35)))
     taken = [n for n in range(30, 35) if answers.of(n) == [True]]
     assert taken, "nothing was taken after the loss"
     assert wait_until(
-        lambda: {f"after {n}".encode() for n in taken} <= {g[2] for g in on_b.got}, 3.0
+        lambda: (
+            {frames("alice", ("bob",), f"after {n}") for n in taken} <= {g[2] for g in on_b.got}
+        ),
+        3.0,
     ), "a message answered as taken never arrived"
     got = [g[2] for g in on_b.got]
     assert len(got) == len(set(got)), "a message arrived twice"
@@ -362,9 +394,10 @@ def test_what_waits_for_one_node_goes_in_few_publishes(
     a, _ = cluster.start("node-a")
     _, on_b = cluster.start("node-b")
     answers = Answers()
-    sent = [f"packed {n}".encode() for n in range(500)]
-    for n, frames in enumerate(sent):
-        a.publish("node-b", "alice", ["bob"], frames, answers.then(n))
+    sent = [frames("alice", ("bob",), f"packed {n}", first=n + 1) for n in range(500)]
+    for n in range(500):
+        msgs = made("alice", ("bob",), f"packed {n}", first=n + 1)
+        a.publish("node-b", "alice", ["bob"], msgs, answers.then(n))
     assert wait_until(lambda: answers.answered() == 500 and on_b.count() == 500, 10.0)
     assert [g[2] for g in on_b.got] == sent
     assert all(answers.of(n) == [True] for n in range(500))

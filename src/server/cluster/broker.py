@@ -28,9 +28,17 @@ per batch. Both threads start in `start` and are joined by `stop`.
 A message carries its kind (protocol v1.2 section 10): `msg` (for names, or
 everyone), `echo` (the sender's own message, for its sessions there granted
 `echo`), `read` (the user's marker moved) and `typing`; only `msg` is
-answered to its sender. The publisher also sends the rooms' messages into
-their logs for the rooms' broker (`send`, cluster/rooms.py), so a node's
-publishes, whatever they carry, leave in the order they were handed over.
+answered to its sender. A `msg` or `echo` crosses as what its frames are made
+of (cluster/crossing.py: sender, recipients, time, ids, texts), not as the
+frames: the receiving node rebuilds them through src/shared, byte for byte
+what the sending node's recipients got. An inbox payload begins with its
+format byte: `crossing.COMPACT` (2) is what a node writes; format 1 (frames
+after a JSON head, issue 22's first packing) is still read, so a node of that
+version still reaches an upgraded one (docs/cluster.md, "Redis key layout").
+
+The publisher also sends the rooms' messages into their logs for the rooms'
+broker (`send`, cluster/rooms.py), so a node's publishes, whatever they carry,
+leave in the order they were handed over.
 """
 
 from __future__ import annotations
@@ -41,38 +49,41 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import redis
+from msgspec import Meta
 
-from chat.server.cluster import bus, keys
+from chat.server.cluster import bus, crossing, keys
 from chat.server.cluster.box import Box
 from chat.server.cluster.link import Link
 from chat.server.core.broker import Deliverer
+from chat.shared.messages import Msg
+from chat.shared.notices import MARKER_BOUNDS
 
 log = logging.getLogger("chat.server.cluster")
 
 
 class _Head(msgspec.Struct, array_like=True, frozen=True, omit_defaults=True):
-    """What precedes the frames of one message between nodes (compact: a message to
-    everyone is `["m","alice"]`; the sending node is the batch's, not each message's)."""
+    """Format 1 (read, no longer written): what precedes the frames of one message between
+    nodes (a message to everyone is `["m","alice"]`)."""
 
     kind: str  # MSG, ECHO, READ, TYPING
     sender: str  # the user who sent, read or types
     names: list[str] | None = None  # msg: the recipients (None: everyone); typing: them
     peer: str = ""  # read: the conversation; typing: the room ("" for names)
-    upto: int = 0  # read: how far
+    upto: Annotated[int, Meta(ge=MARKER_BOUNDS[0], le=MARKER_BOUNDS[1])] = 0  # read: how far
 
 
 MSG, ECHO, READ, TYPING = "m", "e", "r", "t"
-#: The first byte of an inbox payload: a batch of items, each `<4-byte length><item>`, an
-#: item `<4-byte head length><head><frames>`.
+#: The first byte of an inbox payload of format 1 (read, no longer written): a batch of
+#: items, each `<4-byte length><item>`, an item `<4-byte head length><head><frames>`. What
+#: a node writes is `crossing.COMPACT`.
 _PACKED = b"\x01"
 #: Bytes of items packed into one publish at most (a burst is split in several).
 PACK_BYTES = 256 * 1024
 
-_encode = msgspec.json.Encoder().encode
 _decode_head = msgspec.json.Decoder(_Head).decode
 _RETRY = 0.5  # seconds between attempts to reach Redis again
 # Messages the subscriber takes before it sends what they fanned out: one send() per
@@ -109,6 +120,27 @@ class _Together:
     def __call__(self, taken: bool) -> None:
         for then in self.thens:
             _tell(then, taken)
+
+
+class _AllOf:
+    """The `then` of a message handed over as several items (runs of ids, crossing.msgs):
+    told once, when all are answered, taken only if every one was."""
+
+    __slots__ = ("_left", "_lock", "_taken", "then")
+
+    def __init__(self, count: int, then: Callable[[bool], None]) -> None:
+        self._lock = threading.Lock()
+        self._left = count
+        self._taken = True
+        self.then = then
+
+    def __call__(self, taken: bool) -> None:
+        with self._lock:
+            self._taken = self._taken and taken
+            self._left -= 1
+            if self._left:
+                return
+        self.then(self._taken)
 
 
 @dataclass(slots=True)
@@ -177,40 +209,39 @@ class RedisBroker:
         node: str,
         sender: str,
         names: Sequence[str] | None,
-        frames: bytes,
+        msgs: Sequence[Msg],
         then: Callable[[bool], None],
     ) -> None:
-        """`msg` frames (encoded once, by the sender's node) for `names` (None: everyone
-        but the sender) on another node: the receiver only unseals and fans them out."""
-        head = _Head(MSG, sender, None if names is None else list(names))
-        self._to_node(node, head, frames, then)
+        """`msgs` for `names` (None: everyone but the sender) on another node, which
+        rebuilds their frames (crossing.py). ValueError for what cannot cross as asked."""
+        self._to_node(node, crossing.msgs(sender, names, msgs), then)
 
-    def echo(self, node: str, sender: str, frames: bytes) -> None:
-        self._to_node(node, _Head(ECHO, sender), frames, _ignore)
+    def echo(self, node: str, sender: str, msgs: Sequence[Msg]) -> None:
+        self._to_node(node, crossing.echo(sender, msgs), _ignore)
 
     def read(self, node: str, user: str, peer: str, upto: int) -> None:
-        self._to_node(node, _Head(READ, user, None, peer, upto), b"", _ignore)
+        self._to_node(node, [crossing.read(user, peer, upto)], _ignore)
 
     def typing(
         self, node: str, sender: str, names: Sequence[str], room: str | None, frame: bytes
     ) -> None:
-        head = _Head(TYPING, sender, list(names), room or "")
-        self._to_node(node, head, frame, _ignore)
+        self._to_node(node, [crossing.typing(sender, names, room, frame)], _ignore)
 
     def send(self, target: bus.Log, payload: bytes, then: Callable[[bool], None]) -> None:
         """A sealed payload for a log (the rooms' broker's), in this publisher's order;
         `then(published)`: whether Redis took it (not whether anyone listened)."""
         self._queue(_Publish(target, payload, then))
 
-    def _to_node(self, node: str, head: _Head, frames: bytes, then: Callable[[bool], None]) -> None:
+    def _to_node(self, node: str, items: list[bytes], then: Callable[[bool], None]) -> None:
         channel = keys.node_inbox(node)
         if not self._link.reachable(channel):
             then(False)  # Redis is known to be away: no wait for what cannot be taken
             return
-        encoded = _encode(head)
-        size = 4 + len(encoded) + len(frames)
-        item = b"".join((size.to_bytes(4, "big"), len(encoded).to_bytes(4, "big"), encoded, frames))
-        self._queue(_Publish(self._log(channel), item, then, True))
+        target = self._log(channel)
+        if len(items) > 1:  # seldom: a group's ids are one run (Store.stamp)
+            then = _AllOf(len(items), then)
+        for item in items:
+            self._queue(_Publish(target, item, then, True))
 
     def _log(self, channel: str) -> bus.Log:
         found = self._logs.get(channel)
@@ -295,7 +326,7 @@ class RedisBroker:
                     size += len(jobs[end].payload)
                     end += 1
                 part = jobs[start:end]
-                plain = _PACKED + b"".join(j.payload for j in part)
+                plain = crossing.payload([j.payload for j in part])
                 sealed = self._box.seal(channel.encode(), plain)
                 then = part[0].then if len(part) == 1 else _Together([j.then for j in part])
                 out.append(_Publish(part[0].log, sealed, then))
@@ -430,9 +461,53 @@ class RedisBroker:
         if plain is None:
             log.error("cluster: a message on %s does not open (another key?): dropped", channel)
             return 0
-        if plain[:1] != _PACKED:
-            log.error("cluster: a message on %s is of an unknown format: dropped", channel)
+        kind = plain[:1]
+        if kind == crossing.COMPACT:
+            return self._compact(deliverer, memoryview(plain)[1:])
+        if kind == _PACKED:
+            return self._format_1(deliverer, plain)
+        log.error("cluster: a message on %s is of an unknown format %r: dropped", channel, kind)
+        return 0
+
+    def _compact(self, deliverer: Deliverer, body: memoryview) -> int:
+        channel = self._inbox.channel
+        try:
+            raws = crossing.items(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("cluster: a message on %s does not decode (%s): dropped", channel, exc)
             return 0
+        dropped: list[str] = []
+        for raw in raws:
+            try:
+                item = crossing.item(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                dropped.append(str(exc))
+                continue
+            try:
+                match item:
+                    case crossing.Msgs():
+                        deliverer.deliver(item.sender, item.names, item.frames())
+                    case crossing.Echo():
+                        deliverer.echo(item.sender, item.frames())
+                    case crossing.Read():
+                        deliverer.read(item.user, item.peer, item.upto)
+                    case crossing.Typing():
+                        deliverer.typing(item.sender, item.names, item.room, item.frame)
+            except Exception:  # one message's bug: the next ones still come
+                log.exception("cluster: delivering a message from another node failed")
+        if dropped:  # once per payload, however many
+            log.error(
+                "cluster: %d of %d items on %s do not decode (%s): dropped",
+                len(dropped),
+                len(raws),
+                channel,
+                dropped[0],
+            )
+        return len(raws)
+
+    def _format_1(self, deliverer: Deliverer, plain: bytes) -> int:
+        """A payload of format 1 (a node of the version before, during an upgrade): its
+        frames as they came."""
         view = memoryview(plain)
         at, end, count = 1, len(plain), 0
         while at + 4 <= end:

@@ -19,7 +19,9 @@ order per room, and a log's numbers keep it whatever a subscription missed):
   node's replica has applied the change (its own subscriber saw it come back),
   so a `send` right after a `join`'s `ok` finds the sender a member here.
 - A room message is checked against the replica, given its ids, and published
-  into the same log by the broker's publisher (cluster/broker.py `send`).
+  into the same log by the broker's publisher (cluster/broker.py `send`), as its
+  parts (`crossing.Post`: sender, time, ids, texts), from which every node
+  rebuilds the frames through src/shared, the bytes of the sender's node.
 - The *rooms-sub* thread takes the logs in order and hands everything to
   the core (`RoomFeed`): a change is applied as facts when its version is
   newer than the replica's (so what came while the node loaded its replica is
@@ -44,13 +46,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import redis
+from msgspec import Meta
 from redis.exceptions import TryAgainError
 
-from chat.server.cluster import bus, keys
+from chat.server.cluster import bus, crossing, keys
 from chat.server.cluster.box import Box
 from chat.server.cluster.broker import RedisBroker
 from chat.server.cluster.link import Link
@@ -60,6 +63,7 @@ from chat.server.core.broker import RoomAnswer, RoomFeed, RoomVerdict
 from chat.server.core.desk import AccountGone, run_rule
 from chat.server.core.rooms import Event, fold
 from chat.shared.errors import Code, RemoteProtocolError, Trouble
+from chat.shared.fields import MAX_ID
 from chat.shared.messages import Msg
 from chat.shared.requests import Request, RoomInvite
 
@@ -76,10 +80,13 @@ ROOMS_KEEPS = 200
 _MOVING = 0.02  # seconds between runs of a request whose slot is moving
 
 
+_Count = Annotated[int, Meta(ge=0, le=MAX_ID)]
+
+
 class _Fact(msgspec.Struct, array_like=True, frozen=True):
     event: str
     user: str
-    ts: float
+    ts: crossing.Ts
     by: str | None = None
     topic: str | None = None
     also: str | None = None
@@ -93,12 +100,16 @@ class _Item(msgspec.Struct, array_like=True, frozen=True):
     kind: str  # "change" or "post"
     origin: str  # the node that made it
     room: str  # the room's name (as created for a change, as written for a post)
-    version: int = 0
+    version: _Count = 0
     facts: list[_Fact] = []
     sender: str = ""
-    skip: int = 0  # the sending connection's slot on its node
-    first: int = 0
-    last: int = 0
+    skip: crossing.Slot = 0  # the sending connection's slot on its node
+    first: _Count = 0
+    last: _Count = 0
+
+    def __post_init__(self) -> None:
+        if self.skip > crossing.SLOT_MAX:
+            raise ValueError(f"a connection's handle past {crossing.SLOT_MAX}")
 
 
 _encode = msgspec.json.Encoder().encode
@@ -210,12 +221,20 @@ class RedisRooms:
     ) -> None:
         first = msgs[0].id
         channel = keys.room_channel(self._state.room_blind(fold(room)))
-        head = _encode(
-            _Item(
-                "post", self.node_id, room, sender=sender, skip=skip, first=first, last=msgs[-1].id
+        body = crossing.post(self.node_id, room, skip, msgs)
+        if body is None:  # not one group of sends (never from the core): the frames
+            head = _encode(
+                _Item(
+                    "post",
+                    self.node_id,
+                    room,
+                    sender=sender,
+                    skip=skip,
+                    first=first,
+                    last=msgs[-1].id,
+                )
             )
-        )
-        body = len(head).to_bytes(4, "big") + head + frames
+            body = len(head).to_bytes(4, "big") + head + frames
         with self._lock:
             self._posted[first] = _Posted(msgs, done, time.monotonic())
 
@@ -390,6 +409,23 @@ class RedisRooms:
         plain = self._box.open(channel.encode(), data)
         if plain is None:
             log.error("cluster: a rooms channel item does not open (another key?): dropped")
+            return
+        if plain[:1] == crossing.POST:
+            try:
+                post = crossing.posted(memoryview(plain)[1:])
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.error("cluster: a room's messages do not decode (%s): dropped", exc)
+                return
+            item = _Item(
+                "post",
+                post.origin,
+                post.room,
+                sender=post.sender,
+                skip=post.skip,
+                first=post.first,
+                last=post.last,
+            )
+            self._post(feed, item, post.frames())
             return
         try:
             size = int.from_bytes(plain[:4], "big")

@@ -2,8 +2,10 @@
 
 A server alone has no other node (`NoBroker`: the route never names one). A
 node of a cluster publishes through Redis (`cluster.broker.RedisBroker`): the
-sender's node encodes the `msg` frames once, and the receiving node fans them
-out to its own sessions (`Deliverer`, the core's fan-out). One contract test
+sender's node hands over the messages, what crosses is what their frames are
+made of, and the receiving node rebuilds the frames (through src/shared, the
+same bytes) and fans them out to its own sessions (`Deliverer`, the core's
+fan-out). One contract test
 suite runs against both (tests/contracts/test_broker_contract.py).
 
 `publish` never waits: it queues, and `then(taken)` is called later (on the
@@ -66,13 +68,16 @@ class Broker(Protocol):
         node: str,
         sender: str,
         names: Sequence[str] | None,
-        frames: bytes,
+        msgs: Sequence[Msg],
         then: Callable[[bool], None],
     ) -> None:
-        """`msg` frames from `sender` for `names` on `node` (None: everyone there)."""
+        """`msgs` from `sender` for `names` on `node` (None: everyone there): delivered
+        there as the `msg` frames `encode_msgs(msgs)`."""
         ...
 
-    def echo(self, node: str, sender: str, frames: bytes) -> None: ...
+    def echo(self, node: str, sender: str, msgs: Sequence[Msg]) -> None:
+        """`sender`'s own `msgs`, for its sessions on `node` granted `echo`."""
+        ...
 
     def read(self, node: str, user: str, peer: str, upto: int) -> None: ...
 
@@ -166,12 +171,12 @@ class NoBroker:
         node: str,
         sender: str,
         names: Sequence[str] | None,
-        frames: bytes,
+        msgs: Sequence[Msg],
         then: Callable[[bool], None],
     ) -> None:
         raise LocalProtocolError("a message for another node on a server without a cluster")
 
-    def echo(self, node: str, sender: str, frames: bytes) -> None:
+    def echo(self, node: str, sender: str, msgs: Sequence[Msg]) -> None:
         raise LocalProtocolError("an echo for another node on a server without a cluster")
 
     def read(self, node: str, user: str, peer: str, upto: int) -> None:

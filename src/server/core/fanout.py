@@ -301,7 +301,7 @@ class Fanout:
             if echo.count:  # the sender's other sessions (v1.2 section 4)
                 self._table.fanout(tick, blob, echo.handles, echo.count, 0)
             if self._cluster:
-                self._echo_elsewhere(name, blob)
+                self._echo_elsewhere(name, msgs)
             if not missed:
                 user.out.append(sents, tick)
                 return False
@@ -311,7 +311,7 @@ class Fanout:
             if echo.count:
                 self._table.fanout(tick, blob, echo.handles, echo.count, 0)
             if self._cluster:
-                self._echo_elsewhere(name, blob)
+                self._echo_elsewhere(name, msgs)
             if not plan.nodes and receipt is None and not missed:
                 verdict = Verdict(plan.delivered_json, plan.missing, plan.queued)
                 user.out.append(_sents(user.conn, group, passed, verdict, msgs), tick)
@@ -323,9 +323,9 @@ class Fanout:
             name = user.conn.user or ""
             thens = [(node, names, pending.expect_node(node)) for node, names in plan.nodes]
             if receipt is None:
-                self._publish(name, thens, blob)
+                self._publish(name, thens, msgs)
             else:  # once stored: a recipient there who asks for the history finds it
-                receipt.add_done_callback(lambda _r: self._publish(name, thens, blob))
+                receipt.add_done_callback(lambda _r: self._publish(name, thens, msgs))
         if self._deadline is not None and (plan.nodes or receipt is not None):
             self._deadlines.after(self._deadline, pending.expire)
         pending.ready()
@@ -485,11 +485,12 @@ class Fanout:
         return True
 
     # ---- what v1.2 relays to other nodes (echo, markers, typing) -----------------------------
-    def _echo_elsewhere(self, sender: str, blob: bytes) -> None:
-        """The sender's own message for its sessions on other nodes (v1.2 section 4)."""
+    def _echo_elsewhere(self, sender: str, msgs: tuple[Msg, ...]) -> None:
+        """The sender's own message for its sessions on other nodes (v1.2 section 4): the
+        messages cross, and that node rebuilds the frames local sessions got here."""
         for node in self._presence.nodes_of(sender):
             try:
-                self._broker.echo(node, sender, blob)
+                self._broker.echo(node, sender, msgs)
             except Exception:  # an echo is never worth a sender's `sent`
                 log.exception("echoing to node %s failed", node)
 
@@ -558,11 +559,13 @@ class Fanout:
         self,
         sender: str,
         thens: list[tuple[str, tuple[str, ...] | None, Callable[[bool], None]]],
-        blob: bytes,
+        msgs: tuple[Msg, ...],
     ) -> None:
+        """`msgs` for each other node's recipients: the node rebuilds the frames fanned out
+        here (`encode_msgs`, the same bytes) from what crosses (cluster/crossing.py)."""
         for node, names, then in thens:
             try:
-                self._broker.publish(node, sender, names, blob, then)
+                self._broker.publish(node, sender, names, msgs, then)
             except Exception:  # the answer must come whatever the broker does
                 log.exception("publishing to node %s failed", node)
                 then(False)
