@@ -227,6 +227,7 @@ def test_a_message_of_several_lines_is_printed_indented_under_its_first(server, 
     bob = v12(server, "bob")
     alice = clients(server, "alice", "--register")
     alice.wait_for(r"\* online")
+    roster_changes(bob, join=["alice"])  # in CHAT: not a message kept for her while offline
     bob.send({"type": "send", "id": 1, "to": ["alice"], "text": "line one\nline two\nthree"})
     first = alice.wait_for(r"<bob> \[private\] line one$")
     index = alice.seen.index(first)
