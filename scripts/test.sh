@@ -33,10 +33,9 @@ echo "== lint (ruff) =="
 "$VENV/bin/ruff" check src tests bench
 "$VENV/bin/ruff" format --check src tests bench
 
-# Most tests wait on real servers, terminals and timeouts rather than compute:
-# PYTEST_WORKERS=4 runs them in four pytest-xdist workers (about 8 min instead of 25 on
-# a 2-core machine; the release build is made once for all: tests/packaging/conftest.py),
-# but a few terminal tests are timing-sensitive under that load, so the default (and CI)
-# stays one process.
-echo "== Python tests (pytest, workers: ${PYTEST_WORKERS:-0}) =="
-exec env -u LINES -u COLUMNS "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-0}" "$@"
+# Most tests wait on real servers, terminals and timeouts rather than compute: they run
+# in four pytest-xdist workers by default (about 8 min instead of 25 on a 2-core machine;
+# the release build is made once for all: tests/packaging/conftest.py). PYTEST_WORKERS=0
+# runs them in one process (as before), PYTEST_WORKERS=N in N workers.
+echo "== Python tests (pytest, workers: ${PYTEST_WORKERS:-4}) =="
+exec env -u LINES -u COLUMNS "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-4}" "$@"

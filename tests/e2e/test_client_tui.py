@@ -126,11 +126,18 @@ class Tmux:
         return self.wait_until(check, f"{needles}, settled", timeout)
 
     def wait_until(self, check: Callable[[str], bool], what: str, timeout: float = 15.0) -> str:
+        """The screen once `check` holds, on two captures in a row that are the same: one
+        capture may catch curses halfway through a redraw (a border half drawn, old rows
+        under new ones), which a test's further checks on the screen returned took for
+        the client's (under four test workers, now and then)."""
         deadline = time.monotonic() + timeout
         while True:
             screen = self.screen()
             if check(screen):
-                return screen
+                time.sleep(0.05)
+                if self.screen() == screen or time.monotonic() > deadline:
+                    return screen
+                continue  # still drawing: look again at once
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"screen never showed {what}:\n{screen}\nstderr: {self.stderr()}"

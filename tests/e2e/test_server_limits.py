@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
+
+from server_support import wait_for
 
 from wire import WireClient
 
@@ -13,6 +16,10 @@ PASSWORD = "pw"
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in ticks
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def wait_log(server, needle: str, timeout: float = 10.0) -> str:
@@ -38,12 +45,17 @@ def test_accept_out_of_descriptors_backs_off_without_spinning_and_recovers(start
     used = cpu_seconds(server.proc.pid) - before
     assert used < 1.0, f"the server burned {used:.2f}s of CPU in 2s while out of descriptors"
 
-    # Free descriptors: the waiting connections get accepted. Enough of them that the
-    # registration below also finds one for the users file's write (with only a few
-    # free, under a loaded machine's timing, the write itself could meet EMFILE).
+    # Free descriptors: the waiting connections get accepted. The listen backlog refills
+    # the freed slots at once, the closed ones among it too until the server reads their
+    # EOF: the last in the backlog answers a ping once it is drained, and the closed
+    # ones then go, leaving the registration below descriptors for the users file's write
+    # (sent at once, it met EMFILE while every slot still held a dead connection).
     for c in clients[:40]:
         c.close()
     late = clients[-1]
+    late.send({"type": "ping"})
+    assert late.recv(timeout=15)["type"] == "pong"
+    assert wait_for(lambda: open_fds(server.proc.pid) <= 40 - 8, 15), server.log()[-3000:]
     late.send({"type": "auth", "user": "late", "password": PASSWORD, "register": True})
     answer = late.recv(timeout=15)
     assert answer["type"] == "auth_ok", (answer, server.log()[-3000:])
