@@ -381,3 +381,25 @@ def test_a_rehash_at_a_new_cost_keeps_the_nonce(keeper: Keeper, accounts: Accoun
     again = keeper.open(cost=COST + 1)
     assert again.token_nonce(NAMES[0]) == nonce  # a re-hash is not a new password
     assert again.verify(NAMES[0], PASSWORDS[0])
+
+
+def test_a_name_deleted_by_another_instance_can_be_registered_before_it_is_told(
+    keeper: Keeper,
+) -> None:
+    """A cluster's node hears of a delete on another node a moment later (the control
+    channel); a registration of the name meanwhile must not be refused `user_exists` by
+    what the node remembers: the store decides. (Seen under four test workers: a name
+    deleted on node a and registered again on node c at once.)"""
+    if not isinstance(keeper, RedisKeeper):
+        pytest.skip("a users file has one server: its memory is the store")
+    first = keeper.open()
+    assert first.register("gone-account", PASSWORDS[0])
+    second = keeper.open()
+    assert "gone-account" in second  # it read every account at start
+    assert first.delete("gone-account")  # type: ignore[attr-defined]
+    assert "gone-account" in second  # not told yet
+    assert second.register("gone-account", PASSWORDS[1])
+    assert second.verify("gone-account", PASSWORDS[1]) and not second.verify(
+        "gone-account", PASSWORDS[0]
+    )
+    assert not second.register("gone-account", PASSWORDS[0])  # taken again, for real

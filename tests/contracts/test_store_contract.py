@@ -32,7 +32,7 @@ from chat.server.store.service import OFFLINE_PAGE, StoreService
 from chat.server.store.sqlite import Kept, MessageStore, Page
 from chat.shared.messages import BROADCAST, Msg
 
-from .conftest import IMPLEMENTATIONS, KEY, AnyRedis, at_rest
+from .conftest import IMPLEMENTATIONS, KEY, AnyRedis, at_rest, wait_until
 
 #: Names and texts that must never be found in clear at rest (distinctive enough that
 #: random sealed bytes never hold them by chance).
@@ -425,12 +425,15 @@ def test_ids_go_on_across_blocks_without_a_gap_in_time(storage: Storage) -> None
     store = storage.open()
     step = storage.id_block // 8
     last = 0
-    for _ in range(3 * 8):  # three blocks, taken at a pace the backend can follow
+    for _ in range(3 * 8):  # three blocks, taken at a pace the backend follows
         first = store.ids.take(step)
         assert first is not None, "an id was refused in normal operation"
         assert first > last
         last = first + step - 1
-        time.sleep(0.01)
+        # The backend's pace, not a fixed one: under four test workers an fsync'd ceiling
+        # once took longer than four 10 ms steps (the product has half a block, 500,000
+        # messages, of margin, not 40 ms).
+        assert wait_until(lambda: store.ids.ahead, 10.0), "the next block of ids never came"
     assert store.ids.peek() == last + 1
 
 

@@ -272,9 +272,19 @@ class RedisAccounts:
 
     # ---- slow: hash threads ----------------------------------------------------------
     def register(self, name: str, password: str) -> bool:
-        if name in self:
-            return False
         blind = self._box.blind("user", name)
+        if name in self:
+            # Taken, as far as this node heard; but a delete on another node reaches it on
+            # the control channel a moment later, and the name is free as soon as Redis
+            # says so: the hash decides (one HEXISTS, on a hash thread), not the memory.
+            try:
+                taken = bool(self._link.client.hexists(USERS, blind))
+            except redis.RedisError as exc:
+                self._link.failed(exc)
+                raise StoreError(f"cluster accounts: cannot read ({exc})") from None
+            if taken:
+                return False
+            self.forgot(blind)
         record = new_record(name, password, self._n)
         sealed = self._box.seal(_context(blind), record_to_json(record))
         try:

@@ -325,6 +325,12 @@ class RedisIds:
         with self._cond:
             return self._next
 
+    @property
+    def ahead(self) -> bool:
+        """Whether the next block is fetched already (as `MessageIds.ahead`)."""
+        with self._cond:
+            return bool(self._reserve)
+
     def take(self, count: int) -> int | None:
         with self._cond:
             while self._end - self._next < count:

@@ -129,6 +129,13 @@ class MessageIds:
         with self._lock:
             return self._next
 
+    @property
+    def ahead(self) -> bool:
+        """Whether every block asked for is stored: the ids in hand last until the next
+        ask (for a test, or a metric, to tell a writer that keeps up)."""
+        with self._lock:
+            return self._ceiling >= self._asked
+
     def reserved(self, ceiling: int) -> None:
         """The writer stored `ceiling` (or gave up trying: see `StoreService._reserved`)."""
         with self._lock:
