@@ -37,5 +37,27 @@ echo "== lint (ruff) =="
 # in four pytest-xdist workers by default (about 8 min instead of 25 on a 2-core machine;
 # the release build is made once for all: tests/packaging/conftest.py). PYTEST_WORKERS=0
 # runs them in one process (as before), PYTEST_WORKERS=N in N workers.
-echo "== Python tests (pytest, workers: ${PYTEST_WORKERS:-4}) =="
-exec env -u LINES -u COLUMNS "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-4}" "$@"
+# Tests marked `alone` (a reshard under traffic: deadlines are part of what they check)
+# run after the others, in one process with nothing beside them.
+WORKERS=${PYTEST_WORKERS:-4}
+PYTEST=(env -u LINES -u COLUMNS "$VENV/bin/python" -m pytest)
+if [ "$WORKERS" = 0 ]; then
+    echo "== Python tests (pytest, one process) =="
+    exec "${PYTEST[@]}" "$@"
+fi
+echo "== Python tests (pytest, workers: $WORKERS) =="
+parallel=0
+"${PYTEST[@]}" -n "$WORKERS" -m "not alone" "$@" || parallel=$?
+echo "== Python tests marked alone (pytest, one process) =="
+alone=0
+"${PYTEST[@]}" -m alone "$@" || alone=$?
+# pytest's 5 is "no test selected": fine for one part of a run that selected some.
+for rc in "$parallel" "$alone"; do
+    if [ "$rc" != 0 ] && [ "$rc" != 5 ]; then
+        exit "$rc"
+    fi
+done
+if [ "$parallel" = 5 ] && [ "$alone" = 5 ]; then
+    exit 5
+fi
+exit 0
