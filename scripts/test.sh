@@ -37,8 +37,8 @@ echo "== lint (ruff) =="
 # in four pytest-xdist workers by default (about 8 min instead of 25 on a 2-core machine;
 # the release build is made once for all: tests/packaging/conftest.py). PYTEST_WORKERS=0
 # runs them in one process (as before), PYTEST_WORKERS=N in N workers.
-# Tests marked `alone` (a reshard under traffic: deadlines are part of what they check)
-# run after the others, in one process with nothing beside them.
+# Tests marked `alone` (tests/cluster: propagation between processes through Redis within
+# a time, a reshard under traffic) run after the others, in one process, nothing beside.
 WORKERS=${PYTEST_WORKERS:-4}
 PYTEST=(env -u LINES -u COLUMNS "$VENV/bin/python" -m pytest)
 if [ "$WORKERS" = 0 ]; then

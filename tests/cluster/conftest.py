@@ -43,6 +43,19 @@ REDIS_CLI = shutil.which("redis-cli")
 KINDS = ("redis", "redis-cluster")
 #: Seconds a master of a test cluster may be silent before the others mark it failed.
 NODE_TIMEOUT_MS = 3000
+_HERE = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here is `alone`: scripts/test.sh runs them after the parallel part, in
+    one process. They check what crosses between processes through Redis within a time
+    (presence, accounts, deadlines); under four busy workers that propagation took longer
+    than the tests allowed (a roster without a user of another node, a send `missing` to an
+    account made a moment before), which says nothing about the product."""
+    for item in items:
+        if _HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.alone)
 
 
 def free_port() -> int:
