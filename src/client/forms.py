@@ -16,7 +16,7 @@ import curses.ascii
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import npyscreen
 from npyscreen import wgwidget
@@ -281,6 +281,9 @@ class _TextPopup(FitsOrSaysSo, npyscreen.ActionPopup):
         for line in wrap(self._text, self.columns - 6):
             self.add(npyscreen.FixedText, value=line, editable=False)
         self.how_exited_handers[wgwidget.EXITED_ESCAPE] = self._on_cancel
+
+
+_P = TypeVar("_P", bound=_TextPopup)
 
 
 class ConfirmPopup(_TextPopup):
@@ -814,15 +817,7 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
             self.DISPLAY()
 
     def _confirm(self, text: str) -> bool:
-        cols = self._popup_columns()
-        popup = CreatePopup(
-            name="Question",
-            text=text,
-            backdrop=self.DISPLAY,
-            lines=ConfirmPopup.rows_for(text, cols),
-            columns=cols,
-        )
-        popup.edit()
+        popup = self._text_popup(CreatePopup, "Question", text)
         return popup.confirmed
 
     def _attention(self) -> None:
@@ -872,16 +867,22 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
     def _confirm_log_out(self, register: bool) -> bool:
         what = "register a new account" if register else "log in again (as anyone)"
         text = f"You are logged in as {self.model.user}. Log out first, to {what}?"
+        popup = self._text_popup(ConfirmPopup, "Register" if register else "Log in", text)
+        return popup.confirmed
+
+    def _text_popup(self, kind: type[_P], name: str, text: str) -> _P:
+        """`kind` saying `text`, sized to it and to the screen, over this form; edited
+        until it closes."""
         cols = self._popup_columns()
-        popup = ConfirmPopup(
-            name="Register" if register else "Log in",
+        popup = kind(
+            name=name,
             text=text,
             backdrop=self.DISPLAY,
-            lines=ConfirmPopup.rows_for(text, cols),
+            lines=kind.rows_for(text, cols),
             columns=cols,
         )
         popup.edit()
-        return popup.confirmed
+        return popup
 
     def _popup_columns(self) -> int:
         return min(60, max(32, self.columns - 2))
@@ -920,15 +921,7 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
             "messages go; what you wrote stays in others' history; the name can be "
             "registered again. Your password:"
         )
-        cols = self._popup_columns()
-        popup = DeletePopup(
-            name="Delete my account",
-            text=text,
-            backdrop=self.DISPLAY,
-            lines=DeletePopup.rows_for(text, cols),
-            columns=cols,
-        )
-        popup.edit()
+        popup = self._text_popup(DeletePopup, "Delete my account", text)
         if popup.password_given is not None:
             app.delete_account(popup.password_given)
         self.DISPLAY()
