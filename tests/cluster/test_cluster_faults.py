@@ -19,7 +19,7 @@ from e2e.server_support import PASSWORD, messages, next_frame, register, request
 
 from .conftest import AnyRedis
 from .test_cluster import login, send, wait_until
-from .v12 import Session
+from .v12 import known_on
 
 Start = Callable[..., ServerProc]
 
@@ -71,9 +71,7 @@ def test_an_acknowledged_message_never_comes_again_on_another_node(
     alice = login(a, "alice")
     # Node a learns of bob's account on the accounts channel, a moment after b made it (till
     # then a message to bob is `missing` there: docs/cluster.md, "Accounts").
-    watcher = Session(a, "carol", register=True)
-    search = {"type": "user_search", "id": 1, "prefix": "bob"}
-    assert wait_until(lambda: "bob" in watcher.ask(search)["users"]), "a never heard of bob"
+    known_on(a, "bob")
     for n, text in enumerate(("stored one", "stored two")):
         assert send(alice, ["bob"], text, f"q{n}")["queued"] == ["bob"]
     for attempt in range(5):

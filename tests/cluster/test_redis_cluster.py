@@ -54,7 +54,6 @@ def node_with_users(rc: RedisClusterProc, count: int) -> str:
 
 
 @only_cluster
-@pytest.mark.alone  # under four busy workers one send's deadline ran out: `missing`, honestly
 def test_a_reshard_during_traffic_loses_nothing_duplicates_nothing_and_keeps_order(
     start_redis: Callable[..., Any], start_node: Start
 ) -> None:
