@@ -515,14 +515,14 @@ class MessageStore:
         """(the newest message id of the conversation, how many after `upto` came from
         someone else, counted up to `cap`): a login's `markers` frame (v1.2 section 3).
 
-        `"*"` and rooms are counted from indexes, without opening their messages: the
-        chunks after the marker say how many messages they hold (`n`, summed by SQLite
-        from `chunks_counts`, a range that starts at the marker: never the history before
-        it), the `own` table which of them the user sent. Only the chunk the marker falls
-        in, and chunks written before the `own` table existed (`own_from`), are opened
-        and counted one by one. A login with 200 rooms of 1,000 unread each opened about
-        200 x 170 chunks before (bench/README.md, "Rooms (issue 19)"); it opens at most
-        one per room now. A conversation with a person is read as before: its pair's
+        `"*"` and rooms are counted from indexes, without opening their messages: the chunks
+        after the marker say how many messages they hold (`n`, summed by SQLite from
+        `chunks_counts`, a range that starts at the marker: never the history before it),
+        `own_runs` (a row per sender per chunk) which of them the user sent. Only the chunk
+        the marker falls in, and chunks written before the table existed (`own_from`), are
+        opened and counted one by one. A login with 200 rooms of 1,000 unread each opened
+        about 200 x 170 chunks before (bench/README.md, "Rooms (issue 19)"); it opens at
+        most one per room now. A conversation with a person is read as before: its pair's
         chunks hold group messages too, which only the sealed `to` tells apart."""
         if peer != BROADCAST and not peer.startswith("#"):
             return self._unread_opened(user, peer, upto, cap)
@@ -573,7 +573,7 @@ class MessageStore:
                 return newest, cap
             if chunks < cap:
                 break
-        # Chunks written before the `own` table (after the marker): opened, newest first.
+        # Chunks written before the table (after the marker): opened, newest first.
         if own_from - 1 > upto:
             cursor = conn.execute(
                 "SELECT seq, first, last, ts FROM chunks WHERE conv = ? AND first > ? "
@@ -603,7 +603,7 @@ class MessageStore:
         return newest, min(summed - mine + opened, cap)
 
     def _own_start(self) -> int:
-        """The first id the `own` table covers (messages below it were stored before it
+        """The first id `own_runs` (once `own`) covers (messages below it were stored before it
         existed; a new file: 0, every message)."""
         if self._own_from is None:
             self._own_from = int(self._meta("own_from") or str(_MAX_ID).encode())
