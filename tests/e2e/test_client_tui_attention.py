@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_support import online, send_msg
+from server_support import PASSWORD, online, send_msg
 from test_client_tui import Tmux, line_with, start_online
 
 pytestmark = pytest.mark.skipif(
@@ -128,7 +128,10 @@ def test_while_disconnected_the_list_is_marked_and_typed_messages_wait_in_order(
     second = start_server(
         "--port", str(first.port), users_file=first.users_file, key_file=first.key_file
     )
-    bob = online(second, "bob", register=False)
+    # Not `online` (its ping wants the very next frame): alice's client may be back first
+    # and her queued messages come to bob before the pong.
+    bob = second.client()
+    bob.login("bob", PASSWORD, register=False)
     tmux.wait_for("reconnected as alice", timeout=30)
     texts = [bob.recv_type("msg", timeout=30)["text"] for _ in range(3)]
     assert texts == ["one", "two", "three"]
