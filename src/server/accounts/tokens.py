@@ -30,6 +30,8 @@ import re
 import time
 from collections.abc import Callable
 
+from chat.server.crypto.sealing import HmacKey
+
 #: What the server key is turned into the token key with (never the key itself).
 _LABEL = b"chat tokens v1"
 _VERSION = b"v1"
@@ -56,7 +58,7 @@ class Tokens:
     def __init__(
         self, server_key: bytes, days: float = DEFAULT_DAYS, clock: Callable[[], float] = time.time
     ) -> None:
-        self._key = hmac.new(server_key, _LABEL, hashlib.sha256).digest()
+        self._key = HmacKey(hmac.new(server_key, _LABEL, hashlib.sha256).digest())
         #: `--token-days`: read at each check, so a reload (SIGHUP) applies to every token.
         self.days = days
         self._clock = clock
@@ -84,4 +86,4 @@ class Tokens:
     def _mac(self, name: str, nonce: bytes, issued: bytes) -> bytes:
         who = name.encode("utf-8", "surrogatepass")
         data = b"".join((_VERSION, len(who).to_bytes(2, "big"), who, nonce, issued))
-        return hmac.new(self._key, data, hashlib.sha256).digest()
+        return self._key.digest(data)

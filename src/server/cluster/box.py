@@ -12,28 +12,40 @@ so a value copied to another key does not open there.
 
 from __future__ import annotations
 
-import hmac
-
 from chat.server.crypto.cipher import Cipher, CipherError
-from chat.server.crypto.sealing import NONCE_BYTES, Sealer
+from chat.server.crypto.sealing import NONCE_BYTES, HmacKey, Sealer
 
 _SALT = b"chat-cluster-v1"
 _STREAM = b"chat-cluster-stream-v1"
 TAG_BYTES = 16
 INDEX_BYTES = 16
+#: Blind indexes remembered (a message's conversation and queue keys are the same ones
+#: again and again); past this many the memory starts over.
+_BLINDS_KEPT = 8192
 
 
 class Box:
-    __slots__ = ("_index", "_sealer")
+    __slots__ = ("_blinds", "_index", "_sealer")
 
     def __init__(self, key: bytes, cipher: Cipher) -> None:
         self._sealer = Sealer(key, cipher, salt=_SALT, stream=_STREAM)
-        self._index = self._sealer.subkey(b"index")
+        self._index = HmacKey(self._sealer.subkey(b"index"))
+        self._blinds: dict[tuple[str, ...], str] = {}
 
     def blind(self, kind: str, *parts: str) -> str:
-        """A blind index: the same for the same parts on every node, opaque in Redis."""
-        data = "\0".join((kind, *parts)).encode("utf-8", "surrogatepass")
-        return hmac.digest(self._index, data, "sha256")[:INDEX_BYTES].hex()
+        """A blind index: the same for the same parts on every node, opaque in Redis.
+
+        Remembered: the store writer names a message's conversation by it, each message
+        (a dict's operations are atomic: the writer and the readers share one Box)."""
+        key = (kind, *parts)
+        found = self._blinds.get(key)
+        if found is None:
+            data = "\0".join(key).encode("utf-8", "surrogatepass")
+            found = self._index.digest(data)[:INDEX_BYTES].hex()
+            if len(self._blinds) >= _BLINDS_KEPT:
+                self._blinds.clear()
+            self._blinds[key] = found
+        return found
 
     def check_value(self) -> bytes:
         """What a node with the right key stores, and reads back, to prove it."""

@@ -21,7 +21,6 @@ threads, each with a connection of its own.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import operator
 import os
@@ -39,7 +38,7 @@ import msgspec
 
 from chat.server.crypto.cipher import Cipher, CipherError
 from chat.server.crypto.keyfile import fsync_dir
-from chat.server.crypto.sealing import NONCE_BYTES, Sealer
+from chat.server.crypto.sealing import NONCE_BYTES, HmacKey, Sealer
 from chat.server.store.sqlite_state import STATE_SCHEMA, StateTables
 from chat.shared.messages import BROADCAST, Msg
 
@@ -162,7 +161,7 @@ class MessageStore:
         self.retention = retention
         self._conn = conn
         self._sealer = sealer
-        self._index_key = sealer.subkey(b"index")
+        self._index_key = HmacKey(sealer.subkey(b"index"))
         self._all = self._index(b"all")
         #: Rooms, read markers and contacts: the same file, the same keys.
         self.state = StateTables(conn, sealer, self._index, f"history file {path}")
@@ -283,7 +282,7 @@ class MessageStore:
 
     # ---- keys ----------------------------------------------------------------
     def _index(self, data: bytes) -> bytes:
-        return hmac.digest(self._index_key, data, "sha256")[:INDEX_BYTES]
+        return self._index_key.digest(data)[:INDEX_BYTES]
 
     def conversation(self, a: str, b: str) -> bytes:
         """Blind index of the conversation between two users (order does not matter)."""
