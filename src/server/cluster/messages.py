@@ -8,11 +8,16 @@ a conversation's history and a user's offline queue are sorted sets scored by
 message id, and `chat:{g}:ids` gives every node its blocks of ids.
 
 A conversation is named by a blind index (`Box.blind`) of the two names, or
-of `all`; a queue by one of its owner's name. A sealed member holds `0x02` and
-`[ts, from, to, text]` in msgpack (the id is its score; members of the first format
-hold `[id, ts, from, to, text]` in JSON, and are still read) and is bound to its key
-and score, so a member moved to another conversation or id does not open. The
-members of one batch for one key are one ZADD. A page is one ZREVRANGEBYSCORE; a queue
+of `all`; a queue by one of its owner's name. A history's member is a *chunk*: the
+messages of one writer's batch for that conversation (at most `CHUNK_MAX`, never two
+id blocks), sealed together as `0x03` and msgpack `[[id - first, ts, from, to,
+text], ...]`, scored by its first id: one seal, one member and one ZADD argument for
+what a busy conversation or `"*"` gets in a batch, as the server alone's file keeps
+chunks (store/sqlite.py). A queue's member is one message, `0x02` and `[ts, from, to,
+text]` (its id is the score), since a queue is acknowledged up to an id. Members of
+the first format (JSON `[id, ts, from, to, text]`, one message) are still read
+anywhere. Each is bound to its key and score, so a member moved to another
+conversation or id does not open. A page is one ZREVRANGEBYSCORE; a queue
 is read with ZRANGEBYSCORE and acknowledged with ZREMRANGEBYSCORE; the quota
 is ZREMRANGEBYRANK. A room's messages go into the room's history, next to its
 record (`chat:{r:<blind>}:h`), never into a queue (protocol v1.2 section 2).
@@ -29,7 +34,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import redis
@@ -40,12 +45,14 @@ from chat.server.cluster.link import Link
 from chat.server.cluster.state import RedisState
 from chat.server.core.rooms import fold
 from chat.server.store.sqlite import Kept, MessageStoreError, Page, visible
+from chat.shared.fields import MAX_ID
 from chat.shared.messages import BROADCAST, Msg
 
 log = logging.getLogger("chat.server.cluster")
 
 ID_BLOCK = 1 << 16  # ids a node takes at once; the next block is fetched at half
 _PURGE_STEP = 200
+_PAGE_CHUNKS = 4  # chunks a page asks for first (more when they held too few messages)
 _UNREAD_STEP = 500  # members opened per read while counting unread messages
 
 #: The first byte of a member's plaintext in the format written now (a JSON one begins
@@ -55,6 +62,17 @@ _ROW = b"\x02"
 _Row = tuple[float, str, "str | list[str]", str]
 _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder(tuple[float, str, str | list[str], str]).decode
+#: The first byte of a history chunk's plaintext: msgpack `[[id - first, ts, from, to,
+#: text], ...]`, ids rising.
+_CHUNK = b"\x03"
+#: Messages in one chunk at most: a page opens a few chunks, never a batch's worth.
+CHUNK_MAX = 64
+_ChunkRow = tuple[int, float, str, "str | list[str]", str]
+_unpack_chunk = msgspec.msgpack.Decoder(
+    Annotated[
+        list[tuple[int, float, str, str | list[str], str]], msgspec.Meta(max_length=CHUNK_MAX)
+    ]
+).decode
 _decode_json = msgspec.json.Decoder(tuple[int, float, str, str | list[str], str]).decode
 
 
@@ -111,56 +129,73 @@ class RedisMessageStore:
         )
         return self._box.seal(f"{key}:{msg.id}".encode(), _ROW + _pack(row))
 
-    def _open(self, key: str, member: bytes, score: float) -> Msg | None:
-        msg_id = int(score)
-        plain = self._box.open(f"{key}:{msg_id}".encode(), bytes(member))
+    def _seal_chunk(self, key: str, msgs: Sequence[Msg]) -> bytes:
+        """`msgs` (ids rising, one id block) as one member scored by the first id."""
+        first = msgs[0].id
+        rows: list[_ChunkRow] = [
+            (m.id - first, m.ts, m.sender, m.to if isinstance(m.to, str) else list(m.to), m.text)
+            for m in msgs
+        ]
+        return self._box.seal(f"{key}:{first}".encode(), _CHUNK + _pack(rows))
+
+    def _open(self, key: str, member: bytes, score: float) -> list[Msg]:
+        """The messages of one member, ids rising (none when it is damaged: logged)."""
+        first = int(score)
+        plain = self._box.open(f"{key}:{first}".encode(), bytes(member))
         if plain is None:
-            log.error("cluster history: message %d in %s is damaged: left out", msg_id, key)
-            return None
+            log.error("cluster history: message %d in %s is damaged: left out", first, key)
+            return []
         try:
-            if plain[:1] == _ROW:
+            kind = plain[:1]
+            if kind == _CHUNK:
+                return _chunk_msgs(first, _unpack_chunk(memoryview(plain)[1:]))
+            if kind == _ROW:
                 ts, sender, to, text = _unpack(memoryview(plain)[1:])
             else:  # the first format: the id inside too (the seal binds it to the score)
                 i, ts, sender, to, text = _decode_json(plain)
-                if i != msg_id:
-                    return None
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            log.error("cluster history: message %d in %s does not decode: left out", msg_id, key)
-            return None
-        return Msg(msg_id, sender, to if isinstance(to, str) else tuple(to), text, ts)
+                if i != first:
+                    return []
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+            log.error("cluster history: message %d in %s does not decode: left out", first, key)
+            return []
+        return [Msg(first, sender, to if isinstance(to, str) else tuple(to), text, ts)]
 
     # ---- writing -------------------------------------------------------------------------
     def put(self, kept: Sequence[Kept]) -> dict[str, str]:
-        """Every message into its conversations and offline queues: one pipeline, one ZADD
-        per key (a busy conversation's or `"*"`'s messages of one batch share the command)."""
+        """Every message into its conversations (a chunk per conversation) and offline
+        queues (a member per message): one pipeline, one ZADD per key."""
         pipe = self._link.client.pipeline(transaction=False)
-        adds: dict[str, dict[bytes, int]] = {}
+        histories: dict[str, list[Msg]] = {}
+        queues: dict[str, dict[bytes, int]] = {}
         grown: dict[str, str] = {}
         pairs: set[tuple[str, str]] = set()
         everyone = self.broadcast()
 
-        def add(key: str, msg: Msg) -> None:
-            members = adds.get(key)
-            if members is None:
-                members = adds[key] = {}
-            members[self._seal(key, msg)] = msg.id
+        def keep(key: str, msg: Msg) -> None:
+            found = histories.get(key)
+            if found is None:
+                histories[key] = [msg]
+            else:
+                found.append(msg)
 
         for k in kept:
             for msg in k.msgs:
                 if msg.to == BROADCAST:
-                    add(everyone, msg)
+                    keep(everyone, msg)
                     continue
                 if isinstance(msg.to, str):  # a room: its history, no queue
-                    add(self.state.history_key(fold(msg.to)), msg)
+                    keep(self.state.history_key(fold(msg.to)), msg)
                     continue
                 for name in k.named:
-                    add(self.conversation(msg.sender, name), msg)
+                    keep(self.conversation(msg.sender, name), msg)
                     pairs.add((msg.sender, name))
                 for name in k.queued:
                     queue = self.owner(name)
-                    add(queue, msg)
+                    queues.setdefault(queue, {})[self._seal(queue, msg)] = msg.id
                     grown[queue] = name
-        for key, members in adds.items():
+        for key, msgs in histories.items():
+            pipe.zadd(key, {self._seal_chunk(key, c): c[0].id for c in _chunks(msgs)})
+        for key, members in queues.items():
             pipe.zadd(key, members)
         new_contacts = self.state.add_contacts(pipe, sorted(pairs)) if pairs else []
         self._execute(pipe)
@@ -195,8 +230,8 @@ class RedisMessageStore:
             rows = client.zrange(key, 0, _PURGE_STEP - 1, withscores=True)
             last = None
             for member, score in rows:
-                msg = self._open(key, member, score)
-                if msg is not None and msg.ts >= cutoff:
+                msgs = self._open(key, member, score)  # a chunk goes once its newest is old
+                if msgs and max(m.ts for m in msgs) >= cutoff:
                     break
                 last = score
             if last is None:
@@ -211,37 +246,62 @@ class RedisMessageStore:
         room's to members only: the caller has checked)."""
         key = self.conv_of(user, peer)
         top = "+inf" if before is None else f"({before}"
-        rows = self._run(
-            lambda c: c.zrevrangebyscore(key, top, "-inf", start=0, num=limit + 1, withscores=True)
-        )
+        found: list[Msg] = []  # newest first, up to limit + 1 (the last one says `more`)
+        skip, ask = 0, min(limit + 1, _PAGE_CHUNKS)
+        while len(found) <= limit:
+            rows = self._run(
+                lambda c, s=skip, n=ask: c.zrevrangebyscore(
+                    key, top, "-inf", start=s, num=n, withscores=True
+                )
+            )
+            for member, score in rows:
+                for msg in reversed(self._open(key, member, score)):
+                    if before is None or msg.id < before:  # a chunk may reach past `before`
+                        found.append(msg)
+            if len(rows) < ask:
+                break
+            skip += ask
+            ask = max(limit + 1 - len(found), 1)  # each chunk holds one message at least
+        found.sort(key=_by_id, reverse=True)
         oldest = self._oldest(user, peer)
-        messages = []
-        for member, score in reversed(rows[:limit]):
-            msg = self._open(key, member, score)
-            if msg is not None and msg.ts >= oldest and visible(msg, user, peer):
-                messages.append(msg)
-        return Page(tuple(messages), len(rows) > limit)
+        messages = [m for m in reversed(found[:limit]) if m.ts >= oldest and visible(m, user, peer)]
+        return Page(tuple(messages), len(found) > limit)
 
     def unread(self, user: str, peer: str, upto: int, cap: int) -> tuple[int, int]:
         """(the newest message id of the conversation, how many after `upto` came from
         someone else, counted up to `cap`): a login's `markers` frame (v1.2 section 3)."""
         key = self.conv_of(user, peer)
         newest_rows = self._run(lambda c: c.zrevrange(key, 0, 0, withscores=True))
-        newest = int(newest_rows[0][1]) if newest_rows else 0
+        newest = 0
+        if newest_rows:  # the newest chunk's last message (or its first, if it is damaged)
+            member, score = newest_rows[0]
+            newest = max((m.id for m in self._open(key, member, score)), default=int(score))
         if newest <= upto:
             return newest, 0
-        oldest, count, after = self._oldest(user, peer), 0, max(upto, 0)
+        oldest, after = self._oldest(user, peer), max(upto, 0)
+
+        def counted(rows: list[Any]) -> int:
+            n = 0
+            for member, score in rows:
+                for msg in self._open(key, member, score):
+                    fresh = msg.id > upto and msg.ts >= oldest and msg.sender != user
+                    if fresh and visible(msg, user, peer):
+                        n += 1
+            return n
+
+        # The chunk that begins at or before `upto` may hold messages after it.
+        count = counted(
+            self._run(
+                lambda c: c.zrevrangebyscore(key, after, "-inf", start=0, num=1, withscores=True)
+            )
+        )
         while count < cap:
             rows = self._run(
                 lambda c, a=after: c.zrangebyscore(
                     key, f"({a}", "+inf", start=0, num=_UNREAD_STEP, withscores=True
                 )
             )
-            for member, score in rows:
-                msg = self._open(key, member, score)
-                fresh = msg is not None and msg.ts >= oldest and msg.sender != user
-                if fresh and visible(msg, user, peer):  # type: ignore[arg-type]
-                    count += 1
+            count += counted(rows)
             if len(rows) < _UNREAD_STEP:
                 break
             after = int(rows[-1][1])
@@ -262,7 +322,8 @@ class RedisMessageStore:
         messages: list[Msg] = []
         size = last = 0
         for member, score in rows[:limit]:
-            msg = self._open(key, member, score)
+            opened = self._open(key, member, score)  # one message: a queue is never chunked
+            msg = opened[0] if len(opened) == 1 else None
             if msg is not None and messages and size + len(msg.text) > max_bytes:
                 return Page(tuple(messages), True, last)
             last = int(score)
@@ -383,3 +444,42 @@ class RedisIds:
             self._link.works()
             with self._cond:
                 self._reserve.append(block)
+
+
+def _by_id(msg: Msg) -> int:
+    return msg.id
+
+
+def _chunks(msgs: list[Msg]) -> Iterator[list[Msg]]:
+    """`msgs` of one conversation in chunks: ids rising, at most `CHUNK_MAX`, never across
+    an id block (a node's ids rise within its blocks, and another node's block may lie
+    between two of its own: a chunk never spans an id another node may give out, so the
+    chunks of a conversation never overlap and a page can go by their first ids)."""
+    msgs.sort(key=_by_id)
+    chunk: list[Msg] = []
+    for msg in msgs:
+        if chunk and msg.id == chunk[-1].id:
+            continue  # the same message named twice
+        if chunk and (
+            len(chunk) == CHUNK_MAX or (msg.id - 1) // ID_BLOCK != (chunk[0].id - 1) // ID_BLOCK
+        ):
+            yield chunk
+            chunk = []
+        chunk.append(msg)
+    if chunk:
+        yield chunk
+
+
+def _chunk_msgs(first: int, rows: list[tuple[int, float, str, str | list[str], str]]) -> list[Msg]:
+    """A chunk's messages; ValueError when its ids do not start at `first` and rise."""
+    msgs, prev = [], -1
+    for offset, ts, sender, to, text in rows:
+        if offset <= prev or first + offset > MAX_ID:
+            raise ValueError("a chunk's ids do not rise from its score")
+        if prev < 0 and offset != 0:
+            raise ValueError("a chunk's first id is not its score")
+        prev = offset
+        msgs.append(Msg(first + offset, sender, to if isinstance(to, str) else tuple(to), text, ts))
+    if not msgs:
+        raise ValueError("an empty chunk")
+    return msgs
