@@ -17,7 +17,8 @@ chunks (store/sqlite.py). A queue's member is one message, `0x02` and `[ts, from
 text]` (its id is the score), since a queue is acknowledged up to an id. Members of
 the first format (JSON `[id, ts, from, to, text]`, one message) are still read
 anywhere. Each is bound to its key and score, so a member moved to another
-conversation or id does not open. A page is one ZREVRANGEBYSCORE; a queue
+conversation or id does not open. A page is a ZREVRANGEBYSCORE of a few chunks
+(another when they held too few messages); a queue
 is read with ZRANGEBYSCORE and acknowledged with ZREMRANGEBYSCORE; the quota
 is ZREMRANGEBYRANK. A room's messages go into the room's history, next to its
 record (`chat:{r:<blind>}:h`), never into a queue (protocol v1.2 section 2).
@@ -55,9 +56,9 @@ _PURGE_STEP = 200
 _PAGE_CHUNKS = 4  # chunks a page asks for first (more when they held too few messages)
 _UNREAD_STEP = 500  # members opened per read while counting unread messages
 
-#: The first byte of a member's plaintext in the format written now (a JSON one begins
+#: The first byte of a queue member's plaintext (a JSON one, of the first format, begins
 #: with `[`): msgpack `[ts, from, to, text]`, 25-30 B less than the JSON row with its id
-#: for a short message (every message crosses Redis once as such a member; bench/README.md).
+#: for a short message (a queued copy crosses Redis once as such a member).
 _ROW = b"\x02"
 _Row = tuple[float, str, "str | list[str]", str]
 _pack = msgspec.msgpack.Encoder().encode
