@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""CPU per message of each thread of the nodes at saturation (bench/README.md, "Stop 26").
+
+    python bench/threads.py alone|one-node|two-nodes [sat|pairs] [--exe PATH]
+
+Starts what bench/cluster.py starts for the setup (its redis-server, its users, the nodes
+pinned to core 1, the loadgen on core 0), runs its `sat` (or `pairs`) load for 6 s, and reads
+each thread's utime + stime from /proc/<pid>/task/*/stat over 3 s of it (py-spy names the
+threads at the start). Prints microseconds of CPU per message per thread: where a message's
+cost lies, which a profile of samples cannot say (it counts waiting too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run
+
+import cluster
+
+
+def ticks(pid: int) -> dict[int, int]:
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(task.name)] = int(fields[11]) + int(fields[12])
+    return out
+
+
+def names(pid: int) -> dict[int, str]:
+    spy = Path(sys.executable).parent / "py-spy"
+    dump = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True)
+    return {int(m[1]): m[2] for m in re.finditer(r'Thread (\d+) \(\w+\): "([^"]+)"', dump.stdout)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("setup", choices=("alone", "one-node", "two-nodes"))
+    ap.add_argument("part", nargs="?", default="sat", choices=("sat", "pairs"))
+    ap.add_argument("--exe", default=str(Path(sys.executable).parent / "chat-server"))
+    opts = ap.parse_args()
+    cluster.STATE.mkdir(parents=True, exist_ok=True, mode=0o700)
+    run.raise_nofile()
+    redis_port = run.free_port()
+    redis_proc = cluster.start_redis(redis_port)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        cluster.ensure_users(f"redis://127.0.0.1:{redis_port}/0", 100)
+        run.ensure_registered(100, cluster.STATE, opts.exe)
+        ports = [run.free_port() for _ in range(2 if opts.setup == "two-nodes" else 1)]
+        url = None if opts.setup == "alone" else redis_port
+        procs = [cluster.node(opts.exe, p, url) for p in ports]
+        time.sleep(0.5)
+        named: dict[int, str] = {}
+        for p in procs:
+            named.update(names(p.pid))
+        load = ["--mode", "window", "--window", "8", "--clients", "100", "--senders", "100"]
+        load += ["--quickack", "--login-batch", "10", "--duration", "6", "--warmup", "1"]
+        load += ["--pairs"] if opts.part == "pairs" else []
+        result: dict[str, Any] = {}
+        port2 = ports[1] if len(ports) > 1 else None
+        driver = threading.Thread(
+            target=lambda: result.update(cluster.loadgen(ports[0], port2, procs[0].pid, load))
+        )
+        driver.start()
+        time.sleep(3.0)
+        before = [ticks(p.pid) for p in procs]
+        started = time.monotonic()
+        time.sleep(3.0)
+        after = [ticks(p.pid) for p in procs]
+        seconds = time.monotonic() - started
+        driver.join()
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait()
+        redis_proc.terminate()
+    per_s = result["deliveries_per_s"] / (99 if opts.part == "sat" else 1)
+    hz = os.sysconf("SC_CLK_TCK")
+    print(f"{opts.setup} {opts.part}: {per_s:.0f} messages/s")
+    total = 0.0
+    for i, (b, a) in enumerate(zip(before, after, strict=True)):
+        for used, tid in sorted(((a[t] - b.get(t, 0), t) for t in a), reverse=True):
+            if used > 0:
+                us = used / hz / seconds / per_s * 1e6
+                total += us
+                print(f"  node {i} {named.get(tid, '?'):24} {us:6.2f} us per message")
+    print(f"  all threads {total:.2f} us per message")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
