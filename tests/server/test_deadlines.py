@@ -1,0 +1,65 @@
+"""The timer thread (core/deadlines.py): never early, late by little, every one, in order,
+one failing callback costing only itself."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from chat.server.core.deadlines import Deadlines
+
+
+def test_every_deadline_runs_once_never_early_and_in_order_of_time() -> None:
+    deadlines = Deadlines()
+    deadlines.start()
+    ran: list[tuple[int, float, float]] = []
+    lock = threading.Lock()
+    done = threading.Event()
+    count = 500
+    try:
+        start = time.monotonic()
+        for i in range(count):
+            due = start + 0.05 + (i % 50) * 0.0007  # many close together, out of order
+
+            def fn(i: int = i, due: float = due) -> None:
+                with lock:
+                    ran.append((i, due, time.monotonic()))
+                    if len(ran) == count:
+                        done.set()
+
+            deadlines.after(due - time.monotonic(), fn)
+        assert done.wait(5)
+    finally:
+        deadlines.stop()
+    assert sorted(i for i, _, _ in ran) == list(range(count))
+    assert all(at >= due for _, due, at in ran)  # never early
+    dues = [due for _, due, _ in ran]
+    assert dues == sorted(dues)  # in the order of their times
+    lateness = sorted(at - due for _, due, at in ran)
+    assert lateness[len(lateness) // 2] < 0.02  # on time, give or take a busy machine
+
+
+def test_a_failing_callback_does_not_stop_the_ones_due_with_it() -> None:
+    deadlines = Deadlines()
+    deadlines.start()
+    ran = threading.Event()
+
+    def fail() -> None:
+        raise RuntimeError("a bug")
+
+    try:
+        deadlines.after(0.01, fail)
+        deadlines.after(0.01, ran.set)
+        assert ran.wait(2)
+    finally:
+        deadlines.stop()
+
+
+def test_stop_runs_nothing_more_and_joins() -> None:
+    deadlines = Deadlines()
+    deadlines.start()
+    ran = threading.Event()
+    deadlines.after(0.2, ran.set)
+    deadlines.stop()
+    assert not ran.wait(0.4)
+    assert not any(t.name == "deadlines" for t in threading.enumerate())
