@@ -60,19 +60,17 @@ _UNREAD_STEP = 500  # members opened per read while counting unread messages
 #: with `[`): msgpack `[ts, from, to, text]`, 25-30 B less than the JSON row with its id
 #: for a short message (a queued copy crosses Redis once as such a member).
 _ROW = b"\x02"
-_Row = tuple[float, str, "str | list[str]", str]
+_Row = tuple[float, str, str | list[str], str]
 _pack = msgspec.msgpack.Encoder().encode
-_unpack = msgspec.msgpack.Decoder(tuple[float, str, str | list[str], str]).decode
+_unpack = msgspec.msgpack.Decoder(_Row).decode
 #: The first byte of a history chunk's plaintext: msgpack `[[id - first, ts, from, to,
 #: text], ...]`, ids rising.
 _CHUNK = b"\x03"
 #: Messages in one chunk at most: a page opens a few chunks, never a batch's worth.
 CHUNK_MAX = 64
-_ChunkRow = tuple[int, float, str, "str | list[str]", str]
+_ChunkRow = tuple[int, float, str, str | list[str], str]  # id - first, ts, from, to, text
 _unpack_chunk = msgspec.msgpack.Decoder(
-    Annotated[
-        list[tuple[int, float, str, str | list[str], str]], msgspec.Meta(max_length=CHUNK_MAX)
-    ]
+    Annotated[list[_ChunkRow], msgspec.Meta(max_length=CHUNK_MAX)]
 ).decode
 _decode_json = msgspec.json.Decoder(tuple[int, float, str, str | list[str], str]).decode
 
@@ -471,7 +469,7 @@ def _chunks(msgs: list[Msg]) -> Iterator[list[Msg]]:
         yield chunk
 
 
-def _chunk_msgs(first: int, rows: list[tuple[int, float, str, str | list[str], str]]) -> list[Msg]:
+def _chunk_msgs(first: int, rows: list[_ChunkRow]) -> list[Msg]:
     """A chunk's messages; ValueError when its ids do not start at `first` and rise."""
     msgs, prev = [], -1
     for offset, ts, sender, to, text in rows:
