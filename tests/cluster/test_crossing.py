@@ -388,3 +388,64 @@ def test_a_recipient_on_another_node_gets_the_bytes_a_local_one_gets(
 def _frame(obj: dict[str, Any]) -> bytes:
     payload = json.dumps(obj).encode()
     return struct.pack(">I", len(payload)) + payload
+
+
+# ---- the publisher's round trips ----------------------------------------------------------------
+def _script_calls(redis_server: AnyRedis) -> tuple[int, int]:
+    """(SCRIPT EXISTS, EVALSHA) calls so far, every master together."""
+    exists = evalsha = 0
+    for client in redis_server.node_clients():
+        stats = client.info("commandstats")
+        exists += int(stats.get("cmdstat_script|exists", {}).get("calls", 0))
+        evalsha += int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+    return exists, evalsha
+
+
+def test_a_publish_is_one_round_trip_and_a_flushed_script_loses_nothing(
+    redis_server: AnyRedis,
+) -> None:
+    """The publisher's pipeline is sent as it is: redis-py's own pipeline would first ask
+    `SCRIPT EXISTS` for its scripts, one more round trip on the path of every crossing. A
+    Redis that lost its scripts (restarted, flushed) refuses the publish with NOSCRIPT: the
+    script is loaded and the publish sent again, once: nothing lost, nothing twice, in
+    order."""
+    box = Box(KEY, load_cipher())
+    a = RedisBroker(Link(redis_server.url), box, "node-a")
+    b = RedisBroker(Link(redis_server.url), box, "node-b")
+    inbox = Inbox()
+    a.start(Inbox())
+    b.start(inbox)
+    taken: list[bool] = []
+    lock = threading.Lock()
+
+    def then(ok: bool) -> None:
+        with lock:
+            taken.append(ok)
+
+    def publish(i: int) -> None:
+        a.publish("node-b", "alice", ("bob",), made("alice", ("bob",), f"m{i}", first=i), then)
+
+    try:
+        publish(1)
+        inbox.wait(1)
+        exists0, evalsha0 = _script_calls(redis_server)
+        for i in range(2, 32):
+            publish(i)
+        got = inbox.wait(31)
+        exists1, evalsha1 = _script_calls(redis_server)
+        assert exists1 == exists0, "the pipeline asked SCRIPT EXISTS"
+        assert evalsha1 > evalsha0  # the publishes were counted where they ran
+        for client in redis_server.node_clients():
+            client.script_flush()
+        for i in range(32, 42):
+            publish(i)
+        got = inbox.wait(41)
+        time.sleep(0.2)  # nothing more comes
+        assert inbox.got == got
+        texts = [json.loads(frames[4:])["text"] for _, _, _, frames in got]
+        assert texts == [f"m{i}" for i in range(1, 42)]
+        with lock:
+            assert taken == [True] * 41
+    finally:
+        a.stop()
+        b.stop()

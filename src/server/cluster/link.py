@@ -197,6 +197,11 @@ class Link:
         Cluster too, in the list: the caller sends again what was not run)."""
         if self.cluster:
             return pipe.execute_once()  # type: ignore[no-any-return]
+        # redis-py's pipeline asks `SCRIPT EXISTS` for its scripts before every execute: one
+        # more round trip per pipeline, on the path of every crossing. The callers of this
+        # method already load what a reply says is missing and send again what it refused
+        # (as on a Redis Cluster, whose pipeline never asks), so the pipeline is not told.
+        pipe.scripts.clear()
         return list(pipe.execute(raise_on_error=False))
 
     def publish(self, target: Any, channel: str, payload: bytes | str) -> Any:
