@@ -224,6 +224,7 @@ def one(
         time.sleep(0.5)
         servers = [redis.Redis(port=p) for p in (rc_ports if on_rc and rc_ports else [redis_port])]
         stats0 = [r.info("stats") for r in servers]
+        calls0 = [r.info("commandstats") for r in servers]
         redis_pids = [int(r.info("server")["process_id"]) for r in servers]
         before = [ticks(p.pid) for p in procs]
         before_redis = [ticks(pid) for pid in redis_pids]
@@ -231,6 +232,7 @@ def one(
         after = [ticks(p.pid) for p in procs]
         after_redis = [ticks(pid) for pid in redis_pids]
         stats1 = [r.info("stats") for r in servers]
+        calls1 = [r.info("commandstats") for r in servers]
         if spying is not None:
             spying.join()
     finally:
@@ -251,7 +253,16 @@ def one(
         for s0, s1 in zip(stats0, stats1, strict=True)
     )
     each = [a - b for a, b in zip(after_redis, before_redis, strict=True)]
+    calls: dict[str, int] = {}
+    for c0, c1 in zip(calls0, calls1, strict=True):
+        for name, stat in c1.items():
+            done = int(stat["calls"]) - int(c0.get(name, {}).get("calls", 0))
+            if done:
+                kind = name.removeprefix("cmdstat_")
+                calls[kind] = calls.get(kind, 0) + done
     result.update(
+        # Commands per message, each kind (how many messages one publish or ZADD carries).
+        redis_calls_per_msg={k: round(v / msgs, 4) for k, v in sorted(calls.items())},
         setup=setup,
         nodes_cpu_s=round(sum(a - b for a, b in zip(after, before, strict=True)) / hz, 2),
         redis_cpu_s=round(sum(each) / hz, 2),

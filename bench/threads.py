@@ -1,19 +1,19 @@
 #!/usr/bin/env python3
 """CPU per message of each thread of the nodes at saturation (bench/README.md, "Stop 26").
 
-    python bench/threads.py alone|one-node|two-nodes [sat|pairs] [--exe PATH]
+    python bench/threads.py alone|one-node|two-nodes [sat|pairs|lat] [--exe PATH]
 
 Starts what bench/cluster.py starts for the setup (its redis-server, its users, the nodes
-pinned to core 1, the loadgen on core 0), runs its `sat` (or `pairs`) load for 6 s, and reads
-each thread's utime + stime from /proc/<pid>/task/*/stat over 3 s of it (py-spy names the
-threads at the start). Prints microseconds of CPU per message per thread: where a message's
-cost lies, which a profile of samples cannot say (it counts waiting too).
+pinned to core 1, the loadgen on core 0), runs its `sat` (or `pairs`) load for 6 s, or its
+`lat` load (100 msg/s to 199 others) for 12 s, and reads each thread's time on a CPU from
+/proc/<pid>/task/*/schedstat over 3 s (`lat`: 8 s) of it (py-spy names the threads at the
+start). Prints microseconds of CPU per message per thread: where a message's cost lies,
+which a profile of samples cannot say (it counts waiting too).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -29,11 +29,11 @@ import cluster
 
 
 def ticks(pid: int) -> dict[int, int]:
+    """Nanoseconds each thread ran (schedstat: exact, where utime + stime are sampled at the
+    clock's tick, which a load of 100 messages a second can fall in step with)."""
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        stat = (task / "stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        out[int(task.name)] = int(fields[11]) + int(fields[12])
+        out[int(task.name)] = int((task / "schedstat").read_text().split()[0])
     return out
 
 
@@ -46,7 +46,7 @@ def names(pid: int) -> dict[int, str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("setup", choices=("alone", "one-node", "two-nodes"))
-    ap.add_argument("part", nargs="?", default="sat", choices=("sat", "pairs"))
+    ap.add_argument("part", nargs="?", default="sat", choices=("sat", "pairs", "lat"))
     ap.add_argument("--exe", default=str(Path(sys.executable).parent / "chat-server"))
     opts = ap.parse_args()
     cluster.STATE.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -55,8 +55,10 @@ def main() -> int:
     redis_proc = cluster.start_redis(redis_port)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        cluster.ensure_users(f"redis://127.0.0.1:{redis_port}/0", 100)
-        run.ensure_registered(100, cluster.STATE, opts.exe)
+        lat = opts.part == "lat"
+        users = 200 if lat else 100
+        cluster.ensure_users(f"redis://127.0.0.1:{redis_port}/0", users)
+        run.ensure_registered(users, cluster.STATE, opts.exe)
         ports = [run.free_port() for _ in range(2 if opts.setup == "two-nodes" else 1)]
         url = None if opts.setup == "alone" else redis_port
         procs = [cluster.node(opts.exe, p, url) for p in ports]
@@ -67,6 +69,9 @@ def main() -> int:
         load = ["--mode", "window", "--window", "8", "--clients", "100", "--senders", "100"]
         load += ["--quickack", "--login-batch", "10", "--duration", "6", "--warmup", "1"]
         load += ["--pairs"] if opts.part == "pairs" else []
+        if lat:
+            load = ["--mode", "rate", "--clients", "200", "--senders", "1", "--rate", "100"]
+            load += ["--login-batch", "10", "--duration", "12", "--warmup", "1"]
         result: dict[str, Any] = {}
         port2 = ports[1] if len(ports) > 1 else None
         driver = threading.Thread(
@@ -76,7 +81,7 @@ def main() -> int:
         time.sleep(3.0)
         before = [ticks(p.pid) for p in procs]
         started = time.monotonic()
-        time.sleep(3.0)
+        time.sleep(8.0 if lat else 3.0)
         after = [ticks(p.pid) for p in procs]
         seconds = time.monotonic() - started
         driver.join()
@@ -85,14 +90,13 @@ def main() -> int:
             p.terminate()
             p.wait()
         redis_proc.terminate()
-    per_s = result["deliveries_per_s"] / (99 if opts.part == "sat" else 1)
-    hz = os.sysconf("SC_CLK_TCK")
+    per_s = result["deliveries_per_s"] / {"sat": 99, "pairs": 1, "lat": 199}[opts.part]
     print(f"{opts.setup} {opts.part}: {per_s:.0f} messages/s")
     total = 0.0
     for i, (b, a) in enumerate(zip(before, after, strict=True)):
         for used, tid in sorted(((a[t] - b.get(t, 0), t) for t in a), reverse=True):
             if used > 0:
-                us = used / hz / seconds / per_s * 1e6
+                us = used / 1e9 / seconds / per_s * 1e6
                 total += us
                 print(f"  node {i} {named.get(tid, '?'):24} {us:6.2f} us per message")
     print(f"  all threads {total:.2f} us per message")
