@@ -63,3 +63,46 @@ def test_stop_runs_nothing_more_and_joins() -> None:
     deadlines.stop()
     assert not ran.wait(0.4)
     assert not any(t.name == "deadlines" for t in threading.enumerate())
+
+
+def test_a_settled_deadline_is_dropped_uncalled_without_waking_the_thread() -> None:
+    """A node's sends each leave a deadline that their answer nearly always beats: the
+    thread must not wake for each (at 100 messages a second every wake-up of an idle core
+    costs), nor call what is settled; what is not settled runs on time."""
+    deadlines = Deadlines()
+    deadlines.start()
+    ran: list[int] = []
+    late_ran = threading.Event()
+    settled = [False] * 200
+    try:
+        time.sleep(0.05)  # the thread asleep, its first wait counted
+        woke = deadlines.wakes
+        for i in range(200):
+            deadlines.after(0.3, lambda i=i: ran.append(i), lambda i=i: settled[i])
+            settled[i] = i != 150  # answered at once: all but one
+            time.sleep(0.001)
+        deadlines.after(0.45, late_ran.set, lambda: False)
+        assert late_ran.wait(2)
+        assert ran == [150]
+        # One wake-up for the first deadline due (dropping every settled one before the
+        # unsettled 150th), one for the 150th, one for the last: never one per deadline.
+        assert deadlines.wakes - woke <= 5, deadlines.wakes - woke
+    finally:
+        deadlines.stop()
+
+
+def test_a_settled_check_that_fails_runs_the_deadline_and_the_thread_goes_on() -> None:
+    deadlines = Deadlines()
+    deadlines.start()
+    ran = threading.Event()
+    after = threading.Event()
+
+    def broken() -> bool:
+        raise RuntimeError("a bug")
+
+    try:
+        deadlines.after(0.01, ran.set, broken)
+        deadlines.after(0.02, after.set, lambda: False)
+        assert ran.wait(2) and after.wait(2)
+    finally:
+        deadlines.stop()

@@ -71,6 +71,9 @@ class _Once:
     def expire(self) -> None:
         self.answer(RemoteProtocolError(Code.RATE_LIMITED, Trouble.CLUSTER, self._msg_id))
 
+    def settled(self) -> bool:
+        return self._done
+
 
 class Asks:
     def __init__(
@@ -142,7 +145,7 @@ class Asks:
         assert self._rooms is not None and self._deadlines is not None
         once = _Once(user, request.id)  # type: ignore[attr-defined]
         expires = time.monotonic() + self._deadline
-        self._deadlines.after(self._deadline, once.expire)
+        self._deadlines.after(self._deadline, once.expire, once.settled)
         self._rooms.request(user.name, request, registered, expires, once.answer)
         return False
 

@@ -130,6 +130,11 @@ class Pending:
         """Everything awaited is asked for."""
         self._one_done()
 
+    def settled(self) -> bool:
+        """Answered (read without the lock by the deadlines thread: a stale False only
+        means `expire` is called, which then does nothing)."""
+        return self._done
+
     def expire(self) -> None:
         """The deadline: answer with what came."""
         self._finish()
@@ -189,6 +194,9 @@ class RoomPending:
 
     def expire(self) -> None:
         self.verdict(False)
+
+    def settled(self) -> bool:
+        return self._done
 
 
 class Replica:
@@ -327,7 +335,7 @@ class Fanout:
             else:  # once stored: a recipient there who asks for the history finds it
                 receipt.add_done_callback(lambda _r: self._publish(name, thens, msgs))
         if self._deadline is not None and (plan.nodes or receipt is not None):
-            self._deadlines.after(self._deadline, pending.expire)
+            self._deadlines.after(self._deadline, pending.expire, pending.settled)
         pending.ready()
         return True
 
@@ -372,7 +380,7 @@ class Fanout:
                     again.started = pending.started
                     again.expect_store(receipt)
                     if self._deadline is not None:
-                        self._deadlines.after(left, again.expire)
+                        self._deadlines.after(left, again.expire, again.settled)
                     again.ready()
                     return False
             if verdict.store_more:
@@ -458,7 +466,7 @@ class Fanout:
         msgs = tuple(Msg(first + i, name, room, text, now) for i, text in enumerate(texts))
         pending = user.pending = RoomPending(user, group, passed, msgs, room)
         self._rooms.post(name, room, msgs, encode_msgs(msgs), user.out.handle, pending.verdict)
-        self._deadlines.after(self._deadline or 0.0, pending.expire)
+        self._deadlines.after(self._deadline or 0.0, pending.expire, pending.settled)
         return True
 
     def room_answered(self, user: User, result: RoomPosted, tick: native.Tick) -> bool:
