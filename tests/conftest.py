@@ -12,12 +12,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/wire.py
 
 from wire import WireClient
+
+if TYPE_CHECKING:
+    from e2e.tui_support import Tmux
 
 _LISTENING = re.compile(r"listening on \S+ port (\d+)")
 
@@ -134,3 +138,14 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
 @pytest.fixture
 def server(start_server: Callable[..., ServerProc]) -> ServerProc:
     return start_server()
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    """A tmux server of the test's own for the TUI tests (tests/e2e/tui_support.py),
+    killed after the test."""
+    from e2e.tui_support import Tmux
+
+    t = Tmux(tmp_path)
+    yield t
+    t.kill()

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from server_support import PASSWORD, next_frame, wait_for
 from test_client_linemode import LineClient, one_clear_line
-from test_client_tui import Tmux, client_args, line_with
+from test_client_tui import client_args, line_with
 from test_client_tui_screen import popup_text
 
 from certs import make_pair
@@ -111,13 +111,6 @@ def line_clients() -> Iterator[Callable[..., LineClient]]:
     yield start
     for c in started:
         c.kill()
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    yield t
-    t.kill()
 
 
 def run_client(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

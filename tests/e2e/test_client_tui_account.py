@@ -6,27 +6,18 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from server_support import PASSWORD, register
 from test_client_linemode_v12 import v12
 from test_client_tokens import NEW, restarted, revoke_tokens, run_client, wait_log
-from test_client_tui import Tmux, start_online
+from test_client_tui import start_online
 from test_client_tui_forms import whole_popup
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
 )
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    yield t
-    t.kill()
 
 
 def logs_in(server: Any, name: str, password: str) -> bool:

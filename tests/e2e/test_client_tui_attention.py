@@ -6,25 +6,17 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from server_support import PASSWORD, online, send_msg
-from test_client_tui import Tmux, line_with, start_online
+from test_client_tui import line_with, start_online
+from tui_support import Tmux
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
 )
 
 BELL = b"\x07"
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    yield t
-    t.kill()
 
 
 def history_rows(screen: str) -> list[str]:

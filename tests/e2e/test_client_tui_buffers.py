@@ -7,24 +7,15 @@ on the server; the participant list shows the buffer's people."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from server_support import online, register, send_msg
 from test_client_linemode_v12 import answer, v12
-from test_client_tui import Tmux, line_with, next_msg, no_message_before_pong, start_online
+from test_client_tui import line_with, next_msg, no_message_before_pong, start_online
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
 )
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    yield t
-    t.kill()
 
 
 def prompt(screen: str) -> str:

@@ -12,20 +12,14 @@ from pathlib import Path
 import pytest
 from server_support import online, register, send_msg
 from test_client_linemode_v12 import answer, v12
-from test_client_tui import Tmux, client_args, line_with, next_msg, start_online
+from test_client_tui import client_args, line_with, next_msg, start_online
+from tui_support import Tmux
 
 from chat.client.theme import NICK_COLOURS_256, nick_index
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
 )
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    yield t
-    t.kill()
 
 
 @pytest.fixture

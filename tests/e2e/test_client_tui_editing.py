@@ -6,14 +6,11 @@ text, fetching older pages; `/query` or `@` of a name nobody has is said at once
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from server_support import online, register, send_msg
 from test_client_linemode_v12 import answer, v12
 from test_client_tui import (
-    Tmux,
     line_with,
     next_msg,
     no_message_before_pong,
@@ -24,13 +21,6 @@ from test_client_tui import (
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
 )
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    yield t
-    t.kill()
 
 
 def rows_after(screen: str, needle: str, count: int) -> list[str]:

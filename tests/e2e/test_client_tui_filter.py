@@ -5,25 +5,16 @@ last 10 minutes add no line, in a room's buffer and in All; `/filter` shows them
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from server_support import online, register, send_msg
 from test_client_linemode_v12 import answer, v12
-from test_client_tui import Tmux, start_online
+from test_client_tui import start_online
 from test_client_tui_attention import history_rows
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
 )
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    yield t
-    t.kill()
 
 
 def test_50_joins_and_leaves_of_silent_people_add_no_line_to_a_rooms_buffer(server, tmux) -> None:

@@ -7,25 +7,18 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from server_support import PASSWORD, TOO_SHORT, online, refusing_registration, register
-from test_client_tui import Tmux, client_args, line_with, no_message_before_pong, start_online
+from test_client_tui import client_args, line_with, no_message_before_pong, start_online
 from test_client_tui_screen import popup_text
+from tui_support import Tmux
 
 from tls_peer import Peer
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
 )
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    yield t
-    t.kill()
 
 
 def whole_popup(tmux: Tmux, *needles: str) -> str:

@@ -7,23 +7,14 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from server_support import online
-from test_client_tui import Tmux, no_message_before_pong, shown_line, start_online
+from test_client_tui import no_message_before_pong, shown_line, start_online
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
 )
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    yield t
-    t.kill()
 
 
 def input_line(screen: str) -> str:

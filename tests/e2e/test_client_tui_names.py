@@ -4,23 +4,14 @@ marked wherever they are shown; the list is in natural order; a long name is cut
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from server_support import online
-from test_client_tui import Tmux, start_online
+from test_client_tui import start_online
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
 )
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    yield t
-    t.kill()
 
 
 def list_column(screen: str) -> list[str]:

@@ -5,24 +5,16 @@ server: `/join` (asking before it creates), the topic in the buffer's title, `/t
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from server_support import register
 from test_client_linemode_v12 import answer, v12
-from test_client_tui import Tmux, start_online
+from test_client_tui import start_online
+from tui_support import Tmux
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
 )
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    yield t
-    t.kill()
 
 
 def run(tmux: Tmux, line: str) -> None:

@@ -6,23 +6,14 @@ from __future__ import annotations
 import re
 import shutil
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from server_support import register
-from test_client_tui import Tmux, client_args, line_with, shown_line, start_online
+from test_client_tui import client_args, line_with, shown_line, start_online
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
 )
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    yield t
-    t.kill()
 
 
 def free_port() -> int:

@@ -7,23 +7,14 @@ recipient who leaves, or a reconnect, changes who is online, never whom a messag
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from server_support import PASSWORD, online, register
-from test_client_tui import Tmux, line_with, no_message_before_pong, start_online
+from test_client_tui import line_with, no_message_before_pong, start_online
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
 )
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    yield t
-    t.kill()
 
 
 def test_a_private_message_stays_private_when_its_recipient_leaves_while_typing(

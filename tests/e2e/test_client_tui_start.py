@@ -5,24 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from server_support import PASSWORD, online, register
-from test_client_tui import Tmux, client_args, line_with
+from test_client_tui import client_args, line_with
 from test_client_tui_screen import popup_text
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
 )
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    yield t
-    t.kill()
 
 
 def test_register_on_the_command_line_registers_at_start_without_a_key(server, tmux) -> None:

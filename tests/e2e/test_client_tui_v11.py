@@ -11,13 +11,11 @@ import shutil
 import socket
 import struct
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from server_support import online, register, send_msg
-from test_client_tui import Tmux, next_msg, start_online
+from test_client_tui import next_msg, start_online
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (CI installs it with apt)"
@@ -77,13 +75,6 @@ class V11Relay:
 
     def close(self) -> None:
         self.listener.close()
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    yield t
-    t.kill()
 
 
 def test_against_a_v11_server_buffers_work_and_what_v12_adds_is_said_missing(server, tmux) -> None:
