@@ -63,7 +63,8 @@ class Deadlines:
         self, delay: float, fn: Callable[[], None], settled: Callable[[], bool] | None = None
     ) -> None:
         """Call `fn` on the timer thread `delay` seconds from now (it must not block),
-        unless `settled()` (cheap, any thread's answer may be stale) says True by then."""
+        unless `settled()` says True by then. `settled` runs under this timer's lock: it
+        reads a flag and takes no lock (a stale False only means `fn` is called)."""
         with self._cond:
             if self._stopping:
                 return
