@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CPU per message of each thread of the nodes at saturation (bench/README.md, "Stop 26").
 
-    python bench/threads.py alone|one-node|two-nodes [sat|pairs|lat] [--exe PATH]
+    python bench/threads.py alone|one-node|two-nodes|two-nodes-rc [sat|pairs|lat] [--exe PATH]
 
 Starts what bench/cluster.py starts for the setup (its redis-server, its users, the nodes
 pinned to core 1, the loadgen on core 0), runs its `sat` (or `pairs`) load for 6 s, or its
@@ -45,7 +45,7 @@ def names(pid: int) -> dict[int, str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("setup", choices=("alone", "one-node", "two-nodes"))
+    ap.add_argument("setup", choices=("alone", "one-node", "two-nodes", "two-nodes-rc"))
     ap.add_argument("part", nargs="?", default="sat", choices=("sat", "pairs", "lat"))
     ap.add_argument("--exe", default=str(Path(sys.executable).parent / "chat-server"))
     opts = ap.parse_args()
@@ -54,13 +54,19 @@ def main() -> int:
     redis_port = run.free_port()
     redis_proc = cluster.start_redis(redis_port)
     procs: list[subprocess.Popen[bytes]] = []
+    rc_procs: list[subprocess.Popen[bytes]] = []
     try:
         lat = opts.part == "lat"
         users = 200 if lat else 100
+        url: int | str | None = None if opts.setup == "alone" else redis_port
+        if opts.setup.endswith("-rc"):  # three masters on core 0, as bench/cluster.py
+            rc_ports = [p for p in (run.free_port() for _ in range(12)) if p < 55536][:3]
+            rc_procs = cluster.start_redis_cluster(rc_ports)
+            url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in rc_ports)
+            cluster.ensure_users(url, users)
         cluster.ensure_users(f"redis://127.0.0.1:{redis_port}/0", users)
         run.ensure_registered(users, cluster.STATE, opts.exe)
-        ports = [run.free_port() for _ in range(2 if opts.setup == "two-nodes" else 1)]
-        url = None if opts.setup == "alone" else redis_port
+        ports = [run.free_port() for _ in range(2 if opts.setup.startswith("two-nodes") else 1)]
         procs = [cluster.node(opts.exe, p, url) for p in ports]
         time.sleep(0.5)
         named: dict[int, str] = {}
@@ -89,7 +95,8 @@ def main() -> int:
         for p in procs:
             p.terminate()
             p.wait()
-        redis_proc.terminate()
+        for r in (redis_proc, *rc_procs):
+            r.terminate()
     per_s = result["deliveries_per_s"] / {"sat": 99, "pairs": 1, "lat": 199}[opts.part]
     print(f"{opts.setup} {opts.part}: {per_s:.0f} messages/s")
     total = 0.0
