@@ -71,19 +71,24 @@ def test_a_settled_deadline_is_dropped_uncalled_without_waking_the_thread() -> N
     costs), nor call what is settled; what is not settled runs on time."""
     deadlines = Deadlines()
     deadlines.start()
-    ran: list[int] = []
+    ran: list[tuple[int, float]] = []
+    dues: list[float] = []
     late_ran = threading.Event()
     settled = [False] * 200
     try:
         time.sleep(0.05)  # the thread asleep, its first wait counted
         woke = deadlines.wakes
         for i in range(200):
-            deadlines.after(0.3, lambda i=i: ran.append(i), lambda i=i: settled[i])
+            dues.append(time.monotonic() + 0.3)
+            deadlines.after(
+                0.3, lambda i=i: ran.append((i, time.monotonic())), lambda i=i: settled[i]
+            )
             settled[i] = i != 150  # answered at once: all but one
             time.sleep(0.001)
         deadlines.after(0.45, late_ran.set, lambda: False)
         assert late_ran.wait(2)
-        assert ran == [150]
+        assert [i for i, _ in ran] == [150]
+        assert ran[0][1] >= dues[150]  # never early
         # One wake-up for the first deadline due (dropping every settled one before the
         # unsettled 150th), one for the 150th, one for the last: never one per deadline.
         assert deadlines.wakes - woke <= 5, deadlines.wakes - woke
