@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from conftest import ServerProc
+from together import run_together
 
 from .conftest import AnyRedis
 
@@ -83,11 +84,7 @@ def test_two_nodes_registering_two_variants_at_once_have_one_winner(
         barrier.wait(10)
         results[name] = _register(node, name)
 
-    threads = [threading.Thread(target=register, args=job) for job in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    run_together(register, jobs, timeout=30)
     for i in range(6):
         pair = [results[f"pair{i}"], results[f"PAIR{i}"]]
         assert sorted(r["type"] for r in pair) == ["auth_ok", "error"], pair

@@ -31,6 +31,7 @@ from chat.server.store.seam import ReadFailed, Store
 from chat.server.store.service import OFFLINE_PAGE, StoreService
 from chat.server.store.sqlite import Kept, MessageStore, Page
 from chat.shared.messages import BROADCAST, Msg
+from together import run_together
 
 from .conftest import IMPLEMENTATIONS, KEY, AnyRedis, at_rest, wait_until
 
@@ -405,11 +406,7 @@ def test_ids_are_unique_and_rise_for_every_taker(store: StoreService) -> None:
         for _ in range(each):
             out.append(store.ids.take(1))
 
-    threads = [threading.Thread(target=take, args=(out,)) for out in got]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(take, [(out,) for out in got])
     for out in got:
         assert None not in out
         assert out == sorted(out) and len(set(out)) == each

@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from chat.shared.errors import DEFAULT_MESSAGES, Code, Refusal, password_too_short
+from together import run_together
 from wire import WireClient
 
 
@@ -137,11 +138,7 @@ def test_registrations_of_two_variants_at_once_have_one_winner(start_server) -> 
         finally:
             c.close()
 
-    threads = [threading.Thread(target=register, args=(name,)) for name in names]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    run_together(register, [(name,) for name in names], timeout=30)
     for i in range(8):
         pair = [results[f"pair{i}"], results[f"PAIR{i}"]]
         assert sorted(r["type"] for r in pair) == ["auth_ok", "error"], pair

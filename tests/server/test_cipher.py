@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from chat.server.crypto.cipher import (
     default_library_path,
     load_cipher,
 )
+from together import run_together
 
 HEADER_DIR = Path(__file__).resolve().parents[2] / "native" / "libxor" / "include"
 
@@ -88,11 +88,7 @@ def test_concurrent_calls_do_not_mix_buffers(cipher: Cipher) -> None:
                 errors.append(f"thread {seed} got a wrong round trip")
                 return
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(work, [(n,) for n in range(8)])
     assert errors == []
 
 

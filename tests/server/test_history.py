@@ -26,6 +26,7 @@ from chat.server.store.seam import ReadFailed
 from chat.server.store.service import StoreService
 from chat.server.store.sqlite import Kept, MessageStore, Page
 from chat.shared.messages import Msg
+from together import run_together
 
 KEY = bytes(range(32))
 
@@ -367,9 +368,5 @@ def test_ids_are_unique_and_rise_under_threads(keeper: StoreService) -> None:
         with lock:
             taken.extend(mine)
 
-    threads = [threading.Thread(target=take_many) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(take_many, [()] * 4)
     assert len(set(taken)) == 8000

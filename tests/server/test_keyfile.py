@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chat.server.crypto.keyfile import KeyFileError, load_or_create_key, loose_mode, read_key
+from together import run_together
 
 
 def _mode(path: Path) -> int:
@@ -130,11 +131,7 @@ def test_concurrent_creators_agree_on_one_key(tmp_path: Path) -> None:
         with lock:
             results.append(result)
 
-    threads = [threading.Thread(target=create) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(create, [()] * 8)
     assert len(results) == 8
     assert len({key for key, _ in results}) == 1
     assert sum(created for _, created in results) == 1

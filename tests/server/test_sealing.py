@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import threading
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +19,7 @@ from chat.server.cluster import box as box_module
 from chat.server.cluster.box import INDEX_BYTES, TAG_BYTES, Box
 from chat.server.crypto.cipher import load_cipher
 from chat.server.crypto.sealing import NONCE_BYTES, HmacKey, Sealer, hkdf_sha256
+from together import run_together
 
 KEY = bytes(range(32))
 CIPHER = load_cipher()
@@ -48,11 +48,7 @@ def test_one_hmac_key_used_by_many_threads_at_once() -> None:
             if mac.digest(data) != hmac.digest(KEY, data, "sha256"):
                 wrong.append(data)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(work, [(n,) for n in range(8)])
     assert wrong == []
 
 

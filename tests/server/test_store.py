@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from chat.server.accounts.users_file import MAGIC, FolderLock, StoreError, UserStore
 from chat.server.crypto.cipher import Cipher, load_cipher
+from together import run_together
 
 COST = 10  # fast hashes for tests; the server default is 14
 KEY = bytes(range(32))
@@ -202,11 +203,7 @@ def test_concurrent_registration_of_one_name_has_exactly_one_winner(
         with lock:
             results.append(won)
 
-    threads = [threading.Thread(target=register, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(register, [(i,) for i in range(8)])
     assert sorted(results) == [False] * 7 + [True]
     again = _open(users_file, cipher)
     assert again.names() == ["highlander"]
@@ -218,11 +215,7 @@ def test_concurrent_registration_of_many_names_keeps_them_all(
 ) -> None:
     store = _open(users_file, cipher)
     names = [f"user{i}" for i in range(24)]
-    threads = [threading.Thread(target=store.register, args=(n, n + "-pw")) for n in names]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(store.register, [(n, n + "-pw") for n in names])
     again = _open(users_file, cipher)
     assert again.names() == sorted(names)
     assert all(again.verify(n, n + "-pw") for n in names)
@@ -368,14 +361,7 @@ def test_registrations_during_a_write_share_the_next_write(
     _slow_writes(store, writes)
     names = [f"user{i}" for i in range(16)]
     results: dict[str, bool] = {}
-    threads = [
-        threading.Thread(target=lambda n=n: results.update({n: store.register(n, "pw")}))
-        for n in names
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(lambda n: results.update({n: store.register(n, "pw")}), [(n,) for n in names])
     assert all(results[n] for n in names)
     assert len(writes) < len(names), writes  # group commit: fewer writes than accounts
     assert _open(users_file, cipher).names() == sorted(names)
@@ -408,11 +394,7 @@ def test_a_failed_write_takes_back_every_registration_it_held(
         except StoreError as exc:
             errors.append(str(exc))
 
-    threads = [threading.Thread(target=register, args=(f"u{i}",)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(register, [(f"u{i}",) for i in range(6)])
     assert len(errors) == 6 and len(store) == 0
     assert all("cannot write" in e for e in errors)
 
@@ -531,11 +513,7 @@ def test_concurrent_logins_registrations_and_rehashes_stay_consistent(
             if store.verify("nobody", "pw"):
                 failures.append("unknown accepted")
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(work, [(n,) for n in range(8)])
     assert failures == []
     again = UserStore.open(users_file, KEY, cipher, hash_cost_log2=6)
     assert len(again) == 8 + 24
