@@ -45,6 +45,7 @@ from chat.server.core.fanout import Fanout
 from chat.server.core.frames import PeerFrames
 from chat.server.core.hub import Hub
 from chat.server.core.login import Login
+from chat.server.core.lookups import Lookups
 from chat.server.core.outbuf import SOFT_LIMIT, OutBuffer
 from chat.server.core.outcomes import Outcomes
 from chat.server.core.pool import WorkerPool
@@ -101,6 +102,9 @@ class Engines:
     #: The server's key (the key file): login tokens are made with a key derived from it,
     #: so they hold across restarts and on every node. None: a key of this process's own.
     key: bytes | None = None
+    #: A cluster's thread for asking Redis what a send needs and this node has not heard
+    #: of yet (core/lookups.py; one of `parts`). None: alone, memory is the whole truth.
+    lookups: Lookups | None = None
 
 
 @dataclass
@@ -147,6 +151,7 @@ def build_core(
         deadlines,
         engines.deadline,
         engines.rooms,
+        engines.lookups,
     )
     tokens = Tokens(engines.key or secrets.token_bytes(32), config.token_days)
     login = Login(
@@ -621,7 +626,8 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
         node_id = secrets.token_hex(8)
         # Read when the node joins (RedisPresence.start runs `reload`).
         accounts = RedisAccounts(link, box, config.hash_cost, config.refuse_case_variants)
-        parts: list[Any] = []
+        lookups = Lookups(name="cluster-lookups")
+        parts: list[Any] = [lookups]
         store: Store = NoStore()
         if config.keep_messages:
             ids = RedisIds(link)
@@ -669,6 +675,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
         lambda: link.up,
         rooms=rooms,
         key=key,
+        lookups=lookups,
     )
     return Opened(Server(config, listeners, engines, control, metrics))
 

@@ -11,6 +11,11 @@ from typing import Any
 
 import pytest
 
+from chat.server.cluster.accounts import RedisAccounts
+from chat.server.cluster.box import Box
+from chat.server.cluster.link import Link
+from chat.server.crypto.cipher import load_cipher
+from chat.server.crypto.keyfile import load_or_create_key
 from conftest import ServerProc
 from e2e.server_support import (
     PASSWORD,
@@ -167,6 +172,32 @@ def test_an_account_registered_on_one_node_logs_in_on_another_at_once(
     taken = b.client()
     taken.send({"type": "auth", "user": "newcomer", "password": "x", "register": True})
     assert taken.recv()["code"] == "user_exists"
+
+
+def test_a_send_to_an_account_made_a_moment_ago_elsewhere_is_queued_not_missing(
+    redis_server: AnyRedis, start_node: Start
+) -> None:
+    """A node hears of an account made on another node on the accounts channel, a moment
+    later. A send naming it meanwhile is held while Redis is asked (core/fanout.py
+    `_confirm`) and queued, never answered `missing` and dropped. Here the moment lasts:
+    the account is made as another node makes it, but nothing is published on the
+    channel, so only Redis can tell node a."""
+    a = start_node(redis_server.url)
+    alice = login(a, "alice")
+    link = Link(redis_server.url)
+    link.publish = lambda *args: None  # type: ignore[method-assign]  # the news: not said
+    elsewhere = RedisAccounts(link, Box(load_or_create_key(a.key_file)[0], load_cipher()), 10)
+    assert elsewhere.register("newcomer", PASSWORD)
+    first = send(alice, ["newcomer", "nobody-at-all"], "welcome", "w1")
+    # `missing`: not delivered now; `queued`: kept for the account (v1.1 section 3).
+    assert first["queued"] == ["newcomer"], first
+    assert first["missing"] == ["newcomer", "nobody-at-all"] and first["delivered"] == []
+    again = send(alice, ["newcomer"], "known now", "w2")  # learned: routed as any account
+    assert again["queued"] == ["newcomer"], again
+    newcomer = a.client()
+    newcomer.login("newcomer", PASSWORD, register=False)
+    assert [m["text"] for m in messages(newcomer, 2)] == ["welcome", "known now"]
+    assert send(alice, ["newcomer"], "live", "w3")["delivered"] == ["newcomer"]
 
 
 def test_offline_queue_and_history_are_one_for_the_cluster(three: list[ServerProc]) -> None:

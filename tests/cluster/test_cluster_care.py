@@ -16,7 +16,6 @@ from e2e.server_support import PASSWORD, assert_error, request, roster_changes
 from e2e.v12_support import Session, login
 
 from .conftest import RedisProc
-from .v12 import known_on
 
 NEW = "a brand new password"
 
@@ -82,7 +81,6 @@ def test_a_delete_account_on_one_node_ends_the_sessions_and_tokens_on_every_node
     bob.login("bob", PASSWORD)
     assert request(bob, {"type": "ping"}) == {"type": "pong"}
     token = token_of(a, "alice")
-    known_on(b, "alice")
     for i in range(2):  # queued for alice, offline: her catch-up gets them, unacknowledged
         answer = request(bob, {"type": "send", "id": i, "to": ["alice"], "text": f"q{i}"})
         assert answer["queued"] == ["alice"], answer

@@ -149,17 +149,3 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return check()
-
-
-def known_on(node: ServerProc, name: str, timeout: float = 10.0) -> None:
-    """Wait until `node` has heard of the account `name` made on another node (the
-    accounts channel, a moment after the registration): till then a message to it from
-    there is answered `missing`, as one to an unknown name (docs/cluster.md, "Accounts")."""
-    watcher = Session(node, f"watch{time.monotonic_ns() % 10**9}", register=True)
-    search = {"type": "user_search", "id": "k", "prefix": name}
-    try:
-        assert wait_until(lambda: name in watcher.ask(search)["users"], timeout), (
-            f"the node never heard of {name}"
-        )
-    finally:
-        watcher.close()

@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 
 from chat.server.accounts.seam import Accounts
-from chat.server.accounts.users_file import Record, UserStore, record_from_json
+from chat.server.accounts.users_file import Record, StoreError, UserStore, record_from_json
 from chat.server.cluster import keys
 from chat.server.cluster.accounts import RedisAccounts
 from chat.server.cluster.box import Box
 from chat.server.cluster.bus import Message, Subscriber
 from chat.server.cluster.link import Link
 from chat.server.crypto.cipher import Cipher
+from cluster.conftest import free_port
 
 from .conftest import IMPLEMENTATIONS, KEY, KINDS, AnyRedis, at_rest, wait_until
 
@@ -75,7 +76,7 @@ class RedisKeeper(Keeper):
     def __init__(self, redis_proc: AnyRedis, box: Box) -> None:
         self._redis = redis_proc
         self._box = box
-        self._client = redis_proc.client()
+        self.client = redis_proc.client()
         self._pubsub: Subscriber | None = None
 
     def open(self, cost: int = 0) -> RedisAccounts:
@@ -84,11 +85,11 @@ class RedisKeeper(Keeper):
         return accounts
 
     def at_rest(self) -> list[bytes]:
-        return at_rest(self._client)
+        return at_rest(self.client)
 
     def records(self) -> list[Record]:
         out = []
-        for blind, sealed in self._client.hgetall(keys.USERS).items():
+        for blind, sealed in self.client.hgetall(keys.USERS).items():
             plain = self._box.open(f"{keys.USERS}:{blind.decode()}".encode(), sealed)
             assert plain is not None, "a stored account does not open with the key"
             out.append(record_from_json(plain, "test"))
@@ -232,6 +233,52 @@ def test_a_name_told_by_the_channel_alone_is_known_to_a_running_instance(
         assert len(watcher) == 1
     finally:
         keeper.close()
+
+
+def test_confirm_asks_the_storage_about_names_the_memory_does_not_know(keeper: Keeper) -> None:
+    """What a send to a just-registered account needs (core/fanout.py `_confirm`): the
+    storage decides, and a name found is known from then on. A second instance is the
+    node that has not been told yet (the Redis kinds; a users file has one server)."""
+    first = keeper.open()
+    assert first.confirm([]) == frozenset()
+    assert first.confirm(["nobody"]) == frozenset()
+    assert first.register(NAMES[0], PASSWORDS[0])
+    assert first.confirm([NAMES[0], "nobody", NAMES[0]]) == {NAMES[0]}
+    assert first.confirm([NAMES[0].upper()]) == frozenset()  # names are case-sensitive
+    if not isinstance(keeper, RedisKeeper):
+        return
+    second = keeper.open()
+    assert first.register(NAMES[1], PASSWORDS[1])
+    assert NAMES[1] not in second  # not told yet (no channel listened to here)
+    assert second.confirm([NAMES[1], "nobody"]) == {NAMES[1]}
+    assert NAMES[1] in second and len(second) == 2  # learned: the route knows it now
+    assert NAMES[1] in second.names()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("keeper", KINDS, indirect=True)  # Redis only: a foreign record
+def test_confirm_counts_no_record_that_does_not_open_with_the_key(
+    keeper: Keeper, cipher: Cipher
+) -> None:
+    """A value under an account's blind name sealed with another key (or damaged) is no
+    account: the node would queue messages for a name nobody can log in as."""
+    assert isinstance(keeper, RedisKeeper)
+    accounts = keeper.open()
+    blind = Box(KEY, cipher).blind("user", "forged")
+    keeper.client.hset(keys.USERS, blind, b"\x00" * 80)
+    assert accounts.confirm(["forged"]) == frozenset()
+    assert "forged" not in accounts
+    other = Box(b"another key of 32 bytes, not it!", cipher)
+    keeper.client.hset(keys.USERS, blind, other.seal(f"{keys.USERS}:{blind}".encode(), b"{}"))
+    assert accounts.confirm(["forged"]) == frozenset()
+
+
+def test_confirm_says_so_when_the_storage_does_not_answer(cipher: Cipher) -> None:
+    """Cluster only: Redis away is a StoreError (the send is then answered from memory,
+    never held for ever), not an empty answer taken for the truth."""
+    nobody_there = f"redis://127.0.0.1:{free_port()}/0"
+    accounts = RedisAccounts(Link(nobody_there), Box(KEY, cipher), COST)
+    with pytest.raises(StoreError):
+        accounts.confirm(["someone"])
 
 
 # ---- the operator's side (AccountAdmin: ops/commands.py) ------------------------------------

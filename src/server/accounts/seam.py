@@ -9,7 +9,8 @@ A server alone keeps its accounts in the encrypted users file
 threads, never on a worker, and so does `token_nonce` (a Redis round trip in a
 cluster); `__contains__` answers from memory at once (the
 route asks it for every named recipient of a send, to know who can be
-queued for).
+queued for), and `confirm` asks the storage about the names the memory does
+not know (a cluster's lookups thread, for a send that names them).
 
 `AccountAdmin` is what the operator's commands need beyond that
 (ops/commands.py: `chat-server user ...`, `invite create`); both
@@ -19,6 +20,7 @@ returns (StoreError otherwise).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from chat.server.accounts.invites import Invite
@@ -42,6 +44,14 @@ class Accounts(Protocol):
     def __contains__(self, name: object) -> bool: ...
 
     def __len__(self) -> int: ...
+
+    def confirm(self, names: Sequence[str]) -> frozenset[str]:
+        """Which of `names` are accounts, asked of where the accounts are kept rather than
+        of this process's memory of them, which in a cluster lags a registration on
+        another node by a moment (a name found is remembered from then on). A round trip
+        in a cluster: never on a worker (core/lookups.py). StoreError when the storage
+        does not answer."""
+        ...
 
     def save(self) -> None:
         """Make everything durable (at stop)."""

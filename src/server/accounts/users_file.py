@@ -29,7 +29,7 @@ import stat
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -365,6 +365,11 @@ class UserStore:
     def __contains__(self, name: object) -> bool:
         with self._lock:
             return name in self._users
+
+    def confirm(self, names: Sequence[str]) -> frozenset[str]:
+        """The memory is the file: this process is its only writer."""
+        with self._lock:
+            return frozenset(n for n in names if n in self._users)
 
     def names(self) -> list[str]:
         with self._lock:

@@ -38,8 +38,9 @@ from chat.server.core.broker import Broker, RoomBroker
 from chat.server.core.deadlines import Deadlines
 from chat.server.core.desk import Relay
 from chat.server.core.hub import Hub
+from chat.server.core.lookups import Lookups
 from chat.server.core.presence import NoPresence, Presence
-from chat.server.core.results import Answered, RoomPosted
+from chat.server.core.results import Answered, Confirmed, RoomPosted
 from chat.server.core.rooms import Event, Room, RoomBook
 from chat.server.core.route import NOBODY, Plan, Targets, Verdict
 from chat.server.core.ticks import Ticks
@@ -199,6 +200,33 @@ class RoomPending:
         return self._done
 
 
+class _Lookup:
+    """A group held for `Accounts.confirm`: the mailbox resumes once, with the names found,
+    or with none when the deadline comes first."""
+
+    __slots__ = ("_done", "_lock", "_mailbox", "group", "passed")
+
+    def __init__(self, user: User, group: tuple[Send, ...], passed: tuple[bool, ...]) -> None:
+        self._mailbox = user.mailbox
+        self.group = group
+        self.passed = passed
+        self._lock = threading.Lock()
+        self._done = False
+
+    def answer(self, found: frozenset[str]) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._mailbox.resume(Confirmed(self.group, self.passed, found))
+
+    def settled(self) -> bool:
+        return self._done
+
+    def expire(self) -> None:
+        self.answer(_NOBODY)
+
+
 class Replica:
     """The core as the rooms' broker sees it (`RoomFeed`): the hub's replica of the rooms,
     each call with the calling thread's tick, and the store for this node's messages."""
@@ -248,10 +276,13 @@ class Fanout:
         deadlines: Deadlines,
         deadline: float | None = None,
         rooms: RoomBroker | None = None,
+        lookups: Lookups | None = None,
     ) -> None:
         """`deadline`: seconds a `sent` may wait for other nodes and the store (a cluster,
         where they are behind Redis); None: the store's answer is awaited (a local disk).
-        `rooms`: a cluster's rooms' broker (None: the hub decides, alone)."""
+        `rooms`: a cluster's rooms' broker (None: the hub decides, alone). `lookups`: where
+        a cluster asks Redis about recipients this node has not heard of (None: the
+        accounts' memory is the whole truth, alone)."""
         self._cluster = not isinstance(presence, NoPresence)
         self._rooms = rooms
         self.replica = Replica(hub, store, ticks)
@@ -264,6 +295,7 @@ class Fanout:
         self._ticks = ticks
         self._deadlines = deadlines
         self._deadline = deadline
+        self._lookups = lookups
         #: Read by the metrics at scrape time (ops/metrics.py): messages by kind, copies by
         #: where they went. Plain ints: the workers take turns (core/pool.py); `from_nodes`
         #: (frames of other nodes' messages handed to sessions here) is the broker thread's.
@@ -271,11 +303,18 @@ class Fanout:
         self.from_nodes = 0
 
     # ---- a group of sends ------------------------------------------------------------------
-    def send(self, user: User, sends: list[Send], tick: native.Tick) -> bool:
-        """Route and fan out; True when the `sent` frames wait (the mailbox holds)."""
+    def send(
+        self, user: User, sends: list[Send], tick: native.Tick, confirmed: Confirmed | None = None
+    ) -> bool:
+        """Route and fan out; True when the `sent` frames wait (the mailbox holds).
+        `confirmed`: the second pass of a group held while the accounts were asked about
+        names this node had not heard of (`_confirm`)."""
         group = tuple(sends)
         rate = user.rate
-        if rate is None:  # no limit (--rate-limit 0): every send passes
+        if confirmed is not None:  # the rate was asked on the first pass
+            passed = confirmed.passed
+            texts = [s.text for s, ok in zip(group, passed, strict=True) if ok]
+        elif rate is None:  # no limit (--rate-limit 0): every send passes
             passed = (True,) * len(group)
             texts = [s.text for s in group]
         else:
@@ -287,7 +326,19 @@ class Fanout:
             if to != BROADCAST:  # a room (v1.2 section 2)
                 return self._to_room(user, group, passed, texts, to, tick)
         elif self._store.keeps:
-            registered = frozenset(n for n in to if n in self._accounts)
+            accounts = self._accounts
+            if confirmed is not None:
+                found = confirmed.names
+                registered = frozenset(n for n in to if n in found or n in accounts)
+            else:
+                registered = frozenset(n for n in to if n in accounts)
+                if (
+                    self._lookups is not None
+                    and texts
+                    and len(registered) < len(to)
+                    and self._confirm(user, group, passed, to, registered)
+                ):
+                    return True
         plan = msgs = receipt = None
         echo = NOBODY
         if texts:
@@ -337,6 +388,41 @@ class Fanout:
         if self._deadline is not None and (plan.nodes or receipt is not None):
             self._deadlines.after(self._deadline, pending.expire, pending.settled)
         pending.ready()
+        return True
+
+    def _confirm(
+        self,
+        user: User,
+        group: tuple[Send, ...],
+        passed: tuple[bool, ...],
+        to: Sequence[str],
+        registered: frozenset[str],
+    ) -> bool:
+        """Hold the group while Redis is asked about the names this node has not heard of:
+        an account registered a moment ago on another node, whose news (the accounts
+        channel) is still on its way, is queued for, not answered `missing`. False when
+        the lookups are full: the group is routed at once on what this node knows."""
+        unknown = tuple(dict.fromkeys(n for n in to if n not in registered))
+        if not unknown:  # a name given twice
+            return False
+        lookup = _Lookup(user, group, passed)
+        accounts = self._accounts
+
+        def job() -> None:
+            try:
+                found = accounts.confirm(unknown)
+            except Exception as exc:  # StoreError, or a bug: answered as the memory says
+                log.warning(
+                    "looking up %d recipients in the accounts failed: %s", len(unknown), exc
+                )
+                found = _NOBODY
+            lookup.answer(found)
+
+        assert self._lookups is not None
+        if not self._lookups.submit(job):
+            return False
+        if self._deadline is not None:  # a stalled Redis: answered as the memory says
+            self._deadlines.after(self._deadline, lookup.expire, lookup.settled)
         return True
 
     def answered(self, user: User, result: Answered, tick: native.Tick) -> bool:

@@ -21,6 +21,7 @@ from chat.server.core.results import (
     AcksStored,
     Answered,
     CareChecked,
+    Confirmed,
     Drained,
     Evict,
     HistoryRead,
@@ -62,6 +63,8 @@ class Outcomes:
         match item:
             case Answered():
                 return self._fanout.answered(user, item, tick)
+            case Confirmed():
+                return not self._fanout.send(user, list(item.sends), tick, item)
             case LoginChecked():
                 self._login.checked(user, item, tick)
             case CareChecked():

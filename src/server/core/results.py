@@ -16,7 +16,7 @@ from enum import Enum
 from chat.server.net.inbox import Cause
 from chat.server.store.sqlite import Page
 from chat.shared.errors import RemoteProtocolError
-from chat.shared.messages import MsgId
+from chat.shared.messages import MsgId, Send
 
 
 # ---- notices from the loop ------------------------------------------------------------
@@ -101,6 +101,17 @@ class Answered:
 
 
 @dataclass(frozen=True, slots=True)
+class Confirmed:
+    """A group of sends held while the storage was asked about recipients this node had
+    not heard of (`Accounts.confirm`): which of them are accounts (`names`; none when it
+    did not answer in time), and what the rate limit said of each send when it came."""
+
+    sends: tuple[Send, ...]
+    passed: tuple[bool, ...]
+    names: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryRead:
     """A history page read for the request `id`; None when the readers were too busy,
     an error when the store could not answer."""
@@ -152,6 +163,7 @@ Result = (
     LoginChecked
     | CareChecked
     | Answered
+    | Confirmed
     | HistoryRead
     | OfflineRead
     | AcksStored
@@ -170,6 +182,7 @@ OURS: frozenset[type] = frozenset(
         LoginChecked,
         CareChecked,
         Answered,
+        Confirmed,
         HistoryRead,
         OfflineRead,
         AcksStored,
