@@ -30,7 +30,7 @@ from typing import Any
 
 from chat.server.accounts.hashing import HashExecutor
 from chat.server.accounts.seam import Accounts
-from chat.server.accounts.throttle import LoginThrottle
+from chat.server.accounts.throttle import LoginThrottle, SharedTurns
 from chat.server.accounts.tokens import Tokens
 from chat.server.accounts.users_file import FolderLock, StoreError, UserStore
 from chat.server.core import native
@@ -105,6 +105,9 @@ class Engines:
     #: A cluster's thread for asking Redis what a send needs and this node has not heard
     #: of yet (core/lookups.py; one of `parts`). None: alone, memory is the whole truth.
     lookups: Lookups | None = None
+    #: A cluster's failed-login turns shared by its nodes (cluster/turns.py), made for the
+    #: throttle's `--login-delay`. None: alone, the throttle's own turns are every turn.
+    turns: Callable[[float], SharedTurns] | None = None
 
 
 @dataclass
@@ -136,8 +139,9 @@ def build_core(
     ticks = Ticks(table, inbox)
     hasher = HashExecutor(config.hash_threads, config.hash_queue)
     deadlines = Deadlines()
+    shared = engines.turns(config.login_delay) if engines.turns is not None else None
     throttle = LoginThrottle(
-        cap=config.login_delay, runner=hasher, patience=config.auth_timeout / 2
+        cap=config.login_delay, runner=hasher, patience=config.auth_timeout / 2, shared=shared
     )
     ends = Ends(hub, inbox)
     fanout = Fanout(
@@ -595,6 +599,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
     from chat.server.cluster.moderation import ClusterModeration
     from chat.server.cluster.presence import RedisPresence
     from chat.server.cluster.rooms import RedisRooms
+    from chat.server.cluster.turns import RedisTurns
     from chat.server.cluster.url import ClusterError
 
     try:
@@ -676,6 +681,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
         rooms=rooms,
         key=key,
         lookups=lookups,
+        turns=lambda cap: RedisTurns(link, box, cap=cap),
     )
     return Opened(Server(config, listeners, engines, control, metrics))
 

@@ -17,8 +17,7 @@ import threading
 import time
 from typing import Any
 
-from server_support import PASSWORD, register
-
+from e2e.server_support import PASSWORD, register
 from wire import Closed, WireClient
 
 STEP = 0.2  # --login-delay: every wait between two checks of the account, past the free ones

@@ -52,7 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["HASH_QUEUE_FULL", "Check", "LoginThrottle", "Runner"]
+__all__ = ["HASH_QUEUE_FULL", "Check", "LoginThrottle", "Runner", "SharedTurns"]
 
 log = logging.getLogger("chat.server.throttle")
 
@@ -70,6 +70,28 @@ class Runner(Protocol):
 
     def submit(self, job: Callable[[], None], delay: float = 0.0, *, force: bool = False) -> bool:
         """False when the job cannot be queued (only without `force`)."""
+        ...
+
+
+class SharedTurns(Protocol):
+    """An account's turns across every process that serves it (a cluster's nodes:
+    cluster/turns.py), beside each process's own. Without it, N nodes would give an
+    account N checks per wait. Called on the runner's thread (a hash thread: a Redis round
+    trip there delays no chat), never under the throttle's lock."""
+
+    def take(self, account: str) -> float:
+        """0: the account may be checked now (past its free failures, its next slot across
+        every process moves one wait on); else the seconds until that slot, nothing taken.
+        Raises when the storage does not answer (the throttle then lets the check go: it
+        meets the same storage for the account, and fails there)."""
+        ...
+
+    def failed(self, account: str) -> None:
+        """One more failure of the account, seen by every process."""
+        ...
+
+    def forgive(self, account: str, amount: float) -> None:
+        """A good login forgave the account `amount` failures (its own address's)."""
         ...
 
 
@@ -103,6 +125,7 @@ class _Turns:
     fresh: int = 0  # how many in `queue` are `fresh`
     token: int = 0  # the callback that counts; older ones are stale
     call_at: float | None = None  # when that callback comes
+    shared: float = 0.0  # clock() before which the cluster's turn is not ours (SharedTurns)
 
 
 class LoginThrottle:
@@ -121,6 +144,7 @@ class LoginThrottle:
         kept_for_fresh: int = 16,
         pair_decay: float = 3600.0,
         patience: float = 30.0,
+        shared: SharedTurns | None = None,
     ) -> None:
         if free < 0 or addr_free < 0 or base < 0 or cap < 0 or decay <= 0 or max_keys < 2:
             raise ValueError("free, addr_free, base, cap >= 0; decay > 0; max_keys >= 2")
@@ -136,6 +160,7 @@ class LoginThrottle:
         self._waiting = waiting
         self._kept = kept_for_fresh
         self._patience = patience
+        self._shared = shared
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[str, ...], _Entry] = OrderedDict()
         self._turns: dict[str, _Turns] = {}  # accounts with attempts waiting or under check
@@ -157,7 +182,9 @@ class LoginThrottle:
             if turns is None or not turns.queue:
                 addr_wait = self._addr_wait(addr, now)
                 if self._slot(account, turns, now) <= now:  # its turn: no queue
-                    run = self._wrapped(account, addr, check)
+                    fresh = turns is None or self._ahead(account, addr, turns, now) == 0
+                    attempt = _Waiting(next(self._seq), addr, check, fresh, now)
+                    run = self._wrapped(account, attempt)
                     if not runner.submit(run, addr_wait):
                         return HASH_QUEUE_FULL
                     self._start(account, addr, now + addr_wait)
@@ -188,6 +215,8 @@ class LoginThrottle:
                     ready = max(ready, entry.ready)  # an account's next slot stays taken
                 self._entries[key] = _Entry(score, now, ready)  # now the newest key
             self._trim()
+        if self._shared is not None:
+            self._tell(self._shared.failed, account)
 
     def success(self, account: str, addr: str) -> None:
         """A good login: the account is forgiven what came from this address; the
@@ -204,6 +233,16 @@ class LoginThrottle:
                 del self._entries[(_ACCOUNT, account)]
             else:
                 entry.score, entry.stamp = max(left, 0.0), now
+        if self._shared is not None and own > 0:
+            self._tell(self._shared.forgive, account, own)
+
+    @staticmethod
+    def _tell(fn: Callable[..., None], *args: object) -> None:
+        """The cluster's share of a result: a storage that does not answer costs only that."""
+        try:
+            fn(*args)
+        except Exception as exc:
+            log.warning("the cluster's login turns did not answer: %s", exc)
 
     # ---- introspection (logs, tests) ---------------------------------------
     def delay(self, account: str, addr: str) -> float:
@@ -238,11 +277,13 @@ class LoginThrottle:
 
     # ---- turns (all under the lock) ---------------------------------------
     def _slot(self, account: str, turns: _Turns | None, now: float) -> float:
-        """When the account's next check may start: now within its free allowance."""
+        """When the account's next check may start: now within its free allowance (here,
+        and the cluster's as last heard: `_wait_shared`)."""
+        shared = turns.shared if turns is not None else 0.0
         entry = self._entries.get((_ACCOUNT, account))
         if entry is None or self._prior(account, turns, now) <= self._free[_ACCOUNT]:
-            return now
-        return max(now, entry.ready)
+            return max(now, shared)
+        return max(now, entry.ready, shared)
 
     def _prior(self, account: str, turns: _Turns | None, now: float) -> int:
         """The account's failures, counting each check under way as one (it may be)."""
@@ -276,14 +317,49 @@ class LoginThrottle:
             if not turns.queue and not turns.running:
                 del self._turns[account]
 
-    def _wrapped(self, account: str, addr: str, check: Check) -> Callable[[], None]:
+    def _wrapped(self, account: str, attempt: _Waiting) -> Callable[[], None]:
+        """The check on its turn here; in a cluster, also on the account's turn across every
+        node (`SharedTurns`): until then it waits here again, first in line by the same rule
+        as before (`_wait_shared`), so a node has one attempt at a time asking for the
+        cluster's turn, the owner's when it waits."""
+        shared, addr = self._shared, attempt.addr
+
         def run() -> None:
+            if shared is not None:
+                try:
+                    wait = shared.take(account)
+                except Exception as exc:  # the storage is away: the check meets it too
+                    log.warning("the cluster's login turns did not answer: %s", exc)
+                    wait = 0.0
+                if wait > 0:
+                    self._wait_shared(account, attempt, wait)
+                    return
             try:
-                check(True)
+                attempt.check(True)
             finally:
                 self._finish(account, addr)
 
         return run
+
+    def _wait_shared(self, account: str, attempt: _Waiting, wait: float) -> None:
+        """The cluster's turn is not yet this account's: back among those waiting here (its
+        arrival and freshness kept, so the order and `patience` hold), and this node asks
+        again once `wait` has passed."""
+        with self._lock:
+            now = self._clock()
+            turns = self._turns.get(account)
+            if turns is None:  # cannot be (it runs): keep the rule, not the attempt
+                turns = self._turns[account] = _Turns()
+            turns.running[attempt.addr] -= 1
+            if turns.running[attempt.addr] <= 0:
+                del turns.running[attempt.addr]
+            turns.shared = max(turns.shared, now + wait)
+            entry = self._entries.get((_ACCOUNT, account))
+            if entry is not None:  # the step `_start` took here: no check ran, the turn is back
+                entry.ready = min(entry.ready, turns.shared)
+            turns.queue.append(attempt)
+            turns.fresh += attempt.fresh
+            self._call_at(account, turns, self._next_call(account, turns, now), now)
 
     def _ahead(self, account: str, addr: str, turns: _Turns, now: float) -> int:
         """Failures of `addr` on `account`, plus its attempts waiting or under check there."""
@@ -343,7 +419,7 @@ class LoginThrottle:
                     log.exception("giving up a login of %s failed", account)
         finally:
             if chosen is not None:
-                self._wrapped(account, chosen.addr, chosen.check)()
+                self._wrapped(account, chosen)()
 
     def _choose(self, account: str, turns: _Turns, now: float) -> _Waiting | None:
         """The fewest failures of its address here first (counting its attempts ahead of

@@ -18,6 +18,9 @@ touches lives in one slot of a Redis Cluster (docs/cluster.md, "Redis Cluster"):
     chat:{u:<blind>}:markers   HASH   conversation key -> sealed (peer, upto): read markers
     chat:{u:<blind>}:contacts  HASH   blind partner -> sealed name: who the user wrote with
     chat:{u:<blind>}:deleted   STRING sealed time an account of the name was deleted
+    chat:{t:<blind>}:turns  HASH   an account's failed logins and next check, every node's
+    chat:{t:<blind>}:waiting  ZSET node -> when it first asked for the account's next turn
+                                   (turns.py; both gone once the failures have decayed)
     chat:{r:<k>}:room:<blind>  STRING a room's sealed record and version (or a tombstone)
     chat:{r:<k>}:h:<blind>     ZSET   a room's history (id -> sealed message)
 
@@ -111,6 +114,12 @@ def contacts(blind: str) -> str:
 def deleted(blind: str) -> str:
     """When an account of the name was deleted: a newcomer's private history starts after."""
     return f"chat:{{u:{blind}}}:deleted"
+
+
+def login_turns(blind: str) -> tuple[str, str]:
+    """An account's failed-login turns and the nodes waiting for one (`blind`: of the
+    account's name), a slot of their own: a guesser's many names spread over the masters."""
+    return f"chat:{{t:{blind}}}:turns", f"chat:{{t:{blind}}}:waiting"
 
 
 def room_shard(blind: str) -> int:

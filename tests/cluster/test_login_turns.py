@@ -1,0 +1,106 @@
+"""An account's failed-login turns are one for the whole cluster (cluster/turns.py).
+
+Each node's throttle gives an account one password check per wait past its free failures
+(tests/e2e/test_server_login_throttle.py). Without a shared turn, a guesser connected to
+two nodes gets two checks per wait. Real nodes on a real Redis (one instance and a Redis
+Cluster), guessers from several loopback addresses on each node; `--login-delay 0.2` makes
+a wait short enough for a test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+from chat.server.accounts.hashing import HashExecutor
+from chat.server.accounts.throttle import LoginThrottle
+from chat.server.cluster import keys
+from chat.server.cluster.box import Box
+from chat.server.cluster.link import Link
+from chat.server.cluster.turns import RedisTurns
+from chat.server.crypto.cipher import load_cipher
+from conftest import ServerProc
+from e2e.server_support import register
+from e2e.test_server_login_throttle import FREE, STEP, Guessers, owner_login
+
+from .conftest import AnyRedis, at_rest, free_port
+
+Start = Callable[..., ServerProc]
+KEY = bytes(range(32))
+
+
+def test_turns_are_shared_by_every_process_and_decay_and_forgive(redis_server: AnyRedis) -> None:
+    """The seam itself, two processes' worth over one Redis: what one fails, the other
+    waits for; nothing of the name in Redis; nothing kept once forgiven."""
+    box = Box(KEY, load_cipher())
+    a = RedisTurns(Link(redis_server.url), box, free=2, base=STEP, cap=STEP, decay=30)
+    b = RedisTurns(Link(redis_server.url), box, free=2, base=STEP, cap=STEP, decay=30)
+    assert a.take("victim") == 0 and b.take("victim") == 0  # no failure: no turn to take
+    for turns in (a, b, a):  # three failures, from both: past the two free ones
+        turns.failed("victim")
+    wait = b.take("victim")
+    assert 0 < wait <= STEP + 0.01, wait  # a's last failure holds the next slot
+    time.sleep(wait)
+    assert b.take("victim") == 0  # b takes the slot...
+    wait = a.take("victim")
+    assert STEP / 2 < wait <= STEP + 0.01, wait  # ...and a waits a step for the next
+    assert a.take("somebody-else") == 0  # another account has its own turns
+    client = redis_server.client()
+    key, _waiting = keys.login_turns(box.blind("user", "victim"))
+    assert 0 < client.ttl(key) <= 3 * 30 + 2  # gone once its failures have decayed
+    assert not any(b"victim" in blob for blob in at_rest(client))
+    b.forgive("victim", 3)  # the owner's good login: its own typos forgiven
+    assert not client.exists(key)
+    assert a.take("victim") == 0 and b.take("victim") == 0
+
+
+def test_guessers_on_two_nodes_get_one_check_per_step_for_the_whole_cluster(
+    redis_server: AnyRedis, start_node: Start
+) -> None:
+    a = start_node(redis_server.url, "--login-delay", str(STEP))
+    b = start_node(redis_server.url, "--login-delay", str(STEP))
+    register(a, "victim")
+    wanted = 36
+    attacks = [Guessers(a, 4), Guessers(b, 4)]
+    try:
+        deadline = time.monotonic() + 40
+        while sum(g.count() for g in attacks) < 2 * FREE + 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        owner = [owner_login(a), owner_login(b)]  # the owner, on each node, meanwhile
+        while sum(g.count() for g in attacks) < wanted:
+            assert time.monotonic() < deadline, "too few answered in 40 s"
+            time.sleep(0.02)
+    finally:
+        times = sorted(itertools.chain.from_iterable(g.finish() for g in attacks))
+    for g in attacks:
+        assert not [f for f in g.other if "exception" not in f], g.other[:5]
+    checked = times[:wanted]
+    # Each node alone would give the account a check per step: two nodes, two per step
+    # (the wanted answers in half the time). Shared, one per step for the cluster (the
+    # free ones of each node's own throttle aside: at most 2 * FREE without a wait).
+    took = checked[-1] - checked[2 * FREE - 1]
+    assert took >= (wanted - 2 * FREE) * STEP * 0.85, f"{wanted} wrong passwords in {took:.2f}s"
+    # The owner, from an address without failures, still gets in within a few steps on
+    # either node (the nodes' chosen attempts race for each turn).
+    assert max(owner) < 6 * STEP + 1.0, owner
+
+
+def test_turns_that_do_not_answer_let_the_check_go_and_cost_nothing_else() -> None:
+    """Redis away: the check goes (it meets the same Redis for the account, and fails
+    there, answered `store_failed`), and the throttle's bookkeeping never raises."""
+    nobody_there = f"redis://127.0.0.1:{free_port()}/0"
+    turns = RedisTurns(Link(nobody_there), Box(KEY, load_cipher()), cap=STEP)
+    runner = HashExecutor(1, 8)
+    throttle = LoginThrottle(cap=STEP, runner=runner, shared=turns)
+    runner.start()
+    try:
+        checked = threading.Event()
+        assert throttle.submit("victim", "127.0.0.9", lambda now: now and checked.set()) is None
+        assert checked.wait(10)
+        throttle.failure("victim", "127.0.0.9")
+        throttle.success("victim", "127.0.0.9")
+    finally:
+        runner.stop()
