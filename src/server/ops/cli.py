@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="chat-server",
         description=(
-            "Multi-threaded epoll chat server (protocol v1.1; see docs/protocol.md). "
+            "Multi-threaded epoll chat server (protocol v1.2; a client that asks for no v1.2 "
+            "feature is served v1.1; see docs/protocol.md). "
             "'chat-server cert generate --help': a self-signed certificate for a first try. "
             "Operator commands, given the server's own options: chat-server user "
             "list|passwd|delete|ban|unban|kick NAME, invite create, status, backup --out FILE, "
