@@ -658,7 +658,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
         except (ControlError, OSError) as exc:  # nodes may share a folder: the first has it
             log.warning("%s; this node has no control socket", exc)
             control = None
-        rooms = RedisRooms(link, box, node_id, broker)
+        rooms = RedisRooms(link, box, node_id, broker, accounts.confirm)
     except (OSError, KeyFileError) as exc:
         for listener in listeners:
             listener.close()

@@ -12,6 +12,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from chat.server.cluster.accounts import RedisAccounts
+from chat.server.cluster.box import Box
+from chat.server.cluster.link import Link
+from chat.server.crypto.cipher import load_cipher
+from chat.server.crypto.keyfile import load_or_create_key
 from conftest import ServerProc
 from e2e.server_support import PASSWORD, register
 
@@ -236,6 +241,28 @@ def test_an_invite_made_on_one_node_is_used_on_another(three: list[ServerProc]) 
     err(carol.ask({"type": "join", "id": 3, "room": "#secret"}), "no_such_room")
     err(bob.ask({"type": "kick", "id": 4, "room": "#secret", "user": "alice"}), "not_allowed")
     err(alice.ask({"type": "invite", "id": 5, "room": "#secret", "user": "nobody"}), "no_such_user")
+
+
+def test_an_account_made_a_moment_ago_elsewhere_is_invited_not_unknown(
+    redis_server: AnyRedis, start_node: Start
+) -> None:
+    """A node hears of an account made on another node a moment later (the accounts
+    channel); an invite of it meanwhile asks Redis (the rooms' thread), as a send to it
+    does (tests/cluster/test_cluster.py). Here the channel never tells."""
+    a = start_node(redis_server.url)
+    people(a, "alice")
+    alice = Session(a, "alice")
+    link = Link(redis_server.url)
+    link.publish = lambda *args: None  # type: ignore[method-assign]  # the news: not said
+    elsewhere = RedisAccounts(link, Box(load_or_create_key(a.key_file)[0], load_cipher()), 10)
+    assert elsewhere.register("newcomer", PASSWORD)
+    ok(alice.ask({"type": "room_create", "id": 1, "room": "#club", "invite_only": True}))
+    ok(alice.ask({"type": "invite", "id": 2, "room": "#club", "user": "newcomer"}))
+    err(alice.ask({"type": "invite", "id": 3, "room": "#club", "user": "nobody"}), "no_such_user")
+    newcomer = Session(a, "newcomer")
+    assert newcomer.rooms is not None
+    assert [i["room"] for i in newcomer.rooms["invites"]] == ["#club"], newcomer.rooms
+    ok(newcomer.ask({"type": "join", "id": 1, "room": "#club"}))
 
 
 def test_the_owner_leaving_hands_over_and_the_last_one_leaving_frees_the_name(

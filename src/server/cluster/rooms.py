@@ -45,6 +45,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -53,6 +54,7 @@ import redis
 from msgspec import Meta
 from redis.exceptions import TryAgainError
 
+from chat.server.accounts.users_file import StoreError
 from chat.server.cluster import bus, crossing, keys
 from chat.server.cluster.box import Box
 from chat.server.cluster.broker import RedisBroker
@@ -133,8 +135,18 @@ class _Posted:
 
 
 class RedisRooms:
-    def __init__(self, link: Link, box: Box, node_id: str, broker: RedisBroker) -> None:
+    def __init__(
+        self,
+        link: Link,
+        box: Box,
+        node_id: str,
+        broker: RedisBroker,
+        confirm: Callable[[Sequence[str]], frozenset[str]] | None = None,
+    ) -> None:
+        """`confirm`: the accounts' `confirm` (accounts/seam.py), for an invite of a name
+        this node has not heard of (made a moment ago on another node)."""
         self._link = link
+        self._confirm = confirm
         self._box = box
         self.node_id = node_id
         self._broker = broker
@@ -284,8 +296,16 @@ class RedisRooms:
         key = state.room_key(folded)
         room_log = self._logs[keys.room_channel(state.room_blind(folded))]
         users = [job.name]
+        registered = job.registered
         if isinstance(request, RoomInvite):
             users.append(request.user)  # its invites are counted
+            if not registered and self._confirm is not None:
+                # This node has not heard of the name: Redis decides (an account made a
+                # moment ago on another node is invited, not answered `no_such_user`).
+                try:
+                    registered = request.user in self._confirm([request.user])
+                except StoreError as exc:  # Redis away: answered as any request then
+                    raise redis.ConnectionError(str(exc)) from None
         client = self._link.client
         runs = 0
         while runs < ATTEMPTS:
@@ -296,7 +316,7 @@ class RedisRooms:
                     opened = state.open_room(key, pipe.get(key))
                     version, room = (opened[0], opened[1]) if opened is not None else (0, None)
                     book = feed.scratch(folded, room, users)
-                    change = run_rule(book, job.name, request, job.registered, time.time())
+                    change = run_rule(book, job.name, request, registered, time.time())
                     gone = isinstance(request, AccountGone) and change.room is not None
                     if not change.events and not gone:  # nothing happens (joins again): ok
                         self._link.works()
