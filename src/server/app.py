@@ -105,9 +105,9 @@ class Engines:
     #: A cluster's thread for asking Redis what a send needs and this node has not heard
     #: of yet (core/lookups.py; one of `parts`). None: alone, memory is the whole truth.
     lookups: Lookups | None = None
-    #: A cluster's failed-login turns shared by its nodes (cluster/turns.py), made for the
-    #: throttle's `--login-delay`. None: alone, the throttle's own turns are every turn.
-    turns: Callable[[float], SharedTurns] | None = None
+    #: A cluster's failed-login turns shared by its nodes (cluster/turns.py). None: alone,
+    #: the throttle's own turns are every turn.
+    turns: SharedTurns | None = None
 
 
 @dataclass
@@ -139,9 +139,11 @@ def build_core(
     ticks = Ticks(table, inbox)
     hasher = HashExecutor(config.hash_threads, config.hash_queue)
     deadlines = Deadlines()
-    shared = engines.turns(config.login_delay) if engines.turns is not None else None
     throttle = LoginThrottle(
-        cap=config.login_delay, runner=hasher, patience=config.auth_timeout / 2, shared=shared
+        cap=config.login_delay,
+        runner=hasher,
+        patience=config.auth_timeout / 2,
+        shared=engines.turns,
     )
     ends = Ends(hub, inbox)
     fanout = Fanout(
@@ -640,6 +642,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
             backend = RedisMessageStore(link, box, config.history_days * 86400)
             store = StoreService(backend, config.offline_max, ids=ids)
         moderation = ClusterModeration(link, box, node_id, accounts.forgot)
+        turns = RedisTurns(link, box, cap=config.login_delay)
         presence = RedisPresence(
             link,
             box,
@@ -647,6 +650,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
             control={
                 keys.ACCOUNTS: lambda data: accounts.learned(data.decode()),
                 keys.CONTROL: moderation.heard,
+                keys.TURNS: turns.heard,
             },
             on_resync=[accounts.reload],
         )
@@ -681,7 +685,7 @@ def open_cluster(config: ServerConfig, tls: ssl.SSLContext | None, cipher: Ciphe
         rooms=rooms,
         key=key,
         lookups=lookups,
-        turns=lambda cap: RedisTurns(link, box, cap=cap),
+        turns=turns,
     )
     return Opened(Server(config, listeners, engines, control, metrics))
 

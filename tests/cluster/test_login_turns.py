@@ -18,8 +18,9 @@ from chat.server.accounts.hashing import HashExecutor
 from chat.server.accounts.throttle import LoginThrottle
 from chat.server.cluster import keys
 from chat.server.cluster.box import Box
+from chat.server.cluster.bus import Message, Subscriber
 from chat.server.cluster.link import Link
-from chat.server.cluster.turns import RedisTurns
+from chat.server.cluster.turns import GRACE, RedisTurns
 from chat.server.crypto.cipher import load_cipher
 from conftest import ServerProc
 from e2e.server_support import register
@@ -31,29 +32,59 @@ Start = Callable[..., ServerProc]
 KEY = bytes(range(32))
 
 
+def _evalsha_calls(redis_proc: AnyRedis) -> int:
+    total = 0
+    for client in redis_proc.node_clients():
+        stats = client.info("commandstats")
+        total += int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+    return total
+
+
+def _hear(subscriber: Subscriber, learner: RedisTurns) -> None:
+    """What the turns channel said by now, to `learner` (as a node's control subscriber)."""
+    deadline = time.monotonic() + 0.5
+    while (left := deadline - time.monotonic()) > 0:
+        for event in subscriber.poll(left):
+            if isinstance(event, Message):
+                learner.heard(event.data)
+
+
 def test_turns_are_shared_by_every_process_and_decay_and_forgive(redis_server: AnyRedis) -> None:
     """The seam itself, two processes' worth over one Redis: what one fails, the other
-    waits for; nothing of the name in Redis; nothing kept once forgiven."""
+    hears of and waits for; nothing of the name in Redis; nothing kept once forgiven."""
     box = Box(KEY, load_cipher())
     a = RedisTurns(Link(redis_server.url), box, free=2, base=STEP, cap=STEP, decay=30)
     b = RedisTurns(Link(redis_server.url), box, free=2, base=STEP, cap=STEP, decay=30)
-    assert a.take("victim") == 0 and b.take("victim") == 0  # no failure: no turn to take
-    for turns in (a, b, a):  # three failures, from both: past the two free ones
-        turns.failed("victim")
-    wait = b.take("victim")
-    assert 0 < wait <= STEP + 0.01, wait  # a's last failure holds the next slot
-    time.sleep(wait)
-    assert b.take("victim") == 0  # b takes the slot...
-    wait = a.take("victim")
-    assert STEP / 2 < wait <= STEP + 0.01, wait  # ...and a waits a step for the next
-    assert a.take("somebody-else") == 0  # another account has its own turns
-    client = redis_server.client()
-    key, _waiting = keys.login_turns(box.blind("user", "victim"))
-    assert 0 < client.ttl(key) <= 3 * 30 + 2  # gone once its failures have decayed
-    assert not any(b"victim" in blob for blob in at_rest(client))
-    b.forgive("victim", 3)  # the owner's good login: its own typos forgiven
-    assert not client.exists(key)
-    assert a.take("victim") == 0 and b.take("victim") == 0
+    subscriber = Subscriber(Link(redis_server.url), [keys.TURNS])
+    subscriber.open()
+    try:
+        before = _evalsha_calls(redis_server)
+        assert a.take("victim") == 0 and b.take("victim") == 0  # no failure: no turn to take
+        assert _evalsha_calls(redis_server) == before  # ...and no round trip for it
+        for turns in (a, a, a):  # three failures on a: past the two free ones
+            turns.failed("victim")
+        _hear(subscriber, b)  # b hears of them (the channel), as its node would
+        b.failed("victim")  # one more, from b: the next slot is a step away
+        wait = a.take("victim")  # a asks first: first in the line for the next slot
+        assert 0 < wait <= STEP + 0.01, wait
+        wait = b.take("victim")  # b's failure holds the next slot for both
+        assert 0 < wait <= STEP + 0.01, wait
+        time.sleep(wait)
+        kept = b.take("victim")  # the slot is free, but kept a moment for a, who asked first
+        assert 0 < kept <= GRACE + 0.01, kept
+        assert a.take("victim") == 0  # a takes it...
+        wait = b.take("victim")
+        assert STEP / 2 < wait <= STEP + 0.01, wait  # ...and b waits a step, first in line now
+        assert a.take("somebody-else") == 0  # another account has its own turns
+        client = redis_server.client()
+        key, _waiting = keys.login_turns(box.blind("user", "victim"))
+        assert 0 < client.ttl(key) <= 4 * 30 + 3  # gone once its 4 failures have decayed
+        assert not any(b"victim" in blob for blob in at_rest(client))
+        b.forgive("victim", 4)  # a good login that forgives them all
+        assert not client.exists(key)
+        assert a.take("victim") == 0 and b.take("victim") == 0
+    finally:
+        subscriber.close()
 
 
 def test_guessers_on_two_nodes_get_one_check_per_step_for_the_whole_cluster(

@@ -27,6 +27,7 @@ touches lives in one slot of a Redis Cluster (docs/cluster.md, "Redis Cluster"):
     chat:{g}:presence       channel  a node's user came or went (sealed)
     chat:{g}:accounts       channel  a new account's blind name
     chat:{g}:gone           channel  a node was reaped (its id)
+    chat:{g}:turns          channel  an account's login failed: its blind and score (turns.py)
     chat:{g}:control        log      an operator's kick, ban, delete or password reset,
                                      for every node to act on (sealed; moderation.py)
     chat:{n:<node>}:inbox   log      messages for one node's users (sealed; broker.py)
@@ -67,6 +68,7 @@ PRESENCE = GLOBAL + "presence"
 ACCOUNTS = GLOBAL + "accounts"
 GONE = GLOBAL + "gone"
 CONTROL = GLOBAL + "control"
+TURNS = GLOBAL + "turns"
 ROOMS = GLOBAL + "rooms"
 
 #: Shards of the rooms: a fixed number, part of the key layout (changing it moves every

@@ -11,13 +11,20 @@ the nodes' clocks need not agree. Each node still decides which of its waiting a
 goes at its turn (the owner first): that needs no other node.
 
 One small hash per account that failed lately (`keys.login_turns`, under the name's
-blind index: no name in Redis), gone once its failures have decayed; one script, one
-round trip per check, and none past it for a node whose checks pass.
+blind index: no name in Redis), gone once its failures have decayed. A failure is also
+said on a channel (`keys.TURNS`: the blind and the account's score), so every node knows
+which accounts have failures anywhere: only their checks ask Redis for a turn (a script,
+one round trip on the hash thread); a login to an account with none costs nothing here.
+A failure on another node is heard a moment later (a pub/sub hop): what a guesser gets
+in that moment is within the account's free failures.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
+import time
+from collections.abc import Callable
 
 import redis
 
@@ -29,6 +36,8 @@ from chat.server.cluster.link import Link
 #: an account's turns in the order they asked (the owner's node is not beaten to every
 #: slot by a guesser's), and a node whose attempt went away holds none longer than this.
 GRACE = 0.1
+#: Accounts a node remembers as having failures somewhere (the oldest forgotten first).
+_HOT_KEPT = 100_000
 
 # KEYS[1]: the account's turns, KEYS[2]: the nodes waiting for one (ZSET node -> when it
 # first asked). ARGV: op ("take", "fail" or "forgive"), free, base, cap, decay, amount
@@ -80,6 +89,9 @@ if op == 'take' then
 elseif op == 'fail' then
   score = score + 1
   ready = math.max(ready, now + penalty(score))
+  redis.call('HSET', KEYS[1], 's', tostring(score), 't', tostring(now), 'r', tostring(ready))
+  redis.call('EXPIRE', KEYS[1], math.ceil(score * decay + cap) + 2)
+  return tostring(score)
 else
   score = math.max(0, score - amount)
   if score <= 0.000000001 then  -- within the free failures, the slot does not matter
@@ -95,7 +107,8 @@ return '0'
 
 class RedisTurns:
     """`SharedTurns` over Redis. The defaults are the throttle's (docs/operations.md);
-    `cap` is `--login-delay`, as the throttle's."""
+    `cap` is `--login-delay`, as the throttle's. `heard` takes what the turns channel
+    says (cluster/presence.py subscribes to it for the node)."""
 
     def __init__(
         self,
@@ -105,26 +118,70 @@ class RedisTurns:
         base: float = 0.25,
         cap: float = 2.0,
         decay: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if free < 0 or base < 0 or cap < 0 or decay <= 0:
             raise ValueError("free, base, cap >= 0; decay > 0")
         self._link = link
         self._box = box
         self._args = (free, base, cap, decay)
+        self._clock = clock
         self._node = secrets.token_hex(8)  # this process, in the accounts' waiting lines
         self._script = link.script(_TURN)
+        self._lock = threading.Lock()
+        #: blind -> clock() until which the account may have failures past its free ones
+        #: somewhere in the cluster (its checks ask Redis for their turn till then).
+        self._hot: dict[str, float] = {}
 
     def take(self, account: str) -> float:
-        return float(self._run("take", account))
+        blind = self._box.blind("user", account)
+        if not self._is_hot(blind):
+            return 0.0  # no failures anywhere lately: no turn to take
+        return float(self._run("take", blind))
 
     def failed(self, account: str) -> None:
-        self._run("fail", account)
+        blind = self._box.blind("user", account)
+        score = float(self._run("fail", blind))
+        self._heat(blind, score)
+        try:
+            self._link.publish(self._link.client, keys.TURNS, f"{blind} {score:.3f}")
+        except redis.RedisError as exc:  # the others hear of the next one
+            self._link.failed(exc)
 
     def forgive(self, account: str, amount: float) -> None:
-        self._run("forgive", account, amount)
+        blind = self._box.blind("user", account)
+        if self._is_hot(blind):
+            self._run("forgive", blind, amount)
 
-    def _run(self, op: str, account: str, amount: float = 0.0) -> bytes:
-        turns, waiting = keys.login_turns(self._box.blind("user", account))
+    def heard(self, data: bytes) -> None:
+        """Another node's failure: `<blind> <score>` (anything else is ignored)."""
+        try:
+            blind, score = data.decode("ascii").split(" ")
+            self._heat(blind, float(score))
+        except ValueError:
+            return
+
+    def _heat(self, blind: str, score: float) -> None:
+        """Hot while the account's failures may be past its free ones: the time they take
+        to decay back (one per `decay` seconds), and a wait more."""
+        free, _base, cap, decay = self._args
+        until = self._clock() + max(0.0, score - free) * decay + cap + 1.0
+        with self._lock:
+            if until > self._hot.get(blind, 0.0):
+                self._hot[blind] = until
+            if len(self._hot) > _HOT_KEPT:  # the expired go; a flood of names costs this
+                now = self._clock()
+                self._hot = {b: t for b, t in self._hot.items() if t > now}
+                while len(self._hot) > _HOT_KEPT:
+                    self._hot.pop(next(iter(self._hot)))
+
+    def _is_hot(self, blind: str) -> bool:
+        with self._lock:
+            until = self._hot.get(blind)
+        return until is not None and until > self._clock()
+
+    def _run(self, op: str, blind: str, amount: float = 0.0) -> bytes:
+        turns, waiting = keys.login_turns(blind)
         if not self._link.reachable(turns):  # known away: no wait for a timeout (twice)
             raise redis.ConnectionError("redis is away")
         free, base, cap, decay = self._args
