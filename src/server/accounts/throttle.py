@@ -52,6 +52,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from chat.server.accounts.users_file import StoreError
+
 __all__ = ["HASH_QUEUE_FULL", "Check", "LoginThrottle", "Runner", "SharedTurns"]
 
 log = logging.getLogger("chat.server.throttle")
@@ -82,8 +84,8 @@ class SharedTurns(Protocol):
     def take(self, account: str) -> float:
         """0: the account may be checked now (past its free failures, its next slot across
         every process moves one wait on); else the seconds until that slot, nothing taken.
-        Raises when the storage does not answer (the throttle then lets the check go: it
-        meets the same storage for the account, and fails there)."""
+        StoreError when the storage does not answer (the throttle then lets the check go:
+        it meets the same storage for the account, and fails there)."""
         ...
 
     def failed(self, account: str) -> None:
@@ -241,8 +243,10 @@ class LoginThrottle:
         """The cluster's share of a result: a storage that does not answer costs only that."""
         try:
             fn(*args)
-        except Exception as exc:
-            log.warning("the cluster's login turns did not answer: %s", exc)
+        except StoreError as exc:  # Redis away: the link said so once
+            log.debug("the cluster's login turns did not answer: %s", exc)
+        except Exception:
+            log.exception("telling the cluster's login turns failed")
 
     # ---- introspection (logs, tests) ---------------------------------------
     def delay(self, account: str, addr: str) -> float:
@@ -328,8 +332,11 @@ class LoginThrottle:
             if shared is not None:
                 try:
                     wait = shared.take(account)
-                except Exception as exc:  # the storage is away: the check meets it too
-                    log.warning("the cluster's login turns did not answer: %s", exc)
+                except StoreError as exc:  # Redis away (said once): the check meets it too
+                    log.debug("the cluster's login turns did not answer: %s", exc)
+                    wait = 0.0
+                except Exception:  # a bug: said; the check goes on as without the turns
+                    log.exception("taking the cluster's login turn of %s failed", account)
                     wait = 0.0
                 if wait > 0:
                     self._wait_shared(account, attempt, wait)

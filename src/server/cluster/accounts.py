@@ -274,6 +274,8 @@ class RedisAccounts:
         blinds = [self._box.blind("user", name) for name in names]
         if not blinds:
             return frozenset()
+        if not self._link.reachable(USERS):  # known away: no wait for a timeout per ask
+            raise StoreError("cluster accounts: redis is away")
         sealed = self._call(lambda c: c.hmget(USERS, blinds))
         found = set()
         for name, blind, value in zip(names, blinds, sealed, strict=True):

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import redis
 
+from chat.server.accounts.users_file import StoreError
 from chat.server.cluster import keys
 from chat.server.cluster.box import Box
 from chat.server.cluster.link import Link
@@ -183,13 +184,13 @@ class RedisTurns:
     def _run(self, op: str, blind: str, amount: float = 0.0) -> bytes:
         turns, waiting = keys.login_turns(blind)
         if not self._link.reachable(turns):  # known away: no wait for a timeout (twice)
-            raise redis.ConnectionError("redis is away")
+            raise StoreError("cluster login turns: redis is away")
         free, base, cap, decay = self._args
         args = [op, free, base, cap, decay, amount, self._node, GRACE]
         try:
             result = self._script(keys=[turns, waiting], args=args)
         except redis.RedisError as exc:
             self._link.failed(exc)
-            raise
+            raise StoreError(f"cluster login turns: redis did not answer ({exc})") from None
         self._link.works()
         return bytes(result)

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 
 from chat.server.accounts.seam import Accounts
+from chat.server.accounts.users_file import StoreError
 from chat.server.core import native, route
 from chat.server.core.broker import Broker, RoomBroker
 from chat.server.core.deadlines import Deadlines
@@ -411,10 +412,11 @@ class Fanout:
         def job() -> None:
             try:
                 found = accounts.confirm(unknown)
-            except Exception as exc:  # StoreError, or a bug: answered as the memory says
-                log.warning(
-                    "looking up %d recipients in the accounts failed: %s", len(unknown), exc
-                )
+            except StoreError as exc:  # Redis away (the link said so once): as memory says
+                log.debug("looking up %d recipients failed: %s", len(unknown), exc)
+                found = _NOBODY
+            except Exception:  # a bug: logged; the send is answered as the memory says
+                log.exception("looking up %d recipients failed", len(unknown))
                 found = _NOBODY
             lookup.answer(found)
 
