@@ -14,8 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
+
 from chat.server.accounts.hashing import HashExecutor
 from chat.server.accounts.throttle import LoginThrottle
+from chat.server.accounts.users_file import StoreError
 from chat.server.cluster import keys
 from chat.server.cluster.box import Box
 from chat.server.cluster.bus import Message, Subscriber
@@ -135,3 +138,28 @@ def test_turns_that_do_not_answer_let_the_check_go_and_cost_nothing_else() -> No
         throttle.success("victim", "127.0.0.9")
     finally:
         runner.stop()
+
+
+def test_only_accounts_said_to_have_failures_ask_redis_and_they_cool_down() -> None:
+    """What the turns channel says decides which logins ask Redis (here a Redis that is
+    not there: asking it is a StoreError, not asking is a 0); a message out of its bounds
+    is ignored; an account cools down once its failures would have decayed."""
+    now = [1000.0]
+    box = Box(KEY, load_cipher())
+    nobody_there = f"redis://127.0.0.1:{free_port()}/0"
+    turns = RedisTurns(Link(nobody_there), box, free=5, cap=2.0, decay=30, clock=lambda: now[0])
+    assert turns.take("victim") == 0  # nothing said: no round trip
+    blind = box.blind("user", "victim")
+    for bad in (b"nonsense", f"{blind} nan".encode(), f"{blind} -1".encode(),
+                f"{blind} 1e12".encode(), f"{blind[:-2]} 9".encode(), b"\xff\xfe 9"):  # fmt: skip
+        turns.heard(bad)
+        assert turns.take("victim") == 0, bad
+    turns.heard(f"{blind} 7.000".encode())  # two past the free five
+    with pytest.raises(StoreError):
+        turns.take("victim")  # hot: Redis is asked (and is not there)
+    assert turns.take("someone-else") == 0
+    now[0] += 2 * 30 + 2.0 + 1.0 - 0.01  # the failures past the free ones decayed, a wait more
+    with pytest.raises(StoreError):
+        turns.take("victim")
+    now[0] += 0.02
+    assert turns.take("victim") == 0  # cooled down: forgotten

@@ -24,13 +24,14 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 import redis
 
 from chat.server.accounts.users_file import StoreError
 from chat.server.cluster import keys
-from chat.server.cluster.box import Box
+from chat.server.cluster.box import INDEX_BYTES, Box
 from chat.server.cluster.link import Link
 
 #: Seconds a free slot is kept for the node that has waited longest for one: nodes take
@@ -39,6 +40,8 @@ from chat.server.cluster.link import Link
 GRACE = 0.1
 #: Accounts a node remembers as having failures somewhere (the oldest forgotten first).
 _HOT_KEPT = 100_000
+#: The most failures a channel message may say (more is no account's real score).
+_SCORE_MAX = 1e6
 
 # KEYS[1]: the account's turns, KEYS[2]: the nodes waiting for one (ZSET node -> when it
 # first asked). ARGV: op ("take", "fail" or "forgive"), free, base, cap, decay, amount
@@ -132,7 +135,7 @@ class RedisTurns:
         self._lock = threading.Lock()
         #: blind -> clock() until which the account may have failures past its free ones
         #: somewhere in the cluster (its checks ask Redis for their turn till then).
-        self._hot: dict[str, float] = {}
+        self._hot: OrderedDict[str, float] = OrderedDict()  # the latest heated last
 
     def take(self, account: str) -> float:
         blind = self._box.blind("user", account)
@@ -157,10 +160,12 @@ class RedisTurns:
     def heard(self, data: bytes) -> None:
         """Another node's failure: `<blind> <score>` (anything else is ignored)."""
         try:
-            blind, score = data.decode("ascii").split(" ")
-            self._heat(blind, float(score))
+            blind, text = data.decode("ascii").split(" ")
+            score = float(text)
         except ValueError:
             return
+        if len(blind) == 2 * INDEX_BYTES and 0 <= score <= _SCORE_MAX:  # nan fails too
+            self._heat(blind, score)
 
     def _heat(self, blind: str, score: float) -> None:
         """Hot while the account's failures may be past its free ones: the time they take
@@ -170,16 +175,18 @@ class RedisTurns:
         with self._lock:
             if until > self._hot.get(blind, 0.0):
                 self._hot[blind] = until
-            if len(self._hot) > _HOT_KEPT:  # the expired go; a flood of names costs this
-                now = self._clock()
-                self._hot = {b: t for b, t in self._hot.items() if t > now}
-                while len(self._hot) > _HOT_KEPT:
-                    self._hot.pop(next(iter(self._hot)))
+                self._hot.move_to_end(blind)
+            while len(self._hot) > _HOT_KEPT:  # a flood of names: the least recent go
+                self._hot.popitem(last=False)
 
     def _is_hot(self, blind: str) -> bool:
+        now = self._clock()
         with self._lock:
             until = self._hot.get(blind)
-        return until is not None and until > self._clock()
+            if until is not None and until <= now:
+                del self._hot[blind]  # cooled: forgotten
+                return False
+        return until is not None
 
     def _run(self, op: str, blind: str, amount: float = 0.0) -> bytes:
         turns, waiting = keys.login_turns(blind)
