@@ -129,6 +129,12 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
         return server
 
     yield start
+    stop_servers(started)
+
+
+def stop_servers(started: list[ServerProc]) -> None:
+    """A fixture's servers at its end: their clients closed, each stopped (killed if it
+    still runs: the test is over, nothing of its shutdown is being judged)."""
     for server in started:
         for c in server.clients:
             c.close()

@@ -36,7 +36,7 @@ import pytest
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from conftest import ServerProc, launch
+from conftest import ServerProc, launch, stop_servers
 
 REDIS = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -503,10 +503,7 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
         return node
 
     yield start
-    for node in started:
-        for c in node.clients:
-            c.close()
-        node.stop(signal.SIGKILL if node.proc.poll() is None else signal.SIGTERM)
+    stop_servers(started)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import stat
 import struct
@@ -36,7 +35,7 @@ from server_support import (
     send_msg,
 )
 
-from conftest import ServerProc, _wait_port
+from conftest import ServerProc, _wait_port, stop_servers
 from tls_peer import Peer
 from wire import WireClient, frame
 
@@ -185,10 +184,7 @@ def data_dir_server(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
         return server
 
     yield start
-    for server in started:
-        for c in server.clients:
-            c.close()
-        server.stop(signal.SIGKILL if server.proc.poll() is None else signal.SIGTERM)
+    stop_servers(started)
 
 
 def operator(*words: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

@@ -130,14 +130,23 @@ class _Turns:
     shared: float = 0.0  # clock() before which the cluster's turn is not ours (SharedTurns)
 
 
+#: An account's defaults (docs/operations.md): failures free of any wait, the first wait,
+#: the longest (`--login-delay`), seconds to forgive one failure. A cluster's shared turns
+#: (cluster/turns.py) count with the same.
+FREE = 5
+BASE = 0.25
+CAP = 2.0
+DECAY = 30.0
+
+
 class LoginThrottle:
     def __init__(
         self,
         clock: Callable[[], float] = time.monotonic,
-        free: int = 5,
-        base: float = 0.25,
-        cap: float = 2.0,
-        decay: float = 30.0,
+        free: int = FREE,
+        base: float = BASE,
+        cap: float = CAP,
+        decay: float = DECAY,
         *,
         addr_free: int = 20,
         max_keys: int = 100_000,

@@ -281,6 +281,8 @@ class RedisRooms:
             except redis.RedisError as exc:
                 self._link.failed(exc)
                 _answer(job.done, _trouble(job.request))
+            except StoreError:  # the accounts' lookup met Redis away (the link said so)
+                _answer(job.done, _trouble(job.request))
             except Exception:  # a bug: logged, answered, the thread goes on
                 log.exception("cluster: a room request failed")
                 error = RemoteProtocolError(Code.RATE_LIMITED, Trouble.INTERNAL, job.request.id)  # type: ignore[attr-defined]
@@ -302,10 +304,7 @@ class RedisRooms:
             if not registered and self._confirm is not None:
                 # This node has not heard of the name: Redis decides (an account made a
                 # moment ago on another node is invited, not answered `no_such_user`).
-                try:
-                    registered = request.user in self._confirm([request.user])
-                except StoreError as exc:  # Redis away: answered as any request then
-                    raise redis.ConnectionError(str(exc)) from None
+                registered = request.user in self._confirm([request.user])
         client = self._link.client
         runs = 0
         while runs < ATTEMPTS:

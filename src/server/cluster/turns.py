@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import redis
 
+from chat.server.accounts.throttle import BASE, CAP, DECAY, FREE
 from chat.server.accounts.users_file import StoreError
 from chat.server.cluster import keys
 from chat.server.cluster.box import INDEX_BYTES, Box
@@ -110,18 +111,18 @@ return '0'
 
 
 class RedisTurns:
-    """`SharedTurns` over Redis. The defaults are the throttle's (docs/operations.md);
-    `cap` is `--login-delay`, as the throttle's. `heard` takes what the turns channel
+    """`SharedTurns` over Redis, counting as the throttle does (its defaults; `cap` is
+    `--login-delay`, as the throttle's). `heard` takes what the turns channel
     says (cluster/presence.py subscribes to it for the node)."""
 
     def __init__(
         self,
         link: Link,
         box: Box,
-        free: int = 5,
-        base: float = 0.25,
-        cap: float = 2.0,
-        decay: float = 30.0,
+        free: int = FREE,
+        base: float = BASE,
+        cap: float = CAP,
+        decay: float = DECAY,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if free < 0 or base < 0 or cap < 0 or decay <= 0:
