@@ -37,6 +37,20 @@ def ticks(pid: int) -> dict[int, int]:
     return out
 
 
+def switches(pid: int) -> dict[int, int]:
+    """Context switches of each thread (voluntary and not): each is a hand-off of the core
+    and, for a Python thread, mostly of the GIL."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = dict(
+            line.split(":", 1) for line in (task / "status").read_text().splitlines() if ":" in line
+        )
+        out[int(task.name)] = int(fields["voluntary_ctxt_switches"]) + int(
+            fields["nonvoluntary_ctxt_switches"]
+        )
+    return out
+
+
 def names(pid: int) -> dict[int, str]:
     spy = Path(sys.executable).parent / "py-spy"
     dump = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True)
@@ -48,6 +62,7 @@ def main() -> int:
     ap.add_argument("setup", choices=("alone", "one-node", "two-nodes", "two-nodes-rc"))
     ap.add_argument("part", nargs="?", default="sat", choices=("sat", "pairs", "lat"))
     ap.add_argument("--exe", default=str(Path(sys.executable).parent / "chat-server"))
+    ap.add_argument("--spy", metavar="OUT", help="also py-spy the last node over the window (raw)")
     opts = ap.parse_args()
     cluster.STATE.mkdir(parents=True, exist_ok=True, mode=0o700)
     run.raise_nofile()
@@ -86,9 +101,22 @@ def main() -> int:
         driver.start()
         time.sleep(3.0)
         before = [ticks(p.pid) for p in procs]
+        before_sw = [switches(p.pid) for p in procs]
         started = time.monotonic()
-        time.sleep(8.0 if lat else 3.0)
+        window = 8.0 if lat else 3.0
+        if opts.spy:  # the sampler takes a share of the core: the figures below include it
+            spy = Path(sys.executable).parent / "py-spy"
+            subprocess.run(
+                [str(spy), "record", "--pid", str(procs[-1].pid), "--threads", "--nonblocking"]
+                + ["--duration", str(int(window)), "--rate", "500", "--format", "raw"]
+                + ["--output", opts.spy],
+                capture_output=True,
+                check=False,
+            )
+        else:
+            time.sleep(window)
         after = [ticks(p.pid) for p in procs]
+        after_sw = [switches(p.pid) for p in procs]
         seconds = time.monotonic() - started
         driver.join()
     finally:
@@ -99,14 +127,16 @@ def main() -> int:
             r.terminate()
     per_s = result["deliveries_per_s"] / {"sat": 99, "pairs": 1, "lat": 199}[opts.part]
     print(f"{opts.setup} {opts.part}: {per_s:.0f} messages/s")
-    total = 0.0
+    total = switched = 0.0
     for i, (b, a) in enumerate(zip(before, after, strict=True)):
         for used, tid in sorted(((a[t] - b.get(t, 0), t) for t in a), reverse=True):
             if used > 0:
                 us = used / 1e9 / seconds / per_s * 1e6
+                sw = (after_sw[i].get(tid, 0) - before_sw[i].get(tid, 0)) / seconds / per_s
                 total += us
-                print(f"  node {i} {named.get(tid, '?'):24} {us:6.2f} us per message")
-    print(f"  all threads {total:.2f} us per message")
+                switched += sw
+                print(f"  node {i} {named.get(tid, '?'):24} {us:6.2f} us {sw:6.3f} switches per message")
+    print(f"  all threads {total:.2f} us, {switched:.3f} switches per message")
     return 0
 
 

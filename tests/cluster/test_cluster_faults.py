@@ -93,3 +93,45 @@ def test_an_acknowledged_message_never_comes_again_on_another_node(
         again.login("bob", PASSWORD, register=False)
         assert request(again, {"type": "ping"}) == {"type": "pong"}, "offline messages again"
         again.close()
+
+
+def test_logins_while_redis_is_known_away_are_answered_at_once(
+    redis_server: AnyRedis, start_node: Start
+) -> None:
+    """A node that knows Redis is away answers a login at once (refused for now): before,
+    every login waited out the link's one-second timeout on a hash thread, so six logins on
+    the node's two hash threads (the cores) took three seconds, and a crowd took longer."""
+    a = start_node(redis_server.url, "--hash-threads", "2")
+    names = [f"early{i}" for i in range(6)]
+    for name in names:
+        register(a, name)
+    assert redis_server.proc is not None
+    redis_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        # The heartbeat meets the freeze within a beat and a timeout and says it once; in a
+        # Redis Cluster once per master, the next beat asking each (the accounts' is one).
+        masters = 3 if redis_server.kind == "redis-cluster" else 1
+        assert wait_until(lambda: a.log().count("went away") >= masters, timeout=15), a.log()
+        clients = [a.client() for _ in names]
+        started = time.monotonic()
+        for client, name in zip(clients, names, strict=True):
+            client.send({"type": "auth", "user": name, "password": PASSWORD})
+        answers = [next_frame(client, timeout=10) for client in clients]
+        took = time.monotonic() - started
+        # Said, and the connection ended (a login the server could not check: protocol
+        # v1 `bye` with the reason).
+        assert all(x["type"] == "bye" and "try again" in x["reason"] for x in answers), answers
+        assert took < 0.9, f"six logins answered in {took:.2f}s"
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+
+    # Back: the heartbeat hears Redis again, and a login works.
+    def logs_in() -> bool:
+        client = a.client()
+        try:
+            client.send({"type": "auth", "user": names[0], "password": PASSWORD})
+            return next_frame(client, timeout=5)["type"] == "auth_ok"
+        finally:
+            client.close()
+
+    assert wait_until(logs_in, timeout=20)

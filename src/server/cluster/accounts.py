@@ -274,8 +274,6 @@ class RedisAccounts:
         blinds = [self._box.blind("user", name) for name in names]
         if not blinds:
             return frozenset()
-        if not self._link.reachable(USERS):  # known away: no wait for a timeout per ask
-            raise StoreError("cluster accounts: redis is away")
         sealed = self._call(lambda c: c.hmget(USERS, blinds))
         found = set()
         for name, blind, value in zip(names, blinds, sealed, strict=True):
@@ -293,6 +291,7 @@ class RedisAccounts:
     # ---- slow: hash threads ----------------------------------------------------------
     def register(self, name: str, password: str) -> bool:
         blind = self._box.blind("user", name)
+        self._answering()
         if name in self:
             # Taken, as far as this node heard; but a delete on another node reaches it on
             # the control channel a moment later, and the name is free as soon as Redis
@@ -347,6 +346,7 @@ class RedisAccounts:
 
     def verify(self, name: str, password: str) -> bool:
         blind = self._box.blind("user", name)
+        self._answering()
         try:
             sealed = self._link.client.hget(USERS, blind)
         except redis.RedisError as exc:
@@ -462,8 +462,19 @@ class RedisAccounts:
         flag = "1" if banned else "0"
         return bool(self._call(lambda c: self._ban(keys=[USERS, BANNED], args=[blind, flag])))
 
+    def _answering(self) -> None:
+        """StoreError at once while Redis (the node of the accounts' slot) is known to be
+        away. Every account key shares one hash tag, so one node answers for all of them.
+        Without this, each login of an outage waited out the link's timeout on a hash
+        thread, and a handful of logins held every hash thread. The presence's heartbeat
+        asks Redis meanwhile and says when it is back (cluster/presence.py)."""
+        if not self._link.reachable(USERS):
+            raise StoreError("cluster accounts: redis is away")
+
     def _call(self, fn: Callable[[redis.Redis], Any]) -> Any:
-        """One Redis call; StoreError (one line) when Redis does not answer."""
+        """One Redis call; StoreError (one line) when Redis does not answer, or at once
+        when it is known away (`_answering`)."""
+        self._answering()
         try:
             result = fn(self._link.client)
         except redis.RedisError as exc:
