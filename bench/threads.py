@@ -106,10 +106,10 @@ def main() -> int:
         window = 8.0 if lat else 3.0
         if opts.spy:  # the sampler takes a share of the core: the figures below include it
             spy = Path(sys.executable).parent / "py-spy"
+            spy_args = ["record", "--pid", str(procs[-1].pid), "--threads", "--nonblocking"]
+            spy_args += ["--duration", str(int(window)), "--rate", "500", "--format", "raw"]
             subprocess.run(
-                [str(spy), "record", "--pid", str(procs[-1].pid), "--threads", "--nonblocking"]
-                + ["--duration", str(int(window)), "--rate", "500", "--format", "raw"]
-                + ["--output", opts.spy],
+                [str(spy), *spy_args, "--output", opts.spy],
                 capture_output=True,
                 check=False,
             )
@@ -135,7 +135,8 @@ def main() -> int:
                 sw = (after_sw[i].get(tid, 0) - before_sw[i].get(tid, 0)) / seconds / per_s
                 total += us
                 switched += sw
-                print(f"  node {i} {named.get(tid, '?'):24} {us:6.2f} us {sw:6.3f} switches per message")
+                name = named.get(tid, "?")
+                print(f"  node {i} {name:24} {us:6.2f} us {sw:6.3f} switches per message")
     print(f"  all threads {total:.2f} us, {switched:.3f} switches per message")
     return 0
 
