@@ -2,13 +2,17 @@
 """CPU per message of each thread of the nodes at saturation (bench/README.md, "Stop 26").
 
     python bench/threads.py alone|one-node|two-nodes|two-nodes-rc [sat|pairs|lat] [--exe PATH]
+                            [--spy OUT]
 
 Starts what bench/cluster.py starts for the setup (its redis-server, its users, the nodes
 pinned to core 1, the loadgen on core 0), runs its `sat` (or `pairs`) load for 6 s, or its
 `lat` load (100 msg/s to 199 others) for 12 s, and reads each thread's time on a CPU from
 /proc/<pid>/task/*/schedstat over 3 s (`lat`: 8 s) of it (py-spy names the threads at the
 start). Prints microseconds of CPU per message per thread: where a message's cost lies,
-which a profile of samples cannot say (it counts waiting too).
+which a profile of samples cannot say (it counts waiting too), and each thread's context
+switches per message (/proc/<pid>/task/*/status: each one a hand-off of the core, and of a
+GIL). `--spy OUT` also records the last node with py-spy over the window (raw stacks, one
+line per stack, the thread first; the sampler's CPU is then in the figures).
 """
 
 from __future__ import annotations
