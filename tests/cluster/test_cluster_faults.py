@@ -122,6 +122,9 @@ def test_logins_while_redis_is_known_away_are_answered_at_once(
         # v1 `bye` with the reason).
         assert all(x["type"] == "bye" and "try again" in x["reason"] for x in answers), answers
         assert took < 0.9, f"six logins answered in {took:.2f}s"
+        # The outage was said once, by the link: not again for every login of it.
+        told = [line for line in a.log().splitlines() if "of early" in line]
+        assert told == [], told
     finally:
         redis_server.proc.send_signal(signal.SIGCONT)
 

@@ -60,6 +60,12 @@ class StoreError(Exception):
     """The users file cannot be read, verified or written; one line."""
 
 
+class StoreAway(StoreError):
+    """The store is known to be away (a cluster's Redis), so nothing was asked: the outage
+    was said once where it was learned (cluster/link.py), and a caller that answers at once
+    need not say it again for every login of the outage."""
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One account. Only the scrypt output is kept, never the password."""

@@ -50,6 +50,7 @@ from chat.server.accounts.users_file import (
     SCRYPT_P,
     SCRYPT_R,
     Record,
+    StoreAway,
     StoreError,
     folded,
     matches,
@@ -469,7 +470,7 @@ class RedisAccounts:
         thread, and a handful of logins held every hash thread. The presence's heartbeat
         asks Redis meanwhile and says when it is back (cluster/presence.py)."""
         if not self._link.reachable(USERS):
-            raise StoreError("cluster accounts: redis is away")
+            raise StoreAway("cluster accounts: redis is away")
 
     def _call(self, fn: Callable[[redis.Redis], Any]) -> Any:
         """One Redis call; StoreError (one line) when Redis does not answer, or at once

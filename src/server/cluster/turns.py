@@ -30,7 +30,7 @@ from collections.abc import Callable
 import redis
 
 from chat.server.accounts.throttle import BASE, CAP, DECAY, FREE
-from chat.server.accounts.users_file import StoreError
+from chat.server.accounts.users_file import StoreAway, StoreError
 from chat.server.cluster import keys
 from chat.server.cluster.box import INDEX_BYTES, Box
 from chat.server.cluster.link import Link
@@ -192,7 +192,7 @@ class RedisTurns:
     def _run(self, op: str, blind: str, amount: float = 0.0) -> bytes:
         turns, waiting = keys.login_turns(blind)
         if not self._link.reachable(turns):  # known away: no wait for a timeout (twice)
-            raise StoreError("cluster login turns: redis is away")
+            raise StoreAway("cluster login turns: redis is away")
         free, base, cap, decay = self._args
         args = [op, free, base, cap, decay, amount, self._node, GRACE]
         try:

@@ -21,7 +21,7 @@ from typing import Protocol
 from chat.server.accounts.seam import Accounts
 from chat.server.accounts.throttle import HASH_QUEUE_FULL
 from chat.server.accounts.tokens import Tokens
-from chat.server.accounts.users_file import StoreError
+from chat.server.accounts.users_file import StoreAway, StoreError
 from chat.server.core import native
 from chat.server.core.ends import Ends
 from chat.server.core.hub import Hub
@@ -139,6 +139,9 @@ class Login:
                 if outcome is Outcome.OK and wants_token:
                     nonce = accounts.token_nonce(auth.user)
                     token = tokens.issue(auth.user, nonce) if nonce is not None else None
+            except StoreAway as exc:  # said once by the link: not again for every login
+                what = "registration" if auth.register else "login"
+                log.debug("%s of %s not checked: %s", what, auth.user, exc)
             except StoreError as exc:  # disk full, Redis away: say so, keep serving others
                 what = "registration" if auth.register else "login"
                 log.error("%s of %s failed: %s", what, auth.user, exc)
