@@ -464,10 +464,10 @@ class RedisAccounts:
         return bool(self._call(lambda c: self._ban(keys=[USERS, BANNED], args=[blind, flag])))
 
     def _answering(self) -> None:
-        """StoreError at once while Redis (the node of the accounts' slot) is known to be
-        away. Every account key shares one hash tag, so one node answers for all of them.
-        Without this, each login of an outage waited out the link's timeout on a hash
-        thread, and a handful of logins held every hash thread. The presence's heartbeat
+        """StoreAway (a StoreError) at once while Redis (the node of the accounts' slot) is
+        known to be away. Every account key shares one hash tag, so one node answers for all
+        of them. Without this, each login of an outage waited out the link's timeout on a
+        hash thread, and a handful of logins held every hash thread. The presence's heartbeat
         asks Redis meanwhile and says when it is back (cluster/presence.py)."""
         if not self._link.reachable(USERS):
             raise StoreAway("cluster accounts: redis is away")

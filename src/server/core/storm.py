@@ -28,9 +28,10 @@ class Storm:
     Why two: a storm whose logins pause for one window (the hash threads behind a busy
     machine for a moment) is still the same storm. Ended at the first quiet window, it
     began again a moment later, and every connection got the `threshold` changes told at
-    once before it was recognised, then the short windows of a young storm (a CI run saw
-    21 frames where the test allows 19). The price: a storm that really ended tells the
-    changes of one more window late, by at most `longest`."""
+    once before it was recognised, then the short windows of a young storm: the likely
+    cause of the 21 frames a loaded CI once counted where the test allows 19 (not seen
+    again). The price: a storm that really ended tells the changes of one more window
+    late, by at most `longest`."""
 
     __slots__ = (
         "_began",
