@@ -169,13 +169,16 @@ class RedisProc:
 
 @dataclass
 class RedisClusterProc:
-    """A Redis Cluster of three masters (no replicas) on loopback ports."""
+    """A Redis Cluster of three masters on loopback ports (with `replicas`, that many
+    replicas of each: `ports` then holds them too, and `redis-cli --cluster create` picks
+    which are masters)."""
 
     folder: Path
     ports: list[int]
     extra: tuple[str, ...] = ()
     password: str | None = None
     tls: tuple[str, str] | None = None  # (certificate, key): TLS only, the CA is the cert
+    replicas: int = 0
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False)
     kind = "redis-cluster"
 
@@ -284,9 +287,19 @@ class RedisClusterProc:
         if fresh:
             cli = [REDIS_CLI or "redis-cli", "--cluster", "create"]
             cli += [f"127.0.0.1:{p}" for p in self.ports]
-            cli += ["--cluster-replicas", "0", "--cluster-yes", *self._cli_auth()]
+            cli += ["--cluster-replicas", str(self.replicas), "--cluster-yes", *self._cli_auth()]
             subprocess.run(cli, check=True, capture_output=True, timeout=30)
         self.wait_ok()
+
+    def masters(self) -> list[int]:
+        """The ports of the masters now (a failover changes them)."""
+        out = []
+        for port in self.ports:
+            with contextlib.suppress(redis.RedisError):
+                role = self.node_client(port).execute_command("ROLE")
+                if role[0] in (b"master", "master"):
+                    out.append(port)
+        return out
 
     def restart_node(self, i: int) -> None:
         """Start master `i` again (after a kill): it rejoins with its slots, empty."""

@@ -295,6 +295,8 @@ class Link:
         except redis.RedisError as exc:
             self.failed(exc)
             return False
+        if nodes:
+            self._forget_former({node.name for node in nodes})
         every = bool(nodes)
         for node in nodes:
             try:
@@ -307,6 +309,21 @@ class Link:
         if every:
             self.works(_ANY)
         return every
+
+    def _forget_former(self, masters: set[str]) -> None:
+        """Nodes that failed and serve no slot now (a replica took their slots: a failover)
+        are no longer waited for. Without this the link stayed down for good after a
+        failover: `up` False, every room request refused, the node's health failing."""
+        with self._lock:
+            former = [name for name in self._down if name != _ANY and name not in masters]
+            for name in former:
+                del self._down[name]
+        for name in former:
+            log.warning(
+                "redis %s node %s serves no slot now (its replica took over?): not waited for",
+                self.shown,
+                name,
+            )
 
 
 def _own_refreshes(client: RedisCluster) -> Callable[[], None] | None:
