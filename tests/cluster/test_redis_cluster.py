@@ -12,10 +12,13 @@ its slots and kills its processes).
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -254,9 +257,10 @@ def test_a_master_failing_over_to_its_replica_loses_nothing_replicated_and_cross
 ) -> None:
     """Production clusters run a replica per master: a master's death is then a failover,
     its replica promoted with its slots (docs/cluster.md). The master killed serves node b's
-    inbox; what was replicated before (an offline user's queue there, b's inbox log) is
-    still there after, sends are answered within the deadline meanwhile, and messages cross
-    both ways again once the replica serves."""
+    inbox; what was replicated before (an offline user's queue, b's inbox log) is still
+    there after, sends are answered within the deadline meanwhile, and once the replica
+    serves, messages cross both ways, room requests are decided and a node's /healthz says
+    it serves (before the fix, the nodes waited for the dead master for good)."""
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server; CI does)")
     folder = tmp_path / "rc-replicas"
@@ -267,7 +271,7 @@ def test_a_master_failing_over_to_its_replica_loses_nothing_replicated_and_cross
     rc.start()
     try:
         assert wait_until(lambda: len(rc.masters()) == 3, timeout=20)
-        a, b = start_node(rc.url), start_node(rc.url)
+        a, b = start_node(rc.url, "--metrics", "127.0.0.1:0"), start_node(rc.url)
         register(b, "bob")
         register(b, "dave")
         alice = Session(a, "alice", register=True)
@@ -328,6 +332,18 @@ def test_a_master_failing_over_to_its_replica_loses_nothing_replicated_and_cross
         posted = alice.ask({"type": "send", "id": "rm", "to": "#after", "text": "in the room"})
         assert posted["type"] == "sent", posted
         bob.expect("msg", text="in the room")
+        # Node a's health, asked as a load balancer would: serving again.
+        found = re.search(r"metrics on (http://\S+)/metrics", a.log())
+        assert found, a.log()
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"{found.group(1)}/healthz", timeout=5) as answer:
+                    return bool(answer.status == 200)
+            except urllib.error.HTTPError:
+                return False
+
+        assert wait_until(healthy, timeout=10)
         # What was replicated before the kill is still there: dave's queued message.
         dave = Session(b, "dave")
         got = dave.expect("msg", text="kept for dave", timeout=10)
