@@ -252,15 +252,17 @@ def _served_without(rc: RedisClusterProc, dead: int) -> bool:
     return True
 
 
+@pytest.mark.parametrize("lost", ["inbox", "accounts"])
 def test_a_master_failing_over_to_its_replica_loses_nothing_replicated_and_crossing_goes_on(
-    tmp_path: Path, start_node: Start
+    tmp_path: Path, start_node: Start, lost: str
 ) -> None:
     """Production clusters run a replica per master: a master's death is then a failover,
     its replica promoted with its slots (docs/cluster.md). The master killed serves node b's
-    inbox; what was replicated before (an offline user's queue, b's inbox log) is still
-    there after, sends are answered within the deadline meanwhile, and once the replica
-    serves, messages cross both ways, room requests are decided and a node's /healthz says
-    it serves (before the fix, the nodes waited for the dead master for good)."""
+    inbox, or the global keys (accounts, heartbeats); what was replicated before (an offline
+    user's queue, b's inbox log, the accounts) is still there after, sends are answered
+    within the deadline meanwhile, and once the replica serves, messages cross both ways,
+    room requests are decided, a user logs in, and a node's /healthz says it serves (before
+    the fix, the nodes waited for the dead master for good)."""
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server; CI does)")
     folder = tmp_path / "rc-replicas"
@@ -290,7 +292,8 @@ def test_a_master_failing_over_to_its_replica_loses_nothing_replicated_and_cross
         assert queued["queued"] == ["dave"], queued
         assert wait_until(lambda: _replicated(rc), timeout=10)
 
-        victim = rc.owner_port(keys.node_inbox(node_with_users(rc, 1)))
+        key = keys.node_inbox(node_with_users(rc, 1)) if lost == "inbox" else keys.USERS
+        victim = rc.owner_port(key)
         assert victim in rc.masters()
         rc.procs[rc.ports.index(victim)].send_signal(signal.SIGKILL)
         rc.procs[rc.ports.index(victim)].wait(10)
