@@ -7,7 +7,10 @@ duplicates none and keeps each conversation's and the room's order; a master
 killed is reported as an outage of its keys (v1.1: `missing`, or `queued` where
 the queue still answers), no thread dies, and the node serves again once the
 master is back. A private Redis Cluster of three masters each (the test moves
-its slots and kills its processes).
+its slots and kills its processes). With a replica per master (six
+redis-servers), a master killed fails over to its replica: the nodes follow it,
+and a failover that lost the newest writes loses no message said delivered
+after it.
 """
 
 from __future__ import annotations
