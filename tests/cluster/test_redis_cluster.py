@@ -15,6 +15,7 @@ after it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import signal
@@ -22,7 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,21 @@ def test_a_reshard_during_traffic_loses_nothing_duplicates_nothing_and_keeps_ord
         assert "Traceback" not in node.log(), node.log()[-3000:]
 
 
+def crosses_again(sender: Session, receiver: Session, prefix: str) -> None:
+    """Messages from `sender` to `receiver` (on another node) are delivered again: sent until
+    one is (each node's view of the masters comes back on its own clock, and meanwhile an
+    honest `missing`), and that one arrives."""
+    tries: list[str] = []
+
+    def delivered() -> bool:
+        tries.append(f"{prefix}{len(tries)}")
+        asked = {"type": "send", "id": tries[-1], "to": [receiver.name], "text": tries[-1]}
+        return receiver.name in sender.ask(asked)["delivered"]
+
+    assert wait_until(delivered, timeout=30)
+    receiver.expect("msg", text=tries[-1], timeout=10)
+
+
 @only_cluster
 def test_a_lost_shard_is_missing_or_queued_no_thread_dies_and_the_node_recovers(
     start_redis: Callable[..., Any], start_node: Start
@@ -200,27 +216,11 @@ def test_a_lost_shard_is_missing_or_queued_no_thread_dies_and_the_node_recovers(
     finally:
         rc.restart_node(i)
     # The master is back (empty: no persistence): crossing works again, both ways, and a
-    # message said delivered arrives (node b's inbox starts again from number 1).
-    tries: list[str] = []
-
-    def back() -> bool:
-        tries.append(f"back{len(tries)}")
-        sent = alice.ask({"type": "send", "id": tries[-1], "to": ["bob"], "text": tries[-1]})
-        return "bob" in sent["delivered"]
-
-    assert wait_until(back, timeout=30)
-    bob.expect("msg", text=tries[-1], timeout=10)
-    # And from b: its own view of the masters comes back on its own clock (a master that
-    # timed out a subscription while the restarted one rejoined is `missing` until then).
-    from_b: list[str] = []
-
-    def back_from_b() -> bool:
-        from_b.append(f"from b {len(from_b)}")
-        sent = bob.ask({"type": "send", "id": from_b[-1], "to": ["alice"], "text": from_b[-1]})
-        return sent["delivered"] == ["alice"]
-
-    assert wait_until(back_from_b, timeout=30)
-    alice.expect("msg", text=from_b[-1])
+    # message said delivered arrives (node b's inbox starts again from number 1). From b
+    # too: a master that timed out b's subscription while the restarted one rejoined is
+    # away in b's view until b's heartbeat asks again.
+    crosses_again(alice, bob, "back")
+    crosses_again(bob, alice, "from b ")
     assert a.proc.poll() is None and b.proc.poll() is None
     for node in (a, b):
         text = node.log()
@@ -255,6 +255,43 @@ def _served_without(rc: RedisClusterProc, dead: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _replicas(tmp_path: Path, *extra: str) -> Iterator[RedisClusterProc]:
+    """A Redis Cluster of three masters with a replica each (six redis-servers), with a
+    shorter node timeout than the other tests' (a failover waits for it)."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; CI does)")
+    folder = tmp_path / "rc-replicas"
+    folder.mkdir()
+    ports = [free_cluster_port() for _ in range(6)]
+    rc = RedisClusterProc(folder, ports, ("--cluster-node-timeout", "1500", *extra), replicas=1)
+    rc.start()
+    try:
+        assert wait_until(lambda: len(rc.masters()) == 3, timeout=20)
+        yield rc
+    finally:
+        rc.stop(signal.SIGKILL)
+
+
+def _two_nodes(
+    rc: RedisClusterProc, start_node: Start, *a_args: str
+) -> tuple[ServerProc, ServerProc, Session, Session]:
+    """Nodes a (alice and carol) and b (bob), a message crossing from a to b."""
+    a, b = start_node(rc.url, *a_args), start_node(rc.url)
+    register(b, "bob")
+    alice = Session(a, "alice", register=True)
+    Session(a, "carol", register=True)  # two on a, one on b: `node_with_users` tells them
+    bob = Session(b, "bob")
+    assert wait_until(lambda: len(node_ids(rc)) == 2)
+    assert wait_until(
+        lambda: (
+            "bob" in alice.ask({"type": "send", "id": "w", "to": ["bob"], "text": "w"})["delivered"]
+        )
+    )
+    bob.expect("msg", text="w")
+    return a, b, alice, bob
+
+
 @pytest.mark.parametrize("lost", ["inbox", "accounts"])
 def test_a_master_failing_over_to_its_replica_loses_nothing_replicated_and_crossing_goes_on(
     tmp_path: Path, start_node: Start, lost: str
@@ -266,30 +303,9 @@ def test_a_master_failing_over_to_its_replica_loses_nothing_replicated_and_cross
     within the deadline meanwhile, and once the replica serves, messages cross both ways,
     room requests are decided, a user logs in, and a node's /healthz says it serves (before
     the fix, the nodes waited for the dead master for good)."""
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; CI does)")
-    folder = tmp_path / "rc-replicas"
-    folder.mkdir()
-    ports = [free_cluster_port() for _ in range(6)]
-    # A shorter node timeout than the other tests': the failover waits for it.
-    rc = RedisClusterProc(folder, ports, ("--cluster-node-timeout", "1500"), replicas=1)
-    rc.start()
-    try:
-        assert wait_until(lambda: len(rc.masters()) == 3, timeout=20)
-        a, b = start_node(rc.url, "--metrics", "127.0.0.1:0"), start_node(rc.url)
-        register(b, "bob")
+    with _replicas(tmp_path) as rc:
+        a, b, alice, bob = _two_nodes(rc, start_node, "--metrics", "127.0.0.1:0")
         register(b, "dave")
-        alice = Session(a, "alice", register=True)
-        Session(a, "carol", register=True)  # two on a, one on b: `node_with_users` tells them
-        bob = Session(b, "bob")
-        assert wait_until(lambda: len(node_ids(rc)) == 2)
-        assert wait_until(
-            lambda: (
-                "bob"
-                in alice.ask({"type": "send", "id": "w", "to": ["bob"], "text": "w"})["delivered"]
-            )
-        )
-        bob.expect("msg", text="w")
         # Dave is offline: his copy waits in his queue (a key of his, on some master).
         queued = alice.ask({"type": "send", "id": "q", "to": ["dave"], "text": "kept for dave"})
         assert queued["queued"] == ["dave"], queued
@@ -312,18 +328,8 @@ def test_a_master_failing_over_to_its_replica_loses_nothing_replicated_and_cross
         assert victim not in rc.masters()
 
         # The replica serves: crossing works again, both ways.
-        tries: list[str] = []
-
-        def back() -> bool:
-            tries.append(f"back{len(tries)}")
-            sent = alice.ask({"type": "send", "id": tries[-1], "to": ["bob"], "text": tries[-1]})
-            return "bob" in sent["delivered"]
-
-        assert wait_until(back, timeout=30)
-        bob.expect("msg", text=tries[-1], timeout=10)
-        answer = bob.ask({"type": "send", "id": "b2", "to": ["alice"], "text": "from b"})
-        assert answer["delivered"] == ["alice"], answer
-        alice.expect("msg", text="from b")
+        crosses_again(alice, bob, "back")
+        crosses_again(bob, alice, "from b ")
 
         # Room requests are decided in Redis again, on both nodes (each node's view of the
         # masters forgets the one that no longer serves any slot: before, it stayed "away"
@@ -358,8 +364,6 @@ def test_a_master_failing_over_to_its_replica_loses_nothing_replicated_and_cross
             assert node.proc.poll() is None
             text = node.log()
             assert "Traceback" not in text and "died" not in text, text[-3000:]
-    finally:
-        rc.stop(signal.SIGKILL)
 
 
 def test_a_failover_that_lost_the_newest_writes_loses_no_message_said_delivered_after_it(
@@ -370,29 +374,8 @@ def test_a_failover_that_lost_the_newest_writes_loses_no_message_said_delivered_
     taken live. The promoted replica numbers the next messages from where its copy ends,
     numbers b has seen: each must still reach b (a `sent` says `delivered`), not be taken
     for one b already had."""
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; CI does)")
-    folder = tmp_path / "rc-lag"
-    folder.mkdir()
-    ports = [free_cluster_port() for _ in range(6)]
-    extra = ("--cluster-node-timeout", "1500", "--enable-debug-command", "yes")
-    rc = RedisClusterProc(folder, ports, extra, replicas=1)
-    rc.start()
-    try:
-        assert wait_until(lambda: len(rc.masters()) == 3, timeout=20)
-        a, b = start_node(rc.url), start_node(rc.url)
-        register(b, "bob")
-        alice = Session(a, "alice", register=True)
-        Session(a, "carol", register=True)  # two on a, one on b: `node_with_users` tells them
-        bob = Session(b, "bob")
-        assert wait_until(lambda: len(node_ids(rc)) == 2)
-        assert wait_until(
-            lambda: (
-                "bob"
-                in alice.ask({"type": "send", "id": "w", "to": ["bob"], "text": "w"})["delivered"]
-            )
-        )
-        bob.expect("msg", text="w")
+    with _replicas(tmp_path, "--enable-debug-command", "yes") as rc:
+        _a, b, alice, bob = _two_nodes(rc, start_node)
         assert wait_until(lambda: _replicated(rc), timeout=10)
         victim = rc.owner_port(keys.node_inbox(node_with_users(rc, 1)))
         info = rc.node_client(victim).info("replication")
@@ -431,5 +414,3 @@ def test_a_failover_that_lost_the_newest_writes_loses_no_message_said_delivered_
         assert len(got) == len(set(got)), got  # and none twice
         # The case arose: node b's log had numbers its new master does not have.
         assert "went back from" in b.log(), b.log()[-3000:]
-    finally:
-        rc.stop(signal.SIGKILL)
