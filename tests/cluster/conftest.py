@@ -353,10 +353,14 @@ class RedisClusterProc:
         for port in (to_port, from_port, *self.ports):
             self.node_client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
 
-    def healthy(self) -> bool:
+    def healthy(self, without: int | None = None) -> bool:
+        """Every slot served, as every node sees it (`without`: but that node's port, a
+        master killed whose replica has taken its place)."""
         try:
-            for c in self.node_clients():
-                text = c.execute_command("CLUSTER", "INFO").decode()
+            for port in self.ports:
+                if port == without:
+                    continue
+                text = self.node_client(port).execute_command("CLUSTER", "INFO").decode()
                 info = dict(line.split(":", 1) for line in text.split() if ":" in line)
                 if info.get("cluster_state") != "ok" or int(info["cluster_slots_ok"]) != 16384:
                     return False
@@ -401,7 +405,7 @@ def _wait_for(make: Callable[[], redis.Redis]) -> None:
 AnyRedis = RedisProc | RedisClusterProc
 
 
-def _need_redis() -> None:
+def need_redis() -> None:
     if REDIS is None or REDIS_CLI is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server; CI does)")
 
@@ -429,7 +433,7 @@ def redis_of(
 ) -> Iterator[Callable[[str], AnyRedis]]:
     """`redis_of(kind)`: a fresh redis-server, or the session's Redis Cluster flushed; the
     same one for the rest of the test when asked again."""
-    _need_redis()
+    need_redis()
     started: list[RedisProc] = []
     got: dict[str, AnyRedis] = {}
 
@@ -466,7 +470,7 @@ def redis_of(
 @pytest.fixture
 def start_redis(tmp_path: Path, redis_kind: str) -> Iterator[Callable[..., AnyRedis]]:
     """Start a private Redis of the test's kind (with a password, TLS, ... when asked)."""
-    _need_redis()
+    need_redis()
     started: list[AnyRedis] = []
 
     def start(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import signal
 import threading
 import time
@@ -28,14 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from redis.crc import key_slot
 
 from chat.server.cluster import keys
 from conftest import ServerProc
 from e2e.server_support import register
 
-from .conftest import RedisClusterProc, free_cluster_port
+from .conftest import RedisClusterProc, free_cluster_port, need_redis
 from .test_cluster import wait_until
 from .v12 import Session, ok
 
@@ -239,28 +237,11 @@ def _replicated(rc: RedisClusterProc) -> bool:
     return True
 
 
-def _served_without(rc: RedisClusterProc, dead: int) -> bool:
-    """Every slot served again, as the living nodes see it (the dead master's replica has
-    taken its place)."""
-    for port in rc.ports:
-        if port == dead:
-            continue
-        try:
-            text = rc.node_client(port).execute_command("CLUSTER", "INFO").decode()
-        except redis.RedisError:
-            return False
-        info = dict(line.split(":", 1) for line in text.split() if ":" in line)
-        if info.get("cluster_state") != "ok" or int(info["cluster_slots_ok"]) != 16384:
-            return False
-    return True
-
-
 @contextlib.contextmanager
 def _replicas(tmp_path: Path, *extra: str) -> Iterator[RedisClusterProc]:
     """A Redis Cluster of three masters with a replica each (six redis-servers), with a
     shorter node timeout than the other tests' (a failover waits for it)."""
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; CI does)")
+    need_redis()  # as every Redis fixture here: CI installs it
     folder = tmp_path / "rc-replicas"
     folder.mkdir()
     ports = [free_cluster_port() for _ in range(6)]
@@ -317,7 +298,7 @@ def test_a_master_failing_over_to_its_replica_loses_nothing_replicated_and_cross
         rc.procs[rc.ports.index(victim)].send_signal(signal.SIGKILL)
         rc.procs[rc.ports.index(victim)].wait(10)
         started = time.monotonic()
-        while not _served_without(rc, victim):  # sends meanwhile: answered in time
+        while not rc.healthy(without=victim):  # sends meanwhile: answered in time
             sent_at = time.monotonic()
             n = f"f{int((sent_at - started) * 10)}"
             answer = alice.ask({"type": "send", "id": n, "to": ["bob"], "text": n}, timeout=5)
@@ -395,7 +376,7 @@ def test_a_failover_that_lost_the_newest_writes_loses_no_message_said_delivered_
         rc.procs[rc.ports.index(victim)].send_signal(signal.SIGKILL)
         rc.procs[rc.ports.index(victim)].wait(10)
         stall.join(10)
-        assert wait_until(lambda: _served_without(rc, victim), timeout=30)
+        assert wait_until(lambda: rc.healthy(without=victim), timeout=30)
         # After it (once the nodes know where the slots are): every message said delivered
         # arrives.
         said: list[str] = []
