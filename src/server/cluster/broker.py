@@ -107,6 +107,8 @@ class _Publish:
     #: An inbox item not sealed yet: packed with the others for its node into one sealed
     #: publish by the publisher thread (`_pack`).
     item: bool = False
+    #: What its `settle` asks with (`bus.Log.mark`), given when it goes into a pipeline.
+    mark: str = ""
 
 
 class _Together:
@@ -147,6 +149,7 @@ class _AllOf:
 class _Unsettled:
     log: bus.Log
     number: int
+    mark: str
     then: Callable[[bool], None]
     since: float = field(default_factory=time.monotonic)
 
@@ -346,7 +349,9 @@ class RedisBroker:
         what it refused sent again; so is what a moving slot redirected (not run either)."""
         pipe = self._link.client.pipeline(transaction=False)
         for job in group:
-            job.log.publish(pipe, job.payload)
+            if job.log.settles:
+                job.mark = job.log.mark()
+            job.log.publish(pipe, job.payload, job.mark)
         try:
             results = self._link.execute_once(pipe)
         except redis.RedisError as exc:
@@ -360,7 +365,8 @@ class RedisBroker:
         for i, result in enumerate(results):
             if isinstance(result, _NOT_RUN):  # again, alone: redis-py follows a redirection
                 try:
-                    results[i] = group[i].log.publish(self._link.client, group[i].payload)
+                    job = group[i]
+                    results[i] = job.log.publish(self._link.client, job.payload, job.mark)
                 except redis.RedisError as exc:
                     results[i] = exc
         if not any(isinstance(r, redis.ConnectionError | redis.TimeoutError) for r in results):
@@ -377,7 +383,7 @@ class RedisBroker:
         if took > 0 or not job.log.settles:
             _tell(job.then, True)
         else:  # nobody took it live: its node may be catching up (a slot moving)
-            self._unsettled.append(_Unsettled(job.log, number, job.then))
+            self._unsettled.append(_Unsettled(job.log, number, job.mark, job.then))
 
     def _settle(self) -> None:
         """Ask about the messages nobody took: taken by a catch-up since, or given up now
@@ -389,7 +395,7 @@ class RedisBroker:
         for node, group in bus.by_node(self._link, ask, _log_of):
             pipe = self._link.client.pipeline(transaction=False)
             for u in group:
-                u.log.settle(pipe, u.number, now - u.since >= SETTLE)
+                u.log.settle(pipe, u.number, u.mark, now - u.since >= SETTLE)
             try:
                 results = self._link.execute_once(pipe)
             except redis.RedisError as exc:

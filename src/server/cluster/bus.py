@@ -27,7 +27,9 @@ migrating (ASK). Two parts here make that loss impossible, or visible:
 A log can also tell its publisher whether a message nobody took live was taken
 later by a catch-up (`settle`): the publish script notes such a message, a
 catch-up marks it taken, and the publisher's last word gives it up (a catch-up
-then skips it). A node's inbox (one reader: its node) uses that, so a `sent`
+then skips it). The publisher asks with a mark of its own, kept beside the noted
+message: a failover that lost the message gives its number to the next one, which the
+number alone would answer for. A node's inbox (one reader: its node) uses that, so a `sent`
 says `delivered` only for what its node took, and `queued` for what it never
 will take, during a slot move as at any other time (cluster/broker.py).
 
@@ -40,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import select
 import threading
 import time
@@ -75,9 +78,10 @@ if not e then
 end
 """
 # KEYS: the log's stream, its state hash. ARGV: the payload, the channel, the stream's
-# length (approximate), "1" to note a message no subscriber took (`settle`). The number
-# and the epoch lead the published message ("<n>.<epoch> <payload>"); the stream keeps
-# the payload under the number.
+# length (approximate), "1" to note a message no subscriber took (`settle`), the
+# publisher's mark for this message (`settle` asks with it). The number and the epoch
+# lead the published message ("<n>.<epoch> <payload>"); the stream keeps the payload
+# under the number, and the mark beside a noted message's.
 _PUBLISH = (
     """
 local n = redis.call('HINCRBY', KEYS[2], 's', 1)
@@ -85,8 +89,12 @@ local n = redis.call('HINCRBY', KEYS[2], 's', 1)
     + _EPOCH
     + """
 local got = redis.call('{pub}', ARGV[2], n .. '.' .. e .. ' ' .. ARGV[1])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], n .. '-0', 'd', ARGV[1])
-if got == 0 and ARGV[4] == '1' then redis.call('HSET', KEYS[2], 'p' .. n, 1) end
+if got == 0 and ARGV[4] == '1' then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], n .. '-0', 'd', ARGV[1], 'm', ARGV[5])
+  redis.call('HSET', KEYS[2], 'p' .. n, 1)
+else
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], n .. '-0', 'd', ARGV[1])
+end
 return {n, got}
 """
 )
@@ -119,17 +127,24 @@ end
 return out
 """
 )
-# KEYS: state. ARGV: a number noted untaken, "1" for the publisher's last word.
-# 1: a catch-up took it; 0: given up (or the log is gone); -1: not yet. Asked twice, the
-# same answer.
+# KEYS: stream, state. ARGV: a number noted untaken, "1" for the publisher's last word,
+# the publisher's mark for it. 1: a catch-up took it; 0: given up, or lost (the log is
+# gone, or a failover lost it: the number is not there yet, or it is another message's,
+# whose mark is not this one); -1: not yet. Asked twice, the same answer.
 _SETTLE = """
-local now = tonumber(redis.call('HGET', KEYS[1], 's') or '0')
-if now < tonumber(ARGV[1]) then return 0 end
-if redis.call('HEXISTS', KEYS[1], 'v' .. ARGV[1]) == 1 then return 0 end
-if redis.call('HEXISTS', KEYS[1], 'p' .. ARGV[1]) == 0 then return 1 end
+local n = ARGV[1]
+local now = tonumber(redis.call('HGET', KEYS[2], 's') or '0')
+if now < tonumber(n) then return 0 end
+if redis.call('HEXISTS', KEYS[2], 'v' .. n) == 1 then return 0 end
+local row = redis.call('XRANGE', KEYS[1], n .. '-0', n .. '-0')
+if #row > 0 then
+  local f = row[1][2]
+  if f[3] ~= 'm' or f[4] ~= ARGV[3] then return 0 end
+end
+if redis.call('HEXISTS', KEYS[2], 'p' .. n) == 0 then return 1 end
 if ARGV[2] ~= '1' then return -1 end
-redis.call('HDEL', KEYS[1], 'p' .. ARGV[1])
-redis.call('HSET', KEYS[1], 'v' .. ARGV[1], 1)
+redis.call('HDEL', KEYS[2], 'p' .. n)
+redis.call('HSET', KEYS[2], 'v' .. n, 1)
 return 0
 """
 # KEYS: stream, state. Makes both exist (a slot that migrates answers TRYAGAIN to a script
@@ -164,14 +179,23 @@ class Log:
         self._catch_up = link.script(_CATCH_UP_SCRIPT)
         self._settle = link.script(_SETTLE)
         self._ensure = link.script(_ENSURE)
+        self._mark = secrets.token_hex(4)  # this process's, for its marks (`mark`)
+        self._marks = 0
 
-    def publish(self, target: Any, payload: bytes) -> Any:
+    def mark(self) -> str:
+        """A mark for the next message published here that its `settle` asks with: the
+        number alone cannot tell a message from the one a failover gave its number to."""
+        self._marks += 1
+        return f"{self._mark}{self._marks:x}"
+
+    def publish(self, target: Any, payload: bytes, mark: str = "") -> Any:
         """Number, keep and publish `payload` (through a client: [number, subscribers that
-        took it]; through a pipeline: queued)."""
+        took it]; through a pipeline: queued). `mark`: what `settle` asks with, kept only
+        beside a message noted untaken."""
         track = "1" if self.settles else "0"
         return self._publish(
             keys=[self.stream, self.state],
-            args=[payload, self.channel, self.length, track],
+            args=[payload, self.channel, self.length, track, mark],
             client=target,
         )
 
@@ -189,13 +213,18 @@ class Log:
             self.channel,
             self.length,
             "1" if self.settles else "0",
+            "",
         )
 
-    def settle(self, target: Any, number: int, final: bool) -> Any:
-        """Whether message `number`, which no subscriber took when published, was taken by a
-        catch-up since (1), is given up now (0: `final`, and no catch-up will take it), or
-        neither yet (-1)."""
-        return self._settle(keys=[self.state], args=[number, "1" if final else "0"], client=target)
+    def settle(self, target: Any, number: int, mark: str, final: bool) -> Any:
+        """Whether message `number` (published with `mark`), which no subscriber took when
+        published, was taken by a catch-up since (1), is given up now (0: `final`, and no
+        catch-up will take it) or lost, or neither yet (-1)."""
+        return self._settle(
+            keys=[self.stream, self.state],
+            args=[number, "1" if final else "0", mark],
+            client=target,
+        )
 
     def ensure(self, target: Any) -> Any:
         """[newest number, epoch], the log made to exist."""
