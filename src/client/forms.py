@@ -219,7 +219,22 @@ class FitsOrSaysSo:
     show_from_x: int
     show_from_y: int
     backdrop: Callable[[], None] | None = None
+    keypress_timeout: int | None
+    live: Callable[[], bool] | None = None
     LEAVE = "Escape: back"
+
+    def keep_live(self, live: Callable[[], bool]) -> None:
+        """`live`: the chat under the popup, kept going while it is open (applies what the
+        network brought and redraws the screen under the popup: True when it did), run
+        when no key came for a tenth of a second, as the chat's own idle hook is."""
+        self.live = live
+        self.keypress_timeout = 1
+
+    def while_waiting(self) -> None:
+        """A popup left open (the user away) does not freeze the chat: messages are drawn
+        under it, and the network's events applied, as they come."""
+        if self.live is not None and self.live():
+            self.display()  # type: ignore[attr-defined]
 
     def terminal_size(self) -> tuple[int, int]:
         rows, cols = self._max_physical()  # type: ignore[attr-defined]
@@ -247,11 +262,24 @@ class FitsOrSaysSo:
             self.backdrop()
 
 
-class _KeptKeysOk(UnicodeKeys, npyscreen.ActionPopup.OK_Button):
-    """A button that reads keys whole: a letter typed at it is ignored, never elsewhere."""
+class _KeptKeys(UnicodeKeys):
+    """A button that reads keys whole: a letter typed at it is ignored, never elsewhere; so
+    is Space (npyscreen presses a button with it), so that words typed on at a question
+    that came by itself (the `/join` that asks) cannot answer it halfway and leave the rest
+    of the line to be sent: only Enter presses it."""
+
+    handlers: dict[Any, Any]
+
+    def set_up_handlers(self) -> None:
+        super().set_up_handlers()  # type: ignore[misc]
+        self.handlers.pop(curses.ascii.SP, None)
 
 
-class _KeptKeysCancel(UnicodeKeys, npyscreen.ActionPopup.Cancel_Button):
+class _KeptKeysOk(_KeptKeys, npyscreen.ActionPopup.OK_Button):
+    pass
+
+
+class _KeptKeysCancel(_KeptKeys, npyscreen.ActionPopup.Cancel_Button):
     pass
 
 
@@ -771,6 +799,17 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
         self._maybe_login_again()
         self._maybe_ask()
 
+    def _live(self) -> bool:
+        """The chat under an open popup (its `live`): what `while_waiting` does but asking
+        nothing (a question waits until the popup closes) and drawing the whole screen,
+        the popup's caller redrawing it over. True when anything was drawn."""
+        if not self.parentApp.drain() and self.model.status_text() == self._status:
+            return False
+        self._relayout()
+        self.DISPLAY()
+        self._attention()
+        return True
+
     def adjust_widgets(self) -> None:
         self.parentApp.drain()
         self._relayout()
@@ -810,6 +849,7 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
             popup = RoomsPopup(
                 name="Rooms", rooms=rooms, backdrop=self.DISPLAY, lines=rows, columns=cols
             )
+            popup.keep_live(self._live)
             popup.edit()
             chosen = popup.choice()
             if chosen is not None:
@@ -859,6 +899,7 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
             lines=rows,
             columns=cols,
         )
+        popup.keep_live(self._live)
         popup.edit()
         if popup.result is not None:
             app.connect(popup.result)
@@ -881,6 +922,7 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
             lines=kind.rows_for(text, cols),
             columns=cols,
         )
+        popup.keep_live(self._live)
         popup.edit()
         return popup
 
@@ -902,6 +944,7 @@ class ChatForm(npyscreen.FormBaseNew, HasMenus):
             lines=PasswdPopup.ROWS,
             columns=cols,
         )
+        popup.keep_live(self._live)
         popup.edit()
         if popup.result is not None:
             app.change_password(popup.result)

@@ -100,3 +100,35 @@ def test_a_rooms_message_counts_in_its_buffer_and_a_mention_rings(server, tmux) 
     tmux.keys("M-2")
     screen = tmux.wait_for("[#dev] >", "bob: alice: can you watch it?")
     assert "#dev (" not in screen
+
+
+def test_what_is_typed_on_after_join_never_answers_the_question_nor_is_sent(server, tmux) -> None:
+    """The question comes with the server's answer, while the user may be typing on: the
+    next command's words (`/invite bob` and Enter) must not answer it with their space and
+    send the rest to everyone. Only Enter or Escape answer it; the line is dropped."""
+    bob = v12(server, "bob")
+    start_online(tmux, server, "alice", "--register", width=120)
+    run(tmux, "/join #dev")
+    tmux.wait_for("There is no room #dev. Create it", "Cancel      Create")
+    run(tmux, "/invite bob")  # Enter at the end: Cancel, which has the focus
+    tmux.wait_until(lambda s: "There is no room" not in s, "the question gone")
+    run(tmux, "the first line meant to be sent")
+    msg = bob.recv_type("msg")
+    assert msg["text"] == "the first line meant to be sent", msg
+    bob.send({"type": "room_list", "id": "l"})
+    assert bob.recv_type("room_list")["rooms"] == []
+
+
+def test_the_chat_behind_a_question_goes_on(server, tmux) -> None:
+    """A question left open (the user away) does not freeze the chat under it: what comes
+    meanwhile is drawn behind it, and the question stays until it is answered."""
+    bob = v12(server, "bob")
+    start_online(tmux, server, "alice", "--register", width=120)
+    run(tmux, "/join #dev")
+    tmux.wait_for("There is no room #dev. Create it")
+    bob.send({"type": "send", "id": 1, "to": "*", "text": "said while alice was asked"})
+    bob.recv_type("sent")
+    tmux.wait_for("bob: said while alice was asked", "There is no room #dev. Create it")
+    tmux.keys("Escape")
+    tmux.wait_until(lambda s: "There is no room" not in s, "the question gone")
+    assert "bob: said while alice was asked" in tmux.screen()
