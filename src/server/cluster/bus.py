@@ -516,6 +516,9 @@ class Subscriber:
                 for chans in slots.values():  # SSUBSCRIBE takes the channels of one slot
                     getattr(pubsub, kind)(*chans)
                 self._confirm(pubsub, name, set(wanted), kind)
+                if node is not None and not _is_master(self._link.node_client(node)):
+                    self._off_replica(name, pubsub, wanted, strict)
+                    continue
             except (MovedError, AskError) as exc:
                 if strict:
                     raise
@@ -580,6 +583,27 @@ class Subscriber:
         if channel in self._where:
             self._events.append(Again((channel,)))
 
+    def _off_replica(self, name: str, pubsub: Any, channels: list[str], strict: bool) -> None:
+        """Subscribed on a replica (the slot map was stale: a failover's former master, a
+        replica now): undone, and tried again with the map read again. Redis 7.0 takes
+        SSUBSCRIBE on a replica and passes its master's messages on to it, but the master's
+        SPUBLISH counts only its own subscribers: every message arrived while every
+        publisher was told nobody took it (`missing`, `queued`, then a second copy at the
+        next login), and nothing ever moved the subscription (no `sunsubscribe` comes)."""
+        if name in self._where.values():
+            for channel in channels:
+                for form in (channel, channel.encode()):
+                    pubsub.shard_channels.pop(form, None)
+            with contextlib.suppress(redis.RedisError, OSError):
+                pubsub.sunsubscribe(*channels)  # its answer is for channels not there: ignored
+        else:
+            self._drop(name)
+        if strict:
+            raise redis.ConnectionError(f"{name} is a replica now: the slot map was stale")
+        log.info("redis %s node %s is a replica now: subscribing again", self._link.shown, name)
+        self._detached.update(channels)
+        self._retry_at = time.monotonic() + RETRY
+
     def _moved(self, name: str, exc: AskError) -> None:
         """A subscription went to a node that no longer serves the slot: the slot's channels
         are subscribed again where it is."""
@@ -626,6 +650,16 @@ def by_node(
             name = "?"
         groups.setdefault(name, []).append(item)
     return list(groups.items())
+
+
+def _is_master(client: Any) -> bool:
+    """Whether this node of a Redis Cluster is a master, as it says itself (CLUSTER NODES,
+    allowed where ROLE and INFO, `@dangerous`, are not)."""
+    for line in _text(client.execute_command("CLUSTER", "NODES")).splitlines():
+        parts = line.split()
+        if len(parts) > 2 and "myself" in parts[2].split(","):
+            return "master" in parts[2].split(",")
+    return True  # no line for itself: the slot map is trusted, as before
 
 
 def _slot(link: Link, channel: str) -> int:
