@@ -62,6 +62,8 @@ _T = TypeVar("_T")
 
 #: Seconds between attempts to subscribe again a channel whose node is away.
 RETRY = 0.5
+#: Seconds between checks that each subscription is where the slot map says its slot is.
+FOLLOW = 1.0
 #: Operators' commands the control log keeps (cluster/moderation.py, presence.py).
 CONTROL_KEEPS = 100
 _CATCH_UP = 500  # stream entries read per call while catching up
@@ -387,6 +389,7 @@ class Subscriber:
         self._where: dict[str, str] = {}  # channel -> node name
         self._detached: set[str] = set()
         self._retry_at = 0.0
+        self._follow_at = 0.0
         self._events: list[Event] = []  # in the order they happened, until `poll` hands them
         # `wake` ends a `poll` at once (its owner is stopping): without it a node's stop
         # waited out each subscriber's poll, about a second apiece, one after the other.
@@ -432,6 +435,9 @@ class Subscriber:
     def poll(self, timeout: float) -> list[Event]:
         """What came within `timeout` seconds (returns as soon as anything came), in the
         order it came; a channel subscribed again comes as `Again` before its new messages."""
+        if self._link.cluster and time.monotonic() >= self._follow_at:
+            self._follow_at = time.monotonic() + FOLLOW
+            self._follow_map()
         if self._detached and time.monotonic() >= self._retry_at:
             self._reattach()
         self._drain()
@@ -582,6 +588,40 @@ class Subscriber:
         self._attach([channel])
         if channel in self._where:
             self._events.append(Again((channel,)))
+
+    def _follow_map(self) -> None:
+        """Channels subscribed on a node the slot map no longer names for their slot (the
+        heartbeat reads it again after a failure: `Link.check`) are subscribed again where
+        it does. A master frozen past the node timeout and thawed is its replica's replica:
+        the chaos soak saw a node's subscription stay there for good, no `sunsubscribe`
+        coming, every message said `missing` (`queued`) although it arrived."""
+        stray: dict[str, list[str]] = {}
+        for channel, name in self._where.items():
+            try:
+                serving = self._link.node_of(channel, _slot(self._link, channel)).name
+            except RedisClusterException:
+                continue
+            if serving != name:
+                stray.setdefault(name, []).append(channel)
+        for name, channels in stray.items():
+            for channel in channels:
+                del self._where[channel]
+            self._detached.update(channels)
+            pubsub = self._subs.get(name)
+            if pubsub is None:
+                continue
+            if name not in self._where.values():
+                self._drop(name)
+                continue
+            for channel in channels:
+                for form in (channel, channel.encode()):
+                    pubsub.shard_channels.pop(form, None)
+            try:  # its `sunsubscribe` comes back for channels no longer there: ignored
+                pubsub.sunsubscribe(*channels)
+            except (redis.RedisError, RedisClusterException, OSError) as exc:
+                self._lost(name, exc)
+        if stray:
+            self._retry_at = time.monotonic()
 
     def _off_replica(self, name: str, pubsub: Any, channels: list[str], strict: bool) -> None:
         """Subscribed on a replica (the slot map was stale: a failover's former master, a
