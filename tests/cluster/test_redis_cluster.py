@@ -27,9 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from redis.crc import key_slot
 
-from chat.server.cluster import keys
+from chat.server.cluster import bus, keys
+from chat.server.cluster.broker import INBOX_KEEPS
+from chat.server.cluster.link import Link
 from conftest import ServerProc
 from e2e.server_support import register
 
@@ -395,3 +398,94 @@ def test_a_failover_that_lost_the_newest_writes_loses_no_message_said_delivered_
         assert len(got) == len(set(got)), got  # and none twice
         # The case arose: node b's log had numbers its new master does not have.
         assert "went back from" in b.log(), b.log()[-3000:]
+
+
+def test_a_master_frozen_until_its_replica_took_over_leaves_no_subscription_on_it(
+    tmp_path: Path, start_node: Start
+) -> None:
+    """A master frozen (SIGSTOP) past the node timeout: its replica takes its slots, and when
+    it thaws it is a replica itself, its connections never broken (a kill breaks them).
+    The chaos soak (tests/soak, seed 1) found node b subscribed to its inbox on the thawed
+    master after this: every message taken live there while every sender was told
+    `missing` and `queued`, for good. Whether the node subscribes again with a stale slot
+    map is a race here (the deterministic test is the next one); this one checks the whole
+    path from outside: after the thaw, every message to b is `delivered`, once, in order."""
+    with _replicas(tmp_path) as rc:
+        _a, _b, alice, bob = _two_nodes(rc, start_node)
+        assert wait_until(lambda: _replicated(rc), timeout=10)
+        victim = rc.owner_port(keys.node_inbox(node_with_users(rc, 1)))
+        replica = int(rc.node_client(victim).info("replication")["slave0"]["port"])
+        proc = rc.procs[rc.ports.index(victim)]
+        proc.send_signal(signal.SIGSTOP)
+
+        def meanwhile(check: Callable[[], bool]) -> Callable[[], bool]:
+            # The users read (and ack their roster) while the test waits for Redis.
+            return lambda: (alice.pump(0.05), bob.pump(0.05), check())[-1]
+
+        def promoted() -> bool:  # asked of the replica: the frozen one would not answer
+            return bool(rc.node_client(replica).execute_command("ROLE")[0] == b"master")
+
+        try:  # frozen until its replica serves its slots
+            assert wait_until(meanwhile(promoted), timeout=30)
+            assert wait_until(meanwhile(lambda: rc.healthy(without=victim)), timeout=30)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        # A replica now, of its former replica.
+        assert wait_until(meanwhile(lambda: victim not in rc.masters()), timeout=20)
+        assert wait_until(meanwhile(rc.healthy), timeout=30)
+        crosses_again(alice, bob, "after ")
+        # And then every message: delivered (none `queued` while bob reads it live), once.
+        for n in range(10):
+            sent = alice.ask({"type": "send", "id": f"s{n}", "to": ["bob"], "text": f"s{n}"})
+            assert sent["delivered"] == ["bob"] and sent["queued"] == [], sent
+        bob.pump(1.0)
+        got = [m["text"] for m in bob.inbox if m["type"] == "msg" and m["text"][0] == "s"]
+        assert got == [f"s{n}" for n in range(10)], got
+
+
+def test_no_subscription_stays_on_a_replica_that_a_stale_slot_map_names(
+    tmp_path: Path,
+) -> None:
+    """A node subscribes with the slot map it has; after a failover that map can still name
+    the old master (a thawed master asked for the map before it heard it was demoted, or
+    no refresh yet). Redis 7.0 takes SSUBSCRIBE on a replica and passes its master's
+    messages on to it, but the master's SPUBLISH counts only its own subscribers: the
+    node got every message while every publisher was told nobody took it (`missing`,
+    `queued`, then each message a second time at the next login), for good. Found by the
+    chaos soak (tests/soak, seed 1: a master frozen 4.8 s, its replica took over). The
+    subscriber now asks the node it subscribed on whether it is a master (CLUSTER NODES);
+    a replica's subscription is undone (`open` fails, as for any node that cannot take it;
+    later, it is tried again with the map read again)."""
+    with _replicas(tmp_path) as rc:
+        link = Link(rc.url)  # its slot map, read now, is stale after the failover below
+        inbox = bus.Log(link, keys.node_inbox("n-demoted"), INBOX_KEEPS, settles=True)
+        inbox.ensure(link.client)
+        old = rc.owner_port(inbox.channel)
+        new = int(rc.node_client(old).info("replication")["slave0"]["port"])
+        assert wait_until(lambda: _replicated(rc), timeout=10)
+        rc.node_client(new).execute_command("CLUSTER", "FAILOVER")
+        assert wait_until(lambda: rc.owner_port(inbox.channel) == new, timeout=20)
+        assert wait_until(lambda: old not in rc.masters(), timeout=20)
+
+        def subscribers(port: int) -> int:
+            reply = rc.node_client(port).execute_command("PUBSUB", "SHARDNUMSUB", inbox.channel)
+            return int(reply[1])
+
+        sub = bus.Subscriber(link, [inbox.channel])
+        try:
+            # Asked to subscribe where the stale map says: the former master, a replica now,
+            # would take it (before: subscribed there, and every message "taken by nobody").
+            with pytest.raises(redis.ConnectionError, match="replica"):
+                sub.open()
+            assert subscribers(old) == 0, "a subscription left on the replica"
+            link.client.nodes_manager.initialize()  # the map read again, as a retry does
+            sub = bus.Subscriber(link, [inbox.channel])
+            sub.open()
+            assert subscribers(new) == 1
+            _number, took = inbox.publish(link.client, b"after", inbox.mark())
+            assert int(took) == 1, "the master's SPUBLISH reached nobody"
+            got = [e for _ in range(20) for e in sub.poll(0.1)]
+            assert any(isinstance(e, bus.Message) and e.data.endswith(b"after") for e in got), got
+        finally:
+            sub.close()
+            link.client.close()

@@ -62,6 +62,8 @@ _T = TypeVar("_T")
 
 #: Seconds between attempts to subscribe again a channel whose node is away.
 RETRY = 0.5
+#: Seconds between checks that each subscription is where the slot map says its slot is.
+FOLLOW = 1.0
 #: Operators' commands the control log keeps (cluster/moderation.py, presence.py).
 CONTROL_KEEPS = 100
 _CATCH_UP = 500  # stream entries read per call while catching up
@@ -387,6 +389,7 @@ class Subscriber:
         self._where: dict[str, str] = {}  # channel -> node name
         self._detached: set[str] = set()
         self._retry_at = 0.0
+        self._follow_at = 0.0
         self._events: list[Event] = []  # in the order they happened, until `poll` hands them
         # `wake` ends a `poll` at once (its owner is stopping): without it a node's stop
         # waited out each subscriber's poll, about a second apiece, one after the other.
@@ -432,6 +435,9 @@ class Subscriber:
     def poll(self, timeout: float) -> list[Event]:
         """What came within `timeout` seconds (returns as soon as anything came), in the
         order it came; a channel subscribed again comes as `Again` before its new messages."""
+        if self._link.cluster and time.monotonic() >= self._follow_at:
+            self._follow_at = time.monotonic() + FOLLOW
+            self._follow_map()
         if self._detached and time.monotonic() >= self._retry_at:
             self._reattach()
         self._drain()
@@ -516,6 +522,9 @@ class Subscriber:
                 for chans in slots.values():  # SSUBSCRIBE takes the channels of one slot
                     getattr(pubsub, kind)(*chans)
                 self._confirm(pubsub, name, set(wanted), kind)
+                if node is not None and not _is_master(self._link.node_client(node)):
+                    self._off_replica(name, pubsub, wanted, strict)
+                    continue
             except (MovedError, AskError) as exc:
                 if strict:
                     raise
@@ -580,6 +589,61 @@ class Subscriber:
         if channel in self._where:
             self._events.append(Again((channel,)))
 
+    def _follow_map(self) -> None:
+        """Channels subscribed on a node the slot map no longer names for their slot (the
+        heartbeat reads it again after a failure: `Link.check`) are subscribed again where
+        it does. A master frozen past the node timeout and thawed is its replica's replica:
+        the chaos soak saw a node's subscription stay there for good, no `sunsubscribe`
+        coming, every message said `missing` (`queued`) although it arrived."""
+        stray: dict[str, list[str]] = {}
+        for channel, name in self._where.items():
+            try:
+                serving = self._link.node_of(channel, _slot(self._link, channel)).name
+            except RedisClusterException:
+                continue
+            if serving != name:
+                stray.setdefault(name, []).append(channel)
+        for name, channels in stray.items():
+            for channel in channels:
+                del self._where[channel]
+            self._detached.update(channels)
+            pubsub = self._subs.get(name)
+            if pubsub is None:
+                continue
+            if name not in self._where.values():
+                self._drop(name)
+                continue
+            for channel in channels:
+                for form in (channel, channel.encode()):
+                    pubsub.shard_channels.pop(form, None)
+            try:  # its `sunsubscribe` comes back for channels no longer there: ignored
+                pubsub.sunsubscribe(*channels)
+            except (redis.RedisError, RedisClusterException, OSError) as exc:
+                self._lost(name, exc)
+        if stray:
+            self._retry_at = time.monotonic()
+
+    def _off_replica(self, name: str, pubsub: Any, channels: list[str], strict: bool) -> None:
+        """Subscribed on a replica (the slot map was stale: a failover's former master, a
+        replica now): undone, and tried again with the map read again. Redis 7.0 takes
+        SSUBSCRIBE on a replica and passes its master's messages on to it, but the master's
+        SPUBLISH counts only its own subscribers: every message arrived while every
+        publisher was told nobody took it (`missing`, `queued`, then a second copy at the
+        next login), and nothing ever moved the subscription (no `sunsubscribe` comes)."""
+        if name in self._where.values():
+            for channel in channels:
+                for form in (channel, channel.encode()):
+                    pubsub.shard_channels.pop(form, None)
+            with contextlib.suppress(redis.RedisError, OSError):
+                pubsub.sunsubscribe(*channels)  # its answer is for channels not there: ignored
+        else:
+            self._drop(name)
+        if strict:
+            raise redis.ConnectionError(f"{name} is a replica now: the slot map was stale")
+        log.info("redis %s node %s is a replica now: subscribing again", self._link.shown, name)
+        self._detached.update(channels)
+        self._retry_at = time.monotonic() + RETRY
+
     def _moved(self, name: str, exc: AskError) -> None:
         """A subscription went to a node that no longer serves the slot: the slot's channels
         are subscribed again where it is."""
@@ -626,6 +690,16 @@ def by_node(
             name = "?"
         groups.setdefault(name, []).append(item)
     return list(groups.items())
+
+
+def _is_master(client: Any) -> bool:
+    """Whether this node of a Redis Cluster is a master, as it says itself (CLUSTER NODES,
+    allowed where ROLE and INFO, `@dangerous`, are not)."""
+    for line in _text(client.execute_command("CLUSTER", "NODES")).splitlines():
+        parts = line.split()
+        if len(parts) > 2 and "myself" in parts[2].split(","):
+            return "master" in parts[2].split(",")
+    return True  # no line for itself: the slot map is trusted, as before
 
 
 def _slot(link: Link, channel: str) -> int:
