@@ -489,3 +489,31 @@ def test_no_subscription_stays_on_a_replica_that_a_stale_slot_map_names(
         finally:
             sub.close()
             link.client.close()
+
+
+def test_a_manual_failover_moves_the_subscriptions_to_the_new_master(
+    tmp_path: Path, start_node: Start
+) -> None:
+    """`CLUSTER FAILOVER` on a replica (how operators upgrade or move a master without
+    losing writes): the old master becomes a replica with every connection kept. A
+    subscription left there would take every message (a replica passes its master's on)
+    while the new master's SPUBLISH counts nobody: every message to b said `missing`. Here
+    the subscription moves (this test also passes without the once-a-second check of the
+    slot map: the demoted master tells its subscribers; the frozen-and-thawed master of the
+    chaos soak did not), and every message after the failover is delivered, once."""
+    with _replicas(tmp_path) as rc:
+        _a, b, alice, bob = _two_nodes(rc, start_node)
+        inbox = keys.node_inbox(node_with_users(rc, 1))
+        old = rc.owner_port(inbox)
+        new = int(rc.node_client(old).info("replication")["slave0"]["port"])
+        assert wait_until(lambda: _replicated(rc), timeout=10)
+        assert rc.node_client(new).execute_command("CLUSTER", "FAILOVER") == b"OK"
+        assert wait_until(lambda: rc.owner_port(inbox) == new, timeout=20)
+        crosses_again(alice, bob, "moved ")
+        for n in range(10):
+            sent = alice.ask({"type": "send", "id": f"m{n}", "to": ["bob"], "text": f"m{n}"})
+            assert sent["delivered"] == ["bob"] and sent["queued"] == [], sent
+        bob.pump(1.0)
+        got = [m["text"] for m in bob.inbox if m["type"] == "msg" and m["text"][0] == "m"]
+        assert got[-10:] == [f"m{n}" for n in range(10)], got
+        assert "Traceback" not in b.log(), b.log()[-3000:]
