@@ -355,7 +355,9 @@ class Follower:
             if seen >= now or seen == last:  # all read (or nothing left to read: lost)
                 self._last[channel] = now
                 return out
-            last = self._last[channel] = seen
+            # Taken only when all is returned: a Redis that fails before (RedisError) leaves
+            # the reader where it was, to read it all again, never past what it dropped.
+            last = seen
 
     def last(self, channel: str) -> int:
         return self._last.get(channel, 0)

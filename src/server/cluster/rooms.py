@@ -379,18 +379,25 @@ class RedisRooms:
                 taken = 0
                 try:
                     items: list[tuple[str, bytes]] = []
-                    while behind:  # logs to read again (each removed once read)
-                        channel = next(iter(behind))
-                        items += [(channel, p) for p in follower.again(channel)]
-                        behind.discard(channel)
-                    for event in subscriber.poll(0.0 if items else 1.0):
-                        if isinstance(event, bus.Again):
-                            for channel in event.channels:
-                                items += [(channel, p) for p in follower.again(channel)]
-                        else:
-                            items += [
-                                (event.channel, p) for p in follower.take(event.channel, event.data)
-                            ]
+                    failed: redis.RedisError | None = None
+                    try:
+                        while behind:  # logs to read again (each removed once read)
+                            channel = next(iter(behind))
+                            items += [(channel, p) for p in follower.again(channel)]
+                            behind.discard(channel)
+                        for event in subscriber.poll(0.0 if items else 1.0):
+                            if isinstance(event, bus.Again):
+                                for channel in event.channels:
+                                    items += [(channel, p) for p in follower.again(channel)]
+                            else:
+                                items += [
+                                    (event.channel, p)
+                                    for p in follower.take(event.channel, event.data)
+                                ]
+                    except redis.RedisError as exc:
+                        # What was taken before it is applied all the same: the follower has
+                        # moved past it (the likely way the chaos soak lost two room messages).
+                        failed = exc
                     if follower.broken:  # the logs could not make good what was missed
                         follower.broken.clear()
                         self._load(feed)
@@ -403,6 +410,8 @@ class RedisRooms:
                         if taken % _BATCH == 0:
                             self._settled(feed)
                     self._forget_old()
+                    if failed is not None:
+                        raise failed
                 except redis.RedisError as exc:
                     self._link.failed(exc)
                     behind = set(follower.channels())
