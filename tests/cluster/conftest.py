@@ -353,11 +353,15 @@ class RedisClusterProc:
         for port in (to_port, from_port, *self.ports):
             self.node_client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
 
+    def asked(self) -> list[int]:
+        """The nodes `healthy` asks (the chaos soak's cluster: only those alive)."""
+        return self.ports
+
     def healthy(self, without: int | None = None) -> bool:
         """Every slot served, as every node sees it (`without`: but that node's port, a
         master killed whose replica has taken its place)."""
         try:
-            for port in self.ports:
+            for port in self.asked():
                 if port == without:
                     continue
                 text = self.node_client(port).execute_command("CLUSTER", "INFO").decode()
