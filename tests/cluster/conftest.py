@@ -353,6 +353,10 @@ class RedisClusterProc:
         for port in (to_port, from_port, *self.ports):
             self.node_client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
 
+    def replica_of(self, port: int) -> int:
+        """The port of the (first) replica of the master on `port`."""
+        return int(self.node_client(port).info("replication")["slave0"]["port"])
+
     def asked(self) -> list[int]:
         """The nodes `healthy` asks (the chaos soak's cluster: only those alive)."""
         return self.ports

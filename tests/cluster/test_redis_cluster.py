@@ -169,6 +169,18 @@ def crosses_again(sender: Session, receiver: Session, prefix: str) -> None:
     receiver.expect("msg", text=tries[-1], timeout=10)
 
 
+def every_one_delivered_once(sender: Session, receiver: Session, prefix: str) -> None:
+    """Ten messages: each `delivered` (none `queued` while the receiver reads live), and
+    received once each, in order."""
+    texts = [f"{prefix}{n}" for n in range(10)]
+    for text in texts:
+        sent = sender.ask({"type": "send", "id": text, "to": [receiver.name], "text": text})
+        assert sent["delivered"] == [receiver.name] and sent["queued"] == [], sent
+    receiver.pump(1.0)
+    got = [m["text"] for m in receiver.inbox if m["type"] == "msg" and m["text"] in texts]
+    assert got == texts, got
+
+
 @only_cluster
 def test_a_lost_shard_is_missing_or_queued_no_thread_dies_and_the_node_recovers(
     start_redis: Callable[..., Any], start_node: Start
@@ -414,7 +426,7 @@ def test_a_master_frozen_until_its_replica_took_over_leaves_no_subscription_on_i
         _a, _b, alice, bob = _two_nodes(rc, start_node)
         assert wait_until(lambda: _replicated(rc), timeout=10)
         victim = rc.owner_port(keys.node_inbox(node_with_users(rc, 1)))
-        replica = int(rc.node_client(victim).info("replication")["slave0"]["port"])
+        replica = rc.replica_of(victim)
         proc = rc.procs[rc.ports.index(victim)]
         proc.send_signal(signal.SIGSTOP)
 
@@ -434,13 +446,7 @@ def test_a_master_frozen_until_its_replica_took_over_leaves_no_subscription_on_i
         assert wait_until(meanwhile(lambda: victim not in rc.masters()), timeout=20)
         assert wait_until(meanwhile(rc.healthy), timeout=30)
         crosses_again(alice, bob, "after ")
-        # And then every message: delivered (none `queued` while bob reads it live), once.
-        for n in range(10):
-            sent = alice.ask({"type": "send", "id": f"s{n}", "to": ["bob"], "text": f"s{n}"})
-            assert sent["delivered"] == ["bob"] and sent["queued"] == [], sent
-        bob.pump(1.0)
-        got = [m["text"] for m in bob.inbox if m["type"] == "msg" and m["text"][0] == "s"]
-        assert got == [f"s{n}" for n in range(10)], got
+        every_one_delivered_once(alice, bob, "s")
 
 
 def test_no_subscription_stays_on_a_replica_that_a_stale_slot_map_names(
@@ -461,7 +467,7 @@ def test_no_subscription_stays_on_a_replica_that_a_stale_slot_map_names(
         inbox = bus.Log(link, keys.node_inbox("n-demoted"), INBOX_KEEPS, settles=True)
         inbox.ensure(link.client)
         old = rc.owner_port(inbox.channel)
-        new = int(rc.node_client(old).info("replication")["slave0"]["port"])
+        new = rc.replica_of(old)
         assert wait_until(lambda: _replicated(rc), timeout=10)
         rc.node_client(new).execute_command("CLUSTER", "FAILOVER")
         assert wait_until(lambda: rc.owner_port(inbox.channel) == new, timeout=20)
@@ -505,15 +511,10 @@ def test_a_manual_failover_moves_the_subscriptions_to_the_new_master(
         _a, b, alice, bob = _two_nodes(rc, start_node)
         inbox = keys.node_inbox(node_with_users(rc, 1))
         old = rc.owner_port(inbox)
-        new = int(rc.node_client(old).info("replication")["slave0"]["port"])
+        new = rc.replica_of(old)
         assert wait_until(lambda: _replicated(rc), timeout=10)
         assert rc.node_client(new).execute_command("CLUSTER", "FAILOVER") == b"OK"
         assert wait_until(lambda: rc.owner_port(inbox) == new, timeout=20)
         crosses_again(alice, bob, "moved ")
-        for n in range(10):
-            sent = alice.ask({"type": "send", "id": f"m{n}", "to": ["bob"], "text": f"m{n}"})
-            assert sent["delivered"] == ["bob"] and sent["queued"] == [], sent
-        bob.pump(1.0)
-        got = [m["text"] for m in bob.inbox if m["type"] == "msg" and m["text"][0] == "m"]
-        assert got[-10:] == [f"m{n}" for n in range(10)], got
+        every_one_delivered_once(alice, bob, "m")
         assert "Traceback" not in b.log(), b.log()[-3000:]

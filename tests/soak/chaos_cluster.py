@@ -536,7 +536,7 @@ class Soak:
         rc = self.rc
         assert rc is not None
         victim = self.rng.choice(rc.masters())
-        replica = int(rc.node_client(victim).info("replication")["slave0"]["port"])
+        replica = rc.replica_of(victim)
         i = rc.ports.index(victim)
         rc.procs[i].send_signal(signal.SIGKILL)
         rc.procs[i].wait(10)

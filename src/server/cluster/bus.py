@@ -525,7 +525,7 @@ class Subscriber:
                     getattr(pubsub, kind)(*chans)
                 self._confirm(pubsub, name, set(wanted), kind)
                 if node is not None and not _is_master(self._link.node_client(node)):
-                    self._off_replica(name, pubsub, wanted, strict)
+                    self._off_replica(name, wanted, strict)
                     continue
             except (MovedError, AskError) as exc:
                 if strict:
@@ -609,37 +609,37 @@ class Subscriber:
             for channel in channels:
                 del self._where[channel]
             self._detached.update(channels)
-            pubsub = self._subs.get(name)
-            if pubsub is None:
-                continue
-            if name not in self._where.values():
-                self._drop(name)
-                continue
-            for channel in channels:
-                for form in (channel, channel.encode()):
-                    pubsub.shard_channels.pop(form, None)
-            try:  # its `sunsubscribe` comes back for channels no longer there: ignored
-                pubsub.sunsubscribe(*channels)
+            try:
+                self._release(name, channels)
             except (redis.RedisError, RedisClusterException, OSError) as exc:
                 self._lost(name, exc)
         if stray:
             self._retry_at = time.monotonic()
 
-    def _off_replica(self, name: str, pubsub: Any, channels: list[str], strict: bool) -> None:
+    def _release(self, name: str, channels: list[str]) -> None:
+        """`channels` are no longer wanted on node `name` (none of them in `_where`): its
+        connection closed when it holds no other channel, else SUNSUBSCRIBE, whose answer
+        (for channels no longer noted there) is ignored."""
+        pubsub = self._subs.get(name)
+        if pubsub is None:
+            return
+        if name not in self._where.values():
+            self._drop(name)
+            return
+        for channel in channels:
+            for form in (channel, channel.encode()):
+                pubsub.shard_channels.pop(form, None)
+        pubsub.sunsubscribe(*channels)
+
+    def _off_replica(self, name: str, channels: list[str], strict: bool) -> None:
         """Subscribed on a replica (the slot map was stale: a failover's former master, a
         replica now): undone, and tried again with the map read again. Redis 7.0 takes
         SSUBSCRIBE on a replica and passes its master's messages on to it, but the master's
         SPUBLISH counts only its own subscribers: every message arrived while every
         publisher was told nobody took it (`missing`, `queued`, then a second copy at the
         next login), and nothing ever moved the subscription (no `sunsubscribe` comes)."""
-        if name in self._where.values():
-            for channel in channels:
-                for form in (channel, channel.encode()):
-                    pubsub.shard_channels.pop(form, None)
-            with contextlib.suppress(redis.RedisError, OSError):
-                pubsub.sunsubscribe(*channels)  # its answer is for channels not there: ignored
-        else:
-            self._drop(name)
+        with contextlib.suppress(redis.RedisError, OSError):
+            self._release(name, channels)
         if strict:
             raise redis.ConnectionError(f"{name} is a replica now: the slot map was stale")
         log.info("redis %s node %s is a replica now: subscribing again", self._link.shown, name)
